@@ -1,0 +1,1 @@
+"""Gymnasium environments of policysearch (registered by ``import policysearch``)."""

@@ -1,0 +1,89 @@
+"""The JSON envelope every exported artefact shares: ``kind``, ``format_version``, provenance.
+
+Artefacts are plain JSON (never pickle) so that any training loop can read them without
+policysearch's search code. Each artefact class defines ``KIND``, ``FORMAT_VERSION``,
+``to_dict()`` and ``from_dict()``; this module adds the envelope, file I/O and typed errors.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+from policysearch.errors import PolicyFormatError
+
+
+def provenance(**extra: Any) -> dict[str, Any]:
+    """Versions of the libraries that produced an artefact, plus caller-given facts
+    (env id, dataset fingerprint, seed, search budget, ...)."""
+    from importlib import metadata
+
+    def version(pkg: str) -> str | None:
+        try:
+            return metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            return None
+
+    info: dict[str, Any] = {
+        "policysearch": version("policysearch"),
+        "torch": version("torch"),
+        "kornia": version("kornia"),
+        "python": platform.python_version(),
+    }
+    info.update({k: v for k, v in extra.items() if v is not None})
+    return info
+
+
+def wrap(kind: str, format_version: int, body: dict[str, Any], prov: dict[str, Any] | None) -> dict[str, Any]:
+    """Put ``body`` into the common envelope."""
+    return {"kind": kind, "format_version": format_version, **body, "provenance": prov or {}}
+
+
+def unwrap(data: Any, kind: str, format_version: int, source: str = "<dict>") -> dict[str, Any]:
+    """Check the envelope of a decoded artefact and return it; raise PolicyFormatError naming the problem."""
+    if not isinstance(data, dict):
+        raise PolicyFormatError(f"{source}: expected a JSON object, got {type(data).__name__}")
+    got_kind = data.get("kind")
+    if got_kind != kind:
+        raise PolicyFormatError(f"{source}: field 'kind' is {got_kind!r}, expected {kind!r}")
+    version = data.get("format_version")
+    if not isinstance(version, int) or version < 1 or version > format_version:
+        raise PolicyFormatError(
+            f"{source}: field 'format_version' is {version!r}; this policysearch reads {kind} "
+            f"versions 1..{format_version} (upgrade policysearch for newer files)"
+        )
+    return data
+
+
+def require(data: dict[str, Any], field: str, types: type | tuple[type, ...], source: str) -> Any:
+    """Return ``data[field]`` if present and of the expected type, else raise PolicyFormatError."""
+    if field not in data:
+        raise PolicyFormatError(f"{source}: missing field {field!r}")
+    value = data[field]
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in _as_tuple(types)):
+        names = "/".join(t.__name__ for t in _as_tuple(types))
+        raise PolicyFormatError(f"{source}: field {field!r} is {value!r}, expected {names}")
+    return value
+
+
+def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise PolicyFormatError(f"{path}: no such file")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise PolicyFormatError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc

@@ -1,0 +1,553 @@
+"""`AugmentPolicy`: an augmentation policy as plain data, applied batched on the training device.
+
+A policy is
+
+* a crop / flip base (random shift with zero padding, i.e. pad-and-crop, and a horizontal flip),
+* a list of sub-policies in kornia's AutoAugment form ``[(op_name, probability, magnitude_bin), ...]``
+  (the list loads unchanged into ``kornia.augmentation.auto.AutoAugment(policy=...)``), of which
+  **one is drawn per sample** (kornia and torchvision draw one per batch),
+* mixup and cutmix (probability, alpha) that return soft targets, and
+* optionally a schedule: ``(start_progress, policy)`` pieces over training progress in [0, 1].
+
+Magnitudes follow kornia's convention: bin ``b`` in ``0..9`` selects the interval
+``[lo + (hi-lo)*b/10, lo + (hi-lo)*(b+1)/10]`` of the op's range, and the value is drawn uniformly
+inside it for every sample. `OPS` is the one table of ranges; nothing else hard-codes them.
+Operations follow PIL's semantics (what AutoAugment was searched with); kornia's own wrappers differ
+in a few scalings (e.g. they read shear fractions as degrees / 180), so a policy run through kornia's
+AutoAugment is the same policy with kornia's op implementations, not a bit-identical replay.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from policysearch.errors import ConfigError, PolicyFormatError, UnknownNameError
+from policysearch.policies.artifact import provenance as make_provenance
+from policysearch.policies.artifact import read_json, require, unwrap, wrap, write_json
+
+NUM_BINS = 10
+"""Magnitude bins per op, as in kornia's AutoAugment (an 11-point scale, bins 0..9)."""
+
+MAGNITUDE_SCALES = ("standard", "wide")
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """One augmentation op: its magnitude range and the magnitude at which it does nothing."""
+
+    name: str
+    geometric: bool
+    standard: tuple[float, float] | None  # kornia / AutoAugment range; None: the op has no magnitude
+    wide: tuple[float, float] | None  # TrivialAugment-wide range
+    neutral: float | None  # magnitude that leaves the image unchanged
+    unit: str
+
+    def range(self, scale: str) -> tuple[float, float] | None:
+        return self.standard if scale == "standard" else self.wide
+
+    def strength_bins(self, strength: float, scale: str = "standard") -> list[int]:
+        """Bins whose magnitude departs from `neutral` by `strength` (0..1) of the widest
+        departure the range allows, on both sides when the range has two."""
+        rng = self.range(scale)
+        if rng is None or self.neutral is None:
+            return [0]
+        lo, hi = rng
+        bins = set()
+        for end in (lo, hi):
+            if abs(end - self.neutral) < 1e-12:
+                continue
+            value = self.neutral + strength * (end - self.neutral)
+            bins.add(min(NUM_BINS - 1, max(0, int((value - lo) / (hi - lo) * NUM_BINS))))
+        return sorted(bins)
+
+
+OPS: dict[str, OpSpec] = {
+    op.name: op
+    for op in (
+        OpSpec("shear_x", True, (-0.3, 0.3), (-0.99, 0.99), 0.0, "shear factor"),
+        OpSpec("shear_y", True, (-0.3, 0.3), (-0.99, 0.99), 0.0, "shear factor"),
+        OpSpec("translate_x", True, (-0.5, 0.5), (-1.0, 1.0), 0.0, "fraction of width"),
+        OpSpec("translate_y", True, (-0.5, 0.5), (-1.0, 1.0), 0.0, "fraction of height"),
+        OpSpec("rotate", True, (-30.0, 30.0), (-135.0, 135.0), 0.0, "degrees"),
+        OpSpec("brightness", False, (0.1, 1.9), (0.01, 1.99), 1.0, "blend factor with black"),
+        OpSpec("color", False, (0.1, 1.9), (0.01, 1.99), 1.0, "blend factor with grey (saturation)"),
+        OpSpec("contrast", False, (0.1, 1.9), (0.01, 1.99), 1.0, "blend factor with the mean grey"),
+        OpSpec("sharpness", False, (0.1, 1.9), (0.01, 1.99), 1.0, "blend factor with a smoothed image"),
+        OpSpec("posterize", False, (4.0, 8.0), (2.0, 8.0), 8.0, "bits kept"),
+        OpSpec("solarize", False, (0.0, 1.0), (0.0, 1.0), 1.0, "threshold (fraction of 255)"),
+        OpSpec("auto_contrast", False, None, None, None, "-"),
+        OpSpec("equalize", False, None, None, None, "-"),
+        OpSpec("invert", False, None, None, None, "-"),
+    )
+}
+OP_NAMES = tuple(OPS)
+# TrivialAugment / RandAugment sample from these (no invert, as in their papers); the empty
+# sub-policy stands for their Identity op.
+TRIVIAL_OPS = tuple(name for name in OP_NAMES if name != "invert")
+
+BUILTIN_POLICIES = ("none", "cropflip", "trivial", "randaugment", "autoaugment-cifar10")
+
+SubPolicy = tuple[tuple[str, float, int | None], ...]
+
+
+def _check_subpolicies(raw: Any, source: str = "sub_policies") -> tuple[SubPolicy, ...]:
+    if not isinstance(raw, (list, tuple)):
+        raise ConfigError(f"{source}: expected a list of sub-policies, got {type(raw).__name__}")
+    checked = []
+    for i, sub in enumerate(raw):
+        if not isinstance(sub, (list, tuple)):
+            raise ConfigError(f"{source}[{i}]: expected a list of (op, probability, magnitude_bin), got {sub!r}")
+        entries = []
+        for j, entry in enumerate(sub):
+            where = f"{source}[{i}][{j}]"
+            if not isinstance(entry, (list, tuple)) or len(entry) != 3:
+                raise ConfigError(f"{where}: expected (op_name, probability, magnitude_bin), got {entry!r}")
+            name, prob, mag = entry
+            if name not in OPS:
+                raise UnknownNameError("augmentation op", str(name), OP_NAMES)
+            if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0.0 <= prob <= 1.0:
+                raise ConfigError(f"{where}: probability {prob!r} of {name!r} must be a number in [0, 1]")
+            if OPS[name].standard is None:
+                mag = None if mag is None else mag  # ignored, kept as written for kornia
+                if mag is not None and (isinstance(mag, bool) or not isinstance(mag, int)):
+                    raise ConfigError(f"{where}: magnitude of {name!r} must be null or an int, got {mag!r}")
+            elif isinstance(mag, bool) or not isinstance(mag, int) or not 0 <= mag < NUM_BINS:
+                raise ConfigError(
+                    f"{where}: magnitude bin {mag!r} of {name!r} must be an int in [0, {NUM_BINS - 1}]"
+                )
+            entries.append((str(name), float(prob), mag))
+        checked.append(tuple(entries))
+    return tuple(checked)
+
+
+class AugmentPolicy(nn.Module):
+    """An augmentation policy applied to a float batch in [0, 1] on its own device.
+
+    Args:
+        sub_policies: kornia-style sub-policies; one is drawn uniformly **per sample**.
+        crop: largest random shift, as a fraction of the image side (pad-and-crop); 0 disables.
+        flip: probability of a horizontal flip.
+        mixup: ``(probability, alpha)`` of mixing the batch with a shuffled copy (per batch).
+        cutmix: ``(probability, alpha)`` of pasting a box from a shuffled copy (per batch);
+            mixup and cutmix are exclusive, so their probabilities must sum to at most 1.
+        magnitude_scale: ``"standard"`` (kornia's ranges) or ``"wide"`` (TrivialAugment-wide's).
+        schedule: ``[(start_progress, AugmentPolicy), ...]`` starting at 0; when given, the piece
+            whose start is the last one at or below the current progress is applied and this
+            policy's own fields are ignored.
+        name: a label carried into reports.
+        provenance: where the policy came from (search run, dataset fingerprint, ...).
+    """
+
+    KIND = "augment_policy"
+    FORMAT_VERSION = 1
+
+    def __init__(
+        self,
+        sub_policies: Sequence[Sequence[Sequence[Any]]] = (),
+        *,
+        crop: float = 0.0,
+        flip: float = 0.0,
+        mixup: tuple[float, float] = (0.0, 1.0),
+        cutmix: tuple[float, float] = (0.0, 1.0),
+        magnitude_scale: str = "standard",
+        schedule: Sequence[tuple[float, AugmentPolicy]] | None = None,
+        name: str = "custom",
+        provenance: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.sub_policies = _check_subpolicies(sub_policies)
+        if not 0.0 <= crop <= 0.5:
+            raise ConfigError(f"crop={crop!r}: expected a fraction of the image side in [0, 0.5]")
+        if not 0.0 <= flip <= 1.0:
+            raise ConfigError(f"flip={flip!r}: expected a probability in [0, 1]")
+        for label, (p, alpha) in (("mixup", mixup), ("cutmix", cutmix)):
+            if not 0.0 <= p <= 1.0 or not alpha > 0.0:
+                raise ConfigError(f"{label}=({p!r}, {alpha!r}): expected probability in [0, 1] and alpha > 0")
+        if mixup[0] + cutmix[0] > 1.0 + 1e-9:
+            raise ConfigError(f"mixup p {mixup[0]} + cutmix p {cutmix[0]} > 1: they are exclusive per batch")
+        if magnitude_scale not in MAGNITUDE_SCALES:
+            raise UnknownNameError("magnitude scale", magnitude_scale, MAGNITUDE_SCALES)
+        self.crop, self.flip = float(crop), float(flip)
+        self.mixup = (float(mixup[0]), float(mixup[1]))
+        self.cutmix = (float(cutmix[0]), float(cutmix[1]))
+        self.magnitude_scale = magnitude_scale
+        self.name = name
+        self.provenance = dict(provenance or {})
+        self.starts: tuple[float, ...] = ()
+        self.pieces = nn.ModuleList()
+        if schedule:
+            starts = [float(s) for s, _ in schedule]
+            if starts[0] != 0.0 or any(b <= a for a, b in zip(starts, starts[1:])) or starts[-1] >= 1.0:
+                raise ConfigError(f"schedule starts {starts}: expected strictly increasing values in [0, 1) from 0")
+            for _, piece in schedule:
+                if not isinstance(piece, AugmentPolicy) or piece.pieces:
+                    raise ConfigError("schedule pieces must be AugmentPolicy objects without a schedule")
+            self.starts = tuple(starts)
+            self.pieces.extend(piece for _, piece in schedule)
+        self._build_tables()
+        self.last_subpolicy: torch.Tensor | None = None  # per-sample choice of the last call, for replay
+
+    # ------------------------------------------------------------------ tables
+    def _build_tables(self) -> None:
+        """Sub-policies as (K, S) tensors so that a per-sample choice is one gather."""
+        k = max(1, len(self.sub_policies))
+        s = max([1] + [len(sp) for sp in self.sub_policies])
+        op = torch.full((k, s), -1, dtype=torch.long)
+        prob = torch.zeros(k, s)
+        mag_bin = torch.zeros(k, s)
+        for i, sub in enumerate(self.sub_policies):
+            for j, (name, p, b) in enumerate(sub):
+                op[i, j] = OP_NAMES.index(name)
+                prob[i, j] = p
+                mag_bin[i, j] = 0 if b is None else b
+        lo = torch.tensor([(OPS[n].range(self.magnitude_scale) or (0.0, 0.0))[0] for n in OP_NAMES])
+        hi = torch.tensor([(OPS[n].range(self.magnitude_scale) or (0.0, 0.0))[1] for n in OP_NAMES])
+        for name, value in (("_op", op), ("_prob", prob), ("_bin", mag_bin), ("_lo", lo), ("_hi", hi)):
+            self.register_buffer(name, value, persistent=False)
+
+    # ------------------------------------------------------------------ application
+    def at(self, progress: float | None) -> AugmentPolicy:
+        """The policy in force at `progress` (itself when there is no schedule)."""
+        if not self.pieces:
+            return self
+        p = 0.0 if progress is None else float(progress)
+        index = max(i for i, start in enumerate(self.starts) if start <= p) if p >= 0 else 0
+        return self.pieces[index]  # type: ignore[return-value]
+
+    @property
+    def is_identity(self) -> bool:
+        if self.pieces:
+            return all(piece.is_identity for piece in self.pieces)  # type: ignore[union-attr]
+        no_ops = all(p == 0.0 for sub in self.sub_policies for _, p, _ in sub)
+        return no_ops and self.crop == 0 and self.flip == 0 and self.mixup[0] == 0 and self.cutmix[0] == 0
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        num_classes: int,
+        progress: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augment a batch.
+
+        Args:
+            x: float images in [0, 1], shape (B, C, H, W).
+            y: int64 labels (B,).
+            num_classes: width of the soft targets.
+            progress: training progress in [0, 1], for scheduled policies.
+            generator: a torch.Generator on x's device; all randomness comes from it.
+
+        Returns:
+            The augmented images and soft targets (B, num_classes) whose rows sum to one.
+        """
+        policy = self.at(progress)
+        targets = torch.nn.functional.one_hot(y, num_classes).to(x.dtype)
+        if policy.crop > 0:
+            x = _random_shift(x, policy.crop, generator)
+        if policy.flip > 0:
+            flip = torch.rand(x.shape[0], device=x.device, generator=generator) < policy.flip
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        if policy.sub_policies:
+            x = policy._apply_subpolicies(x, generator)
+        if policy.mixup[0] > 0 or policy.cutmix[0] > 0:
+            x, targets = policy._apply_mix(x, targets, generator)
+        return x, targets
+
+    def _apply_subpolicies(self, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+        b, dev = x.shape[0], x.device
+        choice = torch.randint(len(self.sub_policies), (b,), device=dev, generator=g)
+        self.last_subpolicy = choice
+        for stage in range(self._op.shape[1]):
+            op = self._op[choice, stage]
+            applied = (op >= 0) & (torch.rand(b, device=dev, generator=g) < self._prob[choice, stage])
+            u = torch.rand(b, device=dev, generator=g)
+            safe_op = op.clamp(min=0)
+            lo, hi = self._lo[safe_op], self._hi[safe_op]
+            magnitude = lo + (hi - lo) * (self._bin[choice, stage] + u) / NUM_BINS
+            x = _apply_ops(x, torch.where(applied, op, torch.full_like(op, -1)), magnitude)
+        return x
+
+    def _apply_mix(
+        self, x: torch.Tensor, targets: torch.Tensor, g: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # One scalar draw decides the op; lambda comes from numpy's Beta, seeded from `g`.
+        draws = torch.rand(2, generator=g, device=x.device).cpu()
+        u, seed = float(draws[0]), int(draws[1] * 2**31)
+        rng = np.random.default_rng(seed)
+        partner = x.flip(0)
+        partner_targets = targets.flip(0)
+        if u < self.mixup[0]:
+            lam = float(rng.beta(self.mixup[1], self.mixup[1]))
+            return lam * x + (1 - lam) * partner, lam * targets + (1 - lam) * partner_targets
+        if u < self.mixup[0] + self.cutmix[0]:
+            lam = float(rng.beta(self.cutmix[1], self.cutmix[1]))
+            h, w = x.shape[-2:]
+            cut_h, cut_w = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+            cy, cx = int(rng.integers(h)), int(rng.integers(w))
+            y0, y1 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
+            x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
+            x = x.clone()
+            x[..., y0:y1, x0:x1] = partner[..., y0:y1, x0:x1]
+            kept = 1 - (y1 - y0) * (x1 - x0) / (h * w)  # the box actually pasted, after clipping
+            return x, kept * targets + (1 - kept) * partner_targets
+        return x, targets
+
+    # ------------------------------------------------------------------ export
+    def kornia_subpolicies(self) -> list[list[tuple[str, float, int | None]]]:
+        """The sub-policies as kornia's AutoAugment takes them (lists of tuples)."""
+        return [[tuple(entry) for entry in sub] for sub in self.sub_policies]  # type: ignore[misc]
+
+    def _body(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "sub_policies": [[list(entry) for entry in sub] for sub in self.sub_policies],
+            "magnitude_scale": self.magnitude_scale,
+            "crop": self.crop,
+            "flip": self.flip,
+            "mixup": {"p": self.mixup[0], "alpha": self.mixup[1]},
+            "cutmix": {"p": self.cutmix[0], "alpha": self.cutmix[1]},
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        body = self._body()
+        body["schedule"] = (
+            [{"start": s, "policy": piece._body()} for s, piece in zip(self.starts, self.pieces)]  # type: ignore[operator]
+            if self.pieces
+            else None
+        )
+        return wrap(self.KIND, self.FORMAT_VERSION, body, self.provenance)
+
+    @classmethod
+    def _from_body(cls, data: dict[str, Any], source: str, provenance: dict[str, Any] | None = None,
+                   schedule: list[tuple[float, AugmentPolicy]] | None = None) -> AugmentPolicy:
+        try:
+            mix = {}
+            for key in ("mixup", "cutmix"):
+                entry = require(data, key, dict, source)
+                mix[key] = (float(require(entry, "p", (int, float), f"{source}: {key}")),
+                            float(require(entry, "alpha", (int, float), f"{source}: {key}")))
+            return cls(
+                require(data, "sub_policies", list, source),
+                crop=float(require(data, "crop", (int, float), source)),
+                flip=float(require(data, "flip", (int, float), source)),
+                mixup=mix["mixup"],
+                cutmix=mix["cutmix"],
+                magnitude_scale=require(data, "magnitude_scale", str, source),
+                name=str(data.get("name", "custom")),
+                schedule=schedule,
+                provenance=provenance,
+            )
+        except ConfigError as exc:
+            raise PolicyFormatError(f"{source}: {exc}") from exc
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<dict>") -> AugmentPolicy:
+        data = unwrap(data, cls.KIND, cls.FORMAT_VERSION, source)
+        schedule = None
+        if data.get("schedule"):
+            raw = require(data, "schedule", list, source)
+            schedule = []
+            for i, piece in enumerate(raw):
+                where = f"{source}: schedule[{i}]"
+                if not isinstance(piece, dict):
+                    raise PolicyFormatError(f"{where}: expected an object with 'start' and 'policy'")
+                start = float(require(piece, "start", (int, float), where))
+                schedule.append((start, cls._from_body(require(piece, "policy", dict, where), where)))
+        return cls._from_body(data, source, provenance=data.get("provenance") or {}, schedule=schedule)
+
+    def save(self, path: str | Path) -> Path:
+        return write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> AugmentPolicy:
+        return cls.from_dict(read_json(path), source=str(path))
+
+    def describe(self) -> str:
+        """A one-line human summary for tables and logs."""
+        if self.pieces:
+            return " | ".join(f"@{s:.2f}: {p.describe()}" for s, p in zip(self.starts, self.pieces))  # type: ignore[union-attr]
+        parts = []
+        if self.crop:
+            parts.append(f"crop {self.crop:.3g}")
+        if self.flip:
+            parts.append(f"flip {self.flip:.2g}")
+        if self.sub_policies:
+            parts.append(f"{len(self.sub_policies)} sub-policies")
+        for label, (p, a) in (("mixup", self.mixup), ("cutmix", self.cutmix)):
+            if p:
+                parts.append(f"{label} p={p:.2g} a={a:.2g}")
+        return ", ".join(parts) or "identity"
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, {self.describe()}"
+
+
+# ---------------------------------------------------------------------- batched ops
+def _random_shift(x: torch.Tensor, crop: float, g: torch.Generator | None) -> torch.Tensor:
+    """Pad with zeros and crop back at a random offset, per sample, with two gathers."""
+    b, c, h, w = x.shape
+    pad = max(1, round(crop * max(h, w)))
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    off = torch.randint(0, 2 * pad + 1, (2, b), device=x.device, generator=g)
+    rows = off[0][:, None] + torch.arange(h, device=x.device)
+    cols = off[1][:, None] + torch.arange(w, device=x.device)
+    out = padded.gather(2, rows[:, None, :, None].expand(b, c, h, w + 2 * pad))
+    return out.gather(3, cols[:, None, None, :].expand(b, c, h, w))
+
+
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    if x.shape[1] == 3:
+        weights = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype)
+        return (x * weights[None, :, None, None]).sum(1, keepdim=True)
+    return x.mean(1, keepdim=True)
+
+
+def _color_op(name: str, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    import kornia
+
+    f = m[:, None, None, None]
+    if name == "brightness":
+        return x * f
+    if name == "contrast":
+        mean = _grey(x).mean(dim=(2, 3), keepdim=True)
+        return mean + f * (x - mean)
+    if name == "color":
+        grey = _grey(x)
+        return grey + f * (x - grey)
+    if name == "sharpness":
+        return kornia.enhance.sharpness(x, m)
+    if name == "posterize":
+        step = torch.pow(2.0, 8.0 - f.round())
+        return torch.floor(x * 255.0 / step) * step / 255.0
+    if name == "solarize":
+        return torch.where(x >= f, 1.0 - x, x)
+    if name == "equalize":
+        return kornia.enhance.equalize(x)
+    if name == "invert":
+        return 1.0 - x
+    if name == "auto_contrast":
+        lo = x.amin(dim=(2, 3), keepdim=True)
+        hi = x.amax(dim=(2, 3), keepdim=True)
+        span = hi - lo
+        return torch.where(span > 0, (x - lo) / span.clamp(min=1e-6), x)
+    raise AssertionError(f"no colour implementation for {name}")  # OPS and this function disagree
+
+
+_GEOMETRIC = torch.tensor([OPS[n].geometric for n in OP_NAMES])
+
+
+def _affine(op: torch.Tensor, m: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Per-sample 2x3 pixel-space matrices for the geometric ops (identity elsewhere)."""
+    b = op.shape[0]
+    mat = torch.zeros(b, 2, 3, device=m.device, dtype=m.dtype)
+    mat[:, 0, 0] = 1.0
+    mat[:, 1, 1] = 1.0
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    index = {name: OP_NAMES.index(name) for name in ("shear_x", "shear_y", "translate_x", "translate_y", "rotate")}
+    is_ = {name: op == i for name, i in index.items()}
+    zero = torch.zeros_like(m)
+    sx = torch.where(is_["shear_x"], m, zero)
+    sy = torch.where(is_["shear_y"], m, zero)
+    mat[:, 0, 1] = sx
+    mat[:, 0, 2] = -sx * cy + torch.where(is_["translate_x"], m * w, zero)
+    mat[:, 1, 0] = sy
+    mat[:, 1, 2] = -sy * cx + torch.where(is_["translate_y"], m * h, zero)
+    theta = torch.deg2rad(torch.where(is_["rotate"], m, zero))
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    rot = is_["rotate"]
+    mat[rot, 0, 0], mat[rot, 0, 1] = cos[rot], -sin[rot]
+    mat[rot, 1, 0], mat[rot, 1, 1] = sin[rot], cos[rot]
+    mat[rot, 0, 2] = (cx - cos * cx + sin * cy)[rot]
+    mat[rot, 1, 2] = (cy - sin * cx - cos * cy)[rot]
+    return mat
+
+
+def _apply_ops(x: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
+    """Apply op ``op[i]`` with ``magnitude[i]`` to sample i (``-1``: nothing); one kernel per op in use,
+    and all geometric ops of the stage in a single warp."""
+    import kornia
+
+    present = torch.unique(op[op >= 0]).tolist()
+    if not present:
+        return x
+    out = x.clone()
+    geometric = (op >= 0) & _GEOMETRIC.to(op.device)[op.clamp(min=0)]
+    if bool(geometric.any()):
+        idx = geometric.nonzero().squeeze(1)
+        h, w = x.shape[-2:]
+        mat = _affine(op[idx], magnitude[idx].to(x.dtype), h, w)
+        out[idx] = kornia.geometry.transform.warp_affine(x[idx], mat, (h, w), align_corners=True)
+    for i in present:
+        name = OP_NAMES[i]
+        if OPS[name].geometric:
+            continue
+        idx = (op == i).nonzero().squeeze(1)
+        out[idx] = _color_op(name, x[idx], magnitude[idx].to(x.dtype)).clamp(0.0, 1.0)
+    return out
+
+
+# ---------------------------------------------------------------------- built-ins
+def trivial_augment(magnitude_scale: str = "wide", ops: Sequence[str] = TRIVIAL_OPS) -> list[list[tuple]]:
+    """TrivialAugment as sub-policies: one op drawn uniformly (identity included), then a magnitude
+    uniformly over its range. Every op gets NUM_BINS entries so that op choice stays uniform."""
+    subs: list[list[tuple]] = [[] for _ in range(NUM_BINS)]  # identity
+    for name in ops:
+        if OPS[name].standard is None:
+            subs += [[(name, 1.0, None)] for _ in range(NUM_BINS)]
+        else:
+            subs += [[(name, 1.0, b)] for b in range(NUM_BINS)]
+    return subs
+
+
+def rand_augment(n: int = 2, strength: float = 0.3, ops: Sequence[str] = TRIVIAL_OPS) -> list[list[tuple]]:
+    """RandAugment(N, M) as sub-policies: every ordered N-tuple of ops at strength M (0..1 of each op's
+    widest departure from identity, both signs where the range has two); identity included."""
+    if n < 1 or not 0.0 <= strength <= 1.0:
+        raise ConfigError(f"randaugment n={n}, strength={strength}: expected n >= 1 and strength in [0, 1]")
+    choices: list[list[tuple]] = [[], []]  # identity, twice like the two-sided ops
+    for name in ops:
+        bins = OPS[name].strength_bins(strength)
+        mags = [None] if OPS[name].standard is None else bins
+        entries = [(name, 1.0, m) for m in mags]
+        choices += [[entries[i % len(entries)]] for i in range(2)]
+    return [sum(combo, []) for combo in itertools.product(choices, repeat=n)]
+
+
+def builtin_policy(name: str) -> AugmentPolicy:
+    """A named baseline policy (see BUILTIN_POLICIES)."""
+    cropflip = {"crop": 0.125, "flip": 0.5}
+    if name == "none":
+        return AugmentPolicy(name="none")
+    if name == "cropflip":
+        return AugmentPolicy(name="cropflip", **cropflip)
+    if name == "trivial":
+        return AugmentPolicy(trivial_augment(), magnitude_scale="wide", name="trivial", **cropflip)
+    if name == "randaugment":
+        return AugmentPolicy(rand_augment(2, 0.3), name="randaugment", **cropflip)
+    if name == "autoaugment-cifar10":
+        from kornia.augmentation.auto.autoaugment.autoaugment import cifar10_policy
+
+        return AugmentPolicy(cifar10_policy, name="autoaugment-cifar10", **cropflip)
+    raise UnknownNameError("augmentation policy", name, BUILTIN_POLICIES)
+
+
+def load_policy(spec: str | Path | AugmentPolicy) -> AugmentPolicy:
+    """A built-in name, a JSON file path, or an AugmentPolicy (returned as is)."""
+    if isinstance(spec, AugmentPolicy):
+        return spec
+    text = str(spec)
+    if text in BUILTIN_POLICIES:
+        return builtin_policy(text)
+    if text.endswith(".json") or Path(text).exists():
+        return AugmentPolicy.load(text)
+    raise UnknownNameError("augmentation policy", text, BUILTIN_POLICIES)

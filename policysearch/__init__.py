@@ -1,0 +1,33 @@
+"""policysearch: learn training policies (augmentation, LR schedules, compression) instead of hand-tuning them.
+
+Importing the package is cheap: torch and the other heavy modules load on first use of a name.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "AugmentPolicy": "policysearch.policies.augment",
+    "LearnedSchedule": "policysearch.policies.schedule",
+    "load_policy": "policysearch.policies.augment",
+    "load_schedule": "policysearch.policies.schedule",
+    "prepare": "policysearch.data",
+    "load_dataset": "policysearch.data",
+    "from_tensors": "policysearch.data",
+    "build_model": "policysearch.models",
+    "Trainer": "policysearch.trainer",
+    "TrainConfig": "policysearch.trainer",
+    "classification_metrics": "policysearch.metrics",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'policysearch' has no attribute {name!r}")

@@ -1,0 +1,47 @@
+"""Typed exceptions: every message says what was given, what was expected, and what to do."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class PolicySearchError(Exception):
+    """Base class of every error policysearch raises on purpose."""
+
+
+class ConfigError(PolicySearchError, ValueError):
+    """A value given by the user is out of range or inconsistent."""
+
+
+class UnknownNameError(ConfigError):
+    """A name (dataset, model, op, policy, controller, ...) that is not registered."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str]) -> None:
+        known = sorted(known)
+        self.kind, self.name, self.known = kind, name, known
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        super().__init__(f"unknown {kind} {name!r}.{hint} Known: {', '.join(known)}.")
+
+
+class DatasetNotFoundError(PolicySearchError, FileNotFoundError):
+    """A data set's files are neither on disk nor downloadable."""
+
+
+class PolicyFormatError(PolicySearchError, ValueError):
+    """A policy / schedule / plan file is malformed; the message names the field."""
+
+
+class DivergenceError(PolicySearchError, FloatingPointError):
+    """A child training produced a NaN or infinite loss."""
+
+
+class MissingExtraError(PolicySearchError, ImportError):
+    """An optional dependency is needed: install the named extra."""
+
+    def __init__(self, module: str, extra: str, purpose: str) -> None:
+        super().__init__(
+            f"{purpose} needs the optional package {module!r}: "
+            f"pip install 'policysearch[{extra}]'"
+        )

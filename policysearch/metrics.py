@@ -1,0 +1,288 @@
+"""Quality metrics of a classifier and the cost of training it.
+
+Everything here is vectorised in torch and returns plain Python numbers, so results can go
+straight into observations, rewards, ``info`` dicts and JSON run logs.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from policysearch.errors import ConfigError
+
+__all__ = [
+    "METRIC_NAMES",
+    "HIGHER_IS_BETTER",
+    "Cost",
+    "classification_metrics",
+    "count_parameters",
+    "flops_per_image",
+    "format_mean_std",
+    "peak_memory_mb",
+    "summarize",
+]
+
+METRIC_NAMES: tuple[str, ...] = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "ece", "nll")
+
+#: Direction of each metric, so a reward or a "best so far" can be computed without special cases.
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "accuracy": True,
+    "macro_precision": True,
+    "macro_recall": True,
+    "macro_f1": True,
+    "ece": False,
+    "nll": False,
+}
+
+
+def classification_metrics(
+    logits: torch.Tensor, targets: torch.Tensor, num_classes: int, ece_bins: int = 15
+) -> dict[str, float]:
+    """Accuracy, macro precision / recall / F1, expected calibration error and NLL.
+
+    Macro averages follow scikit-learn's default (``labels=None``, ``zero_division=0``): a class
+    that occurs neither among the targets nor among the predictions is left out of the average; a
+    class that occurs in only one of them counts with 0 for the undefined ratio.
+
+    Args:
+        logits: Unnormalised class scores, shape ``(N, num_classes)``.
+        targets: Integer class labels, shape ``(N,)``, values in ``[0, num_classes)``.
+        num_classes: Number of classes.
+        ece_bins: Number of equal-width confidence bins on ``[0, 1]`` for the ECE.
+
+    Returns:
+        A dict with exactly the keys of :data:`METRIC_NAMES`, values as Python floats.
+
+    Raises:
+        ConfigError: If shapes, label values or ``num_classes`` / ``ece_bins`` are invalid.
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ConfigError(f"num_classes is {num_classes!r}, expected a positive int")
+    if isinstance(ece_bins, bool) or not isinstance(ece_bins, int) or ece_bins < 1:
+        raise ConfigError(f"ece_bins is {ece_bins!r}, expected a positive int")
+    if logits.ndim != 2 or logits.shape[1] != num_classes:
+        raise ConfigError(
+            f"logits have shape {tuple(logits.shape)}, expected (N, {num_classes}) for num_classes={num_classes}"
+        )
+    if targets.ndim != 1 or targets.shape[0] != logits.shape[0]:
+        raise ConfigError(
+            f"targets have shape {tuple(targets.shape)}, expected ({logits.shape[0]},) to match the logits"
+        )
+    n = int(targets.shape[0])
+    if n == 0:
+        raise ConfigError("classification_metrics got 0 samples; evaluate on a non-empty split")
+    if targets.dtype.is_floating_point or targets.dtype == torch.bool:
+        raise ConfigError(f"targets have dtype {targets.dtype}, expected integer class labels")
+
+    logits = logits.detach()
+    # Half-precision logits would make the softmax and the NLL noticeably inexact.
+    if logits.dtype not in (torch.float32, torch.float64):
+        logits = logits.float()
+    targets = targets.detach().to(device=logits.device, dtype=torch.long)
+    low, high = int(targets.min()), int(targets.max())
+    if low < 0 or high >= num_classes:
+        raise ConfigError(f"targets range over [{low}, {high}], expected labels in [0, {num_classes - 1}]")
+
+    probs = logits.softmax(dim=1)
+    confidence, preds = probs.max(dim=1)
+    correct = (preds == targets).to(logits.dtype)
+
+    # Confusion matrix in one bincount: row = true class, column = predicted class.
+    cm = torch.bincount(targets * num_classes + preds, minlength=num_classes * num_classes)
+    cm = cm.view(num_classes, num_classes).to(torch.float64)
+    tp = cm.diagonal()
+    predicted = cm.sum(dim=0)
+    actual = cm.sum(dim=1)
+    present = (predicted + actual) > 0
+    zeros = torch.zeros_like(tp)
+    precision = torch.where(predicted > 0, tp / predicted.clamp(min=1), zeros)
+    recall = torch.where(actual > 0, tp / actual.clamp(min=1), zeros)
+    # 2TP / (2TP + FP + FN) equals the harmonic mean of P and R and is 0 (not NaN) when both are 0.
+    f1 = torch.where(present, 2 * tp / (predicted + actual).clamp(min=1), zeros)
+
+    # Bin i holds confidences in (i/B, (i+1)/B]; a confidence of exactly 0 cannot occur after softmax.
+    bins = (confidence * ece_bins).ceil().long().sub(1).clamp(0, ece_bins - 1)
+    conf_sum = torch.bincount(bins, weights=confidence.to(torch.float64), minlength=ece_bins)
+    correct_sum = torch.bincount(bins, weights=correct.to(torch.float64), minlength=ece_bins)
+    # sum_b |acc_b - conf_b| * n_b / N == sum_b |correct_sum_b - conf_sum_b| / N
+    ece = (correct_sum - conf_sum).abs().sum() / n
+
+    nll = F.cross_entropy(logits, targets)
+
+    return {
+        # From the integer counts, so the figure is exact rather than a float32 running mean.
+        "accuracy": float(tp.sum() / n),
+        "macro_precision": float(precision[present].mean()),
+        "macro_recall": float(recall[present].mean()),
+        "macro_f1": float(f1[present].mean()),
+        "ece": float(ece),
+        "nll": float(nll),
+    }
+
+
+def _sum_outputs(output: Any) -> torch.Tensor:
+    """A scalar to backpropagate from whatever the model returned (tensor or nested tuple / list / dict)."""
+    if isinstance(output, torch.Tensor):
+        return output.float().sum()
+    if isinstance(output, dict):
+        output = list(output.values())
+    if isinstance(output, (tuple, list)):
+        parts = [_sum_outputs(o) for o in output if isinstance(o, (torch.Tensor, tuple, list, dict))]
+        if parts:
+            return torch.stack(parts).sum()
+    raise ConfigError(f"the model returned {type(output).__name__}, expected a tensor (or a tuple / dict of tensors)")
+
+
+def flops_per_image(
+    model: nn.Module, input_shape: Sequence[int], device: str | torch.device = "cpu"
+) -> dict[str, int]:
+    """Floating point operations per image, measured with ``torch.utils.flop_counter``.
+
+    ``"forward"`` is one inference pass (eval mode, no grad). ``"train"`` is one forward plus
+    backward pass in train mode, counting the weight gradients (the input does not require grad).
+    A multiply-add counts as 2 FLOPs, so ``nn.Linear(10, 5)`` costs 100 forward FLOPs.
+
+    The model is measured on a batch of 2 (batch norm needs more than one sample in train mode),
+    and the count is divided by 2. Its train / eval mode, parameter gradients and buffers (e.g.
+    batch norm running statistics) are restored afterwards, so measuring has no side effects.
+
+    Args:
+        model: The model, already on ``device``.
+        input_shape: Shape of one image without the batch dimension, e.g. ``(3, 32, 32)``.
+        device: Where to create the dummy batch.
+
+    Returns:
+        ``{"forward": int, "train": int}``.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if not input_shape or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in input_shape):
+        raise ConfigError(f"input_shape is {input_shape!r}, expected positive ints such as (3, 32, 32)")
+    batch = 2
+    x = torch.randn(batch, *input_shape, device=device)
+
+    was_training = model.training
+    saved_grads = {p: p.grad for p in model.parameters()}
+    saved_buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+    try:
+        model.eval()
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+        forward = counter.get_total_flops()
+
+        model.train()
+        for p in saved_grads:
+            p.grad = None
+        with FlopCounterMode(display=False) as counter:
+            loss = _sum_outputs(model(x))
+            if loss.requires_grad:  # a fully frozen model has no backward pass to count
+                loss.backward()
+        train = counter.get_total_flops()
+    finally:
+        # Measuring must not perturb training: no stray gradients, no updated running statistics.
+        for p, g in saved_grads.items():
+            p.grad = g
+        buffers = dict(model.named_buffers())
+        with torch.no_grad():
+            for name, value in saved_buffers.items():
+                buffers[name].copy_(value)
+        model.train(was_training)
+    return {"forward": int(forward) // batch, "train": int(train) // batch}
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (shared parameters counted once).
+
+    Args:
+        model: The model.
+        trainable_only: Count only parameters with ``requires_grad``.
+    """
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def peak_memory_mb(device: str | torch.device) -> float:
+    """Peak memory in MiB: allocated CUDA memory on a CUDA device, else this process's peak RSS.
+
+    On CPU the figure is the resident set size of the whole process (data, Python, everything),
+    which is the only comparable number available without a tracing allocator.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        import resource
+    except ImportError:  # Windows has no resource module
+        return 0.0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # ru_maxrss is in KiB on Linux but in bytes on macOS.
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+@dataclass
+class Cost:
+    """What a training run cost; accumulated over segments with :meth:`add`.
+
+    Attributes:
+        seconds: Wall-clock training time.
+        images: Training images processed (counting repeats over epochs).
+        train_flops: Total training FLOPs (forward + backward).
+        flops_per_image: Forward (inference) FLOPs of one image.
+        params: Number of model parameters.
+        peak_memory_mb: Peak memory, see :func:`peak_memory_mb`.
+    """
+
+    seconds: float = 0.0
+    images: int = 0
+    train_flops: float = 0.0
+    flops_per_image: float = 0.0
+    params: int = 0
+    peak_memory_mb: float = 0.0
+
+    def add(self, seconds: float, images: int, train_flops_per_image: float) -> None:
+        """Account for one more stretch of training.
+
+        Args:
+            seconds: Its wall-clock time.
+            images: Images it processed.
+            train_flops_per_image: Forward + backward FLOPs per image (``flops_per_image(...)["train"]``).
+        """
+        if seconds < 0 or images < 0 or train_flops_per_image < 0:
+            raise ConfigError(
+                f"Cost.add got seconds={seconds!r}, images={images!r}, "
+                f"train_flops_per_image={train_flops_per_image!r}; expected non-negative values"
+            )
+        self.seconds += float(seconds)
+        self.images += int(images)
+        self.train_flops += float(images) * float(train_flops_per_image)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-able dict."""
+        return asdict(self)
+
+
+def summarize(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; 0.0 for a single value).
+
+    Raises:
+        ConfigError: If ``values`` is empty.
+    """
+    values = [float(v) for v in values]
+    if not values:
+        raise ConfigError("summarize got no values; expected at least one")
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return mean, std
+
+
+def format_mean_std(values: Sequence[float], digits: int = 4) -> str:
+    """``"0.9123 ± 0.0021"`` for the mean and sample std of ``values``."""
+    mean, std = summarize(values)
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"

@@ -1,0 +1,367 @@
+"""The inner training loop: trains in segments so that an environment can change the augmentation
+policy and the learning rate between them, and evaluates any split.
+
+Everything stays on the training device: batches are index slices of the uint8 tensors in
+`DeviceData`, drawn from a seeded torch.Generator; augmentation runs batched on the same device;
+evaluation runs under `torch.inference_mode`; on CUDA the model is channels_last and runs under
+bf16 autocast. On the CPU a run is deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from policysearch.data import DeviceData
+from policysearch.errors import ConfigError, DivergenceError, UnknownNameError
+from policysearch.metrics import Cost, classification_metrics, count_parameters, flops_per_image, peak_memory_mb
+from policysearch.models import MODELS, build_model
+from policysearch.policies.augment import AugmentPolicy
+
+OPTIMIZERS = ("sgd", "adamw")
+LRSpec = float | Callable[[float], float] | None
+
+
+@dataclass
+class TrainConfig:
+    """How a child model is trained (everything but the policy being searched).
+
+    Attributes:
+        model: a name from `policysearch.models.MODELS`.
+        batch_size: images per optimizer step.
+        optimizer: "sgd" (Nesterov momentum) or "adamw"; None takes the model's default.
+        lr: base learning rate; None takes the model's default.
+        momentum: SGD momentum.
+        weight_decay: decoupled for AdamW, L2 for SGD.
+        label_smoothing: added on top of (possibly mixed) soft targets.
+        seed: seeds the initial weights, batch order and augmentation draws.
+        device: "cpu", "cuda", "cuda:N" or "auto" (CUDA when available).
+        amp: bf16 autocast on CUDA (ignored on CPU).
+        eval_batch_size: images per evaluation batch.
+    """
+
+    model: str = "cnn"
+    batch_size: int = 128
+    optimizer: str | None = None
+    lr: float | None = None
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    eval_batch_size: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise UnknownNameError("model", self.model, MODELS)
+        if self.optimizer is None:
+            self.optimizer = MODELS[self.model].optimizer
+        if self.optimizer not in OPTIMIZERS:
+            raise UnknownNameError("optimizer", self.optimizer, OPTIMIZERS)
+        if self.lr is None:
+            self.lr = MODELS[self.model].lr
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"lr={self.lr!r}: expected a positive finite learning rate")
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ConfigError(f"batch_size={self.batch_size}, eval_batch_size={self.eval_batch_size}: expected >= 1")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"label_smoothing={self.label_smoothing}: expected a value in [0, 1)")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """'auto' means CUDA when available; asking for CUDA without it is an error, not a silent fallback."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r} but torch sees no CUDA device; use --device cpu")
+    return dev
+
+
+@dataclass
+class SegmentStats:
+    """What one call of `Trainer.train_segment` did."""
+
+    steps: int
+    images: int
+    seconds: float
+    train_loss: float
+    lr: float
+    grad_norm_mean: float
+    grad_norm_std: float
+    diverged: bool = False
+    augment_seconds: float = 0.0  # only measured with Trainer(profile=True)
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy against soft targets (mixup / cutmix), with optional label smoothing."""
+    if label_smoothing:
+        targets = targets * (1 - label_smoothing) + label_smoothing / targets.shape[1]
+    return -(targets * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+
+
+class Trainer:
+    """Trains one child model on `data`, segment by segment.
+
+    Args:
+        data: device-resident splits (see `policysearch.data.prepare`).
+        config: the training settings.
+        total_steps: the planned length of the run; progress = steps done / total_steps drives
+            scheduled policies and LR schedules.
+        model: an existing module to train instead of building `config.model`.
+        profile: measure the augmentation's share of step time (adds device syncs).
+    """
+
+    def __init__(
+        self,
+        data: DeviceData,
+        config: TrainConfig,
+        total_steps: int,
+        model: nn.Module | None = None,
+        profile: bool = False,
+    ) -> None:
+        if total_steps < 1:
+            raise ConfigError(f"total_steps={total_steps}: expected at least 1")
+        if len(data.y_train) < config.batch_size:
+            raise ConfigError(
+                f"batch_size={config.batch_size} exceeds the {len(data.y_train)} training images; lower --batch-size"
+            )
+        self.data, self.config, self.total_steps, self.profile = data, config, total_steps, profile
+        self.device = data.device
+        if model is None:
+            # Initial weights come from the seed alone, without touching the global RNG state.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(config.seed)
+                model = build_model(config.model, data.input_shape, data.num_classes)
+        self.model = model.to(self.device)
+        self.cuda = self.device.type == "cuda"
+        if self.cuda:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = self._make_optimizer()
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        flops = flops_per_image(self.model, data.input_shape, device=self.device)
+        self.cost = Cost(flops_per_image=flops["forward"], params=count_parameters(self.model))
+        self._train_flops_per_image = flops["train"]
+        self.step = 0
+        self.diverged: str | None = None
+        self._order = torch.empty(0, dtype=torch.long, device=self.device)
+        self._cursor = 0
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        c = self.config
+        decay = [p for p in self.model.parameters() if p.ndim > 1]
+        no_decay = [p for p in self.model.parameters() if p.ndim <= 1]  # no weight decay on norms and biases
+        groups = [{"params": decay, "weight_decay": c.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if c.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum, nesterov=c.momentum > 0)
+        return torch.optim.AdamW(groups, lr=c.lr)
+
+    @property
+    def progress(self) -> float:
+        return min(1.0, self.step / self.total_steps)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, len(self.data.y_train) // self.config.batch_size)
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def set_lr(self, lr: float) -> None:
+        if not (lr > 0 and math.isfinite(lr)):
+            raise ConfigError(f"lr={lr!r}: expected a positive finite learning rate")
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def _next_batch(self) -> torch.Tensor:
+        """Indices of the next batch: epoch-wise random permutations, dropping the ragged tail."""
+        bs = self.config.batch_size
+        if self._cursor + bs > len(self._order):
+            n = len(self.data.y_train)
+            self._order = torch.randperm(n, device=self.device, generator=self.generator)
+            self._cursor = 0
+        idx = self._order[self._cursor : self._cursor + bs]
+        self._cursor += bs
+        return idx
+
+    def _autocast(self) -> Any:
+        if self.cuda and self.config.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.data.mean[None, :, None, None]) / self.data.std[None, :, None, None]
+        return x.contiguous(memory_format=torch.channels_last) if self.cuda else x
+
+    def train_segment(
+        self,
+        steps: int,
+        augment: AugmentPolicy | None = None,
+        lr: LRSpec = None,
+        on_step: Callable[[int, float], None] | None = None,
+    ) -> SegmentStats:
+        """Train for `steps` optimizer steps.
+
+        Args:
+            steps: optimizer steps in this segment.
+            augment: the policy for this segment (None: no augmentation).
+            lr: None keeps the current LR, a float sets it for the segment, a callable maps
+                progress in [0, 1] to the LR of every step.
+            on_step: called after every step with (steps done in this segment, lr), e.g. a progress bar.
+
+        Returns:
+            The segment's statistics. When the loss turns NaN / inf the segment stops early with
+            ``diverged=True`` and `self.diverged` says where; training further raises DivergenceError.
+        """
+        if self.diverged:
+            raise DivergenceError(f"this run already diverged ({self.diverged}); start a new Trainer")
+        if steps < 0:
+            raise ConfigError(f"steps={steps}: expected >= 0")
+        if isinstance(lr, (int, float)):
+            self.set_lr(float(lr))
+        if augment is not None:
+            augment = augment.to(self.device)
+            if augment.is_identity:
+                augment = None
+        self.model.train()
+        data, nc = self.data, self.data.num_classes
+        params = [p for p in self.model.parameters()]
+        loss_sum = torch.zeros((), device=self.device)
+        norms = torch.zeros(max(steps, 1), device=self.device)
+        finite = torch.ones((), dtype=torch.bool, device=self.device)
+        check_every = 25 if self.cuda else 1  # a sync per step is free on the CPU, not on a GPU
+        start, aug_seconds, done = time.perf_counter(), 0.0, 0
+        for i in range(steps):
+            if callable(lr):
+                self.set_lr(float(lr(self.progress)))
+            idx = self._next_batch()
+            x = data.x_train[idx].float().div_(255.0)
+            y = data.y_train[idx]
+            t0 = time.perf_counter() if self.profile else 0.0
+            if augment is not None:
+                x, target = augment(x, y, nc, progress=self.progress, generator=self.generator)
+            else:
+                target = F.one_hot(y, nc).float()
+            if self.profile:
+                if self.cuda:
+                    torch.cuda.synchronize(self.device)
+                aug_seconds += time.perf_counter() - t0
+            with self._autocast():
+                logits = self.model(self._normalise(x))
+            loss = soft_cross_entropy(logits, target, self.config.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            norms[i] = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+            self.optimizer.step()
+            loss_sum += loss.detach()
+            finite &= torch.isfinite(loss.detach())
+            self.step += 1
+            done += 1
+            if on_step is not None:
+                on_step(done, self.lr)
+            if (i + 1) % check_every == 0 and not bool(finite):
+                break
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - start
+        images = done * self.config.batch_size
+        self.cost.add(seconds, images, self._train_flops_per_image)
+        self.cost.peak_memory_mb = max(self.cost.peak_memory_mb, peak_memory_mb(self.device))
+        diverged = not bool(finite)
+        if diverged:
+            self.diverged = f"loss became {float(loss.detach()):g} at step {self.step} (lr {self.lr:g})"
+        used = norms[:done] if done else norms[:1]
+        return SegmentStats(
+            steps=done,
+            images=images,
+            seconds=seconds,
+            train_loss=float(loss_sum / max(done, 1)),
+            lr=self.lr,
+            grad_norm_mean=float(used.mean()),
+            grad_norm_std=float(used.std()) if done > 1 else 0.0,
+            diverged=diverged,
+            augment_seconds=aug_seconds,
+        )
+
+    @torch.inference_mode()
+    def predict(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (float32) and labels of a whole split."""
+        x_all, y_all = self.data.split_arrays(split)
+        self.model.eval()
+        outs = []
+        for start in range(0, len(y_all), self.config.eval_batch_size):
+            x = x_all[start : start + self.config.eval_batch_size].float().div_(255.0)
+            with self._autocast():
+                outs.append(self.model(self._normalise(x)).float())
+        return torch.cat(outs), y_all
+
+    def evaluate(self, split: str = "val") -> dict[str, float]:
+        """Accuracy, macro P / R / F1, ECE and NLL on "train", "val" or "test"."""
+        logits, y = self.predict(split)
+        return classification_metrics(logits, y, self.data.num_classes)
+
+
+@dataclass
+class RunResult:
+    """The outcome of `train_run`: figures for reports and the trained model."""
+
+    val: dict[str, float]
+    test: dict[str, float]
+    cost: dict[str, Any]
+    config: dict[str, Any]
+    history: list[dict[str, float]] = field(default_factory=list)
+    diverged: str | None = None
+    model: nn.Module | None = None
+
+
+def train_run(
+    data: DeviceData,
+    config: TrainConfig,
+    epochs: float,
+    augment: AugmentPolicy | None = None,
+    schedule: Any = None,
+    progress: bool = True,
+    description: str = "train",
+) -> RunResult:
+    """Train a fresh model for `epochs` with a policy and an LR schedule, then report val and test.
+
+    Args:
+        data: device-resident splits.
+        config: training settings; its lr is the base LR of named schedules.
+        epochs: passes over the training split (fractions allowed).
+        augment: augmentation policy (None: none).
+        schedule: anything with ``lr_at(progress)`` (a LearnedSchedule, or a closed-loop controller
+            exposing it); None keeps the base LR.
+        progress: show a progress bar on stderr.
+        description: the progress bar's label.
+    """
+    from tqdm.auto import tqdm
+
+    probe = max(1, len(data.y_train) // config.batch_size)
+    total = max(1, round(epochs * probe))
+    trainer = Trainer(data, config, total_steps=total)
+    lr_fn = schedule.lr_at if schedule is not None else None
+    history = []
+    with tqdm(total=total, desc=description, disable=not progress, leave=False, unit="step") as bar:
+        done = 0
+        while done < total and not trainer.diverged:
+            steps = min(trainer.steps_per_epoch, total - done)
+            stats = trainer.train_segment(steps, augment, lr_fn, on_step=lambda *_: bar.update(1))
+            done += stats.steps
+            history.append({"step": trainer.step, "train_loss": stats.train_loss, "lr": stats.lr})
+            bar.set_postfix(loss=f"{stats.train_loss:.4f}", lr=f"{stats.lr:.3g}")
+    nan = {k: float("nan") for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "ece", "nll")}
+    val = nan if trainer.diverged else trainer.evaluate("val")
+    test = nan if trainer.diverged else trainer.evaluate("test")
+    cost = trainer.cost.to_dict()
+    return RunResult(val, test, cost, asdict(config), history, trainer.diverged, trainer.model)

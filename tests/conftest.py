@@ -1,0 +1,22 @@
+"""Shared fixtures: tiny, real data (scikit-learn's 8x8 digits) so every test runs in seconds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """Digits split with a 400-image training part: enough to learn, small enough to be fast."""
+    from policysearch.data import prepare
+
+    return prepare("digits", val_size=100, train_size=400, seed=0, device="cpu")
+
+
+@pytest.fixture
+def batch():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 3, 16, 16, generator=g)
+    y = torch.randint(0, 10, (64,), generator=g)
+    return x, y
