@@ -45,7 +45,7 @@ INTERPOLATIONS: tuple[str, ...] = ("linear", "log-linear", "cosine", "step")
 # meant (or vice versa) while leaving room for the tiny final LRs of standard schedules
 # (OneCycleLR ends at base_lr / 2.5e5, i.e. 4e-9 for base_lr = 1e-3).
 LOG10_LR_MIN = -12.0
-LOG10_LR_MAX = 1.0
+LOG10_LR_MAX = 3.0
 
 
 def _is_number(x: Any) -> bool:

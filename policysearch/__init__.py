@@ -27,6 +27,23 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 
+def _register_envs() -> None:
+    """Make `gymnasium.make("policysearch/...")` work after `import policysearch`.
+
+    Only names and entry-point strings are registered: the envs (and torch) load on `make`.
+    """
+    from gymnasium.envs.registration import register, registry
+
+    for env_id, entry_point in (
+        ("policysearch/Augment-v0", "policysearch.envs.augment:AugmentEnv"),
+    ):
+        if env_id not in registry:
+            register(id=env_id, entry_point=entry_point)
+
+
+_register_envs()
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)

@@ -30,10 +30,11 @@ def add_data_args(p: argparse.ArgumentParser, default_dataset: str = "digits") -
     g.add_argument("--no-download", action="store_true", help="never try the network for missing data")
 
 
-def add_train_args(p: argparse.ArgumentParser, epochs: float = 10) -> None:
+def add_train_args(p: argparse.ArgumentParser, epochs: float | None = 10) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--model", default="cnn", help="mlp | cnn | resnet | vit (default: %(default)s)")
-    g.add_argument("--epochs", type=float, default=epochs, help="passes over the training split (default: %(default)s)")
+    if epochs is not None:
+        g.add_argument("--epochs", type=float, default=epochs, help="passes over the training split (default: %(default)s)")
     g.add_argument("--batch-size", type=int, default=128)
     g.add_argument("--lr", type=float, default=None, help="base learning rate (default: the model's)")
     g.add_argument("--optimizer", default=None, help="sgd | adamw (default: the model's)")
@@ -132,6 +133,121 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_DIVERGED if any(e["diverged"] == len(seeds) for e in entries) else 0
 
 
+def add_search_args(p: argparse.ArgumentParser, budget: int = 20) -> None:
+    g = p.add_argument_group("search")
+    g.add_argument("--controller", default="ppo", help="ppo | sac | a2c | random | tpe | cmaes (default: %(default)s)")
+    g.add_argument("--budget", type=int, default=budget, help="child trainings (default: %(default)s)")
+    g.add_argument("--budget-steps", type=int, default=None, help="also stop after this many env steps")
+    g.add_argument("--budget-time", type=float, default=None, help="also stop after this many seconds")
+    g.add_argument("--mode", default="schedule", help="schedule (PBA-like) | static (AutoAugment-like)")
+    g.add_argument("--episode-length", type=int, default=4, help="segments per child training (default: %(default)s)")
+    g.add_argument("--steps-per-segment", type=int, default=None, help="optimizer steps per segment (default: one epoch)")
+    g.add_argument("--reward-metric", default="accuracy", help="accuracy | macro_f1 | neg_ece | neg_nll")
+    g.add_argument("--cost-weight", type=float, default=0.0, help="reward -= weight x cost (default: %(default)s)")
+    g.add_argument("--cost-metric", default="tflops", help="seconds | tflops (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--child-seed", type=int, default=None,
+                   help="fix every child's seed (common random numbers); default: a new seed per episode")
+    g.add_argument("--out", default=None, help="run folder (default: runs/<command>-<dataset>-<controller>)")
+    g.add_argument("--tensorboard", action="store_true", help="log SB3 curves to OUT/tensorboard")
+
+
+def augment_env(args: argparse.Namespace, data: Any) -> Any:
+    import gymnasium as gym
+
+    ops = tuple(o for o in args.ops.split(",") if o) if args.ops else None
+    return gym.make(
+        "policysearch/Augment-v0", data=data, model=args.model, device=args.device, ops=ops,
+        ops_per_sample=args.ops_per_sample, magnitude_scale=args.magnitude_scale, mode=args.mode,
+        episode_length=args.episode_length, steps_per_segment=args.steps_per_segment,
+        reward_metric=args.reward_metric, cost_weight=args.cost_weight, cost_metric=args.cost_metric,
+        batch_size=args.batch_size, lr=args.lr, lr_schedule=args.schedule, child_seed=args.child_seed,
+    )
+
+
+def _budget(args: argparse.Namespace) -> Any:
+    from policysearch.search import Budget
+
+    return Budget(child_trainings=args.budget, env_steps=args.budget_steps, seconds=args.budget_time)
+
+
+def _search_report(result: Any) -> None:
+    from policysearch.report import format_table
+
+    s = result.summary
+    print(format_table([{
+        "controller": s["controller"], "episodes": s["episodes"], "child trainings": s["child_trainings"],
+        "best val metric": s["best"]["val_metric"], "best episode": s["best"]["episode"],
+        "wall s": s["wall_seconds"], "train TFLOPs": s["train_flops"] / 1e12,
+        "diverged": s["diverged_episodes"],
+    }]))
+
+
+def cmd_augment(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from policysearch.search import run_search
+
+    budget = _budget(args)
+    data = prepare_data(args)
+    env = augment_env(args, data)
+    out = Path(args.out or f"runs/augment-{data.name}-{args.controller}")
+    result = run_search(env, args.controller, budget, out, seed=args.seed, progress=not args.no_progress,
+                        tensorboard=args.tensorboard)
+    _search_report(result)
+    print(f"policy: {result.artefact.describe()}")
+    print(f"wrote {out}/: {', '.join(v for v in result.summary['files'].values() if v)}, summary.json")
+    print(f"use it: policysearch train --dataset {args.dataset} --augment {out / 'policy.json'}")
+    if args.json:
+        _emit_json(result.summary)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from policysearch.evaluate import comparison_rows, compare
+    from policysearch.plots import plot_comparison
+    from policysearch.policies.artifact import write_json
+    from policysearch.report import format_table
+    from policysearch.search import Budget, run_search
+
+    out = Path(args.out)
+    data = prepare_data(args)
+    print(f"1/2 searching an augmentation policy for {data.name} ({len(data.y_train)} train / {len(data.y_val)} val "
+          f"images) with {args.controller}, {args.budget} child trainings of {args.search_epochs:g} epochs")
+    steps_per_epoch = max(1, len(data.y_train) // args.batch_size)
+    args.steps_per_segment = max(1, round(args.search_epochs * steps_per_epoch / args.episode_length))
+    env = augment_env(args, data)
+    result = run_search(env, args.controller, Budget(child_trainings=args.budget), out / "search", seed=args.seed,
+                        progress=not args.no_progress)
+    _search_report(result)
+    policy_path = out / "search" / "policy.json"
+    baselines = [b for b in args.baselines.split(",") if b]
+    print(f"2/2 evaluating the learned policy against {', '.join(baselines)}: {args.seeds} seeds x "
+          f"{args.epochs:g} epochs each, scored on the {len(data.y_test)} held-out test images")
+    config = train_config(args)
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    entries = compare(data, config, [str(policy_path), *baselines], [args.schedule], seeds, args.epochs,
+                      progress=not args.no_progress)
+    for entry in entries:
+        if entry["augment"] == "policy":
+            entry["augment"] = "learned"
+    print(format_table(comparison_rows(entries)))
+    write_json(out / "comparison.json", {"dataset": data.describe(), "search": result.summary, "results": entries})
+    png = plot_comparison(entries, "accuracy", out / "comparison.png", title=f"{data.name}: test accuracy")
+    learned = entries[0]["test"]["accuracy"]["mean"]
+    best_base = max(entries[1:], key=lambda e: e["test"]["accuracy"]["mean"]) if len(entries) > 1 else None
+    if best_base is not None:
+        verdict = "beats" if learned > best_base["test"]["accuracy"]["mean"] else "does not beat"
+        print(f"the learned policy {verdict} the best baseline ({best_base['augment']}) on mean test accuracy")
+    print(f"wrote {out}/: search/ (policy.json, episodes.jsonl, summary.json, controller, search.png), "
+          f"comparison.json{', comparison.png' if png else ''}")
+    if args.json:
+        _emit_json({"search": result.summary, "results": entries})
+    return 0
+
+
 def cmd_datasets(args: argparse.Namespace) -> int:
     from policysearch.data import dataset_status
     from policysearch.report import format_table
@@ -181,6 +297,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="first seed (default: %(default)s)")
     add_output_args(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("augment", help="search an augmentation policy with an RL or baseline controller")
+    add_data_args(p)
+    add_train_args(p, epochs=None)
+    add_search_args(p)
+    p.add_argument("--schedule", default="cosine", help="the child's LR schedule (default: %(default)s)")
+    p.add_argument("--ops", default=None, help="comma-separated subset of the op table (default: TrivialAugment's 13)")
+    p.add_argument("--ops-per-sample", type=int, default=1)
+    p.add_argument("--magnitude-scale", default="standard", help="standard (kornia) | wide (TrivialAugment-wide)")
+    add_output_args(p)
+    p.set_defaults(func=cmd_augment)
+
+    p = sub.add_parser("demo", help="the main job on the embedded digits set: search, then compare with baselines")
+    add_data_args(p)
+    add_train_args(p, epochs=30)
+    add_search_args(p, budget=24)
+    p.set_defaults(val_size=0.2, out="runs/demo")
+    p.add_argument("--search-epochs", type=float, default=10, help="length of one child training (default: %(default)s)")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--baselines", default="none,cropflip,trivial,randaugment")
+    p.add_argument("--schedule", default="cosine")
+    p.add_argument("--ops", default=None)
+    p.add_argument("--ops-per-sample", type=int, default=1)
+    p.add_argument("--magnitude-scale", default="standard")
+    add_output_args(p)
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("datasets", help="list data sets and whether each is available locally")
     p.add_argument("--data-dir", default=None)

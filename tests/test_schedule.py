@@ -45,7 +45,7 @@ def _run(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.L
         ({"progress": (0.0, 0.9), "log10_lr": (-1, -2)}, "end at 1.0"),
         ({"progress": (0.0,), "log10_lr": (-1,)}, "at least 2"),
         ({"progress": (0.0, 1.0), "log10_lr": (-1, -2, -3)}, "log10_lr has 3 values, expected 2"),
-        ({"progress": (0.0, 1.0), "log10_lr": (-1, 3.0)}, r"log10_lr\[1\]"),
+        ({"progress": (0.0, 1.0), "log10_lr": (-1, 3.5)}, r"log10_lr\[1\]"),
         ({"progress": (0.0, 1.0), "log10_lr": (-1, math.nan)}, r"log10_lr\[1\]"),
         ({"progress": (0.0, math.inf), "log10_lr": (-1, -2)}, r"progress\[1\]"),
         ({"progress": (0.0, 1.0), "log10_lr": (-1, -2), "interpolation": "cubic"}, "unknown interpolation 'cubic'"),
