@@ -15,23 +15,13 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from policysearch.envs.rewards import COST_METRICS, REWARD_METRICS, cost_units, reward_value
 from policysearch.errors import ConfigError, UnknownNameError
 from policysearch.policies.augment import MAGNITUDE_SCALES, OPS, TRIVIAL_OPS, AugmentPolicy
 
 log = logging.getLogger(__name__)
 
 MODES = ("schedule", "static")
-REWARD_METRICS = ("accuracy", "macro_f1", "neg_ece", "neg_nll")
-COST_METRICS = ("seconds", "tflops")
-
-
-def reward_value(metrics: dict[str, float], reward_metric: str) -> float:
-    """The scalar a search maximises: accuracy, macro F1, -ECE or -NLL."""
-    if reward_metric not in REWARD_METRICS:
-        raise UnknownNameError("reward metric", reward_metric, REWARD_METRICS)
-    if reward_metric.startswith("neg_"):
-        return -float(metrics[reward_metric[4:]])
-    return float(metrics[reward_metric])
 
 
 def _unit(a: float) -> float:
@@ -281,11 +271,11 @@ class AugmentEnv(gym.Env):
         # Wall time stays out of `info` (and so out of determinism checks); the search driver reads it here.
         self.last_seconds = stats.seconds
         self._last_action = action.astype(np.float32)
-        cost_units = stats.seconds if self.cost_metric == "seconds" else stats.images * self.trainer._train_flops_per_image / 1e12
+        train_flops = stats.images * self.trainer.train_flops_per_image
         info: dict[str, Any] = {"segment": self._segment, "progress": self.trainer.progress, "knobs": knobs,
                                 "action": [round(float(a), 5) for a in action], "train_loss": stats.train_loss,
                                 "lr": stats.lr, "images": stats.images,
-                                "train_flops": stats.images * self.trainer._train_flops_per_image,
+                                "train_flops": train_flops,
                                 "diverged": None}
         if stats.diverged:
             log.warning("child training diverged (%s); episode ends with penalty %s", self.trainer.diverged,
@@ -299,7 +289,7 @@ class AugmentEnv(gym.Env):
         self._val = self.trainer.evaluate("val")
         metric = reward_value(self._val, self.reward_metric)
         gain = metric if self.mode == "static" else metric - self._metric
-        reward = gain - self.cost_weight * cost_units
+        reward = gain - self.cost_weight * cost_units(self.cost_metric, stats.seconds, train_flops)
         self._metric = metric
         self._last_reward = reward
         info["val"] = dict(self._val)

@@ -1,14 +1,15 @@
 """The `policysearch` command line.
 
 Each sub-command prints a readable table; with ``--json`` the last line of stdout is one JSON
-object for scripts. User errors exit with status 2 and a one-line message; a diverged training
-run exits with status 3.
+object for scripts (NaN written as null). User errors exit with status 2 and a message whose first
+line says what is wrong (details, if any, indented below); a diverged training run exits with 3.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -71,8 +72,19 @@ def train_config(args: argparse.Namespace, seed: int = 0) -> Any:
     )
 
 
+def _json_safe(obj: Any) -> Any:
+    """NaN / inf become null so the line is strict JSON (jq and browsers reject NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
 def _emit_json(obj: Any) -> None:
-    print(json.dumps(obj, default=float, allow_nan=True))
+    print(json.dumps(_json_safe(obj), default=float, allow_nan=False))
 
 
 # ---------------------------------------------------------------------- commands
@@ -129,7 +141,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
           f"{args.epochs:g} epochs · seeds {seeds[0]}..{seeds[-1]} (test split, mean ± std)")
     print(format_table(comparison_rows(entries)))
     if args.json:
-        _emit_json({"dataset": data.describe(), "config": {**vars(args), "func": None}, "results": entries})
+        _emit_json({"dataset": data.describe(), "config": {k: v for k, v in vars(args).items() if k != "func"},
+                    "results": entries})
     return EXIT_DIVERGED if any(e["diverged"] == len(seeds) for e in entries) else 0
 
 
@@ -345,7 +358,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except PolicySearchError as exc:
-        print(f"policysearch {args.command}: error: {exc}", file=sys.stderr)
+        first, *details = str(exc).splitlines() or [type(exc).__name__]
+        print(f"policysearch {args.command}: error: {first}", file=sys.stderr)
+        for line in details:
+            print(f"  {line}" if line.strip() else "", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -83,7 +83,7 @@ def comparison_rows(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         for metric in ("accuracy", "macro_f1", "ece", "nll"):
             s = e["test"][metric]
             row[f"test {metric}"] = f"{s['mean']:.4f} ± {s['std']:.4f}"
-        row["train s"] = round(e["cost"]["seconds"], 1)
+        row["train s"] = f"{e['cost']['seconds']:.1f}"
         if e["diverged"]:
             row["diverged"] = e["diverged"]
         rows.append(row)

@@ -24,7 +24,8 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None =
     columns = list(columns or rows[0].keys())
     cells = [[_cell(row.get(col, "")) for col in columns] for row in rows]
     widths = [max(len(col), *(len(r[i]) for r in cells)) for i, col in enumerate(columns)]
-    numeric = [all(isinstance(row.get(col), (int, float)) for row in rows) for col in columns]
+    numeric = [all(isinstance(row.get(col), (int, float)) and not isinstance(row.get(col), bool) for row in rows)
+               for col in columns]
 
     def line(values: Sequence[str]) -> str:
         parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]

@@ -134,7 +134,9 @@ class SearchRecorder(gym.Wrapper):
         diverged = next((s["diverged"] for s in steps if s.get("diverged")), None)
         seconds = sum(s["seconds"] for s in steps)
         flops = sum(s.get("train_flops", 0.0) for s in steps)
-        cost_units = seconds if self.base.cost_metric == "seconds" else flops / 1e12
+        from policysearch.envs.rewards import cost_units
+
+        units = cost_units(self.base.cost_metric, seconds, flops)
         metric = float(steps[-1].get("metric", float("-inf"))) if not diverged else float("-inf")
         record = {
             "episode": len(self.episodes),
@@ -142,7 +144,7 @@ class SearchRecorder(gym.Wrapper):
             "child_seed": self._current["child_seed"],
             "return": sum(s["reward"] for s in steps),
             "metric": metric,
-            "score": episode_score(metric, cost_units, self.base.cost_weight),
+            "score": episode_score(metric, units, self.base.cost_weight),
             "seconds": round(seconds, 4),
             "train_flops": flops,
             "diverged": diverged,

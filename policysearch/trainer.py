@@ -27,6 +27,7 @@ from policysearch.models import MODELS, build_model
 from policysearch.policies.augment import AugmentPolicy
 
 OPTIMIZERS = ("sgd", "adamw")
+MAX_LR = 1e3  # matches the bound LR schedule files accept
 LRSpec = float | Callable[[float], float] | None
 
 
@@ -69,8 +70,8 @@ class TrainConfig:
             raise UnknownNameError("optimizer", self.optimizer, OPTIMIZERS)
         if self.lr is None:
             self.lr = MODELS[self.model].lr
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"lr={self.lr!r}: expected a positive finite learning rate")
+        if not (0 < self.lr <= MAX_LR):
+            raise ConfigError(f"lr={self.lr:g}: expected a positive learning rate of at most {MAX_LR:g}")
         if self.batch_size < 1 or self.eval_batch_size < 1:
             raise ConfigError(f"batch_size={self.batch_size}, eval_batch_size={self.eval_batch_size}: expected >= 1")
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -150,7 +151,7 @@ class Trainer:
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         flops = flops_per_image(self.model, data.input_shape, device=self.device)
         self.cost = Cost(flops_per_image=flops["forward"], params=count_parameters(self.model))
-        self._train_flops_per_image = flops["train"]
+        self.train_flops_per_image = flops["train"]
         self.step = 0
         self.diverged: str | None = None
         self._order = torch.empty(0, dtype=torch.long, device=self.device)
@@ -275,7 +276,7 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - start
         images = done * self.config.batch_size
-        self.cost.add(seconds, images, self._train_flops_per_image)
+        self.cost.add(seconds, images, self.train_flops_per_image)
         self.cost.peak_memory_mb = max(self.cost.peak_memory_mb, peak_memory_mb(self.device))
         diverged = not bool(finite)
         if diverged:

@@ -6,6 +6,16 @@ import pytest
 import torch
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Tests use tiny tensors, where one thread is as fast as two, and it keeps the suite from
+    slowing ~50x when the two cores are shared with another job (OpenMP threads spin against it)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def digits():
     """Digits split with a 400-image training part: enough to learn, small enough to be fast."""
