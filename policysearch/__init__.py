@@ -36,6 +36,7 @@ def _register_envs() -> None:
 
     for env_id, entry_point in (
         ("policysearch/Augment-v0", "policysearch.envs.augment:AugmentEnv"),
+        ("policysearch/Schedule-v0", "policysearch.envs.schedule:ScheduleEnv"),
     ):
         if env_id not in registry:
             register(id=env_id, entry_point=entry_point)

@@ -1,0 +1,251 @@
+"""`policysearch/Schedule-v0`: learn a learning-rate schedule by training a real child model.
+
+See `ScheduleEnv` for the model card. The observation / action contract lives in
+`policysearch.policies.adaptive.ScheduleSpace`, so that a controller exported from this env
+(`AdaptiveSchedule`) rebuilds the exact same observation outside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from policysearch.envs.rewards import COST_METRICS, REWARD_METRICS, cost_units, reward_value
+from policysearch.errors import ConfigError, UnknownNameError
+from policysearch.policies.adaptive import OBSERVATION_NAMES, ScheduleSpace
+from policysearch.policies.augment import AugmentPolicy
+from policysearch.policies.schedule import LearnedSchedule
+
+__all__ = ["OBSERVATION_NAMES", "ScheduleEnv", "ScheduleSpace"]
+
+log = logging.getLogger(__name__)
+
+
+class ScheduleEnv(gym.Env):
+    """Learn a learning-rate schedule for a data set by training a real child model.
+
+    ## Description
+    An episode is one child training run split into `episode_length` segments of
+    `steps_per_segment` optimizer steps. Before each segment the action sets the learning rate,
+    which stays constant for the whole segment; after it the child is evaluated on the
+    validation split. The augmentation policy (`augment`) is fixed for the run.
+
+    ## Action Space
+    `Box(-1, 1, (1,), float32)`: one number `a`, mapped log-linearly onto `[lr_min, lr_max]`:
+
+        lr = lr_min * (lr_max / lr_min) ** ((a + 1) / 2)
+
+    so `a = -1` trains at exactly `lr_min`, `a = 1` at exactly `lr_max`, `a = 0` at their
+    geometric mean. Actions outside [-1, 1] are clipped.
+
+    ## Observation Space
+    `Box(-10, 10, (11,), float32)`, every entry clipped to [-10, 10]; NaN (a diverged child) is
+    shown as the worst value, -10 for the metric and its trend, 10 for the rest. K is the number
+    of classes; "trend" is the difference to the previous segment's value (0 after reset).
+
+    | index | observation                                                                 |
+    |-------|-----------------------------------------------------------------------------|
+    | 0     | training progress in [0, 1]                                                 |
+    | 1     | mean training loss of the last segment / log(K) (1.0 after reset)           |
+    | 2     | validation loss / log(K)                                                    |
+    | 3     | validation reward metric (accuracy, macro F1, -ECE or -NLL)                 |
+    | 4     | trend of index 1                                                            |
+    | 5     | trend of index 2                                                            |
+    | 6     | trend of index 3                                                            |
+    | 7     | last segment's LR on the log scale of [lr_min, lr_max] (0.5 after reset) (*)  |
+    | 8     | log1p(mean total gradient norm over the last segment's steps) (0 after reset) |
+    | 9     | log1p(sample std of those norms) (0 after reset)                            |
+    | 10    | segments left / episode_length                                              |
+
+    (*) `(log10(lr) - log10(lr_min)) / log10(lr_max / lr_min)`: 0 at `lr_min`, 1 at `lr_max`.
+
+    `ScheduleSpace.observation(stats)` builds this vector from plain numbers; the env uses it
+    and so does `AdaptiveSchedule` outside the env.
+
+    ## Rewards
+    The gain of the validation reward metric over the segment, so an episode's return is the
+    final validation metric minus the one at the start (it telescopes), minus `cost_weight`
+    times the segment's cost in `cost_metric` units (training seconds, or training TFLOPs; with
+    "seconds" and a positive weight the rewards depend on wall time and are no longer
+    reproducible, so prefer "tflops" when that matters). A diverging child run (NaN / inf loss,
+    e.g. from too high an LR) ends the episode with reward `-divergence_penalty`, logged as a
+    warning, with `info["diverged"]` saying where.
+
+    ## Episode End
+    Terminated after `episode_length` segments, or on divergence. Never truncated by the env.
+
+    ## Arguments
+    - `dataset`: "digits", "fashion-mnist", "cifar10" (or pass `data=`, a prepared DeviceData).
+    - `model`: a registered model name; `batch_size`, `optimizer` (None: the model's default;
+      the LR bounds default to SGD's range, so for "adamw" pass e.g. `lr_min=1e-5, lr_max=1e-2`).
+    - `train_size`, `val_size`, `data_dir`, `split_seed`: the proxy task and its fixed split.
+    - `device`: "cpu", "cuda", "auto".
+    - `augment`: a built-in augmentation policy name or an `AugmentPolicy`, applied throughout.
+    - `lr_min`, `lr_max`: the LR range (`1e-12 <= lr_min < lr_max <= 1e3`).
+    - `episode_length`, `steps_per_segment` (default: one epoch of the training split).
+    - `reward_metric`: "accuracy", "macro_f1", "neg_ece", "neg_nll".
+    - `cost_weight`, `cost_metric`: optional cost term ("seconds" or "tflops").
+    - `divergence_penalty`: reward of a diverged step.
+    - `child_seed`: None draws each child's seed (initial weights, batch order, augmentation
+      draws) from the env's seed; an int fixes it for every episode (common random numbers:
+      episodes then differ only by their LRs, which makes rewards far less noisy).
+
+    ## Version History
+    - v0: initial version.
+    """
+
+    metadata = {"render_modes": []}
+    ENV_ID = "policysearch/Schedule-v0"
+
+    def __init__(
+        self,
+        dataset: str = "digits",
+        model: str = "cnn",
+        *,
+        train_size: int | None = None,
+        val_size: float | int = 0.1,
+        data_dir: str | None = None,
+        split_seed: int = 0,
+        device: str = "cpu",
+        augment: str | AugmentPolicy = "none",
+        lr_min: float = 1e-4,
+        lr_max: float = 1.0,
+        optimizer: str | None = None,
+        episode_length: int = 4,
+        steps_per_segment: int | None = None,
+        reward_metric: str = "accuracy",
+        cost_weight: float = 0.0,
+        cost_metric: str = "seconds",
+        batch_size: int = 128,
+        divergence_penalty: float = 1.0,
+        child_seed: int | None = None,
+        data: Any = None,
+    ) -> None:
+        super().__init__()
+        from policysearch.data import prepare
+        from policysearch.policies.augment import load_policy
+        from policysearch.trainer import TrainConfig, resolve_device
+
+        if reward_metric not in REWARD_METRICS:
+            raise UnknownNameError("reward metric", reward_metric, REWARD_METRICS)
+        if cost_metric not in COST_METRICS:
+            raise UnknownNameError("cost metric", cost_metric, COST_METRICS)
+        if isinstance(episode_length, bool) or not isinstance(episode_length, int) or episode_length < 1:
+            raise ConfigError(f"episode_length={episode_length!r}: expected an int of at least 1")
+        if cost_weight < 0 or divergence_penalty < 0:
+            raise ConfigError(f"cost_weight={cost_weight}, divergence_penalty={divergence_penalty}: expected >= 0")
+        # Built now to validate the LR range before any data is loaded; loss_scale follows the data.
+        space = ScheduleSpace(lr_min, lr_max, episode_length)
+        self.augment = load_policy(augment)
+        # The config's lr only seeds the optimizer; every segment sets its own LR before training.
+        self.config = TrainConfig(model=model, batch_size=batch_size, optimizer=optimizer, device=str(device))
+        self.data = data if data is not None else prepare(
+            dataset, val_size=val_size, train_size=train_size, seed=split_seed, device=resolve_device(device),
+            data_dir=data_dir,
+        )
+        if steps_per_segment is None:
+            steps_per_segment = max(1, len(self.data.y_train) // batch_size)
+        if steps_per_segment < 1:
+            raise ConfigError(f"steps_per_segment={steps_per_segment}: expected at least 1")
+        self.space = dataclasses.replace(space, loss_scale=math.log(self.data.num_classes))
+        self.mode = "schedule"  # the search driver reads it: one episode is one child training
+        self.episode_length, self.steps_per_segment = episode_length, steps_per_segment
+        self.reward_metric, self.cost_weight, self.cost_metric = reward_metric, cost_weight, cost_metric
+        self.divergence_penalty = divergence_penalty
+        self.child_seed = child_seed
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+        bound = self.space.clip
+        self.observation_space = spaces.Box(-bound, bound, shape=(self.space.dim,), dtype=np.float32)
+        self.spec_kwargs = {"dataset": self.data.name, "model": model, "mode": self.mode,
+                            "episode_length": episode_length, "steps_per_segment": steps_per_segment,
+                            "reward_metric": reward_metric, "cost_weight": cost_weight, "cost_metric": cost_metric,
+                            "lr_min": float(lr_min), "lr_max": float(lr_max), "optimizer": self.config.optimizer,
+                            "batch_size": batch_size, "child_seed": child_seed,
+                            "augment": augment if isinstance(augment, str) else self.augment.to_dict()}
+        self.trainer: Any = None
+        self.last_seconds = 0.0
+        self._segment = 0
+        self._stats: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ gym API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        from policysearch.trainer import Trainer
+
+        drawn = int(self.np_random.integers(0, 2**31 - 1))  # drawn either way: the stream stays the same
+        config = dataclasses.replace(self.config, seed=drawn if self.child_seed is None else self.child_seed)
+        self.trainer = Trainer(self.data, config, total_steps=self.steps_per_segment * self.episode_length)
+        self._segment = 0
+        val = self.trainer.evaluate("val")
+        # Only what is known before any training; ScheduleSpace fills the rest with its start values.
+        self._stats = {"progress": 0.0, "val_loss": val["nll"], "val_metric": reward_value(val, self.reward_metric),
+                       "segments_left": self.episode_length}
+        info = {"val": dict(val), "child_seed": config.seed}
+        return self.space.observation(self._stats), info
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self.trainer is None:
+            raise ConfigError("call reset() before step()")
+        if self.trainer.diverged or self._segment >= self.episode_length:
+            raise ConfigError("the episode has ended; call reset() before step()")
+        action = np.clip(np.asarray(action, dtype=np.float32).reshape(-1), -1.0, 1.0)
+        lr = self.space.lr(action)
+        stats = self.trainer.train_segment(self.steps_per_segment, self.augment, lr=lr)
+        self._segment += 1
+        # Wall time stays out of `info` (and so out of determinism checks); the search driver reads it here.
+        self.last_seconds = stats.seconds
+        train_flops = stats.images * self.trainer.train_flops_per_image
+        info: dict[str, Any] = {"segment": self._segment, "progress": self.trainer.progress,
+                                "action": [round(float(a), 5) for a in action], "lr": lr,
+                                "train_loss": stats.train_loss, "grad_norm_mean": stats.grad_norm_mean,
+                                "grad_norm_std": stats.grad_norm_std, "images": stats.images,
+                                "train_flops": train_flops, "diverged": None}
+        prev = self._stats
+        new = {"progress": self.trainer.progress, "train_loss": stats.train_loss, "lr": lr,
+               "prev_train_loss": prev.get("train_loss", self.space.loss_scale),
+               "prev_val_loss": prev["val_loss"], "prev_val_metric": prev["val_metric"],
+               "grad_norm_mean": stats.grad_norm_mean, "grad_norm_std": stats.grad_norm_std,
+               "segments_left": self.episode_length - self._segment}
+        if stats.diverged:
+            log.warning("child training diverged (%s); episode ends with penalty %s", self.trainer.diverged,
+                        self.divergence_penalty)
+            info["diverged"] = self.trainer.diverged
+            info["val"] = {}
+            # No evaluation of a NaN model: NaN losses show as the worst observation values.
+            self._stats = {**new, "val_loss": math.nan, "val_metric": math.nan}
+            return self.space.observation(self._stats), -float(self.divergence_penalty), True, False, info
+        val = self.trainer.evaluate("val")
+        metric = reward_value(val, self.reward_metric)
+        reward = metric - prev["val_metric"] - self.cost_weight * cost_units(self.cost_metric, stats.seconds,
+                                                                               train_flops)
+        self._stats = {**new, "val_loss": val["nll"], "val_metric": metric}
+        info["val"] = dict(val)
+        info["metric"] = metric
+        terminated = self._segment >= self.episode_length
+        return self.space.observation(self._stats), float(reward), terminated, False, info
+
+    # ------------------------------------------------------------------ export
+    def export(self, steps: list[dict[str, Any]], provenance: dict[str, Any] | None = None) -> LearnedSchedule:
+        """The LRs an episode used, as an open-loop `LearnedSchedule` over normalised progress:
+        step interpolation with a knot at each segment's start (segment / episode_length), so a
+        run of any length trains its i-th fraction at the episode's i-th LR."""
+        if not steps:
+            raise ConfigError("export: the episode has no steps")
+        if len(steps) > self.episode_length:
+            raise ConfigError(f"export: {len(steps)} steps for an episode of {self.episode_length} segments")
+        lrs = [float(s["lr"]) for s in steps]
+        # Knots at the segments actually trained; a short (diverged) episode holds its last LR to 1.0.
+        knots = [i / self.episode_length for i in range(len(lrs))] + [1.0]
+        return LearnedSchedule.from_lrs(lrs + lrs[-1:], progress=knots, interpolation="step", name="learned",
+                                        provenance=provenance)
+
+    def describe(self) -> dict[str, Any]:
+        """The settings that define this env's rewards, for provenance."""
+        return {"env_id": self.ENV_ID, **self.spec_kwargs, "space": dataclasses.asdict(self.space),
+                "dataset_fingerprint": self.data.fingerprint, "split": self.data.split}

@@ -1,0 +1,547 @@
+"""``AdaptiveSchedule``: a closed-loop learning-rate controller learned on ``policysearch/Schedule-v0``.
+
+A :class:`~policysearch.policies.schedule.LearnedSchedule` replays the LRs of the best search
+episode (open loop). An ``AdaptiveSchedule`` instead keeps the trained controller and asks it,
+at every segment boundary of a new run, for the next LR given the run's own statistics (closed
+loop). It is two files side by side:
+
+- ``controller.zip``: the stable-baselines3 policy, as SB3 saves it (SB3's own format, which
+  holds no pickled Python objects that the loader executes for its weights);
+- ``controller.json``: the sidecar (``kind: "adaptive_lr_controller"``) that says how to build
+  the controller's observation from training statistics and how to turn its action into an LR,
+  so the exact vector the controller saw during search is rebuilt outside the env.
+
+:class:`ScheduleSpace` is that observation / action contract; the env and this module share it.
+:class:`AdaptiveLRCallback` drives any plain PyTorch optimizer with a loaded controller.
+
+Example::
+
+    adaptive = AdaptiveSchedule.load("runs/lr/controller.json")
+    callback = AdaptiveLRCallback(optimizer, adaptive, total_steps, evaluate_fn=validate)
+    for x, y in batches:
+        loss = loss_fn(model(x), y)
+        optimizer.zero_grad(); loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+        optimizer.step()
+        callback.on_step(loss.item(), float(grad_norm))
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from policysearch.errors import ConfigError, PolicyFormatError, UnknownNameError
+from policysearch.policies.artifact import provenance as make_provenance
+from policysearch.policies.artifact import read_json, require, unwrap, wrap, write_json
+from policysearch.policies.schedule import LOG10_LR_MAX, LOG10_LR_MIN
+
+__all__ = ["ALGOS", "OBSERVATION_NAMES", "AdaptiveLRCallback", "AdaptiveSchedule", "ScheduleSpace"]
+
+ALGOS: tuple[str, ...] = ("ppo", "sac", "a2c")
+
+# The order of the observation vector; the sidecar stores it and loading checks it, so a file
+# written for another layout fails loudly instead of feeding the controller shuffled inputs.
+OBSERVATION_NAMES: tuple[str, ...] = (
+    "progress",
+    "train_loss",
+    "val_loss",
+    "val_metric",
+    "train_loss_trend",
+    "val_loss_trend",
+    "val_metric_trend",
+    "lr",
+    "grad_norm_mean",
+    "grad_norm_std",
+    "segments_left",
+)
+
+# How each entry is computed, written into the sidecar for anyone re-implementing it elsewhere.
+_FORMULAS: dict[str, str] = {
+    "progress": "optimizer steps done / total steps",
+    "train_loss": "mean training loss of the last segment / loss_scale (1.0 before any training)",
+    "val_loss": "validation loss / loss_scale",
+    "val_metric": "validation reward metric (accuracy, macro_f1, -ece or -nll)",
+    "train_loss_trend": "(train_loss - previous segment's train_loss) / loss_scale (0 at the start)",
+    "val_loss_trend": "(val_loss - previous segment's val_loss) / loss_scale (0 at the start)",
+    "val_metric_trend": "val_metric - previous segment's val_metric (0 at the start)",
+    "lr": "(log10(lr) - log10(lr_min)) / log10(lr_max / lr_min) of the last segment's LR (0.5 at the start)",
+    "grad_norm_mean": "log1p(mean total gradient norm over the last segment's steps) (0 at the start)",
+    "grad_norm_std": "log1p(sample std of those norms) (0 at the start)",
+    "segments_left": "segments not yet trained / segments",
+}
+
+_ACTION = "lr = lr_min * (lr_max / lr_min) ** ((a + 1) / 2), a = the deterministic action clipped to [-1, 1]"
+
+# A schedule exported from an episode must be a valid LearnedSchedule, so the LR bounds are its bounds.
+_LR_FLOOR, _LR_CEIL = 10.0**LOG10_LR_MIN, 10.0**LOG10_LR_MAX
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+@dataclass(frozen=True)
+class ScheduleSpace:
+    """The contract between an LR controller and a training loop: observation in, LR out.
+
+    The action is one number ``a`` in [-1, 1], mapped log-linearly onto ``[lr_min, lr_max]``:
+    ``lr = lr_min * (lr_max / lr_min) ** ((a + 1) / 2)``; ``a = -1`` gives exactly ``lr_min``,
+    ``a = 1`` exactly ``lr_max``. The observation is :data:`OBSERVATION_NAMES` in that order,
+    built by :meth:`observation` from plain numbers, every entry clipped to ``[-clip, clip]``; NaN
+    (a diverged run) becomes the worst value: ``-clip`` for the metric and its trend, ``clip`` for
+    the rest.
+
+    Attributes:
+        lr_min: Smallest LR (positive).
+        lr_max: Largest LR (above ``lr_min``, at most 1e3).
+        segments: Decisions per training run (the env's ``episode_length``).
+        loss_scale: What losses are divided by: ``log(num_classes)``, the loss of a uniform guess.
+        clip: Bound of every observation entry.
+
+    Raises:
+        ConfigError: On construction, for any invalid field; the message names it.
+    """
+
+    lr_min: float = 1e-4
+    lr_max: float = 1.0
+    segments: int = 4
+    loss_scale: float = math.log(10)
+    clip: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("lr_min", "lr_max", "loss_scale", "clip"):
+            value = getattr(self, name)
+            if not _is_number(value) or not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"{name}={value!r}: expected a positive finite number")
+            object.__setattr__(self, name, float(value))  # frozen; ints become floats so JSON and == agree
+        if not _LR_FLOOR <= self.lr_min < self.lr_max <= _LR_CEIL:
+            raise ConfigError(
+                f"lr_min={self.lr_min!r}, lr_max={self.lr_max!r}: expected "
+                f"{_LR_FLOOR:g} <= lr_min < lr_max <= {_LR_CEIL:g}"
+            )
+        if isinstance(self.segments, bool) or not isinstance(self.segments, int) or self.segments < 1:
+            raise ConfigError(f"segments={self.segments!r}: expected an int of at least 1")
+
+    @property
+    def _worst(self) -> np.ndarray:
+        return np.array([-self.clip if "metric" in n else self.clip for n in OBSERVATION_NAMES])
+
+    @property
+    def dim(self) -> int:
+        """Length of the observation vector."""
+        return len(OBSERVATION_NAMES)
+
+    # ------------------------------------------------------------------ action
+    def lr(self, action: Any) -> float:
+        """The LR an action in [-1, 1] sets (values outside are clipped; the ends are exact)."""
+        a = np.asarray(action, dtype=np.float64).reshape(-1)
+        if a.shape != (1,) or not np.isfinite(a[0]):
+            raise ConfigError(f"action {a.tolist()!r}: expected one finite number in [-1, 1]")
+        u = float(np.clip((a[0] + 1.0) / 2.0, 0.0, 1.0))
+        # The ends are returned as given: lr_min * (lr_max / lr_min) may miss lr_max by an ulp.
+        if u <= 0.0:
+            return float(self.lr_min)
+        if u >= 1.0:
+            return float(self.lr_max)
+        lr = self.lr_min * (self.lr_max / self.lr_min) ** u
+        return float(min(max(lr, self.lr_min), self.lr_max))
+
+    def lr_position(self, lr: float) -> float:
+        """Where ``lr`` lies between the bounds on the log scale: 0 at ``lr_min``, 1 at ``lr_max``."""
+        return (math.log10(lr) - math.log10(self.lr_min)) / math.log10(self.lr_max / self.lr_min)
+
+    # ------------------------------------------------------------------ observation
+    def observation(self, stats: Mapping[str, Any]) -> np.ndarray:
+        """The observation vector for the statistics of a run at a segment boundary.
+
+        Args:
+            stats: Plain numbers. Required: ``progress`` (in [0, 1]), ``val_loss`` and
+                ``val_metric`` (the reward metric, e.g. accuracy, or -NLL). Optional, with the
+                value they take before the first segment: ``train_loss`` (``loss_scale``),
+                ``prev_train_loss`` / ``prev_val_loss`` / ``prev_val_metric`` (the current
+                value, i.e. a trend of 0), ``lr`` (None: the middle of the range, as no LR has
+                been chosen yet), ``grad_norm_mean`` / ``grad_norm_std`` (0) and
+                ``segments_left`` (``segments * (1 - progress)``, rounded).
+
+        Returns:
+            float32 array of shape ``(dim,)`` in :data:`OBSERVATION_NAMES` order.
+
+        Raises:
+            ConfigError: If a required key is missing or a value is not a number.
+        """
+        for key in ("progress", "val_loss", "val_metric"):
+            if stats.get(key) is None:
+                raise ConfigError(f"stats has no {key!r}: expected keys progress, val_loss and val_metric at least")
+
+        def num(key: str, default: float) -> float:
+            value = stats.get(key)
+            if value is None:
+                return default
+            try:
+                return float(value)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"stats[{key!r}] is {value!r}, expected a number") from exc
+
+        progress = num("progress", 0.0)
+        scale = self.loss_scale
+        train_loss = num("train_loss", scale)
+        val_loss = num("val_loss", 0.0)
+        metric = num("val_metric", 0.0)
+        lr_pos = 0.5  # no LR chosen yet: the middle, whatever the optimizer was built with
+        if stats.get("lr") is not None:
+            lr = num("lr", 0.0)
+            if not lr > 0:
+                raise ConfigError(f"stats['lr'] is {lr!r}, expected a positive learning rate")
+            lr_pos = self.lr_position(lr)
+        left = num("segments_left", round(self.segments * (1.0 - progress)))
+        values = [
+            progress,
+            train_loss / scale,
+            val_loss / scale,
+            metric,
+            (train_loss - num("prev_train_loss", train_loss)) / scale,
+            (val_loss - num("prev_val_loss", val_loss)) / scale,
+            metric - num("prev_val_metric", metric),
+            lr_pos,
+            # max(nan, 0.0) is nan, so a NaN norm still gets the NaN handling below.
+            math.log1p(max(num("grad_norm_mean", 0.0), 0.0)),
+            math.log1p(max(num("grad_norm_std", 0.0), 0.0)),
+            left / self.segments,
+        ]
+        # NaN means a diverged run: show it as the worst value rather than as zero (low for the
+        # metric and its trend, where higher is better; high for everything else).
+        obs = np.asarray(values, dtype=np.float64)
+        obs = np.where(np.isnan(obs), self._worst, obs)
+        return np.clip(obs, -self.clip, self.clip).astype(np.float32)
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict[str, Any]:
+        """The fields the sidecar stores (the observation part nested under ``observation``)."""
+        return {
+            "lr_min": self.lr_min,
+            "lr_max": self.lr_max,
+            "segments": self.segments,
+            "action": _ACTION,
+            "observation": {
+                "names": list(OBSERVATION_NAMES),
+                "loss_scale": self.loss_scale,
+                "clip": self.clip,
+                "formulas": dict(_FORMULAS),
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> ScheduleSpace:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            PolicyFormatError: If a field is missing or malformed; the message names it.
+        """
+        lr_min = require(dict(data), "lr_min", (int, float), source)
+        lr_max = require(dict(data), "lr_max", (int, float), source)
+        segments = require(dict(data), "segments", int, source)
+        obs = require(dict(data), "observation", dict, source)
+        obs_source = f"{source} (in 'observation')"
+        names = require(obs, "names", list, obs_source)
+        if tuple(names) != OBSERVATION_NAMES:
+            raise PolicyFormatError(
+                f"{source}: field 'observation.names' is {names!r}, expected {list(OBSERVATION_NAMES)!r} "
+                "(a file written by another policysearch version; re-export it)"
+            )
+        loss_scale = require(obs, "loss_scale", (int, float), obs_source)
+        clip = require(obs, "clip", (int, float), obs_source)
+        try:
+            return cls(float(lr_min), float(lr_max), segments, float(loss_scale), float(clip))
+        except ConfigError as exc:
+            raise PolicyFormatError(f"{source}: {exc}") from exc
+
+
+class AdaptiveSchedule:
+    """A trained SB3 controller that picks the LR of each segment from the run's statistics.
+
+    Args:
+        model: A stable-baselines3 PPO, SAC or A2C model trained on ``policysearch/Schedule-v0``.
+        space: The observation / action contract it was trained with.
+        reward_metric: What ``val_metric`` in the statistics must be ("accuracy", "macro_f1",
+            "neg_ece", "neg_nll"), as during search.
+        algo: "ppo", "sac" or "a2c"; None reads it from the model's class.
+        name: A short label for reports.
+        search_steps_per_segment: Optimizer steps per segment during search (informational: a
+            new run spreads ``space.segments`` segments over its own length).
+        provenance: Where the controller came from (see ``policies.artifact.provenance``).
+
+    Raises:
+        ConfigError: If the model's spaces do not match ``space`` or a name is unknown.
+    """
+
+    KIND: ClassVar[str] = "adaptive_lr_controller"
+    FORMAT_VERSION: ClassVar[int] = 1
+
+    def __init__(
+        self,
+        model: Any,
+        space: ScheduleSpace,
+        reward_metric: str = "accuracy",
+        algo: str | None = None,
+        name: str = "adaptive",
+        search_steps_per_segment: int | None = None,
+        provenance: dict[str, Any] | None = None,
+    ) -> None:
+        from policysearch.envs.rewards import REWARD_METRICS
+
+        algo = algo if algo is not None else type(model).__name__.lower()
+        if algo not in ALGOS:
+            raise UnknownNameError("controller algorithm", algo, ALGOS)
+        if reward_metric not in REWARD_METRICS:
+            raise UnknownNameError("reward metric", reward_metric, REWARD_METRICS)
+        obs_shape = tuple(getattr(model.observation_space, "shape", ()) or ())
+        act_shape = tuple(getattr(model.action_space, "shape", ()) or ())
+        if obs_shape != (space.dim,) or act_shape != (1,):
+            raise ConfigError(
+                f"controller has observation shape {obs_shape} and action shape {act_shape}, expected "
+                f"({space.dim},) and (1,): it was not trained on policysearch/Schedule-v0"
+            )
+        self.model, self.space, self.reward_metric, self.algo = model, space, reward_metric, algo
+        self.name, self.search_steps_per_segment = name, search_steps_per_segment
+        self.provenance = dict(provenance or {})
+
+    @property
+    def segments(self) -> int:
+        """LR decisions per run: call :meth:`lr_for` at the start and after each of the first
+        ``segments - 1`` equal parts of training."""
+        return self.space.segments
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_env(
+        cls, controller: Any, env: Any, algo: str = "ppo", provenance: dict[str, Any] | None = None
+    ) -> AdaptiveSchedule:
+        """The controller a search trained, with the contract of the env it was trained on.
+
+        Args:
+            controller: An SB3 model, or the path of its zip (e.g. ``run_dir / "controller.zip"``).
+            env: The ``ScheduleEnv`` of the search (wrapped or not).
+            algo: How to load a zip: "ppo", "sac" or "a2c" (ignored for a model object).
+            provenance: Defaults to the library versions plus the env's ``describe()`` essentials.
+        """
+        base = env.unwrapped
+        if isinstance(controller, (str, Path)):
+            model, model_algo = _load_model(controller, algo, str(controller)), algo
+        else:
+            model, model_algo = controller, None  # read from the model's class
+        if provenance is None:
+            info = base.describe()
+            provenance = make_provenance(
+                env_id=info.get("env_id"), dataset=info.get("dataset"),
+                dataset_fingerprint=info.get("dataset_fingerprint"), model=info.get("model"),
+                reward_metric=info.get("reward_metric"),
+            )
+        return cls(model, base.space, base.reward_metric, model_algo,
+                   search_steps_per_segment=base.steps_per_segment, provenance=provenance)
+
+    # ------------------------------------------------------------------ decisions
+    def observation(self, stats: Mapping[str, Any]) -> np.ndarray:
+        """:meth:`ScheduleSpace.observation` of ``stats``."""
+        return self.space.observation(stats)
+
+    def lr_for(self, stats: Mapping[str, Any]) -> float:
+        """The LR for the next segment given the run's statistics (see :meth:`ScheduleSpace.observation`
+        for the keys); uses the controller's deterministic action, so equal stats give equal LRs."""
+        action, _ = self.model.predict(self.observation(stats), deterministic=True)
+        return self.space.lr(np.clip(np.asarray(action, dtype=np.float64).reshape(-1), -1.0, 1.0))
+
+    def callback(
+        self, optimizer: torch.optim.Optimizer, total_steps: int, evaluate_fn: Callable[[], tuple[float, float]]
+    ) -> AdaptiveLRCallback:
+        """An :class:`AdaptiveLRCallback` for ``optimizer`` (sets the first LR at once)."""
+        return AdaptiveLRCallback(optimizer, self, total_steps, evaluate_fn)
+
+    # ------------------------------------------------------------------ files
+    def to_dict(self, controller_file: str) -> dict[str, Any]:
+        """The sidecar as a JSON-able dict, naming ``controller_file`` (relative to the sidecar)."""
+        body = {
+            "name": self.name,
+            "algo": self.algo,
+            "controller_file": controller_file,
+            "reward_metric": self.reward_metric,
+            **self.space.to_dict(),
+            "search_steps_per_segment": self.search_steps_per_segment,
+        }
+        return wrap(self.KIND, self.FORMAT_VERSION, body, self.provenance)
+
+    def save(self, dir_or_prefix: str | Path) -> Path:
+        """Write ``<prefix>.json`` and ``<prefix>.zip``; return the JSON's path.
+
+        Args:
+            dir_or_prefix: An existing directory (files ``controller.json`` / ``controller.zip``
+                in it), a ``.json`` path, or a path prefix.
+        """
+        path = Path(dir_or_prefix)
+        prefix = path / "controller" if path.is_dir() else path.with_suffix("") if path.suffix == ".json" else path
+        prefix.parent.mkdir(parents=True, exist_ok=True)
+        zip_path = prefix.with_name(prefix.name + ".zip")
+        self.model.save(zip_path)
+        return write_json(prefix.with_name(prefix.name + ".json"), self.to_dict(zip_path.name))
+
+    @classmethod
+    def load(cls, path: str | Path) -> AdaptiveSchedule:
+        """Read a sidecar written by :meth:`save` and the controller zip it names (next to it).
+
+        Raises:
+            PolicyFormatError: If either file is missing or malformed; the message names the field.
+        """
+        source = str(path)
+        data = unwrap(read_json(path), cls.KIND, cls.FORMAT_VERSION, source)
+        name = require(data, "name", str, source)
+        algo = require(data, "algo", str, source)
+        if algo not in ALGOS:
+            raise PolicyFormatError(f"{source}: field 'algo' is {algo!r}, expected one of {', '.join(ALGOS)}")
+        controller_file = require(data, "controller_file", str, source)
+        reward_metric = require(data, "reward_metric", str, source)
+        from policysearch.envs.rewards import REWARD_METRICS
+
+        if reward_metric not in REWARD_METRICS:
+            raise PolicyFormatError(
+                f"{source}: field 'reward_metric' is {reward_metric!r}, expected one of {', '.join(REWARD_METRICS)}"
+            )
+        space = ScheduleSpace.from_dict(data, source)
+        steps = data.get("search_steps_per_segment")
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)):
+            raise PolicyFormatError(f"{source}: field 'search_steps_per_segment' is {steps!r}, expected an int or null")
+        prov = data.get("provenance", {})
+        if not isinstance(prov, dict):
+            raise PolicyFormatError(f"{source}: field 'provenance' is {prov!r}, expected an object")
+        zip_path = Path(path).parent / controller_file
+        if not zip_path.is_file():
+            raise PolicyFormatError(
+                f"{source}: field 'controller_file' names {zip_path}, which does not exist; "
+                "keep the .zip next to the .json"
+            )
+        model = _load_model(zip_path, algo, source)
+        try:
+            return cls(model, space, reward_metric, algo, name, steps, prov)
+        except ConfigError as exc:
+            raise PolicyFormatError(f"{source}: {exc}") from exc
+
+
+def _load_model(path: str | Path, algo: str, source: str) -> Any:
+    """Load an SB3 model of class ``algo`` on the CPU (a controller is tiny; the GPU is for training)."""
+    import stable_baselines3 as sb3
+
+    if algo not in ALGOS:
+        raise UnknownNameError("controller algorithm", algo, ALGOS)
+    try:
+        return getattr(sb3, algo.upper()).load(str(path), device="cpu")
+    except (OSError, ValueError, KeyError, RuntimeError, zipfile.BadZipFile) as exc:
+        raise PolicyFormatError(f"{source}: cannot load {path} as an SB3 {algo.upper()} model ({exc})") from exc
+
+
+class AdaptiveLRCallback:
+    """Drives a plain PyTorch optimizer with an :class:`AdaptiveSchedule`.
+
+    Training is split into ``adaptive.segments`` equal parts of ``total_steps``. The constructor
+    evaluates once and sets the first part's LR (as the env does at reset); after the last
+    optimizer step of each part, :meth:`on_step` calls ``evaluate_fn`` again, builds the
+    statistics the controller was trained on, and sets the next LR on every param group.
+
+    Call order: build the optimizer, build this callback, then per batch ``loss.backward()``,
+    ``optimizer.step()``, ``callback.on_step(loss, grad_norm)``.
+
+    Args:
+        optimizer: Any ``torch.optim.Optimizer``.
+        adaptive: The loaded controller.
+        total_steps: Optimizer steps of the whole run.
+        evaluate_fn: Returns ``(val_loss, val_metric)`` for the current model, ``val_metric``
+            being ``adaptive.reward_metric`` (e.g. accuracy in [0, 1]; for "neg_nll" pass -NLL).
+            It should put the model back in train mode if it switches to eval mode.
+
+    Attributes:
+        lr: The LR currently set.
+        history: One dict per decision: ``step``, ``lr`` and the ``stats`` it was based on.
+
+    Raises:
+        ConfigError: If ``total_steps`` is not an int of at least ``adaptive.segments``.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        adaptive: AdaptiveSchedule,
+        total_steps: int,
+        evaluate_fn: Callable[[], tuple[float, float]],
+    ) -> None:
+        segments = adaptive.segments
+        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < segments:
+            raise ConfigError(
+                f"total_steps={total_steps!r}: expected an int of at least {segments} (one step per segment)"
+            )
+        self.optimizer, self.adaptive, self.total_steps = optimizer, adaptive, total_steps
+        self.evaluate_fn = evaluate_fn
+        # Decision points in steps; rounding spreads any remainder over the parts.
+        self.boundaries = {round(i * total_steps / segments): i for i in range(1, segments)}
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self._losses: list[float] = []
+        self._norms: list[float] = []
+        val_loss, metric = self._evaluate()
+        self._prev: dict[str, float] = {"train_loss": adaptive.space.loss_scale, "val_loss": val_loss,
+                                        "val_metric": metric}
+        self.lr = self._decide({"progress": 0.0, "val_loss": val_loss, "val_metric": metric,
+                                "segments_left": segments})
+
+    def on_step(self, train_loss: float | torch.Tensor, grad_norm: float | torch.Tensor) -> float:
+        """Record one optimizer step (its loss and total gradient norm); return the LR now set.
+
+        Passing tensors works but synchronises with the device; pass ``loss.item()`` where you
+        already have it.
+        """
+        self.step += 1
+        self._losses.append(float(train_loss))
+        self._norms.append(float(grad_norm))
+        segment = self.boundaries.get(self.step)
+        if segment is not None:
+            val_loss, metric = self._evaluate()
+            train = statistics.fmean(self._losses) if self._losses else self._prev["train_loss"]
+            # Sample std, as the env's trainer computes it (torch's default, 0 for one step).
+            std = statistics.stdev(self._norms) if len(self._norms) > 1 else 0.0
+            stats = {
+                "progress": self.step / self.total_steps,
+                "train_loss": train,
+                "val_loss": val_loss,
+                "val_metric": metric,
+                "prev_train_loss": self._prev["train_loss"],
+                "prev_val_loss": self._prev["val_loss"],
+                "prev_val_metric": self._prev["val_metric"],
+                "lr": self.lr,
+                "grad_norm_mean": statistics.fmean(self._norms) if self._norms else 0.0,
+                "grad_norm_std": std,
+                "segments_left": self.adaptive.segments - segment,
+            }
+            self._prev = {"train_loss": train, "val_loss": val_loss, "val_metric": metric}
+            self._losses, self._norms = [], []
+            self.lr = self._decide(stats)
+        return self.lr
+
+    def _evaluate(self) -> tuple[float, float]:
+        result = self.evaluate_fn()
+        try:
+            val_loss, metric = result
+            return float(val_loss), float(metric)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"evaluate_fn returned {result!r}, expected (val_loss, val_metric)") from exc
+
+    def _decide(self, stats: dict[str, Any]) -> float:
+        lr = self.adaptive.lr_for(stats)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.history.append({"step": self.step, "lr": lr, "stats": stats})
+        return lr
