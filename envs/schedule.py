@@ -230,6 +230,24 @@ class ScheduleEnv(gym.Env):
         terminated = self._segment >= self.episode_length
         return self.space.observation(self._stats), float(reward), terminated, False, info
 
+    # ------------------------------------------------------------------ baseline search space
+    FAMILIES = ("cosine", "onecycle")
+
+    def suggest_episode(self, trial: Any) -> list[np.ndarray]:
+        """The actions of one episode from an Optuna trial over a hand-made family: the family
+        (cosine or onecycle) and its peak LR in [lr_min, lr_max] (log scale); each segment gets the
+        family's LR at the segment's middle. This is the `tpe` / `cmaes` baseline for this env."""
+        from policysearch.policies.schedule import named_schedule
+
+        family = trial.suggest_categorical("family", list(self.FAMILIES))
+        peak = trial.suggest_float("peak_lr", self.space.lr_min, self.space.lr_max, log=True)
+        schedule = named_schedule(family, peak)
+        actions = []
+        for i in range(self.episode_length):
+            lr = min(max(schedule.lr_at((i + 0.5) / self.episode_length), self.space.lr_min), self.space.lr_max)
+            actions.append(np.array([2.0 * self.space.lr_position(lr) - 1.0], dtype=np.float32))
+        return actions
+
     # ------------------------------------------------------------------ export
     def export(self, steps: list[dict[str, Any]], provenance: dict[str, Any] | None = None) -> LearnedSchedule:
         """The LRs an episode used, as an open-loop `LearnedSchedule` over normalised progress:

@@ -28,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import zipfile
@@ -545,3 +546,24 @@ class AdaptiveLRCallback:
             group["lr"] = lr
         self.history.append({"step": self.step, "lr": lr, "stats": stats})
         return lr
+
+
+def resolve_schedule(spec: str | Path, base_lr: float) -> Any:
+    """What `--schedule` names: a built-in schedule, a `LearnedSchedule` JSON file (open loop), or an
+    `AdaptiveSchedule` (closed loop) given by its JSON sidecar or its controller zip."""
+    from policysearch.policies.schedule import load_schedule
+
+    path = Path(spec)
+    if path.suffix == ".zip":
+        path = path.with_suffix(".json")
+        if not path.is_file():
+            raise PolicyFormatError(f"{spec}: a controller zip needs its sidecar {path.name} beside it")
+        return AdaptiveSchedule.load(path)
+    if path.suffix == ".json" and path.is_file():
+        try:
+            kind = json.loads(path.read_text()).get("kind")
+        except (json.JSONDecodeError, AttributeError):
+            kind = None  # let the schedule loader report the problem precisely
+        if kind == AdaptiveSchedule.KIND:
+            return AdaptiveSchedule.load(path)
+    return load_schedule(str(spec), base_lr=base_lr)

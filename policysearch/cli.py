@@ -91,14 +91,14 @@ def _emit_json(obj: Any) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from policysearch.checkpoint import save_checkpoint
     from policysearch.evaluate import policy_label
+    from policysearch.policies.adaptive import resolve_schedule
     from policysearch.policies.augment import load_policy
-    from policysearch.policies.schedule import load_schedule
     from policysearch.report import format_table
     from policysearch.trainer import train_run
 
     config = train_config(args, seed=args.seed)
     policy = load_policy(args.augment)
-    schedule = load_schedule(args.schedule, base_lr=config.lr)
+    schedule = resolve_schedule(args.schedule, base_lr=config.lr)
     data = prepare_data(args)
     result = train_run(data, config, args.epochs, policy, schedule, progress=not args.no_progress)
     rows = [{"split": split, **{k: v for k, v in metrics.items()}} for split, metrics in
@@ -114,7 +114,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"training diverged: {result.diverged}", file=sys.stderr)
     if args.save and not result.diverged:
         info = {"dataset": data.describe(), "config": result.config, "augment": policy.to_dict(),
-                "schedule": schedule.to_dict(), "test": result.test, "val": result.val,
+                "schedule": schedule.to_dict() if hasattr(schedule, "lr_at") else {"closed_loop": args.schedule},
+                "test": result.test, "val": result.val,
                 "mean": data.mean.tolist(), "std": data.std.tolist()}
         save_checkpoint(args.save, result.model, config.model, data.input_shape, data.num_classes, info)  # type: ignore[arg-type]
         print(f"saved {args.save}")
@@ -211,6 +212,50 @@ def cmd_augment(args: argparse.Namespace) -> int:
     print(f"policy: {result.artefact.describe()}")
     print(f"wrote {out}/: {', '.join(v for v in result.summary['files'].values() if v)}, summary.json")
     print(f"use it: policysearch train --dataset {args.dataset} --augment {out / 'policy.json'}")
+    if args.json:
+        _emit_json(result.summary)
+    return 0
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import gymnasium as gym
+
+    from policysearch.controllers import RL_CONTROLLERS
+    from policysearch.plots import plot_schedules
+    from policysearch.policies.adaptive import AdaptiveSchedule
+    from policysearch.policies.artifact import write_json
+    from policysearch.search import run_search
+
+    budget = _budget(args)
+    data = prepare_data(args)
+    env = gym.make(
+        "policysearch/Schedule-v0", data=data, model=args.model, device=args.device, augment=args.augment,
+        lr_min=args.lr_min, lr_max=args.lr_max, optimizer=args.optimizer, episode_length=args.episode_length,
+        steps_per_segment=args.steps_per_segment, reward_metric=args.reward_metric, cost_weight=args.cost_weight,
+        cost_metric=args.cost_metric, batch_size=args.batch_size, child_seed=args.child_seed,
+    )
+    out = Path(args.out or f"runs/schedule-{data.name}-{args.controller}")
+    result = run_search(env, args.controller, budget, out, seed=args.seed, progress=not args.no_progress,
+                        tensorboard=args.tensorboard, artefact_name="schedule.json")
+    files = [v for v in result.summary["files"].values() if v]
+    if args.controller in RL_CONTROLLERS:
+        # The closed-loop export: the agent plus the observation contract it was trained with.
+        sidecar = AdaptiveSchedule.from_env(out / "controller.zip", env, algo=args.controller).save(out)
+        result.summary["files"]["closed_loop"] = sidecar.name
+        files.append(sidecar.name)
+        write_json(out / "summary.json", result.summary)
+    base_lr = env.unwrapped.config.lr  # what `train` would use with a hand-made schedule
+    png = plot_schedules(result.artefact, base_lr, out / "schedule.png", title=f"learned on {data.name} ({args.model})")
+    if png:
+        files.append(png.name)
+    _search_report(result)
+    lrs = ", ".join(f"{lr:.3g}" for lr in result.artefact.lrs([i / args.episode_length for i in range(args.episode_length)]))
+    print(f"learned LRs per segment: {lrs}")
+    print(f"wrote {out}/: {', '.join(files)}, summary.json")
+    print(f"use it: policysearch train --dataset {args.dataset} --schedule {out / 'schedule.json'}"
+          + (f"  (closed loop: --schedule {out / 'controller.json'})" if args.controller in RL_CONTROLLERS else ""))
     if args.json:
         _emit_json(result.summary)
     return 0
@@ -321,6 +366,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--magnitude-scale", default="standard", help="standard (kornia) | wide (TrivialAugment-wide)")
     add_output_args(p)
     p.set_defaults(func=cmd_augment)
+
+    p = sub.add_parser("schedule", help="search a learning-rate schedule (open- and closed-loop export)")
+    add_data_args(p)
+    add_train_args(p, epochs=None)
+    add_search_args(p)
+    p.add_argument("--lr-min", type=float, default=1e-4, help="lowest LR an action can set (default: %(default)s)")
+    p.add_argument("--lr-max", type=float, default=1.0, help="highest LR an action can set (default: %(default)s)")
+    p.add_argument("--augment", default="none", help="augmentation policy used by the child trainings")
+    add_output_args(p)
+    p.set_defaults(func=cmd_schedule)
 
     p = sub.add_parser("demo", help="the main job on the embedded digits set: search, then compare with baselines")
     add_data_args(p)

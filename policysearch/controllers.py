@@ -112,7 +112,9 @@ class SB3Controller(Controller):
 
 
 class OptunaController(Controller):
-    """Optuna's TPE or CMA-ES over the action vector; one trial is one static-mode child training."""
+    """Optuna's TPE or CMA-ES. One trial is one child training: over the action vector in a
+    static-mode env, or, for an env that offers `suggest_episode(trial)` (Schedule-v0: a cosine /
+    onecycle family and its peak LR), over that env's own low-dimensional baseline space."""
 
     def __init__(self, sampler: str) -> None:
         if sampler not in ("tpe", "cmaes"):
@@ -125,11 +127,19 @@ class OptunaController(Controller):
             import optuna
         except ImportError as exc:
             raise MissingExtraError("optuna", "optuna", f"controller {self.name!r}") from exc
-        if getattr(recorder.unwrapped, "mode", "static") != "static":
+        base = recorder.unwrapped
+        episodic = hasattr(base, "suggest_episode")
+        if not episodic and getattr(base, "mode", "static") != "static":
             raise ConfigError(f"controller {self.name!r} needs a one-step env: use mode='static'")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        sampler = (optuna.samplers.TPESampler(seed=seed) if self.name == "tpe"
-                   else optuna.samplers.CmaEsSampler(seed=seed))
+        if self.name == "tpe":
+            sampler = optuna.samplers.TPESampler(seed=seed)
+        else:
+            try:
+                import cmaes  # noqa: F401  (Optuna's CMA-ES sampler needs it)
+            except ImportError as exc:
+                raise MissingExtraError("cmaes", "optuna", "controller 'cmaes'") from exc
+            sampler = optuna.samplers.CmaEsSampler(seed=seed)
         self.study = optuna.create_study(direction="maximize", sampler=sampler)
         dim = int(np.prod(recorder.action_space.shape))
         recorder.reset(seed=seed)
@@ -140,6 +150,14 @@ class OptunaController(Controller):
             if not first:
                 recorder.reset()
             first = False
+            if episodic:
+                total = 0.0
+                for action in base.suggest_episode(trial):
+                    _, reward, terminated, truncated, _ = recorder.step(action)
+                    total += float(reward)
+                    if terminated or truncated:
+                        break
+                return total
             action = np.array([trial.suggest_float(f"a{i}", -1.0, 1.0) for i in range(dim)], dtype=np.float32)
             _, reward, _, _, _ = recorder.step(action)
             return float(reward)

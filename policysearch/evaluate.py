@@ -15,7 +15,7 @@ from typing import Any
 from policysearch.data import DeviceData
 from policysearch.metrics import METRIC_NAMES, summarize
 from policysearch.policies.augment import AugmentPolicy, load_policy
-from policysearch.policies.schedule import load_schedule
+from policysearch.policies.adaptive import resolve_schedule
 from policysearch.trainer import TrainConfig, train_run
 
 
@@ -44,7 +44,7 @@ def compare(
         (means), "diverged": count}``.
     """
     policies = [(policy_label(a), load_policy(a)) for a in augments]  # fail on a bad name before training
-    scheds = [(s, load_schedule(s, base_lr=base.lr or 0.1)) for s in schedules]
+    scheds = [(policy_label(s), resolve_schedule(s, base_lr=base.lr or 0.1)) for s in schedules]
     entries = []
     total = len(policies) * len(scheds) * len(seeds)
     k = 0

@@ -78,3 +78,28 @@ def plot_comparison(rows: Sequence[dict[str, Any]], metric: str, path: str | Pat
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_schedules(learned: Any, base_lr: float, path: str | Path, title: str = "learned schedule") -> Path | None:
+    """The learned LR over training progress against cosine and onecycle at `base_lr` (log scale)."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    from policysearch.policies.schedule import named_schedule
+
+    grid = [i / 400 for i in range(401)]
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    ax.plot(grid, learned.lrs(grid), lw=2.5, label="learned")
+    for name in ("cosine", "onecycle"):
+        ax.plot(grid, named_schedule(name, base_lr).lrs(grid), "--", lw=1.5, label=f"{name} (peak {base_lr:g})")
+    ax.set_yscale("log")
+    ax.set_xlabel("training progress")
+    ax.set_ylabel("learning rate")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -351,18 +351,41 @@ def train_run(
     probe = max(1, len(data.y_train) // config.batch_size)
     total = max(1, round(epochs * probe))
     trainer = Trainer(data, config, total_steps=total)
-    lr_fn = schedule.lr_at if schedule is not None else None
-    history = []
+    history: list[dict[str, float]] = []
     with tqdm(total=total, desc=description, disable=not progress, leave=False, unit="step") as bar:
-        done = 0
-        while done < total and not trainer.diverged:
-            steps = min(trainer.steps_per_epoch, total - done)
-            stats = trainer.train_segment(steps, augment, lr_fn, on_step=lambda *_: bar.update(1))
-            done += stats.steps
-            history.append({"step": trainer.step, "train_loss": stats.train_loss, "lr": stats.lr})
-            bar.set_postfix(loss=f"{stats.train_loss:.4f}", lr=f"{stats.lr:.3g}")
+        if hasattr(schedule, "callback"):  # a closed-loop controller (AdaptiveSchedule)
+            _train_closed_loop(trainer, total, augment, schedule, bar, history)
+        else:
+            lr_fn = schedule.lr_at if schedule is not None else None
+            done = 0
+            while done < total and not trainer.diverged:
+                steps = min(trainer.steps_per_epoch, total - done)
+                stats = trainer.train_segment(steps, augment, lr_fn, on_step=lambda *_: bar.update(1))
+                done += stats.steps
+                history.append({"step": trainer.step, "train_loss": stats.train_loss, "lr": stats.lr})
+                bar.set_postfix(loss=f"{stats.train_loss:.4f}", lr=f"{stats.lr:.3g}")
     nan = {k: float("nan") for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "ece", "nll")}
     val = nan if trainer.diverged else trainer.evaluate("val")
     test = nan if trainer.diverged else trainer.evaluate("test")
     cost = trainer.cost.to_dict()
     return RunResult(val, test, cost, asdict(config), history, trainer.diverged, trainer.model)
+
+
+def _train_closed_loop(trainer: Trainer, total: int, augment: AugmentPolicy | None, adaptive: Any, bar: Any,
+                       history: list[dict[str, float]]) -> None:
+    """Let a trained controller set the LR from live statistics, exactly as in its env: it decides
+    at the start and after each of its equal segments, reading the validation split."""
+    from policysearch.envs.rewards import reward_value
+
+    def evaluate() -> tuple[float, float]:
+        val = trainer.evaluate("val")
+        return val["nll"], reward_value(val, adaptive.reward_metric)
+
+    callback = adaptive.callback(trainer.optimizer, max(total, adaptive.segments), evaluate)
+    for _ in range(total):
+        stats = trainer.train_segment(1, augment, lr=None)
+        if stats.diverged:
+            break
+        callback.on_step(stats.train_loss, stats.grad_norm_mean)
+        bar.update(1)
+    history.extend({"step": h["step"], "lr": h["lr"]} for h in callback.history)

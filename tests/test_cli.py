@@ -327,3 +327,34 @@ def test_absurd_lr_is_rejected_before_training(capsys: pytest.CaptureFixture[str
     code, _, err = run_cli(["train", *FAST, "--lr", "1e6"], capsys)
     line = assert_one_line_error(code, err)
     assert "lr=1e+06" in line and "at most" in line
+
+
+def test_schedule_command_exports_open_and_closed_loop(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out = tmp_path / "sched"
+    argv = ["schedule", "--dataset", "digits", "--train-size", "300", "--model", "mlp", "--controller", "ppo",
+            "--budget", "3", "--episode-length", "2", "--steps-per-segment", "2", "--out", str(out), "--no-progress"]
+    code, stdout, err = run_cli(argv, capsys)
+    assert code == 0, err
+    for name in ("schedule.json", "controller.zip", "controller.json", "episodes.jsonl", "summary.json",
+                 "schedule.png", "search.png"):
+        assert (out / name).is_file(), name
+    assert "learned LRs per segment" in stdout
+    # the open-loop file and the closed-loop controller both drive `train`
+    for spec in (out / "schedule.json", out / "controller.json", out / "controller.zip"):
+        code, stdout, err = run_cli(["train", *FAST, "--schedule", str(spec), "--json"], capsys)
+        assert code == 0, err
+        assert last_json(stdout)["test"]["accuracy"] > 0.0
+
+
+def test_augment_command_writes_a_policy_train_accepts(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out = tmp_path / "aug"
+    argv = ["augment", "--dataset", "digits", "--train-size", "300", "--model", "mlp", "--controller", "random",
+            "--budget", "2", "--episode-length", "2", "--steps-per-segment", "2", "--out", str(out), "--no-progress",
+            "--json"]
+    code, stdout, err = run_cli(argv, capsys)
+    assert code == 0, err
+    summary = last_json(stdout)
+    assert summary["child_trainings"] == 2 and summary["controller"] == "random"
+    code, stdout, err = run_cli(["train", *FAST, "--augment", str(out / "policy.json"), "--json"], capsys)
+    assert code == 0, err
+    assert last_json(stdout)["augment"] == "policy"

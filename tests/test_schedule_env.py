@@ -292,3 +292,24 @@ def test_space_validation():
         ScheduleSpace(lr_min=1.0, lr_max=1.0)
     with pytest.raises(ConfigError, match="one finite number"):
         ScheduleSpace().lr([0.1, 0.2])
+
+
+def test_tpe_searches_the_cosine_onecycle_family(digits, tmp_path):
+    pytest.importorskip("optuna")
+    import gymnasium as gym
+
+    from policysearch.policies.schedule import LearnedSchedule
+    from policysearch.search import Budget, read_episodes, run_search
+
+    env = gym.make("policysearch/Schedule-v0", data=digits, model="mlp", episode_length=3, steps_per_segment=2,
+                   batch_size=32, lr_min=1e-3, lr_max=0.5)
+    result = run_search(env, "tpe", Budget(child_trainings=3), tmp_path, seed=0, progress=False,
+                        artefact_name="schedule.json")
+    episodes = read_episodes(tmp_path / "episodes.jsonl")
+    assert len(episodes) == 3 and all(len(e["steps"]) == 3 for e in episodes)
+    for e in episodes:
+        lrs = [s["lr"] for s in e["steps"]]
+        assert all(1e-3 <= lr <= 0.5 for lr in lrs)
+        assert lrs[-1] < max(lrs)  # both families anneal: the last segment is never the peak
+    assert isinstance(LearnedSchedule.load(tmp_path / "schedule.json"), LearnedSchedule)
+    assert result.summary["controller"] == "tpe"
