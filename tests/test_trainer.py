@@ -74,7 +74,7 @@ def test_nan_loss_is_reported_not_raised(digits):
     assert "loss became" in trainer.diverged
     with pytest.raises(DivergenceError):
         trainer.train_segment(1)
-    result = train_run(digits, TrainConfig(model="mlp", batch_size=32, seed=0, lr=1e6), epochs=2,
+    result = train_run(digits, TrainConfig(model="mlp", batch_size=32, seed=0, lr=1e3), epochs=2,
                        schedule=None, progress=False)
     assert result.diverged and math.isnan(result.test["accuracy"])
 
