@@ -35,14 +35,18 @@ class AugmentSpace:
 
     An action is a vector in [-1, 1]^(2K+4) for K ops; each coordinate a maps to u = (a+1)/2:
 
-    | index      | knob                      | value                                       |
-    |------------|---------------------------|---------------------------------------------|
-    | 0 .. K-1   | probability of op k       | u                                           |
+    | index      | knob                      | value                                        |
+    |------------|---------------------------|----------------------------------------------|
+    | 0 .. K-1   | probability of op k       | u^2                                          |
     | K .. 2K-1  | strength of op k          | u: fraction of the op's widest departure from identity (both signs where the range has two) |
-    | 2K         | crop (pad-and-crop shift) | u * max_crop of the image side              |
-    | 2K+1       | horizontal flip           | probability u                               |
-    | 2K+2       | mixup                     | probability u * max_mix (alpha mixup_alpha) |
-    | 2K+3       | cutmix                    | probability u * max_mix (alpha cutmix_alpha)|
+    | 2K         | crop (pad-and-crop shift) | u * max_crop of the image side               |
+    | 2K+1       | horizontal flip           | probability u^2                              |
+    | 2K+2       | mixup                     | probability u^2 * max_mix (alpha mixup_alpha)|
+    | 2K+3       | cutmix                    | probability u^2 * max_mix (alpha cutmix_alpha)|
+
+    Probabilities are squared so that the centre of the box (where an untrained agent starts)
+    is a mild policy (probability 0.25) rather than a coin flip for every op, and that "off"
+    stays reachable with precision.
 
     The policy draws, per sample, `ops_per_sample` ops uniformly from the K ops and applies each
     with its probability at its strength, as kornia-format sub-policies (every ordered tuple of ops
@@ -86,12 +90,12 @@ class AugmentSpace:
             raise ConfigError(f"action of shape {a.shape} with values {a[:4]}...: expected {self.dim} finite numbers")
         k = len(self.ops)
         return {
-            "op_probability": {op: round(_unit(a[i]), 4) for i, op in enumerate(self.ops)},
+            "op_probability": {op: round(_unit(a[i]) ** 2, 4) for i, op in enumerate(self.ops)},
             "op_strength": {op: round(_unit(a[k + i]), 4) for i, op in enumerate(self.ops)},
             "crop": round(_unit(a[2 * k]) * self.max_crop, 4),
-            "flip": round(_unit(a[2 * k + 1]), 4),
-            "mixup": round(_unit(a[2 * k + 2]) * self.max_mix, 4),
-            "cutmix": round(_unit(a[2 * k + 3]) * self.max_mix, 4),
+            "flip": round(_unit(a[2 * k + 1]) ** 2, 4),
+            "mixup": round(_unit(a[2 * k + 2]) ** 2 * self.max_mix, 4),
+            "cutmix": round(_unit(a[2 * k + 3]) ** 2 * self.max_mix, 4),
         }
 
     def policy(self, knobs: dict[str, Any], name: str = "learned") -> AugmentPolicy:

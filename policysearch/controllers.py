@@ -75,14 +75,18 @@ class SB3Controller(Controller):
 
         common = {"seed": seed, "device": "cpu", "verbose": self.verbose, "tensorboard_log": self.tensorboard_log,
                   "policy_kwargs": {"net_arch": [64, 64]}}
+        # Every env step costs a child training: start with less exploration noise than SB3's
+        # default (std 0.6 instead of 1.0 in a [-1, 1] box, where std 1 is mostly clipping).
+        on_policy_kwargs = {"net_arch": [64, 64], "log_std_init": -0.5}
         ep = self.episode_length
         if self.name == "ppo":
             # Two episodes (at least 8 steps) per update: learning starts after the second episode.
             n_steps = max(8, 2 * ep)
-            return sb3.PPO("MlpPolicy", env, n_steps=n_steps, batch_size=n_steps, n_epochs=10, learning_rate=3e-4,
-                           gamma=1.0, gae_lambda=0.95, ent_coef=0.01, **common)
+            return sb3.PPO("MlpPolicy", env, n_steps=n_steps, batch_size=n_steps, n_epochs=10, learning_rate=1e-3,
+                           gamma=1.0, gae_lambda=0.95, ent_coef=0.0, **{**common, "policy_kwargs": on_policy_kwargs})
         if self.name == "a2c":
-            return sb3.A2C("MlpPolicy", env, n_steps=ep, learning_rate=7e-4, gamma=1.0, ent_coef=0.01, **common)
+            return sb3.A2C("MlpPolicy", env, n_steps=ep, learning_rate=7e-4, gamma=1.0, ent_coef=0.0,
+                           **{**common, "policy_kwargs": on_policy_kwargs})
         return sb3.SAC("MlpPolicy", env, learning_starts=2 * ep, batch_size=16, buffer_size=10_000, train_freq=1,
                        gradient_steps=2, gamma=1.0, learning_rate=1e-3, **common)
 

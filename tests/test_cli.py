@@ -358,3 +358,16 @@ def test_augment_command_writes_a_policy_train_accepts(capsys: pytest.CaptureFix
     code, stdout, err = run_cli(["train", *FAST, "--augment", str(out / "policy.json"), "--json"], capsys)
     assert code == 0, err
     assert last_json(stdout)["augment"] == "policy"
+
+
+def test_demo_runs_search_then_comparison(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    argv = ["demo", "--model", "mlp", "--controller", "random", "--budget", "2", "--search-epochs", "1",
+            "--epochs", "1", "--seeds", "2", "--baselines", "none,trivial", "--out", str(tmp_path), "--no-progress",
+            "--json"]
+    code, stdout, err = run_cli(argv, capsys)
+    assert code == 0, err
+    result = last_json(stdout)
+    assert [r["augment"] for r in result["results"]] == ["learned", "none", "trivial"]
+    assert all(len(r["runs"]) == 2 for r in result["results"])
+    assert (tmp_path / "search" / "policy.json").is_file() and (tmp_path / "comparison.json").is_file()
+    assert "learned policy" in stdout and "±" in stdout
