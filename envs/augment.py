@@ -8,14 +8,14 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from policysearch.envs.rewards import COST_METRICS, REWARD_METRICS, cost_units, reward_value
+from policysearch.envs.base import ChildTrainingEnv
+from policysearch.envs.rewards import cost_units, reward_value
 from policysearch.errors import ConfigError, UnknownNameError
 from policysearch.policies.augment import MAGNITUDE_SCALES, OPS, TRIVIAL_OPS, AugmentPolicy
 
@@ -119,7 +119,7 @@ class AugmentSpace:
         )
 
 
-class AugmentEnv(gym.Env):
+class AugmentEnv(ChildTrainingEnv):
     """Learn an augmentation policy for a data set by training a real child model.
 
     ## Description
@@ -178,7 +178,6 @@ class AugmentEnv(gym.Env):
     - v0: initial version.
     """
 
-    metadata = {"render_modes": []}
     ENV_ID = "policysearch/Augment-v0"
 
     def __init__(
@@ -208,45 +207,22 @@ class AugmentEnv(gym.Env):
         data: Any = None,
     ) -> None:
         super().__init__()
-        from policysearch.data import prepare
         from policysearch.policies.schedule import load_schedule
-        from policysearch.trainer import TrainConfig, resolve_device
 
         if mode not in MODES:
             raise UnknownNameError("mode", mode, MODES)
-        if reward_metric not in REWARD_METRICS:
-            raise UnknownNameError("reward metric", reward_metric, REWARD_METRICS)
-        if cost_metric not in COST_METRICS:
-            raise UnknownNameError("cost metric", cost_metric, COST_METRICS)
-        if episode_length < 1:
-            raise ConfigError(f"episode_length={episode_length}: expected at least 1")
-        if cost_weight < 0 or divergence_penalty < 0:
-            raise ConfigError(f"cost_weight={cost_weight}, divergence_penalty={divergence_penalty}: expected >= 0")
         self.space = AugmentSpace(tuple(ops or TRIVIAL_OPS), ops_per_sample, magnitude_scale)
-        self.config = TrainConfig(model=model, batch_size=batch_size, lr=lr, device=str(device))
-        self.data = data if data is not None else prepare(
-            dataset, val_size=val_size, train_size=train_size, seed=split_seed, device=resolve_device(device),
-            data_dir=data_dir,
+        self._setup_child_training(
+            dataset=dataset, model=model, train_size=train_size, val_size=val_size, data_dir=data_dir,
+            split_seed=split_seed, device=device, episode_length=episode_length, steps_per_segment=steps_per_segment,
+            reward_metric=reward_metric, cost_weight=cost_weight, cost_metric=cost_metric, batch_size=batch_size,
+            divergence_penalty=divergence_penalty, child_seed=child_seed, data=data, lr=lr,
         )
-        if steps_per_segment is None:
-            steps_per_segment = max(1, len(self.data.y_train) // batch_size)
-        if steps_per_segment < 1:
-            raise ConfigError(f"steps_per_segment={steps_per_segment}: expected at least 1")
-        self.mode, self.episode_length, self.steps_per_segment = mode, episode_length, steps_per_segment
-        self.reward_metric, self.cost_weight, self.cost_metric = reward_metric, cost_weight, cost_metric
-        self.divergence_penalty = divergence_penalty
-        self.child_seed = child_seed
+        self.mode = mode
         self.lr_schedule = load_schedule(lr_schedule, base_lr=self.config.lr or 0.1)
         self.action_space = self.space.box()
         self.observation_space = spaces.Box(-10.0, 10.0, shape=(8 + self.space.dim,), dtype=np.float32)
-        self.spec_kwargs = {"dataset": self.data.name, "model": model, "mode": mode, "episode_length": episode_length,
-                            "steps_per_segment": steps_per_segment, "reward_metric": reward_metric,
-                            "cost_weight": cost_weight, "cost_metric": cost_metric, "ops": list(self.space.ops),
-                            "ops_per_sample": ops_per_sample, "magnitude_scale": magnitude_scale,
-                            "batch_size": batch_size, "lr": self.config.lr, "lr_schedule": lr_schedule,
-                            "child_seed": child_seed}
-        self.trainer: Any = None
-        self.last_seconds = 0.0
+        self.spec_kwargs.update(lr_schedule=lr_schedule)
         self._segment = 0
         self._last_action = np.zeros(self.space.dim, dtype=np.float32)
         self._last_reward = 0.0
@@ -272,7 +248,6 @@ class AugmentEnv(gym.Env):
         steps = self.steps_per_segment * (self.episode_length if self.mode == "static" else 1)
         stats = self.trainer.train_segment(steps, policy, lr=self.lr_schedule.lr_at)
         self._segment += 1
-        # Wall time stays out of `info` (and so out of determinism checks); the search driver reads it here.
         self.last_seconds = stats.seconds
         self._last_action = action.astype(np.float32)
         train_flops = stats.images * self.trainer.train_flops_per_image
@@ -303,14 +278,7 @@ class AugmentEnv(gym.Env):
 
     # ------------------------------------------------------------------ internals
     def _new_child(self) -> None:
-        import dataclasses
-
-        from policysearch.trainer import Trainer
-
-        drawn = int(self.np_random.integers(0, 2**31 - 1))  # drawn either way: the stream stays the same
-        child_seed = drawn if self.child_seed is None else self.child_seed
-        config = dataclasses.replace(self.config, seed=child_seed)
-        self.trainer = Trainer(self.data, config, total_steps=self.steps_per_segment * self.episode_length)
+        self._new_trainer()
         self._segment = 0
         self._last_action = np.zeros(self.space.dim, dtype=np.float32)
         self._last_reward = 0.0
@@ -347,8 +315,3 @@ class AugmentEnv(gym.Env):
                   for i, s in enumerate(steps)]
         return AugmentPolicy(schedule=pieces, magnitude_scale=self.space.magnitude_scale, name="learned",
                              provenance=provenance)
-
-    def describe(self) -> dict[str, Any]:
-        """The settings that define this env's rewards, for provenance."""
-        return {"env_id": self.ENV_ID, **self.spec_kwargs, "space": asdict(self.space),
-                "dataset_fingerprint": self.data.fingerprint, "split": self.data.split}

@@ -12,12 +12,12 @@ import logging
 import math
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from policysearch.envs.rewards import COST_METRICS, REWARD_METRICS, cost_units, reward_value
-from policysearch.errors import ConfigError, UnknownNameError
+from policysearch.envs.base import ChildTrainingEnv
+from policysearch.envs.rewards import cost_units, reward_value
+from policysearch.errors import ConfigError
 from policysearch.policies.adaptive import OBSERVATION_NAMES, ScheduleSpace
 from policysearch.policies.augment import AugmentPolicy
 from policysearch.policies.schedule import LearnedSchedule
@@ -27,7 +27,7 @@ __all__ = ["OBSERVATION_NAMES", "ScheduleEnv", "ScheduleSpace"]
 log = logging.getLogger(__name__)
 
 
-class ScheduleEnv(gym.Env):
+class ScheduleEnv(ChildTrainingEnv):
     """Learn a learning-rate schedule for a data set by training a real child model.
 
     ## Description
@@ -100,7 +100,6 @@ class ScheduleEnv(gym.Env):
     - v0: initial version.
     """
 
-    metadata = {"render_modes": []}
     ENV_ID = "policysearch/Schedule-v0"
 
     def __init__(
@@ -128,65 +127,35 @@ class ScheduleEnv(gym.Env):
         data: Any = None,
     ) -> None:
         super().__init__()
-        from policysearch.data import prepare
         from policysearch.policies.augment import load_policy
-        from policysearch.trainer import TrainConfig, resolve_device
 
-        if reward_metric not in REWARD_METRICS:
-            raise UnknownNameError("reward metric", reward_metric, REWARD_METRICS)
-        if cost_metric not in COST_METRICS:
-            raise UnknownNameError("cost metric", cost_metric, COST_METRICS)
-        if isinstance(episode_length, bool) or not isinstance(episode_length, int) or episode_length < 1:
-            raise ConfigError(f"episode_length={episode_length!r}: expected an int of at least 1")
-        if cost_weight < 0 or divergence_penalty < 0:
-            raise ConfigError(f"cost_weight={cost_weight}, divergence_penalty={divergence_penalty}: expected >= 0")
-        # Built now to validate the LR range before any data is loaded; loss_scale follows the data.
-        space = ScheduleSpace(lr_min, lr_max, episode_length)
         self.augment = load_policy(augment)
         # The config's lr only seeds the optimizer; every segment sets its own LR before training.
-        self.config = TrainConfig(model=model, batch_size=batch_size, optimizer=optimizer, device=str(device))
-        self.data = data if data is not None else prepare(
-            dataset, val_size=val_size, train_size=train_size, seed=split_seed, device=resolve_device(device),
-            data_dir=data_dir,
+        self._setup_child_training(
+            dataset=dataset, model=model, train_size=train_size, val_size=val_size, data_dir=data_dir,
+            split_seed=split_seed, device=device, episode_length=episode_length, steps_per_segment=steps_per_segment,
+            reward_metric=reward_metric, cost_weight=cost_weight, cost_metric=cost_metric, batch_size=batch_size,
+            divergence_penalty=divergence_penalty, child_seed=child_seed, data=data, optimizer=optimizer,
         )
-        if steps_per_segment is None:
-            steps_per_segment = max(1, len(self.data.y_train) // batch_size)
-        if steps_per_segment < 1:
-            raise ConfigError(f"steps_per_segment={steps_per_segment}: expected at least 1")
-        self.space = dataclasses.replace(space, loss_scale=math.log(self.data.num_classes))
-        self.mode = "schedule"  # the search driver reads it: one episode is one child training
-        self.episode_length, self.steps_per_segment = episode_length, steps_per_segment
-        self.reward_metric, self.cost_weight, self.cost_metric = reward_metric, cost_weight, cost_metric
-        self.divergence_penalty = divergence_penalty
-        self.child_seed = child_seed
+        self.space = ScheduleSpace(lr_min, lr_max, episode_length, loss_scale=math.log(self.data.num_classes))
         self.action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
         bound = self.space.clip
         self.observation_space = spaces.Box(-bound, bound, shape=(self.space.dim,), dtype=np.float32)
-        self.spec_kwargs = {"dataset": self.data.name, "model": model, "mode": self.mode,
-                            "episode_length": episode_length, "steps_per_segment": steps_per_segment,
-                            "reward_metric": reward_metric, "cost_weight": cost_weight, "cost_metric": cost_metric,
-                            "lr_min": float(lr_min), "lr_max": float(lr_max), "optimizer": self.config.optimizer,
-                            "batch_size": batch_size, "child_seed": child_seed,
-                            "augment": augment if isinstance(augment, str) else self.augment.to_dict()}
-        self.trainer: Any = None
-        self.last_seconds = 0.0
+        self.spec_kwargs.update(lr_min=float(lr_min), lr_max=float(lr_max),
+                                augment=augment if isinstance(augment, str) else self.augment.to_dict())
         self._segment = 0
         self._stats: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
-        from policysearch.trainer import Trainer
-
-        drawn = int(self.np_random.integers(0, 2**31 - 1))  # drawn either way: the stream stays the same
-        config = dataclasses.replace(self.config, seed=drawn if self.child_seed is None else self.child_seed)
-        self.trainer = Trainer(self.data, config, total_steps=self.steps_per_segment * self.episode_length)
+        self._new_trainer()
         self._segment = 0
         val = self.trainer.evaluate("val")
         # Only what is known before any training; ScheduleSpace fills the rest with its start values.
         self._stats = {"progress": 0.0, "val_loss": val["nll"], "val_metric": reward_value(val, self.reward_metric),
                        "segments_left": self.episode_length}
-        info = {"val": dict(val), "child_seed": config.seed}
+        info = {"val": dict(val), "child_seed": self.trainer.config.seed}
         return self.space.observation(self._stats), info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -198,7 +167,6 @@ class ScheduleEnv(gym.Env):
         lr = self.space.lr(action)
         stats = self.trainer.train_segment(self.steps_per_segment, self.augment, lr=lr)
         self._segment += 1
-        # Wall time stays out of `info` (and so out of determinism checks); the search driver reads it here.
         self.last_seconds = stats.seconds
         train_flops = stats.images * self.trainer.train_flops_per_image
         info: dict[str, Any] = {"segment": self._segment, "progress": self.trainer.progress,
@@ -262,8 +230,3 @@ class ScheduleEnv(gym.Env):
         knots = [i / self.episode_length for i in range(len(lrs))] + [1.0]
         return LearnedSchedule.from_lrs(lrs + lrs[-1:], progress=knots, interpolation="step", name="learned",
                                         provenance=provenance)
-
-    def describe(self) -> dict[str, Any]:
-        """The settings that define this env's rewards, for provenance."""
-        return {"env_id": self.ENV_ID, **self.spec_kwargs, "space": dataclasses.asdict(self.space),
-                "dataset_fingerprint": self.data.fingerprint, "split": self.data.split}

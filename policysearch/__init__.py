@@ -37,6 +37,7 @@ def _register_envs() -> None:
     for env_id, entry_point in (
         ("policysearch/Augment-v0", "policysearch.envs.augment:AugmentEnv"),
         ("policysearch/Schedule-v0", "policysearch.envs.schedule:ScheduleEnv"),
+        ("policysearch/Compress-v0", "policysearch.envs.compress:CompressEnv"),
     ):
         if env_id not in registry:
             register(id=env_id, entry_point=entry_point)

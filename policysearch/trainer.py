@@ -120,6 +120,8 @@ class Trainer:
             scheduled policies and LR schedules.
         model: an existing module to train instead of building `config.model`.
         profile: measure the augmentation's share of step time (adds device syncs).
+        loss_fn: ``loss_fn(logits, x, targets)`` replacing the soft-target cross-entropy, where x is
+            the normalised input batch (e.g. knowledge distillation feeds it to a teacher).
     """
 
     def __init__(
@@ -129,6 +131,7 @@ class Trainer:
         total_steps: int,
         model: nn.Module | None = None,
         profile: bool = False,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         if total_steps < 1:
             raise ConfigError(f"total_steps={total_steps}: expected at least 1")
@@ -137,6 +140,7 @@ class Trainer:
                 f"batch_size={config.batch_size} exceeds the {len(data.y_train)} training images; lower --batch-size"
             )
         self.data, self.config, self.total_steps, self.profile = data, config, total_steps, profile
+        self.loss_fn = loss_fn or (lambda logits, x, target: soft_cross_entropy(logits, target, config.label_smoothing))
         self.device = data.device
         if model is None:
             # Initial weights come from the seed alone, without touching the global RNG state.
@@ -257,9 +261,9 @@ class Trainer:
                 if self.cuda:
                     torch.cuda.synchronize(self.device)
                 aug_seconds += time.perf_counter() - t0
+            x = self._normalise(x)
             with self._autocast():
-                logits = self.model(self._normalise(x))
-            loss = soft_cross_entropy(logits, target, self.config.label_smoothing)
+                loss = self.loss_fn(self.model(x), x, target)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             norms[i] = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])

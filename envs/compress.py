@@ -1,0 +1,498 @@
+"""`policysearch/Compress-v0`: learn per-layer pruning ratios (AMC, He et al. 2018) under a FLOPs budget.
+
+See `CompressEnv` for the model card. The artefact is a `CompressionPlan`
+(`policysearch.policies.compress`); pruning itself is torch-pruning's (the `prune` extra).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from torch import nn
+
+from policysearch.errors import ConfigError, UnknownNameError
+from policysearch.policies.compress import CRITERIA, ChannelGroup, CompressionPlan
+
+__all__ = ["OBSERVATION_NAMES", "REWARDS", "CompressEnv"]
+
+log = logging.getLogger(__name__)
+
+REWARDS = ("acc", "error_log_flops")
+
+OBSERVATION_NAMES: tuple[str, ...] = (
+    "layer_index",
+    "is_conv",
+    "in_channels",
+    "out_channels",
+    "kernel_size",
+    "stride",
+    "flops_share",
+    "flops_removed",
+    "flops_to_remove",
+    "previous_keep",
+)
+
+
+def kept_ratio(kept: int, channels: int) -> float:
+    """The keep ratio a plan records for `kept` of `channels` (``kept_channels`` inverts it exactly)."""
+    return kept / channels
+
+
+def _layer_flops(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
+    """Forward FLOPs of one image in each Conv2d / Linear layer, counted as torch's FlopCounterMode
+    counts them (2 per multiply-add, no bias), from the output shapes of one forward pass."""
+    flops: dict[str, int] = {}
+
+    def hook(name: str) -> Any:
+        def record(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            per_image = output.numel() // output.shape[0]
+            if isinstance(module, nn.Conv2d):
+                kh, kw = module.kernel_size
+                macs = per_image * (module.in_channels // module.groups) * kh * kw
+            else:
+                macs = per_image * module.in_features  # type: ignore[operator]
+            flops[name] = flops.get(name, 0) + 2 * int(macs)
+
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
+               if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return flops
+
+
+class _FlopsModel:
+    """Forward FLOPs of the pruned model as a function of each group's kept fraction.
+
+    A Conv2d / Linear layer's FLOPs scale with the fraction of its input features kept times the
+    fraction of its output features kept, so with f_g the fraction group g keeps:
+
+        FLOPs(f) = sum_layers F_l * (1 - sum_g a_lg + sum_g a_lg f_g) * (1 - sum_g b_lg + sum_g b_lg f_g)
+
+    where a_lg (b_lg) is the share of layer l's input (output) features tied to group g. This is
+    exact for integer channel counts, and affine in any one f_g (no layer reads and writes the
+    same group), which is what makes AMC's action clipping a closed-form bound.
+    """
+
+    def __init__(self, model: nn.Module, layer_flops: dict[str, int], groups: Sequence[ChannelGroup]) -> None:
+        modules = dict(model.named_modules())
+        self.terms: list[tuple[float, list[tuple[int, float]], list[tuple[int, float]]]] = []
+        ins: dict[str, list[tuple[int, float]]] = {}
+        outs: dict[str, list[tuple[int, float]]] = {}
+        for gi, g in enumerate(groups):
+            for name in g.producers:
+                m = modules[name]
+                width = m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
+                outs.setdefault(name, []).append((gi, g.channels / width))
+            for name, count in g.consumers:
+                m = modules[name]
+                width = m.in_channels if isinstance(m, nn.Conv2d) else m.in_features
+                ins.setdefault(name, []).append((gi, count / width))
+        self.touch = [0.0] * len(groups)  # FLOPs of the layers each group's channels feed or come from
+        for name, flops in layer_flops.items():
+            a, b = ins.get(name, []), outs.get(name, [])
+            if {g for g, _ in a} & {g for g, _ in b}:
+                raise ConfigError(f"layer {name!r} reads and writes the same channel group; not supported")
+            self.terms.append((float(flops), a, b))
+            for g in {g for g, _ in a} | {g for g, _ in b}:
+                self.touch[g] += flops
+        self.total = self(np.ones(len(groups)))
+
+    def __call__(self, fractions: Sequence[float] | np.ndarray) -> float:
+        total = 0.0
+        for flops, a, b in self.terms:
+            fin = 1.0 - sum(s for _, s in a) + sum(s * fractions[g] for g, s in a)
+            fout = 1.0 - sum(s for _, s in b) + sum(s * fractions[g] for g, s in b)
+            total += flops * fin * fout
+        return total
+
+
+class CompressEnv(gym.Env):
+    """Learn how many channels each layer of a trained network keeps, under a FLOPs budget (AMC).
+
+    ## Description
+    An episode compresses the teacher once, one channel group per step (AMC, He et al. 2018). A
+    group is a prunable layer, or, in a ResNet, the layers whose outputs add into the same residual
+    sum (see `policysearch.policies.compress`); `episode_length` is the number of groups, in module
+    order, the classifier head excluded. At each step the action sets the group's keep ratio,
+    clipped so that the FLOPs target stays reachable. After the last group the teacher is pruned
+    structurally with torch-pruning (magnitude `criterion`; coupled channels stay consistent), the
+    student is fine-tuned for `finetune_steps` by knowledge distillation from the teacher, and
+    scored on the validation split.
+
+    ## Action Space
+    `Box(-1, 1, (1,), float32)`: `a` maps linearly to a keep ratio
+    `r = min_keep + (a + 1) / 2 * (max_keep - min_keep)`, i.e. `round(r * C)` of the group's C
+    channels (at least `ceil(min_keep * C)` and one, at most `floor(max_keep * C)`). AMC's rule
+    then clips it: with the groups decided so far at their choices and every later group at its
+    minimum, the FLOPs must stay within `flops_target`; the group keeps the largest count that
+    allows. `info` records the wanted and the clipped ratio. Actions outside [-1, 1] are clipped.
+
+    ## Observation Space
+    `Box(0, 1, (10,), float32)`; "width" is the largest channel / feature count among the
+    groups' leaders, FLOPs are forward FLOPs per image of the whole model.
+
+    | index | observation                                                                    |
+    |-------|--------------------------------------------------------------------------------|
+    | 0     | layer index / number of groups (1.0 once the episode is over)                  |
+    | 1     | 1 for a Conv2d leader, 0 for a Linear                                          |
+    | 2     | leader's input channels (features) / width                                     |
+    | 3     | group's output channels / width                                                |
+    | 4     | leader's kernel size / largest kernel size (1 for a Linear)                    |
+    | 5     | leader's stride / largest stride (1 for a Linear)                              |
+    | 6     | FLOPs of the layers this group's channels feed or come from / teacher FLOPs     |
+    | 7     | FLOPs removed by the decisions so far (later groups unpruned) / teacher FLOPs  |
+    | 8     | FLOPs still to remove to meet the target, same basis / teacher FLOPs           |
+    | 9     | the previous group's keep ratio after clipping (1.0 at the first group)        |
+
+    Indices 1-6 are 0 in the terminal observation.
+
+    ## Rewards
+    0 before the last step. At the last step, after pruning and fine-tuning: `reward="acc"` gives
+    the student's validation accuracy (the FLOPs budget holds by construction);
+    `reward="error_log_flops"` gives AMC's `-(1 - accuracy) * ln(FLOPs per image)`.
+    `info["metric"]` is the validation accuracy either way (the search driver ranks by it). A
+    diverging fine-tune (NaN / inf loss) ends the episode with `-divergence_penalty`, logged as
+    a warning, with `info["diverged"]` saying where.
+
+    ## Episode End
+    Terminated after the last group. Never truncated by the env.
+
+    ## Arguments
+    - `teacher`: a trained `nn.Module`, or `checkpoint`: a file from `policysearch train --save`
+      (one of the two); `model_name` labels a plain module in the plan (default: its class name).
+    - `dataset` (default: the checkpoint's, else "digits") or `data=`, a prepared DeviceData;
+      `train_size`, `val_size`, `data_dir`, `split_seed`: the split; use the teacher's training
+      split, or the validation images may have been seen by the teacher.
+    - `device`: "cpu", "cuda", "auto".
+    - `flops_target`: FLOPs budget as a fraction of the teacher's, in (0, 1].
+    - `min_keep`, `max_keep`: the keep-ratio range of every group (`0 < min_keep <= max_keep <= 1`).
+    - `criterion`: "l2" (default) or "l1" group magnitude: which channels go.
+    - `finetune_steps` (default: one epoch of the training split), `finetune_lr`,
+      `temperature`, `alpha`, `batch_size`: the distillation fine-tune (see `policysearch.distill`).
+    - `reward`: "acc" or "error_log_flops".
+    - `divergence_penalty`: reward of a diverged fine-tune.
+    - `seed`: seeds the episode stream at construction, so that `reset()` without a seed is
+      reproducible too (`reset(seed=)` reseeds as usual).
+    - `child_seed`: None draws each fine-tune's seed (batch order) from the env's seed; an int
+      fixes it for every episode (common random numbers).
+
+    ## Version History
+    - v0: initial version.
+    """
+
+    metadata = {"render_modes": []}
+    ENV_ID = "policysearch/Compress-v0"
+
+    def __init__(
+        self,
+        teacher: nn.Module | None = None,
+        *,
+        checkpoint: str | Path | None = None,
+        model_name: str | None = None,
+        dataset: str | None = None,
+        data: Any = None,
+        train_size: int | None = None,
+        val_size: float | int = 0.1,
+        data_dir: str | None = None,
+        split_seed: int = 0,
+        device: str = "cpu",
+        flops_target: float = 0.5,
+        min_keep: float = 0.2,
+        max_keep: float = 1.0,
+        criterion: str = "l2",
+        finetune_steps: int | None = None,
+        finetune_lr: float = 0.01,
+        temperature: float = 4.0,
+        alpha: float = 0.9,
+        reward: str = "acc",
+        batch_size: int = 128,
+        divergence_penalty: float = 1.0,
+        seed: int | None = None,
+        child_seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        from policysearch.distill import _check_kd, evaluate_model
+        from policysearch.metrics import count_parameters, flops_per_image
+        from policysearch.policies.compress import channel_groups, require_torch_pruning
+        from policysearch.trainer import MAX_LR, resolve_device
+
+        # Everything checkable without data or tracing is checked first.
+        if (teacher is None) == (checkpoint is None):
+            raise ConfigError(
+                "give exactly one of teacher= (an nn.Module) and checkpoint= (a file from `train --save`)"
+            )
+        if teacher is not None and not isinstance(teacher, nn.Module):
+            raise ConfigError(f"teacher is a {type(teacher).__name__}, expected a torch.nn.Module")
+        if criterion not in CRITERIA:
+            raise UnknownNameError("pruning criterion", criterion, CRITERIA)
+        if reward not in REWARDS:
+            raise UnknownNameError("reward", reward, REWARDS)
+        if not (0.0 < flops_target <= 1.0):
+            raise ConfigError(f"flops_target={flops_target!r}: expected a fraction of the teacher's FLOPs in (0, 1]")
+        if not (0.0 < min_keep <= max_keep <= 1.0):
+            raise ConfigError(f"min_keep={min_keep!r}, max_keep={max_keep!r}: expected 0 < min_keep <= max_keep <= 1")
+        if finetune_steps is not None and (isinstance(finetune_steps, bool) or not isinstance(finetune_steps, int)
+                                           or finetune_steps < 0):
+            raise ConfigError(f"finetune_steps={finetune_steps!r}: expected an int >= 0 (or None: one epoch)")
+        if not (0 < finetune_lr <= MAX_LR):
+            raise ConfigError(f"finetune_lr={finetune_lr!r}: expected a positive learning rate of at most {MAX_LR:g}")
+        _check_kd(temperature, alpha)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size={batch_size!r}: expected an int of at least 1")
+        if divergence_penalty < 0:
+            raise ConfigError(f"divergence_penalty={divergence_penalty!r}: expected >= 0")
+        require_torch_pruning(f"{self.ENV_ID}")  # before any data is loaded
+
+        ckpt = None
+        if checkpoint is not None:
+            from policysearch.checkpoint import load_checkpoint
+
+            ckpt = load_checkpoint(checkpoint)
+            teacher = ckpt.build()
+            model_name = ckpt.model_name
+            if dataset is None:
+                dataset = (ckpt.info.get("dataset") or {}).get("name")
+        assert teacher is not None
+        if data is None:
+            from policysearch.data import prepare
+
+            data = prepare(dataset or "digits", val_size=val_size, train_size=train_size, seed=split_seed,
+                           device=resolve_device(device), data_dir=data_dir)
+        self.data = data
+        if ckpt is not None and (tuple(ckpt.input_shape) != data.input_shape or ckpt.num_classes != data.num_classes):
+            raise ConfigError(
+                f"checkpoint {checkpoint} is for {ckpt.num_classes} classes of {tuple(ckpt.input_shape)} images, "
+                f"the data ({data.name}) has {data.num_classes} of {data.input_shape}; "
+                "pass the dataset it was trained on"
+            )
+        if len(data.y_train) < batch_size:
+            raise ConfigError(f"batch_size={batch_size} exceeds the {len(data.y_train)} training images; lower it")
+        # The env owns its teacher: the caller's module is neither moved nor pruned.
+        self.teacher = copy.deepcopy(teacher).to(data.device).eval()
+        self.model_name = model_name or type(teacher).__name__
+        self.example = torch.zeros(1, *data.input_shape, device=data.device)
+        with torch.no_grad():
+            out = self.teacher(self.example)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, data.num_classes):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ConfigError(
+                f"the teacher maps a {data.input_shape} image to {shape}, expected (1, {data.num_classes})"
+            )
+
+        # Groups, per-layer FLOPs and the FLOPs model; the measured total must match it exactly,
+        # or the budget guarantee would rest on a wrong count.
+        self.groups = channel_groups(self.teacher, self.example)
+        layer_flops = _layer_flops(self.teacher, self.example)
+        self.flops_model = _FlopsModel(self.teacher, layer_flops, self.groups)
+        self.teacher_flops = int(flops_per_image(self.teacher, data.input_shape, device=data.device)["forward"])
+        if abs(self.flops_model.total - self.teacher_flops) > 1e-6 * self.teacher_flops:
+            raise ConfigError(
+                f"{self.model_name}: {self.teacher_flops} FLOPs per image measured, {self.flops_model.total:.0f} in "
+                "its Conv2d / Linear layers; FLOPs outside them (e.g. attention) cannot be budgeted. "
+                "Supported: Conv2d / Linear / BatchNorm networks such as mlp, cnn, resnet"
+            )
+        self.teacher_params = count_parameters(self.teacher)
+        self.min_count = [max(1, math.ceil(g.channels * min_keep - 1e-9)) for g in self.groups]
+        self.max_count = [max(lo, math.floor(g.channels * max_keep + 1e-9))
+                          for g, lo in zip(self.groups, self.min_count)]
+        self.target_flops = flops_target * self.teacher_flops
+        smallest = self.flops_model([lo / g.channels for g, lo in zip(self.groups, self.min_count)])
+        if smallest > self.target_flops:
+            raise ConfigError(
+                f"flops_target={flops_target} is out of reach: with min_keep={min_keep} the smallest "
+                f"{self.model_name} keeps {smallest / self.teacher_flops:.3f} of its FLOPs; raise flops_target "
+                "or lower min_keep"
+            )
+        self.teacher_val = evaluate_model(self.teacher, data, "val")
+
+        self.mode = "schedule"  # the search driver reads it: one episode is one child (one student)
+        self.episode_length = len(self.groups)
+        self.cost_metric, self.cost_weight = "tflops", 0.0
+        self.flops_target, self.min_keep, self.max_keep = float(flops_target), float(min_keep), float(max_keep)
+        self.criterion, self.reward = criterion, reward
+        self.finetune_steps = finetune_steps if finetune_steps is not None else max(1, len(data.y_train) // batch_size)
+        self.finetune_lr, self.temperature, self.alpha = float(finetune_lr), float(temperature), float(alpha)
+        self.batch_size, self.divergence_penalty, self.child_seed = batch_size, float(divergence_penalty), child_seed
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+        self.observation_space = spaces.Box(0.0, 1.0, shape=(len(OBSERVATION_NAMES),), dtype=np.float32)
+        self._width = max(max(g.channels, g.in_features) for g in self.groups)
+        self._kernel = max(g.kernel_size for g in self.groups)
+        self._stride = max(g.stride for g in self.groups)
+        if seed is not None:
+            self._np_random, self._np_random_seed = seeding.np_random(seed)
+        self.spec_kwargs = {
+            "dataset": data.name, "model": self.model_name, "mode": self.mode, "episode_length": self.episode_length,
+            "flops_target": self.flops_target, "min_keep": self.min_keep, "max_keep": self.max_keep,
+            "criterion": criterion, "reward": reward, "reward_metric": "accuracy",
+            "finetune_steps": self.finetune_steps, "finetune_lr": self.finetune_lr, "temperature": self.temperature,
+            "alpha": self.alpha, "batch_size": batch_size, "child_seed": child_seed, "cost_metric": self.cost_metric,
+            "cost_weight": self.cost_weight, "checkpoint": str(checkpoint) if checkpoint is not None else None,
+            "layers": [g.name for g in self.groups], "teacher_flops": self.teacher_flops,
+            "teacher_params": self.teacher_params, "teacher_val": dict(self.teacher_val),
+        }
+        self.student: nn.Module | None = None  # the last episode's pruned, distilled model
+        self.last_seconds = 0.0
+        self._layer = 0
+        self._counts: list[int] = []
+        self._seed_now: int | None = None
+        self._episode_open = False
+
+    # ------------------------------------------------------------------ gym API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        drawn = int(self.np_random.integers(0, 2**31 - 1))  # drawn either way: the stream stays the same
+        self._seed_now = drawn if self.child_seed is None else self.child_seed
+        self._layer, self._counts, self._episode_open = 0, [], True
+        self.last_seconds = 0.0
+        info = {"val": dict(self.teacher_val), "child_seed": self._seed_now, "teacher_flops": self.teacher_flops,
+                "teacher_params": self.teacher_params}
+        return self._observation(), info
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if not self._episode_open:
+            raise ConfigError("call reset() before step(); an episode ends after its last layer")
+        a = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1), -1.0, 1.0)[0])
+        i, g = self._layer, self.groups[self._layer]
+        wanted_ratio = self.min_keep + (a + 1.0) / 2.0 * (self.max_keep - self.min_keep)
+        wanted = min(self.max_count[i], max(self.min_count[i], round(g.channels * wanted_ratio)))
+        allowed = self._max_allowed(i)
+        kept = max(self.min_count[i], min(wanted, allowed))
+        self._counts.append(kept)
+        self._layer += 1
+        self.last_seconds = 0.0
+        info: dict[str, Any] = {"layer": g.name, "layer_index": i, "action": [round(a, 5)],
+                                "wanted_keep": kept_ratio(wanted, g.channels), "keep": kept_ratio(kept, g.channels),
+                                "kept_channels": kept, "channels": g.channels, "clipped": kept < wanted,
+                                "train_flops": 0.0, "diverged": None}
+        if self._layer < self.episode_length:
+            return self._observation(), 0.0, False, False, info
+        self._episode_open = False
+        reward = self._finish(info)
+        return self._observation(), reward, True, False, info
+
+    # ------------------------------------------------------------------ internals
+    def _fractions(self, rest: str) -> list[float]:
+        """Kept fractions: decided groups at their choice, the rest at their minimum or unpruned."""
+        done = [c / g.channels for c, g in zip(self._counts, self.groups)]
+        later = self.groups[len(done):]
+        if rest == "min":
+            return done + [lo / g.channels for g, lo in zip(later, self.min_count[len(done):])]
+        return done + [1.0] * len(later)
+
+    def _max_allowed(self, i: int) -> int:
+        """The most channels group i may keep with every later group at its minimum (AMC's clip)."""
+        g = self.groups[i]
+        fractions = self._fractions("min")
+        fractions[i] = 0.0
+        base = self.flops_model(fractions)
+        fractions[i] = 1.0
+        slope = self.flops_model(fractions) - base  # FLOPs are affine in one group's fraction
+        if slope <= 0:
+            return g.channels
+        allowed = min(g.channels, math.floor((self.target_flops - base) / slope * g.channels + 1e-9))
+        # Guard the float bound with the exact model, so the budget holds to the last FLOP.
+        while allowed > self.min_count[i]:
+            fractions[i] = allowed / g.channels
+            if self.flops_model(fractions) <= self.target_flops:
+                break
+            allowed -= 1
+        return max(allowed, self.min_count[i])
+
+    def _plan(self) -> CompressionPlan:
+        return CompressionPlan(
+            ratios={g.name: kept_ratio(c, g.channels) for g, c in zip(self.groups, self._counts)},
+            channels={g.name: g.channels for g in self.groups},
+            criterion=self.criterion, flops_target=self.flops_target, model=self.model_name,
+            input_shape=self.data.input_shape, num_classes=self.data.num_classes,
+            teacher_flops=self.teacher_flops, teacher_params=self.teacher_params,
+        )
+
+    def _finish(self, info: dict[str, Any]) -> float:
+        """Prune, distill, score; fills `info` and returns the episode's reward."""
+        from policysearch.distill import distill, evaluate_model
+        from policysearch.metrics import count_parameters, flops_per_image
+
+        plan = self._plan()
+        student = plan.apply(self.teacher, self.example)
+        flops = int(flops_per_image(student, self.data.input_shape, device=self.data.device)["forward"])
+        params = count_parameters(student)
+        plan = dataclasses.replace(plan, flops=flops, params=params)
+        assert self._seed_now is not None
+        stats = distill(student, self.teacher, self.data, self.finetune_steps, self.finetune_lr,
+                        temperature=self.temperature, alpha=self.alpha, batch_size=self.batch_size,
+                        seed=self._seed_now)
+        # Wall time stays out of `info` (and so out of determinism checks); the search driver reads it here.
+        self.last_seconds = stats.seconds
+        self.student = student
+        info.update({"flops": flops, "flops_fraction": flops / self.teacher_flops,
+                     "predicted_flops_fraction": self.flops_model(self._fractions("full")) / self.teacher_flops,
+                     "params": params, "params_fraction": params / self.teacher_params,
+                     "train_flops": stats.train_flops, "finetune_steps": stats.steps,
+                     "finetune_loss": stats.loss, "plan": plan.to_dict()})
+        if stats.diverged:
+            log.warning("distillation diverged (%s); episode ends with penalty %s", stats.diverged,
+                        self.divergence_penalty)
+            info["diverged"], info["val"] = stats.diverged, {}
+            return -self.divergence_penalty
+        val = evaluate_model(student, self.data, "val")
+        accuracy = float(val["accuracy"])
+        info["val"], info["metric"] = dict(val), accuracy
+        if self.reward == "acc":
+            return accuracy
+        return -(1.0 - accuracy) * math.log(flops)
+
+    def _observation(self) -> np.ndarray:
+        total = float(self.teacher_flops)
+        now = self.flops_model(self._fractions("full"))
+        head = [
+            self._layer / self.episode_length,
+            0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+            (total - now) / total,
+            max(0.0, now - self.target_flops) / total,
+            self._counts[-1] / self.groups[len(self._counts) - 1].channels if self._counts else 1.0,
+        ]
+        if self._layer < self.episode_length:
+            g = self.groups[self._layer]
+            head[1:7] = [float(g.kind == "conv"), g.in_features / self._width, g.channels / self._width,
+                         g.kernel_size / self._kernel, g.stride / self._stride,
+                         self.flops_model.touch[self._layer] / total]
+        return np.clip(np.asarray(head, dtype=np.float64), 0.0, 1.0).astype(np.float32)
+
+    # ------------------------------------------------------------------ baseline search space
+    def suggest_episode(self, trial: Any) -> list[np.ndarray]:
+        """One action per group from an Optuna trial (the `tpe` / `cmaes` baseline for this env)."""
+        return [np.array([trial.suggest_float(f"keep/{g.name}", -1.0, 1.0)], dtype=np.float32) for g in self.groups]
+
+    # ------------------------------------------------------------------ export
+    def export(self, steps: list[dict[str, Any]], provenance: dict[str, Any] | None = None) -> CompressionPlan:
+        """The plan an episode built (its last step's `info["plan"]`), with `provenance`."""
+        if not steps or "plan" not in steps[-1]:
+            raise ConfigError(f"export: the episode has {len(steps)} of {self.episode_length} steps and no plan; "
+                              "export a finished episode")
+        plan = CompressionPlan.from_dict(steps[-1]["plan"], source="episode")
+        return dataclasses.replace(plan, provenance=dict(provenance or {}))
+
+    def describe(self) -> dict[str, Any]:
+        """The settings that define this env's rewards, for provenance."""
+        return {"env_id": self.ENV_ID, **self.spec_kwargs, "dataset_fingerprint": self.data.fingerprint,
+                "split": self.data.split}

@@ -1,0 +1,467 @@
+"""``CompressionPlan``: how many output channels each layer of a network keeps, as plain JSON.
+
+A plan holds one keep ratio per *channel group*: the set of layers whose output channels must be
+pruned together. In a plain network a group is one Conv2d / Linear layer; in a ResNet the layers
+that add into the same residual sum (the stem, each block's second conv, its projection shortcut)
+share their output channels and form one group. torch-pruning's ``DependencyGraph`` finds the groups
+and keeps every coupled layer (batch norms, shortcuts, the consumers' input channels) consistent
+when channels are removed. A group is named after its *leader*: the first of its layers in
+``model.named_modules()`` order.
+
+``plan.apply(model)`` prunes a copy of ``model`` structurally. Which channels go depends on the
+weights (magnitude importance, ``criterion``), but how many go depends only on the plan, so the
+same plan applied to any model of the same architecture gives the same parameter shapes; a pruned
+checkpoint therefore loads into ``plan.apply(fresh_model)``.
+
+Example::
+
+    plan = CompressionPlan.load("runs/compress/plan.json")
+    student = plan.apply(teacher)          # smaller model, same interface
+    student.load_state_dict(torch.load("student.pt"))
+
+Needs the ``prune`` extra (torch-pruning) to apply a plan or list a model's groups; reading and
+writing plan files does not.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from policysearch.errors import ConfigError, MissingExtraError, PolicyFormatError, UnknownNameError
+from policysearch.policies.artifact import read_json, require, unwrap, wrap, write_json
+
+__all__ = [
+    "CRITERIA",
+    "ChannelGroup",
+    "CompressionPlan",
+    "channel_groups",
+    "classifier_head",
+    "kept_channels",
+    "prunable_layers",
+]
+
+CRITERIA: dict[str, int] = {"l2": 2, "l1": 1}
+"""Pruning criteria by name: the norm degree p of torch-pruning's group magnitude importance."""
+
+SUPPORTED = "mlp, cnn, resnet, and other Conv2d / Linear / BatchNorm networks (incl. residual sums)"
+
+
+def require_torch_pruning(purpose: str) -> Any:
+    """Import torch-pruning, or raise MissingExtraError naming the ``prune`` extra."""
+    try:
+        return importlib.import_module("torch_pruning")
+    except ImportError as exc:
+        raise MissingExtraError("torch_pruning", "prune", purpose) from exc
+
+
+def kept_channels(channels: int, keep: float) -> int:
+    """Channels a group of `channels` keeps at ratio `keep`: rounded, at least one, at most all.
+
+    Never zero, so no layer is pruned away and the network always stays connected.
+    """
+    return min(channels, max(1, round(channels * keep)))
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """Output channels that must be pruned together, and the layers they touch.
+
+    Attributes:
+        name: the leader: the group's first producer in ``named_modules()`` order.
+        kind: "conv" or "linear" (the leader's type).
+        channels: number of channels in the group.
+        in_features: the leader's input channels (Conv2d) or features (Linear).
+        kernel_size: the leader's kernel size (1 for a Linear).
+        stride: the leader's stride (1 for a Linear).
+        producers: Conv2d / Linear layers whose output channels are these channels.
+        consumers: ``(layer, count)``: Conv2d / Linear layers that read these channels and how
+            many of their input features are tied to the group (a Linear after a flatten reads
+            each channel several times).
+    """
+
+    name: str
+    kind: str
+    channels: int
+    in_features: int
+    kernel_size: int
+    stride: int
+    producers: tuple[str, ...]
+    consumers: tuple[tuple[str, int], ...]
+
+
+def classifier_head(model: nn.Module) -> tuple[str, nn.Module]:
+    """The classifier head: the last Conv2d / Linear in ``named_modules()`` order (never pruned)."""
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    if not layers:
+        raise ConfigError(f"{type(model).__name__} has no Conv2d or Linear layer to prune; supported: {SUPPORTED}")
+    return layers[-1]
+
+
+def _check_supported(model: nn.Module) -> None:
+    """Reject what the channel / FLOPs accounting does not cover, before torch-pruning sees it."""
+    for name, m in model.named_modules():
+        if isinstance(m, nn.MultiheadAttention):
+            raise ConfigError(
+                f"{type(model).__name__} has attention ({name!r}); pruning transformer widths (e.g. the 'vit' "
+                f"model) is not supported. Supported: {SUPPORTED}"
+            )
+        if isinstance(m, nn.Conv2d) and m.groups != 1:
+            raise ConfigError(
+                f"layer {name!r} is a grouped / depthwise convolution (groups={m.groups}); only groups=1 is "
+                f"supported. Supported: {SUPPORTED}"
+            )
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _trace(model: nn.Module, example_inputs: torch.Tensor) -> tuple[Any, list[tuple[ChannelGroup, nn.Module, Any]]]:
+    """Build torch-pruning's dependency graph of `model` and its channel groups in module order.
+
+    Returns:
+        The graph and, per group, ``(ChannelGroup, leader module, the leader's out-channel pruning fn)``.
+    """
+    tp = require_torch_pruning("compression (channel pruning)")
+    _check_supported(model)
+    head_name, head = classifier_head(model)
+    was_training = model.training
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    try:
+        # Tracing runs a forward pass: eval mode keeps batch-norm running statistics untouched,
+        # and autograd must be on, frozen parameters included (the graph is read from grad_fn's).
+        model.eval()
+        for p in frozen:
+            p.requires_grad_(True)
+        with torch.enable_grad():
+            dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, verbose=False)
+        raw_groups = list(dg.get_all_groups(ignored_layers=[head], root_module_types=[nn.Conv2d, nn.Linear]))
+    except Exception as exc:  # torch-pruning raises many types on graphs it cannot follow
+        raise ConfigError(
+            f"torch-pruning could not trace {type(model).__name__} ({type(exc).__name__}: {exc}); "
+            f"supported: {SUPPORTED}"
+        ) from exc
+    finally:
+        model.train(was_training)
+        for p in frozen:
+            p.requires_grad_(False)
+    order = {m: i for i, (_, m) in enumerate(model.named_modules())}
+    names = {m: n for n, m in model.named_modules()}
+    layer_types = (nn.Conv2d, nn.Linear)
+    out: list[tuple[ChannelGroup, nn.Module, Any]] = []
+    for group in raw_groups:
+        producers: dict[nn.Module, int] = {}
+        consumers: dict[nn.Module, int] = {}
+        for dep, idxs in group:
+            module = dep.target.module
+            if not isinstance(module, layer_types):
+                continue
+            if dg.is_out_channel_pruning_fn(dep.handler):
+                producers[module] = len(idxs)
+            elif dg.is_in_channel_pruning_fn(dep.handler):
+                consumers[module] = consumers.get(module, 0) + len(idxs)
+        if not producers:
+            continue
+        leader = min(producers, key=order.__getitem__)
+        if leader is head:
+            continue
+        is_conv = isinstance(leader, nn.Conv2d)
+        info = ChannelGroup(
+            name=names[leader],
+            kind="conv" if is_conv else "linear",
+            channels=int(producers[leader]),
+            in_features=int(leader.in_channels if is_conv else leader.in_features),
+            kernel_size=int(leader.kernel_size[0]) if is_conv else 1,
+            stride=int(leader.stride[0]) if is_conv else 1,
+            producers=tuple(names[m] for m in sorted(producers, key=order.__getitem__)),
+            consumers=tuple((names[m], n) for m, n in sorted(consumers.items(), key=lambda kv: order[kv[0]])),
+        )
+        pruner = dg.get_pruner_of_module(leader)
+        out.append((info, leader, pruner.prune_out_channels))
+    if not out:
+        raise ConfigError(
+            f"{type(model).__name__} has no prunable channels besides its classifier head {head_name!r}; "
+            f"supported: {SUPPORTED}"
+        )
+    out.sort(key=lambda item: order[item[1]])
+    return dg, out
+
+
+def channel_groups(model: nn.Module, example_inputs: torch.Tensor) -> list[ChannelGroup]:
+    """The channel groups of `model` that a plan can prune, in module order.
+
+    Args:
+        model: the network (not modified; traced in eval mode).
+        example_inputs: a batch it accepts, e.g. ``torch.zeros(1, C, H, W)`` on its device.
+
+    Raises:
+        MissingExtraError: torch-pruning is not installed.
+        ConfigError: the model has attention or grouped convolutions, or cannot be traced.
+    """
+    _, groups = _trace(model, example_inputs)
+    return [g for g, _, _ in groups]
+
+
+def prunable_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of each channel group's leader: the layers a plan gives a keep ratio.
+
+    Conv2d and Linear layers except the classifier head; layers coupled to an earlier one (a
+    ResNet block's second conv and shortcut) are not listed separately, they follow their leader.
+    See `channel_groups` for the members of each group.
+    """
+    modules = dict(model.named_modules())
+    return [(g.name, modules[g.name]) for g in channel_groups(model, example_inputs)]
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+@dataclass(frozen=True)
+class CompressionPlan:
+    """Per-layer keep ratios for structured channel pruning, with the figures they achieved.
+
+    Attributes:
+        ratios: keep ratio in (0, 1] per channel-group leader (see `prunable_layers`); a group
+            left out keeps all its channels.
+        channels: each listed group's channel count in the unpruned model (checked on apply).
+        model: the model's name (a registered name such as "cnn", or a class name).
+        input_shape: ``(C, H, W)`` of one input image.
+        num_classes: the classifier's outputs.
+        criterion: which channels go: "l2" or "l1" group magnitude (torch-pruning's
+            ``GroupMagnitudeImportance(p)``).
+        flops_target: the FLOPs budget as a fraction of the unpruned model's, in (0, 1].
+        teacher_flops, teacher_params: forward FLOPs per image and parameters of the unpruned model.
+        flops, params: the same for the pruned model (0 when not measured).
+        provenance: where the plan came from; not part of equality.
+
+    Raises:
+        ConfigError: on construction, if a field is invalid; the message names it.
+    """
+
+    KIND: ClassVar[str] = "compression_plan"
+    FORMAT_VERSION: ClassVar[int] = 1
+
+    ratios: dict[str, float]
+    channels: dict[str, int]
+    model: str
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    criterion: str = "l2"
+    flops_target: float = 1.0
+    teacher_flops: int = 0
+    teacher_params: int = 0
+    flops: int = 0
+    params: int = 0
+    provenance: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.ratios, Mapping) or not self.ratios:
+            raise ConfigError(f"ratios is {self.ratios!r}, expected a non-empty mapping of layer name to keep ratio")
+        ratios: dict[str, float] = {}
+        for name, r in self.ratios.items():
+            if not isinstance(name, str) or not name:
+                raise ConfigError(f"ratios has the key {name!r}, expected a layer name")
+            if not _is_number(r) or not (0.0 < r <= 1.0):
+                raise ConfigError(f"ratios[{name!r}] is {r!r}, expected a keep ratio in (0, 1]")
+            ratios[name] = float(r)
+        if not isinstance(self.channels, Mapping):
+            raise ConfigError(f"channels is {self.channels!r}, expected a mapping of layer name to channel count")
+        if set(self.channels) != set(ratios):
+            raise ConfigError(
+                f"channels names {sorted(self.channels)} differ from ratios names {sorted(ratios)}; "
+                "expected the same layers"
+            )
+        channels: dict[str, int] = {}
+        for name in ratios:
+            c = self.channels[name]
+            if not isinstance(c, int) or isinstance(c, bool) or c < 1:
+                raise ConfigError(f"channels[{name!r}] is {c!r}, expected a positive int")
+            channels[name] = c
+        # Frozen dataclass: normalise so that equality survives a JSON round trip.
+        object.__setattr__(self, "ratios", ratios)
+        object.__setattr__(self, "channels", channels)
+        if self.criterion not in CRITERIA:
+            raise UnknownNameError("pruning criterion", str(self.criterion), CRITERIA)
+        if not _is_number(self.flops_target) or not (0.0 < self.flops_target <= 1.0):
+            raise ConfigError(f"flops_target is {self.flops_target!r}, expected a fraction in (0, 1]")
+        object.__setattr__(self, "flops_target", float(self.flops_target))
+        if not isinstance(self.model, str) or not self.model:
+            raise ConfigError(f"model is {self.model!r}, expected a non-empty string")
+        shape = tuple(self.input_shape) if isinstance(self.input_shape, (list, tuple)) else ()
+        if len(shape) != 3 or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape):
+            raise ConfigError(f"input_shape is {self.input_shape!r}, expected (channels, height, width)")
+        object.__setattr__(self, "input_shape", shape)
+        if not isinstance(self.num_classes, int) or isinstance(self.num_classes, bool) or self.num_classes < 2:
+            raise ConfigError(f"num_classes is {self.num_classes!r}, expected an int of at least 2")
+        for name in ("teacher_flops", "teacher_params", "flops", "params"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ConfigError(f"{name} is {v!r}, expected an int >= 0")
+        if not isinstance(self.provenance, dict):
+            raise ConfigError(f"provenance is {self.provenance!r}, expected a dict")
+
+    # ------------------------------------------------------------------ figures
+    @property
+    def flops_fraction(self) -> float:
+        """Achieved FLOPs as a fraction of the unpruned model's (NaN when not measured)."""
+        return self.flops / self.teacher_flops if self.teacher_flops and self.flops else math.nan
+
+    @property
+    def params_fraction(self) -> float:
+        """Achieved parameters as a fraction of the unpruned model's (NaN when not measured)."""
+        return self.params / self.teacher_params if self.teacher_params and self.params else math.nan
+
+    def kept(self) -> dict[str, int]:
+        """Channels each listed group keeps."""
+        return {name: kept_channels(self.channels[name], r) for name, r in self.ratios.items()}
+
+    # ------------------------------------------------------------------ torch
+    def apply(self, model: nn.Module, example_inputs: torch.Tensor | None = None) -> nn.Module:
+        """A structurally pruned deep copy of `model` (the original is left unchanged).
+
+        Each group keeps ``kept_channels(channels, ratio)`` channels, those with the highest group
+        magnitude importance (ties broken by index, so the result is deterministic); torch-pruning
+        removes the rest from every coupled layer.
+
+        Args:
+            model: the unpruned network this plan was made for.
+            example_inputs: a batch it accepts, on its device (default: zeros of `input_shape`).
+
+        Raises:
+            MissingExtraError: torch-pruning is not installed.
+            UnknownNameError: the plan names a layer that is not a group leader of `model`.
+            ConfigError: a group's channel count differs from the plan's, or the model cannot be traced.
+        """
+        tp = require_torch_pruning("CompressionPlan.apply")
+        student = copy.deepcopy(model)
+        # torch-pruning replaces pruned parameters with new (trainable) ones; freezing is restored by name.
+        frozen = {n for n, p in student.named_parameters() if not p.requires_grad}
+        example = example_inputs if example_inputs is not None else torch.zeros(1, *self.input_shape,
+                                                                                 device=_device_of(student))
+        dg, groups = _trace(student, example)
+        leaders = {g.name: (g, m, fn) for g, m, fn in groups}
+        for name in self.ratios:
+            if name not in leaders:
+                raise UnknownNameError("prunable layer", name, leaders)
+        importance = tp.importance.GroupMagnitudeImportance(p=CRITERIA[self.criterion])
+        with torch.no_grad():
+            for info, leader, prune_fn in groups:
+                if info.name not in self.ratios:
+                    continue
+                if info.channels != self.channels[info.name]:
+                    raise ConfigError(
+                        f"layer {info.name!r} has {info.channels} channels, the plan was made for "
+                        f"{self.channels[info.name]}; apply the plan to the model it was searched on"
+                    )
+                kept = kept_channels(info.channels, self.ratios[info.name])
+                if kept == info.channels:
+                    continue
+                full = dg.get_pruning_group(leader, prune_fn, list(range(info.channels)))
+                scores = importance(full)
+                # Stable sort: equal scores (e.g. all-zero channels) always drop the same indices.
+                order = torch.argsort(scores.detach().float().cpu(), stable=True)
+                drop = sorted(order[: info.channels - kept].tolist())
+                group = dg.get_pruning_group(leader, prune_fn, drop)
+                if not dg.check_pruning_group(group):
+                    raise ConfigError(
+                        f"pruning {len(drop)} of {info.channels} channels of {info.name!r} would empty a layer"
+                    )
+                group.prune()
+        for n, p in student.named_parameters():
+            p.requires_grad_(n not in frozen)
+        return student
+
+    def build(self, state_dict: Mapping[str, torch.Tensor] | None = None) -> nn.Module:
+        """The pruned architecture of a registered model (`model` a name in `policysearch.models`),
+        optionally loaded with a pruned state dict (shapes do not depend on the unpruned weights)."""
+        from policysearch.models import build_model
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # the weights are replaced or pruned; only shapes matter here
+            student = self.apply(build_model(self.model, self.input_shape, self.num_classes))
+        if state_dict is not None:
+            student.load_state_dict(state_dict)
+        return student
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as a JSON-able dict in the common artefact envelope."""
+        body = {
+            "model": self.model,
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "criterion": self.criterion,
+            "flops_target": self.flops_target,
+            "ratios": dict(self.ratios),
+            "channels": dict(self.channels),
+            "kept_channels": self.kept(),  # derived; written for readers, ignored on load
+            "teacher_flops": self.teacher_flops,
+            "teacher_params": self.teacher_params,
+            "flops": self.flops,
+            "params": self.params,
+            "flops_fraction": None if math.isnan(self.flops_fraction) else self.flops_fraction,
+            "params_fraction": None if math.isnan(self.params_fraction) else self.params_fraction,
+        }
+        return wrap(self.KIND, self.FORMAT_VERSION, body, self.provenance)
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str = "<dict>") -> CompressionPlan:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            PolicyFormatError: if the envelope or any field is malformed; the message names the field.
+        """
+        data = unwrap(d, cls.KIND, cls.FORMAT_VERSION, source)
+        ratios = require(data, "ratios", dict, source)
+        channels = require(data, "channels", dict, source)
+        for field_name, values, types, expected in (("ratios", ratios, (int, float), "a number"),
+                                                     ("channels", channels, int, "an int")):
+            for key, v in values.items():
+                if not isinstance(v, types) or isinstance(v, bool):
+                    raise PolicyFormatError(f"{source}: field '{field_name}[{key!r}]' is {v!r}, expected {expected}")
+        shape = require(data, "input_shape", list, source)
+        prov = data.get("provenance", {})
+        if not isinstance(prov, dict):
+            raise PolicyFormatError(f"{source}: field 'provenance' is {prov!r}, expected an object")
+        try:
+            return cls(
+                ratios=dict(ratios),
+                channels=dict(channels),
+                criterion=require(data, "criterion", str, source),
+                flops_target=require(data, "flops_target", (int, float), source),
+                model=require(data, "model", str, source),
+                input_shape=tuple(shape),  # type: ignore[arg-type]
+                num_classes=require(data, "num_classes", int, source),
+                teacher_flops=require(data, "teacher_flops", int, source),
+                teacher_params=require(data, "teacher_params", int, source),
+                flops=require(data, "flops", int, source),
+                params=require(data, "params", int, source),
+                provenance=prov,
+            )
+        except ConfigError as exc:
+            # Validation messages already name the field; add where the bad value came from.
+            raise PolicyFormatError(f"{source}: {exc}") from exc
+
+    def save(self, path: str | Path) -> Path:
+        """Write the plan as JSON; ``CompressionPlan.load(path) == self``."""
+        return write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> CompressionPlan:
+        """Read a plan written by :meth:`save`.
+
+        Raises:
+            PolicyFormatError: if the file is missing, not JSON, or malformed.
+        """
+        return cls.from_dict(read_json(path), source=str(path))

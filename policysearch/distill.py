@@ -1,0 +1,177 @@
+"""Knowledge distillation: fine-tune a (pruned) student on the soft targets of its teacher.
+
+The loss is Hinton et al.'s (2015): ``alpha * T^2 * KL(softmax(t / T) || softmax(s / T)) +
+(1 - alpha) * CE(s, y)``. The T^2 factor keeps the soft term's gradients on the scale of the hard
+term's whatever the temperature.
+
+The student trains with the `Trainer` itself (seeded batch order on the device, input
+normalisation, optimizer with weight-decay groups, bf16 autocast on CUDA, divergence checks, cost
+accounting) through its `loss_fn` hook, so a distilled fine-tune sees exactly the batches a plain
+fine-tune with the same seed would. Only the loss differs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from policysearch.data import DeviceData
+from policysearch.errors import ConfigError
+from policysearch.trainer import MAX_LR, Trainer, TrainConfig, resolve_device, soft_cross_entropy
+
+__all__ = ["DistillStats", "distill", "evaluate_model", "kd_loss"]
+
+
+def _check_kd(temperature: float, alpha: float) -> None:
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ConfigError(f"temperature={temperature!r}: expected a positive finite number")
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"alpha={alpha!r}: expected a weight in [0, 1]")
+
+
+def kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float = 4.0,
+    alpha: float = 0.9,
+) -> torch.Tensor:
+    """The distillation loss of a batch (a scalar tensor).
+
+    Args:
+        student_logits: ``(N, K)``.
+        teacher_logits: ``(N, K)``; treated as constants.
+        targets: ``(N,)`` class labels or ``(N, K)`` soft targets (mixup / cutmix).
+        temperature: T > 0; both logit sets are divided by it before the softmax.
+        alpha: weight of the soft (KL) term in [0, 1]; ``1 - alpha`` weighs the hard-label cross-entropy.
+
+    Returns:
+        ``alpha * T^2 * KL + (1 - alpha) * CE``; the KL term is exactly 0 when the student's
+        logits equal the teacher's.
+    """
+    _check_kd(temperature, alpha)
+    if student_logits.shape != teacher_logits.shape or student_logits.ndim != 2:
+        raise ConfigError(
+            f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)}: "
+            "expected the same (N, K) shape"
+        )
+    s, t = student_logits.float(), teacher_logits.detach().float()
+    log_p_student = F.log_softmax(s / temperature, dim=1)
+    log_p_teacher = F.log_softmax(t / temperature, dim=1)
+    # log_target: the teacher's log-probabilities enter directly, so identical logits give
+    # identical tensors and a KL of exactly 0 (no exp / log round trip).
+    kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
+    loss = alpha * temperature**2 * kl
+    if alpha < 1.0:
+        if targets.ndim == 1:
+            targets = F.one_hot(targets.long(), s.shape[1]).float()
+        loss = loss + (1.0 - alpha) * soft_cross_entropy(s, targets)
+    return loss
+
+
+@dataclass
+class DistillStats:
+    """What one `distill` call did.
+
+    Attributes:
+        steps: optimizer steps taken (fewer than asked when the loss diverged).
+        images: training images the student saw.
+        seconds: wall-clock time of the loop.
+        loss: mean distillation loss over the steps.
+        train_flops: student forward + backward FLOPs plus teacher forward FLOPs over all images.
+        diverged: None, or where the loss became NaN / inf.
+    """
+
+    steps: int
+    images: int
+    seconds: float
+    loss: float
+    train_flops: float
+    diverged: str | None = None
+
+
+def _config(data: DeviceData, lr: float, batch_size: int, seed: int, weight_decay: float = 5e-4) -> TrainConfig:
+    # TrainConfig insists on a registered model name; with `model=` given the Trainer never builds
+    # it, and optimizer and lr are explicit, so the name has no effect.
+    return TrainConfig(model="mlp", batch_size=batch_size, optimizer="sgd", lr=lr, weight_decay=weight_decay,
+                       seed=seed, device=str(data.device))
+
+
+def evaluate_model(model: nn.Module, data: DeviceData, split: str = "val") -> dict[str, float]:
+    """Accuracy, macro P / R / F1, ECE and NLL of `model` on a split, normalised like the Trainer.
+
+    The model is moved to ``data.device`` and left in eval mode.
+    """
+    batch = max(1, min(128, len(data.y_train)))
+    return Trainer(data, _config(data, lr=0.1, batch_size=batch, seed=0), total_steps=1, model=model).evaluate(split)
+
+
+def distill(
+    student: nn.Module,
+    teacher: nn.Module,
+    data: DeviceData,
+    steps: int,
+    lr: float,
+    temperature: float = 4.0,
+    alpha: float = 0.9,
+    batch_size: int = 128,
+    seed: int = 0,
+    augment: Any = None,
+    device: str | torch.device | None = None,
+    weight_decay: float = 5e-4,
+) -> DistillStats:
+    """Fine-tune `student` in place on `teacher`'s soft targets (SGD, Nesterov, cosine-decayed LR).
+
+    Args:
+        student: the model to train (moved to ``data.device``; left in train mode).
+        teacher: the frozen reference; runs in eval mode under ``torch.inference_mode``.
+        data: device-resident splits; batches come from the training split.
+        steps: optimizer steps (0 does nothing).
+        lr: peak learning rate, decayed to 0 over `steps` on a half cosine.
+        temperature, alpha: see `kd_loss`.
+        batch_size: images per step.
+        seed: batch order and augmentation draws (a seeded torch.Generator, not the global RNG).
+        augment: an `AugmentPolicy` applied to each batch (the teacher sees the augmented batch).
+        device: None or the device of `data` (the tensors live there; anything else is an error).
+        weight_decay: L2 on weights (not on norms and biases).
+
+    Returns:
+        The loop's statistics; on a NaN / inf loss the loop stops and ``diverged`` says where.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ConfigError(f"steps={steps!r}: expected an int >= 0")
+    if not (0 < lr <= MAX_LR):
+        raise ConfigError(f"lr={lr!r}: expected a positive learning rate of at most {MAX_LR:g}")
+    _check_kd(temperature, alpha)
+    if device is not None and resolve_device(device) != data.device:
+        raise ConfigError(f"device={device!r} but the data lives on {data.device}; prepare the data on that device")
+    from policysearch.metrics import flops_per_image
+
+    dev = data.device
+    teacher_was_training = teacher.training
+    teacher = teacher.to(dev).eval()
+    teacher_flops = flops_per_image(teacher, data.input_shape, device=dev)["forward"]
+
+    def loss_fn(student_logits: torch.Tensor, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            teacher_logits = teacher(x)
+        # Inference tensors cannot be saved for backward; a plain copy can (and is a constant).
+        return kd_loss(student_logits, teacher_logits.float().clone(), target, temperature, alpha)
+
+    trainer = Trainer(data, _config(data, lr, batch_size, seed, weight_decay), total_steps=max(steps, 1),
+                      model=student, loss_fn=loss_fn)
+    stats = trainer.train_segment(steps, augment, lr=lambda p: lr * 0.5 * (1.0 + math.cos(math.pi * p)))
+    teacher.train(teacher_was_training)
+    return DistillStats(
+        steps=stats.steps,
+        images=stats.images,
+        seconds=stats.seconds,
+        loss=stats.train_loss,
+        train_flops=float(stats.images) * (trainer.train_flops_per_image + teacher_flops),
+        diverged=f"distillation {trainer.diverged}" if trainer.diverged else None,
+    )
