@@ -28,7 +28,12 @@ class Checkpoint:
     info: dict[str, Any]  # dataset name / fingerprint, normalisation, training config, metrics
 
     def build(self) -> nn.Module:
-        """A fresh registered model with the saved weights."""
+        """A registered model with the saved weights; a compressed one (its plan in `info`) is
+        rebuilt with the pruned architecture first."""
+        if self.info.get("plan"):
+            from policysearch.policies.compress import CompressionPlan
+
+            return CompressionPlan.from_dict(self.info["plan"], source="checkpoint plan").build(self.state_dict)
         from policysearch.models import build_model
 
         model = build_model(self.model_name, self.input_shape, self.num_classes)

@@ -20,7 +20,7 @@ EXIT_USAGE, EXIT_DIVERGED = 2, 3
 
 
 # ---------------------------------------------------------------------- shared arguments
-def add_data_args(p: argparse.ArgumentParser, default_dataset: str = "digits") -> None:
+def add_data_args(p: argparse.ArgumentParser, default_dataset: str | None = "digits") -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default=default_dataset, help="digits | fashion-mnist | cifar10 (default: %(default)s)")
     g.add_argument("--data-dir", default=None, help="folder with the data set's files (else $POLICYSEARCH_DATA, the cache, system folders)")
@@ -261,6 +261,76 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_teacher(args: argparse.Namespace) -> tuple[Any, str | None, dict[str, Any]]:
+    """The teacher module, its registered model name (None for a pickled module) and checkpoint info."""
+    import torch
+
+    from policysearch.checkpoint import load_checkpoint
+    from policysearch.errors import PolicyFormatError
+
+    try:
+        ckpt = load_checkpoint(args.checkpoint)
+        return ckpt.build(), ckpt.model_name, ckpt.info
+    except PolicyFormatError:
+        if not args.trust_pickle:
+            raise
+    print(f"warning: loading {args.checkpoint} as a pickled module runs code stored in the file; "
+          "do this only for files you trust", file=sys.stderr)
+    module = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+    if not isinstance(module, torch.nn.Module):
+        raise PolicySearchError(f"{args.checkpoint}: holds a {type(module).__name__}, expected a torch.nn.Module")
+    return module, None, {}
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import gymnasium as gym
+
+    from policysearch.checkpoint import save_checkpoint
+    from policysearch.compression import finish
+    from policysearch.policies.artifact import write_json
+    from policysearch.report import format_table
+    from policysearch.search import run_search
+
+    budget = _budget(args)
+    teacher, model_name, info = _load_teacher(args)
+    if args.dataset is None:
+        args.dataset = (info.get("dataset") or {}).get("name") or "digits"
+    data = prepare_data(args)
+    env = gym.make(
+        "policysearch/Compress-v0", teacher=teacher, model_name=model_name, data=data, flops_target=args.flops,
+        min_keep=args.min_keep, criterion=args.criterion, finetune_steps=args.finetune_steps,
+        finetune_lr=args.finetune_lr, reward=args.reward, batch_size=args.batch_size, child_seed=args.child_seed,
+    )
+    out = Path(args.out or f"runs/compress-{data.name}-{args.controller}")
+    result = run_search(env, args.controller, budget, out, seed=args.seed, progress=not args.no_progress,
+                        tensorboard=args.tensorboard, artefact_name="plan.json")
+    _search_report(result)
+    plan = result.artefact
+    print(f"best plan keeps {plan.flops_fraction:.3f} of the FLOPs ({args.flops:g} asked); distilling it for "
+          f"{args.finetune_epochs:g} epochs ...")
+    student, report = finish(plan, teacher, data, args.finetune_epochs, args.finetune_lr, seed=args.seed)
+    rows = []
+    for key, label in (("test_accuracy", "test accuracy"), ("test_macro_f1", "test macro F1"), ("flops", "FLOPs"),
+                       ("params", "parameters"), ("file_bytes", "file bytes"),
+                       ("latency_ms_batch1", "CPU ms, batch 1"), ("latency_ms_batch64", "CPU ms, batch 64")):
+        t, st = report["teacher"][key], report["student"][key]
+        rows.append({"": label, "teacher": t, "student": st, "student / teacher": st / t if t else float("nan")})
+    print(format_table(rows))
+    print(f"test accuracy drop: {report['accuracy_drop_points']:.2f} points")
+    save_checkpoint(out / "model.pt", student, model_name or type(teacher).__name__, data.input_shape,
+                    data.num_classes, {"dataset": data.describe(), "plan": plan.to_dict(), "comparison": report})
+    result.summary["comparison"] = report
+    result.summary["files"]["model"] = "model.pt"
+    write_json(out / "summary.json", result.summary)
+    print(f"wrote {out}/: plan.json, model.pt, episodes.jsonl, summary.json, search.png")
+    print(f"load it: policysearch.checkpoint.load_checkpoint('{out / 'model.pt'}').build()")
+    if args.json:
+        _emit_json(result.summary)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -376,6 +446,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", default="none", help="augmentation policy used by the child trainings")
     add_output_args(p)
     p.set_defaults(func=cmd_schedule)
+
+    p = sub.add_parser("compress", help="learn per-layer pruning ratios (AMC), prune for real, distil from the teacher")
+    p.add_argument("--checkpoint", required=True, help="teacher: a file written by `policysearch train --save`")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="also accept a pickled nn.Module (runs code from the file: only for files you trust)")
+    add_data_args(p, default_dataset=None)
+    add_search_args(p, budget=20)
+    p.add_argument("--flops", type=float, default=0.5, help="FLOPs target as a fraction of the teacher's (default: %(default)s)")
+    p.add_argument("--min-keep", type=float, default=0.2, help="smallest keep ratio per layer (default: %(default)s)")
+    p.add_argument("--criterion", default="l2", help="channel importance: l2 | l1 (default: %(default)s)")
+    p.add_argument("--reward", default="acc", help="acc | error_log_flops (default: %(default)s)")
+    p.add_argument("--finetune-steps", type=int, default=None, help="distillation steps per episode (default: one epoch)")
+    p.add_argument("--finetune-lr", type=float, default=0.01)
+    p.add_argument("--finetune-epochs", type=float, default=3, help="final distillation of the best plan (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--device", default="auto")
+    add_output_args(p)
+    p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("demo", help="the main job on the embedded digits set: search, then compare with baselines")
     add_data_args(p)

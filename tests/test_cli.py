@@ -371,3 +371,34 @@ def test_demo_runs_search_then_comparison(capsys: pytest.CaptureFixture[str], tm
     assert all(len(r["runs"]) == 2 for r in result["results"])
     assert (tmp_path / "search" / "policy.json").is_file() and (tmp_path / "comparison.json").is_file()
     assert "learned policy" in stdout and "±" in stdout
+
+
+def test_compress_command_prunes_a_saved_teacher(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    pytest.importorskip("torch_pruning")
+    from policysearch.checkpoint import load_checkpoint
+
+    teacher = tmp_path / "teacher.pt"
+    code, _, err = run_cli(["train", *FAST, "--model", "cnn", "--save", str(teacher)], capsys)
+    assert code == 0, err
+    out = tmp_path / "comp"
+    argv = ["compress", "--checkpoint", str(teacher), "--train-size", "300", "--flops", "0.5", "--controller",
+            "random", "--budget", "2", "--finetune-steps", "2", "--finetune-epochs", "0.5", "--out", str(out),
+            "--no-progress", "--json"]
+    code, stdout, err = run_cli(argv, capsys)
+    assert code == 0, err
+    summary = last_json(stdout)
+    comparison = summary["comparison"]
+    assert comparison["student"]["flops"] <= 0.5 * comparison["teacher"]["flops"] * 1.001
+    assert comparison["student"]["params"] < comparison["teacher"]["params"]
+    student = load_checkpoint(out / "model.pt").build()  # the pruned architecture, rebuilt from its plan
+    assert sum(p.numel() for p in student.parameters()) == comparison["student"]["params"]
+    assert (out / "plan.json").is_file() and "test accuracy" in stdout
+
+
+def test_compress_refuses_a_pickle_without_trust(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import torch
+
+    path = tmp_path / "module.pt"
+    torch.save(torch.nn.Linear(64, 10), path)
+    code, _, err = run_cli(["compress", "--checkpoint", str(path), "--dataset", "digits", "--no-progress"], capsys)
+    assert code == 2 and "not a policysearch checkpoint" in err
