@@ -103,7 +103,7 @@ def main() -> int:
 
     rows, record_targets = [], {}
     for target in [float(t) for t in args.targets.split(",") if t]:
-        def make_env() -> Any:
+        def make_env(target: float = target) -> Any:
             return gym.make("policysearch/Compress-v0", teacher=teacher, model_name=args.teacher_model, data=proxy,
                             flops_target=target, min_keep=args.min_keep, finetune_steps=args.episode_finetune_steps,
                             finetune_lr=args.finetune_lr)

@@ -7,7 +7,6 @@ See `ScheduleEnv` for the model card. The observation / action contract lives in
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from typing import Any

@@ -31,7 +31,6 @@ import torch
 from torch import nn
 
 from policysearch.errors import ConfigError, PolicyFormatError, UnknownNameError
-from policysearch.policies.artifact import provenance as make_provenance
 from policysearch.policies.artifact import read_json, require, unwrap, wrap, write_json
 
 NUM_BINS = 10

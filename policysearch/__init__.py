@@ -22,6 +22,10 @@ _LAZY = {
     "Trainer": "policysearch.trainer",
     "TrainConfig": "policysearch.trainer",
     "classification_metrics": "policysearch.metrics",
+    "AdaptiveSchedule": "policysearch.policies.adaptive",
+    "CompressionPlan": "policysearch.policies.compress",
+    "Budget": "policysearch.search",
+    "run_search": "policysearch.search",
 }
 
 __all__ = ["__version__", *_LAZY]

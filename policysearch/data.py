@@ -673,7 +673,7 @@ def _to_numpy(a: ArrayLike, what: str) -> np.ndarray:
     try:
         arr = np.asarray(a)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{what} must be a tensor or array; got {type(a).__name__}: {exc}")
+        raise ConfigError(f"{what} must be a tensor or array; got {type(a).__name__}: {exc}") from exc
     if arr.dtype == object:
         raise ConfigError(
             f"{what} must be a numeric tensor or array; got {type(a).__name__} that numpy "
