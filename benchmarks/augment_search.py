@@ -42,6 +42,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/bench-augment")
+    p.add_argument("--reuse-searches", action="store_true",
+                   help="take the searches already in --out (policy.json + summary.json) instead of searching again")
     p.add_argument("--quick", action="store_true", help="digits, tiny budget: checks the script, not the claim")
     args = p.parse_args()
     if args.quick:
@@ -58,7 +60,7 @@ def main() -> int:
     from policysearch.data import load_dataset, prepare
     from policysearch.evaluate import comparison_rows, compare
     from policysearch.report import format_table
-    from policysearch.search import Budget, run_search
+    from policysearch.search import Budget, read_episodes, run_search
     from policysearch.trainer import TrainConfig
 
     out = Path(args.out)
@@ -69,19 +71,28 @@ def main() -> int:
 
     searches: dict[str, dict] = {}
     for name in [c for c in args.controllers.split(",") if c]:
-        env = gym.make("policysearch/Augment-v0", data=proxy, model=args.model, episode_length=args.episode_length,
-                       steps_per_segment=steps_per_segment, child_seed=args.child_seed)
-        cpu0 = time.process_time()
-        result = run_search(env, name, Budget(child_trainings=args.budget), out / f"search-{name}", seed=args.seed)
-        cpu_minutes = (time.process_time() - cpu0) / 60
+        folder = out / f"search-{name}"
+        cpu_minutes: float | None = None
+        if args.reuse_searches and (folder / "summary.json").is_file():
+            summary = json.loads((folder / "summary.json").read_text())
+            episodes = read_episodes(folder / "episodes.jsonl")
+        else:
+            env = gym.make("policysearch/Augment-v0", data=proxy, model=args.model,
+                           episode_length=args.episode_length, steps_per_segment=steps_per_segment,
+                           child_seed=args.child_seed)
+            cpu0 = time.process_time()
+            result = run_search(env, name, Budget(child_trainings=args.budget), folder, seed=args.seed)
+            cpu_minutes = round((time.process_time() - cpu0) / 60, 2)
+            summary, episodes = result.summary, result.episodes
         searches[name] = {
-            "policy": str(out / f"search-{name}" / "policy.json"),
-            "child_trainings": result.summary["child_trainings"],
-            "best_val_accuracy": result.summary["best"]["val_metric"],
-            "mean_val_accuracy_last_quarter": _tail_mean([e["metric"] for e in result.episodes]),
-            "wall_minutes": round(result.summary["wall_seconds"] / 60, 2),
-            "cpu_minutes": round(cpu_minutes, 2),
-            "train_flops": result.summary["train_flops"],
+            "policy": str(folder / "policy.json"),
+            "child_trainings": summary["child_trainings"],
+            "best_val_accuracy": summary["best"]["val_metric"],
+            "mean_val_accuracy_last_quarter": _tail_mean([e["metric"] for e in episodes]),
+            "wall_minutes": round(summary["wall_seconds"] / 60, 2),
+            "child_training_minutes": round(summary["child_training_seconds"] / 60, 2),
+            "cpu_minutes": cpu_minutes,
+            "train_flops": summary["train_flops"],
         }
         print(f"{name}: best proxy val accuracy {searches[name]['best_val_accuracy']:.4f} "
               f"after {searches[name]['child_trainings']} child trainings", file=sys.stderr)
