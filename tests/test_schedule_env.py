@@ -313,3 +313,16 @@ def test_tpe_searches_the_cosine_onecycle_family(digits, tmp_path):
         assert lrs[-1] < max(lrs)  # both families anneal: the last segment is never the peak
     assert isinstance(LearnedSchedule.load(tmp_path / "schedule.json"), LearnedSchedule)
     assert result.summary["controller"] == "tpe"
+
+
+@pytest.mark.parametrize("controller", ["sac", "a2c"])
+def test_other_sb3_controllers_run_and_save(digits, tmp_path, controller):
+    from policysearch.search import Budget, run_search
+
+    env = gym.make("policysearch/Schedule-v0", data=digits, model="mlp", episode_length=2, steps_per_segment=2,
+                   batch_size=32)
+    result = run_search(env, controller, Budget(child_trainings=3), tmp_path, seed=0, progress=False,
+                        artefact_name="schedule.json")
+    assert result.summary["child_trainings"] == 3 and (tmp_path / "controller.zip").is_file()
+    assert AdaptiveSchedule.from_env(tmp_path / "controller.zip", env, algo=controller).lr_for(
+        {"progress": 0.0, "val_loss": 2.0, "val_metric": 0.1}) > 0
