@@ -87,3 +87,25 @@ def read_json(path: str | Path) -> Any:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise PolicyFormatError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc
+
+
+class JsonArtefact:
+    """File I/O shared by the artefact classes: they define `to_dict()` and
+    `from_dict(data, source)`, this adds `save(path)` and `load(path)` (exact round trip)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<dict>") -> Any:
+        raise NotImplementedError
+
+    def save(self, path: str | Path) -> Path:
+        """Write the artefact as JSON; `type(self).load(path)` gives it back unchanged."""
+        return write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Any:
+        """Read a file written by `save`; a missing, non-JSON or malformed file raises
+        PolicyFormatError naming the problem."""
+        return cls.from_dict(read_json(path), source=str(path))

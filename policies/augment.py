@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from policysearch.errors import ConfigError, PolicyFormatError, UnknownNameError
-from policysearch.policies.artifact import read_json, require, unwrap, wrap, write_json
+from policysearch.policies.artifact import JsonArtefact, require, unwrap, wrap
 
 NUM_BINS = 10
 """Magnitude bins per op, as in kornia's AutoAugment (an 11-point scale, bins 0..9)."""
@@ -128,7 +128,7 @@ def _check_subpolicies(raw: Any, source: str = "sub_policies") -> tuple[SubPolic
     return tuple(checked)
 
 
-class AugmentPolicy(nn.Module):
+class AugmentPolicy(JsonArtefact, nn.Module):
     """An augmentation policy applied to a float batch in [0, 1] on its own device.
 
     Args:
@@ -364,12 +364,6 @@ class AugmentPolicy(nn.Module):
                 schedule.append((start, cls._from_body(require(piece, "policy", dict, where), where)))
         return cls._from_body(data, source, provenance=data.get("provenance") or {}, schedule=schedule)
 
-    def save(self, path: str | Path) -> Path:
-        return write_json(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path: str | Path) -> AugmentPolicy:
-        return cls.from_dict(read_json(path), source=str(path))
 
     def describe(self) -> str:
         """A one-line human summary for tables and logs."""

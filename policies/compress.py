@@ -30,14 +30,13 @@ import importlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from policysearch.errors import ConfigError, MissingExtraError, PolicyFormatError, UnknownNameError
-from policysearch.policies.artifact import read_json, require, unwrap, wrap, write_json
+from policysearch.policies.artifact import JsonArtefact, require, unwrap, wrap
 
 __all__ = [
     "CRITERIA",
@@ -228,7 +227,7 @@ def _is_number(x: Any) -> bool:
 
 
 @dataclass(frozen=True)
-class CompressionPlan:
+class CompressionPlan(JsonArtefact):
     """Per-layer keep ratios for structured channel pruning, with the figures they achieved.
 
     Attributes:
@@ -453,15 +452,3 @@ class CompressionPlan:
             # Validation messages already name the field; add where the bad value came from.
             raise PolicyFormatError(f"{source}: {exc}") from exc
 
-    def save(self, path: str | Path) -> Path:
-        """Write the plan as JSON; ``CompressionPlan.load(path) == self``."""
-        return write_json(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path: str | Path) -> CompressionPlan:
-        """Read a plan written by :meth:`save`.
-
-        Raises:
-            PolicyFormatError: if the file is missing, not JSON, or malformed.
-        """
-        return cls.from_dict(read_json(path), source=str(path))

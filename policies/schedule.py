@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import torch
 
 from policysearch.errors import ConfigError, PolicyFormatError, UnknownNameError
-from policysearch.policies.artifact import read_json, require, unwrap, wrap, write_json
+from policysearch.policies.artifact import JsonArtefact, require, unwrap, wrap
 
 __all__ = [
     "INTERPOLATIONS",
@@ -65,7 +65,7 @@ def _float_tuple(field_name: str, values: Any) -> tuple[float, ...]:
 
 
 @dataclass(frozen=True)
-class LearnedSchedule:
+class LearnedSchedule(JsonArtefact):
     """A learning-rate schedule over normalised training progress in ``[0, 1]``.
 
     Attributes:
@@ -276,18 +276,6 @@ class LearnedSchedule:
             # Validation messages already name the field; add where the bad value came from.
             raise PolicyFormatError(f"{source}: {exc}") from exc
 
-    def save(self, path: str | Path) -> Path:
-        """Write the schedule as JSON; ``LearnedSchedule.load(path) == self``."""
-        return write_json(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path: str | Path) -> LearnedSchedule:
-        """Read a schedule written by :meth:`save`.
-
-        Raises:
-            PolicyFormatError: If the file is missing, not JSON, or malformed.
-        """
-        return cls.from_dict(read_json(path), source=str(path))
 
     # ------------------------------------------------------------------ torch
 
