@@ -158,3 +158,20 @@ def test_trivial_draws_ops_uniformly():
     counts = {op: ops.count(op) for op in set(ops)}
     assert len(set(counts.values())) == 1  # every op (and identity) equally likely
     assert "invert" not in counts and len(counts) == 14
+
+
+def test_zoo_policies_load_with_provenance_and_results():
+    from pathlib import Path
+
+    import policysearch.policies as policies
+
+    zoo = sorted((Path(policies.__file__).parent / "zoo").glob("*.json"))
+    assert zoo, "policies/zoo/ ships no policy"
+    for path in zoo:
+        policy = AugmentPolicy.load(path)
+        prov = policy.provenance
+        assert len(prov["dataset_fingerprint"]) == 64 and prov["env_id"] == "policysearch/Augment-v0"
+        assert 0.0 < prov["measured"]["test_accuracy"]["mean"] <= 1.0
+        out, target = policy(torch.rand(8, 1, 28, 28), torch.zeros(8, dtype=torch.long), 10, progress=0.6,
+                             generator=gen())
+        assert out.shape == (8, 1, 28, 28) and torch.allclose(target.sum(1), torch.ones(8))
