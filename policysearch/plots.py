@@ -25,6 +25,14 @@ def _pyplot() -> Any:
     return plt
 
 
+def _save(plt: Any, fig: Any, path: str | Path) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)  # figures are not garbage-collected while pyplot tracks them
+    return path
+
+
 def plot_search(episodes: Sequence[dict[str, Any]], path: str | Path, title: str = "search") -> Path | None:
     """Score of every episode (dots) and the best so far (line) against child trainings."""
     plt = _pyplot()
@@ -47,11 +55,7 @@ def plot_search(episodes: Sequence[dict[str, Any]], path: str | Path, title: str
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_comparison(rows: Sequence[dict[str, Any]], metric: str, path: str | Path, title: str = "") -> Path | None:
@@ -73,11 +77,7 @@ def plot_comparison(rows: Sequence[dict[str, Any]], metric: str, path: str | Pat
     ax.set_ylabel(f"test {metric}")
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_schedules(learned: Any, base_lr: float, path: str | Path, title: str = "learned schedule") -> Path | None:
@@ -98,8 +98,4 @@ def plot_schedules(learned: Any, base_lr: float, path: str | Path, title: str = 
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="lower left")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
