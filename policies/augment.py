@@ -193,6 +193,8 @@ class AugmentPolicy(JsonArtefact, nn.Module):
             self.starts = tuple(starts)
             self.pieces.extend(piece for _, piece in schedule)
         self._build_tables()
+        # A policy is fixed once built; the trainer asks this every segment (every step in closed loop).
+        self.is_identity = self._compute_is_identity()
         self.last_subpolicy: torch.Tensor | None = None  # per-sample choice of the last call, for replay
 
     # ------------------------------------------------------------------ tables
@@ -222,8 +224,7 @@ class AugmentPolicy(JsonArtefact, nn.Module):
         index = max(i for i, start in enumerate(self.starts) if start <= p) if p >= 0 else 0
         return self.pieces[index]  # type: ignore[return-value]
 
-    @property
-    def is_identity(self) -> bool:
+    def _compute_is_identity(self) -> bool:
         if self.pieces:
             return all(piece.is_identity for piece in self.pieces)  # type: ignore[union-attr]
         no_ops = all(p == 0.0 for sub in self.sub_policies for _, p, _ in sub)
