@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from policysearch.errors import PolicyFormatError
+from policysearch.files import write_json  # noqa: F401  (re-exported: every artefact writes through it)
 
 
 def provenance(**extra: Any) -> dict[str, Any]:
@@ -70,13 +71,6 @@ def require(data: dict[str, Any], field: str, types: type | tuple[type, ...], so
 
 def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
     return types if isinstance(types, tuple) else (types,)
-
-
-def write_json(path: str | Path, data: dict[str, Any]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    return path
 
 
 def read_json(path: str | Path) -> Any:

@@ -37,7 +37,14 @@ class Checkpoint:
         from policysearch.models import build_model
 
         model = build_model(self.model_name, self.input_shape, self.num_classes)
-        model.load_state_dict(self.state_dict)
+        try:
+            model.load_state_dict(self.state_dict)
+        except RuntimeError as exc:  # torch lists every mismatched tensor; the first lines say enough
+            detail = " ".join(str(exc).split())[:300]
+            raise PolicyFormatError(
+                f"checkpoint: its weights do not fit model {self.model_name!r} with input {self.input_shape} "
+                f"and {self.num_classes} classes ({detail})"
+            ) from None
         return model
 
 
@@ -45,34 +52,63 @@ def save_checkpoint(
     path: str | Path, model: nn.Module, model_name: str, input_shape: tuple[int, int, int], num_classes: int,
     info: dict[str, Any] | None = None,
 ) -> Path:
+    from policysearch.files import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    torch.save(
-        {
-            "kind": CHECKPOINT_KIND,
-            "format_version": CHECKPOINT_VERSION,
-            "model": model_name,
-            "input_shape": list(input_shape),
-            "num_classes": int(num_classes),
-            "state_dict": state,
-            "info": info or {},
-        },
-        path,
-    )
+    payload = {
+        "kind": CHECKPOINT_KIND,
+        "format_version": CHECKPOINT_VERSION,
+        "model": model_name,
+        "input_shape": list(input_shape),
+        "num_classes": int(num_classes),
+        "state_dict": state,
+        "info": info or {},
+    }
+    with atomic_path(path) as tmp:  # a failed write (full disk) leaves the old checkpoint intact
+        torch.save(payload, tmp)
     return path
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint with ``torch.load(weights_only=True)``: nothing in the file is executed.
+
+    Raises:
+        PolicyFormatError: The file is missing, not a policysearch checkpoint (a pickled module
+            among them: such a file needs ``--trust-pickle`` where a command accepts one), from a
+            newer policysearch, or lacks a field; the message names the problem.
+    """
     path = Path(path)
     if not path.is_file():
         raise PolicyFormatError(f"{path}: no such checkpoint file")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for foreign or corrupt files
-        raise PolicyFormatError(f"{path}: not a policysearch checkpoint ({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:  # torch raises several types for foreign, pickled or corrupt files
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise PolicyFormatError(
+                f"{path}: holds pickled Python objects, which policysearch does not load unasked "
+                "(a pickle can run code); pass --trust-pickle (or trust_pickle=True) only for a file you trust"
+            ) from None
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise PolicyFormatError(f"{path}: not a policysearch checkpoint ({type(exc).__name__}: {first})") from None
     if not isinstance(raw, dict) or raw.get("kind") != CHECKPOINT_KIND:
         raise PolicyFormatError(f"{path}: not a policysearch checkpoint (field 'kind' missing or wrong)")
-    if raw.get("format_version", 0) > CHECKPOINT_VERSION:
-        raise PolicyFormatError(f"{path}: checkpoint format {raw.get('format_version')} is newer than this policysearch")
-    return Checkpoint(raw["model"], tuple(raw["input_shape"]), int(raw["num_classes"]), raw["state_dict"], raw["info"])
+    version = raw.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= CHECKPOINT_VERSION:
+        raise PolicyFormatError(
+            f"{path}: field 'format_version' is {version!r}; this policysearch reads checkpoint versions "
+            f"1..{CHECKPOINT_VERSION} (upgrade policysearch for newer files)"
+        )
+    expected = {"model": str, "input_shape": list, "num_classes": int, "state_dict": dict, "info": dict}
+    for field, kind in expected.items():
+        if not isinstance(raw.get(field), kind) or isinstance(raw.get(field), bool):
+            got = "missing" if field not in raw else f"{type(raw[field]).__name__}"
+            raise PolicyFormatError(f"{path}: field {field!r} is {got}, expected {kind.__name__}")
+    shape = raw["input_shape"]
+    if len(shape) != 3 or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+        raise PolicyFormatError(f"{path}: field 'input_shape' is {shape!r}, expected three positive ints (C, H, W)")
+    if raw["num_classes"] < 2:
+        raise PolicyFormatError(f"{path}: field 'num_classes' is {raw['num_classes']}, expected at least 2")
+    if not all(isinstance(v, torch.Tensor) for v in raw["state_dict"].values()):
+        raise PolicyFormatError(f"{path}: field 'state_dict' holds non-tensor values")
+    return Checkpoint(raw["model"], tuple(shape), raw["num_classes"], raw["state_dict"], raw["info"])

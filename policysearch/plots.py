@@ -27,8 +27,11 @@ def _pyplot() -> Any:
 
 def _save(plt: Any, fig: Any, path: str | Path) -> Path:
     fig.tight_layout()
+    from policysearch.files import atomic_path
+
     path = Path(path)
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)  # figures are not garbage-collected while pyplot tracks them
     return path
 
