@@ -5,8 +5,9 @@ episode (open loop). An ``AdaptiveSchedule`` instead keeps the trained controlle
 at every segment boundary of a new run, for the next LR given the run's own statistics (closed
 loop). It is two files side by side:
 
-- ``controller.zip``: the stable-baselines3 policy, as SB3 saves it (SB3's own format, which
-  holds no pickled Python objects that the loader executes for its weights);
+- ``controller.zip``: the stable-baselines3 model, as SB3 saves it. SB3's own ``PPO.load``
+  unpickles parts of it, so policysearch never does by default: it reads only the zip's plain JSON
+  and its tensors (``policies/sb3_zip.py``) and rebuilds the network from this sidecar's contract;
 - ``controller.json``: the sidecar (``kind: "adaptive_lr_controller"``) that says how to build
   the controller's observation from training statistics and how to turn its action into an LR,
   so the exact vector the controller saw during search is rebuilt outside the env.
@@ -336,7 +337,7 @@ class AdaptiveSchedule:
         """
         base = env.unwrapped
         if isinstance(controller, (str, Path)):
-            model, model_algo = _load_model(controller, algo, str(controller)), algo
+            model, model_algo = _load_model(controller, algo, str(controller), base.space), algo
         else:
             model, model_algo = controller, None  # read from the model's class
         if provenance is None:
@@ -390,12 +391,19 @@ class AdaptiveSchedule:
         prefix = path / "controller" if path.is_dir() else path.with_suffix("") if path.suffix == ".json" else path
         prefix.parent.mkdir(parents=True, exist_ok=True)
         zip_path = prefix.with_name(prefix.name + ".zip")
-        self.model.save(zip_path)
+        from policysearch.files import atomic_path
+
+        with atomic_path(zip_path) as tmp:
+            self.model.save(tmp)
         return write_json(prefix.with_name(prefix.name + ".json"), self.to_dict(zip_path.name))
 
     @classmethod
-    def load(cls, path: str | Path) -> AdaptiveSchedule:
+    def load(cls, path: str | Path, trust_pickle: bool = False) -> AdaptiveSchedule:
         """Read a sidecar written by :meth:`save` and the controller zip it names (next to it).
+
+        Nothing in either file is executed: the zip's network is rebuilt from the sidecar's
+        contract and its weights read as tensors. ``trust_pickle=True`` opens the zip with SB3's
+        own loader instead (it unpickles, i.e. can run code: only for files you trust).
 
         Raises:
             PolicyFormatError: If either file is missing or malformed; the message names the field.
@@ -422,24 +430,44 @@ class AdaptiveSchedule:
         if not isinstance(prov, dict):
             raise PolicyFormatError(f"{source}: field 'provenance' is {prov!r}, expected an object")
         zip_path = Path(path).parent / controller_file
+        if Path(controller_file).name != controller_file:
+            raise PolicyFormatError(f"{source}: field 'controller_file' is {controller_file!r}, expected a file name "
+                                    "beside the sidecar (no folders)")
         if not zip_path.is_file():
             raise PolicyFormatError(
                 f"{source}: field 'controller_file' names {zip_path}, which does not exist; "
                 "keep the .zip next to the .json"
             )
-        model = _load_model(zip_path, algo, source)
+        model = _load_model(zip_path, algo, source, space, trust_pickle)
         try:
             return cls(model, space, reward_metric, algo, name, steps, prov)
         except ConfigError as exc:
             raise PolicyFormatError(f"{source}: {exc}") from exc
 
 
-def _load_model(path: str | Path, algo: str, source: str) -> Any:
-    """Load an SB3 model of class ``algo`` on the CPU (a controller is tiny; the GPU is for training)."""
-    import stable_baselines3 as sb3
+def _load_model(path: str | Path, algo: str, source: str, space: ScheduleSpace, trust_pickle: bool = False) -> Any:
+    """Load a controller zip of class ``algo`` on the CPU (a controller is tiny; the GPU is for training).
 
+    By default nothing in the zip is executed (:func:`~policysearch.policies.sb3_zip.load_sb3_policy`
+    rebuilds the network for ``space``); ``trust_pickle=True`` uses SB3's own loader, which
+    unpickles the zip's serialized entries and so runs code from the file.
+    """
     if algo not in ALGOS:
         raise UnknownNameError("controller algorithm", algo, ALGOS)
+    from gymnasium import spaces
+
+    if not trust_pickle:
+        from policysearch.policies.sb3_zip import load_sb3_policy
+
+        observation_space = spaces.Box(-space.clip, space.clip, shape=(space.dim,), dtype=np.float32)
+        action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+        return load_sb3_policy(path, algo, observation_space, action_space, source=f"{source} ({path})")
+    import warnings
+
+    import stable_baselines3 as sb3
+
+    warnings.warn(f"{path}: loading with SB3's unpickling loader (trust_pickle=True): the file can run code",
+                  stacklevel=3)
     try:
         return getattr(sb3, algo.upper()).load(str(path), device="cpu")
     except (OSError, ValueError, KeyError, RuntimeError, zipfile.BadZipFile) as exc:
@@ -548,9 +576,10 @@ class AdaptiveLRCallback:
         return lr
 
 
-def resolve_schedule(spec: str | Path, base_lr: float) -> Any:
+def resolve_schedule(spec: str | Path, base_lr: float, trust_pickle: bool = False) -> Any:
     """What `--schedule` names: a built-in schedule, a `LearnedSchedule` JSON file (open loop), or an
-    `AdaptiveSchedule` (closed loop) given by its JSON sidecar or its controller zip."""
+    `AdaptiveSchedule` (closed loop) given by its JSON sidecar or its controller zip (loaded without
+    executing anything from it unless `trust_pickle`)."""
     from policysearch.policies.schedule import load_schedule
 
     path = Path(spec)
@@ -558,12 +587,12 @@ def resolve_schedule(spec: str | Path, base_lr: float) -> Any:
         path = path.with_suffix(".json")
         if not path.is_file():
             raise PolicyFormatError(f"{spec}: a controller zip needs its sidecar {path.name} beside it")
-        return AdaptiveSchedule.load(path)
+        return AdaptiveSchedule.load(path, trust_pickle)
     if path.suffix == ".json" and path.is_file():
         try:
             kind = json.loads(path.read_text()).get("kind")
         except (json.JSONDecodeError, AttributeError):
             kind = None  # let the schedule loader report the problem precisely
         if kind == AdaptiveSchedule.KIND:
-            return AdaptiveSchedule.load(path)
+            return AdaptiveSchedule.load(path, trust_pickle)
     return load_schedule(str(spec), base_lr=base_lr)

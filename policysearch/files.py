@@ -149,19 +149,23 @@ def _name_max(folder: Path) -> int:
 
 
 def _existing_ancestor(path: Path) -> Path:
-    for parent in [path, *path.parents]:
-        if parent.exists():
-            return parent
+    for parent in path.parents:
+        try:
+            if parent.exists():
+                return parent
+        except OSError:  # a name too long to stat is not there
+            continue
     return Path(".")
 
 
 def _check_path(path: Path, option: str) -> None:
     if not str(path).strip():
         raise ConfigError(f"{option} is empty, expected a path")
+    ancestor = _existing_ancestor(path)
+    name_max = _name_max(ancestor)
     for part in path.parts:
-        if len(part.encode("utf-8", "surrogateescape")) > _name_max(_existing_ancestor(path)):
+        if len(part.encode("utf-8", "surrogateescape")) > name_max:
             raise ConfigError(f"{option} is '{path}': the name '{part[:40]}...' is too long for this file system")
-    ancestor = _existing_ancestor(path.parent if path.parent != path else path)
     if not ancestor.is_dir():
         raise ConfigError(f"{option} is '{path}': '{ancestor}' is a file, expected a folder there")
     if not os.access(ancestor, os.W_OK | os.X_OK):

@@ -1,0 +1,212 @@
+"""Nothing lost, nothing executed: atomic writes, torn JSONL lines, early path checks, and loaders
+that never run code from a file (a crafted pickle payload proves each test can fail)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from policysearch.errors import ConfigError, PolicyFormatError
+from policysearch.files import (
+    append_line,
+    atomic_write,
+    check_output_dir,
+    check_output_file,
+    read_jsonl,
+    write_json,
+)
+
+
+class _Payload:
+    """Unpickling this object creates the folder `marker`: the evidence that a loader ran code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.makedirs, (self.marker,))
+
+
+# ---------------------------------------------------------------------- writes
+def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "policy.json"
+    write_json(target, {"good": 1})
+
+    def half_then_fail(f):
+        f.write(b'{"trunc')
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        atomic_write(target, half_then_fail)
+    assert json.loads(target.read_text()) == {"good": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["policy.json"]
+
+
+def test_write_json_is_strict(tmp_path: Path) -> None:
+    path = write_json(tmp_path / "s.json", {"a": float("nan"), "b": [float("inf"), 1.5], "c": np.float32(2.0)})
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": None, "b": [None, 1.5], "c": 2.0}
+
+
+def test_checkpoint_write_failure_keeps_the_good_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    from policysearch.checkpoint import load_checkpoint, save_checkpoint
+
+    path = tmp_path / "m.pt"
+    model = torch.nn.Linear(4, 3)
+    save_checkpoint(path, model, "mlp", (1, 2, 2), 3)
+    before = path.read_bytes()
+
+    def full_disk(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"\x80\x02trunc")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError):
+        save_checkpoint(path, model, "mlp", (1, 2, 2), 3)
+    assert path.read_bytes() == before and len(list(tmp_path.iterdir())) == 1
+    assert load_checkpoint(path).num_classes == 3
+
+
+def test_torn_last_line_is_skipped_and_reported(tmp_path: Path) -> None:
+    path = tmp_path / "episodes.jsonl"
+    for i in range(3):
+        append_line(path, {"episode": i, "metric": float("nan")})
+    with path.open("ab") as f:
+        f.write(b'{"episode": 3, "met')
+    records, note = read_jsonl(path)
+    assert [r["episode"] for r in records] == [0, 1, 2] and records[0]["metric"] is None
+    assert note is not None and "torn last line 4" in note
+
+
+def test_bad_line_in_the_middle_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "episodes.jsonl"
+    path.write_text('{"a": 1}\n{"a": \n{"a": 3}\n')
+    with pytest.raises(PolicyFormatError, match="line 2"):
+        read_jsonl(path)
+
+
+# ---------------------------------------------------------------------- early path checks
+def test_output_checks_name_the_option(tmp_path: Path) -> None:
+    a_file = tmp_path / "f"
+    a_file.write_text("x")
+    with pytest.raises(ConfigError, match="--save is .*a folder"):
+        check_output_file(tmp_path, "--save")
+    with pytest.raises(ConfigError, match="--save .* is a file, expected a folder there"):
+        check_output_file(a_file / "m.pt", "--save")
+    with pytest.raises(ConfigError, match="--out .* a file, expected a folder"):
+        check_output_dir(a_file, "--out")
+    with pytest.raises(ConfigError, match="too long"):
+        check_output_dir(tmp_path / ("x" * 300), "--out")
+    assert check_output_file(tmp_path / "new" / "m.pt", "--save") == tmp_path / "new" / "m.pt"
+    assert not (tmp_path / "new").exists()  # checking creates nothing
+
+
+# ---------------------------------------------------------------------- loaders execute nothing
+def test_checkpoint_with_a_pickle_payload_is_refused_and_not_run(tmp_path: Path) -> None:
+    from policysearch.checkpoint import load_checkpoint
+
+    marker = tmp_path / "ran"
+    path = tmp_path / "evil.pt"
+    torch.save({"kind": "policysearch_checkpoint", "format_version": 1, "info": _Payload(marker)}, path)
+    with pytest.raises(PolicyFormatError, match="--trust-pickle"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("field", ["input_shape", "state_dict", "num_classes"])
+def test_checkpoint_missing_field_names_it(tmp_path: Path, field: str) -> None:
+    from policysearch.checkpoint import load_checkpoint, save_checkpoint
+
+    path = save_checkpoint(tmp_path / "m.pt", torch.nn.Linear(4, 3), "mlp", (1, 2, 2), 3)
+    raw = torch.load(path, weights_only=True)
+    del raw[field]
+    torch.save(raw, path)
+    with pytest.raises(PolicyFormatError, match=f"'{field}' is missing"):
+        load_checkpoint(path)
+
+
+def test_checkpoint_weights_that_do_not_fit_are_a_format_error(tmp_path: Path) -> None:
+    from policysearch.checkpoint import load_checkpoint, save_checkpoint
+
+    path = save_checkpoint(tmp_path / "m.pt", torch.nn.Linear(4, 3), "mlp", (1, 8, 8), 10)
+    with pytest.raises(PolicyFormatError, match="do not fit model 'mlp'"):
+        load_checkpoint(path).build()
+
+
+def _controller(tmp_path: Path):
+    import gymnasium as gym
+    import stable_baselines3 as sb3
+    from gymnasium import spaces
+
+    from policysearch.policies.adaptive import AdaptiveSchedule, ScheduleSpace
+
+    space = ScheduleSpace(segments=3)
+
+    class Contract(gym.Env):
+        observation_space = spaces.Box(-space.clip, space.clip, (space.dim,), np.float32)
+        action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    model = sb3.PPO("MlpPolicy", Contract(), n_steps=8, batch_size=8, seed=0, device="cpu",
+                    policy_kwargs={"net_arch": [8], "log_std_init": -0.5})
+    adaptive = AdaptiveSchedule(model, space, "accuracy", "ppo")
+    return adaptive, adaptive.save(tmp_path / "controller.json")
+
+
+def _add_data_entry(zip_path: Path, key: str, value) -> None:
+    with zipfile.ZipFile(zip_path) as z:
+        files = {name: z.read(name) for name in z.namelist()}
+    data = json.loads(files["data"])
+    data[key] = value
+    files["data"] = json.dumps(data).encode()
+    with zipfile.ZipFile(zip_path, "w") as z:
+        for name, content in files.items():
+            z.writestr(name, content)
+
+
+def test_controller_zip_with_a_pickle_payload_loads_without_running_it(tmp_path: Path) -> None:
+    import cloudpickle
+
+    from policysearch.policies.adaptive import AdaptiveSchedule
+
+    adaptive, sidecar = _controller(tmp_path)
+    marker = tmp_path / "ran"
+    payload = base64.b64encode(cloudpickle.dumps(_Payload(marker))).decode()
+    _add_data_entry(tmp_path / "controller.zip", "evil", {":type:": "<class 'object'>", ":serialized:": payload})
+
+    stats = {"progress": 0.5, "train_loss": 1.0, "val_loss": 1.1, "val_metric": 0.6, "lr": 0.1}
+    loaded = AdaptiveSchedule.load(sidecar)
+    assert not marker.exists()
+    assert loaded.lr_for(stats) == pytest.approx(adaptive.lr_for(stats))  # same network, same LR
+    # The payload is live: SB3's own loader (the opt-in path) does run it.
+    with pytest.warns(UserWarning, match="can run code"):
+        AdaptiveSchedule.load(sidecar, trust_pickle=True)
+    assert marker.exists()
+
+
+def test_controller_zip_whose_settings_need_unpickling_is_refused(tmp_path: Path) -> None:
+    from policysearch.policies.adaptive import AdaptiveSchedule
+
+    _, sidecar = _controller(tmp_path)
+    _add_data_entry(tmp_path / "controller.zip", "policy_kwargs",
+                    {":type:": "<class 'dict'>", ":serialized:": "AAAA", "features_extractor_class": "<class 'x'>"})
+    with pytest.raises(PolicyFormatError, match="--trust-pickle"):
+        AdaptiveSchedule.load(sidecar)
+
+
+def test_controller_file_must_sit_beside_the_sidecar(tmp_path: Path) -> None:
+    from policysearch.policies.adaptive import AdaptiveSchedule
+
+    _, sidecar = _controller(tmp_path)
+    data = json.loads(sidecar.read_text())
+    data["controller_file"] = "../controller.zip"
+    sidecar.write_text(json.dumps(data))
+    with pytest.raises(PolicyFormatError, match="controller_file"):
+        AdaptiveSchedule.load(sidecar)
