@@ -41,6 +41,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from policysearch.checks import check_int, check_number
 from policysearch.errors import ConfigError, PolicyFormatError, UnknownNameError
 from policysearch.policies.artifact import provenance as make_provenance
 from policysearch.policies.artifact import read_json, require, unwrap, wrap, write_json
@@ -87,10 +88,6 @@ _ACTION = "lr = lr_min * (lr_max / lr_min) ** ((a + 1) / 2), a = the determinist
 _LR_FLOOR, _LR_CEIL = 10.0**LOG10_LR_MIN, 10.0**LOG10_LR_MAX
 
 
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
 @dataclass(frozen=True)
 class ScheduleSpace:
     """The contract between an LR controller and a training loop: observation in, LR out.
@@ -121,17 +118,14 @@ class ScheduleSpace:
 
     def __post_init__(self) -> None:
         for name in ("lr_min", "lr_max", "loss_scale", "clip"):
-            value = getattr(self, name)
-            if not _is_number(value) or not math.isfinite(value) or value <= 0:
-                raise ConfigError(f"{name}={value!r}: expected a positive finite number")
-            object.__setattr__(self, name, float(value))  # frozen; ints become floats so JSON and == agree
+            value = check_number(name, getattr(self, name), 0.0, low_open=True)
+            object.__setattr__(self, name, value)  # frozen; ints become floats so JSON and == agree
         if not _LR_FLOOR <= self.lr_min < self.lr_max <= _LR_CEIL:
             raise ConfigError(
                 f"lr_min={self.lr_min!r}, lr_max={self.lr_max!r}: expected "
                 f"{_LR_FLOOR:g} <= lr_min < lr_max <= {_LR_CEIL:g}"
             )
-        if isinstance(self.segments, bool) or not isinstance(self.segments, int) or self.segments < 1:
-            raise ConfigError(f"segments={self.segments!r}: expected an int of at least 1")
+        check_int("segments", self.segments, 1)
 
     @property
     def _worst(self) -> np.ndarray:
@@ -424,8 +418,8 @@ class AdaptiveSchedule:
             )
         space = ScheduleSpace.from_dict(data, source)
         steps = data.get("search_steps_per_segment")
-        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)):
-            raise PolicyFormatError(f"{source}: field 'search_steps_per_segment' is {steps!r}, expected an int or null")
+        if steps is not None:
+            check_int(f"{source}: field 'search_steps_per_segment'", steps, 1, error=PolicyFormatError)
         prov = data.get("provenance", {})
         if not isinstance(prov, dict):
             raise PolicyFormatError(f"{source}: field 'provenance' is {prov!r}, expected an object")
@@ -509,10 +503,7 @@ class AdaptiveLRCallback:
         evaluate_fn: Callable[[], tuple[float, float]],
     ) -> None:
         segments = adaptive.segments
-        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < segments:
-            raise ConfigError(
-                f"total_steps={total_steps!r}: expected an int of at least {segments} (one step per segment)"
-            )
+        check_int("total_steps (one step per segment at least)", total_steps, segments)
         self.optimizer, self.adaptive, self.total_steps = optimizer, adaptive, total_steps
         self.evaluate_fn = evaluate_fn
         # Decision points in steps; rounding spreads any remainder over the parts.

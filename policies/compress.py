@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from policysearch.checks import check_int, check_number, is_int
 from policysearch.errors import ConfigError, MissingExtraError, PolicyFormatError, UnknownNameError
 from policysearch.policies.artifact import JsonArtefact, require, unwrap, wrap
 
@@ -222,10 +223,6 @@ def prunable_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[tupl
     return [(g.name, modules[g.name]) for g in channel_groups(model, example_inputs)]
 
 
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
 @dataclass(frozen=True)
 class CompressionPlan(JsonArtefact):
     """Per-layer keep ratios for structured channel pruning, with the figures they achieved.
@@ -271,9 +268,7 @@ class CompressionPlan(JsonArtefact):
         for name, r in self.ratios.items():
             if not isinstance(name, str) or not name:
                 raise ConfigError(f"ratios has the key {name!r}, expected a layer name")
-            if not _is_number(r) or not (0.0 < r <= 1.0):
-                raise ConfigError(f"ratios[{name!r}] is {r!r}, expected a keep ratio in (0, 1]")
-            ratios[name] = float(r)
+            ratios[name] = check_number(f"ratios[{name!r}]", r, 0.0, 1.0, low_open=True)
         if not isinstance(self.channels, Mapping):
             raise ConfigError(f"channels is {self.channels!r}, expected a mapping of layer name to channel count")
         if set(self.channels) != set(ratios):
@@ -283,30 +278,23 @@ class CompressionPlan(JsonArtefact):
             )
         channels: dict[str, int] = {}
         for name in ratios:
-            c = self.channels[name]
-            if not isinstance(c, int) or isinstance(c, bool) or c < 1:
-                raise ConfigError(f"channels[{name!r}] is {c!r}, expected a positive int")
-            channels[name] = c
+            channels[name] = check_int(f"channels[{name!r}]", self.channels[name], 1)
         # Frozen dataclass: normalise so that equality survives a JSON round trip.
         object.__setattr__(self, "ratios", ratios)
         object.__setattr__(self, "channels", channels)
         if self.criterion not in CRITERIA:
             raise UnknownNameError("pruning criterion", str(self.criterion), CRITERIA)
-        if not _is_number(self.flops_target) or not (0.0 < self.flops_target <= 1.0):
-            raise ConfigError(f"flops_target is {self.flops_target!r}, expected a fraction in (0, 1]")
-        object.__setattr__(self, "flops_target", float(self.flops_target))
+        object.__setattr__(self, "flops_target", check_number("flops_target", self.flops_target, 0.0, 1.0,
+                                                              low_open=True))
         if not isinstance(self.model, str) or not self.model:
             raise ConfigError(f"model is {self.model!r}, expected a non-empty string")
         shape = tuple(self.input_shape) if isinstance(self.input_shape, (list, tuple)) else ()
-        if len(shape) != 3 or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape):
+        if len(shape) != 3 or not all(is_int(d) and d >= 1 for d in shape):
             raise ConfigError(f"input_shape is {self.input_shape!r}, expected (channels, height, width)")
         object.__setattr__(self, "input_shape", shape)
-        if not isinstance(self.num_classes, int) or isinstance(self.num_classes, bool) or self.num_classes < 2:
-            raise ConfigError(f"num_classes is {self.num_classes!r}, expected an int of at least 2")
+        check_int("num_classes", self.num_classes, 2)
         for name in ("teacher_flops", "teacher_params", "flops", "params"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise ConfigError(f"{name} is {v!r}, expected an int >= 0")
+            check_int(name, getattr(self, name), 0)
         if not isinstance(self.provenance, dict):
             raise ConfigError(f"provenance is {self.provenance!r}, expected a dict")
 
@@ -424,11 +412,10 @@ class CompressionPlan(JsonArtefact):
         data = unwrap(d, cls.KIND, cls.FORMAT_VERSION, source)
         ratios = require(data, "ratios", dict, source)
         channels = require(data, "channels", dict, source)
-        for field_name, values, types, expected in (("ratios", ratios, (int, float), "a number"),
-                                                     ("channels", channels, int, "an int")):
-            for key, v in values.items():
-                if not isinstance(v, types) or isinstance(v, bool):
-                    raise PolicyFormatError(f"{source}: field '{field_name}[{key!r}]' is {v!r}, expected {expected}")
+        for key, v in ratios.items():
+            check_number(f"{source}: field 'ratios[{key!r}]'", v, error=PolicyFormatError)
+        for key, v in channels.items():
+            check_int(f"{source}: field 'channels[{key!r}]'", v, error=PolicyFormatError)
         shape = require(data, "input_shape", list, source)
         prov = data.get("provenance", {})
         if not isinstance(prov, dict):

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from policysearch.checks import check_int, check_number
 from policysearch.errors import ConfigError, PolicyFormatError, UnknownNameError
 from policysearch.policies.artifact import JsonArtefact, require, unwrap, wrap
 
@@ -48,20 +49,11 @@ LOG10_LR_MIN = -12.0
 LOG10_LR_MAX = 3.0
 
 
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
 def _float_tuple(field_name: str, values: Any) -> tuple[float, ...]:
     """Coerce a sequence of numbers to a tuple of floats, so lists and tuples compare equal."""
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
         raise ConfigError(f"{field_name} is {values!r}, expected a sequence of numbers")
-    out = []
-    for i, v in enumerate(values):
-        if not _is_number(v) or not math.isfinite(v):
-            raise ConfigError(f"{field_name}[{i}] is {v!r}, expected a finite number")
-        out.append(float(v))
-    return tuple(out)
+    return tuple(check_number(f"{field_name}[{i}]", v) for i, v in enumerate(values))
 
 
 @dataclass(frozen=True)
@@ -212,8 +204,7 @@ class LearnedSchedule(JsonArtefact):
         if not values:
             raise ConfigError(f"lrs is {lrs!r}, expected a non-empty sequence of learning rates")
         for i, lr in enumerate(values):
-            if not _is_number(lr) or not math.isfinite(lr) or lr <= 0:
-                raise ConfigError(f"lrs[{i}] is {lr!r}, expected a positive finite learning rate")
+            check_number(f"lrs[{i}]", lr, 0.0, low_open=True)
         logs = [math.log10(lr) for lr in values]
         if progress is None:
             n = len(values)
@@ -263,8 +254,7 @@ class LearnedSchedule(JsonArtefact):
             raise PolicyFormatError(f"{source}: field 'provenance' is {prov!r}, expected an object")
         for field_name, values in (("progress", progress), ("log10_lr", log10_lr)):
             for i, v in enumerate(values):
-                if not _is_number(v):
-                    raise PolicyFormatError(f"{source}: field '{field_name}[{i}]' is {v!r}, expected a number")
+                check_number(f"{source}: field '{field_name}[{i}]'", v, error=PolicyFormatError)
         if isinstance(interpolation, list):
             for i, v in enumerate(interpolation):
                 if not isinstance(v, str):
@@ -355,8 +345,7 @@ class ProgressLR(torch.optim.lr_scheduler.LRScheduler):
 
 
 def _check_total_steps(total_steps: Any) -> None:
-    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-        raise ConfigError(f"total_steps is {total_steps!r}, expected a positive int")
+    check_int("total_steps", total_steps, 1)
 
 
 # ---------------------------------------------------------------------- built-in schedules
@@ -389,8 +378,7 @@ def named_schedule(name: str, base_lr: float, total_steps: int | None = None) ->
         UnknownNameError: For a name not in :data:`SCHEDULES` ("Did you mean ...").
         ConfigError: For a non-positive ``base_lr`` or an LR outside the allowed range.
     """
-    if not _is_number(base_lr) or not math.isfinite(base_lr) or base_lr <= 0:
-        raise ConfigError(f"base_lr is {base_lr!r}, expected a positive finite learning rate")
+    check_number("base_lr", base_lr, 0.0, low_open=True)
     if total_steps is not None:
         _check_total_steps(total_steps)
     lg = math.log10

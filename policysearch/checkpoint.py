@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from policysearch.checks import is_int
 from policysearch.errors import PolicyFormatError
 
 CHECKPOINT_KIND = "policysearch_checkpoint"
@@ -94,18 +95,18 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if not isinstance(raw, dict) or raw.get("kind") != CHECKPOINT_KIND:
         raise PolicyFormatError(f"{path}: not a policysearch checkpoint (field 'kind' missing or wrong)")
     version = raw.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= CHECKPOINT_VERSION:
+    if not is_int(version) or not 1 <= version <= CHECKPOINT_VERSION:
         raise PolicyFormatError(
             f"{path}: field 'format_version' is {version!r}; this policysearch reads checkpoint versions "
             f"1..{CHECKPOINT_VERSION} (upgrade policysearch for newer files)"
         )
     expected = {"model": str, "input_shape": list, "num_classes": int, "state_dict": dict, "info": dict}
     for field, kind in expected.items():
-        if not isinstance(raw.get(field), kind) or isinstance(raw.get(field), bool):
+        if not isinstance(raw.get(field), kind) or isinstance(raw.get(field), bool):  # True is an int
             got = "missing" if field not in raw else f"{type(raw[field]).__name__}"
             raise PolicyFormatError(f"{path}: field {field!r} is {got}, expected {kind.__name__}")
     shape = raw["input_shape"]
-    if len(shape) != 3 or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+    if len(shape) != 3 or not all(is_int(d) and d > 0 for d in shape):
         raise PolicyFormatError(f"{path}: field 'input_shape' is {shape!r}, expected three positive ints (C, H, W)")
     if raw["num_classes"] < 2:
         raise PolicyFormatError(f"{path}: field 'num_classes' is {raw['num_classes']}, expected at least 2")
