@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -216,3 +217,14 @@ class ScheduleEnv(ChildTrainingEnv):
         knots = [i / self.episode_length for i in range(len(lrs))] + [1.0]
         return LearnedSchedule.from_lrs(lrs + lrs[-1:], progress=knots, interpolation="step", name="learned",
                                         provenance=provenance)
+
+    def export_files(self, out_dir: Path, controller_path: Path | None, controller: str,
+                     provenance: dict[str, Any]) -> dict[str, str]:
+        """The closed-loop export: for an SB3 controller, `controller.json` (the observation / action
+        contract it was trained with, an `AdaptiveSchedule` sidecar) next to its `controller.zip`."""
+        from policysearch.policies.adaptive import ALGOS, AdaptiveSchedule
+
+        if controller_path is None or controller not in ALGOS:
+            return {}
+        adaptive = AdaptiveSchedule.from_env(controller_path, self, algo=controller, provenance=provenance)
+        return {"closed_loop": adaptive.save(controller_path.with_suffix(".json")).name}

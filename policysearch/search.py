@@ -253,6 +253,8 @@ def run_search(
         png = plot_search(recorder.episodes, out / "search.png",
                           title=f"{controller_name} on {env_info.get('dataset')}")
         summary["files"]["plot"] = png.name if png else None
+        # The env's own exports from the search (Schedule-v0: the closed-loop controller.json).
+        summary["files"].update(base.export_files(out, saved, controller_name, search_prov))
         write_json(out / "summary.json", summary)
     return SearchResult(artefact, recorder.episodes, summary, out)
 
