@@ -58,7 +58,6 @@ def search(dataset: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     import gymnasium as gym
 
     from policysearch.data import prepare
-    from policysearch.policies.adaptive import AdaptiveSchedule
     from policysearch.search import Budget, run_search
 
     data = prepare(dataset, val_size=min(args.proxy_val_size, 300 if dataset == "digits" else args.proxy_val_size),
@@ -70,9 +69,8 @@ def search(dataset: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     result = run_search(env, args.controller, Budget(child_trainings=args.budget), out, seed=args.seed,
                         artefact_name="schedule.json")
     cpu_minutes = (time.process_time() - cpu0) / 60
-    controller = None
-    if (out / "controller.zip").is_file():
-        controller = str(AdaptiveSchedule.from_env(out / "controller.zip", env, algo=args.controller).save(out))
+    closed_loop = result.summary["files"].get("closed_loop")  # controller.json, written by the env's export
+    controller = str(out / closed_loop) if closed_loop else None
     lrs = result.artefact.lrs([i / args.episode_length for i in range(args.episode_length)])
     return {"schedule": str(out / "schedule.json"), "controller": controller, "segment_lrs": lrs,
             "child_trainings": result.summary["child_trainings"], "best_val_accuracy": result.summary["best"]["val_metric"],

@@ -14,14 +14,13 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from policysearch.envs.base import ChildTrainingEnv
+from policysearch.envs.base import ChildConfig, ChildTrainingEnv
 from policysearch.envs.rewards import cost_units, reward_value
 from policysearch.errors import ConfigError, UnknownNameError
 from policysearch.policies.augment import MAGNITUDE_SCALES, OPS, TRIVIAL_OPS, AugmentPolicy
+from policysearch.search_env import MODES
 
 log = logging.getLogger(__name__)
-
-MODES = ("schedule", "static")
 
 
 def _unit(a: float) -> float:
@@ -161,16 +160,19 @@ class AugmentEnv(ChildTrainingEnv):
     Never truncated by the env itself.
 
     ## Arguments
-    - `dataset`: "digits", "fashion-mnist", "cifar10" (or pass `data=`, a prepared DeviceData).
-    - `model`: a registered model name; `batch_size`, `lr`, `lr_schedule`: the child's training.
-    - `train_size`, `val_size`, `data_dir`, `split_seed`: the proxy task and its fixed split.
-    - `device`: "cpu", "cuda", "auto".
+    Those marked * are the fields of `ChildConfig` (`policysearch.envs.base`), shared by every env:
+    pass them as keywords, or as one `child=ChildConfig(...)` (keywords then override its fields).
+    - `dataset`*: "digits", "fashion-mnist", "cifar10" (or pass `data=`, a prepared DeviceData).
+    - `model`*: a registered model name; `batch_size`*, `lr`*, `optimizer`*, `lr_schedule`: the
+      child's training.
+    - `train_size`*, `val_size`*, `data_dir`*, `split_seed`*: the proxy task and its fixed split.
+    - `device`*: "cpu", "cuda", "auto".
     - `ops`: subset of the op table; `ops_per_sample`, `magnitude_scale`: see `AugmentSpace`.
-    - `mode`, `episode_length`, `steps_per_segment` (default: one epoch of the training split).
-    - `reward_metric`: "accuracy", "macro_f1", "neg_ece", "neg_nll".
-    - `cost_weight`, `cost_metric`: optional cost term ("seconds" or "tflops").
-    - `divergence_penalty`: reward of a diverged step.
-    - `child_seed`: None draws each child's seed (initial weights, batch order, augmentation draws)
+    - `mode`, `episode_length`*, `steps_per_segment`* (default: one epoch of the training split).
+    - `reward_metric`*: "accuracy", "macro_f1", "neg_ece", "neg_nll".
+    - `cost_weight`*, `cost_metric`*: optional cost term ("seconds" or "tflops").
+    - `divergence_penalty`*: reward of a diverged step.
+    - `child_seed`*: None draws each child's seed (initial weights, batch order, augmentation draws)
       from the env's seed; an int fixes it for every episode (common random numbers: episodes then
       differ only by their actions, which makes rewards far less noisy on small proxies).
 
@@ -182,42 +184,24 @@ class AugmentEnv(ChildTrainingEnv):
 
     def __init__(
         self,
-        dataset: str = "digits",
-        model: str = "cnn",
+        child: ChildConfig | None = None,
         *,
-        train_size: int | None = None,
-        val_size: float | int = 0.1,
-        data_dir: str | None = None,
-        split_seed: int = 0,
-        device: str = "cpu",
+        data: Any = None,
         ops: tuple[str, ...] | list[str] | None = None,
         ops_per_sample: int = 1,
         magnitude_scale: str = "standard",
         mode: str = "schedule",
-        episode_length: int = 4,
-        steps_per_segment: int | None = None,
-        reward_metric: str = "accuracy",
-        cost_weight: float = 0.0,
-        cost_metric: str = "seconds",
-        batch_size: int = 128,
-        lr: float | None = None,
         lr_schedule: str = "cosine",
-        divergence_penalty: float = 1.0,
-        child_seed: int | None = None,
-        data: Any = None,
+        **child_kwargs: Any,
     ) -> None:
         super().__init__()
         from policysearch.policies.schedule import load_schedule
 
+        child = self._child_config(child, child_kwargs)
         if mode not in MODES:
             raise UnknownNameError("mode", mode, MODES)
         self.space = AugmentSpace(tuple(ops or TRIVIAL_OPS), ops_per_sample, magnitude_scale)
-        self._setup_child_training(
-            dataset=dataset, model=model, train_size=train_size, val_size=val_size, data_dir=data_dir,
-            split_seed=split_seed, device=device, episode_length=episode_length, steps_per_segment=steps_per_segment,
-            reward_metric=reward_metric, cost_weight=cost_weight, cost_metric=cost_metric, batch_size=batch_size,
-            divergence_penalty=divergence_penalty, child_seed=child_seed, data=data, lr=lr,
-        )
+        self._setup_child_training(child, data)
         self.mode = mode
         self.lr_schedule = load_schedule(lr_schedule, base_lr=self.config.lr or 0.1)
         self.action_space = self.space.box()

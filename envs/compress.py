@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
 from gymnasium.utils import seeding
 from torch import nn
 
+from policysearch.envs.base import ChildConfig, ChildEnv
 from policysearch.errors import ConfigError, UnknownNameError
 from policysearch.policies.compress import CRITERIA, ChannelGroup, CompressionPlan
 
@@ -126,7 +126,7 @@ class _FlopsModel:
         return total
 
 
-class CompressEnv(gym.Env):
+class CompressEnv(ChildEnv):
     """Learn how many channels each layer of a trained network keeps, under a FLOPs budget (AMC).
 
     ## Description
@@ -178,44 +178,44 @@ class CompressEnv(gym.Env):
     Terminated after the last group. Never truncated by the env.
 
     ## Arguments
+    Those marked * are fields of `ChildConfig` (`policysearch.envs.base`), shared by every env:
+    pass them as keywords, or as one `child=ChildConfig(...)` (keywords then override its fields).
+    Its model, lr, optimizer, episode, reward-metric and cost fields are not used here.
     - `teacher`: a trained `nn.Module`, or `checkpoint`: a file from `policysearch train --save`
       (one of the two); `model_name` labels a plain module in the plan (default: its class name).
-    - `dataset` (default: the checkpoint's, else "digits") or `data=`, a prepared DeviceData;
-      `train_size`, `val_size`, `data_dir`, `split_seed`: the split; use the teacher's training
+    - `dataset`* (default: the checkpoint's, else "digits") or `data=`, a prepared DeviceData;
+      `train_size`*, `val_size`*, `data_dir`*, `split_seed`*: the split; use the teacher's training
       split, or the validation images may have been seen by the teacher.
-    - `device`: "cpu", "cuda", "auto".
+    - `device`*: "cpu", "cuda", "auto".
     - `flops_target`: FLOPs budget as a fraction of the teacher's, in (0, 1].
     - `min_keep`, `max_keep`: the keep-ratio range of every group (`0 < min_keep <= max_keep <= 1`).
     - `criterion`: "l2" (default) or "l1" group magnitude: which channels go.
     - `finetune_steps` (default: one epoch of the training split), `finetune_lr`,
-      `temperature`, `alpha`, `batch_size`: the distillation fine-tune (see `policysearch.distill`).
+      `temperature`, `alpha`, `batch_size`*: the distillation fine-tune (see `policysearch.distill`).
     - `reward`: "acc" or "error_log_flops".
-    - `divergence_penalty`: reward of a diverged fine-tune.
+    - `divergence_penalty`*: reward of a diverged fine-tune.
     - `seed`: seeds the episode stream at construction, so that `reset()` without a seed is
       reproducible too (`reset(seed=)` reseeds as usual).
-    - `child_seed`: None draws each fine-tune's seed (batch order) from the env's seed; an int
+    - `child_seed`*: None draws each fine-tune's seed (batch order) from the env's seed; an int
       fixes it for every episode (common random numbers).
 
     ## Version History
     - v0: initial version.
     """
 
-    metadata = {"render_modes": []}
     ENV_ID = "policysearch/Compress-v0"
+    # The teacher is the model; an episode is one decision per layer, then one distillation fine-tune.
+    UNUSED_CHILD_FIELDS = ("model", "lr", "optimizer", "episode_length", "steps_per_segment", "reward_metric",
+                           "cost_weight", "cost_metric")
 
     def __init__(
         self,
         teacher: nn.Module | None = None,
+        child: ChildConfig | None = None,
         *,
         checkpoint: str | Path | None = None,
         model_name: str | None = None,
-        dataset: str | None = None,
         data: Any = None,
-        train_size: int | None = None,
-        val_size: float | int = 0.1,
-        data_dir: str | None = None,
-        split_seed: int = 0,
-        device: str = "cpu",
         flops_target: float = 0.5,
         min_keep: float = 0.2,
         max_keep: float = 1.0,
@@ -225,18 +225,17 @@ class CompressEnv(gym.Env):
         temperature: float = 4.0,
         alpha: float = 0.9,
         reward: str = "acc",
-        batch_size: int = 128,
-        divergence_penalty: float = 1.0,
         seed: int | None = None,
-        child_seed: int | None = None,
+        **child_kwargs: Any,
     ) -> None:
         super().__init__()
         from policysearch.distill import _check_kd, evaluate_model
         from policysearch.metrics import count_parameters, flops_per_image
         from policysearch.policies.compress import channel_groups, require_torch_pruning
-        from policysearch.trainer import MAX_LR, resolve_device
+        from policysearch.trainer import MAX_LR
 
         # Everything checkable without data or tracing is checked first.
+        child = self._child_config(child, child_kwargs)
         if (teacher is None) == (checkpoint is None):
             raise ConfigError(
                 "give exactly one of teacher= (an nn.Module) and checkpoint= (a file from `train --save`)"
@@ -257,10 +256,6 @@ class CompressEnv(gym.Env):
         if not (0 < finetune_lr <= MAX_LR):
             raise ConfigError(f"finetune_lr={finetune_lr!r}: expected a positive learning rate of at most {MAX_LR:g}")
         _check_kd(temperature, alpha)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size={batch_size!r}: expected an int of at least 1")
-        if divergence_penalty < 0:
-            raise ConfigError(f"divergence_penalty={divergence_penalty!r}: expected >= 0")
         require_torch_pruning(f"{self.ENV_ID}")  # before any data is loaded
 
         ckpt = None
@@ -270,15 +265,13 @@ class CompressEnv(gym.Env):
             ckpt = load_checkpoint(checkpoint)
             teacher = ckpt.build()
             model_name = ckpt.model_name
-            if dataset is None:
-                dataset = (ckpt.info.get("dataset") or {}).get("name")
+            if child.dataset is None:
+                child = dataclasses.replace(child, dataset=(ckpt.info.get("dataset") or {}).get("name"))
         assert teacher is not None
-        if data is None:
-            from policysearch.data import prepare
-
-            data = prepare(dataset or "digits", val_size=val_size, train_size=train_size, seed=split_seed,
-                           device=resolve_device(device), data_dir=data_dir)
-        self.data = data
+        self._setup_child(child, data)
+        # Fixed by this env's design: the search ranks students by accuracy; the FLOPs budget is a constraint.
+        self.reward_metric, self.cost_metric, self.cost_weight = "accuracy", "tflops", 0.0
+        data, batch_size = self.data, child.batch_size
         if ckpt is not None and (tuple(ckpt.input_shape) != data.input_shape or ckpt.num_classes != data.num_classes):
             raise ConfigError(
                 f"checkpoint {checkpoint} is for {ckpt.num_classes} classes of {tuple(ckpt.input_shape)} images, "
@@ -325,14 +318,12 @@ class CompressEnv(gym.Env):
             )
         self.teacher_val = evaluate_model(self.teacher, data, "val")
 
-        self.mode = "schedule"  # the search driver reads it: one episode is one child (one student)
-        self.episode_length = len(self.groups)
-        self.cost_metric, self.cost_weight = "tflops", 0.0
+        self.episode_length = len(self.groups)  # one episode is one child (one student): mode "schedule"
         self.flops_target, self.min_keep, self.max_keep = float(flops_target), float(min_keep), float(max_keep)
         self.criterion, self.reward = criterion, reward
         self.finetune_steps = finetune_steps if finetune_steps is not None else max(1, len(data.y_train) // batch_size)
         self.finetune_lr, self.temperature, self.alpha = float(finetune_lr), float(temperature), float(alpha)
-        self.batch_size, self.divergence_penalty, self.child_seed = batch_size, float(divergence_penalty), child_seed
+        self.batch_size, self.divergence_penalty = batch_size, float(child.divergence_penalty)
         self.action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
         self.observation_space = spaces.Box(0.0, 1.0, shape=(len(OBSERVATION_NAMES),), dtype=np.float32)
         self._width = max(max(g.channels, g.in_features) for g in self.groups)
@@ -341,17 +332,17 @@ class CompressEnv(gym.Env):
         if seed is not None:
             self._np_random, self._np_random_seed = seeding.np_random(seed)
         self.spec_kwargs = {
-            "dataset": data.name, "model": self.model_name, "mode": self.mode, "episode_length": self.episode_length,
+            "dataset": data.name, "model": self.model_name, "episode_length": self.episode_length,
             "flops_target": self.flops_target, "min_keep": self.min_keep, "max_keep": self.max_keep,
-            "criterion": criterion, "reward": reward, "reward_metric": "accuracy",
+            "criterion": criterion, "reward": reward, "reward_metric": self.reward_metric,
             "finetune_steps": self.finetune_steps, "finetune_lr": self.finetune_lr, "temperature": self.temperature,
-            "alpha": self.alpha, "batch_size": batch_size, "child_seed": child_seed, "cost_metric": self.cost_metric,
-            "cost_weight": self.cost_weight, "checkpoint": str(checkpoint) if checkpoint is not None else None,
+            "alpha": self.alpha, "batch_size": batch_size, "child_seed": self.child_seed,
+            "cost_metric": self.cost_metric, "cost_weight": self.cost_weight,
+            "checkpoint": str(checkpoint) if checkpoint is not None else None,
             "layers": [g.name for g in self.groups], "teacher_flops": self.teacher_flops,
             "teacher_params": self.teacher_params, "teacher_val": dict(self.teacher_val),
         }
         self.student: nn.Module | None = None  # the last episode's pruned, distilled model
-        self.last_seconds = 0.0
         self._layer = 0
         self._counts: list[int] = []
         self._seed_now: int | None = None
@@ -360,8 +351,7 @@ class CompressEnv(gym.Env):
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
-        drawn = int(self.np_random.integers(0, 2**31 - 1))  # drawn either way: the stream stays the same
-        self._seed_now = drawn if self.child_seed is None else self.child_seed
+        self._seed_now = self._draw_child_seed()
         self._layer, self._counts, self._episode_open = 0, [], True
         self.last_seconds = 0.0
         info = {"val": dict(self.teacher_val), "child_seed": self._seed_now, "teacher_flops": self.teacher_flops,
@@ -491,8 +481,3 @@ class CompressEnv(gym.Env):
                               "export a finished episode")
         plan = CompressionPlan.from_dict(steps[-1]["plan"], source="episode")
         return dataclasses.replace(plan, provenance=dict(provenance or {}))
-
-    def describe(self) -> dict[str, Any]:
-        """The settings that define this env's rewards, for provenance."""
-        return {"env_id": self.ENV_ID, **self.spec_kwargs, "dataset_fingerprint": self.data.fingerprint,
-                "split": self.data.split}

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from gymnasium import spaces
 
-from policysearch.envs.base import ChildTrainingEnv
+from policysearch.envs.base import ChildConfig, ChildTrainingEnv
 from policysearch.envs.rewards import cost_units, reward_value
 from policysearch.errors import ConfigError
 from policysearch.policies.adaptive import OBSERVATION_NAMES, ScheduleSpace
@@ -80,18 +81,21 @@ class ScheduleEnv(ChildTrainingEnv):
     Terminated after `episode_length` segments, or on divergence. Never truncated by the env.
 
     ## Arguments
-    - `dataset`: "digits", "fashion-mnist", "cifar10" (or pass `data=`, a prepared DeviceData).
-    - `model`: a registered model name; `batch_size`, `optimizer` (None: the model's default;
+    Those marked * are the fields of `ChildConfig` (`policysearch.envs.base`), shared by every env:
+    pass them as keywords, or as one `child=ChildConfig(...)` (keywords then override its fields).
+    Its `lr` is not used: every segment sets its own.
+    - `dataset`*: "digits", "fashion-mnist", "cifar10" (or pass `data=`, a prepared DeviceData).
+    - `model`*: a registered model name; `batch_size`*, `optimizer`* (None: the model's default;
       the LR bounds default to SGD's range, so for "adamw" pass e.g. `lr_min=1e-5, lr_max=1e-2`).
-    - `train_size`, `val_size`, `data_dir`, `split_seed`: the proxy task and its fixed split.
-    - `device`: "cpu", "cuda", "auto".
+    - `train_size`*, `val_size`*, `data_dir`*, `split_seed`*: the proxy task and its fixed split.
+    - `device`*: "cpu", "cuda", "auto".
     - `augment`: a built-in augmentation policy name or an `AugmentPolicy`, applied throughout.
     - `lr_min`, `lr_max`: the LR range (`1e-12 <= lr_min < lr_max <= 1e3`).
-    - `episode_length`, `steps_per_segment` (default: one epoch of the training split).
-    - `reward_metric`: "accuracy", "macro_f1", "neg_ece", "neg_nll".
-    - `cost_weight`, `cost_metric`: optional cost term ("seconds" or "tflops").
-    - `divergence_penalty`: reward of a diverged step.
-    - `child_seed`: None draws each child's seed (initial weights, batch order, augmentation
+    - `episode_length`*, `steps_per_segment`* (default: one epoch of the training split).
+    - `reward_metric`*: "accuracy", "macro_f1", "neg_ece", "neg_nll".
+    - `cost_weight`*, `cost_metric`*: optional cost term ("seconds" or "tflops").
+    - `divergence_penalty`*: reward of a diverged step.
+    - `child_seed`*: None draws each child's seed (initial weights, batch order, augmentation
       draws) from the env's seed; an int fixes it for every episode (common random numbers:
       episodes then differ only by their LRs, which makes rewards far less noisy).
 
@@ -101,42 +105,26 @@ class ScheduleEnv(ChildTrainingEnv):
 
     ENV_ID = "policysearch/Schedule-v0"
 
+    UNUSED_CHILD_FIELDS = ("lr",)  # every segment sets its own LR
+
     def __init__(
         self,
-        dataset: str = "digits",
-        model: str = "cnn",
+        child: ChildConfig | None = None,
         *,
-        train_size: int | None = None,
-        val_size: float | int = 0.1,
-        data_dir: str | None = None,
-        split_seed: int = 0,
-        device: str = "cpu",
+        data: Any = None,
         augment: str | AugmentPolicy = "none",
         lr_min: float = 1e-4,
         lr_max: float = 1.0,
-        optimizer: str | None = None,
-        episode_length: int = 4,
-        steps_per_segment: int | None = None,
-        reward_metric: str = "accuracy",
-        cost_weight: float = 0.0,
-        cost_metric: str = "seconds",
-        batch_size: int = 128,
-        divergence_penalty: float = 1.0,
-        child_seed: int | None = None,
-        data: Any = None,
+        **child_kwargs: Any,
     ) -> None:
         super().__init__()
         from policysearch.policies.augment import load_policy
 
+        child = self._child_config(child, child_kwargs)
         self.augment = load_policy(augment)
         # The config's lr only seeds the optimizer; every segment sets its own LR before training.
-        self._setup_child_training(
-            dataset=dataset, model=model, train_size=train_size, val_size=val_size, data_dir=data_dir,
-            split_seed=split_seed, device=device, episode_length=episode_length, steps_per_segment=steps_per_segment,
-            reward_metric=reward_metric, cost_weight=cost_weight, cost_metric=cost_metric, batch_size=batch_size,
-            divergence_penalty=divergence_penalty, child_seed=child_seed, data=data, optimizer=optimizer,
-        )
-        self.space = ScheduleSpace(lr_min, lr_max, episode_length, loss_scale=math.log(self.data.num_classes))
+        self._setup_child_training(child, data)
+        self.space = ScheduleSpace(lr_min, lr_max, self.episode_length, loss_scale=math.log(self.data.num_classes))
         self.action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
         bound = self.space.clip
         self.observation_space = spaces.Box(-bound, bound, shape=(self.space.dim,), dtype=np.float32)
@@ -229,3 +217,14 @@ class ScheduleEnv(ChildTrainingEnv):
         knots = [i / self.episode_length for i in range(len(lrs))] + [1.0]
         return LearnedSchedule.from_lrs(lrs + lrs[-1:], progress=knots, interpolation="step", name="learned",
                                         provenance=provenance)
+
+    def export_files(self, out_dir: Path, controller_path: Path | None, controller: str,
+                     provenance: dict[str, Any]) -> dict[str, str]:
+        """The closed-loop export: for an SB3 controller, `controller.json` (the observation / action
+        contract it was trained with, an `AdaptiveSchedule` sidecar) next to its `controller.zip`."""
+        from policysearch.policies.adaptive import ALGOS, AdaptiveSchedule
+
+        if controller_path is None or controller not in ALGOS:
+            return {}
+        adaptive = AdaptiveSchedule.from_env(controller_path, self, algo=controller, provenance=provenance)
+        return {"closed_loop": adaptive.save(controller_path.with_suffix(".json")).name}

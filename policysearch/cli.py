@@ -222,10 +222,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
     import gymnasium as gym
 
-    from policysearch.controllers import RL_CONTROLLERS
     from policysearch.plots import plot_schedules
-    from policysearch.policies.adaptive import AdaptiveSchedule
-    from policysearch.policies.artifact import write_json
     from policysearch.search import run_search
 
     budget = _budget(args)
@@ -239,13 +236,9 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/schedule-{data.name}-{args.controller}")
     result = run_search(env, args.controller, budget, out, seed=args.seed, progress=not args.no_progress,
                         tensorboard=args.tensorboard, artefact_name="schedule.json")
+    # The env wrote the closed-loop export (controller.json) for an SB3 controller.
+    closed_loop = result.summary["files"].get("closed_loop")
     files = [v for v in result.summary["files"].values() if v]
-    if args.controller in RL_CONTROLLERS:
-        # The closed-loop export: the agent plus the observation contract it was trained with.
-        sidecar = AdaptiveSchedule.from_env(out / "controller.zip", env, algo=args.controller).save(out)
-        result.summary["files"]["closed_loop"] = sidecar.name
-        files.append(sidecar.name)
-        write_json(out / "summary.json", result.summary)
     base_lr = env.unwrapped.config.lr  # what `train` would use with a hand-made schedule
     png = plot_schedules(result.artefact, base_lr, out / "schedule.png", title=f"learned on {data.name} ({args.model})")
     if png:
@@ -255,7 +248,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     print(f"learned LRs per segment: {lrs}")
     print(f"wrote {out}/: {', '.join(files)}, summary.json")
     print(f"use it: policysearch train --dataset {args.dataset} --schedule {out / 'schedule.json'}"
-          + (f"  (closed loop: --schedule {out / 'controller.json'})" if args.controller in RL_CONTROLLERS else ""))
+          + (f"  (closed loop: --schedule {out / closed_loop})" if closed_loop else ""))
     if args.json:
         _emit_json(result.summary)
     return 0

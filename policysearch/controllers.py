@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from policysearch.errors import ConfigError, MissingExtraError, UnknownNameError
+from policysearch.search_env import SuggestsEpisodes
+
+if TYPE_CHECKING:
+    from policysearch.search import SearchRecorder
 
 CONTROLLERS = ("ppo", "sac", "a2c", "random", "tpe", "cmaes")
 RL_CONTROLLERS = ("ppo", "sac", "a2c")
@@ -31,8 +35,8 @@ class Controller(abc.ABC):
     name: str = "controller"
 
     @abc.abstractmethod
-    def run(self, recorder: Any, seed: int) -> None:
-        """Drive `recorder` (a SearchRecorder) until `recorder.exhausted`."""
+    def run(self, recorder: SearchRecorder, seed: int) -> None:
+        """Drive `recorder` until `recorder.exhausted`; `recorder.base` is the env's `SearchEnv` side."""
 
     def save(self, path: str | Path) -> Path | None:
         """Write the learned controller; None when there is nothing to save."""
@@ -44,7 +48,7 @@ class RandomController(Controller):
 
     name = "random"
 
-    def run(self, recorder: Any, seed: int) -> None:
+    def run(self, recorder: SearchRecorder, seed: int) -> None:
         recorder.action_space.seed(seed)
         recorder.reset(seed=seed)
         while not recorder.exhausted:
@@ -73,11 +77,11 @@ class SB3Controller(Controller):
     def _build(self, env: Any, seed: int) -> Any:
         import stable_baselines3 as sb3
 
-        common = {"seed": seed, "device": "cpu", "verbose": self.verbose, "tensorboard_log": self.tensorboard_log,
-                  "policy_kwargs": {"net_arch": [64, 64]}}
+        common: dict[str, Any] = {"seed": seed, "device": "cpu", "verbose": self.verbose,
+                                  "tensorboard_log": self.tensorboard_log, "policy_kwargs": {"net_arch": [64, 64]}}
         # Every env step costs a child training: start with less exploration noise than SB3's
         # default (std 0.6 instead of 1.0 in a [-1, 1] box, where std 1 is mostly clipping).
-        on_policy_kwargs = {"net_arch": [64, 64], "log_std_init": -0.5}
+        on_policy_kwargs: dict[str, Any] = {"net_arch": [64, 64], "log_std_init": -0.5}
         ep = self.episode_length
         if self.name == "ppo":
             # Two episodes (at least 8 steps) per update: learning starts after the second episode.
@@ -90,7 +94,7 @@ class SB3Controller(Controller):
         return sb3.SAC("MlpPolicy", env, learning_starts=2 * ep, batch_size=16, buffer_size=10_000, train_freq=1,
                        gradient_steps=2, gamma=1.0, learning_rate=1e-3, **common)
 
-    def run(self, recorder: Any, seed: int) -> None:
+    def run(self, recorder: SearchRecorder, seed: int) -> None:
         from stable_baselines3.common.callbacks import BaseCallback
 
         if self.tensorboard_log:
@@ -117,8 +121,8 @@ class SB3Controller(Controller):
 
 class OptunaController(Controller):
     """Optuna's TPE or CMA-ES. One trial is one child training: over the action vector in a
-    static-mode env, or, for an env that offers `suggest_episode(trial)` (Schedule-v0: a cosine /
-    onecycle family and its peak LR), over that env's own low-dimensional baseline space."""
+    static-mode env, or, for an env that `SuggestsEpisodes` (Schedule-v0: a cosine / onecycle
+    family and its peak LR), over that env's own low-dimensional baseline space."""
 
     def __init__(self, sampler: str) -> None:
         if sampler not in ("tpe", "cmaes"):
@@ -126,18 +130,18 @@ class OptunaController(Controller):
         self.name = sampler
         self.study: Any = None
 
-    def run(self, recorder: Any, seed: int) -> None:
+    def run(self, recorder: SearchRecorder, seed: int) -> None:
         try:
             import optuna
         except ImportError as exc:
             raise MissingExtraError("optuna", "optuna", f"controller {self.name!r}") from exc
-        base = recorder.unwrapped
-        episodic = hasattr(base, "suggest_episode")
-        if not episodic and getattr(base, "mode", "static") != "static":
+        base = recorder.base
+        suggester = base if isinstance(base, SuggestsEpisodes) else None
+        if suggester is None and base.mode != "static":
             raise ConfigError(f"controller {self.name!r} needs a one-step env: use mode='static'")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         if self.name == "tpe":
-            sampler = optuna.samplers.TPESampler(seed=seed)
+            sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(seed=seed)
         else:
             try:
                 import cmaes  # noqa: F401  (Optuna's CMA-ES sampler needs it)
@@ -145,7 +149,10 @@ class OptunaController(Controller):
                 raise MissingExtraError("cmaes", "optuna", "controller 'cmaes'") from exc
             sampler = optuna.samplers.CmaEsSampler(seed=seed)
         self.study = optuna.create_study(direction="maximize", sampler=sampler)
-        dim = int(np.prod(recorder.action_space.shape))
+        shape = recorder.action_space.shape
+        if shape is None:
+            raise ConfigError(f"controller {self.name!r} needs a Box action space, got {recorder.action_space}")
+        dim = int(np.prod(shape))
         recorder.reset(seed=seed)
         first = True
 
@@ -154,9 +161,9 @@ class OptunaController(Controller):
             if not first:
                 recorder.reset()
             first = False
-            if episodic:
+            if suggester is not None:
                 total = 0.0
-                for action in base.suggest_episode(trial):
+                for action in suggester.suggest_episode(trial):
                     _, reward, terminated, truncated, _ = recorder.step(action)
                     total += float(reward)
                     if terminated or truncated:

@@ -1,8 +1,9 @@
 """The search driver: run a controller on an env within a budget, log every episode, export the best.
 
 A run directory holds ``episodes.jsonl`` (every decision with its concrete values, so a search can
-be replayed and plotted), ``summary.json``, the exported artefact, the controller (SB3 zip) and
-``search.png``.
+be replayed and plotted), ``summary.json``, the exported artefact, the controller (SB3 zip),
+``search.png``, and whatever files the env exports besides (Schedule-v0: ``controller.json``).
+What the driver may ask of an env is `policysearch.search_env.SearchEnv`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import gymnasium as gym
 
 from policysearch.errors import ConfigError
+from policysearch.search_env import SearchEnv, as_search_env
 
 
 @dataclass(frozen=True)
@@ -50,8 +52,7 @@ class SearchRecorder(gym.Wrapper):
     """Wraps an env: logs every step and episode to JSONL, tracks the best episode, enforces the budget.
 
     Args:
-        env: a policysearch env (exposes `mode`, `episode_length`, `reward_metric`, `cost_weight`,
-            `cost_metric`, `last_seconds`).
+        env: an env whose `unwrapped` implements `policysearch.search_env.SearchEnv`.
         budget: when to stop.
         path: the episodes.jsonl file (None: keep in memory only).
         progress: show a progress bar on stderr.
@@ -64,7 +65,7 @@ class SearchRecorder(gym.Wrapper):
         from tqdm.auto import tqdm
 
         self.budget, self.controller = budget, controller
-        self.base = env.unwrapped
+        self.base: SearchEnv = as_search_env(env)
         self.path = Path(path) if path else None
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,7 +111,7 @@ class SearchRecorder(gym.Wrapper):
         if self._current is None:
             raise ConfigError("reset() the env before step()")
         obs, reward, terminated, truncated, info = self.env.step(action)
-        seconds = float(getattr(self.base, "last_seconds", 0.0))
+        seconds = float(self.base.last_seconds)
         self.env_steps += 1
         self.train_seconds += seconds
         self.train_flops += float(info.get("train_flops", 0.0))
@@ -187,7 +188,9 @@ def run_search(
     """Search with `controller_name` on `env` until `budget` is spent and export the best episode.
 
     Args:
-        env: a policysearch env (Augment-v0, ...) exposing `export(steps, provenance)` and `describe()`.
+        env: a policysearch env (Augment-v0, ...): its `unwrapped` implements
+            `policysearch.search_env.SearchEnv`. Its `export_files` hook writes any further files
+            (Schedule-v0: the closed-loop `controller.json`), listed in the summary's "files".
         controller_name: see `policysearch.controllers.CONTROLLERS`.
         budget: when to stop.
         out_dir: where to write the run (None: nothing is written).
@@ -199,11 +202,11 @@ def run_search(
     from policysearch.controllers import make_controller
     from policysearch.policies.artifact import provenance, write_json
 
-    base = env.unwrapped
+    base = as_search_env(env)
     out = Path(out_dir) if out_dir else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
-    controller = make_controller(controller_name, base.episode_length,  # type: ignore[attr-defined]
+    controller = make_controller(controller_name, base.episode_length,
                                  tensorboard_log=str(out / "tensorboard") if (tensorboard and out) else None)
     recorder = SearchRecorder(env, budget, out / "episodes.jsonl" if out else None, progress, controller_name)
     try:
@@ -216,15 +219,15 @@ def run_search(
             "raise the budget or lower the learning rate"
         )
     best = recorder.best
-    env_info = base.describe()  # type: ignore[attr-defined]
-    prov = provenance(
+    env_info = base.describe()
+    search_prov = provenance(
         env_id=env_info.get("env_id"), dataset=env_info.get("dataset"),
         dataset_fingerprint=env_info.get("dataset_fingerprint"), model=env_info.get("model"),
         reward_metric=env_info.get("reward_metric"), controller=controller_name, seed=seed,
         budget=asdict(budget), episodes=len(recorder.episodes), child_trainings=recorder.child_trainings,
-        best_episode=best["episode"], best_val_metric=best["metric"],
     )
-    artefact = base.export(best["steps"], prov)  # type: ignore[attr-defined]
+    artefact = base.export(best["steps"], {**search_prov, "best_episode": best["episode"],
+                                           "best_val_metric": best["metric"]})
     summary: dict[str, Any] = {
         "env": env_info,
         "controller": controller_name,
@@ -247,8 +250,11 @@ def run_search(
                             "controller": saved.name if saved else None}
         from policysearch.plots import plot_search
 
-        png = plot_search(recorder.episodes, out / "search.png", title=f"{controller_name} on {env_info.get('dataset')}")
+        png = plot_search(recorder.episodes, out / "search.png",
+                          title=f"{controller_name} on {env_info.get('dataset')}")
         summary["files"]["plot"] = png.name if png else None
+        # The env's own exports from the search (Schedule-v0: the closed-loop controller.json).
+        summary["files"].update(base.export_files(out, saved, controller_name, search_prov))
         write_json(out / "summary.json", summary)
     return SearchResult(artefact, recorder.episodes, summary, out)
 

@@ -289,6 +289,22 @@ def test_env_loads_a_checkpoint(tmp_path, digits, teachers):
     assert env.unwrapped.model_name == "cnn" and env.unwrapped.describe()["layers"][0] == "features.0.0"
 
 
+def test_env_implements_the_search_contract_on_the_shared_base(make, digits, teachers):
+    from policysearch.envs.base import ChildConfig, ChildEnv
+    from policysearch.search_env import SuggestsEpisodes, as_search_env
+
+    env = make(child=ChildConfig(child_seed=5, split_seed=1), divergence_penalty=2.0)
+    base = as_search_env(env)
+    assert isinstance(base, ChildEnv) and isinstance(base, SuggestsEpisodes) and base.mode == "schedule"
+    assert (base.cost_metric, base.cost_weight, base.reward_metric) == ("tflops", 0.0, "accuracy")
+    assert base.child_seed == 5 and base.divergence_penalty == 2.0 and base.describe()["child_seed"] == 5
+    assert base.reset(seed=0)[1]["child_seed"] == 5
+    with pytest.raises(ConfigError, match="Compress-v0 does not use ChildConfig.model"):
+        make(child=ChildConfig(model="resnet"))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'episode_length'"):
+        make(episode_length=3)
+
+
 def test_random_search_writes_a_loadable_plan(make, tmp_path):
     env = make(flops_target=0.5)
     result = run_search(env, "random", Budget(child_trainings=2), tmp_path, seed=0, progress=False,

@@ -197,6 +197,17 @@ def test_tiny_ppo_search_writes_a_loadable_schedule(ppo_run):
 # ---------------------------------------------------------------------- closed-loop controller
 
 
+def test_run_search_writes_the_closed_loop_export(ppo_run):
+    """`run_search` itself (not only the CLI) writes controller.json next to controller.zip."""
+    env, result, out = ppo_run
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["files"]["closed_loop"] == "controller.json" == result.summary["files"]["closed_loop"]
+    adaptive = AdaptiveSchedule.load(out / "controller.json")
+    assert adaptive.algo == "ppo" and adaptive.space == env.unwrapped.space
+    assert adaptive.provenance["controller"] == "ppo" and adaptive.provenance["seed"] == 0
+    assert "best_episode" not in adaptive.provenance  # the controller is the final agent, not the best episode
+
+
 STATS = {"progress": 0.5, "train_loss": 1.2, "val_loss": 1.4, "val_metric": 0.6, "prev_train_loss": 2.0,
          "prev_val_loss": 2.1, "prev_val_metric": 0.3, "lr": 0.05, "grad_norm_mean": 1.5, "grad_norm_std": 0.4,
          "segments_left": 1}
@@ -312,7 +323,7 @@ def test_tpe_searches_the_cosine_onecycle_family(digits, tmp_path):
         assert all(1e-3 <= lr <= 0.5 for lr in lrs)
         assert lrs[-1] < max(lrs)  # both families anneal: the last segment is never the peak
     assert isinstance(LearnedSchedule.load(tmp_path / "schedule.json"), LearnedSchedule)
-    assert result.summary["controller"] == "tpe"
+    assert result.summary["controller"] == "tpe" and "closed_loop" not in result.summary["files"]
 
 
 @pytest.mark.parametrize("controller", ["sac", "a2c"])
@@ -324,5 +335,6 @@ def test_other_sb3_controllers_run_and_save(digits, tmp_path, controller):
     result = run_search(env, controller, Budget(child_trainings=3), tmp_path, seed=0, progress=False,
                         artefact_name="schedule.json")
     assert result.summary["child_trainings"] == 3 and (tmp_path / "controller.zip").is_file()
+    assert AdaptiveSchedule.load(tmp_path / "controller.json").algo == controller
     assert AdaptiveSchedule.from_env(tmp_path / "controller.zip", env, algo=controller).lr_for(
         {"progress": 0.0, "val_loss": 2.0, "val_metric": 0.1}) > 0
