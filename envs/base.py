@@ -47,6 +47,7 @@ class ChildConfig:
         batch_size: The child's batch size.
         lr: The child's base learning rate; None: the model's (Augment-v0 only).
         optimizer: "sgd", "adamw"; None: the model's (not Compress-v0).
+        weight_decay, label_smoothing, amp: As in `policysearch.trainer.TrainConfig` (not Compress-v0).
         episode_length: Segments per child training (not Compress-v0: one step per layer).
         steps_per_segment: Optimizer steps per segment; None: one epoch of the training split
             (not Compress-v0).
@@ -71,6 +72,9 @@ class ChildConfig:
     batch_size: int = 128
     lr: float | None = None
     optimizer: str | None = None
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    amp: bool = True
     episode_length: int = 4
     steps_per_segment: int | None = None
     reward_metric: str = "accuracy"
@@ -178,7 +182,8 @@ class ChildTrainingEnv(ChildEnv):
         from policysearch.trainer import TrainConfig
 
         self.config = TrainConfig(model=child.model, batch_size=child.batch_size, lr=child.lr,
-                                  optimizer=child.optimizer, device=str(child.device))
+                                  optimizer=child.optimizer, weight_decay=child.weight_decay,
+                                  label_smoothing=child.label_smoothing, amp=child.amp, device=str(child.device))
         self._setup_child(child, data)
         steps_per_segment = child.steps_per_segment
         if steps_per_segment is None:

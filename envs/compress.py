@@ -206,7 +206,7 @@ class CompressEnv(ChildEnv):
     ENV_ID = "policysearch/Compress-v0"
     # The teacher is the model; an episode is one decision per layer, then one distillation fine-tune.
     UNUSED_CHILD_FIELDS = ("model", "lr", "optimizer", "episode_length", "steps_per_segment", "reward_metric",
-                           "cost_weight", "cost_metric")
+                           "cost_weight", "cost_metric", "weight_decay", "label_smoothing", "amp")
 
     def __init__(
         self,
