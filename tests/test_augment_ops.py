@@ -4,8 +4,7 @@ and two ops match a reference built here from torch / kornia primitives."""
 import pytest
 import torch
 
-from policysearch.policies.augment import NUM_BINS, OP_NAMES, OPS, AugmentPolicy
-from policysearch.policies.augment import _apply_ops as apply_ops
+from policysearch.policies.augment import NUM_BINS, OP_NAMES, OPS, AugmentPolicy, apply_ops
 
 
 def images(shape=(12, 3, 16, 16), seed=0):
