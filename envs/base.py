@@ -12,8 +12,8 @@ from typing import Any
 
 import gymnasium as gym
 
-from policysearch.envs.rewards import COST_METRICS, REWARD_METRICS
 from policysearch.errors import ConfigError, UnknownNameError
+from policysearch.metrics import COST_METRICS, REWARD_METRICS
 
 
 class ChildTrainingEnv(gym.Env):

@@ -22,7 +22,14 @@ from torch import nn
 
 from policysearch.data import DeviceData
 from policysearch.errors import ConfigError, DivergenceError, UnknownNameError
-from policysearch.metrics import Cost, classification_metrics, count_parameters, flops_per_image, peak_memory_mb
+from policysearch.metrics import (
+    Cost,
+    classification_metrics,
+    count_parameters,
+    flops_per_image,
+    peak_memory_mb,
+    reward_value,
+)
 from policysearch.models import MODELS, build_model
 from policysearch.policies.augment import AugmentPolicy
 
@@ -379,8 +386,6 @@ def _train_closed_loop(trainer: Trainer, total: int, augment: AugmentPolicy | No
                        history: list[dict[str, float]]) -> None:
     """Let a trained controller set the LR from live statistics, exactly as in its env: it decides
     at the start and after each of its equal segments, reading the validation split."""
-    from policysearch.envs.rewards import reward_value
-
     def evaluate() -> tuple[float, float]:
         val = trainer.evaluate("val")
         return val["nll"], reward_value(val, adaptive.reward_metric)
