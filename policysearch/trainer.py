@@ -360,11 +360,12 @@ def _train_closed_loop(trainer: Trainer, total: int, augment: AugmentPolicy | No
                        history: list[dict[str, float]]) -> None:
     """Let a trained controller set the LR from live statistics, exactly as in its env: it decides
     at the start and after each of its equal segments, reading the validation split."""
-    def evaluate() -> tuple[float, float]:
+
+    def val_nll_and_reward() -> tuple[float, float]:
         val = trainer.evaluate("val")
         return val["nll"], reward_value(val, adaptive.reward_metric)
 
-    callback = adaptive.callback(trainer.optimizer, max(total, adaptive.segments), evaluate)
+    callback = adaptive.callback(trainer.optimizer, max(total, adaptive.segments), val_nll_and_reward)
     for _ in range(total):
         stats = trainer.train_segment(1, augment, lr=None)
         if stats.diverged:
