@@ -58,7 +58,7 @@ def main() -> int:
 
     import policysearch  # noqa: F401  (registers the envs)
     from policysearch.data import load_dataset, prepare
-    from policysearch.evaluate import comparison_rows, compare
+    from policysearch.compare import compare, comparison_rows
     from policysearch.report import format_table
     from policysearch.search import Budget, read_episodes, run_search
     from policysearch.trainer import TrainConfig

@@ -78,8 +78,8 @@ def main() -> int:
 
     import policysearch  # noqa: F401  (registers the envs)
     from policysearch.checkpoint import load_checkpoint
-    from policysearch.compression import finish
     from policysearch.data import load_dataset, prepare
+    from policysearch.distill import finish
     from policysearch.policies.schedule import named_schedule
     from policysearch.report import format_table
     from policysearch.search import Budget, run_search

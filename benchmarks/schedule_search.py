@@ -82,7 +82,7 @@ def main() -> int:
     args = parse_args()
     import policysearch  # noqa: F401  (registers the envs)
     from policysearch.data import prepare
-    from policysearch.evaluate import comparison_rows, compare
+    from policysearch.compare import compare, comparison_rows
     from policysearch.report import format_table
     from policysearch.trainer import TrainConfig
 

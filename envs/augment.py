@@ -15,8 +15,8 @@ import numpy as np
 from gymnasium import spaces
 
 from policysearch.envs.base import ChildConfig, ChildTrainingEnv
-from policysearch.envs.rewards import cost_units, reward_value
 from policysearch.errors import ConfigError, UnknownNameError
+from policysearch.metrics import cost_units, reward_value
 from policysearch.policies.augment import MAGNITUDE_SCALES, OPS, TRIVIAL_OPS, AugmentPolicy
 from policysearch.search_env import MODES
 

@@ -23,8 +23,8 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 
-from policysearch.envs.rewards import COST_METRICS, REWARD_METRICS
 from policysearch.errors import ConfigError, UnknownNameError
+from policysearch.metrics import COST_METRICS, REWARD_METRICS
 
 
 def _is_int(value: Any) -> bool:

@@ -229,7 +229,8 @@ class CompressEnv(ChildEnv):
         **child_kwargs: Any,
     ) -> None:
         super().__init__()
-        from policysearch.distill import _check_kd, evaluate_model
+        from policysearch.distill import _check_kd
+        from policysearch.evaluate import evaluate
         from policysearch.metrics import count_parameters, flops_per_image
         from policysearch.policies.compress import channel_groups, require_torch_pruning
         from policysearch.trainer import MAX_LR
@@ -316,7 +317,7 @@ class CompressEnv(ChildEnv):
                 f"{self.model_name} keeps {smallest / self.teacher_flops:.3f} of its FLOPs; raise flops_target "
                 "or lower min_keep"
             )
-        self.teacher_val = evaluate_model(self.teacher, data, "val")
+        self.teacher_val = evaluate(self.teacher, data, "val")
 
         self.episode_length = len(self.groups)  # one episode is one child (one student): mode "schedule"
         self.flops_target, self.min_keep, self.max_keep = float(flops_target), float(min_keep), float(max_keep)
@@ -419,7 +420,8 @@ class CompressEnv(ChildEnv):
 
     def _finish(self, info: dict[str, Any]) -> float:
         """Prune, distill, score; fills `info` and returns the episode's reward."""
-        from policysearch.distill import distill, evaluate_model
+        from policysearch.distill import distill
+        from policysearch.evaluate import evaluate
         from policysearch.metrics import count_parameters, flops_per_image
 
         plan = self._plan()
@@ -444,7 +446,7 @@ class CompressEnv(ChildEnv):
                         self.divergence_penalty)
             info["diverged"], info["val"] = stats.diverged, {}
             return -self.divergence_penalty
-        val = evaluate_model(student, self.data, "val")
+        val = evaluate(student, self.data, "val")
         accuracy = float(val["accuracy"])
         info["val"], info["metric"] = dict(val), accuracy
         if self.reward == "acc":

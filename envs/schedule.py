@@ -16,8 +16,8 @@ import numpy as np
 from gymnasium import spaces
 
 from policysearch.envs.base import ChildConfig, ChildTrainingEnv
-from policysearch.envs.rewards import cost_units, reward_value
 from policysearch.errors import ConfigError
+from policysearch.metrics import cost_units, reward_value
 from policysearch.policies.adaptive import OBSERVATION_NAMES, ScheduleSpace
 from policysearch.policies.augment import AugmentPolicy
 from policysearch.policies.schedule import LearnedSchedule

@@ -43,6 +43,7 @@ import torch
 
 from policysearch.checks import check_int, check_number
 from policysearch.errors import ConfigError, PolicyFormatError, UnknownNameError
+from policysearch.metrics import REWARD_METRICS
 from policysearch.policies.artifact import provenance as make_provenance
 from policysearch.policies.artifact import read_json, require, unwrap, wrap, write_json
 from policysearch.policies.schedule import LOG10_LR_MAX, LOG10_LR_MIN
@@ -292,8 +293,6 @@ class AdaptiveSchedule:
         search_steps_per_segment: int | None = None,
         provenance: dict[str, Any] | None = None,
     ) -> None:
-        from policysearch.envs.rewards import REWARD_METRICS
-
         algo = algo if algo is not None else type(model).__name__.lower()
         if algo not in ALGOS:
             raise UnknownNameError("controller algorithm", algo, ALGOS)
@@ -410,8 +409,6 @@ class AdaptiveSchedule:
             raise PolicyFormatError(f"{source}: field 'algo' is {algo!r}, expected one of {', '.join(ALGOS)}")
         controller_file = require(data, "controller_file", str, source)
         reward_metric = require(data, "reward_metric", str, source)
-        from policysearch.envs.rewards import REWARD_METRICS
-
         if reward_metric not in REWARD_METRICS:
             raise PolicyFormatError(
                 f"{source}: field 'reward_metric' is {reward_metric!r}, expected one of {', '.join(REWARD_METRICS)}"

@@ -11,7 +11,9 @@ A policy is
 
 Magnitudes follow kornia's convention: bin ``b`` in ``0..9`` selects the interval
 ``[lo + (hi-lo)*b/10, lo + (hi-lo)*(b+1)/10]`` of the op's range, and the value is drawn uniformly
-inside it for every sample. `OPS` is the one table of ranges; nothing else hard-codes them.
+inside it for every sample. `OPS` is the one table of ops: each entry holds the op's magnitude ranges
+and its batched kernel (`policysearch.policies.ops`), so adding an op is adding one entry; nothing else
+hard-codes ranges or dispatches on op names.
 Operations follow PIL's semantics (what AutoAugment was searched with); kornia's own wrappers differ
 in a few scalings (e.g. they read shear fractions as degrees / 180), so a policy run through kornia's
 AutoAugment is the same policy with kornia's op implementations, not a bit-identical replay.
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ import torch
 from torch import nn
 
 from policysearch.errors import ConfigError, PolicyFormatError, UnknownNameError
+from policysearch.policies import ops
 from policysearch.policies.artifact import JsonArtefact, require, unwrap, wrap
 
 NUM_BINS = 10
@@ -41,7 +44,12 @@ MAGNITUDE_SCALES = ("standard", "wide")
 
 @dataclass(frozen=True)
 class OpSpec:
-    """One augmentation op: its magnitude range and the magnitude at which it does nothing."""
+    """One augmentation op: its magnitude ranges, the magnitude at which it does nothing, its kernel.
+
+    ``kernel`` is a function of `policysearch.policies.ops`: for a geometric op it maps magnitudes to
+    2x3 pixel-space matrices (all geometric ops of a stage then share one warp), for a colour op it
+    maps ``(images, magnitudes)`` to images.
+    """
 
     name: str
     geometric: bool
@@ -49,6 +57,7 @@ class OpSpec:
     wide: tuple[float, float] | None  # TrivialAugment-wide range
     neutral: float | None  # magnitude that leaves the image unchanged
     unit: str
+    kernel: Callable[..., torch.Tensor]
 
     def range(self, scale: str) -> tuple[float, float] | None:
         return self.standard if scale == "standard" else self.wide
@@ -72,20 +81,21 @@ class OpSpec:
 OPS: dict[str, OpSpec] = {
     op.name: op
     for op in (
-        OpSpec("shear_x", True, (-0.3, 0.3), (-0.99, 0.99), 0.0, "shear factor"),
-        OpSpec("shear_y", True, (-0.3, 0.3), (-0.99, 0.99), 0.0, "shear factor"),
-        OpSpec("translate_x", True, (-0.5, 0.5), (-1.0, 1.0), 0.0, "fraction of width"),
-        OpSpec("translate_y", True, (-0.5, 0.5), (-1.0, 1.0), 0.0, "fraction of height"),
-        OpSpec("rotate", True, (-30.0, 30.0), (-135.0, 135.0), 0.0, "degrees"),
-        OpSpec("brightness", False, (0.1, 1.9), (0.01, 1.99), 1.0, "blend factor with black"),
-        OpSpec("color", False, (0.1, 1.9), (0.01, 1.99), 1.0, "blend factor with grey (saturation)"),
-        OpSpec("contrast", False, (0.1, 1.9), (0.01, 1.99), 1.0, "blend factor with the mean grey"),
-        OpSpec("sharpness", False, (0.1, 1.9), (0.01, 1.99), 1.0, "blend factor with a smoothed image"),
-        OpSpec("posterize", False, (4.0, 8.0), (2.0, 8.0), 8.0, "bits kept"),
-        OpSpec("solarize", False, (0.0, 1.0), (0.0, 1.0), 1.0, "threshold (fraction of 255)"),
-        OpSpec("auto_contrast", False, None, None, None, "-"),
-        OpSpec("equalize", False, None, None, None, "-"),
-        OpSpec("invert", False, None, None, None, "-"),
+        OpSpec("shear_x", True, (-0.3, 0.3), (-0.99, 0.99), 0.0, "shear factor", ops.shear_x),
+        OpSpec("shear_y", True, (-0.3, 0.3), (-0.99, 0.99), 0.0, "shear factor", ops.shear_y),
+        OpSpec("translate_x", True, (-0.5, 0.5), (-1.0, 1.0), 0.0, "fraction of width", ops.translate_x),
+        OpSpec("translate_y", True, (-0.5, 0.5), (-1.0, 1.0), 0.0, "fraction of height", ops.translate_y),
+        OpSpec("rotate", True, (-30.0, 30.0), (-135.0, 135.0), 0.0, "degrees", ops.rotate),
+        OpSpec("brightness", False, (0.1, 1.9), (0.01, 1.99), 1.0, "blend factor with black", ops.brightness),
+        OpSpec("color", False, (0.1, 1.9), (0.01, 1.99), 1.0, "blend factor with grey (saturation)", ops.color),
+        OpSpec("contrast", False, (0.1, 1.9), (0.01, 1.99), 1.0, "blend factor with the mean grey", ops.contrast),
+        OpSpec("sharpness", False, (0.1, 1.9), (0.01, 1.99), 1.0, "blend factor with a smoothed image",
+               ops.sharpness),
+        OpSpec("posterize", False, (4.0, 8.0), (2.0, 8.0), 8.0, "bits kept", ops.posterize),
+        OpSpec("solarize", False, (0.0, 1.0), (0.0, 1.0), 1.0, "threshold (fraction of 255)", ops.solarize),
+        OpSpec("auto_contrast", False, None, None, None, "-", ops.auto_contrast),
+        OpSpec("equalize", False, None, None, None, "-", ops.equalize),
+        OpSpec("invert", False, None, None, None, "-", ops.invert),
     )
 }
 OP_NAMES = tuple(OPS)
@@ -274,7 +284,7 @@ class AugmentPolicy(JsonArtefact, nn.Module):
             safe_op = op.clamp(min=0)
             lo, hi = self._lo[safe_op], self._hi[safe_op]
             magnitude = lo + (hi - lo) * (self._bin[choice, stage] + u) / NUM_BINS
-            x = _apply_ops(x, torch.where(applied, op, torch.full_like(op, -1)), magnitude)
+            x = apply_ops(x, torch.where(applied, op, torch.full_like(op, -1)), magnitude)
         return x
 
     def _apply_mix(
@@ -399,78 +409,21 @@ def _random_shift(x: torch.Tensor, crop: float, g: torch.Generator | None) -> to
     return out.gather(3, cols[:, None, None, :].expand(b, c, h, w))
 
 
-def _grey(x: torch.Tensor) -> torch.Tensor:
-    if x.shape[1] == 3:
-        weights = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype)
-        return (x * weights[None, :, None, None]).sum(1, keepdim=True)
-    return x.mean(1, keepdim=True)
-
-
-def _color_op(name: str, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    import kornia
-
-    f = m[:, None, None, None]
-    if name == "brightness":
-        return x * f
-    if name == "contrast":
-        mean = _grey(x).mean(dim=(2, 3), keepdim=True)
-        return mean + f * (x - mean)
-    if name == "color":
-        grey = _grey(x)
-        return grey + f * (x - grey)
-    if name == "sharpness":
-        return kornia.enhance.sharpness(x, m)
-    if name == "posterize":
-        step = torch.pow(2.0, 8.0 - f.round())
-        return torch.floor(x * 255.0 / step) * step / 255.0
-    if name == "solarize":
-        return torch.where(x >= f, 1.0 - x, x)
-    if name == "equalize":
-        return kornia.enhance.equalize(x)
-    if name == "invert":
-        return 1.0 - x
-    if name == "auto_contrast":
-        lo = x.amin(dim=(2, 3), keepdim=True)
-        hi = x.amax(dim=(2, 3), keepdim=True)
-        span = hi - lo
-        return torch.where(span > 0, (x - lo) / span.clamp(min=1e-6), x)
-    raise AssertionError(f"no colour implementation for {name}")  # OPS and this function disagree
-
-
 _GEOMETRIC = torch.tensor([OPS[n].geometric for n in OP_NAMES])
 
 
-def _affine(op: torch.Tensor, m: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Per-sample 2x3 pixel-space matrices for the geometric ops (identity elsewhere)."""
-    b = op.shape[0]
-    mat = torch.zeros(b, 2, 3, device=m.device, dtype=m.dtype)
-    mat[:, 0, 0] = 1.0
-    mat[:, 1, 1] = 1.0
-    cx, cy = (w - 1) / 2, (h - 1) / 2
-    index = {name: OP_NAMES.index(name) for name in ("shear_x", "shear_y", "translate_x", "translate_y", "rotate")}
-    is_ = {name: op == i for name, i in index.items()}
-    zero = torch.zeros_like(m)
-    sx = torch.where(is_["shear_x"], m, zero)
-    sy = torch.where(is_["shear_y"], m, zero)
-    mat[:, 0, 1] = sx
-    mat[:, 0, 2] = -sx * cy + torch.where(is_["translate_x"], m * w, zero)
-    mat[:, 1, 0] = sy
-    mat[:, 1, 2] = -sy * cx + torch.where(is_["translate_y"], m * h, zero)
-    theta = torch.deg2rad(torch.where(is_["rotate"], m, zero))
-    cos, sin = torch.cos(theta), torch.sin(theta)
-    rot = is_["rotate"]
-    mat[rot, 0, 0], mat[rot, 0, 1] = cos[rot], -sin[rot]
-    mat[rot, 1, 0], mat[rot, 1, 1] = sin[rot], cos[rot]
-    mat[rot, 0, 2] = (cx - cos * cx + sin * cy)[rot]
-    mat[rot, 1, 2] = (cy - sin * cx - cos * cy)[rot]
-    return mat
+def apply_ops(x: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
+    """Apply op ``OP_NAMES[op[i]]`` with ``magnitude[i]`` to sample i (``-1``: nothing), through the
+    kernels of `OPS`: one call per colour op in use, and one warp for all geometric ops of the stage.
 
+    Args:
+        x: float images in [0, 1], shape (B, C, H, W).
+        op: op indices into `OP_NAMES`, shape (B,), ``-1`` for no op.
+        magnitude: per-sample magnitudes in the op's own unit, shape (B,).
 
-def _apply_ops(x: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
-    """Apply op ``op[i]`` with ``magnitude[i]`` to sample i (``-1``: nothing); one kernel per op in use,
-    and all geometric ops of the stage in a single warp."""
-    import kornia
-
+    Returns:
+        A new batch in [0, 1] (``x`` itself when no sample gets an op).
+    """
     present = torch.unique(op[op >= 0]).tolist()
     if not present:
         return x
@@ -479,14 +432,20 @@ def _apply_ops(x: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor) -> to
     if bool(geometric.any()):
         idx = geometric.nonzero().squeeze(1)
         h, w = x.shape[-2:]
-        mat = _affine(op[idx], magnitude[idx].to(x.dtype), h, w)
-        out[idx] = kornia.geometry.transform.warp_affine(x[idx], mat, (h, w), align_corners=True)
+        sub_op, m = op[idx], magnitude[idx].to(x.dtype)
+        mat = torch.empty(len(idx), 2, 3, device=x.device, dtype=x.dtype)  # each row is one op's, below
+        for i in present:
+            spec = OPS[OP_NAMES[i]]
+            if spec.geometric:
+                chosen = sub_op == i
+                mat[chosen] = spec.kernel(m[chosen], h, w)
+        out[idx] = ops.warp(x[idx], mat)
     for i in present:
-        name = OP_NAMES[i]
-        if OPS[name].geometric:
+        spec = OPS[OP_NAMES[i]]
+        if spec.geometric:
             continue
         idx = (op == i).nonzero().squeeze(1)
-        out[idx] = _color_op(name, x[idx], magnitude[idx].to(x.dtype)).clamp(0.0, 1.0)
+        out[idx] = spec.kernel(x[idx], magnitude[idx].to(x.dtype)).clamp(0.0, 1.0)
     return out
 
 

@@ -90,7 +90,7 @@ def _emit_json(obj: Any) -> None:
 # ---------------------------------------------------------------------- commands
 def cmd_train(args: argparse.Namespace) -> int:
     from policysearch.checkpoint import save_checkpoint
-    from policysearch.evaluate import policy_label
+    from policysearch.compare import policy_label
     from policysearch.policies.adaptive import resolve_schedule
     from policysearch.policies.augment import load_policy
     from policysearch.report import format_table
@@ -127,7 +127,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from policysearch.evaluate import comparison_rows, compare
+    from policysearch.compare import compare, comparison_rows
     from policysearch.report import format_table
 
     augments = [a for a in args.augment.split(",") if a]
@@ -281,7 +281,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     import gymnasium as gym
 
     from policysearch.checkpoint import save_checkpoint
-    from policysearch.compression import finish
+    from policysearch.distill import finish
     from policysearch.policies.artifact import write_json
     from policysearch.report import format_table
     from policysearch.search import run_search
@@ -327,7 +327,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from policysearch.evaluate import comparison_rows, compare
+    from policysearch.compare import compare, comparison_rows
     from policysearch.plots import plot_comparison
     from policysearch.policies.artifact import write_json
     from policysearch.report import format_table

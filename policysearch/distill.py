@@ -1,4 +1,7 @@
-"""Knowledge distillation: fine-tune a (pruned) student on the soft targets of its teacher.
+"""Knowledge distillation: fine-tune a (pruned) student on the soft targets of its teacher; and the end
+of a compression job built on it (`finish`: prune the teacher by the best plan, distil it for longer,
+and compare teacher and student by their `model_card`: test quality, FLOPs, parameters, file size,
+CPU latency).
 
 The loss is Hinton et al.'s (2015): ``alpha * T^2 * KL(softmax(t / T) || softmax(s / T)) +
 (1 - alpha) * CE(s, y)``. The T^2 factor keeps the soft term's gradients on the scale of the hard
@@ -13,7 +16,11 @@ fine-tune with the same seed would. Only the loss differs.
 from __future__ import annotations
 
 import math
+import statistics
+import tempfile
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,9 +29,11 @@ from torch import nn
 
 from policysearch.data import DeviceData
 from policysearch.errors import ConfigError
-from policysearch.trainer import MAX_LR, Trainer, TrainConfig, resolve_device, soft_cross_entropy
+from policysearch.evaluate import evaluate
+from policysearch.metrics import count_parameters, flops_per_image
+from policysearch.trainer import MAX_LR, TrainConfig, Trainer, resolve_device, soft_cross_entropy
 
-__all__ = ["DistillStats", "distill", "evaluate_model", "kd_loss"]
+__all__ = ["DistillStats", "distill", "finish", "kd_loss", "latency_ms", "model_card", "state_dict_bytes"]
 
 
 def _check_kd(temperature: float, alpha: float) -> None:
@@ -102,15 +111,6 @@ def _config(data: DeviceData, lr: float, batch_size: int, seed: int, weight_deca
                        seed=seed, device=str(data.device))
 
 
-def evaluate_model(model: nn.Module, data: DeviceData, split: str = "val") -> dict[str, float]:
-    """Accuracy, macro P / R / F1, ECE and NLL of `model` on a split, normalised like the Trainer.
-
-    The model is moved to ``data.device`` and left in eval mode.
-    """
-    batch = max(1, min(128, len(data.y_train)))
-    return Trainer(data, _config(data, lr=0.1, batch_size=batch, seed=0), total_steps=1, model=model).evaluate(split)
-
-
 def distill(
     student: nn.Module,
     teacher: nn.Module,
@@ -150,8 +150,6 @@ def distill(
     _check_kd(temperature, alpha)
     if device is not None and resolve_device(device) != data.device:
         raise ConfigError(f"device={device!r} but the data lives on {data.device}; prepare the data on that device")
-    from policysearch.metrics import flops_per_image
-
     dev = data.device
     teacher_was_training = teacher.training
     teacher = teacher.to(dev).eval()
@@ -175,3 +173,66 @@ def distill(
         train_flops=float(stats.images) * (trainer.train_flops_per_image + teacher_flops),
         diverged=f"distillation {trainer.diverged}" if trainer.diverged else None,
     )
+
+
+# ---------------------------------------------------------------------- the end of a compression job
+@torch.inference_mode()
+def latency_ms(model: nn.Module, input_shape: tuple[int, int, int], batch: int, repeats: int = 30) -> float:
+    """Median CPU wall time of one forward pass at `batch` images, in milliseconds."""
+    model = model.to("cpu").eval()
+    x = torch.rand(batch, *input_shape)
+    for _ in range(5):  # warm-up: allocator, kernel selection
+        model(x)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(x)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def state_dict_bytes(model: nn.Module) -> int:
+    """Size of the model's weights as a torch.save file (what a deployment ships)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "weights.pt"
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
+        return path.stat().st_size
+
+
+def model_card(model: nn.Module, data: DeviceData) -> dict[str, Any]:
+    """Test quality and deployment cost of one model."""
+    test = evaluate(model, data, "test")
+    card = {
+        "test_accuracy": test["accuracy"],
+        "test_macro_f1": test["macro_f1"],
+        "flops": int(flops_per_image(model, data.input_shape, device=data.device)["forward"]),
+        "params": count_parameters(model),
+        "file_bytes": state_dict_bytes(model),
+        "latency_ms_batch1": latency_ms(model, data.input_shape, 1),
+        "latency_ms_batch64": latency_ms(model, data.input_shape, 64),
+    }
+    model.to(data.device)
+    return card
+
+
+def finish(plan: Any, teacher: nn.Module, data: DeviceData, epochs: float, lr: float, seed: int = 0,
+           temperature: float = 4.0, alpha: float = 0.9) -> tuple[nn.Module, dict[str, Any]]:
+    """Apply `plan` to `teacher`, distil the student for `epochs`, and compare the two.
+
+    Returns:
+        The student and ``{"teacher": card, "student": card, "finetune": {...}, "ratios": {...}}``
+        where the ratios are student / teacher for FLOPs, parameters, file size and latency.
+    """
+    teacher = teacher.to(data.device).eval()
+    example = torch.zeros(1, *data.input_shape, device=data.device)
+    student = plan.apply(teacher, example)
+    steps = max(0, round(epochs * max(1, len(data.y_train) // 128)))
+    stats = distill(student, teacher, data, steps=steps, lr=lr, temperature=temperature, alpha=alpha, seed=seed)
+    cards = {"teacher": model_card(teacher, data), "student": model_card(student, data)}
+    ratios = {key: cards["student"][key] / cards["teacher"][key]
+              for key in ("flops", "params", "file_bytes", "latency_ms_batch1", "latency_ms_batch64")}
+    report = {**cards, "ratios": ratios,
+              "accuracy_drop_points": 100 * (cards["teacher"]["test_accuracy"] - cards["student"]["test_accuracy"]),
+              "finetune": {"epochs": epochs, "steps": stats.steps, "seconds": stats.seconds, "loss": stats.loss,
+                           "diverged": stats.diverged}}
+    return student, report

@@ -1,90 +1,87 @@
-"""Honest multi-seed comparison of augmentation policies and LR schedules.
+"""Evaluate one model on one split: the only place that batches a split through a model.
 
-Every (policy, schedule) combination is trained from scratch with the same seeds on the same fixed
-split; test figures are reported as mean ± std over seeds. The test split is only read here, after
-training, never during a search.
+`evaluate(model, data, split)` returns accuracy, macro precision / recall / F1, ECE and NLL
+(`policysearch.metrics`). It owns what a model sees at test time: uint8 images scaled to [0, 1] and
+normalised with the training split's mean and std (`normalise`), batches under
+`torch.inference_mode`, and on CUDA a channels_last model and input under bf16 autocast. The
+`Trainer` feeds its training batches through the same `normalise`, `autocast` and `to_device`, so a
+model is always evaluated on exactly the inputs it was trained on. Evaluating touches no global RNG.
+
+The multi-seed comparison of whole policies lives in `policysearch.compare`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Sequence
-from pathlib import Path
+from contextlib import nullcontext
 from typing import Any
 
+import torch
+from torch import nn
+
 from policysearch.data import DeviceData
-from policysearch.metrics import METRIC_NAMES, summarize
-from policysearch.policies.augment import AugmentPolicy, load_policy
-from policysearch.policies.adaptive import resolve_schedule
-from policysearch.trainer import TrainConfig, train_run
+from policysearch.errors import ConfigError
+from policysearch.metrics import classification_metrics
+
+__all__ = ["autocast", "evaluate", "normalise", "predict", "to_device"]
+
+EVAL_BATCH_SIZE = 1024
 
 
-def policy_label(spec: str | AugmentPolicy) -> str:
-    """Short name for a policy given by name, file or object."""
-    if isinstance(spec, AugmentPolicy):
-        return spec.name
-    text = str(spec)
-    return Path(text).stem if text.endswith(".json") else text
+def to_device(model: nn.Module, device: torch.device) -> nn.Module:
+    """Move `model` to `device` in place; on CUDA also to channels_last, the layout it trains and runs in."""
+    model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
 
 
-def compare(
-    data: DeviceData,
-    base: TrainConfig,
-    augments: Sequence[str | AugmentPolicy],
-    schedules: Sequence[str],
-    seeds: Sequence[int],
-    epochs: float,
-    progress: bool = True,
-) -> list[dict[str, Any]]:
-    """Train every combination with every seed.
+def autocast(device: torch.device, amp: bool = True) -> Any:
+    """bf16 autocast on CUDA when `amp`; a no-op context elsewhere."""
+    if device.type == "cuda" and amp:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
 
-    Returns:
-        One entry per combination: ``{"augment", "schedule", "seeds", "runs": [per-seed results],
-        "test": {metric: {"mean", "std"}}, "val": {...}, "cost": {"seconds", "images", "train_flops"}
-        (means), "diverged": count}``.
+
+def normalise(x: torch.Tensor, data: DeviceData) -> torch.Tensor:
+    """Standardise a float batch in [0, 1] with the training split's per-channel mean and std
+    (channels_last on CUDA)."""
+    x = (x - data.mean[None, :, None, None]) / data.std[None, :, None, None]
+    return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cuda" else x
+
+
+def predict(
+    model: nn.Module, data: DeviceData, split: str = "val", *, batch_size: int = EVAL_BATCH_SIZE, amp: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (float32) and labels of a whole split.
+
+    Args:
+        model: the classifier; moved to ``data.device`` (see `to_device`) and left in eval mode.
+        data: device-resident splits.
+        split: "train", "val" or "test".
+        batch_size: images per forward pass (the figures do not depend on it beyond float rounding).
+        amp: bf16 autocast on CUDA (ignored on the CPU).
     """
-    policies = [(policy_label(a), load_policy(a)) for a in augments]  # fail on a bad name before training
-    scheds = [(policy_label(s), resolve_schedule(s, base_lr=base.lr or 0.1)) for s in schedules]
-    entries = []
-    total = len(policies) * len(scheds) * len(seeds)
-    k = 0
-    for aug_name, policy in policies:
-        for sched_name, schedule in scheds:
-            runs = []
-            for seed in seeds:
-                k += 1
-                config = dataclasses.replace(base, seed=seed)
-                result = train_run(
-                    data, config, epochs, policy, schedule, progress=progress,
-                    description=f"[{k}/{total}] {aug_name}/{sched_name} seed {seed}",
-                )
-                runs.append({"seed": seed, "val": result.val, "test": result.test, "cost": result.cost,
-                             "diverged": result.diverged})
-            entries.append(_aggregate(aug_name, sched_name, list(seeds), runs))
-    return entries
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size!r}: expected an int of at least 1")
+    # Outside inference_mode: parameters moved to another device there would become inference tensors.
+    model = to_device(model, data.device)
+    x_all, y_all = data.split_arrays(split)
+    model.eval()
+    outs = []
+    with torch.inference_mode():
+        for start in range(0, len(y_all), batch_size):
+            x = x_all[start : start + batch_size].float().div_(255.0)
+            with autocast(data.device, amp):
+                outs.append(model(normalise(x, data)).float())
+    return torch.cat(outs), y_all
 
 
-def _aggregate(augment: str, schedule: str, seeds: list[int], runs: list[dict[str, Any]]) -> dict[str, Any]:
-    ok = [r for r in runs if not r["diverged"]] or runs
+def evaluate(
+    model: nn.Module, data: DeviceData, split: str = "val", *, batch_size: int = EVAL_BATCH_SIZE, amp: bool = True
+) -> dict[str, float]:
+    """Accuracy, macro P / R / F1, ECE and NLL of `model` on "train", "val" or "test".
 
-    def stats(split: str) -> dict[str, dict[str, float]]:
-        return {m: dict(zip(("mean", "std"), summarize([r[split][m] for r in ok]))) for m in METRIC_NAMES}
-
-    cost = {k: summarize([float(r["cost"][k]) for r in runs])[0] for k in ("seconds", "images", "train_flops")}
-    return {"augment": augment, "schedule": schedule, "seeds": seeds, "test": stats("test"), "val": stats("val"),
-            "cost": cost, "diverged": sum(bool(r["diverged"]) for r in runs), "runs": runs}
-
-
-def comparison_rows(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Table rows: test accuracy / macro F1 / ECE / NLL as mean ± std, and training time."""
-    rows = []
-    for e in entries:
-        row: dict[str, Any] = {"augment": e["augment"], "schedule": e["schedule"], "seeds": len(e["seeds"])}
-        for metric in ("accuracy", "macro_f1", "ece", "nll"):
-            s = e["test"][metric]
-            row[f"test {metric}"] = f"{s['mean']:.4f} ± {s['std']:.4f}"
-        row["train s"] = f"{e['cost']['seconds']:.1f}"
-        if e["diverged"]:
-            row["diverged"] = e["diverged"]
-        rows.append(row)
-    return rows
+    Args and side effects as in `predict`.
+    """
+    logits, y = predict(model, data, split, batch_size=batch_size, amp=amp)
+    return classification_metrics(logits, y, data.num_classes)

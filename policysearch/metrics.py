@@ -1,4 +1,6 @@
-"""Quality metrics of a classifier and the cost of training it.
+"""Quality metrics of a classifier, the cost of training it, and the reward terms a search builds
+from both (`reward_value`, `cost_units`): every env, the search driver and the closed-loop LR
+controller read them here, so the engine and the artefacts never import from the envs.
 
 Everything here is vectorised in torch and returns plain Python numbers, so results can go
 straight into observations, rewards, ``info`` dicts and JSON run logs.
@@ -16,17 +18,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from policysearch.errors import ConfigError
+from policysearch.errors import ConfigError, UnknownNameError
 
 __all__ = [
     "METRIC_NAMES",
     "HIGHER_IS_BETTER",
+    "REWARD_METRICS",
+    "COST_METRICS",
     "Cost",
     "classification_metrics",
+    "cost_units",
     "count_parameters",
     "flops_per_image",
     "format_mean_std",
     "peak_memory_mb",
+    "reward_value",
     "summarize",
 ]
 
@@ -41,6 +47,27 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "ece": False,
     "nll": False,
 }
+
+#: The scalars a search may maximise: a metric, negated when lower is better.
+REWARD_METRICS: tuple[str, ...] = ("accuracy", "macro_f1", "neg_ece", "neg_nll")
+#: The units of a search's cost term, which `cost_weight` multiplies.
+COST_METRICS: tuple[str, ...] = ("seconds", "tflops")
+
+
+def reward_value(metrics: dict[str, float], reward_metric: str) -> float:
+    """The scalar a search maximises: accuracy, macro F1, -ECE or -NLL."""
+    if reward_metric not in REWARD_METRICS:
+        raise UnknownNameError("reward metric", reward_metric, REWARD_METRICS)
+    if reward_metric.startswith("neg_"):
+        return -float(metrics[reward_metric[4:]])
+    return float(metrics[reward_metric])
+
+
+def cost_units(cost_metric: str, seconds: float, train_flops: float) -> float:
+    """A segment's cost in the units `cost_weight` multiplies: seconds or TFLOPs."""
+    if cost_metric not in COST_METRICS:
+        raise UnknownNameError("cost metric", cost_metric, COST_METRICS)
+    return seconds if cost_metric == "seconds" else train_flops / 1e12
 
 
 def classification_metrics(

@@ -135,7 +135,7 @@ class SearchRecorder(gym.Wrapper):
         diverged = next((s["diverged"] for s in steps if s.get("diverged")), None)
         seconds = sum(s["seconds"] for s in steps)
         flops = sum(s.get("train_flops", 0.0) for s in steps)
-        from policysearch.envs.rewards import cost_units
+        from policysearch.metrics import cost_units
 
         units = cost_units(self.base.cost_metric, seconds, flops)
         metric = float(steps[-1].get("metric", float("-inf"))) if not diverged else float("-inf")

@@ -3,8 +3,9 @@ policy and the learning rate between them, and evaluates any split.
 
 Everything stays on the training device: batches are index slices of the uint8 tensors in
 `DeviceData`, drawn from a seeded torch.Generator; augmentation runs batched on the same device;
-evaluation runs under `torch.inference_mode`; on CUDA the model is channels_last and runs under
-bf16 autocast. On the CPU a run is deterministic for a seed.
+on CUDA the model is channels_last and runs under bf16 autocast. Evaluation is
+`policysearch.evaluate`, which also owns the input normalisation both share. On the CPU a run is
+deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,7 +22,8 @@ from torch import nn
 
 from policysearch.data import DeviceData
 from policysearch.errors import ConfigError, DivergenceError, UnknownNameError
-from policysearch.metrics import Cost, classification_metrics, count_parameters, flops_per_image, peak_memory_mb
+from policysearch.evaluate import EVAL_BATCH_SIZE, autocast, evaluate, normalise, predict, to_device
+from policysearch.metrics import Cost, count_parameters, flops_per_image, peak_memory_mb, reward_value
 from policysearch.models import MODELS, build_model
 from policysearch.policies.augment import AugmentPolicy
 
@@ -59,7 +60,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True
-    eval_batch_size: int = 1024
+    eval_batch_size: int = EVAL_BATCH_SIZE
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -147,10 +148,8 @@ class Trainer:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(config.seed)
                 model = build_model(config.model, data.input_shape, data.num_classes)
-        self.model = model.to(self.device)
+        self.model = to_device(model, self.device)
         self.cuda = self.device.type == "cuda"
-        if self.cuda:
-            self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = self._make_optimizer()
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         flops = flops_per_image(self.model, data.input_shape, device=self.device)
@@ -198,15 +197,6 @@ class Trainer:
         idx = self._order[self._cursor : self._cursor + bs]
         self._cursor += bs
         return idx
-
-    def _autocast(self) -> Any:
-        if self.cuda and self.config.amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()
-
-    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - self.data.mean[None, :, None, None]) / self.data.std[None, :, None, None]
-        return x.contiguous(memory_format=torch.channels_last) if self.cuda else x
 
     def train_segment(
         self,
@@ -261,8 +251,8 @@ class Trainer:
                 if self.cuda:
                     torch.cuda.synchronize(self.device)
                 aug_seconds += time.perf_counter() - t0
-            x = self._normalise(x)
-            with self._autocast():
+            x = normalise(x, data)
+            with autocast(self.device, self.config.amp):
                 loss = self.loss_fn(self.model(x), x, target)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -298,22 +288,13 @@ class Trainer:
             augment_seconds=aug_seconds,
         )
 
-    @torch.inference_mode()
     def predict(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (float32) and labels of a whole split."""
-        x_all, y_all = self.data.split_arrays(split)
-        self.model.eval()
-        outs = []
-        for start in range(0, len(y_all), self.config.eval_batch_size):
-            x = x_all[start : start + self.config.eval_batch_size].float().div_(255.0)
-            with self._autocast():
-                outs.append(self.model(self._normalise(x)).float())
-        return torch.cat(outs), y_all
+        """Logits (float32) and labels of a whole split (`policysearch.evaluate.predict`)."""
+        return predict(self.model, self.data, split, batch_size=self.config.eval_batch_size, amp=self.config.amp)
 
     def evaluate(self, split: str = "val") -> dict[str, float]:
-        """Accuracy, macro P / R / F1, ECE and NLL on "train", "val" or "test"."""
-        logits, y = self.predict(split)
-        return classification_metrics(logits, y, self.data.num_classes)
+        """Accuracy, macro P / R / F1, ECE and NLL on "train", "val" or "test" (`policysearch.evaluate`)."""
+        return evaluate(self.model, self.data, split, batch_size=self.config.eval_batch_size, amp=self.config.amp)
 
 
 @dataclass
@@ -379,13 +360,12 @@ def _train_closed_loop(trainer: Trainer, total: int, augment: AugmentPolicy | No
                        history: list[dict[str, float]]) -> None:
     """Let a trained controller set the LR from live statistics, exactly as in its env: it decides
     at the start and after each of its equal segments, reading the validation split."""
-    from policysearch.envs.rewards import reward_value
 
-    def evaluate() -> tuple[float, float]:
+    def val_nll_and_reward() -> tuple[float, float]:
         val = trainer.evaluate("val")
         return val["nll"], reward_value(val, adaptive.reward_metric)
 
-    callback = adaptive.callback(trainer.optimizer, max(total, adaptive.segments), evaluate)
+    callback = adaptive.callback(trainer.optimizer, max(total, adaptive.segments), val_nll_and_reward)
     for _ in range(total):
         stats = trainer.train_segment(1, augment, lr=None)
         if stats.diverged:

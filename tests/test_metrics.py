@@ -10,16 +10,20 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 from torch import nn
 
-from policysearch.errors import ConfigError
+from policysearch.errors import ConfigError, UnknownNameError
 from policysearch.metrics import (
+    COST_METRICS,
     HIGHER_IS_BETTER,
     METRIC_NAMES,
+    REWARD_METRICS,
     Cost,
     classification_metrics,
+    cost_units,
     count_parameters,
     flops_per_image,
     format_mean_std,
     peak_memory_mb,
+    reward_value,
     summarize,
 )
 
@@ -170,3 +174,19 @@ def test_summarize_and_format() -> None:
     assert format_mean_std([1.0], digits=2) == "1.00 ± 0.00"
     with pytest.raises(ConfigError):
         summarize([])
+
+
+def test_reward_value_negates_the_lower_is_better_metrics() -> None:
+    metrics = {"accuracy": 0.75, "macro_f1": 0.5, "ece": 0.125, "nll": 0.25}
+    values = {name: reward_value(metrics, name) for name in REWARD_METRICS}
+    assert values == {"accuracy": 0.75, "macro_f1": 0.5, "neg_ece": -0.125, "neg_nll": -0.25}
+    with pytest.raises(UnknownNameError, match="Did you mean 'accuracy'"):
+        reward_value(metrics, "acuracy")
+
+
+def test_cost_units_are_seconds_or_tflops() -> None:
+    assert COST_METRICS == ("seconds", "tflops")
+    assert cost_units("seconds", 2.5, 3e12) == 2.5
+    assert cost_units("tflops", 2.5, 3e12) == pytest.approx(3.0)
+    with pytest.raises(UnknownNameError, match="cost metric"):
+        cost_units("flops", 1.0, 1.0)
