@@ -265,11 +265,11 @@ def test_corrupt_policy_file_is_named(capsys: pytest.CaptureFixture[str], tmp_pa
 @pytest.fixture
 def no_data_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Hide every place the data module looks: env folder, user cache and system folder."""
-    import policysearch.data as data
+    from policysearch.data import lookup
 
     monkeypatch.delenv("POLICYSEARCH_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(data, "_SYSTEM_ROOT", tmp_path / "system")
+    monkeypatch.setattr(lookup, "_SYSTEM_ROOT", tmp_path / "system")
     return tmp_path / "nonexistent"
 
 
