@@ -47,7 +47,8 @@ class ChildTrainingEnv(gym.Env):
     ) -> None:
         """Validate the shared arguments (before any data is loaded) and prepare the data once."""
         from policysearch.data import prepare
-        from policysearch.trainer import TrainConfig, resolve_device
+        from policysearch.device import device_for_data, resolve_device
+        from policysearch.trainer import TrainConfig
 
         if reward_metric not in REWARD_METRICS:
             raise UnknownNameError("reward metric", reward_metric, REWARD_METRICS)
@@ -58,6 +59,8 @@ class ChildTrainingEnv(gym.Env):
         if cost_weight < 0 or divergence_penalty < 0:
             raise ConfigError(f"cost_weight={cost_weight}, divergence_penalty={divergence_penalty}: expected >= 0")
         self.config = TrainConfig(model=model, batch_size=batch_size, lr=lr, optimizer=optimizer, device=str(device))
+        if data is not None:
+            device_for_data(device, data.device)  # `device` names the data's device ("auto" follows it), or raise
         self.data = data if data is not None else prepare(
             dataset, val_size=val_size, train_size=train_size, seed=split_seed, device=resolve_device(device),
             data_dir=data_dir,

@@ -234,7 +234,8 @@ class CompressEnv(gym.Env):
         from policysearch.distill import _check_kd, evaluate_model
         from policysearch.metrics import count_parameters, flops_per_image
         from policysearch.policies.compress import channel_groups, require_torch_pruning
-        from policysearch.trainer import MAX_LR, resolve_device
+        from policysearch.device import device_for_data, resolve_device
+        from policysearch.trainer import MAX_LR
 
         # Everything checkable without data or tracing is checked first.
         if (teacher is None) == (checkpoint is None):
@@ -278,6 +279,8 @@ class CompressEnv(gym.Env):
 
             data = prepare(dataset or "digits", val_size=val_size, train_size=train_size, seed=split_seed,
                            device=resolve_device(device), data_dir=data_dir)
+        else:
+            device_for_data(device, data.device)  # `device` names the data's device ("auto" follows it), or raise
         self.data = data
         if ckpt is not None and (tuple(ckpt.input_shape) != data.input_shape or ckpt.num_classes != data.num_classes):
             raise ConfigError(

@@ -68,9 +68,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             )
         count = torch.cuda.device_count()
         if dev.index is not None and dev.index >= count:
+            visible = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
             raise ConfigError(
-                f"device is {_shown(device)} but this machine has {count} CUDA device(s), "
-                f"cuda:0 to cuda:{count - 1}; use one of those or auto"
+                f"device is {_shown(device)} but this machine's CUDA devices are {visible}; use one of them or auto"
             )
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(
@@ -80,17 +80,18 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-def _concrete(dev: torch.device) -> tuple[str, int]:
+def _index(dev: torch.device) -> int:
     # torch.device("cuda") != torch.device("cuda:0") although tensors on either share memory;
     # compare with the index torch would actually use.
     if dev.index is not None:
-        return dev.type, dev.index
-    return dev.type, torch.cuda.current_device() if dev.type == "cuda" else 0
+        return dev.index
+    return torch.cuda.current_device() if dev.type == "cuda" else 0
 
 
 def same_device(a: str | torch.device, b: str | torch.device) -> bool:
     """Whether two devices are the same one (``"cuda"`` equals ``"cuda:N"`` for the current N)."""
-    return _concrete(resolve_device(a)) == _concrete(resolve_device(b))
+    da, db = resolve_device(a), resolve_device(b)
+    return da.type == db.type and _index(da) == _index(db)
 
 
 def device_for_data(

@@ -303,6 +303,14 @@ def test_cuda_without_cuda(capsys: pytest.CaptureFixture[str]) -> None:
     assert "cuda" in line.lower() and "--device cpu" in line
 
 
+@pytest.mark.parametrize("device", ["gpu", "tpu"])
+def test_unknown_device_exits_2_with_one_line(capsys: pytest.CaptureFixture[str], device: str) -> None:
+    code, out, err = run_cli(["train", *FAST, "--device", device], capsys)
+    line = assert_one_line_error(code, err)
+    assert line.endswith(f"device is '{device}', expected auto, cpu, cuda, cuda:N or mps")
+    assert out == ""  # nothing loaded or trained
+
+
 def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli([], capsys)
     assert code == 2
