@@ -13,10 +13,9 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from policysearch.data import sources
 from policysearch.data.download import DownloadFailed, extract_folder, fetch
 from policysearch.data.raw import RawDataset
-from policysearch.data.sources import Source
+from policysearch.data.sources import SOURCES, Source
 from policysearch.errors import ConfigError, DatasetNotFoundError, UnknownNameError
 
 __all__ = ["cache_dir", "dataset_status", "find_folder", "get_source", "load_dataset"]
@@ -33,9 +32,9 @@ def get_source(name: str) -> Source:
         UnknownNameError: ``name`` is not a known data set (the message suggests close names).
     """
     key = name.strip().lower() if isinstance(name, str) else name
-    if key not in sources.SOURCES:
-        raise UnknownNameError("dataset", str(name), sources.SOURCES)
-    return sources.SOURCES[key]
+    if key not in SOURCES:
+        raise UnknownNameError("dataset", str(name), SOURCES)
+    return SOURCES[key]
 
 
 def cache_dir(name: str) -> Path:
@@ -178,4 +177,4 @@ def dataset_status(data_dir: str | Path | None = None) -> list[dict[str, Any]]:
         ``images`` (``"train+test"`` counts), ``shape`` (``"CxHxW"``), ``classes`` (int) and
         ``note``.
     """
-    return [_status(source, data_dir) for source in sources.SOURCES.values()]
+    return [_status(source, data_dir) for source in SOURCES.values()]
