@@ -35,10 +35,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from policysearch.data import DeviceData, prepare
+from policysearch.device import resolve_device
 from policysearch.errors import DatasetNotFoundError, MissingExtraError, PolicySearchError
 from policysearch.models import build_model
 from policysearch.policies.augment import builtin_policy
-from policysearch.trainer import TrainConfig, Trainer, resolve_device
+from policysearch.trainer import TrainConfig, Trainer
 
 DEFAULT_DATASET = "fashion-mnist"
 FALLBACK_DATASET = "digits"

@@ -138,9 +138,11 @@ class ChildEnv(gym.Env):
     def _setup_child(self, child: ChildConfig, data: Any) -> None:
         """Prepare the data once (unless `data` is given) and set the contract's fields from `child`."""
         from policysearch.data import prepare
-        from policysearch.trainer import resolve_device
+        from policysearch.device import device_for_data, resolve_device
 
         self.child_config = child
+        if data is not None:
+            device_for_data(child.device, data.device)  # `device` names the data's device ("auto" follows it), or raise
         self.data = data if data is not None else prepare(
             child.dataset or "digits", val_size=child.val_size, train_size=child.train_size, seed=child.split_seed,
             device=resolve_device(child.device), data_dir=child.data_dir,

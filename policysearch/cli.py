@@ -41,7 +41,7 @@ def add_train_args(p: argparse.ArgumentParser, epochs: float | None = 10) -> Non
     g.add_argument("--optimizer", default=None, help="sgd | adamw (default: the model's)")
     g.add_argument("--weight-decay", type=float, default=5e-4)
     g.add_argument("--label-smoothing", type=float, default=0.0)
-    g.add_argument("--device", default="auto", help="cpu | cuda | auto (default: %(default)s)")
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: %(default)s)")
     g.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
 
 
@@ -52,7 +52,7 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
 
 def prepare_data(args: argparse.Namespace) -> Any:
     from policysearch.data import prepare
-    from policysearch.trainer import resolve_device
+    from policysearch.device import resolve_device
 
     val: float | int = int(args.val_size) if args.val_size >= 1 else args.val_size
     return prepare(
@@ -293,7 +293,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     data = prepare_data(args)
     env = gym.make(
         "policysearch/Compress-v0", teacher=teacher, model_name=model_name, data=data, flops_target=args.flops,
-        min_keep=args.min_keep, criterion=args.criterion, finetune_steps=args.finetune_steps,
+        min_keep=args.min_keep, criterion=args.criterion, finetune_steps=args.finetune_steps, device=args.device,
         finetune_lr=args.finetune_lr, reward=args.reward, batch_size=args.batch_size, child_seed=args.child_seed,
     )
     out = Path(args.out or f"runs/compress-{data.name}-{args.controller}")
@@ -454,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-lr", type=float, default=0.01)
     p.add_argument("--finetune-epochs", type=float, default=3, help="final distillation of the best plan (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: %(default)s)")
     add_output_args(p)
     p.set_defaults(func=cmd_compress)
 

@@ -28,10 +28,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from policysearch.data import DeviceData
+from policysearch.device import device_for_data
 from policysearch.errors import ConfigError
 from policysearch.evaluate import evaluate
 from policysearch.metrics import count_parameters, flops_per_image
-from policysearch.trainer import MAX_LR, TrainConfig, Trainer, resolve_device, soft_cross_entropy
+from policysearch.trainer import MAX_LR, Trainer, TrainConfig, soft_cross_entropy
 
 __all__ = ["DistillStats", "distill", "finish", "kd_loss", "latency_ms", "model_card", "state_dict_bytes"]
 
@@ -137,7 +138,7 @@ def distill(
         batch_size: images per step.
         seed: batch order and augmentation draws (a seeded torch.Generator, not the global RNG).
         augment: an `AugmentPolicy` applied to each batch (the teacher sees the augmented batch).
-        device: None or the device of `data` (the tensors live there; anything else is an error).
+        device: None, "auto" or the device of `data` (the tensors live there; anything else is an error).
         weight_decay: L2 on weights (not on norms and biases).
 
     Returns:
@@ -148,8 +149,7 @@ def distill(
     if not (0 < lr <= MAX_LR):
         raise ConfigError(f"lr={lr!r}: expected a positive learning rate of at most {MAX_LR:g}")
     _check_kd(temperature, alpha)
-    if device is not None and resolve_device(device) != data.device:
-        raise ConfigError(f"device={device!r} but the data lives on {data.device}; prepare the data on that device")
+    device_for_data(device, data.device)
     dev = data.device
     teacher_was_training = teacher.training
     teacher = teacher.to(dev).eval()

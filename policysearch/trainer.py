@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from policysearch.data import DeviceData
+from policysearch.device import device_for_data, resolve_device
 from policysearch.errors import ConfigError, DivergenceError, UnknownNameError
 from policysearch.evaluate import EVAL_BATCH_SIZE, autocast, evaluate, normalise, predict, to_device
 from policysearch.metrics import Cost, count_parameters, flops_per_image, peak_memory_mb, reward_value
@@ -45,7 +46,10 @@ class TrainConfig:
         weight_decay: decoupled for AdamW, L2 for SGD.
         label_smoothing: added on top of (possibly mixed) soft targets.
         seed: seeds the initial weights, batch order and augmentation draws.
-        device: "cpu", "cuda", "cuda:N" or "auto" (CUDA when available).
+        device: where to train. The data decides (it is placed once, by `policysearch.data.prepare`):
+            "auto" trains wherever the data lives; "cpu", "cuda", "cuda:N" or "mps" must name that
+            device, else `Trainer` raises a ConfigError instead of ignoring it. Checked to exist here
+            on construction (see `policysearch.device.resolve_device`).
         amp: bf16 autocast on CUDA (ignored on CPU).
         eval_batch_size: images per evaluation batch.
     """
@@ -77,16 +81,9 @@ class TrainConfig:
             raise ConfigError(f"batch_size={self.batch_size}, eval_batch_size={self.eval_batch_size}: expected >= 1")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing={self.label_smoothing}: expected a value in [0, 1)")
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """'auto' means CUDA when available; asking for CUDA without it is an error, not a silent fallback."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={device!r} but torch sees no CUDA device; use --device cpu")
-    return dev
+        if isinstance(self.device, torch.device):
+            self.device = str(self.device)  # the config stays JSON-able (it is written to results)
+        resolve_device(self.device)  # an unknown or absent device fails here, before any data is loaded
 
 
 @dataclass
@@ -142,7 +139,8 @@ class Trainer:
             )
         self.data, self.config, self.total_steps, self.profile = data, config, total_steps, profile
         self.loss_fn = loss_fn or (lambda logits, x, target: soft_cross_entropy(logits, target, config.label_smoothing))
-        self.device = data.device
+        # One device, decided once: the data's. A config naming another one is an error, not ignored.
+        self.device = device_for_data(config.device, data.device, "TrainConfig.device")
         if model is None:
             # Initial weights come from the seed alone, without touching the global RNG state.
             with torch.random.fork_rng(devices=[]):

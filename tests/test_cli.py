@@ -265,11 +265,11 @@ def test_corrupt_policy_file_is_named(capsys: pytest.CaptureFixture[str], tmp_pa
 @pytest.fixture
 def no_data_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Hide every place the data module looks: env folder, user cache and system folder."""
-    import policysearch.data as data
+    from policysearch.data import lookup
 
     monkeypatch.delenv("POLICYSEARCH_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(data, "_SYSTEM_ROOT", tmp_path / "system")
+    monkeypatch.setattr(lookup, "_SYSTEM_ROOT", tmp_path / "system")
     return tmp_path / "nonexistent"
 
 
@@ -301,6 +301,14 @@ def test_cuda_without_cuda(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(["train", *FAST, "--device", "cuda"], capsys)
     line = assert_one_line_error(code, err)
     assert "cuda" in line.lower() and "--device cpu" in line
+
+
+@pytest.mark.parametrize("device", ["gpu", "tpu"])
+def test_unknown_device_exits_2_with_one_line(capsys: pytest.CaptureFixture[str], device: str) -> None:
+    code, out, err = run_cli(["train", *FAST, "--device", device], capsys)
+    line = assert_one_line_error(code, err)
+    assert line.endswith(f"device is '{device}', expected auto, cpu, cuda, cuda:N or mps")
+    assert out == ""  # nothing loaded or trained
 
 
 def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import os
@@ -15,6 +16,7 @@ import pytest
 import torch
 
 from policysearch import data as D
+from policysearch.data import formats, lookup, sources
 from policysearch.errors import ConfigError, DatasetNotFoundError, UnknownNameError
 
 
@@ -28,7 +30,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No cache, env or system data: lookups see only what a test writes under tmp_path."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("POLICYSEARCH_DATA", raising=False)
-    monkeypatch.setattr(D, "_SYSTEM_ROOT", tmp_path / "system")
+    monkeypatch.setattr(lookup, "_SYSTEM_ROOT", tmp_path / "system")
     return tmp_path
 
 
@@ -256,7 +258,8 @@ def test_failed_download_is_fast_and_leaves_no_partial_file(
     isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Port 9 on localhost refuses at once: the offline path without depending on DNS.
-    monkeypatch.setattr(D, "_FASHION_URL", "http://127.0.0.1:9/")
+    offline = dataclasses.replace(sources.SOURCES["fashion-mnist"], url="http://127.0.0.1:9/")
+    monkeypatch.setitem(sources.SOURCES, "fashion-mnist", offline)
     start = time.perf_counter()
     with pytest.raises(DatasetNotFoundError, match="apt-get install dataset-fashion-mnist") as info:
         D.load_dataset("fashion-mnist")
@@ -351,14 +354,14 @@ def test_dataset_status_lists_all_three(isolated: Path) -> None:
 
 
 def test_real_fashion_mnist_labels_if_installed() -> None:
-    folder = D._find_folder("fashion-mnist", None)
+    folder = lookup.find_folder(sources.SOURCES["fashion-mnist"], None)
     if folder is None:
         pytest.skip("Fashion-MNIST files not installed")
-    files = D._fashion_files(folder)
+    files = sources._fashion_files(folder)
     assert files is not None
-    labels = D._read_idx(files["test_labels"], 1)  # labels only: small and fast
+    labels = formats.read_idx(files["test_labels"], 1)  # labels only: small and fast
     assert labels.shape == (10000,) and np.bincount(labels).tolist() == [1000] * 10
-    assert D._idx_count(files["train_images"]) == 60000
+    assert formats.idx_count(files["train_images"]) == 60000
 
 
 # ---------------------------------------------------------------------------------- prepare

@@ -1,0 +1,214 @@
+"""Device-resident data: :func:`prepare` splits a data set once and moves it to the training
+device as a :class:`DeviceData`. Later code indexes those tensors in batches; no per-sample Python
+work happens after this point, and everything that trains on the data runs where it lives (see
+:func:`policysearch.device.device_for_data`).
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from policysearch.data.lookup import load_dataset
+from policysearch.data.raw import RawDataset
+from policysearch.data.sources import DATASETS
+from policysearch.data.splits import stratified_split, stratified_subset
+from policysearch.device import resolve_device
+from policysearch.errors import ConfigError, UnknownNameError
+
+__all__ = ["DeviceData", "prepare"]
+
+# Test subsampling (``prepare(test_size=...)``) uses a fixed seed, apart from the split seed:
+# quick runs with different seeds must still be scored on the same test images.
+_TEST_SUBSET_SEED = 0
+
+_SPLITS = ("train", "val", "test")
+
+
+@dataclass(eq=False, repr=False)
+class DeviceData:
+    """A data set split into train / val / test, resident on the training device.
+
+    Images stay uint8 (a quarter of float32's memory); the trainer converts batches and
+    normalises them with ``mean`` and ``std``.
+
+    Attributes:
+        name: Data set name.
+        fingerprint: The :class:`RawDataset` fingerprint (content version, not the split).
+        x_train: uint8 (N, C, H, W) on ``device``; y_train int64 (N,).
+        x_val: Validation images carved from the training data; y_val their labels.
+        x_test: Test images (never used during search); y_test their labels.
+        classes: Class names.
+        mean: float32 (C,) per-channel mean of ``x_train / 255``, on ``device``.
+        std: float32 (C,) per-channel standard deviation of ``x_train / 255``, at least 1e-3.
+        split: ``{"seed", "train_size", "val_size", "test_size"}``: the seed and the sizes
+            actually used.
+        device: Where the tensors live.
+    """
+
+    name: str
+    fingerprint: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: list[str]
+    mean: torch.Tensor
+    std: torch.Tensor
+    split: dict[str, int]
+    device: torch.device
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """Image shape ``(C, H, W)``."""
+        c, h, w = self.x_train.shape[1:]
+        return int(c), int(h), int(w)
+
+    def split_arrays(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and labels of one split.
+
+        Args:
+            split: ``"train"``, ``"val"`` or ``"test"``.
+
+        Returns:
+            ``(x, y)`` on ``device``.
+
+        Raises:
+            UnknownNameError: Any other split name (a :class:`ConfigError`).
+        """
+        if split not in _SPLITS:
+            raise UnknownNameError("split", str(split), _SPLITS)
+        return getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able summary for run configs and provenance."""
+        return {
+            "name": self.name,
+            "fingerprint": self.fingerprint,
+            "split": dict(self.split),
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+        }
+
+    def __repr__(self) -> str:
+        s = self.split
+        return (
+            f"DeviceData(name={self.name!r}, train={s['train_size']}, val={s['val_size']}, "
+            f"test={s['test_size']}, shape={'x'.join(map(str, self.input_shape))}, "
+            f"classes={self.num_classes}, device={self.device}, "
+            f"fingerprint={self.fingerprint[:12]}…)"
+        )
+
+
+def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of uint8 images scaled to [0, 1], via 256-bin histograms.
+
+    Histograms are exact for uint8 and avoid a float copy of the whole training set.
+    """
+    levels = torch.arange(256, dtype=torch.float64) / 255.0
+    means, stds = [], []
+    for c in range(x.shape[1]):
+        hist = torch.bincount(x[:, c].reshape(-1), minlength=256).to(torch.float64)
+        total = hist.sum()
+        mean = (hist * levels).sum() / total
+        var = (hist * (levels - mean) ** 2).sum() / total
+        means.append(mean)
+        stds.append(var.sqrt())
+    return (
+        torch.stack(means).to(torch.float32),
+        torch.stack(stds).to(torch.float32).clamp_min(1e-3),
+    )
+
+
+def prepare(
+    data: str | RawDataset,
+    *,
+    val_size: float | int = 0.1,
+    train_size: int | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    data_dir: str | Path | None = None,
+    download: bool = True,
+    test_size: int | None = None,
+) -> DeviceData:
+    """Split a data set and move it to the training device, once.
+
+    Args:
+        data: A name from :data:`~policysearch.data.DATASETS` (loaded with :func:`load_dataset`) or a
+            :class:`RawDataset`.
+        val_size: Validation part carved from the training data: a fraction in (0, 1) or a
+            count (see :func:`stratified_split`).
+        train_size: Cap on the training part (stratified), for quick proxy runs.
+        seed: Seed of the train / val split.
+        device: Where the tensors go: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` or ``"auto"``
+            (see :func:`policysearch.device.resolve_device`).
+        data_dir: Passed to :func:`load_dataset` when ``data`` is a name.
+        download: Passed to :func:`load_dataset` when ``data`` is a name.
+        test_size: If given, a stratified subsample of the test split of this size, with a
+            fixed seed (0) so every run is scored on the same images; None keeps all.
+
+    Returns:
+        The device-resident splits, channel statistics of the training part, and the split
+        record.
+
+    Raises:
+        ConfigError: Bad sizes, seed or device; see also :func:`load_dataset`.
+    """
+    dev = resolve_device(device)  # before any loading: a bad device fails at once
+    if isinstance(data, str):
+        raw = load_dataset(data, data_dir=data_dir, download=download)
+    elif isinstance(data, RawDataset):
+        raw = data
+    else:
+        raise ConfigError(
+            f"data must be a data set name ({', '.join(DATASETS)}) or a RawDataset; got "
+            f"{type(data).__name__}. Wrap tensors with from_tensors()."
+        )
+    train_idx, val_idx = stratified_split(raw.y_train, val_size, train_size, seed)
+
+    x_test, y_test = raw.x_test, raw.y_test
+    if test_size is not None:
+        if isinstance(test_size, bool) or not isinstance(test_size, numbers.Integral):
+            raise ConfigError(f"test_size must be an integer or None; got {test_size!r}.")
+        if not 1 <= int(test_size) <= len(y_test):
+            raise ConfigError(
+                f"test_size must be between 1 and the {len(y_test)} test images; got {test_size}."
+            )
+        if int(test_size) < len(y_test):
+            keep = stratified_subset(y_test, int(test_size), _TEST_SUBSET_SEED)
+            x_test, y_test = x_test[keep], y_test[keep]
+
+    # Index on the CPU, then copy each part to the device once.
+    x_train, y_train = raw.x_train[train_idx], raw.y_train[train_idx]
+    mean, std = _channel_stats(x_train)
+    return DeviceData(
+        name=raw.name,
+        fingerprint=raw.fingerprint,
+        x_train=x_train.to(dev),
+        y_train=y_train.to(dev),
+        x_val=raw.x_train[val_idx].to(dev),
+        y_val=raw.y_train[val_idx].to(dev),
+        x_test=x_test.to(dev),
+        y_test=y_test.to(dev),
+        classes=list(raw.classes),
+        mean=mean.to(dev),
+        std=std.to(dev),
+        split={
+            "seed": int(seed),
+            "train_size": len(train_idx),
+            "val_size": len(val_idx),
+            "test_size": len(y_test),
+        },
+        device=dev,
+    )
