@@ -74,13 +74,24 @@ def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
 
 
 def read_json(path: str | Path) -> Any:
+    """Decode a JSON file; a missing, binary, non-UTF-8 or malformed file raises PolicyFormatError."""
     path = Path(path)
     if not path.is_file():
         raise PolicyFormatError(f"{path}: no such file")
     try:
-        return json.loads(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyFormatError(f"{path}: not a text (UTF-8) file: byte {exc.start} cannot be decoded") from None
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
-        raise PolicyFormatError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc
+        raise PolicyFormatError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    except ValueError as exc:  # NaN / Infinity: not JSON, and never a meaningful policy value
+        raise PolicyFormatError(f"{path}: {exc}") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"holds {name}, which is not valid JSON (write a finite number or null)")
 
 
 class JsonArtefact:

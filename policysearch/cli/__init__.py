@@ -1,0 +1,16 @@
+"""The `policysearch` command line.
+
+Each sub-command prints a readable table; with ``--json`` the last line of stdout is one JSON
+object for scripts (NaN written as null). User errors exit with status 2 and a message whose first
+line says what is wrong (details, if any, indented below); a diverged training run exits with 3.
+Every option is checked before any data is loaded or any file written.
+
+- `arguments`: value types that refuse nonsense at parse time, shared option groups, conversions.
+- `training`: `train`, `evaluate`, `datasets`, `models`.
+- `searching`: `augment`, `schedule`, `compress`, `demo`, through one `search_command`.
+- `main`: the parser and `main()`, which maps errors to exit codes.
+"""
+
+from policysearch.cli.main import EXIT_DIVERGED, EXIT_USAGE, build_parser, main
+
+__all__ = ["EXIT_DIVERGED", "EXIT_USAGE", "build_parser", "main"]

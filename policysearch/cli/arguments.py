@@ -1,0 +1,272 @@
+"""The command line's arguments: value types that refuse nonsense at parse time, the option groups
+the commands share, and the few conversions from parsed options to library objects.
+
+A bad value is refused by argparse itself (exit 2, one line naming the option and the value),
+before any data is loaded or any file is written. Registries (data sets, models, controllers)
+are imported only when a value is checked, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from policysearch.errors import UnknownNameError
+
+ArgType = Callable[[str], Any]
+
+
+# ---------------------------------------------------------------------- value types
+def _number(text: str, convert: Callable[[str], Any], what: str) -> Any:
+    try:
+        value = convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"is {text!r}, expected {what}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"is {text!r}, expected {what}")
+    return value
+
+
+def int_at_least(low: int) -> ArgType:
+    """An int >= `low`."""
+    def parse(text: str) -> int:
+        value = _number(text, int, f"an int >= {low}")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"is {value}, expected an int >= {low}")
+        return value
+    parse.__name__ = f"int>={low}"
+    return parse
+
+
+def number_in(low: float | None = None, high: float | None = None, low_open: bool = False,
+              high_open: bool = False) -> ArgType:
+    """A finite float within the bounds (open bounds exclude the value itself)."""
+    parts = []
+    if low is not None:
+        parts.append(f"{'>' if low_open else '>='} {low:g}")
+    if high is not None:
+        parts.append(f"{'<' if high_open else '<='} {high:g}")
+    what = "a finite number" + (" " + " and ".join(parts) if parts else "")
+
+    def parse(text: str) -> float:
+        value = _number(text, float, what)
+        if low is not None and (value <= low if low_open else value < low):
+            raise argparse.ArgumentTypeError(f"is {text}, expected {what}")
+        if high is not None and (value >= high if high_open else value > high):
+            raise argparse.ArgumentTypeError(f"is {text}, expected {what}")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
+positive_int = int_at_least(1)
+seed_int = int_at_least(0)
+positive_number = number_in(0.0, low_open=True)
+non_negative_number = number_in(0.0)
+fraction = number_in(0.0, 1.0, low_open=True)  # (0, 1]
+
+
+def val_size(text: str) -> float | int:
+    """The validation split: a fraction in (0, 1) or a whole count >= 1."""
+    what = "a fraction in (0, 1) or a whole number of images >= 1"
+    value = _number(text, float, what)
+    if 0.0 < value < 1.0:
+        return value
+    if value >= 1.0 and value == int(value):
+        return int(value)
+    raise argparse.ArgumentTypeError(f"is {text}, expected {what}")
+
+
+def name_of(kind: str, known: Callable[[], Iterable[str]]) -> ArgType:
+    """One of the names `known()` returns (called at parse time: registries load lazily)."""
+    def parse(text: str) -> str:
+        names = tuple(known())
+        if text not in names:
+            raise argparse.ArgumentTypeError(str(UnknownNameError(kind, text, names)))
+        return text
+    parse.__name__ = kind
+    return parse
+
+
+def _datasets() -> Iterable[str]:
+    from policysearch.data import DATASETS
+
+    return DATASETS
+
+
+def _models() -> Iterable[str]:
+    from policysearch.models import MODELS
+
+    return MODELS
+
+
+def _controllers() -> Iterable[str]:
+    from policysearch.controllers import CONTROLLERS
+
+    return CONTROLLERS
+
+
+def _reward_metrics() -> Iterable[str]:
+    from policysearch.metrics import REWARD_METRICS
+
+    return REWARD_METRICS
+
+
+def _cost_metrics() -> Iterable[str]:
+    from policysearch.metrics import COST_METRICS
+
+    return COST_METRICS
+
+
+def device_name(text: str) -> str:
+    """A device the resolver understands and this machine has."""
+    from policysearch.device import resolve_device
+    from policysearch.errors import PolicySearchError
+
+    try:
+        resolve_device(text)
+    except PolicySearchError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def name_list(text: str) -> list[str]:
+    """A comma-separated, non-empty list of names or files."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"is {text!r}, expected one or more comma-separated names or files")
+    return items
+
+
+# ---------------------------------------------------------------------- option groups
+def add_data_args(p: argparse.ArgumentParser, default_dataset: str | None = "digits") -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default=default_dataset, type=name_of("dataset", _datasets),
+                   help="digits | fashion-mnist | cifar10 (default: %(default)s)")
+    g.add_argument("--data-dir", default=None,
+                   help="folder with the data set's files (else $POLICYSEARCH_DATA, the cache, system folders)")
+    g.add_argument("--train-size", type=positive_int, default=None, help="cap the training split (proxy tasks)")
+    g.add_argument("--val-size", type=val_size, default=0.1,
+                   help="validation split carved from the training data: fraction or count (default: %(default)s)")
+    g.add_argument("--test-size", type=positive_int, default=None, help="subsample the test split for quick runs")
+    g.add_argument("--split-seed", type=seed_int, default=0, help="seed of the fixed train/val split (default: %(default)s)")
+    g.add_argument("--no-download", action="store_true", help="never try the network for missing data")
+
+
+def add_train_args(p: argparse.ArgumentParser, epochs: float | None = 10) -> None:
+    g = p.add_argument_group("training")
+    g.add_argument("--model", default="cnn", type=name_of("model", _models),
+                   help="mlp | cnn | resnet | vit (default: %(default)s)")
+    if epochs is not None:
+        g.add_argument("--epochs", type=positive_number, default=epochs,
+                       help="passes over the training split (default: %(default)s)")
+    add_child_args(g)
+
+
+def add_child_args(g: Any) -> None:
+    """The child-training options every training command honours."""
+    g.add_argument("--batch-size", type=positive_int, default=128, help="images per optimizer step (default: %(default)s)")
+    g.add_argument("--lr", type=positive_number, default=None, help="base learning rate (default: the model's)")
+    g.add_argument("--optimizer", default=None, type=name_of("optimizer", lambda: ("sgd", "adamw")),
+                   help="sgd | adamw (default: the model's)")
+    g.add_argument("--weight-decay", type=non_negative_number, default=5e-4,
+                   help="L2 (SGD) or decoupled (AdamW) weight decay (default: %(default)s)")
+    g.add_argument("--label-smoothing", type=number_in(0.0, 1.0, high_open=True), default=0.0,
+                   help="label smoothing in [0, 1) (default: %(default)s)")
+    g.add_argument("--device", default="auto", type=device_name, help="auto | cpu | cuda[:N] | mps (default: %(default)s)")
+    g.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
+
+
+def add_search_args(p: argparse.ArgumentParser, budget: int = 20, segmented: bool = True) -> None:
+    """Options of every search; `segmented` adds those of the envs that train a child in segments
+    (Augment-v0, Schedule-v0), which Compress-v0 does not read and so does not show."""
+    g = p.add_argument_group("search")
+    g.add_argument("--controller", default="ppo", type=name_of("controller", _controllers),
+                   help="ppo | sac | a2c | random | tpe | cmaes (default: %(default)s)")
+    g.add_argument("--budget", type=positive_int, default=budget, help="child trainings (default: %(default)s)")
+    g.add_argument("--budget-steps", type=positive_int, default=None, help="also stop after this many env steps")
+    g.add_argument("--budget-time", type=positive_number, default=None, help="also stop after this many seconds")
+    if segmented:
+        g.add_argument("--mode", default="schedule", type=name_of("mode", lambda: ("schedule", "static")),
+                       help="schedule (PBA-like) | static (AutoAugment-like) (default: %(default)s)")
+        g.add_argument("--episode-length", type=positive_int, default=4,
+                       help="segments per child training (default: %(default)s)")
+        g.add_argument("--steps-per-segment", type=positive_int, default=None,
+                       help="optimizer steps per segment (default: one epoch)")
+        g.add_argument("--reward-metric", default="accuracy", type=name_of("reward metric", _reward_metrics),
+                       help="accuracy | macro_f1 | neg_ece | neg_nll (default: %(default)s)")
+        g.add_argument("--cost-weight", type=non_negative_number, default=0.0,
+                       help="reward -= weight x cost (default: %(default)s)")
+        g.add_argument("--cost-metric", default="tflops", type=name_of("cost metric", _cost_metrics),
+                       help="seconds | tflops (default: %(default)s)")
+    g.add_argument("--seed", type=seed_int, default=0, help="seed of the controller and the episode stream "
+                   "(default: %(default)s)")
+    g.add_argument("--child-seed", type=seed_int, default=None,
+                   help="fix every child's seed (common random numbers); default: a new seed per episode")
+    g.add_argument("--out", default=None, help="run folder (default: runs/<command>-<dataset>-<controller>)")
+    g.add_argument("--tensorboard", action="store_true", help="log SB3 curves to OUT/tensorboard")
+
+
+def add_augment_space_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("augmentation search space")
+    g.add_argument("--ops", default=None, type=name_list,
+                   help="comma-separated subset of the op table (default: TrivialAugment's 13)")
+    g.add_argument("--ops-per-sample", type=positive_int, default=1, help="ops applied per image (default: %(default)s)")
+    g.add_argument("--magnitude-scale", default="standard",
+                   type=name_of("magnitude scale", lambda: ("standard", "wide")),
+                   help="standard (kornia) | wide (TrivialAugment-wide) (default: %(default)s)")
+
+
+def add_output_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+# ---------------------------------------------------------------------- parsed options -> objects
+def prepare_data(args: argparse.Namespace, dataset: str | None = None) -> Any:
+    """The device-resident data the options describe (`dataset` overrides ``--dataset``)."""
+    from policysearch.data import prepare
+    from policysearch.device import resolve_device
+
+    return prepare(
+        dataset or args.dataset, val_size=args.val_size, train_size=args.train_size, seed=args.split_seed,
+        device=resolve_device(args.device), data_dir=args.data_dir, download=not args.no_download,
+        test_size=args.test_size,
+    )
+
+
+def train_config(args: argparse.Namespace, seed: int = 0) -> Any:
+    """The `TrainConfig` the training options describe."""
+    from policysearch.trainer import TrainConfig
+
+    return TrainConfig(
+        model=args.model, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+        weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, seed=seed,
+        device=args.device, amp=not args.no_amp,
+    )
+
+
+def child_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The `ChildConfig` fields the options set, for the envs that train a child in segments."""
+    return dict(
+        model=args.model, device=args.device, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+        weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, amp=not args.no_amp,
+        episode_length=args.episode_length, steps_per_segment=args.steps_per_segment,
+        reward_metric=args.reward_metric, cost_weight=args.cost_weight, cost_metric=args.cost_metric,
+        child_seed=args.child_seed,
+    )
+
+
+def budget(args: argparse.Namespace) -> Any:
+    from policysearch.search import Budget
+
+    return Budget(child_trainings=args.budget, env_steps=args.budget_steps, seconds=args.budget_time)
+
+
+def emit_json(obj: Any) -> None:
+    """The `--json` contract: one strict JSON object (NaN as null) on the last line of stdout."""
+    from policysearch.files import json_dumps
+
+    print(json_dumps(obj))

@@ -1,0 +1,253 @@
+"""Commands that search: `augment`, `schedule`, `compress`, and `demo` (a search, then a comparison).
+
+Each goes through `search_command`: check the output folder, prepare the data, make the env, run
+the search within its budget, print the report. Every option is checked before the data is
+loaded; nothing is written before the search starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from policysearch.cli.arguments import budget, child_kwargs, emit_json, prepare_data, train_config
+from policysearch.errors import ConfigError, PolicySearchError
+
+
+def out_dir(args: argparse.Namespace, command: str, dataset: str) -> Path:
+    """The run folder: ``--out``, or ``runs/<command>-<dataset>-<controller>``; checked, not created."""
+    from policysearch.files import check_output_dir
+
+    return check_output_dir(args.out or f"runs/{command}-{dataset}-{args.controller}", "--out")
+
+
+def search_report(result: Any) -> None:
+    from policysearch.report import format_table
+
+    s = result.summary
+    print(format_table([{
+        "controller": s["controller"], "episodes": s["episodes"], "child trainings": s["child_trainings"],
+        "best val metric": s["best"]["val_metric"], "best episode": s["best"]["episode"],
+        "wall s": s["wall_seconds"], "train TFLOPs": s["train_flops"] / 1e12,
+        "diverged": s["diverged_episodes"],
+    }]))
+
+
+def search_command(args: argparse.Namespace, data: Any, make_env: Callable[[Any], Any], out: Path,
+                   artefact_name: str, budget_override: Any = None) -> tuple[Any, Any]:
+    """Make the env on `data`, search until the budget is spent, print the report; (env, result)."""
+    from policysearch.search import run_search
+
+    env = make_env(data)
+    result = run_search(env, args.controller, budget_override or budget(args), out, seed=args.seed,
+                        progress=not args.no_progress, tensorboard=args.tensorboard, artefact_name=artefact_name)
+    search_report(result)
+    return env, result
+
+
+def augment_env_factory(args: argparse.Namespace, steps_per_segment: int | None = None) -> Callable[[Any], Any]:
+    """Augment-v0 on given data, as the options describe (`steps_per_segment` overrides the option)."""
+    import gymnasium as gym
+
+    def make(data: Any) -> Any:
+        kwargs = child_kwargs(args)
+        if steps_per_segment is not None:
+            kwargs["steps_per_segment"] = steps_per_segment
+        return gym.make("policysearch/Augment-v0", data=data, ops=tuple(args.ops) if args.ops else None,
+                        ops_per_sample=args.ops_per_sample, magnitude_scale=args.magnitude_scale, mode=args.mode,
+                        lr_schedule=args.schedule, **kwargs)
+    return make
+
+
+def _check_augment_options(args: argparse.Namespace) -> None:
+    """What the parser cannot check alone: op names and the child's schedule name."""
+    from policysearch.policies.augment import OPS
+    from policysearch.policies.schedule import load_schedule
+
+    for op in args.ops or ():
+        if op not in OPS:
+            from policysearch.errors import UnknownNameError
+
+            raise UnknownNameError("augmentation op", op, OPS)
+    load_schedule(args.schedule, base_lr=train_config(args).lr)
+
+
+def cmd_augment(args: argparse.Namespace) -> int:
+    _check_augment_options(args)
+    out = out_dir(args, "augment", args.dataset)
+    data = prepare_data(args)
+    _, result = search_command(args, data, augment_env_factory(args), out, "policy.json")
+    print(f"policy: {result.artefact.describe()}")
+    print(f"wrote {out}/: {', '.join(v for v in result.summary['files'].values() if v)}, summary.json")
+    print(f"use it: policysearch train --dataset {args.dataset} --augment {out / 'policy.json'}")
+    if args.json:
+        emit_json(result.summary)
+    return 0
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    import gymnasium as gym
+
+    from policysearch.plots import plot_schedules
+    from policysearch.policies.augment import load_policy
+
+    if not args.lr_min < args.lr_max:
+        raise ConfigError(f"--lr-min is {args.lr_min:g} and --lr-max {args.lr_max:g}, expected lr-min < lr-max")
+    load_policy(args.augment)
+    out = out_dir(args, "schedule", args.dataset)
+    data = prepare_data(args)
+    kwargs = child_kwargs(args)
+    del kwargs["lr"]  # the searched quantity: Schedule-v0 sets it
+    env, result = search_command(
+        args, data, lambda d: gym.make("policysearch/Schedule-v0", data=d, augment=args.augment, lr_min=args.lr_min,
+                                       lr_max=args.lr_max, **kwargs),
+        out, "schedule.json")
+    # The env wrote the closed-loop export (controller.json) for an SB3 controller.
+    closed_loop = result.summary["files"].get("closed_loop")
+    files = [v for v in result.summary["files"].values() if v]
+    base_lr = env.unwrapped.config.lr  # what `train` would use with a hand-made schedule
+    png = plot_schedules(result.artefact, base_lr, out / "schedule.png", title=f"learned on {data.name} ({args.model})")
+    if png:
+        files.append(png.name)
+    segments = args.episode_length
+    lrs = ", ".join(f"{lr:.3g}" for lr in result.artefact.lrs([i / segments for i in range(segments)]))
+    print(f"learned LRs per segment: {lrs}")
+    print(f"wrote {out}/: {', '.join(files)}, summary.json")
+    print(f"use it: policysearch train --dataset {args.dataset} --schedule {out / 'schedule.json'}"
+          + (f"  (closed loop: --schedule {out / closed_loop})" if closed_loop else ""))
+    if args.json:
+        emit_json(result.summary)
+    return 0
+
+
+def load_teacher(path: str, trust_pickle: bool) -> tuple[Any, str | None, dict[str, Any]]:
+    """The teacher module, its registered model name (None for a pickled module) and checkpoint info."""
+    import torch
+
+    from policysearch.checkpoint import load_checkpoint
+    from policysearch.errors import PolicyFormatError
+
+    try:
+        ckpt = load_checkpoint(path)
+        return ckpt.build(), ckpt.model_name, {**ckpt.info, "input_shape": ckpt.input_shape}
+    except PolicyFormatError:
+        if not trust_pickle:
+            raise
+    print(f"warning: loading {path} as a pickled module runs code stored in the file; "
+          "do this only for files you trust", file=sys.stderr)
+    try:
+        module = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # a corrupt file fails in many ways; say which file and why, in one line
+        raise PolicyFormatError(f"{path}: cannot be read as a pickled module ({type(exc).__name__})") from None
+    if not isinstance(module, torch.nn.Module):
+        raise PolicySearchError(f"{path}: holds a {type(module).__name__}, expected a torch.nn.Module")
+    return module, None, {}
+
+
+def _check_teacher_fits(teacher: Any, info: dict[str, Any], data: Any, checkpoint: str) -> None:
+    """The data's images must be what the teacher was built for (before any search)."""
+    import torch
+
+    shape = info.get("input_shape")
+    if shape is not None and tuple(shape) != tuple(data.input_shape):
+        raise ConfigError(f"--dataset {data.name} has images of shape {tuple(data.input_shape)}, but the teacher "
+                          f"{checkpoint} takes {tuple(shape)}; pass the data set it was trained on")
+    try:
+        with torch.inference_mode():
+            logits = teacher.eval()(torch.zeros(1, *data.input_shape))
+    except RuntimeError as exc:
+        raise ConfigError(f"--dataset {data.name}: the teacher {checkpoint} cannot take its images of shape "
+                          f"{tuple(data.input_shape)} ({' '.join(str(exc).split())[:120]})") from None
+    if logits.shape[-1] != data.num_classes:
+        raise ConfigError(f"--dataset {data.name} has {data.num_classes} classes, but the teacher {checkpoint} "
+                          f"predicts {logits.shape[-1]}")
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    import gymnasium as gym
+
+    from policysearch.checkpoint import save_checkpoint
+    from policysearch.distill import finish
+    from policysearch.files import write_json
+    from policysearch.report import format_table
+
+    teacher, model_name, info = load_teacher(args.checkpoint, args.trust_pickle)
+    dataset = args.dataset or (info.get("dataset") or {}).get("name") or "digits"
+    out = out_dir(args, "compress", dataset)
+    data = prepare_data(args, dataset)
+    _check_teacher_fits(teacher, info, data, args.checkpoint)
+    _, result = search_command(
+        args, data, lambda d: gym.make(
+            "policysearch/Compress-v0", teacher=teacher, model_name=model_name, data=d, flops_target=args.flops,
+            min_keep=args.min_keep, criterion=args.criterion, finetune_steps=args.finetune_steps,
+            device=args.device, finetune_lr=args.finetune_lr, reward=args.reward, batch_size=args.batch_size,
+            child_seed=args.child_seed),
+        out, "plan.json")
+    plan = result.artefact
+    print(f"best plan keeps {plan.flops_fraction:.3f} of the FLOPs ({args.flops:g} asked); distilling it for "
+          f"{args.finetune_epochs:g} epochs ...")
+    student, report = finish(plan, teacher, data, args.finetune_epochs, args.finetune_lr, seed=args.seed)
+    rows = []
+    for key, label in (("test_accuracy", "test accuracy"), ("test_macro_f1", "test macro F1"), ("flops", "FLOPs"),
+                       ("params", "parameters"), ("file_bytes", "file bytes"),
+                       ("latency_ms_batch1", "CPU ms, batch 1"), ("latency_ms_batch64", "CPU ms, batch 64")):
+        t, st = report["teacher"][key], report["student"][key]
+        rows.append({"": label, "teacher": t, "student": st, "student / teacher": st / t if t else float("nan")})
+    print(format_table(rows))
+    print(f"test accuracy drop: {report['accuracy_drop_points']:.2f} points")
+    save_checkpoint(out / "model.pt", student, model_name or type(teacher).__name__, data.input_shape,
+                    data.num_classes, {"dataset": data.describe(), "plan": plan.to_dict(), "comparison": report})
+    summary = {**result.summary, "comparison": report, "files": {**result.summary["files"], "model": "model.pt"}}
+    write_json(out / "summary.json", summary)
+    print(f"wrote {out}/: plan.json, model.pt, episodes.jsonl, summary.json, search.png")
+    if model_name is not None:
+        print(f"load it: policysearch.checkpoint.load_checkpoint('{out / 'model.pt'}').build()")
+    else:  # a user's own architecture: policysearch cannot rebuild it by name
+        print(f"load it: student = CompressionPlan.load('{out / 'plan.json'}').apply(your_model, example_batch); "
+              f"student.load_state_dict(torch.load('{out / 'model.pt'}', weights_only=True)['state_dict'])")
+    if args.json:
+        emit_json(summary)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from policysearch.cli.training import check_policies
+    from policysearch.compare import compare, comparison_rows
+    from policysearch.files import write_json
+    from policysearch.plots import plot_comparison
+    from policysearch.report import format_table
+
+    config = train_config(args)
+    check_policies(args.baselines, [args.schedule], config.lr)  # refused now, not after the search
+    _check_augment_options(args)
+    out = out_dir(args, "demo", args.dataset)
+    data = prepare_data(args)
+    print(f"1/2 searching an augmentation policy for {data.name} ({len(data.y_train)} train / {len(data.y_val)} val "
+          f"images) with {args.controller}, {args.budget} child trainings of {args.search_epochs:g} epochs")
+    steps_per_epoch = max(1, len(data.y_train) // args.batch_size)
+    steps_per_segment = max(1, round(args.search_epochs * steps_per_epoch / args.episode_length))
+    _, result = search_command(args, data, augment_env_factory(args, steps_per_segment), out / "search",
+                               "policy.json")
+    policy_path = out / "search" / "policy.json"
+    print(f"2/2 evaluating the learned policy against {', '.join(args.baselines)}: {args.seeds} seeds x "
+          f"{args.epochs:g} epochs each, scored on the {len(data.y_test)} held-out test images")
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    entries = compare(data, config, [str(policy_path), *args.baselines], [args.schedule], seeds, args.epochs,
+                      progress=not args.no_progress)
+    entries[0]["augment"] = "learned"
+    print(format_table(comparison_rows(entries)))
+    write_json(out / "comparison.json", {"dataset": data.describe(), "search": result.summary, "results": entries})
+    png = plot_comparison(entries, "accuracy", out / "comparison.png", title=f"{data.name}: test accuracy")
+    learned = entries[0]["test"]["accuracy"]["mean"]
+    best_base = max(entries[1:], key=lambda e: e["test"]["accuracy"]["mean"]) if len(entries) > 1 else None
+    if best_base is not None:
+        verdict = "beats" if learned > best_base["test"]["accuracy"]["mean"] else "does not beat"
+        print(f"the learned policy {verdict} the best baseline ({best_base['augment']}) on mean test accuracy")
+    print(f"wrote {out}/: search/ (policy.json, episodes.jsonl, summary.json, controller, search.png), "
+          f"comparison.json{', comparison.png' if png else ''}")
+    if args.json:
+        emit_json({"search": result.summary, "results": entries})
+    return 0

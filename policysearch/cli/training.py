@@ -1,0 +1,108 @@
+"""Commands that train and compare without searching: `train`, `evaluate`, `datasets`, `models`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from policysearch.cli.arguments import emit_json, prepare_data, train_config
+from policysearch.errors import ConfigError
+
+EXIT_DIVERGED = 3
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from policysearch.checkpoint import save_checkpoint
+    from policysearch.compare import policy_label
+    from policysearch.files import check_output_file
+    from policysearch.policies.adaptive import resolve_schedule
+    from policysearch.policies.augment import load_policy
+    from policysearch.report import format_table
+    from policysearch.trainer import train_run
+
+    # Everything that can be refused is refused before the data is loaded and the model trained.
+    if args.save:
+        check_output_file(args.save, "--save")
+    config = train_config(args, seed=args.seed)
+    policy = load_policy(args.augment)
+    schedule = resolve_schedule(args.schedule, base_lr=config.lr, trust_pickle=args.trust_pickle)
+    data = prepare_data(args)
+    result = train_run(data, config, args.epochs, policy, schedule, progress=not args.no_progress)
+    rows = [{"split": split, **metrics} for split, metrics in (("val", result.val), ("test", result.test))]
+    print(f"{data.name} ({len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test, "
+          f"fingerprint {data.fingerprint[:12]}) · {config.model} · augment {policy_label(args.augment)} · "
+          f"schedule {args.schedule} · {args.epochs:g} epochs · seed {args.seed}")
+    print(format_table(rows))
+    cost = result.cost
+    print(f"cost: {cost['seconds']:.1f} s, {cost['images']:,} images, {cost['train_flops']:.3g} training FLOPs, "
+          f"{cost['params']:,} parameters, peak memory {cost['peak_memory_mb']:.0f} MB")
+    if result.diverged:
+        print(f"training diverged: {result.diverged}", file=sys.stderr)
+        if args.save:
+            print(f"checkpoint not saved to {args.save}: the training diverged", file=sys.stderr)
+    elif args.save:
+        info = {"dataset": data.describe(), "config": result.config, "augment": policy.to_dict(),
+                "schedule": schedule.to_dict() if hasattr(schedule, "lr_at") else {"closed_loop": args.schedule},
+                "test": result.test, "val": result.val,
+                "mean": data.mean.tolist(), "std": data.std.tolist()}
+        save_checkpoint(args.save, result.model, config.model, data.input_shape, data.num_classes, info)
+        print(f"saved {args.save}")
+    if args.json:
+        emit_json({"val": result.val, "test": result.test, "cost": cost, "dataset": data.describe(),
+                   "config": result.config, "augment": policy_label(args.augment), "schedule": args.schedule,
+                   "epochs": args.epochs, "seed": args.seed, "diverged": result.diverged})
+    return EXIT_DIVERGED if result.diverged else 0
+
+
+def check_policies(augments: list[str], schedules: list[str], base_lr: float) -> None:
+    """Load every policy and schedule once, so a bad one is refused before any training."""
+    from policysearch.policies.augment import load_policy
+    from policysearch.policies.schedule import load_schedule
+
+    for augment in augments:
+        load_policy(augment)
+    for schedule in schedules:
+        load_schedule(schedule, base_lr=base_lr)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from policysearch.compare import compare, comparison_rows
+    from policysearch.report import format_table
+
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    config = train_config(args)
+    check_policies(args.augment, args.schedule, config.lr)
+    data = prepare_data(args)
+    entries = compare(data, config, args.augment, args.schedule, seeds, args.epochs, progress=not args.no_progress)
+    print(f"{data.name}: {len(data.y_train)} train / {len(data.y_test)} test images · {config.model} · "
+          f"{args.epochs:g} epochs · seeds {seeds[0]}..{seeds[-1]} (test split, mean ± std)")
+    print(format_table(comparison_rows(entries)))
+    if args.json:
+        emit_json({"dataset": data.describe(), "config": {k: v for k, v in vars(args).items() if k != "func"},
+                   "results": entries})
+    return EXIT_DIVERGED if any(e["diverged"] == len(seeds) for e in entries) else 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from policysearch.data import dataset_status
+    from policysearch.report import format_table
+
+    rows = dataset_status(args.data_dir)
+    print(format_table(rows))
+    if args.json:
+        emit_json(rows)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from policysearch.models import model_table
+    from policysearch.report import format_table
+
+    rows = model_table()
+    print(format_table(rows))
+    if args.json:
+        emit_json(rows)
+    return 0
+
+
+__all__ = ["EXIT_DIVERGED", "cmd_datasets", "cmd_evaluate", "cmd_models", "cmd_train"]
