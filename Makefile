@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-all install bench
+.PHONY: demo test test-all lint install bench
 
 $(BIN)/policysearch: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+lint: install  # ruff: style, import order, likely bugs (configured in pyproject.toml)
+	$(BIN)/ruff check .
 
 test-all: install  # includes the slow tests that really train
 	$(BIN)/python -m pytest -q -m ""

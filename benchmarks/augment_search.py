@@ -57,8 +57,8 @@ def main() -> int:
     import gymnasium as gym
 
     import policysearch  # noqa: F401  (registers the envs)
-    from policysearch.data import load_dataset, prepare
     from policysearch.compare import compare, comparison_rows
+    from policysearch.data import load_dataset, prepare
     from policysearch.report import format_table
     from policysearch.search import Budget, read_episodes, run_search
     from policysearch.trainer import TrainConfig

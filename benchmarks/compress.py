@@ -114,7 +114,8 @@ def main() -> int:
             result = run_search(make_env(), name, Budget(child_trainings=args.budget),
                                 out / f"search-{target:g}-{name}", seed=args.seed, artefact_name="plan.json")
             plans[name] = result.artefact
-            costs[name] = {"episodes": result.summary["episodes"], "wall_minutes": round(result.summary["wall_seconds"] / 60, 2),
+            costs[name] = {"episodes": result.summary["episodes"],
+                           "wall_minutes": round(result.summary["wall_seconds"] / 60, 2),
                            "cpu_minutes": round((time.process_time() - cpu0) / 60, 2),
                            "best_val_accuracy": result.summary["best"]["val_metric"]}
         plans["uniform"] = uniform_plan(make_env())
@@ -134,9 +135,10 @@ def main() -> int:
     goals = {}
     for key, value in record_targets.items():
         res = value["results"]
+        learned = res[args.controller]["student"]["test_accuracy"]
         goals[key] = {
-            "learned_ahead_of_uniform": res[args.controller]["student"]["test_accuracy"] > res["uniform"]["student"]["test_accuracy"],
-            "learned_ahead_of_random": res[args.controller]["student"]["test_accuracy"] > res["random"]["student"]["test_accuracy"],
+            "learned_ahead_of_uniform": learned > res["uniform"]["student"]["test_accuracy"],
+            "learned_ahead_of_random": learned > res["random"]["student"]["test_accuracy"],
             "drop_points_learned": res[args.controller]["accuracy_drop_points"],
         }
     record = {"benchmark": "compress", "dataset": args.dataset, "teacher_model": args.teacher_model,

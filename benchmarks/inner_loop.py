@@ -54,15 +54,18 @@ def note(message: str) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--dataset", default=None,
-                   help=f"digits | fashion-mnist | cifar10 (default: {DEFAULT_DATASET}, or {FALLBACK_DATASET} if absent)")
+                   help=f"digits | fashion-mnist | cifar10 "
+                        f"(default: {DEFAULT_DATASET}, or {FALLBACK_DATASET} if absent)")
     p.add_argument("--data-dir", default=None, help="folder with the data set's files")
     p.add_argument("--model", default="cnn", help="mlp | cnn | resnet | vit (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=60, help="timed optimizer steps per pipeline (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=10, help="untimed steps before timing (default: %(default)s)")
     p.add_argument("--device", default="auto", help="cpu | cuda | auto (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes for the baseline (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads in the main process (default: torch's)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="DataLoader worker processes for the baseline (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads in the main process (default: torch's)")
     args = p.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 1 or args.workers < 0:
         p.error(f"--steps {args.steps} --warmup {args.warmup} --batch-size {args.batch_size} --workers {args.workers}: "
@@ -164,7 +167,8 @@ def bench_torchvision(data: DeviceData, args: argparse.Namespace, augment: bool)
     """Images/s of a plain loop over a DataLoader with per-sample PIL transforms."""
     device = data.device
     cuda = device.type == "cuda"
-    dataset = UInt8ImageDataset(data.x_train.cpu().numpy(), data.y_train.cpu().numpy(), baseline_transform(data, augment))
+    dataset = UInt8ImageDataset(data.x_train.cpu().numpy(), data.y_train.cpu().numpy(),
+                                baseline_transform(data, augment))
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=args.workers,
         persistent_workers=args.workers > 0, pin_memory=cuda, generator=torch.Generator().manual_seed(SEED),
@@ -208,7 +212,6 @@ def bench_torchvision(data: DeviceData, args: argparse.Namespace, augment: bool)
     seconds = time.perf_counter() - start
     # Close the generator so the loader's worker processes stop before the next measurement.
     stream.close()
-    del stream, loader
     gc.collect()
     return args.steps * args.batch_size / seconds
 

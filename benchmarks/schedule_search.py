@@ -29,7 +29,8 @@ from typing import Any
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="fashion-mnist")
-    p.add_argument("--transfer-from", default="digits", help="data set whose learned schedule is transferred ('' to skip)")
+    p.add_argument("--transfer-from", default="digits",
+                   help="data set whose learned schedule is transferred ('' to skip)")
     p.add_argument("--model", default="cnn")
     p.add_argument("--controller", default="ppo")
     p.add_argument("--budget", type=int, default=16, help="child trainings per search")
@@ -73,7 +74,8 @@ def search(dataset: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     controller = str(out / closed_loop) if closed_loop else None
     lrs = result.artefact.lrs([i / args.episode_length for i in range(args.episode_length)])
     return {"schedule": str(out / "schedule.json"), "controller": controller, "segment_lrs": lrs,
-            "child_trainings": result.summary["child_trainings"], "best_val_accuracy": result.summary["best"]["val_metric"],
+            "child_trainings": result.summary["child_trainings"],
+            "best_val_accuracy": result.summary["best"]["val_metric"],
             "wall_minutes": round(result.summary["wall_seconds"] / 60, 2), "cpu_minutes": round(cpu_minutes, 2),
             "train_flops": result.summary["train_flops"]}
 
@@ -81,8 +83,8 @@ def search(dataset: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
 def main() -> int:
     args = parse_args()
     import policysearch  # noqa: F401  (registers the envs)
-    from policysearch.data import prepare
     from policysearch.compare import compare, comparison_rows
+    from policysearch.data import prepare
     from policysearch.report import format_table
     from policysearch.trainer import TrainConfig
 

@@ -37,7 +37,8 @@ class AugmentSpace:
     | index      | knob                      | value                                        |
     |------------|---------------------------|----------------------------------------------|
     | 0 .. K-1   | probability of op k       | u^2                                          |
-    | K .. 2K-1  | strength of op k          | u: fraction of the op's widest departure from identity (both signs where the range has two) |
+    | K .. 2K-1  | strength of op k          | u: fraction of the op's widest departure     |
+    |            |                           | from identity (both signs if two-sided)      |
     | 2K         | crop (pad-and-crop shift) | u * max_crop of the image side               |
     | 2K+1       | horizontal flip           | probability u^2                              |
     | 2K+2       | mixup                     | probability u^2 * max_mix (alpha mixup_alpha)|
@@ -103,10 +104,12 @@ class AugmentSpace:
         for op in self.ops:
             p, s = knobs["op_probability"][op], knobs["op_strength"][op]
             spec = OPS[op]
-            bins: list[int | None] = [None] if spec.standard is None else list(spec.strength_bins(s, self.magnitude_scale))
+            bins: list[int | None] = (
+                [None] if spec.standard is None else list(spec.strength_bins(s, self.magnitude_scale)))
             # Two entries per op keep the op draw uniform when only some ops are two-sided.
             choices += [[(op, p, bins[i % len(bins)])] for i in range(2)]
-        subs = [sum(combo, []) for combo in itertools.product(choices, repeat=self.ops_per_sample)]
+        subs = [list(itertools.chain.from_iterable(combo))
+                for combo in itertools.product(choices, repeat=self.ops_per_sample)]
         return AugmentPolicy(
             subs,
             crop=knobs["crop"],

@@ -108,7 +108,7 @@ class ChildEnv(gym.Env):
     and `export`.
     """
 
-    metadata = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
     ENV_ID = ""
     UNUSED_CHILD_FIELDS: ClassVar[tuple[str, ...]] = ()
     mode = "schedule"  # one episode is one child training (see policysearch.search_env.MODES)

@@ -68,7 +68,8 @@ def main(args: Args) -> None:
         if epoch % 10 == 9 or epoch == args.epochs - 1:
             with torch.inference_mode():
                 acc = (model(x[test]).argmax(1) == y[test]).float().mean().item()
-            print(f"epoch {epoch + 1:3d}  loss {loss.item():.4f}  lr {scheduler.get_last_lr()[0]:.4g}  test acc {acc:.4f}")
+            lr = scheduler.get_last_lr()[0]
+            print(f"epoch {epoch + 1:3d}  loss {loss.item():.4f}  lr {lr:.4g}  test acc {acc:.4f}")
 
 
 if __name__ == "__main__":

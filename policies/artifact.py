@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from policysearch.errors import PolicyFormatError
-from policysearch.files import write_json  # noqa: F401  (re-exported: every artefact writes through it)
+from policysearch.files import write_json
 
 
 def provenance(**extra: Any) -> dict[str, Any]:
@@ -85,7 +85,8 @@ def read_json(path: str | Path) -> Any:
     try:
         return json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
-        raise PolicyFormatError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+        where = f"line {exc.lineno}, column {exc.colno}"
+        raise PolicyFormatError(f"{path}: not valid JSON ({exc.msg} at {where})") from None
     except ValueError as exc:  # NaN / Infinity: not JSON, and never a meaningful policy value
         raise PolicyFormatError(f"{path}: {exc}") from None
 

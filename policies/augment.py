@@ -195,7 +195,7 @@ class AugmentPolicy(JsonArtefact, nn.Module):
         self.pieces = nn.ModuleList()
         if schedule:
             starts = [float(s) for s, _ in schedule]
-            if starts[0] != 0.0 or any(b <= a for a, b in zip(starts, starts[1:])) or starts[-1] >= 1.0:
+            if starts[0] != 0.0 or any(b <= a for a, b in itertools.pairwise(starts)) or starts[-1] >= 1.0:
                 raise ConfigError(f"schedule starts {starts}: expected strictly increasing values in [0, 1) from 0")
             for _, piece in schedule:
                 if not isinstance(piece, AugmentPolicy) or piece.pieces:
@@ -473,7 +473,7 @@ def rand_augment(n: int = 2, strength: float = 0.3, ops: Sequence[str] = TRIVIAL
         mags = [None] if OPS[name].standard is None else bins
         entries = [(name, 1.0, m) for m in mags]
         choices += [[entries[i % len(entries)]] for i in range(2)]
-    return [sum(combo, []) for combo in itertools.product(choices, repeat=n)]
+    return [list(itertools.chain.from_iterable(combo)) for combo in itertools.product(choices, repeat=n)]
 
 
 def builtin_policy(name: str) -> AugmentPolicy:

@@ -32,7 +32,7 @@ from policysearch.device import device_for_data
 from policysearch.errors import ConfigError
 from policysearch.evaluate import evaluate
 from policysearch.metrics import count_parameters, flops_per_image
-from policysearch.trainer import MAX_LR, Trainer, TrainConfig, soft_cross_entropy
+from policysearch.trainer import MAX_LR, TrainConfig, Trainer, soft_cross_entropy
 
 __all__ = ["DistillStats", "distill", "finish", "kd_loss", "latency_ms", "model_card", "state_dict_bytes"]
 

@@ -21,10 +21,10 @@ from torch import nn
 from policysearch.errors import ConfigError, UnknownNameError
 
 __all__ = [
-    "METRIC_NAMES",
-    "HIGHER_IS_BETTER",
-    "REWARD_METRICS",
     "COST_METRICS",
+    "HIGHER_IS_BETTER",
+    "METRIC_NAMES",
+    "REWARD_METRICS",
     "Cost",
     "classification_metrics",
     "cost_units",

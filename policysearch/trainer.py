@@ -228,7 +228,7 @@ class Trainer:
                 augment = None
         self.model.train()
         data, nc = self.data, self.data.num_classes
-        params = [p for p in self.model.parameters()]
+        params = list(self.model.parameters())
         loss_sum = torch.zeros((), device=self.device)
         norms = torch.zeros(max(steps, 1), device=self.device)
         finite = torch.ones((), dtype=torch.bool, device=self.device)

@@ -121,7 +121,8 @@ def test_tiny_ppo_search_writes_a_loadable_policy(make, tmp_path):
     assert policy.to_dict() == result.artefact.to_dict()
     assert policy.starts == (0.0, 0.5)  # schedule mode: one piece per segment
     prov = policy.provenance
-    assert prov["env_id"] == "policysearch/Augment-v0" and prov["controller"] == "ppo" and len(prov["dataset_fingerprint"]) == 64
+    assert prov["env_id"] == "policysearch/Augment-v0" and prov["controller"] == "ppo"
+    assert len(prov["dataset_fingerprint"]) == 64
     summary = json.loads((tmp_path / "summary.json").read_text())
     best = max(e["score"] for e in read_episodes(tmp_path / "episodes.jsonl"))
     assert summary["best"]["score"] == best

@@ -286,7 +286,8 @@ def test_missing_data_folder(capsys: pytest.CaptureFixture[str], no_data_anywher
     assert out == ""  # nothing trained, no table
 
 
-def test_missing_data_error_leads_with_a_self_contained_line(capsys: pytest.CaptureFixture[str], no_data_anywhere: Path) -> None:
+def test_missing_data_error_leads_with_a_self_contained_line(capsys: pytest.CaptureFixture[str],
+                                                             no_data_anywhere: Path) -> None:
     argv = ["train", *FAST, "--data-dir", str(no_data_anywhere), "--no-download"]
     argv[argv.index("digits")] = "cifar10"
     code, _, err = run_cli(argv, capsys)

@@ -25,7 +25,7 @@ SHAPE = (1, 8, 8)
 @pytest.fixture(scope="module")
 def teachers(digits):
     """A briefly trained cnn and residual resnet on 8x8 digits (seconds on one core)."""
-    from policysearch.trainer import Trainer, TrainConfig
+    from policysearch.trainer import TrainConfig, Trainer
 
     out = {}
     for name in ("cnn", "resnet"):

@@ -151,7 +151,8 @@ def add_data_args(p: argparse.ArgumentParser, default_dataset: str | None = "dig
     g.add_argument("--val-size", type=val_size, default=0.1,
                    help="validation split carved from the training data: fraction or count (default: %(default)s)")
     g.add_argument("--test-size", type=positive_int, default=None, help="subsample the test split for quick runs")
-    g.add_argument("--split-seed", type=seed_int, default=0, help="seed of the fixed train/val split (default: %(default)s)")
+    g.add_argument("--split-seed", type=seed_int, default=0,
+                   help="seed of the fixed train/val split (default: %(default)s)")
     g.add_argument("--no-download", action="store_true", help="never try the network for missing data")
 
 
@@ -167,7 +168,8 @@ def add_train_args(p: argparse.ArgumentParser, epochs: float | None = 10) -> Non
 
 def add_child_args(g: Any) -> None:
     """The child-training options every training command honours."""
-    g.add_argument("--batch-size", type=positive_int, default=128, help="images per optimizer step (default: %(default)s)")
+    g.add_argument("--batch-size", type=positive_int, default=128,
+                   help="images per optimizer step (default: %(default)s)")
     g.add_argument("--lr", type=positive_number, default=None, help="base learning rate (default: the model's)")
     g.add_argument("--optimizer", default=None, type=name_of("optimizer", lambda: ("sgd", "adamw")),
                    help="sgd | adamw (default: the model's)")
@@ -175,7 +177,8 @@ def add_child_args(g: Any) -> None:
                    help="L2 (SGD) or decoupled (AdamW) weight decay (default: %(default)s)")
     g.add_argument("--label-smoothing", type=number_in(0.0, 1.0, high_open=True), default=0.0,
                    help="label smoothing in [0, 1) (default: %(default)s)")
-    g.add_argument("--device", default="auto", type=device_name, help="auto | cpu | cuda[:N] | mps (default: %(default)s)")
+    g.add_argument("--device", default="auto", type=device_name,
+                   help="auto | cpu | cuda[:N] | mps (default: %(default)s)")
     g.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
 
 
@@ -213,7 +216,8 @@ def add_augment_space_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("augmentation search space")
     g.add_argument("--ops", default=None, type=name_list,
                    help="comma-separated subset of the op table (default: TrivialAugment's 13)")
-    g.add_argument("--ops-per-sample", type=positive_int, default=1, help="ops applied per image (default: %(default)s)")
+    g.add_argument("--ops-per-sample", type=positive_int, default=1,
+                   help="ops applied per image (default: %(default)s)")
     g.add_argument("--magnitude-scale", default="standard",
                    type=name_of("magnitude scale", lambda: ("standard", "wide")),
                    help="standard (kornia) | wide (TrivialAugment-wide) (default: %(default)s)")

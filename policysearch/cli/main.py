@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_train_args(p)
     p.add_argument("--augment", default="none", help="built-in policy name or policy JSON file (default: %(default)s)")
     p.add_argument("--schedule", default="cosine",
-                   help="built-in schedule name, schedule JSON file, or closed-loop controller.json (default: %(default)s)")
+                   help="built-in schedule name, schedule JSON file, or closed-loop controller.json "
+                        "(default: %(default)s)")
     p.add_argument("--seed", type=a.seed_int, default=0, help="seed of the weights, batch order and augmentation "
                    "(default: %(default)s)")
     p.add_argument("--save", default=None, help="write a checkpoint (model name, shapes, state_dict) here")
@@ -100,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--finetune-epochs", type=a.non_negative_number, default=3,
                    help="final distillation of the best plan (default: %(default)s)")
     g.add_argument("--batch-size", type=a.positive_int, default=128, help="images per step (default: %(default)s)")
-    g.add_argument("--device", default="auto", type=a.device_name, help="auto | cpu | cuda[:N] | mps (default: %(default)s)")
+    g.add_argument("--device", default="auto", type=a.device_name,
+                   help="auto | cpu | cuda[:N] | mps (default: %(default)s)")
     a.add_output_args(p)
     p.set_defaults(func=cmd_compress)
 

@@ -6,7 +6,6 @@ import argparse
 import sys
 
 from policysearch.cli.arguments import emit_json, prepare_data, train_config
-from policysearch.errors import ConfigError
 
 EXIT_DIVERGED = 3
 

@@ -45,7 +45,7 @@ def _resolve_host(url: str) -> None:
         try:
             socket.getaddrinfo(host, port)
             outcome.append(None)
-        except BaseException as exc:  # noqa: BLE001 - handed back to the caller below
+        except BaseException as exc:
             outcome.append(exc)
 
     thread = threading.Thread(target=resolve, daemon=True)

@@ -101,7 +101,7 @@ def stratified_split(
                 f"val_size as a fraction must be in (0, 1); got {val_size!r} "
                 "(pass an int for a sample count)."
             )
-        n_val = max(1, int(round(float(val_size) * n)))
+        n_val = max(1, round(float(val_size) * n))
     if n_val > capacity:
         raise ConfigError(
             f"val_size {val_size!r} asks for {n_val} of {n} samples, but at most {capacity} can "
