@@ -1,0 +1,232 @@
+"""The contract between a closed-loop LR controller and a training loop: observation in, LR out.
+
+`ScheduleSpace` says how the controller's observation is built from plain training statistics
+(`OBSERVATION_NAMES`, in that order) and how its action becomes a learning rate. Schedule-v0
+builds observations with it during search; `AdaptiveSchedule` rebuilds the same vector in any
+training loop; the sidecar `controller.json` stores it, so the contract travels with the controller.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from policysearch.checks import check_int, check_number
+from policysearch.errors import ConfigError, PolicyFormatError
+from policysearch.policies.artifact import require
+from policysearch.policies.schedule import LOG10_LR_MAX, LOG10_LR_MIN
+
+__all__ = ["OBSERVATION_NAMES", "ScheduleSpace"]
+
+# The order of the observation vector; the sidecar stores it and loading checks it, so a file
+# written for another layout fails loudly instead of feeding the controller shuffled inputs.
+OBSERVATION_NAMES: tuple[str, ...] = (
+    "progress",
+    "train_loss",
+    "val_loss",
+    "val_metric",
+    "train_loss_trend",
+    "val_loss_trend",
+    "val_metric_trend",
+    "lr",
+    "grad_norm_mean",
+    "grad_norm_std",
+    "segments_left",
+)
+
+# How each entry is computed, written into the sidecar for anyone re-implementing it elsewhere.
+_FORMULAS: dict[str, str] = {
+    "progress": "optimizer steps done / total steps",
+    "train_loss": "mean training loss of the last segment / loss_scale (1.0 before any training)",
+    "val_loss": "validation loss / loss_scale",
+    "val_metric": "validation reward metric (accuracy, macro_f1, -ece or -nll)",
+    "train_loss_trend": "(train_loss - previous segment's train_loss) / loss_scale (0 at the start)",
+    "val_loss_trend": "(val_loss - previous segment's val_loss) / loss_scale (0 at the start)",
+    "val_metric_trend": "val_metric - previous segment's val_metric (0 at the start)",
+    "lr": "(log10(lr) - log10(lr_min)) / log10(lr_max / lr_min) of the last segment's LR (0.5 at the start)",
+    "grad_norm_mean": "log1p(mean total gradient norm over the last segment's steps) (0 at the start)",
+    "grad_norm_std": "log1p(sample std of those norms) (0 at the start)",
+    "segments_left": "segments not yet trained / segments",
+}
+
+_ACTION = "lr = lr_min * (lr_max / lr_min) ** ((a + 1) / 2), a = the deterministic action clipped to [-1, 1]"
+
+# A schedule exported from an episode must be a valid LearnedSchedule, so the LR bounds are its bounds.
+_LR_FLOOR, _LR_CEIL = 10.0**LOG10_LR_MIN, 10.0**LOG10_LR_MAX
+
+
+@dataclass(frozen=True)
+class ScheduleSpace:
+    """The contract between an LR controller and a training loop: observation in, LR out.
+
+    The action is one number ``a`` in [-1, 1], mapped log-linearly onto ``[lr_min, lr_max]``:
+    ``lr = lr_min * (lr_max / lr_min) ** ((a + 1) / 2)``; ``a = -1`` gives exactly ``lr_min``,
+    ``a = 1`` exactly ``lr_max``. The observation is :data:`OBSERVATION_NAMES` in that order,
+    built by :meth:`observation` from plain numbers, every entry clipped to ``[-clip, clip]``; NaN
+    (a diverged run) becomes the worst value: ``-clip`` for the metric and its trend, ``clip`` for
+    the rest.
+
+    Attributes:
+        lr_min: Smallest LR (positive).
+        lr_max: Largest LR (above ``lr_min``, at most 1e3).
+        segments: Decisions per training run (the env's ``episode_length``).
+        loss_scale: What losses are divided by: ``log(num_classes)``, the loss of a uniform guess.
+        clip: Bound of every observation entry.
+
+    Raises:
+        ConfigError: On construction, for any invalid field; the message names it.
+    """
+
+    lr_min: float = 1e-4
+    lr_max: float = 1.0
+    segments: int = 4
+    loss_scale: float = math.log(10)
+    clip: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("lr_min", "lr_max", "loss_scale", "clip"):
+            value = check_number(name, getattr(self, name), 0.0, low_open=True)
+            object.__setattr__(self, name, value)  # frozen; ints become floats so JSON and == agree
+        if not _LR_FLOOR <= self.lr_min < self.lr_max <= _LR_CEIL:
+            raise ConfigError(
+                f"lr_min={self.lr_min!r}, lr_max={self.lr_max!r}: expected "
+                f"{_LR_FLOOR:g} <= lr_min < lr_max <= {_LR_CEIL:g}"
+            )
+        check_int("segments", self.segments, 1)
+
+    @property
+    def _worst(self) -> np.ndarray:
+        return np.array([-self.clip if "metric" in n else self.clip for n in OBSERVATION_NAMES])
+
+    @property
+    def dim(self) -> int:
+        """Length of the observation vector."""
+        return len(OBSERVATION_NAMES)
+
+    # ------------------------------------------------------------------ action
+    def lr(self, action: Any) -> float:
+        """The LR an action in [-1, 1] sets (values outside are clipped; the ends are exact)."""
+        a = np.asarray(action, dtype=np.float64).reshape(-1)
+        if a.shape != (1,) or not np.isfinite(a[0]):
+            raise ConfigError(f"action {a.tolist()!r}: expected one finite number in [-1, 1]")
+        u = float(np.clip((a[0] + 1.0) / 2.0, 0.0, 1.0))
+        # The ends are returned as given: lr_min * (lr_max / lr_min) may miss lr_max by an ulp.
+        if u <= 0.0:
+            return float(self.lr_min)
+        if u >= 1.0:
+            return float(self.lr_max)
+        lr = self.lr_min * (self.lr_max / self.lr_min) ** u
+        return float(min(max(lr, self.lr_min), self.lr_max))
+
+    def lr_position(self, lr: float) -> float:
+        """Where ``lr`` lies between the bounds on the log scale: 0 at ``lr_min``, 1 at ``lr_max``."""
+        return (math.log10(lr) - math.log10(self.lr_min)) / math.log10(self.lr_max / self.lr_min)
+
+    # ------------------------------------------------------------------ observation
+    def observation(self, stats: Mapping[str, Any]) -> np.ndarray:
+        """The observation vector for the statistics of a run at a segment boundary.
+
+        Args:
+            stats: Plain numbers. Required: ``progress`` (in [0, 1]), ``val_loss`` and
+                ``val_metric`` (the reward metric, e.g. accuracy, or -NLL). Optional, with the
+                value they take before the first segment: ``train_loss`` (``loss_scale``),
+                ``prev_train_loss`` / ``prev_val_loss`` / ``prev_val_metric`` (the current
+                value, i.e. a trend of 0), ``lr`` (None: the middle of the range, as no LR has
+                been chosen yet), ``grad_norm_mean`` / ``grad_norm_std`` (0) and
+                ``segments_left`` (``segments * (1 - progress)``, rounded).
+
+        Returns:
+            float32 array of shape ``(dim,)`` in :data:`OBSERVATION_NAMES` order.
+
+        Raises:
+            ConfigError: If a required key is missing or a value is not a number.
+        """
+        for key in ("progress", "val_loss", "val_metric"):
+            if stats.get(key) is None:
+                raise ConfigError(f"stats has no {key!r}: expected keys progress, val_loss and val_metric at least")
+
+        def num(key: str, default: float) -> float:
+            value = stats.get(key)
+            if value is None:
+                return default
+            try:
+                return float(value)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"stats[{key!r}] is {value!r}, expected a number") from exc
+
+        progress = num("progress", 0.0)
+        scale = self.loss_scale
+        train_loss = num("train_loss", scale)
+        val_loss = num("val_loss", 0.0)
+        metric = num("val_metric", 0.0)
+        lr_pos = 0.5  # no LR chosen yet: the middle, whatever the optimizer was built with
+        if stats.get("lr") is not None:
+            lr = num("lr", 0.0)
+            if not lr > 0:
+                raise ConfigError(f"stats['lr'] is {lr!r}, expected a positive learning rate")
+            lr_pos = self.lr_position(lr)
+        left = num("segments_left", round(self.segments * (1.0 - progress)))
+        values = [
+            progress,
+            train_loss / scale,
+            val_loss / scale,
+            metric,
+            (train_loss - num("prev_train_loss", train_loss)) / scale,
+            (val_loss - num("prev_val_loss", val_loss)) / scale,
+            metric - num("prev_val_metric", metric),
+            lr_pos,
+            # max(nan, 0.0) is nan, so a NaN norm still gets the NaN handling below.
+            math.log1p(max(num("grad_norm_mean", 0.0), 0.0)),
+            math.log1p(max(num("grad_norm_std", 0.0), 0.0)),
+            left / self.segments,
+        ]
+        # NaN means a diverged run: show it as the worst value rather than as zero (low for the
+        # metric and its trend, where higher is better; high for everything else).
+        obs = np.asarray(values, dtype=np.float64)
+        obs = np.where(np.isnan(obs), self._worst, obs)
+        return np.clip(obs, -self.clip, self.clip).astype(np.float32)
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict[str, Any]:
+        """The fields the sidecar stores (the observation part nested under ``observation``)."""
+        return {
+            "lr_min": self.lr_min,
+            "lr_max": self.lr_max,
+            "segments": self.segments,
+            "action": _ACTION,
+            "observation": {
+                "names": list(OBSERVATION_NAMES),
+                "loss_scale": self.loss_scale,
+                "clip": self.clip,
+                "formulas": dict(_FORMULAS),
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> ScheduleSpace:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            PolicyFormatError: If a field is missing or malformed; the message names it.
+        """
+        lr_min = require(dict(data), "lr_min", (int, float), source)
+        lr_max = require(dict(data), "lr_max", (int, float), source)
+        segments = require(dict(data), "segments", int, source)
+        obs = require(dict(data), "observation", dict, source)
+        obs_source = f"{source} (in 'observation')"
+        names = require(obs, "names", list, obs_source)
+        if tuple(names) != OBSERVATION_NAMES:
+            raise PolicyFormatError(
+                f"{source}: field 'observation.names' is {names!r}, expected {list(OBSERVATION_NAMES)!r} "
+                "(a file written by another policysearch version; re-export it)"
+            )
+        loss_scale = require(obs, "loss_scale", (int, float), obs_source)
+        clip = require(obs, "clip", (int, float), obs_source)
+        try:
+            return cls(float(lr_min), float(lr_max), segments, float(loss_scale), float(clip))
+        except ConfigError as exc:
+            raise PolicyFormatError(f"{source}: {exc}") from exc
