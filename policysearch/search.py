@@ -8,8 +8,8 @@ What the driver may ask of an env is `policysearch.search_env.SearchEnv`.
 
 from __future__ import annotations
 
-import json
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -68,8 +68,9 @@ class SearchRecorder(gym.Wrapper):
         self.base: SearchEnv = as_search_env(env)
         self.path = Path(path) if path else None
         if self.path:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text("")
+            from policysearch.files import atomic_write
+
+            atomic_write(self.path, lambda f: None)  # a fresh, empty log
         self.episodes: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
         self.child_trainings = self.env_steps = 0
@@ -157,8 +158,9 @@ class SearchRecorder(gym.Wrapper):
         if not diverged and (self.best is None or record["score"] > self.best["score"]):
             self.best = record
         if self.path:
-            with self.path.open("a") as f:
-                f.write(json.dumps(record, default=float) + "\n")
+            from policysearch.files import append_line
+
+            append_line(self.path, record)  # one whole line, fsynced; NaN written as null
         best = self.best["score"] if self.best else float("nan")
         self._bar.update(1)  # an episode is one child training in both modes
         self._bar.set_postfix(ep=record["episode"], reward=f"{record['return']:.4f}", best=f"{best:.4f}")
@@ -260,6 +262,11 @@ def run_search(
 
 
 def read_episodes(path: str | Path) -> list[dict[str, Any]]:
-    """Load an episodes.jsonl file written by a search."""
-    with Path(path).open() as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """Load an episodes.jsonl file written by a search. A torn last line (a search killed in the
+    middle of an append) is skipped with a warning; a bad line anywhere else is a PolicyFormatError."""
+    from policysearch.files import read_jsonl
+
+    records, torn = read_jsonl(path)
+    if torn:
+        warnings.warn(torn, stacklevel=2)
+    return records
