@@ -30,7 +30,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import statistics
 import zipfile
 from collections.abc import Callable, Mapping
@@ -369,9 +368,10 @@ def resolve_schedule(spec: str | Path, base_lr: float, trust_pickle: bool = Fals
         return AdaptiveSchedule.load(path, trust_pickle)
     if path.suffix == ".json" and path.is_file():
         try:
-            kind = json.loads(path.read_text()).get("kind")
-        except (json.JSONDecodeError, AttributeError):
-            kind = None  # let the schedule loader report the problem precisely
+            data = read_json(path)
+        except PolicyFormatError:
+            data = None  # let the schedule loader report the problem precisely
+        kind = data.get("kind") if isinstance(data, dict) else None
         if kind == AdaptiveSchedule.KIND:
             return AdaptiveSchedule.load(path, trust_pickle)
     return load_schedule(str(spec), base_lr=base_lr)

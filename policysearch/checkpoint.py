@@ -27,6 +27,7 @@ class Checkpoint:
     num_classes: int
     state_dict: dict[str, torch.Tensor]
     info: dict[str, Any]  # dataset name / fingerprint, normalisation, training config, metrics
+    source: str = "checkpoint"  # the file it was read from, for messages
 
     def build(self) -> nn.Module:
         """A registered model with the saved weights; a compressed one (its plan in `info`) is
@@ -43,7 +44,7 @@ class Checkpoint:
         except RuntimeError as exc:  # torch lists every mismatched tensor; the first lines say enough
             detail = " ".join(str(exc).split())[:300]
             raise PolicyFormatError(
-                f"checkpoint: its weights do not fit model {self.model_name!r} with input {self.input_shape} "
+                f"{self.source}: its weights do not fit model {self.model_name!r} with input {self.input_shape} "
                 f"and {self.num_classes} classes ({detail})"
             ) from None
         return model
@@ -112,4 +113,4 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise PolicyFormatError(f"{path}: field 'num_classes' is {raw['num_classes']}, expected at least 2")
     if not all(isinstance(v, torch.Tensor) for v in raw["state_dict"].values()):
         raise PolicyFormatError(f"{path}: field 'state_dict' holds non-tensor values")
-    return Checkpoint(raw["model"], tuple(shape), raw["num_classes"], raw["state_dict"], raw["info"])
+    return Checkpoint(raw["model"], tuple(shape), raw["num_classes"], raw["state_dict"], raw["info"], str(path))

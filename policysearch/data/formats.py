@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import pickle
 import struct
 import warnings
@@ -52,6 +53,10 @@ def _read_idx_header(f: io.BufferedIOBase, path: Path, ndim: int) -> tuple[int, 
     return tuple(int(d) for d in dims)
 
 
+# A bound on what a header may promise, so a damaged header is an error, not a 10^15-byte allocation.
+_MAX_IDX_BYTES = 2**34
+
+
 def read_idx(path: Path, ndim: int) -> np.ndarray:
     """Parse an IDX file (``.gz`` or plain) holding uint8 data with ``ndim`` dimensions.
 
@@ -62,7 +67,13 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     try:
         with open_maybe_gz(path) as f:
             dims = _read_idx_header(f, path, ndim)
-            out = np.empty(int(np.prod(dims)), dtype=np.uint8)
+            size = math.prod(dims)
+            if size == 0 or size > _MAX_IDX_BYTES:
+                raise ConfigError(
+                    f"IDX file {path} declares dimensions {dims} ({size:,} bytes): expected at least one "
+                    f"item and at most {_MAX_IDX_BYTES:,} bytes; it is damaged or not a data set file"
+                )
+            out = np.empty(size, dtype=np.uint8)
             # readinto straight into the result: no second copy of a 47 MB image file.
             view = out.data
             filled = 0

@@ -65,14 +65,36 @@ def _search_roots(source: Source, data_dir: str | Path | None) -> list[tuple[Pat
     return unique
 
 
-def find_folder(source: Source, data_dir: str | Path | None) -> Path | None:
-    """The first searched folder holding a complete set of ``source``'s files, or None."""
+def find_folder(source: Source, data_dir: str | Path | None, only_data_dir: bool = False) -> Path | None:
+    """The first searched folder holding a complete set of ``source``'s files, or None.
+
+    With ``only_data_dir`` an explicit ``data_dir`` is the only place searched: loading takes the
+    user's folder at its word, so an incomplete one is an error, never a silent fall-back to
+    another copy of the data (``dataset_status`` still searches everywhere).
+    """
     assert source.complete is not None, f"{source.name} is bundled: it has no files to find"
-    for root, subs in _search_roots(source, data_dir):
+    roots = _search_roots(source, data_dir)
+    if only_data_dir and data_dir is not None and str(data_dir) != "":
+        roots = roots[:1]
+    for root, subs in roots:
         for folder in (root, *(root / s for s in subs)):
             if source.complete(folder):
                 return folder
     return None
+
+
+def _incomplete_message(source: Source, data_dir: str | Path) -> str:
+    root, subs = _search_roots(source, data_dir)[0]
+    expected = [name for name, _ in source.files] if source.archive_folder is None else [source.archive_folder + "/"]
+    if not root.is_dir():
+        detail = "the folder does not exist"
+    else:
+        present = {p.name for folder in (root, *(root / s for s in subs)) if folder.is_dir() for p in folder.iterdir()}
+        missing = [e for e in expected if e.rstrip("/") not in present]
+        detail = (f"missing {', '.join(missing)}" if missing else "its files are not a valid set")
+    return "\n".join([f"data set {source.name!r} not found in --data-dir {root}: {detail} "
+                      "(no other copy is used in its place)",
+                      source.fill(source.how_to_get, system=_SYSTEM_ROOT / source.name)])
 
 
 def _download(source: Source, folder: Path) -> Path:
@@ -90,9 +112,11 @@ def _download(source: Source, folder: Path) -> Path:
 
 
 def _find_or_download(source: Source, data_dir: str | Path | None, download: bool) -> Path:
-    folder = find_folder(source, data_dir)
+    folder = find_folder(source, data_dir, only_data_dir=True)
     if folder is not None:
         return folder
+    if data_dir is not None and str(data_dir) != "":
+        raise DatasetNotFoundError(_incomplete_message(source, data_dir))
     failure = "download=False, so nothing was downloaded"
     if download and source.files:
         try:
