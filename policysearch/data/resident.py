@@ -48,6 +48,7 @@ class DeviceData:
         split: ``{"seed", "train_size", "val_size", "test_size"}``: the seed and the sizes
             actually used.
         device: Where the tensors live.
+        source: Where the data set's files were read from (the folder actually used).
     """
 
     name: str
@@ -63,6 +64,7 @@ class DeviceData:
     std: torch.Tensor
     split: dict[str, int]
     device: torch.device
+    source: str = ""  # where the files were read from (a folder, "scikit-learn", "tensors", ...)
 
     @property
     def num_classes(self) -> int:
@@ -99,6 +101,7 @@ class DeviceData:
             "split": dict(self.split),
             "input_shape": list(self.input_shape),
             "num_classes": self.num_classes,
+            "source": self.source,
         }
 
     def __repr__(self) -> str:
@@ -211,4 +214,5 @@ def prepare(
             "test_size": len(y_test),
         },
         device=dev,
+        source=str(raw.source),
     )
