@@ -16,7 +16,7 @@ $(BIN)/policysearch: pyproject.toml
 install: $(BIN)/policysearch
 
 demo: install
-	$(BIN)/policysearch demo
+	$(BIN)/policysearch demo --overwrite
 
 test: install
 	$(BIN)/python -m pytest -q

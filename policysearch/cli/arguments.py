@@ -209,6 +209,9 @@ def add_search_args(p: argparse.ArgumentParser, budget: int = 20, segmented: boo
     g.add_argument("--child-seed", type=seed_int, default=None,
                    help="fix every child's seed (common random numbers); default: a new seed per episode")
     g.add_argument("--out", default=None, help="run folder (default: runs/<command>-<dataset>-<controller>)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --out: logged children are not trained again")
+    g.add_argument("--overwrite", action="store_true", help="replace the run in --out (default: refuse)")
     g.add_argument("--tensorboard", action="store_true", help="log SB3 curves to OUT/tensorboard")
 
 

@@ -16,12 +16,18 @@ from typing import Any
 from policysearch.cli.arguments import budget, child_kwargs, emit_json, prepare_data, train_config
 from policysearch.errors import ConfigError, PolicySearchError
 
+EXIT_INTERRUPTED = 130  # stopped by SIGINT / SIGTERM: the run folder is consistent and resumable
 
-def out_dir(args: argparse.Namespace, command: str, dataset: str) -> Path:
-    """The run folder: ``--out``, or ``runs/<command>-<dataset>-<controller>``; checked, not created."""
+
+def out_dir(args: argparse.Namespace, command: str, dataset: str, run: str = "") -> Path:
+    """The run folder: ``--out``, or ``runs/<command>-<dataset>-<controller>``; checked, not created.
+    An existing run in it (in its sub-folder `run`) needs ``--resume`` or ``--overwrite``."""
     from policysearch.files import check_output_dir
+    from policysearch.runstore import check_run_folder
 
-    return check_output_dir(args.out or f"runs/{command}-{dataset}-{args.controller}", "--out")
+    out = check_output_dir(args.out or f"runs/{command}-{dataset}-{args.controller}", "--out")
+    check_run_folder(out / run, args.resume, args.overwrite)
+    return out
 
 
 def search_report(result: Any) -> None:
@@ -43,7 +49,8 @@ def search_command(args: argparse.Namespace, data: Any, make_env: Callable[[Any]
 
     env = make_env(data)
     result = run_search(env, args.controller, budget_override or budget(args), out, seed=args.seed,
-                        progress=not args.no_progress, tensorboard=args.tensorboard, artefact_name=artefact_name)
+                        progress=not args.no_progress, tensorboard=args.tensorboard, artefact_name=artefact_name,
+                        resume=args.resume, overwrite=args.overwrite)
     search_report(result)
     return env, result
 
@@ -85,7 +92,7 @@ def cmd_augment(args: argparse.Namespace) -> int:
     print(f"use it: policysearch train --dataset {args.dataset} --augment {out / 'policy.json'}")
     if args.json:
         emit_json(result.summary)
-    return 0
+    return EXIT_INTERRUPTED if result.summary["stopped_by"] else 0
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
@@ -120,7 +127,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
           + (f"  (closed loop: --schedule {out / closed_loop})" if closed_loop else ""))
     if args.json:
         emit_json(result.summary)
-    return 0
+    return EXIT_INTERRUPTED if result.summary["stopped_by"] else 0
 
 
 def load_teacher(path: str, trust_pickle: bool) -> tuple[Any, str | None, dict[str, Any]]:
@@ -186,6 +193,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
             device=args.device, finetune_lr=args.finetune_lr, reward=args.reward, batch_size=args.batch_size,
             child_seed=args.child_seed),
         out, "plan.json")
+    if result.summary["stopped_by"]:
+        return EXIT_INTERRUPTED  # the plan so far is in the run folder; the final distillation waits
     plan = result.artefact
     print(f"best plan keeps {plan.flops_fraction:.3f} of the FLOPs ({args.flops:g} asked); distilling it for "
           f"{args.finetune_epochs:g} epochs ...")
@@ -223,7 +232,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = train_config(args)
     check_policies(args.baselines, [args.schedule], config.lr)  # refused now, not after the search
     _check_augment_options(args)
-    out = out_dir(args, "demo", args.dataset)
+    out = out_dir(args, "demo", args.dataset, run="search")
     data = prepare_data(args)
     print(f"1/2 searching an augmentation policy for {data.name} ({len(data.y_train)} train / {len(data.y_val)} val "
           f"images) with {args.controller}, {args.budget} child trainings of {args.search_epochs:g} epochs")
@@ -231,6 +240,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     steps_per_segment = max(1, round(args.search_epochs * steps_per_epoch / args.episode_length))
     _, result = search_command(args, data, augment_env_factory(args, steps_per_segment), out / "search",
                                "policy.json")
+    if result.summary["stopped_by"]:
+        return EXIT_INTERRUPTED
     policy_path = out / "search" / "policy.json"
     print(f"2/2 evaluating the learned policy against {', '.join(args.baselines)}: {args.seeds} seeds x "
           f"{args.epochs:g} epochs each, scored on the {len(data.y_test)} held-out test images")

@@ -29,7 +29,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train_run(data, config, args.epochs, policy, schedule, progress=not args.no_progress)
     rows = [{"split": split, **metrics} for split, metrics in (("val", result.val), ("test", result.test))]
     print(f"{data.name} ({len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test, "
-          f"from {data.source}, fingerprint {data.fingerprint[:12]}) · {config.model} · augment {policy_label(args.augment)} · "
+          f"from {data.source}, fingerprint {data.fingerprint[:12]}) · {config.model} · "
+          f"augment {policy_label(args.augment)} · "
           f"schedule {args.schedule} · {args.epochs:g} epochs · seed {args.seed}")
     print(format_table(rows))
     cost = result.cost
