@@ -85,7 +85,8 @@ class AugmentSpace:
         """The knobs an action sets, as plain JSON-able values (logged for every decision)."""
         a = np.asarray(action, dtype=np.float64).reshape(-1)
         if a.shape != (self.dim,) or not np.all(np.isfinite(a)):
-            raise ConfigError(f"action of shape {a.shape} with values {a[:4]}...: expected {self.dim} finite numbers")
+            shown = f"{a[:4].tolist()}{'...' if a.size > 4 else ''}"
+            raise ConfigError(f"action is {shown} (shape {a.shape}), expected {self.dim} finite numbers")
         k = len(self.ops)
         return {
             "op_probability": {op: round(_unit(a[i]) ** 2, 4) for i, op in enumerate(self.ops)},

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from policysearch.checks import check_choice, check_int, check_number, check_shape
-from policysearch.errors import ConfigError, MissingExtraError, PolicyFormatError, UnknownNameError
+from policysearch.errors import ConfigError, MissingExtraError, PolicyFormatError
 from policysearch.policies.artifact import JsonArtefact, read_provenance, require, unwrap, wrap
 
 __all__ = [
@@ -335,8 +335,7 @@ class CompressionPlan(JsonArtefact):
         dg, groups = _trace(student, example)
         leaders = {g.name: (g, m, fn) for g, m, fn in groups}
         for name in self.ratios:
-            if name not in leaders:
-                raise UnknownNameError("prunable layer", name, leaders)
+            check_choice("prunable layer", name, leaders)
         importance = tp.importance.GroupMagnitudeImportance(p=CRITERIA[self.criterion])
         with torch.no_grad():
             for info, leader, prune_fn in groups:

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from policysearch.checks import MAX_LR, check_int, check_lr, check_number
+from policysearch.checks import MAX_LR, check_choice, check_int, check_lr, check_number
 from policysearch.errors import ConfigError, PolicyFormatError, UnknownNameError
 from policysearch.policies.artifact import JsonArtefact, read_provenance, require, unwrap, wrap
 
@@ -129,10 +129,7 @@ class LearnedSchedule(JsonArtefact):
         else:
             raise ConfigError(f"interpolation is {interpolation!r}, expected a string or a sequence of strings")
         for mode in modes:
-            if not isinstance(mode, str):
-                raise ConfigError(f"interpolation mode {mode!r} is not a string; expected one of {INTERPOLATIONS}")
-            if mode not in INTERPOLATIONS:
-                raise UnknownNameError("interpolation", mode, INTERPOLATIONS)
+            check_choice("interpolation", mode, INTERPOLATIONS)
 
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError(f"name is {self.name!r}, expected a non-empty string")

@@ -114,7 +114,7 @@ class ScheduleSpace:
         """The LR an action in [-1, 1] sets (values outside are clipped; the ends are exact)."""
         a = np.asarray(action, dtype=np.float64).reshape(-1)
         if a.shape != (1,) or not np.isfinite(a[0]):
-            raise ConfigError(f"action {a.tolist()!r}: expected one finite number in [-1, 1]")
+            raise ConfigError(f"action is {a.tolist()!r}, expected one finite number in [-1, 1]")
         u = float(np.clip((a[0] + 1.0) / 2.0, 0.0, 1.0))
         # The ends are returned as given: lr_min * (lr_max / lr_min) may miss lr_max by an ulp.
         if u <= 0.0:
