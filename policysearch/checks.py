@@ -4,7 +4,7 @@ Every constructor, loader and command validates through these, so a bad value fa
 work starts and the message reads the same wherever it comes from. `name` is free text: an
 argument ("episode_length"), an option ("--epochs") or a file field ("plan.json: field 'ratios'").
 Loaders pass ``error=PolicyFormatError``; everything else raises ConfigError. Imports stay light
-(no torch): the CLI checks its options with these before anything heavy is loaded.
+(the errors module, no torch), so any module can check its arguments here before heavy work.
 """
 
 from __future__ import annotations

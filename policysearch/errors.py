@@ -15,7 +15,7 @@ class ConfigError(PolicySearchError, ValueError):
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
-    """" Did you mean 'x' or 'y'?" for the known names close to `name`; "" when none is."""
+    """The suffix " Did you mean 'x' or 'y'?" for the known names close to `name`; "" when none is."""
     close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
     return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
