@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from policysearch.checks import check_choice, check_int, check_number
 from policysearch.envs.base import ChildConfig, ChildTrainingEnv
-from policysearch.errors import ConfigError, UnknownNameError
+from policysearch.errors import ConfigError
 from policysearch.metrics import cost_units, reward_value
 from policysearch.policies.augment import MAGNITUDE_SCALES, OPS, TRIVIAL_OPS, AugmentPolicy
 from policysearch.search_env import MODES
@@ -62,19 +63,16 @@ class AugmentSpace:
     cutmix_alpha: float = 1.0
 
     def __post_init__(self) -> None:
-        if not self.ops:
-            raise ConfigError("ops: expected at least one augmentation op")
+        if not self.ops or len(set(self.ops)) != len(self.ops):
+            raise ConfigError(f"ops is {self.ops!r}, expected at least one augmentation op, each at most once")
         for op in self.ops:
-            if op not in OPS:
-                raise UnknownNameError("augmentation op", op, OPS)
-        if len(set(self.ops)) != len(self.ops):
-            raise ConfigError(f"ops {self.ops}: each op may appear once")
-        if self.ops_per_sample not in (1, 2, 3):
-            raise ConfigError(f"ops_per_sample={self.ops_per_sample}: expected 1, 2 or 3")
-        if self.magnitude_scale not in MAGNITUDE_SCALES:
-            raise UnknownNameError("magnitude scale", self.magnitude_scale, MAGNITUDE_SCALES)
-        if not 0.0 <= self.max_crop <= 0.5 or not 0.0 <= self.max_mix <= 0.5:
-            raise ConfigError(f"max_crop={self.max_crop}, max_mix={self.max_mix}: expected values in [0, 0.5]")
+            check_choice("augmentation op", op, OPS)
+        check_int("ops_per_sample", self.ops_per_sample, 1, 3)
+        check_choice("magnitude scale", self.magnitude_scale, MAGNITUDE_SCALES)
+        check_number("max_crop", self.max_crop, 0.0, 0.5)
+        check_number("max_mix", self.max_mix, 0.0, 0.5)
+        for name in ("mixup_alpha", "cutmix_alpha"):  # checked here too: a bad one would fail only at the first step
+            check_number(name, getattr(self, name), 0.0, low_open=True)
 
     @property
     def dim(self) -> int:
@@ -87,7 +85,8 @@ class AugmentSpace:
         """The knobs an action sets, as plain JSON-able values (logged for every decision)."""
         a = np.asarray(action, dtype=np.float64).reshape(-1)
         if a.shape != (self.dim,) or not np.all(np.isfinite(a)):
-            raise ConfigError(f"action of shape {a.shape} with values {a[:4]}...: expected {self.dim} finite numbers")
+            shown = f"{a[:4].tolist()}{'...' if a.size > 4 else ''}"
+            raise ConfigError(f"action is {shown} (shape {a.shape}), expected {self.dim} finite numbers")
         k = len(self.ops)
         return {
             "op_probability": {op: round(_unit(a[i]) ** 2, 4) for i, op in enumerate(self.ops)},
@@ -201,8 +200,7 @@ class AugmentEnv(ChildTrainingEnv):
         from policysearch.policies.schedule import load_schedule
 
         child = self._child_config(child, child_kwargs)
-        if mode not in MODES:
-            raise UnknownNameError("mode", mode, MODES)
+        check_choice("mode", mode, MODES)
         self.space = AugmentSpace(tuple(ops or TRIVIAL_OPS), ops_per_sample, magnitude_scale)
         self._setup_child_training(child, data)
         self.mode = mode

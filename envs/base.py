@@ -23,12 +23,9 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 
-from policysearch.errors import ConfigError, UnknownNameError
+from policysearch.checks import check_choice, check_int, check_number
+from policysearch.errors import ConfigError
 from policysearch.metrics import COST_METRICS, REWARD_METRICS
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,20 +81,18 @@ class ChildConfig:
     child_seed: int | None = None
 
     def __post_init__(self) -> None:
-        if self.reward_metric not in REWARD_METRICS:
-            raise UnknownNameError("reward metric", self.reward_metric, REWARD_METRICS)
-        if self.cost_metric not in COST_METRICS:
-            raise UnknownNameError("cost metric", self.cost_metric, COST_METRICS)
-        for name in ("episode_length", "batch_size"):
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise ConfigError(f"{name}={value!r}: expected an int of at least 1")
-        if self.steps_per_segment is not None and (not _is_int(self.steps_per_segment) or self.steps_per_segment < 1):
-            raise ConfigError(f"steps_per_segment={self.steps_per_segment!r}: expected an int of at least 1 "
-                              "(or None: one epoch)")
-        for name in ("cost_weight", "divergence_penalty"):
-            if not getattr(self, name) >= 0:
-                raise ConfigError(f"{name}={getattr(self, name)!r}: expected >= 0")
+        # Values are checked, not normalised: describe() reports them as given.
+        check_choice("reward metric", self.reward_metric, REWARD_METRICS)
+        check_choice("cost metric", self.cost_metric, COST_METRICS)
+        check_int("episode_length", self.episode_length, 1)
+        check_int("batch_size", self.batch_size, 1)
+        if self.steps_per_segment is not None:
+            check_int("steps_per_segment (None: one epoch)", self.steps_per_segment, 1)
+        check_number("cost_weight", self.cost_weight, 0.0)
+        check_number("divergence_penalty", self.divergence_penalty, 0.0)
+        check_int("split_seed", self.split_seed, 0)
+        if self.child_seed is not None:
+            check_int("child_seed (None: drawn from the env's seed)", self.child_seed, 0)
 
 
 class ChildEnv(gym.Env):

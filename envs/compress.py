@@ -20,8 +20,9 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 from torch import nn
 
+from policysearch.checks import check_choice, check_int, check_lr, check_number
 from policysearch.envs.base import ChildConfig, ChildEnv
-from policysearch.errors import ConfigError, UnknownNameError
+from policysearch.errors import ConfigError
 from policysearch.policies.compress import CRITERIA, ChannelGroup, CompressionPlan
 
 __all__ = ["OBSERVATION_NAMES", "REWARDS", "CompressEnv"]
@@ -233,7 +234,6 @@ class CompressEnv(ChildEnv):
         from policysearch.evaluate import evaluate
         from policysearch.metrics import count_parameters, flops_per_image
         from policysearch.policies.compress import channel_groups, require_torch_pruning
-        from policysearch.trainer import MAX_LR
 
         # Everything checkable without data or tracing is checked first.
         child = self._child_config(child, child_kwargs)
@@ -243,19 +243,16 @@ class CompressEnv(ChildEnv):
             )
         if teacher is not None and not isinstance(teacher, nn.Module):
             raise ConfigError(f"teacher is a {type(teacher).__name__}, expected a torch.nn.Module")
-        if criterion not in CRITERIA:
-            raise UnknownNameError("pruning criterion", criterion, CRITERIA)
-        if reward not in REWARDS:
-            raise UnknownNameError("reward", reward, REWARDS)
-        if not (0.0 < flops_target <= 1.0):
-            raise ConfigError(f"flops_target={flops_target!r}: expected a fraction of the teacher's FLOPs in (0, 1]")
-        if not (0.0 < min_keep <= max_keep <= 1.0):
-            raise ConfigError(f"min_keep={min_keep!r}, max_keep={max_keep!r}: expected 0 < min_keep <= max_keep <= 1")
-        if finetune_steps is not None and (isinstance(finetune_steps, bool) or not isinstance(finetune_steps, int)
-                                           or finetune_steps < 0):
-            raise ConfigError(f"finetune_steps={finetune_steps!r}: expected an int >= 0 (or None: one epoch)")
-        if not (0 < finetune_lr <= MAX_LR):
-            raise ConfigError(f"finetune_lr={finetune_lr!r}: expected a positive learning rate of at most {MAX_LR:g}")
+        check_choice("pruning criterion", criterion, CRITERIA)
+        check_choice("reward", reward, REWARDS)
+        check_number("flops_target (a fraction of the teacher's FLOPs)", flops_target, 0.0, 1.0, low_open=True)
+        check_number("min_keep", min_keep, 0.0, 1.0, low_open=True)
+        check_number("max_keep", max_keep, 0.0, 1.0, low_open=True)
+        if min_keep > max_keep:
+            raise ConfigError(f"min_keep is {min_keep!r}, expected at most max_keep ({max_keep!r})")
+        if finetune_steps is not None:
+            check_int("finetune_steps (None: one epoch)", finetune_steps, 0)
+        check_lr("finetune_lr", finetune_lr)
         _check_kd(temperature, alpha)
         require_torch_pruning(f"{self.ENV_ID}")  # before any data is loaded
 

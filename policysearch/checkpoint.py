@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from policysearch.checks import is_int
+from policysearch.checks import check_int, check_shape, is_int
 from policysearch.errors import PolicyFormatError
 
 CHECKPOINT_KIND = "policysearch_checkpoint"
@@ -106,11 +106,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         if not isinstance(raw.get(field), kind) or isinstance(raw.get(field), bool):  # True is an int
             got = "missing" if field not in raw else f"{type(raw[field]).__name__}"
             raise PolicyFormatError(f"{path}: field {field!r} is {got}, expected {kind.__name__}")
-    shape = raw["input_shape"]
-    if len(shape) != 3 or not all(is_int(d) and d > 0 for d in shape):
-        raise PolicyFormatError(f"{path}: field 'input_shape' is {shape!r}, expected three positive ints (C, H, W)")
-    if raw["num_classes"] < 2:
-        raise PolicyFormatError(f"{path}: field 'num_classes' is {raw['num_classes']}, expected at least 2")
+    shape = check_shape(f"{path}: field 'input_shape'", raw["input_shape"], error=PolicyFormatError)
+    check_int(f"{path}: field 'num_classes'", raw["num_classes"], 2, error=PolicyFormatError)
     if not all(isinstance(v, torch.Tensor) for v in raw["state_dict"].values()):
         raise PolicyFormatError(f"{path}: field 'state_dict' holds non-tensor values")
-    return Checkpoint(raw["model"], tuple(shape), raw["num_classes"], raw["state_dict"], raw["info"], str(path))
+    return Checkpoint(raw["model"], shape, raw["num_classes"], raw["state_dict"], raw["info"], str(path))

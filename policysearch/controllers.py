@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from policysearch.checks import check_choice
 from policysearch.errors import ConfigError, MissingExtraError, UnknownNameError
 from policysearch.search_env import SuggestsEpisodes
 
@@ -68,8 +69,7 @@ class SB3Controller(Controller):
     """
 
     def __init__(self, algo: str, episode_length: int, tensorboard_log: str | None = None, verbose: int = 0) -> None:
-        if algo not in RL_CONTROLLERS:
-            raise UnknownNameError("RL controller", algo, RL_CONTROLLERS)
+        check_choice("RL controller", algo, RL_CONTROLLERS)
         self.name, self.episode_length = algo, max(1, episode_length)
         self.tensorboard_log, self.verbose = tensorboard_log, verbose
         self.model: Any = None
@@ -125,8 +125,7 @@ class OptunaController(Controller):
     family and its peak LR), over that env's own low-dimensional baseline space."""
 
     def __init__(self, sampler: str) -> None:
-        if sampler not in ("tpe", "cmaes"):
-            raise UnknownNameError("Optuna sampler", sampler, ("tpe", "cmaes"))
+        check_choice("Optuna sampler", sampler, ("tpe", "cmaes"))
         self.name = sampler
         self.study: Any = None
 

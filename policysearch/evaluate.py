@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from policysearch.checks import check_int
 from policysearch.data import DeviceData
-from policysearch.errors import ConfigError
 from policysearch.metrics import classification_metrics
 
 __all__ = ["autocast", "evaluate", "normalise", "predict", "to_device"]
@@ -61,8 +61,7 @@ def predict(
         batch_size: images per forward pass (the figures do not depend on it beyond float rounding).
         amp: bf16 autocast on CUDA (ignored on the CPU).
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size={batch_size!r}: expected an int of at least 1")
+    check_int("batch_size", batch_size, 1)
     # Outside inference_mode: parameters moved to another device there would become inference tensors.
     model = to_device(model, data.device)
     x_all, y_all = data.split_arrays(split)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from policysearch.checks import check_choice
 from policysearch.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -124,6 +125,5 @@ def as_search_env(env: gym.Env) -> SearchEnv:
             f"{type(base).__name__} does not implement the search contract: it lacks {', '.join(missing)}; "
             "see policysearch.search_env.SearchEnv"
         )
-    if base.mode not in MODES:
-        raise ConfigError(f"{type(base).__name__}.mode={base.mode!r}: expected one of {', '.join(MODES)}")
+    check_choice(f"{type(base).__name__}.mode", base.mode, MODES, error=ConfigError)
     return base

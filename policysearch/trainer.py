@@ -10,7 +10,6 @@ deterministic for a seed.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -20,16 +19,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from policysearch.checks import MAX_LR as MAX_LR  # re-exported: the bound used to live here
+from policysearch.checks import check_choice, check_int, check_lr, check_number
 from policysearch.data import DeviceData
 from policysearch.device import device_for_data, resolve_device
-from policysearch.errors import ConfigError, DivergenceError, UnknownNameError
+from policysearch.errors import ConfigError, DivergenceError
 from policysearch.evaluate import EVAL_BATCH_SIZE, autocast, evaluate, normalise, predict, to_device
 from policysearch.metrics import Cost, count_parameters, flops_per_image, peak_memory_mb, reward_value
 from policysearch.models import MODELS, build_model
 from policysearch.policies.augment import AugmentPolicy
 
 OPTIMIZERS = ("sgd", "adamw")
-MAX_LR = 1e3  # matches the bound LR schedule files accept
 LRSpec = float | Callable[[float], float] | None
 
 
@@ -67,20 +67,19 @@ class TrainConfig:
     eval_batch_size: int = EVAL_BATCH_SIZE
 
     def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise UnknownNameError("model", self.model, MODELS)
+        check_choice("model", self.model, MODELS)
         if self.optimizer is None:
             self.optimizer = MODELS[self.model].optimizer
-        if self.optimizer not in OPTIMIZERS:
-            raise UnknownNameError("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
         if self.lr is None:
             self.lr = MODELS[self.model].lr
-        if not (0 < self.lr <= MAX_LR):
-            raise ConfigError(f"lr={self.lr:g}: expected a positive learning rate of at most {MAX_LR:g}")
-        if self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ConfigError(f"batch_size={self.batch_size}, eval_batch_size={self.eval_batch_size}: expected >= 1")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"label_smoothing={self.label_smoothing}: expected a value in [0, 1)")
+        check_lr("lr", self.lr)
+        check_int("batch_size", self.batch_size, 1)
+        check_int("eval_batch_size", self.eval_batch_size, 1)
+        check_number("momentum", self.momentum, 0.0)
+        check_number("weight_decay", self.weight_decay, 0.0)
+        check_number("label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
+        check_int("seed", self.seed, 0)
         if isinstance(self.device, torch.device):
             self.device = str(self.device)  # the config stays JSON-able (it is written to results)
         resolve_device(self.device)  # an unknown or absent device fails here, before any data is loaded
@@ -131,8 +130,7 @@ class Trainer:
         profile: bool = False,
         loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
-        if total_steps < 1:
-            raise ConfigError(f"total_steps={total_steps}: expected at least 1")
+        check_int("total_steps", total_steps, 1)
         if len(data.y_train) < config.batch_size:
             raise ConfigError(
                 f"batch_size={config.batch_size} exceeds the {len(data.y_train)} training images; lower --batch-size"
@@ -180,8 +178,7 @@ class Trainer:
         return float(self.optimizer.param_groups[0]["lr"])
 
     def set_lr(self, lr: float) -> None:
-        if not (lr > 0 and math.isfinite(lr)):
-            raise ConfigError(f"lr={lr!r}: expected a positive finite learning rate")
+        check_lr("lr", lr)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
@@ -218,8 +215,7 @@ class Trainer:
         """
         if self.diverged:
             raise DivergenceError(f"this run already diverged ({self.diverged}); start a new Trainer")
-        if steps < 0:
-            raise ConfigError(f"steps={steps}: expected >= 0")
+        check_int("steps", steps, 0)
         if isinstance(lr, (int, float)):
             self.set_lr(float(lr))
         if augment is not None:
