@@ -15,7 +15,7 @@ import numpy as np
 from gymnasium import spaces
 
 from policysearch.checks import check_choice, check_int, check_number
-from policysearch.envs.base import ChildConfig, ChildTrainingEnv
+from policysearch.envs.base import ChildConfig, ChildTrainingEnv, state_fields
 from policysearch.errors import ConfigError
 from policysearch.metrics import cost_units, reward_value
 from policysearch.policies.augment import MAGNITUDE_SCALES, OPS, TRIVIAL_OPS, AugmentPolicy
@@ -248,6 +248,7 @@ class AugmentEnv(ChildTrainingEnv):
             info["diverged"] = self.trainer.diverged
             info["val"] = {}
             self._last_reward = reward
+            self._log_step(info, reward)
             return self._observation(), reward, True, False, info
         self._train_loss = stats.train_loss
         self._val = self.trainer.evaluate("val")
@@ -259,12 +260,14 @@ class AugmentEnv(ChildTrainingEnv):
         info["val"] = dict(self._val)
         info["metric"] = metric
         terminated = self.mode == "static" or self._segment >= self.episode_length
+        self._log_step(info, reward)
         return self._observation(), float(reward), terminated, False, info
 
     # ------------------------------------------------------------------ internals
     def _new_child(self) -> None:
         self._new_trainer()
         self._segment = 0
+        self._episode_steps = []
         self._last_action = np.zeros(self.space.dim, dtype=np.float32)
         self._last_reward = 0.0
         self._val = self.trainer.evaluate("val")
@@ -287,6 +290,27 @@ class AugmentEnv(ChildTrainingEnv):
         obs = np.concatenate([np.nan_to_num(np.asarray(head, dtype=np.float64), nan=10.0), self._last_action])
         return np.clip(obs, -10.0, 10.0).astype(np.float32)
 
+    # ------------------------------------------------------------------ child state (see ChildEnv.get_state)
+    def _episode_state(self) -> dict[str, Any]:
+        return {"segment": self._segment, "last_action": [float(a) for a in self._last_action],
+                "last_reward": float(self._last_reward), "metric": float(self._metric), "val": dict(self._val),
+                "train_loss": float(self._train_loss)}
+
+    def _set_episode_state(self, episode: dict[str, Any]) -> None:
+        segment, last_action, last_reward, metric, val, train_loss = state_fields(
+            episode, "episode", ("segment", "last_action", "last_reward", "metric", "val", "train_loss"))
+        action = np.asarray(last_action, dtype=np.float32)
+        if action.shape != (self.space.dim,) or not isinstance(val, dict):
+            raise ConfigError(f"set_state: the state's last action has shape {action.shape} (expected "
+                              f"({self.space.dim},)) or its 'val' is not a dict")
+        self._segment, self._last_action = int(segment), action
+        self._last_reward, self._metric, self._train_loss = float(last_reward), float(metric), float(train_loss)
+        self._val = dict(val)
+
+    def _current_observation(self) -> np.ndarray | None:
+        return None if self.trainer is None else self._observation()
+
+    # ------------------------------------------------------------------ export
     def export(self, steps: list[dict[str, Any]], provenance: dict[str, Any] | None = None) -> AugmentPolicy:
         """The policy an episode used, as a file-ready AugmentPolicy: one policy in static mode, a
         schedule with one piece per segment (starting at segment / episode_length) in schedule mode."""

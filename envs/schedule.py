@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from policysearch.envs.base import ChildConfig, ChildTrainingEnv
+from policysearch.envs.base import ChildConfig, ChildTrainingEnv, state_fields
 from policysearch.errors import ConfigError
 from policysearch.metrics import cost_units, reward_value
 from policysearch.policies.adaptive import OBSERVATION_NAMES, ScheduleSpace
@@ -137,7 +137,7 @@ class ScheduleEnv(ChildTrainingEnv):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         self._new_trainer()
-        self._segment = 0
+        self._segment, self._episode_steps = 0, []
         val = self.trainer.evaluate("val")
         # Only what is known before any training; ScheduleSpace fills the rest with its start values.
         self._stats = {"progress": 0.0, "val_loss": val["nll"], "val_metric": reward_value(val, self.reward_metric),
@@ -174,6 +174,7 @@ class ScheduleEnv(ChildTrainingEnv):
             info["val"] = {}
             # No evaluation of a NaN model: NaN losses show as the worst observation values.
             self._stats = {**new, "val_loss": math.nan, "val_metric": math.nan}
+            self._log_step(info, -float(self.divergence_penalty))
             return self.space.observation(self._stats), -float(self.divergence_penalty), True, False, info
         val = self.trainer.evaluate("val")
         metric = reward_value(val, self.reward_metric)
@@ -183,7 +184,22 @@ class ScheduleEnv(ChildTrainingEnv):
         info["val"] = dict(val)
         info["metric"] = metric
         terminated = self._segment >= self.episode_length
+        self._log_step(info, reward)
         return self.space.observation(self._stats), float(reward), terminated, False, info
+
+    # ------------------------------------------------------------------ child state (see ChildEnv.get_state)
+    def _episode_state(self) -> dict[str, Any]:
+        # The observation's inputs: last and previous losses, metric, LR, gradient norms.
+        return {"segment": self._segment, "stats": dict(self._stats)}
+
+    def _set_episode_state(self, episode: dict[str, Any]) -> None:
+        segment, stats = state_fields(episode, "episode", ("segment", "stats"))
+        if not isinstance(stats, dict):
+            raise ConfigError(f"set_state: the state's 'stats' is a {type(stats).__name__}, expected a dict")
+        self._segment, self._stats = int(segment), dict(stats)
+
+    def _current_observation(self) -> np.ndarray | None:
+        return None if self.trainer is None else self.space.observation(self._stats)
 
     # ------------------------------------------------------------------ baseline search space
     FAMILIES = ("cosine", "onecycle")

@@ -190,7 +190,9 @@ def flops_per_image(
 
     check_shape("input_shape", input_shape, ndim=None)
     batch = 2
-    x = torch.randn(batch, *input_shape, device=device)
+    # Zeros, not random numbers: FLOPs do not depend on the values, and drawing from the global RNG
+    # here would shift the controller's own random stream (SB3 samples actions from it).
+    x = torch.zeros(batch, *input_shape, device=device)
 
     was_training = model.training
     saved_grads = {p: p.grad for p in model.parameters()}

@@ -45,10 +45,10 @@ class SearchEnv(Protocol):
     where the child diverged); from the last step of a finished episode, "metric" (the validation
     `reward_metric`, what the search ranks by). Everything else in `info` is logged as given.
 
-    Planned: `get_state()` / `set_state(state)` (the whole child training: weights, optimizer,
-    schedule position, knobs so far, every RNG; after `set_state` the continuation is
-    bit-identical on the CPU), for populations, resumed runs and moving children between
-    workers. Not part of the contract yet.
+    `get_state()` / `set_state(state)` hand out and take back the whole child training (weights,
+    optimizer, schedule position, knobs so far, every RNG): after `set_state(s)` the env continues
+    bit-identically on the CPU. Populations copy a strong child into a weak one with them, a
+    resumed run restarts the episode in flight, a child moves between workers.
 
     Attributes:
         mode: One of `MODES`. "schedule": an episode is one child training (counted at its end);
@@ -90,6 +90,18 @@ class SearchEnv(Protocol):
         Returns:
             Extra entries for the summary's "files": a key -> the file's name in `out_dir`.
         """
+        ...
+
+    def get_state(self) -> dict[str, Any]:
+        """The whole child training and episode so far, as a copy of tensors and plain values, headed
+        ``{"kind": "policysearch_child_state", "format_version": 1, "env_id": ...}``; it is written by
+        `policysearch.checkpoint.save_child_state` and loads with ``torch.load(weights_only=True)``."""
+        ...
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue the child and episode of `state` (from `get_state` of an env built with the same
+        arguments): the same actions then give bit-identical steps on the CPU. Raises ConfigError,
+        naming the problem, for a state of another env id, format version or settings."""
         ...
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -282,6 +282,94 @@ class Trainer:
             augment_seconds=aug_seconds,
         )
 
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the next `train_segment` reads, as a copy: weights (and buffers), optimizer
+        state (LR and momentum included), step counter, the generator that draws batches,
+        augmentation and mixup, the epoch's batch order, the cost so far and the divergence flag.
+
+        Only tensors (on the CPU) and plain values, so ``torch.save`` then
+        ``torch.load(weights_only=True)`` round-trips it; `load_state_dict` on a trainer of the same
+        config continues bit-identically on the CPU.
+        """
+        return {
+            "config": asdict(self.config),
+            "total_steps": self.total_steps,
+            "device_type": self.device.type,
+            "step": self.step,
+            "diverged": self.diverged,
+            "model": _cpu_copy(self.model.state_dict()),
+            "optimizer": _cpu_copy(self.optimizer.state_dict()),
+            "generator": self.generator.get_state().clone(),
+            "order": _cpu_copy(self._order),
+            "cursor": self._cursor,
+            "cost": self.cost.to_dict(),
+            "train_flops_per_image": float(self.train_flops_per_image),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the child training `state` (from `state_dict`) describes, exactly.
+
+        Everything is checked before anything changes, so a refused state leaves this trainer as it was.
+        The config's seed becomes the state's (it names the child); the tensors are copied, so one
+        state can be loaded into several trainers.
+
+        Raises:
+            ConfigError: The state is not a trainer state, or is for another config (model, optimizer,
+                batch size, ...), run length, device type, or model shapes; the message names which.
+        """
+        if not isinstance(state, dict):
+            raise ConfigError(f"trainer state is a {type(state).__name__}, expected a dict from Trainer.state_dict()")
+        missing = [k for k in _STATE_KEYS if k not in state]
+        if missing:
+            raise ConfigError(f"trainer state lacks {', '.join(missing)}; expected a dict from Trainer.state_dict()")
+        config = state["config"] if isinstance(state["config"], dict) else {}
+        for name in _STATE_CONFIG_FIELDS:
+            if config.get(name) != getattr(self.config, name):
+                raise ConfigError(f"trainer state is for {name}={config.get(name)!r}, this trainer has "
+                                  f"{name}={getattr(self.config, name)!r}")
+        if state["total_steps"] != self.total_steps:
+            raise ConfigError(f"trainer state is for a run of total_steps={state['total_steps']!r}, this trainer's "
+                              f"is {self.total_steps} (progress, and so schedules, would differ)")
+        if state["device_type"] != self.device.type:
+            raise ConfigError(f"trainer state comes from a {state['device_type']!r} device, this trainer is on "
+                              f"{self.device.type!r}: its random generator state does not carry over")
+        for name, kind in (("optimizer", dict), ("generator", torch.Tensor), ("order", torch.Tensor), ("cost", dict),
+                           ("step", int), ("cursor", int)):
+            if not isinstance(state[name], kind) or isinstance(state[name], bool):
+                raise ConfigError(f"trainer state field {name!r} is a {type(state[name]).__name__}, "
+                                  f"expected a {kind.__name__}")
+        _check_tensors("model", state["model"], self.model.state_dict())
+        groups = state["optimizer"].get("param_groups")
+        ours = [len(g["params"]) for g in self.optimizer.param_groups]
+        theirs = ([len(g["params"]) for g in groups] if isinstance(groups, list)
+                  and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups) else groups)
+        if theirs != ours:
+            raise ConfigError(f"trainer state's optimizer has parameter groups of sizes {theirs}, "
+                              f"this trainer's {ours}")
+        try:
+            cost = Cost(**state["cost"])
+        except TypeError as exc:
+            raise ConfigError(f"trainer state field 'cost' does not fit Cost: {exc}") from None
+        generator = torch.Generator(device=self.device)
+        try:
+            generator.set_state(state["generator"].clone())
+        except (RuntimeError, TypeError) as exc:
+            raise ConfigError(f"trainer state field 'generator' is not a {self.device.type} generator state "
+                              f"({exc})") from None
+
+        self.model.load_state_dict(state["model"])  # copies into the existing parameters
+        # The optimizer keeps tensors it is given when device and dtype already match: copy them, so the
+        # state (and any other trainer loaded from it) is not updated in place by this one's steps.
+        self.optimizer.load_state_dict(_cpu_copy(state["optimizer"]))
+        self.generator = generator
+        self._order = state["order"].to(self.device, copy=True)
+        self._cursor, self.step = int(state["cursor"]), int(state["step"])
+        self.diverged = state["diverged"]
+        self.cost = cost
+        self.train_flops_per_image = float(state["train_flops_per_image"])
+        self.config = replace(self.config, seed=config.get("seed", self.config.seed))
+
     def predict(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (float32) and labels of a whole split (`policysearch.evaluate.predict`)."""
         return predict(self.model, self.data, split, batch_size=self.config.eval_batch_size, amp=self.config.amp)
@@ -289,6 +377,41 @@ class Trainer:
     def evaluate(self, split: str = "val") -> dict[str, float]:
         """Accuracy, macro P / R / F1, ECE and NLL on "train", "val" or "test" (`policysearch.evaluate`)."""
         return evaluate(self.model, self.data, split, batch_size=self.config.eval_batch_size, amp=self.config.amp)
+
+
+# What `Trainer.load_state_dict` needs; the config fields a state must share with the trainer it
+# is loaded into (the seed is the child's own, the LR lives in the optimizer state, and the
+# device only has to be of the same type).
+_STATE_KEYS = ("config", "total_steps", "device_type", "step", "diverged", "model", "optimizer", "generator",
+               "order", "cursor", "cost", "train_flops_per_image")
+_STATE_CONFIG_FIELDS = ("model", "batch_size", "optimizer", "momentum", "weight_decay", "label_smoothing", "amp")
+
+
+def _cpu_copy(obj: Any) -> Any:
+    """`obj` with every tensor replaced by a detached CPU copy (dicts, lists and tuples walked)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return obj
+
+
+def _check_tensors(what: str, given: Any, expected: dict[str, torch.Tensor]) -> None:
+    """Refuse `given` unless it has exactly `expected`'s keys, shapes and dtypes."""
+    if not isinstance(given, dict):
+        raise ConfigError(f"trainer state field {what!r} is a {type(given).__name__}, expected a dict of tensors")
+    missing, extra = sorted(set(expected) - set(given)), sorted(set(given) - set(expected))
+    if missing or extra:
+        raise ConfigError(f"trainer state's {what} does not fit this model: missing {missing[:5]}, "
+                          f"unexpected {extra[:5]}")
+    for key, ref in expected.items():
+        t = given[key]
+        if not isinstance(t, torch.Tensor) or t.shape != ref.shape or t.dtype != ref.dtype:
+            got = f"{tuple(t.shape)} {t.dtype}" if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ConfigError(f"trainer state's {what} tensor {key!r} is {got}, this model's is "
+                              f"{tuple(ref.shape)} {ref.dtype}")
 
 
 @dataclass

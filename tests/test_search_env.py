@@ -31,7 +31,8 @@ class _Plain(gym.Env):
 
 
 def test_an_env_without_the_contract_is_refused_before_any_search(digits):
-    lacks = "reward_metric, cost_metric, cost_weight, last_seconds, export, describe, export_files"
+    lacks = ("reward_metric, cost_metric, cost_weight, last_seconds, export, describe, export_files, get_state, "
+             "set_state")
     with pytest.raises(ConfigError, match=f"_Plain does not implement the search contract: it lacks {lacks};"):
         run_search(_Plain(), "random", Budget(child_trainings=1), None, progress=False)
     env = gym.make("policysearch/Augment-v0", data=digits, **TINY)
