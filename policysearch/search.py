@@ -211,8 +211,11 @@ def run_search(
     controller = make_controller(controller_name, base.episode_length,
                                  tensorboard_log=str(out / "tensorboard") if (tensorboard and out) else None)
     recorder = SearchRecorder(env, budget, out / "episodes.jsonl" if out else None, progress, controller_name)
+    from policysearch.energy import EnergyMeter
+
     try:
-        controller.run(recorder, seed)
+        with EnergyMeter(getattr(getattr(base, "data", None), "device", "cpu")) as meter:
+            controller.run(recorder, seed)
     finally:
         recorder.close()
     if recorder.best is None:
@@ -241,6 +244,7 @@ def run_search(
         "wall_seconds": round(recorder.elapsed, 2),
         "child_training_seconds": round(recorder.train_seconds, 2),
         "train_flops": recorder.train_flops,
+        **meter.stop(),  # energy_kwh, co2e_kg, energy_source (measured / estimated), energy_basis
         "diverged_episodes": sum(1 for e in recorder.episodes if e["diverged"]),
         "best": {"episode": best["episode"], "score": best["score"], "val_metric": best["metric"],
                  "return": best["return"]},
@@ -252,8 +256,12 @@ def run_search(
                             "controller": saved.name if saved else None}
         from policysearch.plots import plot_search
 
+        # Compress-v0's AMC reward is not a validation metric: name it as it is.
+        reward = env_info.get("reward")
+        metric_name = reward if reward not in (None, "acc") else env_info.get("reward_metric")
         png = plot_search(recorder.episodes, out / "search.png",
-                          title=f"{controller_name} on {env_info.get('dataset')}")
+                          title=f"{controller_name} on {env_info.get('dataset')}", metric=metric_name,
+                          val_size=(env_info.get("split") or {}).get("val_size"))
         summary["files"]["plot"] = png.name if png else None
         # The env's own exports from the search (Schedule-v0: the closed-loop controller.json).
         summary["files"].update(base.export_files(out, saved, controller_name, search_prov))
