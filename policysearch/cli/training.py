@@ -39,7 +39,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"{data.name} ({len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test, "
           f"from {data.source}, fingerprint {data.fingerprint[:12]}) · {config.model} · augment {augment} · "
           f"schedule {args.schedule} · {args.epochs:g} epochs · seed {args.seed}")
-    print(format_table(rows))
+    print(format_table(rows, columns=list(rows[-1])))  # the test row may have the attack columns too
     if args.robustness is not None:
         print(f"fgsm / pgd: test accuracy under attack at eps {args.robustness:g} ([0, 1] pixels; PGD 10 steps)")
     print(f"cost: {cost['seconds']:.1f} s, {cost['images']:,} images, {cost['train_flops']:.3g} training FLOPs, "
