@@ -10,6 +10,7 @@ so building the parser, and ``policysearch --help``, import no registry and no t
 from __future__ import annotations
 
 import argparse
+import contextvars
 import math
 import os
 import sys
@@ -371,12 +372,13 @@ def budget(args: argparse.Namespace) -> Any:
     return Budget(child_trainings=args.budget, env_steps=args.budget_steps, seconds=args.budget_time)
 
 
-def emit_json(args: argparse.Namespace, obj: Any) -> None:
-    """The `--json` contract: stdout holds one strict JSON object (NaN as null) and nothing else.
+#: Where `emit_json` writes: `main` points it at the real stdout while a ``--json`` command runs with
+#: stdout redirected to stderr (so the readable report stays visible and stdout holds only the JSON).
+json_stream: contextvars.ContextVar[Any] = contextvars.ContextVar("json_stream", default=None)
 
-    While a ``--json`` command runs, `main` sends stdout to stderr (the readable report goes there)
-    and keeps the real stdout in ``args.json_stream``; the object is written there."""
+
+def emit_json(obj: Any) -> None:
+    """The `--json` contract: stdout holds one strict JSON object (NaN as null) and nothing else."""
     from policysearch.files import json_dumps
 
-    stream = getattr(args, "json_stream", None) or sys.stdout
-    print(json_dumps(obj), file=stream, flush=True)
+    print(json_dumps(obj), file=json_stream.get() or sys.stdout, flush=True)

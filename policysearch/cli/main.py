@@ -270,8 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     verbosity = getattr(args, "verbose", 0) - getattr(args, "quiet", 0)
     # Under --json the object is the only thing on stdout: everything else printed goes to stderr.
-    args.json_stream = sys.stdout if getattr(args, "json", False) else None
-    redirect = contextlib.redirect_stdout(sys.stderr) if args.json_stream else contextlib.nullcontext()
+    json_mode = bool(getattr(args, "json", False))
+    token = a.json_stream.set(sys.stdout if json_mode else None)
+    redirect = contextlib.redirect_stdout(sys.stderr) if json_mode else contextlib.nullcontext()
     try:
         with configure_logging(verbosity), redirect:
             return args.func(args)
@@ -284,3 +285,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        a.json_stream.reset(token)

@@ -85,7 +85,7 @@ def cmd_augment(args: argparse.Namespace) -> int:
     print(f"wrote {out}/: {', '.join(v for v in result.summary['files'].values() if v)}, summary.json")
     print(f"use it: policysearch train --dataset {args.dataset} --augment {out / 'policy.json'}")
     if args.json:
-        emit_json(args, result.summary)
+        emit_json(result.summary)
     return 0
 
 
@@ -120,7 +120,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     print(f"use it: policysearch train --dataset {args.dataset} --schedule {out / 'schedule.json'}"
           + (f"  (closed loop: --schedule {out / closed_loop})" if closed_loop else ""))
     if args.json:
-        emit_json(args, result.summary)
+        emit_json(result.summary)
     return 0
 
 
@@ -210,7 +210,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         print(f"load it: student = CompressionPlan.load('{out / 'plan.json'}').apply(your_model, example_batch); "
               f"student.load_state_dict(torch.load('{out / 'model.pt'}', weights_only=True)['state_dict'])")
     if args.json:
-        emit_json(args, summary)
+        emit_json(summary)
     return 0
 
 
@@ -251,5 +251,5 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"wrote {out}/: search/ (policy.json, episodes.jsonl, summary.json, controller, search.png), "
           f"comparison.json{', comparison.png' if png else ''}")
     if args.json:
-        emit_json(args, {"search": result.summary, "results": entries})
+        emit_json({"search": result.summary, "results": entries})
     return 0

@@ -58,9 +58,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"saved {args.save}")
     if args.json:
         extra = {"robustness": robustness_settings(args.robustness)} if args.robustness is not None else {}
-        emit_json(args, {"val": result.val, "test": result.test, "cost": cost, "dataset": data.describe(),
-                         "config": result.config, "augment": augment, "schedule": args.schedule,
-                         "epochs": args.epochs, "seed": args.seed, "diverged": result.diverged, **extra})
+        emit_json({"val": result.val, "test": result.test, "cost": cost, "dataset": data.describe(),
+                   "config": result.config, "augment": augment, "schedule": args.schedule,
+                   "epochs": args.epochs, "seed": args.seed, "diverged": result.diverged, **extra})
     return EXIT_DIVERGED if result.diverged else 0
 
 
@@ -91,9 +91,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.robustness is not None:
         print(f"fgsm / pgd: test accuracy under attack at eps {args.robustness:g} ([0, 1] pixels; PGD 10 steps)")
     if args.json:
-        hidden = ("func", "json_stream")
-        emit_json(args, {"dataset": data.describe(), "config": {k: v for k, v in vars(args).items() if k not in hidden},
-                         "results": entries})
+        emit_json({"dataset": data.describe(), "config": {k: v for k, v in vars(args).items() if k != "func"},
+                   "results": entries})
     return EXIT_DIVERGED if any(e["diverged"] == len(seeds) for e in entries) else 0
 
 
@@ -104,7 +103,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     rows = dataset_status(args.data_dir)
     print(format_table(rows))
     if args.json:
-        emit_json(args, rows)
+        emit_json(rows)
     return 0
 
 
@@ -115,7 +114,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     rows = model_table()
     print(format_table(rows))
     if args.json:
-        emit_json(args, rows)
+        emit_json(rows)
     return 0
 
 
