@@ -256,7 +256,7 @@ def add_search_args(p: argparse.ArgumentParser, budget: int = 20, segmented: boo
     (Augment-v0, Schedule-v0), which Compress-v0 does not read and so does not show."""
     g = p.add_argument_group("search")
     g.add_argument("--controller", default="ppo", type=name_of("controller", _controllers),
-                   help="what proposes the next policy: {names}; random is the baseline to beat (default: %(default)s)")
+                   help="the searcher: {names}; random is the baseline every claim must beat (default: %(default)s)")
     g.add_argument("--budget", type=positive_int, default=budget, metavar="N",
                    help="child trainings (default: %(default)s)")
     g.add_argument("--budget-steps", type=positive_int, default=None, metavar="N",
