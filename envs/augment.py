@@ -171,7 +171,7 @@ class AugmentEnv(ChildTrainingEnv):
     - `device`*: "cpu", "cuda", "auto".
     - `ops`: subset of the op table; `ops_per_sample`, `magnitude_scale`: see `AugmentSpace`.
     - `mode`, `episode_length`*, `steps_per_segment`* (default: one epoch of the training split).
-    - `reward_metric`*: "accuracy", "macro_f1", "neg_ece", "neg_nll".
+    - `reward_metric`*: "accuracy", "macro_f1", "neg_ece", "neg_nll", "fgsm_accuracy" (FGSM at eps 8/255).
     - `cost_weight`*, `cost_metric`*: optional cost term ("seconds" or "tflops").
     - `divergence_penalty`*: reward of a diverged step.
     - `child_seed`*: None draws each child's seed (initial weights, batch order, augmentation draws)
@@ -251,7 +251,7 @@ class AugmentEnv(ChildTrainingEnv):
             self._log_step(info, reward)
             return self._observation(), reward, True, False, info
         self._train_loss = stats.train_loss
-        self._val = self.trainer.evaluate("val")
+        self._val = self.trainer.evaluate("val", self.reward_metric)
         metric = reward_value(self._val, self.reward_metric)
         gain = metric if self.mode == "static" else metric - self._metric
         reward = gain - self.cost_weight * cost_units(self.cost_metric, stats.seconds, train_flops)
@@ -270,7 +270,7 @@ class AugmentEnv(ChildTrainingEnv):
         self._episode_steps = []
         self._last_action = np.zeros(self.space.dim, dtype=np.float32)
         self._last_reward = 0.0
-        self._val = self.trainer.evaluate("val")
+        self._val = self.trainer.evaluate("val", self.reward_metric)
         self._metric = reward_value(self._val, self.reward_metric)
         self._train_loss = math.log(self.data.num_classes)
 

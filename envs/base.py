@@ -55,7 +55,7 @@ class ChildConfig:
         episode_length: Segments per child training (not Compress-v0: one step per layer).
         steps_per_segment: Optimizer steps per segment; None: one epoch of the training split
             (not Compress-v0).
-        reward_metric: "accuracy", "macro_f1", "neg_ece", "neg_nll" (Compress-v0: accuracy).
+        reward_metric: "accuracy", "macro_f1", "neg_ece", "neg_nll", "fgsm_accuracy" (Compress-v0: accuracy).
         cost_weight: Reward -= cost_weight x the cost in `cost_metric` units (not Compress-v0).
         cost_metric: "seconds" or "tflops" (not Compress-v0).
         divergence_penalty: The reward of a diverged step is minus this.

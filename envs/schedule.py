@@ -92,7 +92,7 @@ class ScheduleEnv(ChildTrainingEnv):
     - `augment`: a built-in augmentation policy name or an `AugmentPolicy`, applied throughout.
     - `lr_min`, `lr_max`: the LR range (`1e-12 <= lr_min < lr_max <= 1e3`).
     - `episode_length`*, `steps_per_segment`* (default: one epoch of the training split).
-    - `reward_metric`*: "accuracy", "macro_f1", "neg_ece", "neg_nll".
+    - `reward_metric`*: "accuracy", "macro_f1", "neg_ece", "neg_nll", "fgsm_accuracy" (FGSM at eps 8/255).
     - `cost_weight`*, `cost_metric`*: optional cost term ("seconds" or "tflops").
     - `divergence_penalty`*: reward of a diverged step.
     - `child_seed`*: None draws each child's seed (initial weights, batch order, augmentation
@@ -138,7 +138,7 @@ class ScheduleEnv(ChildTrainingEnv):
         super().reset(seed=seed)
         self._new_trainer()
         self._segment, self._episode_steps = 0, []
-        val = self.trainer.evaluate("val")
+        val = self.trainer.evaluate("val", self.reward_metric)
         # Only what is known before any training; ScheduleSpace fills the rest with its start values.
         self._stats = {"progress": 0.0, "val_loss": val["nll"], "val_metric": reward_value(val, self.reward_metric),
                        "segments_left": self.episode_length}
@@ -176,7 +176,7 @@ class ScheduleEnv(ChildTrainingEnv):
             self._stats = {**new, "val_loss": math.nan, "val_metric": math.nan}
             self._log_step(info, -float(self.divergence_penalty))
             return self.space.observation(self._stats), -float(self.divergence_penalty), True, False, info
-        val = self.trainer.evaluate("val")
+        val = self.trainer.evaluate("val", self.reward_metric)
         metric = reward_value(val, self.reward_metric)
         reward = metric - prev["val_metric"] - self.cost_weight * cost_units(self.cost_metric, stats.seconds,
                                                                                train_flops)

@@ -20,7 +20,7 @@ from torch import nn
 
 from policysearch.checks import check_int
 from policysearch.data import DeviceData
-from policysearch.metrics import classification_metrics
+from policysearch.metrics import ATTACK_REWARD_METRICS, classification_metrics
 
 __all__ = ["autocast", "evaluate", "normalise", "predict", "to_device"]
 
@@ -76,11 +76,19 @@ def predict(
 
 
 def evaluate(
-    model: nn.Module, data: DeviceData, split: str = "val", *, batch_size: int = EVAL_BATCH_SIZE, amp: bool = True
+    model: nn.Module, data: DeviceData, split: str = "val", *, batch_size: int = EVAL_BATCH_SIZE, amp: bool = True,
+    reward_metric: str | None = None,
 ) -> dict[str, float]:
     """Accuracy, macro P / R / F1, ECE and NLL of `model` on "train", "val" or "test".
 
-    Args and side effects as in `predict`.
+    Args and side effects as in `predict`; when `reward_metric` is measured under attack
+    (`policysearch.metrics.ATTACK_REWARD_METRICS`, e.g. "fgsm_accuracy"), that figure is added, at
+    `policysearch.robustness.REWARD_EPSILON`.
     """
     logits, y = predict(model, data, split, batch_size=batch_size, amp=amp)
-    return classification_metrics(logits, y, data.num_classes)
+    metrics = classification_metrics(logits, y, data.num_classes)
+    if reward_metric in ATTACK_REWARD_METRICS:
+        from policysearch.robustness import REWARD_EPSILON, attack_accuracy
+
+        metrics.update(attack_accuracy(model, data, split, REWARD_EPSILON, (ATTACK_REWARD_METRICS[reward_metric],)))
+    return metrics

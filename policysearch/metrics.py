@@ -22,6 +22,7 @@ from policysearch.checks import check_choice, check_int, check_number, check_sha
 from policysearch.errors import ConfigError
 
 __all__ = [
+    "ATTACK_REWARD_METRICS",
     "COST_METRICS",
     "HIGHER_IS_BETTER",
     "METRIC_NAMES",
@@ -49,17 +50,27 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "nll": False,
 }
 
-#: The scalars a search may maximise: a metric, negated when lower is better.
-REWARD_METRICS: tuple[str, ...] = ("accuracy", "macro_f1", "neg_ece", "neg_nll")
+#: The scalars a search may maximise: a metric, negated when lower is better, or an accuracy under attack.
+REWARD_METRICS: tuple[str, ...] = ("accuracy", "macro_f1", "neg_ece", "neg_nll", "fgsm_accuracy")
+#: Reward metrics measured under an adversarial attack (`policysearch.robustness`), by attack name:
+#: `policysearch.evaluate.evaluate(..., reward_metric=...)` adds them to the metrics when asked.
+ATTACK_REWARD_METRICS: dict[str, str] = {"fgsm_accuracy": "fgsm"}
 #: The units of a search's cost term, which `cost_weight` multiplies.
 COST_METRICS: tuple[str, ...] = ("seconds", "tflops")
 
 
 def reward_value(metrics: dict[str, float], reward_metric: str) -> float:
-    """The scalar a search maximises: accuracy, macro F1, -ECE or -NLL."""
+    """The scalar a search maximises: accuracy, macro F1, -ECE, -NLL or FGSM accuracy.
+
+    An attack metric (`ATTACK_REWARD_METRICS`) must be in `metrics`: evaluate with
+    ``reward_metric=...`` (`policysearch.evaluate.evaluate`, `Trainer.evaluate`) so the attack runs.
+    """
     check_choice("reward metric", reward_metric, REWARD_METRICS)
     if reward_metric.startswith("neg_"):
         return -float(metrics[reward_metric[4:]])
+    if reward_metric not in metrics:
+        raise ConfigError(f"the metrics hold no {reward_metric!r} (keys: {', '.join(metrics)}); evaluate with "
+                          f"reward_metric={reward_metric!r} so the attack runs")
     return float(metrics[reward_metric])
 
 

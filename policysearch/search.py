@@ -475,6 +475,7 @@ def run_search(
             "wall_seconds": round(recorder.elapsed, 2),
             "child_training_seconds": round(recorder.train_seconds, 2),
             "train_flops": recorder.train_flops,
+            **energy,  # energy_kwh, co2e_kg, energy_source (measured / estimated), energy_basis
             "diverged_episodes": sum(1 for e in recorder.episodes if e["diverged"]),
             "best": None if best is None else {"episode": best["episode"], "score": best["score"],
                                                "val_metric": best["metric"], "return": best["return"]},
@@ -489,6 +490,7 @@ def run_search(
         return summary
 
     recorder: SearchVecEnv
+    energy: dict[str, Any] = {}  # known once the search has run
 
     def on_episode(record: dict[str, Any]) -> None:
         # Whatever happens next, the folder holds a usable artefact and a summary that describes
@@ -508,11 +510,15 @@ def run_search(
     recorder = SearchVecEnv(env, pool, budget, store, progress, controller_name, on_episode=on_episode)
     previous = _stop_on_signals(recorder)
     try:
+        from policysearch.energy import EnergyMeter
+
         try:
-            controller.run(recorder, seed)
+            with EnergyMeter(getattr(getattr(base, "data", None), "device", "cpu")) as meter:
+                controller.run(recorder, seed)
         finally:
             _restore_signals(previous)
             recorder.close()
+        energy = meter.stop()
         if recorder.best is None:
             raise ConfigError(
                 f"the search finished {len(recorder.episodes)} episode(s) and none completed without diverging; "
@@ -526,8 +532,12 @@ def run_search(
             files: dict[str, Any] = {"controller": saved.name if saved else None}
             from policysearch.plots import plot_search
 
+            # Compress-v0's AMC reward is not a validation metric: name it as it is.
+            reward = env_info.get("reward")
+            metric_name = reward if reward not in (None, "acc") else env_info.get("reward_metric")
             png = plot_search(recorder.episodes, store.out / "search.png",
-                              title=f"{controller_name} on {env_info.get('dataset')}")
+                              title=f"{controller_name} on {env_info.get('dataset')}", metric=metric_name,
+                              val_size=(env_info.get("split") or {}).get("val_size"))
             files["plot"] = png.name if png else None
             # The env's own exports from the search (Schedule-v0: the closed-loop controller.json).
             files.update(base.export_files(store.out, saved, controller_name, search_provenance(recorder)))

@@ -374,9 +374,11 @@ class Trainer:
         """Logits (float32) and labels of a whole split (`policysearch.evaluate.predict`)."""
         return predict(self.model, self.data, split, batch_size=self.config.eval_batch_size, amp=self.config.amp)
 
-    def evaluate(self, split: str = "val") -> dict[str, float]:
-        """Accuracy, macro P / R / F1, ECE and NLL on "train", "val" or "test" (`policysearch.evaluate`)."""
-        return evaluate(self.model, self.data, split, batch_size=self.config.eval_batch_size, amp=self.config.amp)
+    def evaluate(self, split: str = "val", reward_metric: str | None = None) -> dict[str, float]:
+        """Accuracy, macro P / R / F1, ECE and NLL on "train", "val" or "test" (`policysearch.evaluate`),
+        plus the `reward_metric` when it is measured under attack (e.g. "fgsm_accuracy")."""
+        return evaluate(self.model, self.data, split, batch_size=self.config.eval_batch_size, amp=self.config.amp,
+                        reward_metric=reward_metric)
 
 
 # What `Trainer.load_state_dict` needs; the config fields a state must share with the trainer it
@@ -479,7 +481,7 @@ def _train_closed_loop(trainer: Trainer, total: int, augment: AugmentPolicy | No
     at the start and after each of its equal segments, reading the validation split."""
 
     def val_nll_and_reward() -> tuple[float, float]:
-        val = trainer.evaluate("val")
+        val = trainer.evaluate("val", adaptive.reward_metric)
         return val["nll"], reward_value(val, adaptive.reward_metric)
 
     callback = adaptive.callback(trainer.optimizer, max(total, adaptive.segments), val_nll_and_reward)
