@@ -70,10 +70,16 @@ def compare(
     epochs: float,
     progress: bool = True,
     robustness: float | None = None,
+    workers: int = 1,
+    threads_per_worker: int | None = 1,
 ) -> list[dict[str, Any]]:
     """Train every combination with every seed.
 
     Args:
+        workers: trainings at once, in worker processes with `threads_per_worker` torch threads
+            each (1: in this process, with torch's threads). Each training is seeded, so the
+            results do not depend on the order; on the CPU they can differ from a 1-worker run in
+            the last bits when the number of torch threads differs (floating-point reductions).
         robustness: an epsilon in [0, 1] pixel units: also report test accuracy under FGSM and PGD
             (`policysearch.robustness`) as the test metrics "fgsm_accuracy" and "pgd_accuracy".
 
@@ -83,37 +89,69 @@ def compare(
         "energy_kwh", "co2e_kg"} (means per run) plus "energy_source", "diverged": count}``; "robustness"
         (the attack settings) when asked.
     """
-    from policysearch.energy import EnergyMeter
-
     policies = [load_policy(a) for a in augments]  # fail on a bad name before training
     scheds = [resolve_schedule(s, base_lr=base.lr or 0.1) for s in schedules]
     policies_named = list(zip(policy_labels(augments), policies))
     scheds_named = list(zip(policy_labels(schedules), scheds))
+    jobs = [(aug_name, policy, sched_name, schedule, seed)
+            for aug_name, policy in policies_named for sched_name, schedule in scheds_named for seed in seeds]
+    total = len(jobs)
+    args = [(data, dataclasses.replace(base, seed=seed), epochs, policy, schedule, robustness,
+             progress and workers == 1, f"[{k}/{total}] {aug}/{sched} seed {seed}")
+            for k, (aug, policy, sched, schedule, seed) in enumerate(jobs, start=1)]
+    if workers == 1:
+        runs = [_one_run(*a) for a in args]
+    else:
+        runs = _in_processes(args, workers, threads_per_worker, progress)
     entries = []
-    total = len(policies) * len(scheds) * len(seeds)
-    k = 0
-    for aug_name, policy in policies_named:
-        for sched_name, schedule in scheds_named:
-            runs = []
-            for seed in seeds:
-                k += 1
-                config = dataclasses.replace(base, seed=seed)
-                with EnergyMeter(data.device) as meter:
-                    result = train_run(
-                        data, config, epochs, policy, schedule, progress=progress,
-                        description=f"[{k}/{total}] {aug_name}/{sched_name} seed {seed}",
-                    )
-                test = dict(result.test)
-                if robustness is not None:
-                    test.update(_attacked(result, data, robustness))
-                runs.append({"seed": seed, "val": result.val, "test": test, "cost": {**result.cost, **meter.stop()},
-                             "diverged": result.diverged})
-            entry = _aggregate(aug_name, sched_name, list(seeds), runs)
-            entry["epochs"] = epochs
-            if robustness is not None:
-                entry["robustness"] = robustness_settings(robustness)
-            entries.append(entry)
+    per_entry = len(seeds)
+    for start in range(0, total, per_entry):
+        aug_name, _, sched_name, _, _ = jobs[start]
+        entry = _aggregate(aug_name, sched_name, list(seeds), runs[start:start + per_entry])
+        entry["epochs"] = epochs
+        if robustness is not None:
+            entry["robustness"] = robustness_settings(robustness)
+        entries.append(entry)
     return entries
+
+
+def _one_run(data: DeviceData, config: TrainConfig, epochs: float, policy: Any, schedule: Any,
+             robustness: float | None, progress: bool, description: str) -> dict[str, Any]:
+    """One training of the comparison: its metrics, cost and energy (a worker process runs it too)."""
+    from policysearch.energy import EnergyMeter
+
+    with EnergyMeter(data.device) as meter:
+        result = train_run(data, config, epochs, policy, schedule, progress=progress, description=description)
+    test = dict(result.test)
+    if robustness is not None:
+        test.update(_attacked(result, data, robustness))
+    return {"seed": config.seed, "val": result.val, "test": test, "cost": {**result.cost, **meter.stop()},
+            "diverged": result.diverged}
+
+
+def _in_processes(args: list[tuple[Any, ...]], workers: int, threads: int | None, progress: bool) -> list[Any]:
+    """Run `_one_run` on each argument tuple in `workers` processes (one torch thread each by
+    default); results come back in the order of `args`, so the table does not depend on timing."""
+    import concurrent.futures
+    import multiprocessing
+
+    from tqdm.auto import tqdm
+
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked OpenMP state
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_set_threads,
+                                                initargs=(threads,)) as pool:
+        futures = [pool.submit(_one_run, *a) for a in args]
+        with tqdm(total=len(futures), disable=not progress, unit="run", desc="evaluate") as bar:
+            for _ in concurrent.futures.as_completed(futures):
+                bar.update(1)
+        return [f.result() for f in futures]
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def robustness_settings(eps: float) -> dict[str, Any]:

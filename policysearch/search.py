@@ -405,6 +405,7 @@ def run_search(
     threads_per_worker: int | None = 1,
     ray_address: str | None = None,
     env_fn: Callable[[], Any] | None = None,
+    devices: list[str] | None = None,
 ) -> SearchResult:
     """Search with `controller_name` on `env` until `budget` is spent and export the best episode.
 
@@ -431,6 +432,7 @@ def run_search(
         backend: "local" (processes on this machine) or "ray" (actors; `ray_address` for a cluster).
         threads_per_worker: torch threads in each worker (None: torch's default).
         env_fn: builds one copy of `env` in a worker (default: `gymnasium.make(env.spec)`).
+        devices: spread the workers over these devices, round-robin (GPU hosts).
 
     Raises:
         ConfigError: The folder holds another run (see above) or is in use; no episode completed.
@@ -502,7 +504,8 @@ def run_search(
         write_json(store.out / "summary.json", summary_of(recorder))
 
     try:
-        pool = make_pool(env, workers, backend, env_fn=env_fn, threads=threads_per_worker, ray_address=ray_address)
+        pool = make_pool(env, workers, backend, env_fn=env_fn, threads=threads_per_worker, ray_address=ray_address,
+                         devices=devices)
     except BaseException:
         if store is not None:
             store.close()

@@ -109,19 +109,20 @@ class ProcessPool(WorkerPool):
     """One SB3 `SubprocVecEnv` worker process per child.
 
     Args:
-        env_fn: builds one env (pickled to each worker with cloudpickle).
+        env_fn: builds one env (pickled to each worker with cloudpickle), or one function per worker.
         n: workers.
         threads: torch threads per worker (1: the right setting for N processes on N cores).
     """
 
-    def __init__(self, env_fn: Callable[[], Any], n: int, threads: int | None = 1) -> None:
-        self.n, self._make = n, _threaded(env_fn, threads)
-        self._slots = [self._start() for _ in range(n)]
+    def __init__(self, env_fn: Callable[[], Any] | list[Callable[[], Any]], n: int, threads: int | None = 1) -> None:
+        fns = env_fn if isinstance(env_fn, list) else [env_fn] * n
+        self.n, self._makes = n, [_threaded(fn, threads) for fn in fns]
+        self._slots = [self._start(i) for i in range(n)]
 
-    def _start(self) -> Any:
+    def _start(self, i: int) -> Any:
         from stable_baselines3.common.vec_env import SubprocVecEnv
 
-        return SubprocVecEnv([self._make])
+        return SubprocVecEnv([self._makes[i]])
 
     def pid(self, i: int) -> int:
         """The process id of worker `i` (for tests and monitoring)."""
@@ -153,7 +154,7 @@ class ProcessPool(WorkerPool):
                 process.kill()
             process.join(timeout=5)
         old.closed = True  # its pipes are broken: nothing to close politely
-        self._slots[i] = self._start()
+        self._slots[i] = self._start(i)
 
     def close(self) -> None:
         for slot in self._slots:
@@ -228,9 +229,10 @@ class _RayEnvActor:
         return os.getpid()
 
 
-def env_factory(env: Any) -> Callable[[], Any]:
+def env_factory(env: Any, device: str | None = None) -> Callable[[], Any]:
     """A picklable function that builds a copy of `env`: `gymnasium.make` of its spec (every
-    registered policysearch env made with `gymnasium.make` has one)."""
+    registered policysearch env made with `gymnasium.make` has one), on `device` if given (its
+    prepared data moved there)."""
     spec = getattr(env, "spec", None) or getattr(getattr(env, "unwrapped", None), "spec", None)
     if spec is None:
         raise ConfigError("workers > 1 need an env made with gymnasium.make(...) (its spec is how workers "
@@ -238,22 +240,35 @@ def env_factory(env: Any) -> Callable[[], Any]:
     import gymnasium as gym
 
     def make() -> Any:
-        return gym.make(spec).unwrapped
+        if device is None:
+            return gym.make(spec).unwrapped
+        kwargs = dict(spec.kwargs)
+        if kwargs.get("data") is not None:
+            kwargs["data"] = kwargs["data"].to(device)
+        kwargs["device"] = device
+        return gym.make(spec.id, **kwargs).unwrapped
 
     return make
 
 
 def make_pool(env: Any, workers: int = 1, backend: str = "local", env_fn: Callable[[], Any] | None = None,
               threads: int | None = 1, ray_address: str | None = None, num_cpus: float = 1,
-              num_gpus: float = 0) -> WorkerPool:
-    """The pool a search runs its children in (see the module docstring)."""
+              num_gpus: float = 0, devices: list[str] | None = None) -> WorkerPool:
+    """The pool a search runs its children in (see the module docstring). `devices` spreads the
+    local workers over devices round-robin (``["cuda:0", "cuda:1"]`` on a two-GPU host)."""
     from policysearch.checks import check_choice, check_int
 
     check_int("workers", workers, 1)
     check_choice("backend", backend, BACKENDS)
-    if backend == "local" and workers == 1:
+    if devices:
+        from policysearch.device import resolve_device
+
+        devices = [str(resolve_device(d)) for d in devices]  # unknown or absent devices fail here
+    if backend == "local" and workers == 1 and not devices:
         return InProcessPool(env)
-    make = env_fn or env_factory(env)
     if backend == "ray":
-        return RayPool(make, workers, num_cpus=num_cpus, num_gpus=num_gpus, address=ray_address, threads=threads)
-    return ProcessPool(make, workers, threads=threads)
+        return RayPool(env_fn or env_factory(env), workers, num_cpus=num_cpus, num_gpus=num_gpus,
+                       address=ray_address, threads=threads)
+    if devices and env_fn is None:
+        return ProcessPool([env_factory(env, devices[i % len(devices)]) for i in range(workers)], workers, threads)
+    return ProcessPool(env_fn or env_factory(env), workers, threads=threads)

@@ -129,3 +129,24 @@ def test_ray_backend_on_a_local_ray(digits, tmp_path) -> None:
         ray.shutdown()
     assert result.summary["workers"]["backend"] == "ray"
     assert _stable(result.episodes) == _stable(local.episodes)  # the backend does not change the search
+
+
+def test_cli_search_and_evaluate_with_two_workers(tmp_path, capsys) -> None:
+    import json
+
+    from policysearch.cli import main
+
+    tiny = ["--dataset", "digits", "--train-size", "300", "--model", "mlp", "--no-progress", "--workers", "2"]
+    assert main(["augment", *tiny, "--controller", "random", "--budget", "2", "--episode-length", "1",
+                 "--steps-per-segment", "2", "--out", str(tmp_path / "run"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["workers"]["n"] == 2 and summary["episodes"] >= 2
+    results = {}
+    for workers in ("1", "2"):
+        argv = ["evaluate", *tiny[:-1], workers, "--epochs", "1", "--augment", "none,cropflip", "--seeds", "2",
+                "--json"]
+        assert main(argv) == 0
+        results[workers] = json.loads(capsys.readouterr().out)["results"]
+    for one, two in zip(results["1"], results["2"]):  # same seeds, same order, same figures
+        assert one["augment"] == two["augment"]
+        assert one["test"]["accuracy"]["mean"] == pytest.approx(two["test"]["accuracy"]["mean"], abs=1e-6)

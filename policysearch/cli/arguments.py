@@ -308,6 +308,30 @@ def add_robustness_arg(p: argparse.ArgumentParser) -> None:
                         "(default: off)")
 
 
+def add_parallel_args(p: argparse.ArgumentParser, search: bool = True) -> None:
+    """How many children train at once, and where (`policysearch.workers`)."""
+    g = p.add_argument_group("parallel children")
+    g.add_argument("--workers", type=positive_int, default=1, metavar="N",
+                   help="trainings at once, each in its own worker process (default: %(default)s: in this process)")
+    g.add_argument("--threads-per-worker", type=positive_int, default=1, metavar="N",
+                   help="torch threads in each worker, with --workers > 1 (default: %(default)s)")
+    if not search:
+        return
+    g.add_argument("--backend", default="local", type=name_of("backend", lambda: ("local", "ray")),
+                   help="local (processes on this machine) | ray (actors, needs policysearch[ray]) "
+                        "(default: %(default)s)")
+    g.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                   help="an existing Ray cluster, e.g. auto or ray://HEAD:10001 (default: start a local Ray)")
+    g.add_argument("--devices", default=None, type=name_list, metavar="LIST",
+                   help="spread the workers over these devices, e.g. cuda:0,cuda:1 (default: --device)")
+
+
+def parallel_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The `run_search` keyword arguments of the parallel options."""
+    return dict(workers=args.workers, threads_per_worker=args.threads_per_worker, backend=args.backend,
+                ray_address=args.ray_address, devices=args.devices)
+
+
 def add_output_args(p: argparse.ArgumentParser, progress: bool = True) -> None:
     """--json, -q / -v, and (for commands that train) --no-progress: the conventions of every command."""
     g = p.add_argument_group("output")

@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seeds per combination (default: %(default)s)")
     p.add_argument("--seed", type=a.seed_int, default=0, help="first seed (default: %(default)s)")
     a.add_robustness_arg(p)
+    a.add_parallel_args(p, search=False)
     a.add_output_args(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -125,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_data_args(p)
     a.add_train_args(p, epochs=None)
     a.add_search_args(p)
+    a.add_parallel_args(p)
     p.add_argument("--schedule", default="cosine", type=a.name_or_file(a._schedules),
                    help="the child's LR schedule: {names}, or a schedule JSON file (default: %(default)s)")
     a.add_augment_space_args(p)
@@ -135,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_data_args(p)
     a.add_train_args(p, epochs=None)
     a.add_search_args(p)
+    a.add_parallel_args(p)
     p.add_argument("--lr-min", type=a.positive_number, default=1e-4, metavar="LR",
                    help="lowest LR an action can set (default: %(default)s)")
     p.add_argument("--lr-max", type=a.positive_number, default=1.0, metavar="LR",
@@ -152,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also accept a pickled nn.Module (runs code from the file: only for files you trust)")
     a.add_data_args(p, default_dataset=None)
     a.add_search_args(p, budget=20, segmented=False)
+    a.add_parallel_args(p)
     g = p.add_argument_group("compression")
     g.add_argument("--flops", type=a.fraction, default=0.5, metavar="FRACTION",
                    help="FLOPs target as a fraction of the teacher's, in (0, 1] (default: %(default)s)")
@@ -178,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_data_args(p)
     a.add_train_args(p, epochs=30)
     a.add_search_args(p, budget=24)
+    a.add_parallel_args(p)
     p.set_defaults(val_size=0.2, out="runs/demo")
     p.add_argument("--search-epochs", type=a.positive_number, default=10, metavar="E",
                    help="length of one child training (default: %(default)s)")

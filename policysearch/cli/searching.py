@@ -13,7 +13,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from policysearch.cli.arguments import budget, child_kwargs, emit_json, prepare_data, show_progress, train_config
+from policysearch.cli.arguments import (
+    budget,
+    child_kwargs,
+    emit_json,
+    parallel_kwargs,
+    prepare_data,
+    show_progress,
+    train_config,
+)
 from policysearch.errors import ConfigError, PolicySearchError
 
 EXIT_INTERRUPTED = 130  # stopped by SIGINT / SIGTERM: the run folder is consistent and resumable
@@ -51,7 +59,7 @@ def search_command(args: argparse.Namespace, data: Any, make_env: Callable[[Any]
     env = make_env(data)
     result = run_search(env, args.controller, budget_override or budget(args), out, seed=args.seed,
                         progress=show_progress(args), tensorboard=args.tensorboard, artefact_name=artefact_name,
-                        resume=args.resume, overwrite=args.overwrite)
+                        resume=args.resume, overwrite=args.overwrite, **parallel_kwargs(args))
     search_report(result)
     return env, result
 
@@ -248,7 +256,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"{args.epochs:g} epochs each, scored on the {len(data.y_test)} held-out test images")
     seeds = list(range(args.seed, args.seed + args.seeds))
     entries = compare(data, config, [str(policy_path), *args.baselines], [args.schedule], seeds, args.epochs,
-                      progress=show_progress(args))
+                      progress=show_progress(args), workers=args.workers, threads_per_worker=args.threads_per_worker)
     entries[0]["augment"] = "learned"
     print(format_table(comparison_rows(entries)))
     write_json(out / "comparison.json", {"dataset": data.describe(), "search": result.summary, "results": entries})

@@ -85,7 +85,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     check_policies(args.augment, args.schedule, config.lr)
     data = prepare_data(args)
     entries = compare(data, config, args.augment, args.schedule, seeds, args.epochs, progress=show_progress(args),
-                      robustness=args.robustness)
+                      robustness=args.robustness, workers=args.workers, threads_per_worker=args.threads_per_worker)
     print(f"{data.name}: {len(data.y_train)} train / {len(data.y_test)} test images · {config.model} · "
           f"{args.epochs:g} epochs · seeds {seeds[0]}..{seeds[-1]} (test split, mean ± std; cost per run)")
     print(format_table(comparison_rows(entries)))

@@ -6,6 +6,7 @@ work happens after this point, and everything that trains on the data runs where
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,15 @@ class DeviceData:
         """
         check_choice("split", split, _SPLITS)
         return getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+
+    def to(self, device: str | torch.device) -> DeviceData:
+        """The same splits on another device (a copy; `self` is unchanged)."""
+        dev = resolve_device(device)
+        if dev == self.device:
+            return self
+        tensors = {name: getattr(self, name).to(dev) for name in
+                   ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "mean", "std")}
+        return dataclasses.replace(self, **tensors, device=dev)
 
     def describe(self) -> dict[str, Any]:
         """JSON-able summary for run configs and provenance."""
