@@ -150,3 +150,25 @@ def test_cli_search_and_evaluate_with_two_workers(tmp_path, capsys) -> None:
     for one, two in zip(results["1"], results["2"]):  # same seeds, same order, same figures
         assert one["augment"] == two["augment"]
         assert one["test"]["accuracy"]["mean"] == pytest.approx(two["test"]["accuracy"]["mean"], abs=1e-6)
+
+
+def test_a_lost_ray_actor_is_replaced_and_its_child_retried(digits) -> None:
+    ray = pytest.importorskip("ray")
+    from policysearch.workers import RayPool
+
+    env = _env(digits)
+    spec = env.spec
+    try:
+        pool = RayPool(lambda: gym.make(spec).unwrapped, 2)
+        recorder = SearchVecEnv(env, pool, Budget(child_trainings=4), progress=False, controller="random")
+        recorder.seed(0)
+        recorder.action_space.seed(0)
+        recorder.reset()
+        recorder.step([recorder.action_space.sample() for _ in range(2)])
+        ray.kill(pool.actor(1))  # the actor is lost mid-episode
+        while not recorder.exhausted:
+            recorder.step([recorder.action_space.sample() for _ in range(2)])
+        recorder.close()
+    finally:
+        ray.shutdown()
+    assert recorder.failed_workers == 1 and not any(e["failed"] for e in recorder.episodes)
