@@ -28,7 +28,7 @@ from policysearch.search_env import SuggestsEpisodes
 if TYPE_CHECKING:
     from policysearch.search import SearchVecEnv
 
-CONTROLLERS = ("ppo", "sac", "a2c", "random", "tpe", "cmaes")
+CONTROLLERS = ("ppo", "sac", "a2c", "random", "tpe", "cmaes", "pbt")
 RL_CONTROLLERS = ("ppo", "sac", "a2c")
 
 
@@ -192,4 +192,8 @@ def make_controller(name: str, episode_length: int, tensorboard_log: str | None 
         return RandomController()
     if name in ("tpe", "cmaes"):
         return OptunaController(name)
+    if name == "pbt":
+        from policysearch.population import PBTController
+
+        return PBTController()
     raise UnknownNameError("controller", name, CONTROLLERS)

@@ -238,6 +238,23 @@ class SearchVecEnv(VecEnv):
     def env_is_wrapped(self, wrapper_class: Any, indices: Any = None) -> list[bool]:
         return [False] * len(self._get_indices(indices))
 
+    # ------------------------------------------------------------------ population
+    def copy_child(self, src: int, dst: int) -> None:
+        """Exploit: worker `dst`'s child becomes a copy of worker `src`'s (its whole state, and the
+        steps so far, so `dst`'s record holds the schedule it inherited); `inherited` says when."""
+        state = self.pool.call([src], "get_state")[0]
+        if isinstance(state, Exception):
+            raise state
+        done = self.pool.call([dst], "set_state", [(state,)])[0]
+        if isinstance(done, Exception):
+            raise done
+        self._states[dst] = state
+        current = self._current[src]
+        self._current[dst] = {"start_val": current["start_val"], "child_seed": current["child_seed"],
+                              "steps": [dict(step) for step in current["steps"]],
+                              "inherited": [*current.get("inherited", []),
+                                            {"segment": len(current["steps"]), "from_worker": src}]}
+
     # ------------------------------------------------------------------ workers
     def _call_with_retry(self, slots: list[int], method: str, kwargs: list[dict[str, Any]] | None = None) -> list[Any]:
         out = self.pool.call(slots, method, kwargs=kwargs)
@@ -355,6 +372,7 @@ class SearchVecEnv(VecEnv):
             "failed": next((s["failed"] for s in steps if s.get("failed")), None),
             "elapsed": round(self.elapsed, 2),
             "start_val": current["start_val"],
+            "inherited": current.get("inherited", []),
             "steps": steps,
         }
         if self.store is not None:
