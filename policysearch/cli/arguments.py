@@ -296,6 +296,10 @@ def add_augment_space_args(p: argparse.ArgumentParser) -> None:
                    help="comma-separated subset of the op table: {names} (default: TrivialAugment's 13)")
     g.add_argument("--ops-per-sample", type=positive_int, default=1, metavar="N",
                    help="ops applied per image (default: %(default)s)")
+    g.add_argument("--space", default="full", type=name_of("search space", _fixed("full", "small")),
+                   help="{names}: every op's probability and strength, crop, flip, erasing, mixup, cutmix; or 5 "
+                        "knobs for tiny budgets (ops per image, one magnitude, probability, erasing, mix) "
+                        "(default: %(default)s)")
     g.add_argument("--magnitude-scale", default="standard",
                    type=name_of("magnitude scale", _fixed("standard", "wide")),
                    help="{names}: kornia's ranges or TrivialAugment-wide's (default: %(default)s)")
