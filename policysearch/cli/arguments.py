@@ -196,6 +196,12 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
             text += " (default: %(default)s)"
         return text
 
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        # Never break inside a name such as "cropflip-erasing": a user copies names from here.
+        import textwrap
+
+        return textwrap.wrap(self._whitespace_matcher.sub(" ", text).strip(), width, break_on_hyphens=False)
+
 
 def name_list(text: str) -> list[str]:
     """A comma-separated, non-empty list of names or files."""
