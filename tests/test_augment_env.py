@@ -126,7 +126,7 @@ def test_bad_space_arguments(digits):
 
 
 def test_space_refuses_a_bad_mix_alpha_before_any_step():
-    from policysearch.envs.augment import AugmentSpace
+    from policysearch.envs.augment_space import AugmentSpace
 
     with pytest.raises(ConfigError, match="mixup_alpha is inf, expected a finite number > 0"):
         AugmentSpace(mixup_alpha=float("inf"))
@@ -201,7 +201,7 @@ def test_v1_centre_and_lower_half_of_the_box_are_no_augmentation(make, variant):
 
 
 def test_v1_full_space_bounds_and_erasing_knobs(make):
-    from policysearch.envs.augment import FullSpace
+    from policysearch.envs.augment_space import FullSpace
 
     env = make()
     space = env.unwrapped.space
@@ -229,7 +229,7 @@ def test_v1_full_space_bounds_and_erasing_knobs(make):
 
 
 def test_v1_small_space_decode_and_bounds(make):
-    from policysearch.envs.augment import SmallSpace
+    from policysearch.envs.augment_space import SmallSpace
 
     env = make("v1-small")
     space = env.unwrapped.space

@@ -279,7 +279,7 @@ def _file_shapes():
     (with an identity phase), both spaces of Augment-v1, a policy without any op."""
     import numpy as np
 
-    from policysearch.envs.augment import FullSpace, SmallSpace
+    from policysearch.envs.augment_space import FullSpace, SmallSpace
 
     full, small = FullSpace(), SmallSpace()
     rng = np.random.default_rng(0)
