@@ -16,6 +16,7 @@ from policysearch.data import DeviceData
 from policysearch.metrics import METRIC_NAMES, summarize
 from policysearch.policies.adaptive import resolve_schedule
 from policysearch.policies.augment import AugmentPolicy, load_policy
+from policysearch.tracking import Tracker
 from policysearch.trainer import TrainConfig, train_run
 
 
@@ -35,8 +36,10 @@ def compare(
     seeds: Sequence[int],
     epochs: float,
     progress: bool = True,
+    tracker: Tracker | None = None,
 ) -> list[dict[str, Any]]:
-    """Train every combination with every seed.
+    """Train every combination with every seed (each a training named ``<augment>-<schedule>-seed<k>``
+    for `tracker`, `policysearch.tracking`).
 
     Returns:
         One entry per combination: ``{"augment", "schedule", "seeds", "runs": [per-seed results],
@@ -57,6 +60,7 @@ def compare(
                 result = train_run(
                     data, config, epochs, policy, schedule, progress=progress,
                     description=f"[{k}/{total}] {aug_name}/{sched_name} seed {seed}",
+                    tracker=tracker, run_name=f"{aug_name}-{sched_name}-seed{seed}",
                 )
                 runs.append({"seed": seed, "val": result.val, "test": result.test, "cost": result.cost,
                              "diverged": result.diverged})

@@ -14,13 +14,16 @@ then optionally `save(path)`.
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from policysearch.errors import ConfigError, MissingExtraError, UnknownNameError
+from policysearch.pareto import Objective, study_options, trial_values
 from policysearch.search_env import SuggestsEpisodes
+from policysearch.tracking import create_study, optuna_storage
 
 if TYPE_CHECKING:
     from policysearch.search import SearchRecorder
@@ -122,12 +125,22 @@ class SB3Controller(Controller):
 class OptunaController(Controller):
     """Optuna's TPE or CMA-ES. One trial is one child training: over the action vector in a
     static-mode env, or, for an env that `SuggestsEpisodes` (Schedule-v0: a cosine / onecycle
-    family and its peak LR), over that env's own low-dimensional baseline space."""
+    family and its peak LR), over that env's own low-dimensional baseline space.
 
-    def __init__(self, sampler: str) -> None:
+    Args:
+        sampler: "tpe" or "cmaes".
+        storage: an Optuna storage URL for the study (the driver passes the run folder's optuna.db);
+            None: in memory.
+        objectives: `policysearch.pareto.Objective` s: a multi-objective study over them (TPE only
+            for two or more) instead of maximising the reward.
+    """
+
+    def __init__(self, sampler: str, storage: str | None = None, objectives: Sequence[Objective] = ()) -> None:
         if sampler not in ("tpe", "cmaes"):
             raise UnknownNameError("Optuna sampler", sampler, ("tpe", "cmaes"))
         self.name = sampler
+        self.storage, self.objectives = storage, tuple(objectives)
+        self.study_options = study_options(self.objectives, sampler)  # refuses CMA-ES with several objectives
         self.study: Any = None
 
     def run(self, recorder: SearchRecorder, seed: int) -> None:
@@ -148,7 +161,7 @@ class OptunaController(Controller):
             except ImportError as exc:
                 raise MissingExtraError("cmaes", "optuna", "controller 'cmaes'") from exc
             sampler = optuna.samplers.CmaEsSampler(seed=seed)
-        self.study = optuna.create_study(direction="maximize", sampler=sampler)
+        self.study = create_study(optuna, self.storage, sampler=sampler, **self.study_options)
         shape = recorder.action_space.shape
         if shape is None:
             raise ConfigError(f"controller {self.name!r} needs a Box action space, got {recorder.action_space}")
@@ -156,7 +169,7 @@ class OptunaController(Controller):
         recorder.reset(seed=seed)
         first = True
 
-        def objective(trial: Any) -> float:
+        def reward_objective(trial: Any) -> float:
             nonlocal first
             if not first:
                 recorder.reset()
@@ -173,17 +186,26 @@ class OptunaController(Controller):
             _, reward, _, _, _ = recorder.step(action)
             return float(reward)
 
+        def objective(trial: Any) -> float | list[float]:
+            reward = reward_objective(trial)
+            if not self.objectives:
+                return reward
+            values = trial_values(recorder.episodes[-1], self.objectives)  # multi-objective (policysearch.pareto)
+            if values is None:
+                raise optuna.TrialPruned("the child diverged")
+            return values
+
         while not recorder.exhausted:
             self.study.optimize(objective, n_trials=1)
 
 
 def make_controller(name: str, episode_length: int, tensorboard_log: str | None = None,
-                    verbose: int = 0) -> Controller:
-    """A controller by name (see CONTROLLERS)."""
+                    verbose: int = 0, out_dir: Path | None = None, objectives: Sequence[Objective] = ()) -> Controller:
+    """A controller by name (see CONTROLLERS); an Optuna study is stored in `out_dir`/optuna.db when given."""
     if name in RL_CONTROLLERS:
         return SB3Controller(name, episode_length, tensorboard_log=tensorboard_log, verbose=verbose)
     if name == "random":
         return RandomController()
     if name in ("tpe", "cmaes"):
-        return OptunaController(name)
+        return OptunaController(name, storage=optuna_storage(out_dir) if out_dir else None, objectives=objectives)
     raise UnknownNameError("controller", name, CONTROLLERS)
