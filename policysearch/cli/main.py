@@ -8,7 +8,9 @@ from collections.abc import Sequence
 
 from policysearch import __version__
 from policysearch.cli import arguments as a
+from policysearch.cli.runs import add_compare_parser
 from policysearch.cli.searching import cmd_augment, cmd_compress, cmd_demo, cmd_schedule
+from policysearch.cli.tracking import add_tracking_args, tracking_session
 from policysearch.cli.training import cmd_datasets, cmd_evaluate, cmd_models, cmd_train
 from policysearch.errors import PolicySearchError
 
@@ -43,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-pickle", action="store_true",
                    help="open a closed-loop controller zip with SB3's own loader (runs code from the file: "
                         "only for files you trust)")
+    add_tracking_args(p, search=False)
     a.add_output_args(p)
     p.set_defaults(func=cmd_train)
 
@@ -55,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated schedules (names or files) (default: %(default)s)")
     p.add_argument("--seeds", type=a.positive_int, default=3, help="seeds per combination (default: %(default)s)")
     p.add_argument("--seed", type=a.seed_int, default=0, help="first seed (default: %(default)s)")
+    add_tracking_args(p, search=False)
     a.add_output_args(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -122,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_output_args(p)
     p.set_defaults(func=cmd_demo)
 
+    add_compare_parser(sub)
+
     p = sub.add_parser("datasets", help="list data sets and whether each is available locally")
     p.add_argument("--data-dir", default=None, help="also look in this folder")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
@@ -144,7 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        return args.func(args)
+        with tracking_session(args):  # closes the command's trackers (MLflow uploads its artefacts) at the end
+            return args.func(args)
     except PolicySearchError as exc:
         first, *details = str(exc).splitlines() or [type(exc).__name__]
         print(f"policysearch {args.command}: error: {first}", file=sys.stderr)

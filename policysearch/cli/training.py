@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from policysearch.cli.arguments import emit_json, prepare_data, train_config
+from policysearch.cli.tracking import command_tracker
 
 EXIT_DIVERGED = 3
 
@@ -26,7 +27,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     policy = load_policy(args.augment)
     schedule = resolve_schedule(args.schedule, base_lr=config.lr, trust_pickle=args.trust_pickle)
     data = prepare_data(args)
-    result = train_run(data, config, args.epochs, policy, schedule, progress=not args.no_progress)
+    tracker = command_tracker(args, artefacts=(args.save, args.augment, args.schedule))
+    result = train_run(data, config, args.epochs, policy, schedule, progress=not args.no_progress, tracker=tracker)
     rows = [{"split": split, **metrics} for split, metrics in (("val", result.val), ("test", result.test))]
     print(f"{data.name} ({len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test, "
           f"from {data.source}, fingerprint {data.fingerprint[:12]}) · {config.model} · "
@@ -73,7 +75,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     config = train_config(args)
     check_policies(args.augment, args.schedule, config.lr)
     data = prepare_data(args)
-    entries = compare(data, config, args.augment, args.schedule, seeds, args.epochs, progress=not args.no_progress)
+    tracker = command_tracker(args, artefacts=(*args.augment, *args.schedule))
+    entries = compare(data, config, args.augment, args.schedule, seeds, args.epochs, progress=not args.no_progress,
+                      tracker=tracker)
     print(f"{data.name}: {len(data.y_train)} train / {len(data.y_test)} test images · {config.model} · "
           f"{args.epochs:g} epochs · seeds {seeds[0]}..{seeds[-1]} (test split, mean ± std)")
     print(format_table(comparison_rows(entries)))
