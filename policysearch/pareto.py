@@ -178,6 +178,11 @@ def pareto_summary(episodes: Sequence[dict[str, Any]], objectives: Sequence[Obje
     if missing:
         warnings.warn(f"objective(s) {', '.join(missing)}: no episode of this search reports them; "
                       "the Pareto front is empty", stacklevel=2)
+    constant = [o.name for j, o in enumerate(objectives) if o.name not in missing
+                and len({v[j] for v in finished if not math.isnan(v[j])}) == 1 and len(finished) > 1]
+    if constant:  # e.g. tflops in Augment-v0: every child trains the same steps of the same model
+        warnings.warn(f"objective(s) {', '.join(constant)}: the same for every episode of this search, "
+                      "so they trade nothing", stacklevel=2)
     front = pareto_front(values, [o.direction for o in objectives])
     first = objectives[0]
     front.sort(key=lambda i: values[i][0], reverse=first.direction == MAX)

@@ -119,7 +119,7 @@ def run_series(run: Run, window: int = 5) -> dict[str, Any]:
         total += float(e.get("train_flops") or 0.0) / 1e12
         tflops.append(total)
     controller = (run.summary or {}).get("controller") or (run.episodes[0].get("controller") if run.episodes else "")
-    return {"label": f"{run.label} ({controller})" if controller else run.label,
+    return {"label": f"{run.label} ({controller})" if controller and controller not in run.label else run.label,
             "child": list(range(1, len(scores) + 1)), "tflops": tflops, "score": scores,
             "best": best_so_far(scores), "rolling": rolling_mean(scores, window)}
 

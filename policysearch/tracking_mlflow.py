@@ -67,6 +67,8 @@ class MLflowTracker(Tracker):
         self.run_id: str | None = None
         self._runs: dict[str, str] = {}  # training name -> run id ("" is the main run)
         self._last_step: dict[str, int] = {}
+        self._pending: dict[str, list[Any]] = {}  # per run: metrics held back (a child's segments, sent with its
+        # episode's: one write per child training, which a SQLite store commits to disk each time)
 
     # ------------------------------------------------------------------ runs
     def _main_run(self) -> str:
@@ -108,11 +110,15 @@ class MLflowTracker(Tracker):
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(run_id, params=items[i:i + 100])
 
-    def _metrics(self, run_id: str, scalars: dict[str, float], step: int) -> None:
+    def _metrics(self, run_id: str, scalars: dict[str, float], step: int, hold: bool = False) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(_key(k), v, now, int(step)) for k, v in scalars.items()]
+        items = self._pending.setdefault(run_id, [])
+        items += [Metric(_key(k), v, now, int(step)) for k, v in scalars.items()]
+        if hold:
+            return
+        del self._pending[run_id]
         for i in range(0, len(items), 1000):  # and at most 1000 metrics
             self.client.log_batch(run_id, metrics=items[i:i + 1000])
 
@@ -121,7 +127,7 @@ class MLflowTracker(Tracker):
         self._params(self._main_run(), params)
 
     def on_segment_end(self, step: dict[str, Any], env_step: int) -> None:
-        self._metrics(self._main_run(), segment_scalars(step), env_step)
+        self._metrics(self._main_run(), segment_scalars(step), env_step, hold=True)
 
     def on_episode_end(self, record: dict[str, Any], totals: dict[str, Any]) -> None:
         self._metrics(self._main_run(), episode_scalars(record, totals), int(totals["child_trainings"]))
@@ -153,6 +159,8 @@ class MLflowTracker(Tracker):
     def close(self, failed: bool = False) -> None:
         if self.run_id is None:
             return
+        for run_id in list(self._pending):  # the segments of a child the search stopped in
+            self._metrics(run_id, {}, 0)
         for path in self.artefacts:
             self._upload(path)
         for name, run_id in self._runs.items():

@@ -84,6 +84,10 @@ def test_summary_sorts_the_front_and_warns_about_an_objective_nobody_reports() -
     assert [p["episode"] for p in summary["front"]] == [1, 0]  # best accuracy first
     with pytest.warns(UserWarning, match="no episode"):
         assert pareto_summary(episodes, parse_objectives("accuracy,robust:max"))["front"] == []
+    for e in episodes:
+        e["train_flops"] = 1e12
+    with pytest.warns(UserWarning, match="tflops.*trade nothing"):
+        assert [p["episode"] for p in pareto_summary(episodes, parse_objectives("accuracy,tflops"))["front"]] == [1]
 
 
 # ---------------------------------------------------------------------- searches
