@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from policysearch.envs.base import ChildConfig, ChildTrainingEnv
-from policysearch.errors import ConfigError, UnknownNameError
+from policysearch.checks import check_choice, check_int, check_number
+from policysearch.envs.base import ChildConfig, ChildTrainingEnv, state_fields
+from policysearch.errors import ConfigError
 from policysearch.metrics import cost_units, reward_value
 from policysearch.policies.augment import MAGNITUDE_SCALES, OPS, TRIVIAL_OPS, AugmentPolicy
 from policysearch.search_env import MODES
@@ -62,19 +63,16 @@ class AugmentSpace:
     cutmix_alpha: float = 1.0
 
     def __post_init__(self) -> None:
-        if not self.ops:
-            raise ConfigError("ops: expected at least one augmentation op")
+        if not self.ops or len(set(self.ops)) != len(self.ops):
+            raise ConfigError(f"ops is {self.ops!r}, expected at least one augmentation op, each at most once")
         for op in self.ops:
-            if op not in OPS:
-                raise UnknownNameError("augmentation op", op, OPS)
-        if len(set(self.ops)) != len(self.ops):
-            raise ConfigError(f"ops {self.ops}: each op may appear once")
-        if self.ops_per_sample not in (1, 2, 3):
-            raise ConfigError(f"ops_per_sample={self.ops_per_sample}: expected 1, 2 or 3")
-        if self.magnitude_scale not in MAGNITUDE_SCALES:
-            raise UnknownNameError("magnitude scale", self.magnitude_scale, MAGNITUDE_SCALES)
-        if not 0.0 <= self.max_crop <= 0.5 or not 0.0 <= self.max_mix <= 0.5:
-            raise ConfigError(f"max_crop={self.max_crop}, max_mix={self.max_mix}: expected values in [0, 0.5]")
+            check_choice("augmentation op", op, OPS)
+        check_int("ops_per_sample", self.ops_per_sample, 1, 3)
+        check_choice("magnitude scale", self.magnitude_scale, MAGNITUDE_SCALES)
+        check_number("max_crop", self.max_crop, 0.0, 0.5)
+        check_number("max_mix", self.max_mix, 0.0, 0.5)
+        for name in ("mixup_alpha", "cutmix_alpha"):  # checked here too: a bad one would fail only at the first step
+            check_number(name, getattr(self, name), 0.0, low_open=True)
 
     @property
     def dim(self) -> int:
@@ -87,7 +85,8 @@ class AugmentSpace:
         """The knobs an action sets, as plain JSON-able values (logged for every decision)."""
         a = np.asarray(action, dtype=np.float64).reshape(-1)
         if a.shape != (self.dim,) or not np.all(np.isfinite(a)):
-            raise ConfigError(f"action of shape {a.shape} with values {a[:4]}...: expected {self.dim} finite numbers")
+            shown = f"{a[:4].tolist()}{'...' if a.size > 4 else ''}"
+            raise ConfigError(f"action is {shown} (shape {a.shape}), expected {self.dim} finite numbers")
         k = len(self.ops)
         return {
             "op_probability": {op: round(_unit(a[i]) ** 2, 4) for i, op in enumerate(self.ops)},
@@ -172,7 +171,7 @@ class AugmentEnv(ChildTrainingEnv):
     - `device`*: "cpu", "cuda", "auto".
     - `ops`: subset of the op table; `ops_per_sample`, `magnitude_scale`: see `AugmentSpace`.
     - `mode`, `episode_length`*, `steps_per_segment`* (default: one epoch of the training split).
-    - `reward_metric`*: "accuracy", "macro_f1", "neg_ece", "neg_nll".
+    - `reward_metric`*: "accuracy", "macro_f1", "neg_ece", "neg_nll", "fgsm_accuracy" (FGSM at eps 8/255).
     - `cost_weight`*, `cost_metric`*: optional cost term ("seconds" or "tflops").
     - `divergence_penalty`*: reward of a diverged step.
     - `child_seed`*: None draws each child's seed (initial weights, batch order, augmentation draws)
@@ -201,8 +200,7 @@ class AugmentEnv(ChildTrainingEnv):
         from policysearch.policies.schedule import load_schedule
 
         child = self._child_config(child, child_kwargs)
-        if mode not in MODES:
-            raise UnknownNameError("mode", mode, MODES)
+        check_choice("mode", mode, MODES)
         self.space = AugmentSpace(tuple(ops or TRIVIAL_OPS), ops_per_sample, magnitude_scale)
         self._setup_child_training(child, data)
         self.mode = mode
@@ -250,9 +248,10 @@ class AugmentEnv(ChildTrainingEnv):
             info["diverged"] = self.trainer.diverged
             info["val"] = {}
             self._last_reward = reward
+            self._log_step(info, reward)
             return self._observation(), reward, True, False, info
         self._train_loss = stats.train_loss
-        self._val = self.trainer.evaluate("val")
+        self._val = self.trainer.evaluate("val", self.reward_metric)
         metric = reward_value(self._val, self.reward_metric)
         gain = metric if self.mode == "static" else metric - self._metric
         reward = gain - self.cost_weight * cost_units(self.cost_metric, stats.seconds, train_flops)
@@ -261,15 +260,17 @@ class AugmentEnv(ChildTrainingEnv):
         info["val"] = dict(self._val)
         info["metric"] = metric
         terminated = self.mode == "static" or self._segment >= self.episode_length
+        self._log_step(info, reward)
         return self._observation(), float(reward), terminated, False, info
 
     # ------------------------------------------------------------------ internals
     def _new_child(self) -> None:
         self._new_trainer()
         self._segment = 0
+        self._episode_steps = []
         self._last_action = np.zeros(self.space.dim, dtype=np.float32)
         self._last_reward = 0.0
-        self._val = self.trainer.evaluate("val")
+        self._val = self.trainer.evaluate("val", self.reward_metric)
         self._metric = reward_value(self._val, self.reward_metric)
         self._train_loss = math.log(self.data.num_classes)
 
@@ -289,6 +290,27 @@ class AugmentEnv(ChildTrainingEnv):
         obs = np.concatenate([np.nan_to_num(np.asarray(head, dtype=np.float64), nan=10.0), self._last_action])
         return np.clip(obs, -10.0, 10.0).astype(np.float32)
 
+    # ------------------------------------------------------------------ child state (see ChildEnv.get_state)
+    def _episode_state(self) -> dict[str, Any]:
+        return {"segment": self._segment, "last_action": [float(a) for a in self._last_action],
+                "last_reward": float(self._last_reward), "metric": float(self._metric), "val": dict(self._val),
+                "train_loss": float(self._train_loss)}
+
+    def _set_episode_state(self, episode: dict[str, Any]) -> None:
+        segment, last_action, last_reward, metric, val, train_loss = state_fields(
+            episode, "episode", ("segment", "last_action", "last_reward", "metric", "val", "train_loss"))
+        action = np.asarray(last_action, dtype=np.float32)
+        if action.shape != (self.space.dim,) or not isinstance(val, dict):
+            raise ConfigError(f"set_state: the state's last action has shape {action.shape} (expected "
+                              f"({self.space.dim},)) or its 'val' is not a dict")
+        self._segment, self._last_action = int(segment), action
+        self._last_reward, self._metric, self._train_loss = float(last_reward), float(metric), float(train_loss)
+        self._val = dict(val)
+
+    def _current_observation(self) -> np.ndarray | None:
+        return None if self.trainer is None else self._observation()
+
+    # ------------------------------------------------------------------ export
     def export(self, steps: list[dict[str, Any]], provenance: dict[str, Any] | None = None) -> AugmentPolicy:
         """The policy an episode used, as a file-ready AugmentPolicy: one policy in static mode, a
         schedule with one piece per segment (starting at segment / episode_length) in schedule mode."""

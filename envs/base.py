@@ -13,22 +13,26 @@
 A subclass calls `_child_config(child, child_kwargs)` first in its constructor (checks, no data
 loaded), then `_setup_child(config, data)` (or `_setup_child_training`), and sets `spec_kwargs`,
 which `describe()` reports.
+
+Child state (`get_state` / `set_state`): the header, the settings check, the env's `np_random`,
+the episode's steps so far and the last observation are handled here once; `ChildTrainingEnv`
+adds the trainer's state; each env adds its own episode fields through `_episode_state()` /
+`_set_episode_state()` and says how its current observation is built (`_current_observation`).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from pathlib import Path
 from typing import Any, ClassVar
 
 import gymnasium as gym
+import numpy as np
 
-from policysearch.errors import ConfigError, UnknownNameError
+from policysearch.checks import check_choice, check_int, check_number
+from policysearch.errors import ConfigError
 from policysearch.metrics import COST_METRICS, REWARD_METRICS
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +55,7 @@ class ChildConfig:
         episode_length: Segments per child training (not Compress-v0: one step per layer).
         steps_per_segment: Optimizer steps per segment; None: one epoch of the training split
             (not Compress-v0).
-        reward_metric: "accuracy", "macro_f1", "neg_ece", "neg_nll" (Compress-v0: accuracy).
+        reward_metric: "accuracy", "macro_f1", "neg_ece", "neg_nll", "fgsm_accuracy" (Compress-v0: accuracy).
         cost_weight: Reward -= cost_weight x the cost in `cost_metric` units (not Compress-v0).
         cost_metric: "seconds" or "tflops" (not Compress-v0).
         divergence_penalty: The reward of a diverged step is minus this.
@@ -84,20 +88,18 @@ class ChildConfig:
     child_seed: int | None = None
 
     def __post_init__(self) -> None:
-        if self.reward_metric not in REWARD_METRICS:
-            raise UnknownNameError("reward metric", self.reward_metric, REWARD_METRICS)
-        if self.cost_metric not in COST_METRICS:
-            raise UnknownNameError("cost metric", self.cost_metric, COST_METRICS)
-        for name in ("episode_length", "batch_size"):
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise ConfigError(f"{name}={value!r}: expected an int of at least 1")
-        if self.steps_per_segment is not None and (not _is_int(self.steps_per_segment) or self.steps_per_segment < 1):
-            raise ConfigError(f"steps_per_segment={self.steps_per_segment!r}: expected an int of at least 1 "
-                              "(or None: one epoch)")
-        for name in ("cost_weight", "divergence_penalty"):
-            if not getattr(self, name) >= 0:
-                raise ConfigError(f"{name}={getattr(self, name)!r}: expected >= 0")
+        # Values are checked, not normalised: describe() reports them as given.
+        check_choice("reward metric", self.reward_metric, REWARD_METRICS)
+        check_choice("cost metric", self.cost_metric, COST_METRICS)
+        check_int("episode_length", self.episode_length, 1)
+        check_int("batch_size", self.batch_size, 1)
+        if self.steps_per_segment is not None:
+            check_int("steps_per_segment (None: one epoch)", self.steps_per_segment, 1)
+        check_number("cost_weight", self.cost_weight, 0.0)
+        check_number("divergence_penalty", self.divergence_penalty, 0.0)
+        check_int("split_seed", self.split_seed, 0)
+        if self.child_seed is not None:
+            check_int("child_seed (None: drawn from the env's seed)", self.child_seed, 0)
 
 
 class ChildEnv(gym.Env):
@@ -152,6 +154,11 @@ class ChildEnv(gym.Env):
         self.divergence_penalty, self.child_seed = child.divergence_penalty, child.child_seed
         self.spec_kwargs: dict[str, Any] = {}
         self.last_seconds = 0.0  # wall time of the last step: kept out of `info` so rewards stay reproducible
+        self._episode_steps: list[dict[str, Any]] = []  # this episode's steps so far, as the driver logs them
+
+    def _log_step(self, info: dict[str, Any], reward: float) -> None:
+        """Keep a step of the current episode (its `info` and reward), for `get_state()`."""
+        self._episode_steps.append(copy.deepcopy({**info, "reward": float(reward)}))
 
     def _draw_child_seed(self) -> int:
         """The seed of this episode's child. It is drawn from the env's stream even when
@@ -169,6 +176,138 @@ class ChildEnv(gym.Env):
                      provenance: dict[str, Any]) -> dict[str, str]:
         """Files exported besides the artefact: none unless a subclass says otherwise."""
         return {}
+
+    # ------------------------------------------------------------------ child state
+    # `describe()` keys a state need not share with the env it is set into (e.g. where a file was read from).
+    STATE_FREE_SETTINGS: ClassVar[tuple[str, ...]] = ()
+
+    def get_state(self) -> dict[str, Any]:
+        """The whole state of the child and its episode, as a copy: after `set_state` of it, an env
+        built with the same arguments continues bit-identically on the CPU (same rewards,
+        observations, infos and weights for the same actions).
+
+        Holds only tensors and plain values (`policysearch.checkpoint.save_child_state` writes it,
+        `load_child_state` reads it with ``torch.load(weights_only=True)``):
+
+        - "kind", "format_version", "env_id": the header `set_state` checks;
+        - "settings": `describe()`, which the env it is set into must share;
+        - "np_random", "np_random_seed": the env's numpy generator (bit-generator state, plain ints);
+        - "observation": the observation the env returned last (None before the first reset), so a
+          controller can carry on from it; "steps": the episode's steps so far (each `info` plus
+          "reward", what `export` takes); "last_seconds";
+        - "trainer" (envs that train a child in segments): `Trainer.state_dict()`: weights,
+          optimizer, step, batch order, the generator of batches / augmentation / mixup, cost;
+        - "episode": the env's own fields (segment index, last action and metrics, ...).
+        """
+        from policysearch.checkpoint import CHILD_STATE_KIND, CHILD_STATE_VERSION
+        from policysearch.files import json_safe
+
+        rng, obs = self._np_random, self._current_observation()
+        return {
+            "kind": CHILD_STATE_KIND,
+            "format_version": CHILD_STATE_VERSION,
+            "env_id": self.ENV_ID,
+            "settings": json_safe(self.describe()),
+            "np_random": None if rng is None else copy.deepcopy(rng.bit_generator.state),
+            "np_random_seed": self._np_random_seed,
+            "observation": None if obs is None else [float(v) for v in np.asarray(obs).reshape(-1)],
+            "steps": copy.deepcopy(self._episode_steps),
+            "last_seconds": float(self.last_seconds),
+            **self._child_state(),
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Make this env continue the child and episode `state` (from `get_state`) describes.
+
+        Everything is checked before the env changes; the state is copied, so it can be set into
+        several envs (a population copying a strong child into weak ones). Call it on
+        `env.unwrapped`; with `gym.make`'s wrappers, `reset()` once first, as they refuse a step
+        before any reset.
+
+        Raises:
+            ConfigError: The state is of another env, format version or settings (data set, model,
+                segments, action space, ...), or lacks a field; the message names which.
+        """
+        from policysearch.checkpoint import child_state_problem
+
+        problem = child_state_problem(state, self.ENV_ID)
+        if problem:
+            raise ConfigError(f"set_state: {problem}")
+        steps, rng_state, rng_seed, last_seconds = state_fields(
+            state, "", ("steps", "np_random", "np_random_seed", "last_seconds"))
+        self._check_settings(state_fields(state, "", ("settings",))[0])
+        rng = None if rng_state is None else _generator_from_state(rng_state)
+        if not isinstance(steps, list):
+            raise ConfigError(f"set_state: field 'steps' is a {type(steps).__name__}, expected a list")
+        self._set_child_state(state)
+        self._np_random, self._np_random_seed = rng, rng_seed
+        self._episode_steps = copy.deepcopy(steps)
+        self.last_seconds = float(last_seconds)
+
+    def _check_settings(self, theirs: Any) -> None:
+        from policysearch.files import json_safe
+
+        if not isinstance(theirs, dict):
+            raise ConfigError(f"set_state: field 'settings' is a {type(theirs).__name__}, expected a dict")
+        ours = json_safe(self.describe())
+        differ = [k for k in sorted(set(ours) | set(theirs))
+                  if k not in self.STATE_FREE_SETTINGS and ours.get(k) != theirs.get(k)]
+        if differ:
+            shown = "; ".join(f"{k} is {_short(theirs.get(k))} in the state, {_short(ours.get(k))} here"
+                              for k in differ[:3])
+            raise ConfigError(f"set_state: the state is of a {self.ENV_ID} with other settings ({shown}); "
+                              "set it into an env built with the same arguments")
+
+    def _child_state(self) -> dict[str, Any]:
+        """The env's own part of `get_state()` (a subclass adds the trainer or its episode fields)."""
+        return {"episode": self._episode_state()}
+
+    def _set_child_state(self, state: dict[str, Any]) -> None:
+        """Restore what `_child_state` returned; check everything before changing anything."""
+        self._set_episode_state(state_fields(state, "", ("episode",))[0])
+
+    def _episode_state(self) -> dict[str, Any]:
+        """The env's episode fields as plain values (segment index, last action, metrics, ...)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement _episode_state")
+
+    def _set_episode_state(self, episode: dict[str, Any]) -> None:
+        """Restore what `_episode_state` returned."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement _set_episode_state")
+
+    def _current_observation(self) -> np.ndarray | None:
+        """The observation the env returned last, rebuilt from its fields; None before the first reset."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement _current_observation")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def state_fields(state: Any, where: str, names: tuple[str, ...]) -> list[Any]:
+    """The values of `names` in a state (or its part `where`), or a ConfigError naming the first missing one."""
+    what = f"the state's {where!r} part" if where else "the state"
+    if not isinstance(state, dict):
+        raise ConfigError(f"set_state: {what} is a {type(state).__name__}, expected a dict")
+    for name in names:
+        if name not in state:
+            raise ConfigError(f"set_state: {what} lacks field {name!r}")
+    return [state[name] for name in names]
+
+
+def _generator_from_state(state: Any) -> np.random.Generator:
+    """A numpy Generator whose bit generator has `state` (``Generator.bit_generator.state``)."""
+    name = state.get("bit_generator") if isinstance(state, dict) else None
+    kind = getattr(np.random, name, None) if isinstance(name, str) else None
+    if not (isinstance(kind, type) and issubclass(kind, np.random.BitGenerator)):
+        raise ConfigError(f"set_state: field 'np_random' names bit generator {name!r}; expected a numpy one "
+                          "such as 'PCG64'")
+    bit_generator = kind()
+    try:
+        bit_generator.state = copy.deepcopy(state)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ConfigError(f"set_state: field 'np_random' is not a {name} state ({exc})") from None
+    return np.random.Generator(bit_generator)
 
 
 class ChildTrainingEnv(ChildEnv):
@@ -201,12 +340,34 @@ class ChildTrainingEnv(ChildEnv):
 
     def _new_trainer(self, total_steps: int | None = None) -> Any:
         """A fresh child, seeded by `_draw_child_seed()`, for `total_steps` (default: the whole episode)."""
+        self.trainer = self._build_trainer(self._draw_child_seed(), total_steps)
+        return self.trainer
+
+    def _build_trainer(self, seed: int, total_steps: int | None = None) -> Any:
         from policysearch.trainer import Trainer
 
-        config = dataclasses.replace(self.config, seed=self._draw_child_seed())
+        config = dataclasses.replace(self.config, seed=seed)
         steps = total_steps if total_steps is not None else self.steps_per_segment * self.episode_length
-        self.trainer = Trainer(self.data, config, total_steps=steps)
-        return self.trainer
+        return Trainer(self.data, config, total_steps=steps)
+
+    def _child_state(self) -> dict[str, Any]:
+        return {"trainer": None if self.trainer is None else self.trainer.state_dict(),
+                "episode": self._episode_state()}
+
+    def _set_child_state(self, state: dict[str, Any]) -> None:
+        saved, episode = state_fields(state, "", ("trainer", "episode"))
+        trainer = None
+        if saved is not None:
+            config, total_steps = state_fields(saved, "trainer", ("config", "total_steps"))
+            seed = config.get("seed") if isinstance(config, dict) else None
+            check_int("set_state: the trainer state's seed", seed, 0)
+            check_int("set_state: the trainer state's total_steps", total_steps, 1)
+            # A new child, so nothing of this env's current one leaks in; built from the seed (no env RNG
+            # drawn), then overwritten by the state. The trainer checks the rest before it changes.
+            trainer = self._build_trainer(seed, total_steps)
+            trainer.load_state_dict(saved)
+        self._set_episode_state(episode)
+        self.trainer = trainer
 
     def describe(self) -> dict[str, Any]:
         """The settings that define this env's rewards, its action mapping included, for provenance."""

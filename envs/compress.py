@@ -2,6 +2,7 @@
 
 See `CompressEnv` for the model card. The artefact is a `CompressionPlan`
 (`policysearch.policies.compress`); pruning itself is torch-pruning's (the `prune` extra).
+A little over 500 lines: the FLOPs model behind AMC's exact clip belongs with the env that clips.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 from torch import nn
 
-from policysearch.envs.base import ChildConfig, ChildEnv
-from policysearch.errors import ConfigError, UnknownNameError
+from policysearch.checks import check_choice, check_int, check_lr, check_number
+from policysearch.envs.base import ChildConfig, ChildEnv, state_fields
+from policysearch.errors import ConfigError
 from policysearch.policies.compress import CRITERIA, ChannelGroup, CompressionPlan
 
 __all__ = ["OBSERVATION_NAMES", "REWARDS", "CompressEnv"]
@@ -233,7 +235,6 @@ class CompressEnv(ChildEnv):
         from policysearch.evaluate import evaluate
         from policysearch.metrics import count_parameters, flops_per_image
         from policysearch.policies.compress import channel_groups, require_torch_pruning
-        from policysearch.trainer import MAX_LR
 
         # Everything checkable without data or tracing is checked first.
         child = self._child_config(child, child_kwargs)
@@ -243,19 +244,16 @@ class CompressEnv(ChildEnv):
             )
         if teacher is not None and not isinstance(teacher, nn.Module):
             raise ConfigError(f"teacher is a {type(teacher).__name__}, expected a torch.nn.Module")
-        if criterion not in CRITERIA:
-            raise UnknownNameError("pruning criterion", criterion, CRITERIA)
-        if reward not in REWARDS:
-            raise UnknownNameError("reward", reward, REWARDS)
-        if not (0.0 < flops_target <= 1.0):
-            raise ConfigError(f"flops_target={flops_target!r}: expected a fraction of the teacher's FLOPs in (0, 1]")
-        if not (0.0 < min_keep <= max_keep <= 1.0):
-            raise ConfigError(f"min_keep={min_keep!r}, max_keep={max_keep!r}: expected 0 < min_keep <= max_keep <= 1")
-        if finetune_steps is not None and (isinstance(finetune_steps, bool) or not isinstance(finetune_steps, int)
-                                           or finetune_steps < 0):
-            raise ConfigError(f"finetune_steps={finetune_steps!r}: expected an int >= 0 (or None: one epoch)")
-        if not (0 < finetune_lr <= MAX_LR):
-            raise ConfigError(f"finetune_lr={finetune_lr!r}: expected a positive learning rate of at most {MAX_LR:g}")
+        check_choice("pruning criterion", criterion, CRITERIA)
+        check_choice("reward", reward, REWARDS)
+        check_number("flops_target (a fraction of the teacher's FLOPs)", flops_target, 0.0, 1.0, low_open=True)
+        check_number("min_keep", min_keep, 0.0, 1.0, low_open=True)
+        check_number("max_keep", max_keep, 0.0, 1.0, low_open=True)
+        if min_keep > max_keep:
+            raise ConfigError(f"min_keep is {min_keep!r}, expected at most max_keep ({max_keep!r})")
+        if finetune_steps is not None:
+            check_int("finetune_steps (None: one epoch)", finetune_steps, 0)
+        check_lr("finetune_lr", finetune_lr)
         _check_kd(temperature, alpha)
         require_torch_pruning(f"{self.ENV_ID}")  # before any data is loaded
 
@@ -354,7 +352,7 @@ class CompressEnv(ChildEnv):
         super().reset(seed=seed)
         self._seed_now = self._draw_child_seed()
         self._layer, self._counts, self._episode_open = 0, [], True
-        self.last_seconds = 0.0
+        self.last_seconds, self._episode_steps = 0.0, []
         info = {"val": dict(self.teacher_val), "child_seed": self._seed_now, "teacher_flops": self.teacher_flops,
                 "teacher_params": self.teacher_params}
         return self._observation(), info
@@ -376,9 +374,11 @@ class CompressEnv(ChildEnv):
                                 "kept_channels": kept, "channels": g.channels, "clipped": kept < wanted,
                                 "train_flops": 0.0, "diverged": None}
         if self._layer < self.episode_length:
+            self._log_step(info, 0.0)
             return self._observation(), 0.0, False, False, info
         self._episode_open = False
         reward = self._finish(info)
+        self._log_step(info, reward)
         return self._observation(), reward, True, False, info
 
     # ------------------------------------------------------------------ internals
@@ -469,6 +469,30 @@ class CompressEnv(ChildEnv):
                          g.kernel_size / self._kernel, g.stride / self._stride,
                          self.flops_model.touch[self._layer] / total]
         return np.clip(np.asarray(head, dtype=np.float64), 0.0, 1.0).astype(np.float32)
+
+    # ------------------------------------------------------------------ child state (see ChildEnv.get_state)
+    # Nothing trains before the last layer: the state is the decisions so far, the layer index, the fine-tune
+    # seed and the env's RNG. A finished episode's student is not in it (its plan is); `set_state` clears it.
+    STATE_FREE_SETTINGS = ("checkpoint",)  # the teacher file may be read from another folder
+
+    def _episode_state(self) -> dict[str, Any]:
+        return {"layer": self._layer, "counts": list(self._counts), "seed_now": self._seed_now,
+                "episode_open": self._episode_open}
+
+    def _set_episode_state(self, episode: dict[str, Any]) -> None:
+        layer, counts, seed_now, episode_open = state_fields(
+            episode, "episode", ("layer", "counts", "seed_now", "episode_open"))
+        ok = (isinstance(counts, list) and layer == len(counts) <= self.episode_length
+              and all(isinstance(c, int) and lo <= c <= g.channels
+                      for c, lo, g in zip(counts, self.min_count, self.groups)))
+        if not ok:
+            raise ConfigError(f"set_state: the state's decisions (layer {layer!r}, kept channels {counts!r}) do not "
+                              f"fit this teacher's {self.episode_length} channel groups")
+        self._layer, self._counts, self._seed_now = layer, list(counts), seed_now
+        self._episode_open, self.student = bool(episode_open), None
+
+    def _current_observation(self) -> np.ndarray | None:
+        return None if self._seed_now is None else self._observation()
 
     # ------------------------------------------------------------------ baseline search space
     def suggest_episode(self, trial: Any) -> list[np.ndarray]:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from policysearch.envs.base import ChildConfig, ChildTrainingEnv
+from policysearch.envs.base import ChildConfig, ChildTrainingEnv, state_fields
 from policysearch.errors import ConfigError
 from policysearch.metrics import cost_units, reward_value
 from policysearch.policies.adaptive import OBSERVATION_NAMES, ScheduleSpace
@@ -92,7 +92,7 @@ class ScheduleEnv(ChildTrainingEnv):
     - `augment`: a built-in augmentation policy name or an `AugmentPolicy`, applied throughout.
     - `lr_min`, `lr_max`: the LR range (`1e-12 <= lr_min < lr_max <= 1e3`).
     - `episode_length`*, `steps_per_segment`* (default: one epoch of the training split).
-    - `reward_metric`*: "accuracy", "macro_f1", "neg_ece", "neg_nll".
+    - `reward_metric`*: "accuracy", "macro_f1", "neg_ece", "neg_nll", "fgsm_accuracy" (FGSM at eps 8/255).
     - `cost_weight`*, `cost_metric`*: optional cost term ("seconds" or "tflops").
     - `divergence_penalty`*: reward of a diverged step.
     - `child_seed`*: None draws each child's seed (initial weights, batch order, augmentation
@@ -137,8 +137,8 @@ class ScheduleEnv(ChildTrainingEnv):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         self._new_trainer()
-        self._segment = 0
-        val = self.trainer.evaluate("val")
+        self._segment, self._episode_steps = 0, []
+        val = self.trainer.evaluate("val", self.reward_metric)
         # Only what is known before any training; ScheduleSpace fills the rest with its start values.
         self._stats = {"progress": 0.0, "val_loss": val["nll"], "val_metric": reward_value(val, self.reward_metric),
                        "segments_left": self.episode_length}
@@ -174,8 +174,9 @@ class ScheduleEnv(ChildTrainingEnv):
             info["val"] = {}
             # No evaluation of a NaN model: NaN losses show as the worst observation values.
             self._stats = {**new, "val_loss": math.nan, "val_metric": math.nan}
+            self._log_step(info, -float(self.divergence_penalty))
             return self.space.observation(self._stats), -float(self.divergence_penalty), True, False, info
-        val = self.trainer.evaluate("val")
+        val = self.trainer.evaluate("val", self.reward_metric)
         metric = reward_value(val, self.reward_metric)
         reward = metric - prev["val_metric"] - self.cost_weight * cost_units(self.cost_metric, stats.seconds,
                                                                                train_flops)
@@ -183,7 +184,22 @@ class ScheduleEnv(ChildTrainingEnv):
         info["val"] = dict(val)
         info["metric"] = metric
         terminated = self._segment >= self.episode_length
+        self._log_step(info, reward)
         return self.space.observation(self._stats), float(reward), terminated, False, info
+
+    # ------------------------------------------------------------------ child state (see ChildEnv.get_state)
+    def _episode_state(self) -> dict[str, Any]:
+        # The observation's inputs: last and previous losses, metric, LR, gradient norms.
+        return {"segment": self._segment, "stats": dict(self._stats)}
+
+    def _set_episode_state(self, episode: dict[str, Any]) -> None:
+        segment, stats = state_fields(episode, "episode", ("segment", "stats"))
+        if not isinstance(stats, dict):
+            raise ConfigError(f"set_state: the state's 'stats' is a {type(stats).__name__}, expected a dict")
+        self._segment, self._stats = int(segment), dict(stats)
+
+    def _current_observation(self) -> np.ndarray | None:
+        return None if self.trainer is None else self.space.observation(self._stats)
 
     # ------------------------------------------------------------------ baseline search space
     FAMILIES = ("cosine", "onecycle")

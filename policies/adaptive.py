@@ -39,11 +39,11 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from policysearch.checks import check_int
-from policysearch.errors import ConfigError, PolicyFormatError, UnknownNameError
+from policysearch.checks import check_choice, check_int
+from policysearch.errors import ConfigError, PolicyFormatError
 from policysearch.metrics import REWARD_METRICS
 from policysearch.policies.artifact import provenance as make_provenance
-from policysearch.policies.artifact import read_json, require, unwrap, wrap, write_json
+from policysearch.policies.artifact import read_json, read_provenance, require, unwrap, wrap, write_json
 
 # The observation / action contract lives in its own module; re-exported here, where users meet it.
 from policysearch.policies.schedule_space import OBSERVATION_NAMES, ScheduleSpace
@@ -84,10 +84,8 @@ class AdaptiveSchedule:
         provenance: dict[str, Any] | None = None,
     ) -> None:
         algo = algo if algo is not None else type(model).__name__.lower()
-        if algo not in ALGOS:
-            raise UnknownNameError("controller algorithm", algo, ALGOS)
-        if reward_metric not in REWARD_METRICS:
-            raise UnknownNameError("reward metric", reward_metric, REWARD_METRICS)
+        check_choice("controller algorithm", algo, ALGOS)
+        check_choice("reward metric", reward_metric, REWARD_METRICS)
         obs_shape = tuple(getattr(model.observation_space, "shape", ()) or ())
         act_shape = tuple(getattr(model.action_space, "shape", ()) or ())
         if obs_shape != (space.dim,) or act_shape != (1,):
@@ -195,21 +193,15 @@ class AdaptiveSchedule:
         data = unwrap(read_json(path), cls.KIND, cls.FORMAT_VERSION, source)
         name = require(data, "name", str, source)
         algo = require(data, "algo", str, source)
-        if algo not in ALGOS:
-            raise PolicyFormatError(f"{source}: field 'algo' is {algo!r}, expected one of {', '.join(ALGOS)}")
+        check_choice(f"{source}: field 'algo'", algo, ALGOS, error=PolicyFormatError)
         controller_file = require(data, "controller_file", str, source)
         reward_metric = require(data, "reward_metric", str, source)
-        if reward_metric not in REWARD_METRICS:
-            raise PolicyFormatError(
-                f"{source}: field 'reward_metric' is {reward_metric!r}, expected one of {', '.join(REWARD_METRICS)}"
-            )
+        check_choice(f"{source}: field 'reward_metric'", reward_metric, REWARD_METRICS, error=PolicyFormatError)
         space = ScheduleSpace.from_dict(data, source)
         steps = data.get("search_steps_per_segment")
         if steps is not None:
             check_int(f"{source}: field 'search_steps_per_segment'", steps, 1, error=PolicyFormatError)
-        prov = data.get("provenance", {})
-        if not isinstance(prov, dict):
-            raise PolicyFormatError(f"{source}: field 'provenance' is {prov!r}, expected an object")
+        prov = read_provenance(data, source)
         zip_path = Path(path).parent / controller_file
         if Path(controller_file).name != controller_file:
             raise PolicyFormatError(f"{source}: field 'controller_file' is {controller_file!r}, expected a file name "
@@ -233,8 +225,7 @@ def _load_model(path: str | Path, algo: str, source: str, space: ScheduleSpace, 
     rebuilds the network for ``space``); ``trust_pickle=True`` uses SB3's own loader, which
     unpickles the zip's serialized entries and so runs code from the file.
     """
-    if algo not in ALGOS:
-        raise UnknownNameError("controller algorithm", algo, ALGOS)
+    check_choice("controller algorithm", algo, ALGOS)
     from gymnasium import spaces
 
     if not trust_pickle:

@@ -12,6 +12,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from policysearch.checks import is_int
 from policysearch.errors import PolicyFormatError
 from policysearch.files import write_json
 
@@ -50,7 +51,7 @@ def unwrap(data: Any, kind: str, format_version: int, source: str = "<dict>") ->
     if got_kind != kind:
         raise PolicyFormatError(f"{source}: field 'kind' is {got_kind!r}, expected {kind!r}")
     version = data.get("format_version")
-    if not isinstance(version, int) or version < 1 or version > format_version:
+    if not is_int(version) or version < 1 or version > format_version:  # True is no version
         raise PolicyFormatError(
             f"{source}: field 'format_version' is {version!r}; this policysearch reads {kind} "
             f"versions 1..{format_version} (upgrade policysearch for newer files)"
@@ -67,6 +68,16 @@ def require(data: dict[str, Any], field: str, types: type | tuple[type, ...], so
         names = "/".join(t.__name__ for t in _as_tuple(types))
         raise PolicyFormatError(f"{source}: field {field!r} is {value!r}, expected {names}")
     return value
+
+
+def read_provenance(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """The optional ``provenance`` object of a decoded artefact ({} when absent or null)."""
+    prov = data.get("provenance")
+    if prov is None:
+        return {}
+    if not isinstance(prov, dict):
+        raise PolicyFormatError(f"{source}: field 'provenance' is {prov!r}, expected an object")
+    return prov
 
 
 def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:

@@ -32,9 +32,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from policysearch.checks import check_choice, check_int, check_number, check_probability, is_int
 from policysearch.errors import ConfigError, PolicyFormatError, UnknownNameError
 from policysearch.policies import ops
-from policysearch.policies.artifact import JsonArtefact, require, unwrap, wrap
+from policysearch.policies.artifact import JsonArtefact, read_provenance, require, unwrap, wrap
 
 NUM_BINS = 10
 """Magnitude bins per op, as in kornia's AutoAugment (an 11-point scale, bins 0..9)."""
@@ -110,32 +111,35 @@ SubPolicy = tuple[tuple[str, float, int | None], ...]
 
 def _check_subpolicies(raw: Any, source: str = "sub_policies") -> tuple[SubPolicy, ...]:
     if not isinstance(raw, (list, tuple)):
-        raise ConfigError(f"{source}: expected a list of sub-policies, got {type(raw).__name__}")
+        raise ConfigError(f"{source} is a {type(raw).__name__}, expected a list of sub-policies")
     checked = []
     for i, sub in enumerate(raw):
         if not isinstance(sub, (list, tuple)):
-            raise ConfigError(f"{source}[{i}]: expected a list of (op, probability, magnitude_bin), got {sub!r}")
+            raise ConfigError(f"{source}[{i}] is {sub!r}, expected a list of (op_name, probability, magnitude_bin)")
         entries = []
         for j, entry in enumerate(sub):
             where = f"{source}[{i}][{j}]"
             if not isinstance(entry, (list, tuple)) or len(entry) != 3:
-                raise ConfigError(f"{where}: expected (op_name, probability, magnitude_bin), got {entry!r}")
+                raise ConfigError(f"{where} is {entry!r}, expected (op_name, probability, magnitude_bin)")
             name, prob, mag = entry
-            if name not in OPS:
-                raise UnknownNameError("augmentation op", str(name), OP_NAMES)
-            if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0.0 <= prob <= 1.0:
-                raise ConfigError(f"{where}: probability {prob!r} of {name!r} must be a number in [0, 1]")
+            check_choice("augmentation op", name, OP_NAMES)
+            prob = check_probability(f"{where} ({name}) probability", prob)
             if OPS[name].standard is None:
-                mag = None if mag is None else mag  # ignored, kept as written for kornia
-                if mag is not None and (isinstance(mag, bool) or not isinstance(mag, int)):
-                    raise ConfigError(f"{where}: magnitude of {name!r} must be null or an int, got {mag!r}")
-            elif isinstance(mag, bool) or not isinstance(mag, int) or not 0 <= mag < NUM_BINS:
-                raise ConfigError(
-                    f"{where}: magnitude bin {mag!r} of {name!r} must be an int in [0, {NUM_BINS - 1}]"
-                )
-            entries.append((str(name), float(prob), mag))
+                if mag is not None and not is_int(mag):  # ignored, kept as written for kornia
+                    raise ConfigError(f"{where} ({name}) magnitude bin is {mag!r}, expected null or an int")
+            else:
+                check_int(f"{where} ({name}) magnitude bin", mag, 0, NUM_BINS - 1)
+            entries.append((str(name), prob, mag))
         checked.append(tuple(entries))
     return tuple(checked)
+
+
+def _check_mix(label: str, value: Any) -> tuple[float, float]:
+    """A mix op's ``(probability, alpha)``; the parts are named as the JSON fields ("mixup.alpha"),
+    so a message reads the same from a constructor and from a file."""
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ConfigError(f"{label} is {value!r}, expected (probability, alpha)")
+    return check_probability(f"{label}.p", value[0]), check_number(f"{label}.alpha", value[1], 0.0, low_open=True)
 
 
 class AugmentPolicy(JsonArtefact, nn.Module):
@@ -174,29 +178,22 @@ class AugmentPolicy(JsonArtefact, nn.Module):
     ) -> None:
         super().__init__()
         self.sub_policies = _check_subpolicies(sub_policies)
-        if not 0.0 <= crop <= 0.5:
-            raise ConfigError(f"crop={crop!r}: expected a fraction of the image side in [0, 0.5]")
-        if not 0.0 <= flip <= 1.0:
-            raise ConfigError(f"flip={flip!r}: expected a probability in [0, 1]")
-        for label, (p, alpha) in (("mixup", mixup), ("cutmix", cutmix)):
-            if not 0.0 <= p <= 1.0 or not alpha > 0.0:
-                raise ConfigError(f"{label}=({p!r}, {alpha!r}): expected probability in [0, 1] and alpha > 0")
-        if mixup[0] + cutmix[0] > 1.0 + 1e-9:
-            raise ConfigError(f"mixup p {mixup[0]} + cutmix p {cutmix[0]} > 1: they are exclusive per batch")
-        if magnitude_scale not in MAGNITUDE_SCALES:
-            raise UnknownNameError("magnitude scale", magnitude_scale, MAGNITUDE_SCALES)
-        self.crop, self.flip = float(crop), float(flip)
-        self.mixup = (float(mixup[0]), float(mixup[1]))
-        self.cutmix = (float(cutmix[0]), float(cutmix[1]))
-        self.magnitude_scale = magnitude_scale
+        self.crop = check_number("crop (a fraction of the image side)", crop, 0.0, 0.5)
+        self.flip = check_probability("flip", flip)
+        self.mixup, self.cutmix = _check_mix("mixup", mixup), _check_mix("cutmix", cutmix)
+        if self.mixup[0] + self.cutmix[0] > 1.0 + 1e-9:
+            raise ConfigError(f"mixup.p + cutmix.p is {self.mixup[0] + self.cutmix[0]!r}, expected at most 1 "
+                              "(they are exclusive per batch)")
+        self.magnitude_scale = check_choice("magnitude scale", magnitude_scale, MAGNITUDE_SCALES)
         self.name = name
         self.provenance = dict(provenance or {})
         self.starts: tuple[float, ...] = ()
         self.pieces = nn.ModuleList()
         if schedule:
-            starts = [float(s) for s, _ in schedule]
-            if starts[0] != 0.0 or any(b <= a for a, b in itertools.pairwise(starts)) or starts[-1] >= 1.0:
-                raise ConfigError(f"schedule starts {starts}: expected strictly increasing values in [0, 1) from 0")
+            starts = [check_number(f"schedule[{i}] start", s, 0.0, 1.0, high_open=True)
+                      for i, (s, _) in enumerate(schedule)]
+            if starts[0] != 0.0 or any(b <= a for a, b in itertools.pairwise(starts)):
+                raise ConfigError(f"schedule starts are {starts}, expected strictly increasing values in [0, 1) from 0")
             for _, piece in schedule:
                 if not isinstance(piece, AugmentPolicy) or piece.pieces:
                     raise ConfigError("schedule pieces must be AugmentPolicy objects without a schedule")
@@ -373,7 +370,7 @@ class AugmentPolicy(JsonArtefact, nn.Module):
                     raise PolicyFormatError(f"{where}: expected an object with 'start' and 'policy'")
                 start = float(require(piece, "start", (int, float), where))
                 schedule.append((start, cls._from_body(require(piece, "policy", dict, where), where)))
-        return cls._from_body(data, source, provenance=data.get("provenance") or {}, schedule=schedule)
+        return cls._from_body(data, source, provenance=read_provenance(data, source), schedule=schedule)
 
 
     def describe(self) -> str:
@@ -465,8 +462,8 @@ def trivial_augment(magnitude_scale: str = "wide", ops: Sequence[str] = TRIVIAL_
 def rand_augment(n: int = 2, strength: float = 0.3, ops: Sequence[str] = TRIVIAL_OPS) -> list[list[tuple]]:
     """RandAugment(N, M) as sub-policies: every ordered N-tuple of ops at strength M (0..1 of each op's
     widest departure from identity, both signs where the range has two); identity included."""
-    if n < 1 or not 0.0 <= strength <= 1.0:
-        raise ConfigError(f"randaugment n={n}, strength={strength}: expected n >= 1 and strength in [0, 1]")
+    check_int("randaugment n", n, 1)
+    check_number("randaugment strength", strength, 0.0, 1.0)
     choices: list[list[tuple]] = [[], []]  # identity, twice like the two-sided ops
     for name in ops:
         bins = OPS[name].strength_bins(strength)

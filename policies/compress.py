@@ -35,9 +35,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from policysearch.checks import check_int, check_number, is_int
-from policysearch.errors import ConfigError, MissingExtraError, PolicyFormatError, UnknownNameError
-from policysearch.policies.artifact import JsonArtefact, require, unwrap, wrap
+from policysearch.checks import check_choice, check_int, check_number, check_shape
+from policysearch.errors import ConfigError, MissingExtraError, PolicyFormatError
+from policysearch.policies.artifact import JsonArtefact, read_provenance, require, unwrap, wrap
 
 __all__ = [
     "CRITERIA",
@@ -282,16 +282,12 @@ class CompressionPlan(JsonArtefact):
         # Frozen dataclass: normalise so that equality survives a JSON round trip.
         object.__setattr__(self, "ratios", ratios)
         object.__setattr__(self, "channels", channels)
-        if self.criterion not in CRITERIA:
-            raise UnknownNameError("pruning criterion", str(self.criterion), CRITERIA)
+        check_choice("pruning criterion", self.criterion, CRITERIA)
         object.__setattr__(self, "flops_target", check_number("flops_target", self.flops_target, 0.0, 1.0,
                                                               low_open=True))
         if not isinstance(self.model, str) or not self.model:
             raise ConfigError(f"model is {self.model!r}, expected a non-empty string")
-        shape = tuple(self.input_shape) if isinstance(self.input_shape, (list, tuple)) else ()
-        if len(shape) != 3 or not all(is_int(d) and d >= 1 for d in shape):
-            raise ConfigError(f"input_shape is {self.input_shape!r}, expected (channels, height, width)")
-        object.__setattr__(self, "input_shape", shape)
+        object.__setattr__(self, "input_shape", check_shape("input_shape", self.input_shape))
         check_int("num_classes", self.num_classes, 2)
         for name in ("teacher_flops", "teacher_params", "flops", "params"):
             check_int(name, getattr(self, name), 0)
@@ -339,8 +335,7 @@ class CompressionPlan(JsonArtefact):
         dg, groups = _trace(student, example)
         leaders = {g.name: (g, m, fn) for g, m, fn in groups}
         for name in self.ratios:
-            if name not in leaders:
-                raise UnknownNameError("prunable layer", name, leaders)
+            check_choice("prunable layer", name, leaders)
         importance = tp.importance.GroupMagnitudeImportance(p=CRITERIA[self.criterion])
         with torch.no_grad():
             for info, leader, prune_fn in groups:
@@ -417,9 +412,7 @@ class CompressionPlan(JsonArtefact):
         for key, v in channels.items():
             check_int(f"{source}: field 'channels[{key!r}]'", v, error=PolicyFormatError)
         shape = require(data, "input_shape", list, source)
-        prov = data.get("provenance", {})
-        if not isinstance(prov, dict):
-            raise PolicyFormatError(f"{source}: field 'provenance' is {prov!r}, expected an object")
+        prov = read_provenance(data, source)
         try:
             return cls(
                 ratios=dict(ratios),

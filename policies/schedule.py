@@ -25,9 +25,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from policysearch.checks import check_int, check_number
+from policysearch.checks import MAX_LR, check_choice, check_int, check_lr, check_number
 from policysearch.errors import ConfigError, PolicyFormatError, UnknownNameError
-from policysearch.policies.artifact import JsonArtefact, require, unwrap, wrap
+from policysearch.policies.artifact import JsonArtefact, read_provenance, require, unwrap, wrap
 
 __all__ = [
     "INTERPOLATIONS",
@@ -46,7 +46,7 @@ INTERPOLATIONS: tuple[str, ...] = ("linear", "log-linear", "cosine", "step")
 # meant (or vice versa) while leaving room for the tiny final LRs of standard schedules
 # (OneCycleLR ends at base_lr / 2.5e5, i.e. 4e-9 for base_lr = 1e-3).
 LOG10_LR_MIN = -12.0
-LOG10_LR_MAX = 3.0
+LOG10_LR_MAX = math.log10(MAX_LR)  # 3.0
 
 
 def _float_tuple(field_name: str, values: Any) -> tuple[float, ...]:
@@ -129,10 +129,7 @@ class LearnedSchedule(JsonArtefact):
         else:
             raise ConfigError(f"interpolation is {interpolation!r}, expected a string or a sequence of strings")
         for mode in modes:
-            if not isinstance(mode, str):
-                raise ConfigError(f"interpolation mode {mode!r} is not a string; expected one of {INTERPOLATIONS}")
-            if mode not in INTERPOLATIONS:
-                raise UnknownNameError("interpolation", mode, INTERPOLATIONS)
+            check_choice("interpolation", mode, INTERPOLATIONS)
 
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError(f"name is {self.name!r}, expected a non-empty string")
@@ -198,13 +195,13 @@ class LearnedSchedule(JsonArtefact):
             provenance: As for the class.
 
         Raises:
-            ConfigError: If an LR is not positive and finite, or the lengths disagree.
+            ConfigError: If an LR is not positive, finite and at most ``MAX_LR``, or the lengths disagree.
         """
         values = list(lrs) if isinstance(lrs, Sequence) and not isinstance(lrs, str) else None
         if not values:
             raise ConfigError(f"lrs is {lrs!r}, expected a non-empty sequence of learning rates")
         for i, lr in enumerate(values):
-            check_number(f"lrs[{i}]", lr, 0.0, low_open=True)
+            check_lr(f"lrs[{i}]", lr)
         logs = [math.log10(lr) for lr in values]
         if progress is None:
             n = len(values)
@@ -249,9 +246,7 @@ class LearnedSchedule(JsonArtefact):
         interpolation = require(data, "interpolation", (str, list), source)
         progress = require(data, "progress", list, source)
         log10_lr = require(data, "log10_lr", list, source)
-        prov = data.get("provenance", {})
-        if not isinstance(prov, dict):
-            raise PolicyFormatError(f"{source}: field 'provenance' is {prov!r}, expected an object")
+        prov = read_provenance(data, source)
         for field_name, values in (("progress", progress), ("log10_lr", log10_lr)):
             for i, v in enumerate(values):
                 check_number(f"{source}: field '{field_name}[{i}]'", v, error=PolicyFormatError)
@@ -378,7 +373,7 @@ def named_schedule(name: str, base_lr: float, total_steps: int | None = None) ->
         UnknownNameError: For a name not in :data:`SCHEDULES` ("Did you mean ...").
         ConfigError: For a non-positive ``base_lr`` or an LR outside the allowed range.
     """
-    check_number("base_lr", base_lr, 0.0, low_open=True)
+    check_lr("base_lr", base_lr)
     if total_steps is not None:
         _check_total_steps(total_steps)
     lg = math.log10

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from policysearch.checks import check_int, check_number
+from policysearch.checks import MAX_LR, check_int, check_lr, check_number
 from policysearch.errors import ConfigError, PolicyFormatError
 from policysearch.policies.artifact import require
-from policysearch.policies.schedule import LOG10_LR_MAX, LOG10_LR_MIN
+from policysearch.policies.schedule import LOG10_LR_MIN
 
 __all__ = ["OBSERVATION_NAMES", "ScheduleSpace"]
 
@@ -56,7 +56,7 @@ _FORMULAS: dict[str, str] = {
 _ACTION = "lr = lr_min * (lr_max / lr_min) ** ((a + 1) / 2), a = the deterministic action clipped to [-1, 1]"
 
 # A schedule exported from an episode must be a valid LearnedSchedule, so the LR bounds are its bounds.
-_LR_FLOOR, _LR_CEIL = 10.0**LOG10_LR_MIN, 10.0**LOG10_LR_MAX
+_LR_FLOOR = 10.0**LOG10_LR_MIN
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class ScheduleSpace:
 
     Attributes:
         lr_min: Smallest LR (positive).
-        lr_max: Largest LR (above ``lr_min``, at most 1e3).
+        lr_max: Largest LR (above ``lr_min``, at most ``policysearch.checks.MAX_LR``, 1e3).
         segments: Decisions per training run (the env's ``episode_length``).
         loss_scale: What losses are divided by: ``log(num_classes)``, the loss of a uniform guess.
         clip: Bound of every observation entry.
@@ -88,14 +88,16 @@ class ScheduleSpace:
     clip: float = 10.0
 
     def __post_init__(self) -> None:
-        for name in ("lr_min", "lr_max", "loss_scale", "clip"):
-            value = check_number(name, getattr(self, name), 0.0, low_open=True)
+        values = {
+            "lr_min": check_number("lr_min", self.lr_min, _LR_FLOOR, MAX_LR, high_open=True),
+            "lr_max": check_lr("lr_max", self.lr_max),
+            "loss_scale": check_number("loss_scale", self.loss_scale, 0.0, low_open=True),
+            "clip": check_number("clip", self.clip, 0.0, low_open=True),
+        }
+        if not values["lr_max"] > values["lr_min"]:
+            raise ConfigError(f"lr_max is {self.lr_max!r}, expected more than lr_min ({self.lr_min!r})")
+        for name, value in values.items():
             object.__setattr__(self, name, value)  # frozen; ints become floats so JSON and == agree
-        if not _LR_FLOOR <= self.lr_min < self.lr_max <= _LR_CEIL:
-            raise ConfigError(
-                f"lr_min={self.lr_min!r}, lr_max={self.lr_max!r}: expected "
-                f"{_LR_FLOOR:g} <= lr_min < lr_max <= {_LR_CEIL:g}"
-            )
         check_int("segments", self.segments, 1)
 
     @property
@@ -112,7 +114,7 @@ class ScheduleSpace:
         """The LR an action in [-1, 1] sets (values outside are clipped; the ends are exact)."""
         a = np.asarray(action, dtype=np.float64).reshape(-1)
         if a.shape != (1,) or not np.isfinite(a[0]):
-            raise ConfigError(f"action {a.tolist()!r}: expected one finite number in [-1, 1]")
+            raise ConfigError(f"action is {a.tolist()!r}, expected one finite number in [-1, 1]")
         u = float(np.clip((a[0] + 1.0) / 2.0, 0.0, 1.0))
         # The ends are returned as given: lr_min * (lr_max / lr_min) may miss lr_max by an ulp.
         if u <= 0.0:
@@ -165,10 +167,7 @@ class ScheduleSpace:
         metric = num("val_metric", 0.0)
         lr_pos = 0.5  # no LR chosen yet: the middle, whatever the optimizer was built with
         if stats.get("lr") is not None:
-            lr = num("lr", 0.0)
-            if not lr > 0:
-                raise ConfigError(f"stats['lr'] is {lr!r}, expected a positive learning rate")
-            lr_pos = self.lr_position(lr)
+            lr_pos = self.lr_position(check_lr("stats['lr']", num("lr", 0.0)))
         left = num("segments_left", round(self.segments * (1.0 - progress)))
         values = [
             progress,

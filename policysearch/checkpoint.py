@@ -1,4 +1,6 @@
-"""Model checkpoints that later commands can load: model name, shapes, state_dict, provenance.
+"""Model checkpoints that later commands can load: model name, shapes, state_dict, provenance;
+and child-training states (`save_child_state` / `load_child_state`, the files of an env's
+`get_state()`).
 
 Saved with torch.save but holding only tensors and plain values, so they load with
 ``torch.load(weights_only=True)``, i.e. without trusting the file to run code.
@@ -13,11 +15,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from policysearch.checks import is_int
-from policysearch.errors import PolicyFormatError
+from policysearch.checks import check_int, check_shape, is_int
+from policysearch.errors import ConfigError, PolicyFormatError
 
 CHECKPOINT_KIND = "policysearch_checkpoint"
 CHECKPOINT_VERSION = 1
+CHILD_STATE_KIND = "policysearch_child_state"
+CHILD_STATE_VERSION = 1
 
 
 @dataclass
@@ -81,18 +85,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             newer policysearch, or lacks a field; the message names the problem.
     """
     path = Path(path)
-    if not path.is_file():
-        raise PolicyFormatError(f"{path}: no such checkpoint file")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for foreign, pickled or corrupt files
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            raise PolicyFormatError(
-                f"{path}: holds pickled Python objects, which policysearch does not load unasked "
-                "(a pickle can run code); pass --trust-pickle (or trust_pickle=True) only for a file you trust"
-            ) from None
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        raise PolicyFormatError(f"{path}: not a policysearch checkpoint ({type(exc).__name__}: {first})") from None
+    raw = _load_weights_only(path, "checkpoint")
     if not isinstance(raw, dict) or raw.get("kind") != CHECKPOINT_KIND:
         raise PolicyFormatError(f"{path}: not a policysearch checkpoint (field 'kind' missing or wrong)")
     version = raw.get("format_version")
@@ -106,11 +99,76 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         if not isinstance(raw.get(field), kind) or isinstance(raw.get(field), bool):  # True is an int
             got = "missing" if field not in raw else f"{type(raw[field]).__name__}"
             raise PolicyFormatError(f"{path}: field {field!r} is {got}, expected {kind.__name__}")
-    shape = raw["input_shape"]
-    if len(shape) != 3 or not all(is_int(d) and d > 0 for d in shape):
-        raise PolicyFormatError(f"{path}: field 'input_shape' is {shape!r}, expected three positive ints (C, H, W)")
-    if raw["num_classes"] < 2:
-        raise PolicyFormatError(f"{path}: field 'num_classes' is {raw['num_classes']}, expected at least 2")
+    shape = check_shape(f"{path}: field 'input_shape'", raw["input_shape"], error=PolicyFormatError)
+    check_int(f"{path}: field 'num_classes'", raw["num_classes"], 2, error=PolicyFormatError)
     if not all(isinstance(v, torch.Tensor) for v in raw["state_dict"].values()):
         raise PolicyFormatError(f"{path}: field 'state_dict' holds non-tensor values")
-    return Checkpoint(raw["model"], tuple(shape), raw["num_classes"], raw["state_dict"], raw["info"], str(path))
+    return Checkpoint(raw["model"], shape, raw["num_classes"], raw["state_dict"], raw["info"], str(path))
+
+
+
+def _load_weights_only(path: Path, what: str) -> Any:
+    """``torch.load(path, weights_only=True)`` onto the CPU, every failure a PolicyFormatError naming `what`."""
+    if not path.is_file():
+        raise PolicyFormatError(f"{path}: no such {what} file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for foreign, pickled or corrupt files
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise PolicyFormatError(
+                f"{path}: holds pickled Python objects, which policysearch does not load unasked "
+                "(a pickle can run code); pass --trust-pickle (or trust_pickle=True) only for a file you trust"
+            ) from None
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise PolicyFormatError(f"{path}: not a policysearch {what} ({type(exc).__name__}: {first})") from None
+
+
+def child_state_problem(state: Any, env_id: str | None = None) -> str | None:
+    """What is wrong with a child state's header (kind, format version, env id), or None if nothing.
+
+    One check for both callers: `load_child_state` raises it as a PolicyFormatError (a bad file),
+    an env's `set_state` as a ConfigError (a state that does not fit the env).
+    """
+    if not isinstance(state, dict) or state.get("kind") != CHILD_STATE_KIND:
+        got = state.get("kind") if isinstance(state, dict) else type(state).__name__
+        return f"not a child-training state (kind {got!r}, expected {CHILD_STATE_KIND!r})"
+    version = state.get("format_version")
+    if not is_int(version) or not 1 <= version <= CHILD_STATE_VERSION:
+        return (f"child-state format_version is {version!r}; this policysearch reads versions "
+                f"1..{CHILD_STATE_VERSION} (upgrade policysearch for newer states)")
+    if env_id is not None and state.get("env_id") != env_id:
+        return f"the state is of env {state.get('env_id')!r}, not {env_id!r}"
+    return None
+
+
+def save_child_state(state: dict[str, Any], path: str | Path) -> Path:
+    """Write an env's `get_state()` atomically (a temporary file renamed into place) with torch.save.
+
+    Raises:
+        ConfigError: `state` is not a child-training state.
+    """
+    from policysearch.files import atomic_path
+
+    problem = child_state_problem(state)
+    if problem:
+        raise ConfigError(f"save_child_state: {problem}")
+    path = Path(path)
+    with atomic_path(path) as tmp:  # a kill mid-write leaves the previous state file whole
+        torch.save(state, tmp)
+    return path
+
+
+def load_child_state(path: str | Path) -> dict[str, Any]:
+    """Read a file from `save_child_state` with ``torch.load(weights_only=True)``: nothing in it runs.
+
+    Pass the result to the env's `set_state`, which checks that it fits that env.
+
+    Raises:
+        PolicyFormatError: The file is missing, pickled, not a child state, or from a newer policysearch.
+    """
+    path = Path(path)
+    raw = _load_weights_only(path, "child-training state")
+    problem = child_state_problem(raw)
+    if problem:
+        raise PolicyFormatError(f"{path}: {problem}")
+    return raw

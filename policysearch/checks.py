@@ -3,7 +3,8 @@
 Every constructor, loader and command validates through these, so a bad value fails before any
 work starts and the message reads the same wherever it comes from. `name` is free text: an
 argument ("episode_length"), an option ("--epochs") or a file field ("plan.json: field 'ratios'").
-Loaders pass ``error=PolicyFormatError``; everything else raises ConfigError.
+Loaders pass ``error=PolicyFormatError``; everything else raises ConfigError. Imports stay light
+(the errors module, no torch), so any module can check its arguments here before heavy work.
 """
 
 from __future__ import annotations
@@ -13,9 +14,23 @@ import numbers
 from collections.abc import Iterable
 from typing import Any
 
-from policysearch.errors import ConfigError, UnknownNameError
+from policysearch.errors import ConfigError, UnknownNameError, did_you_mean
 
-__all__ = ["check_choice", "check_int", "check_number", "check_probability", "is_int", "is_number"]
+__all__ = [
+    "MAX_LR",
+    "check_choice",
+    "check_int",
+    "check_lr",
+    "check_number",
+    "check_probability",
+    "check_shape",
+    "is_int",
+    "is_number",
+]
+
+#: The largest learning rate anything accepts: it catches an LR given where its log10 or a step
+#: count was meant. LR schedule files hold log10 LRs up to log10(MAX_LR) (`policies.schedule`).
+MAX_LR = 1e3
 
 
 def is_int(value: Any) -> bool:
@@ -68,9 +83,37 @@ def check_probability(name: str, value: Any, error: type[Exception] = ConfigErro
     return check_number(name, value, 0.0, 1.0, error=error)
 
 
-def check_choice(kind: str, value: Any, known: Iterable[str]) -> str:
-    """`value` if it is one of `known`; else UnknownNameError with "Did you mean ..."."""
+def check_lr(name: str, value: Any, error: type[Exception] = ConfigError) -> float:
+    """A learning rate: positive, finite and at most `MAX_LR`."""
+    return check_number(name, value, 0.0, MAX_LR, low_open=True, error=error)
+
+
+def check_shape(name: str, value: Any, ndim: int | None = 3, error: type[Exception] = ConfigError) -> tuple[int, ...]:
+    """`value` as a tuple of positive ints, `ndim` of them (3: one image, (C, H, W); None: any number but 0)."""
+    shape = tuple(value) if isinstance(value, (list, tuple)) else ()
+    if not shape or (ndim is not None and len(shape) != ndim) or not all(is_int(d) and d >= 1 for d in shape):
+        if ndim is None:
+            expected = "positive ints, e.g. (3, 32, 32)"
+        else:
+            expected = "three positive ints (C, H, W)" if ndim == 3 else f"{ndim} positive ints"
+        raise error(f"{name} is {value!r}, expected {expected}")
+    return tuple(int(d) for d in shape)
+
+
+def check_choice(kind: str, value: Any, known: Iterable[str], error: type[Exception] = UnknownNameError) -> str:
+    """`value` if it is one of `known`; else raise, suggesting the close names ("Did you mean ...").
+
+    Args:
+        kind: What the name is ("reward metric"), for UnknownNameError's "unknown KIND 'x'"; with any
+            other `error` (a loader's PolicyFormatError) the field's name, as for the other checks
+            ("plan.json: field 'criterion'").
+        value: The name given.
+        known: The names accepted.
+        error: UnknownNameError (a ConfigError), or the class to raise with "KIND is VALUE, expected one of ...".
+    """
     known = tuple(known)
-    if not isinstance(value, str) or value not in known:
-        raise UnknownNameError(kind, str(value), known)
-    return value
+    if isinstance(value, str) and value in known:
+        return value
+    if issubclass(error, UnknownNameError):
+        raise error(kind, str(value), known)
+    raise error(f"{kind} is {value!r}, expected one of {', '.join(known)}.{did_you_mean(str(value), known)}")

@@ -1,8 +1,10 @@
 """Searchers that drive a policysearch env: one interface for RL agents and baselines.
 
-A controller is given a `SearchRecorder` (the env wrapped so that every step is logged and the
-budget is enforced) and drives it until `recorder.exhausted`. Call order: `run(recorder, seed)`,
-then optionally `save(path)`.
+A controller is given a `SearchVecEnv` (N children at once, every step logged, the budget
+enforced; a stable-baselines3 `VecEnv`) and drives it until `recorder.exhausted`. Call order:
+`run(recorder, seed)`, then optionally `save(path)`. With N workers: SB3 agents get ``n_envs = N``
+with rollouts of the same total size, `random` samples N actions at a time, Optuna asks N trials
+and tells their N results (ask / tell batches).
 
 - `ppo` (default), `sac`, `a2c`: stable-baselines3 agents with settings sized for expensive envs
   (tiny rollouts and batches, so learning starts within a few episodes).
@@ -20,15 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from policysearch.checks import check_choice
 from policysearch.errors import ConfigError, MissingExtraError, UnknownNameError
-from policysearch.pareto import Objective, study_options, trial_values
+from policysearch.pareto import Objective, batch_trial_values, study_options
 from policysearch.search_env import SuggestsEpisodes
 from policysearch.tracking import create_study, optuna_storage
 
 if TYPE_CHECKING:
-    from policysearch.search import SearchRecorder
+    from policysearch.search import SearchVecEnv
 
-CONTROLLERS = ("ppo", "sac", "a2c", "random", "tpe", "cmaes")
+CONTROLLERS = ("ppo", "sac", "a2c", "random", "tpe", "cmaes", "pbt")
 RL_CONTROLLERS = ("ppo", "sac", "a2c")
 
 
@@ -38,7 +41,7 @@ class Controller(abc.ABC):
     name: str = "controller"
 
     @abc.abstractmethod
-    def run(self, recorder: SearchRecorder, seed: int) -> None:
+    def run(self, recorder: SearchVecEnv, seed: int) -> None:
         """Drive `recorder` until `recorder.exhausted`; `recorder.base` is the env's `SearchEnv` side."""
 
     def save(self, path: str | Path) -> Path | None:
@@ -51,13 +54,12 @@ class RandomController(Controller):
 
     name = "random"
 
-    def run(self, recorder: SearchRecorder, seed: int) -> None:
+    def run(self, recorder: SearchVecEnv, seed: int) -> None:
         recorder.action_space.seed(seed)
-        recorder.reset(seed=seed)
+        recorder.seed(seed)
+        recorder.reset()
         while not recorder.exhausted:
-            _, _, terminated, truncated, _ = recorder.step(recorder.action_space.sample())
-            if (terminated or truncated) and not recorder.exhausted:
-                recorder.reset()
+            recorder.step(np.stack([recorder.action_space.sample() for _ in range(recorder.num_envs)]))
 
 
 class SB3Controller(Controller):
@@ -71,14 +73,15 @@ class SB3Controller(Controller):
     """
 
     def __init__(self, algo: str, episode_length: int, tensorboard_log: str | None = None, verbose: int = 0) -> None:
-        if algo not in RL_CONTROLLERS:
-            raise UnknownNameError("RL controller", algo, RL_CONTROLLERS)
+        check_choice("RL controller", algo, RL_CONTROLLERS)
         self.name, self.episode_length = algo, max(1, episode_length)
         self.tensorboard_log, self.verbose = tensorboard_log, verbose
         self.model: Any = None
 
     def _build(self, env: Any, seed: int) -> Any:
         import stable_baselines3 as sb3
+
+        n_envs = env.num_envs
 
         common: dict[str, Any] = {"seed": seed, "device": "cpu", "verbose": self.verbose,
                                   "tensorboard_log": self.tensorboard_log, "policy_kwargs": {"net_arch": [64, 64]}}
@@ -87,17 +90,19 @@ class SB3Controller(Controller):
         on_policy_kwargs: dict[str, Any] = {"net_arch": [64, 64], "log_std_init": -0.5}
         ep = self.episode_length
         if self.name == "ppo":
-            # Two episodes (at least 8 steps) per update: learning starts after the second episode.
-            n_steps = max(8, 2 * ep)
-            return sb3.PPO("MlpPolicy", env, n_steps=n_steps, batch_size=n_steps, n_epochs=10, learning_rate=1e-3,
+            # Two episodes (at least 8 steps) per update: learning starts after the second episode;
+            # with N workers each rollout holds the same number of steps in total, N per env step.
+            n_steps = -(-max(8, 2 * ep) // n_envs)
+            return sb3.PPO("MlpPolicy", env, n_steps=n_steps, batch_size=n_steps * n_envs, n_epochs=10,
+                           learning_rate=1e-3,
                            gamma=1.0, gae_lambda=0.95, ent_coef=0.0, **{**common, "policy_kwargs": on_policy_kwargs})
         if self.name == "a2c":
-            return sb3.A2C("MlpPolicy", env, n_steps=ep, learning_rate=7e-4, gamma=1.0, ent_coef=0.0,
+            return sb3.A2C("MlpPolicy", env, n_steps=-(-ep // n_envs), learning_rate=7e-4, gamma=1.0, ent_coef=0.0,
                            **{**common, "policy_kwargs": on_policy_kwargs})
         return sb3.SAC("MlpPolicy", env, learning_starts=2 * ep, batch_size=16, buffer_size=10_000, train_freq=1,
                        gradient_steps=2, gamma=1.0, learning_rate=1e-3, **common)
 
-    def run(self, recorder: SearchRecorder, seed: int) -> None:
+    def run(self, recorder: SearchVecEnv, seed: int) -> None:
         from stable_baselines3.common.callbacks import BaseCallback
 
         if self.tensorboard_log:
@@ -110,15 +115,17 @@ class SB3Controller(Controller):
             def _on_step(self) -> bool:
                 return not recorder.exhausted
 
-        recorder.reset(seed=seed)  # seed the env's stream; SB3 resets again without a seed
-        self.model = self._build(recorder, seed)
+        self.model = self._build(recorder, seed)  # SB3 seeds the envs (seed + i) and resets them
         self.model.learn(total_timesteps=recorder.step_limit(), callback=StopWhenSpent(), progress_bar=False)
 
     def save(self, path: str | Path) -> Path | None:
         if self.model is None:
             return None
+        from policysearch.files import atomic_path
+
         path = Path(path)
-        self.model.save(path)
+        with atomic_path(path) as tmp:
+            self.model.save(tmp)
         return path
 
 
@@ -136,14 +143,13 @@ class OptunaController(Controller):
     """
 
     def __init__(self, sampler: str, storage: str | None = None, objectives: Sequence[Objective] = ()) -> None:
-        if sampler not in ("tpe", "cmaes"):
-            raise UnknownNameError("Optuna sampler", sampler, ("tpe", "cmaes"))
+        check_choice("Optuna sampler", sampler, ("tpe", "cmaes"))
         self.name = sampler
         self.storage, self.objectives = storage, tuple(objectives)
         self.study_options = study_options(self.objectives, sampler)  # refuses CMA-ES with several objectives
         self.study: Any = None
 
-    def run(self, recorder: SearchRecorder, seed: int) -> None:
+    def run(self, recorder: SearchVecEnv, seed: int) -> None:
         try:
             import optuna
         except ImportError as exc:
@@ -165,38 +171,35 @@ class OptunaController(Controller):
         shape = recorder.action_space.shape
         if shape is None:
             raise ConfigError(f"controller {self.name!r} needs a Box action space, got {recorder.action_space}")
-        dim = int(np.prod(shape))
-        recorder.reset(seed=seed)
-        first = True
-
-        def reward_objective(trial: Any) -> float:
-            nonlocal first
-            if not first:
-                recorder.reset()
-            first = False
-            if suggester is not None:
-                total = 0.0
-                for action in suggester.suggest_episode(trial):
-                    _, reward, terminated, truncated, _ = recorder.step(action)
-                    total += float(reward)
-                    if terminated or truncated:
-                        break
-                return total
-            action = np.array([trial.suggest_float(f"a{i}", -1.0, 1.0) for i in range(dim)], dtype=np.float32)
-            _, reward, _, _, _ = recorder.step(action)
-            return float(reward)
-
-        def objective(trial: Any) -> float | list[float]:
-            reward = reward_objective(trial)
-            if not self.objectives:
-                return reward
-            values = trial_values(recorder.episodes[-1], self.objectives)  # multi-objective (policysearch.pareto)
-            if values is None:
-                raise optuna.TrialPruned("the child diverged")
-            return values
-
+        dim, n = int(np.prod(shape)), recorder.num_envs
+        recorder.seed(seed)
+        recorder.reset()
         while not recorder.exhausted:
-            self.study.optimize(objective, n_trials=1)
+            # A batch of N trials, one per worker, trained at once; their results told together.
+            trials = [self.study.ask() for _ in range(n)]
+            start = len(recorder.episodes)
+            if suggester is not None:
+                plans = [list(suggester.suggest_episode(trial)) for trial in trials]
+                totals, open_ = np.zeros(n), np.ones(n, dtype=bool)
+                for t in range(max(len(p) for p in plans)):
+                    actions = np.stack([p[min(t, len(p) - 1)] for p in plans])
+                    _, rewards, dones, _ = recorder.step(actions)
+                    totals += np.where(open_, rewards, 0.0)
+                    open_ &= ~dones
+                    if not open_.any() or recorder.exhausted:
+                        break
+                values = totals
+            else:
+                actions = np.stack([np.array([trial.suggest_float(f"a{i}", -1.0, 1.0) for i in range(dim)],
+                                             dtype=np.float32) for trial in trials])
+                _, values, _, _ = recorder.step(actions)
+            if self.objectives:  # each trial's objectives, from its worker's episode (policysearch.pareto)
+                values = batch_trial_values(recorder.episodes[start:], n, self.objectives)
+            for trial, value in zip(trials, values):
+                if value is None:  # diverged, or cut by the budget: no objective values to tell
+                    self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                else:
+                    self.study.tell(trial, value if self.objectives else float(value))
 
 
 def make_controller(name: str, episode_length: int, tensorboard_log: str | None = None,
@@ -208,4 +211,8 @@ def make_controller(name: str, episode_length: int, tensorboard_log: str | None 
         return RandomController()
     if name in ("tpe", "cmaes"):
         return OptunaController(name, storage=optuna_storage(out_dir) if out_dir else None, objectives=objectives)
+    if name == "pbt":
+        from policysearch.population import PBTController
+
+        return PBTController()
     raise UnknownNameError("controller", name, CONTROLLERS)

@@ -27,21 +27,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from policysearch.checks import check_int, check_lr, check_number
 from policysearch.data import DeviceData
 from policysearch.device import device_for_data
 from policysearch.errors import ConfigError
 from policysearch.evaluate import evaluate
 from policysearch.metrics import count_parameters, flops_per_image
-from policysearch.trainer import MAX_LR, TrainConfig, Trainer, soft_cross_entropy
+from policysearch.trainer import TrainConfig, Trainer, soft_cross_entropy
 
 __all__ = ["DistillStats", "distill", "finish", "kd_loss", "latency_ms", "model_card", "state_dict_bytes"]
 
 
 def _check_kd(temperature: float, alpha: float) -> None:
-    if not (temperature > 0 and math.isfinite(temperature)):
-        raise ConfigError(f"temperature={temperature!r}: expected a positive finite number")
-    if not 0.0 <= alpha <= 1.0:
-        raise ConfigError(f"alpha={alpha!r}: expected a weight in [0, 1]")
+    check_number("temperature", temperature, 0.0, low_open=True)
+    check_number("alpha (the soft term's weight)", alpha, 0.0, 1.0)
 
 
 def kd_loss(
@@ -144,10 +143,8 @@ def distill(
     Returns:
         The loop's statistics; on a NaN / inf loss the loop stops and ``diverged`` says where.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ConfigError(f"steps={steps!r}: expected an int >= 0")
-    if not (0 < lr <= MAX_LR):
-        raise ConfigError(f"lr={lr!r}: expected a positive learning rate of at most {MAX_LR:g}")
+    check_int("steps", steps, 0)
+    check_lr("lr", lr)
     _check_kd(temperature, alpha)
     device_for_data(device, data.device)
     dev = data.device

@@ -14,15 +14,19 @@ class ConfigError(PolicySearchError, ValueError):
     """A value given by the user is out of range or inconsistent."""
 
 
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """The suffix " Did you mean 'x' or 'y'?" for the known names close to `name`; "" when none is."""
+    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
+    return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
 class UnknownNameError(ConfigError):
     """A name (dataset, model, op, policy, controller, ...) that is not registered."""
 
     def __init__(self, kind: str, name: str, known: Iterable[str]) -> None:
         known = sorted(known)
         self.kind, self.name, self.known = kind, name, known
-        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        super().__init__(f"unknown {kind} {name!r}.{hint} Known: {', '.join(known)}.")
+        super().__init__(f"unknown {kind} {name!r}.{did_you_mean(name, known)} Known: {', '.join(known)}.")
 
 
 class DatasetNotFoundError(PolicySearchError, FileNotFoundError):

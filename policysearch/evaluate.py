@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from policysearch.checks import check_int
 from policysearch.data import DeviceData
-from policysearch.errors import ConfigError
-from policysearch.metrics import classification_metrics
+from policysearch.metrics import ATTACK_REWARD_METRICS, classification_metrics
 
 __all__ = ["autocast", "evaluate", "normalise", "predict", "to_device"]
 
@@ -61,8 +61,7 @@ def predict(
         batch_size: images per forward pass (the figures do not depend on it beyond float rounding).
         amp: bf16 autocast on CUDA (ignored on the CPU).
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size={batch_size!r}: expected an int of at least 1")
+    check_int("batch_size", batch_size, 1)
     # Outside inference_mode: parameters moved to another device there would become inference tensors.
     model = to_device(model, data.device)
     x_all, y_all = data.split_arrays(split)
@@ -77,11 +76,19 @@ def predict(
 
 
 def evaluate(
-    model: nn.Module, data: DeviceData, split: str = "val", *, batch_size: int = EVAL_BATCH_SIZE, amp: bool = True
+    model: nn.Module, data: DeviceData, split: str = "val", *, batch_size: int = EVAL_BATCH_SIZE, amp: bool = True,
+    reward_metric: str | None = None,
 ) -> dict[str, float]:
     """Accuracy, macro P / R / F1, ECE and NLL of `model` on "train", "val" or "test".
 
-    Args and side effects as in `predict`.
+    Args and side effects as in `predict`; when `reward_metric` is measured under attack
+    (`policysearch.metrics.ATTACK_REWARD_METRICS`, e.g. "fgsm_accuracy"), that figure is added, at
+    `policysearch.robustness.REWARD_EPSILON`.
     """
     logits, y = predict(model, data, split, batch_size=batch_size, amp=amp)
-    return classification_metrics(logits, y, data.num_classes)
+    metrics = classification_metrics(logits, y, data.num_classes)
+    if reward_metric in ATTACK_REWARD_METRICS:
+        from policysearch.robustness import REWARD_EPSILON, attack_accuracy
+
+        metrics.update(attack_accuracy(model, data, split, REWARD_EPSILON, (ATTACK_REWARD_METRICS[reward_metric],)))
+    return metrics

@@ -18,9 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from policysearch.errors import ConfigError, UnknownNameError
+from policysearch.checks import check_choice, check_int, check_number, check_shape
+from policysearch.errors import ConfigError
 
 __all__ = [
+    "ATTACK_REWARD_METRICS",
     "COST_METRICS",
     "HIGHER_IS_BETTER",
     "METRIC_NAMES",
@@ -48,25 +50,33 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "nll": False,
 }
 
-#: The scalars a search may maximise: a metric, negated when lower is better.
-REWARD_METRICS: tuple[str, ...] = ("accuracy", "macro_f1", "neg_ece", "neg_nll")
+#: The scalars a search may maximise: a metric, negated when lower is better, or an accuracy under attack.
+REWARD_METRICS: tuple[str, ...] = ("accuracy", "macro_f1", "neg_ece", "neg_nll", "fgsm_accuracy")
+#: Reward metrics measured under an adversarial attack (`policysearch.robustness`), by attack name:
+#: `policysearch.evaluate.evaluate(..., reward_metric=...)` adds them to the metrics when asked.
+ATTACK_REWARD_METRICS: dict[str, str] = {"fgsm_accuracy": "fgsm"}
 #: The units of a search's cost term, which `cost_weight` multiplies.
 COST_METRICS: tuple[str, ...] = ("seconds", "tflops")
 
 
 def reward_value(metrics: dict[str, float], reward_metric: str) -> float:
-    """The scalar a search maximises: accuracy, macro F1, -ECE or -NLL."""
-    if reward_metric not in REWARD_METRICS:
-        raise UnknownNameError("reward metric", reward_metric, REWARD_METRICS)
+    """The scalar a search maximises: accuracy, macro F1, -ECE, -NLL or FGSM accuracy.
+
+    An attack metric (`ATTACK_REWARD_METRICS`) must be in `metrics`: evaluate with
+    ``reward_metric=...`` (`policysearch.evaluate.evaluate`, `Trainer.evaluate`) so the attack runs.
+    """
+    check_choice("reward metric", reward_metric, REWARD_METRICS)
     if reward_metric.startswith("neg_"):
         return -float(metrics[reward_metric[4:]])
+    if reward_metric not in metrics:
+        raise ConfigError(f"the metrics hold no {reward_metric!r} (keys: {', '.join(metrics)}); evaluate with "
+                          f"reward_metric={reward_metric!r} so the attack runs")
     return float(metrics[reward_metric])
 
 
 def cost_units(cost_metric: str, seconds: float, train_flops: float) -> float:
     """A segment's cost in the units `cost_weight` multiplies: seconds or TFLOPs."""
-    if cost_metric not in COST_METRICS:
-        raise UnknownNameError("cost metric", cost_metric, COST_METRICS)
+    check_choice("cost metric", cost_metric, COST_METRICS)
     return seconds if cost_metric == "seconds" else train_flops / 1e12
 
 
@@ -91,10 +101,8 @@ def classification_metrics(
     Raises:
         ConfigError: If shapes, label values or ``num_classes`` / ``ece_bins`` are invalid.
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ConfigError(f"num_classes is {num_classes!r}, expected a positive int")
-    if isinstance(ece_bins, bool) or not isinstance(ece_bins, int) or ece_bins < 1:
-        raise ConfigError(f"ece_bins is {ece_bins!r}, expected a positive int")
+    check_int("num_classes", num_classes, 1)
+    check_int("ece_bins", ece_bins, 1)
     if logits.ndim != 2 or logits.shape[1] != num_classes:
         raise ConfigError(
             f"logits have shape {tuple(logits.shape)}, expected (N, {num_classes}) for num_classes={num_classes}"
@@ -191,10 +199,11 @@ def flops_per_image(
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    if not input_shape or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in input_shape):
-        raise ConfigError(f"input_shape is {input_shape!r}, expected positive ints such as (3, 32, 32)")
+    check_shape("input_shape", input_shape, ndim=None)
     batch = 2
-    x = torch.randn(batch, *input_shape, device=device)
+    # Zeros, not random numbers: FLOPs do not depend on the values, and drawing from the global RNG
+    # here would shift the controller's own random stream (SB3 samples actions from it).
+    x = torch.zeros(batch, *input_shape, device=device)
 
     was_training = model.training
     saved_grads = {p: p.grad for p in model.parameters()}
@@ -281,11 +290,9 @@ class Cost:
             images: Images it processed.
             train_flops_per_image: Forward + backward FLOPs per image (``flops_per_image(...)["train"]``).
         """
-        if seconds < 0 or images < 0 or train_flops_per_image < 0:
-            raise ConfigError(
-                f"Cost.add got seconds={seconds!r}, images={images!r}, "
-                f"train_flops_per_image={train_flops_per_image!r}; expected non-negative values"
-            )
+        check_number("Cost.add seconds", seconds, 0.0)
+        check_int("Cost.add images", images, 0)
+        check_number("Cost.add train_flops_per_image", train_flops_per_image, 0.0)
         self.seconds += float(seconds)
         self.images += int(images)
         self.train_flops += float(images) * float(train_flops_per_image)

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from policysearch.errors import ConfigError, UnknownNameError
+from policysearch.checks import check_choice, check_int, check_shape
+from policysearch.errors import ConfigError
 
 
 class MLP(nn.Module):
@@ -153,15 +154,12 @@ MODELS: dict[str, ModelSpec] = {
 
 def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     """Build a registered model for images of `input_shape` (C, H, W) and `num_classes` classes."""
-    if name not in MODELS:
-        raise UnknownNameError("model", name, MODELS)
-    if len(input_shape) != 3 or min(input_shape) < 1:
-        raise ConfigError(f"input_shape={input_shape!r}: expected (channels, height, width)")
-    if num_classes < 2:
-        raise ConfigError(f"num_classes={num_classes}: expected at least 2")
-    if name == "cnn" and min(input_shape[1:]) < 4:
-        raise ConfigError(f"model 'cnn' pools twice and needs images of at least 4x4, got {input_shape[1:]}")
-    return MODELS[name].factory(tuple(input_shape), num_classes)  # type: ignore[arg-type]
+    check_choice("model", name, MODELS)
+    shape = check_shape("input_shape", input_shape)
+    check_int("num_classes", num_classes, 2)
+    if name == "cnn" and min(shape[1:]) < 4:
+        raise ConfigError(f"model 'cnn' pools twice and needs images of at least 4x4, got {shape[1:]}")
+    return MODELS[name].factory(shape, num_classes)  # type: ignore[arg-type]
 
 
 def model_table() -> list[dict[str, object]]:

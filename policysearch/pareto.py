@@ -39,6 +39,7 @@ __all__ = [
     "OBJECTIVES",
     "Objective",
     "as_objectives",
+    "batch_trial_values",
     "objective_values",
     "pareto_front",
     "pareto_summary",
@@ -252,3 +253,14 @@ def trial_values(record: dict[str, Any], objectives: Sequence[Objective]) -> lis
     child diverged), for the caller to prune the trial."""
     values = [o.value(record) for o in objectives]
     return None if any(math.isnan(v) for v in values) else values
+
+
+def batch_trial_values(records: Sequence[dict[str, Any]], n: int,
+                       objectives: Sequence[Objective]) -> list[list[float] | None]:
+    """The values of a batch of `n` trials, trial i run by worker i: the objectives of the first
+    episode worker i finished among `records` (those the batch added); None for a worker that
+    finished none (the budget cut it) or whose child diverged."""
+    first: dict[int, dict[str, Any]] = {}
+    for record in records:
+        first.setdefault(int(record.get("worker", 0)), record)
+    return [trial_values(first[i], objectives) if i in first else None for i in range(n)]

@@ -25,8 +25,9 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(plt: Any, fig: Any, path: str | Path) -> Path:
-    fig.tight_layout()
+def _save(plt: Any, fig: Any, path: str | Path, layout: bool = True) -> Path:
+    if layout:
+        fig.tight_layout()
     from policysearch.files import atomic_path
 
     path = Path(path)
@@ -36,51 +37,165 @@ def _save(plt: Any, fig: Any, path: str | Path) -> Path:
     return path
 
 
-def plot_search(episodes: Sequence[dict[str, Any]], path: str | Path, title: str = "search") -> Path | None:
-    """Score of every episode (dots) and the best so far (line) against child trainings."""
-    plt = _pyplot()
-    if plt is None:
-        return None
-    xs = [e["episode"] + 1 for e in episodes]
-    scores = [e["score"] if math.isfinite(e["score"]) else float("nan") for e in episodes]
+def _best_so_far(scores: Sequence[float]) -> list[float]:
     best, running = [], -math.inf
     for s in scores:
         running = max(running, s) if not math.isnan(s) else running
         best.append(running if math.isfinite(running) else float("nan"))
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    ax.plot(xs, scores, "o", ms=4, alpha=0.6, label="episode")
-    ax.plot(xs, best, "-", lw=2, label="best so far")
-    diverged = [x for x, e in zip(xs, episodes) if e.get("diverged")]
-    if diverged:
-        ax.plot(diverged, [min(s for s in scores if not math.isnan(s))] * len(diverged), "rx", label="diverged")
-    ax.set_xlabel("child training")
-    ax.set_ylabel("final validation metric (score)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    return _save(plt, fig, path)
+    return best
 
 
-def plot_comparison(rows: Sequence[dict[str, Any]], metric: str, path: str | Path, title: str = "") -> Path | None:
-    """Bar chart of mean ± std of one test metric per policy (rows from `evaluate.compare`)."""
+def _rolling_mean(values: Sequence[float], window: int) -> list[float]:
+    """Trailing mean of the last `window` finite values (NaN until one is seen)."""
+    out = []
+    for i in range(len(values)):
+        recent = [v for v in values[max(0, i - window + 1) : i + 1] if not math.isnan(v)]
+        out.append(sum(recent) / len(recent) if recent else float("nan"))
+    return out
+
+
+def _scores(episodes: Sequence[dict[str, Any]]) -> tuple[list[int], list[float]]:
+    xs = [e["episode"] + 1 for e in episodes]
+    return xs, [e["score"] if math.isfinite(e["score"]) else float("nan") for e in episodes]
+
+
+def plot_search(episodes: Sequence[dict[str, Any]], path: str | Path, title: str = "search",
+                metric: str | None = None, val_size: int | None = None,
+                random_episodes: Sequence[dict[str, Any]] | None = None) -> Path | None:
+    """Score of every child training (dots), its rolling mean and the best so far.
+
+    Args:
+        episodes: records of `episodes.jsonl` (`policysearch.search.read_episodes`).
+        path: the image to write.
+        title: the plot's title.
+        metric: the reward metric's name, written on the axis (e.g. "accuracy").
+        val_size: images in the validation split the score is measured on, written on the axis.
+        random_episodes: the episodes of a random-search run at the same budget, drawn as the
+            baseline curve (its best so far and rolling mean) the controller must beat.
+    """
     plt = _pyplot()
     if plt is None:
         return None
-    labels = [f"{r['augment']}\n{r['schedule']}" if r.get("schedule") not in (None, "cosine") else r["augment"]
-              for r in rows]
-    means = [r["test"][metric]["mean"] for r in rows]
-    stds = [r["test"][metric]["std"] for r in rows]
-    fig, ax = plt.subplots(figsize=(1.2 * len(rows) + 2, 3.8))
-    ax.bar(range(len(rows)), means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8)
-    ax.set_xticks(range(len(rows)), labels)
-    low = min(m - s for m, s in zip(means, stds))
-    high = max(m + s for m, s in zip(means, stds))
-    pad = (high - low) * 0.3 + 1e-3
-    ax.set_ylim(low - pad, high + pad)
-    ax.set_ylabel(f"test {metric}")
+    xs, scores = _scores(episodes)
+    window = max(3, len(episodes) // 8)
+    fig, ax = plt.subplots(figsize=(6.8, 4.6))
+    ax.plot(xs, scores, "o", ms=4, alpha=0.45, color="tab:blue", label="child training")
+    ax.plot(xs, _rolling_mean(scores, window), "-", lw=1.5, color="tab:blue", alpha=0.8,
+            label=f"rolling mean ({window})")
+    ax.plot(xs, _best_so_far(scores), "-", lw=2.2, color="tab:orange", label="best so far")
+    if random_episodes:
+        rx, rscores = _scores(random_episodes)
+        ax.plot(rx, _best_so_far(rscores), "--", lw=1.8, color="0.35", label="random search: best so far")
+        ax.plot(rx, _rolling_mean(rscores, max(3, len(random_episodes) // 8)), ":", lw=1.5, color="0.35",
+                label="random search: rolling mean")
+    diverged = [x for x, e in zip(xs, episodes) if e.get("diverged")]
+    finite = [s for s in scores if not math.isnan(s)]
+    if diverged and finite:
+        ax.plot(diverged, [min(finite)] * len(diverged), "rx", label="diverged")
+    name = metric or "metric"
+    penalised = any(e.get("score") != e.get("metric") for e in episodes if not e.get("diverged"))
+    ylabel = f"final validation {name}" + (" − cost term" if penalised else "")
+    if val_size:
+        ylabel += f"\n(validation split: {val_size:,} images)"
+    ax.set_xlabel("child training")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.grid(axis="y", alpha=0.3)
+    ax.grid(alpha=0.3)
+    # Below the axes: inside, the legend would hide the late episodes, which matter most.
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize="small", frameon=False)
     return _save(plt, fig, path)
+
+
+#: The panels of `plot_comparison`: the test metrics every comparison reports.
+COMPARISON_METRICS: tuple[str, ...] = ("accuracy", "macro_f1", "ece", "nll")
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def _half_width(values: Sequence[float], interval: str) -> float:
+    """Whisker half-width: the sample std (ddof=1), or the t-based 95 % CI of the mean."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    if interval == "std":
+        return std
+    return (_T975[n - 2] if n - 2 < len(_T975) else 1.96) * std / math.sqrt(n)
+
+
+def comparison_figure(entries: Sequence[dict[str, Any]], title: str = "", metrics: Sequence[str] = COMPARISON_METRICS,
+                      interval: str = "std", note: str = "") -> Any:
+    """The figure `plot_comparison` writes: one panel per metric, every seed a dot, the mean with whiskers.
+
+    Args:
+        entries: `policysearch.compare.compare` entries (their per-seed "runs" are plotted).
+        title: the figure's title.
+        metrics: test metrics, one panel each.
+        interval: "std" (± one sample standard deviation) or "ci95" (t-based 95 % confidence interval
+            of the mean); the caption says which.
+        note: appended to the caption (e.g. the data set and its test size).
+
+    Returns:
+        A matplotlib Figure (None when matplotlib is missing).
+    """
+    from policysearch.errors import UnknownNameError
+
+    if interval not in ("std", "ci95"):
+        raise UnknownNameError("interval", interval, ("std", "ci95"))
+    plt = _pyplot()
+    if plt is None:
+        return None
+    schedules = sorted({str(e.get("schedule")) for e in entries})
+    labels = [f"{e['augment']}\n{e['schedule']}" if len(schedules) > 1 else str(e["augment"]) for e in entries]
+    cols = 2 if len(metrics) == 4 else len(metrics)  # 2 x 2 reads better than four narrow panels in a row
+    rows = math.ceil(len(metrics) / cols)
+    width = max(2.8, 0.75 * len(entries) + 1.4)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, 3.3 * rows + 0.6), squeeze=False)
+    ns = set()
+    for ax, metric in zip(axes.flat, metrics):
+        for i, e in enumerate(entries):
+            values = [float(r["test"][metric]) for r in e["runs"] if not r.get("diverged")
+                      and r["test"].get(metric) is not None and math.isfinite(float(r["test"][metric]))]
+            ns.add(len(values))
+            if not values:
+                continue
+            offsets = [(j - (len(values) - 1) / 2) * 0.08 for j in range(len(values))]
+            ax.plot([i + 0.18 + o for o in offsets], values, "o", ms=4, color="tab:blue", alpha=0.6)
+            mean = sum(values) / len(values)
+            ax.errorbar([i - 0.12], [mean], yerr=[_half_width(values, interval)], fmt="_", ms=14, mew=2,
+                        color="black", capsize=4, lw=1.5)
+        direction = {"ece": "lower is better", "nll": "lower is better"}.get(metric, "higher is better")
+        ax.set_title(f"test {metric}", fontsize="medium")
+        ax.set_ylabel(f"{metric} ({direction})", fontsize="small")
+        ax.set_xticks(range(len(entries)), labels, rotation=30 if len(entries) > 3 else 0, ha="right"
+                      if len(entries) > 3 else "center", fontsize="small")
+        ax.set_xlim(-0.6, len(entries) - 0.4)
+        ax.margins(y=0.15)
+        ax.grid(axis="y", alpha=0.3)
+    n_text = "/".join(str(n) for n in sorted(ns)) or "0"
+    whisker = "± 1 sample std (ddof=1)" if interval == "std" else "95 % CI of the mean (t)"
+    epochs = sorted({e.get("epochs") for e in entries if e.get("epochs") is not None})
+    parts = [f"dots: one seed each (n={n_text} seeds); black tick: mean, whiskers {whisker}",
+             f"schedule {', '.join(schedules)}"]
+    if epochs:
+        parts.append(f"{', '.join(f'{x:g}' for x in epochs)} epochs")
+    if note:
+        parts.append(note)
+    fig.text(0.5, 0.01, "; ".join(parts), ha="center", va="bottom", fontsize="small", wrap=True)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.05 if rows > 1 else 0.07, 1, 1))
+    return fig
+
+
+def plot_comparison(entries: Sequence[dict[str, Any]], path: str | Path, title: str = "",
+                    metrics: Sequence[str] = COMPARISON_METRICS, interval: str = "std", note: str = "") -> Path | None:
+    """Write `comparison_figure` (every seed a dot, mean ± std or 95 % CI, one panel per metric) to `path`."""
+    fig = comparison_figure(entries, title, metrics, interval, note)
+    if fig is None:
+        return None
+    return _save(_pyplot(), fig, path, layout=False)
 
 
 def plot_schedules(learned: Any, base_lr: float, path: str | Path, title: str = "learned schedule") -> Path | None:

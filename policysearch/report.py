@@ -6,6 +6,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from policysearch.checks import is_number
+
 
 def _cell(value: Any) -> str:
     if isinstance(value, float):
@@ -24,8 +26,7 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None =
     columns = list(columns or rows[0].keys())
     cells = [[_cell(row.get(col, "")) for col in columns] for row in rows]
     widths = [max(len(col), *(len(r[i]) for r in cells)) for i, col in enumerate(columns)]
-    numeric = [all(isinstance(row.get(col), (int, float)) and not isinstance(row.get(col), bool) for row in rows)
-               for col in columns]
+    numeric = [all(is_number(row.get(col)) for row in rows) for col in columns]
 
     def line(values: Sequence[str]) -> str:
         parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]

@@ -165,7 +165,7 @@ class RunStore:
         except Exception:  # a damaged in-flight file costs one child, never the run
             print(f"note: {path} is unreadable; its episode restarts from the beginning", file=sys.stderr)
             return None
-        if not isinstance(state, dict) or state.get("episode") != len(self.episodes):
+        if not isinstance(state, dict) or state.get("episodes") != len(self.episodes):
             return None
         return state
 
@@ -174,14 +174,18 @@ class RunStore:
         from policysearch.files import append_line
 
         append_line(self.out / EPISODES_FILE, {**record, "run_id": self.run_id})
-        with contextlib.suppress(FileNotFoundError):
-            (self.out / INFLIGHT_FILE).unlink()
 
-    def save_inflight(self, episode: int, steps: list[dict[str, Any]], state: Any) -> None:
+    def save_inflight(self, inflight: dict[str, Any]) -> None:
+        """Keep the episodes in flight: ``{"episodes": finished so far, "workers": {i: {"steps", "state"}}}``."""
         import torch
 
+        if not inflight.get("workers"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.out / INFLIGHT_FILE).unlink()
+            return
         with atomic_path(self.out / INFLIGHT_FILE) as tmp:
-            torch.save({"episode": episode, "steps": json_safe(steps), "state": state}, tmp)
+            torch.save({**inflight, "workers": {i: {"steps": json_safe(w["steps"]), "state": w["state"]}
+                                                for i, w in inflight["workers"].items()}}, tmp)
 
     def record(self) -> dict[str, Any]:
         """What summary.json says about the run itself."""

@@ -8,6 +8,7 @@ What the driver may ask of an env is `policysearch.search_env.SearchEnv`.
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import time
@@ -20,6 +21,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from stable_baselines3.common.vec_env import VecEnv
 
 from policysearch.errors import ConfigError
 from policysearch.files import write_json
@@ -27,6 +29,9 @@ from policysearch.pareto import Objective, as_objectives, write_pareto
 from policysearch.runstore import RunStore
 from policysearch.search_env import SearchEnv, as_search_env
 from policysearch.tracking import Tracker
+from policysearch.workers import InProcessPool, WorkerPool
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,12 +62,20 @@ def episode_score(metric: float, cost_units: float, cost_weight: float) -> float
     return metric - cost_weight * cost_units
 
 
-class SearchRecorder(gym.Wrapper):
-    """Wraps an env: logs every step and episode, tracks the best episode, enforces the budget, and
-    replays a logged run on resume.
+class SearchVecEnv(VecEnv):
+    """The vectorised env every controller drives: N children at once on a worker pool; logs every
+    step and episode, tracks the best episode, enforces the budget, and replays a logged run on resume.
+
+    It is a stable-baselines3 `VecEnv` (SB3 agents take it as their env, with ``n_envs = N``), with
+    SB3's semantics: `step` returns N results and resets a finished child's env at once (its last
+    observation in ``info["terminal_observation"]``). All N children step in lockstep, so for a seed
+    and N the episodes and their order are the same on every run. Episode records carry the worker
+    index; with N = 1 the one worker is the env itself, in this process.
 
     Args:
-        env: an env whose `unwrapped` implements `policysearch.search_env.SearchEnv`.
+        env: the template env (its `unwrapped` implements `policysearch.search_env.SearchEnv`): its
+            spaces, `describe()`, `export()` and `suggest_episode()` are used here.
+        pool: where the N children run (`policysearch.workers.make_pool`).
         budget: when to stop.
         store: the run folder (None: keep everything in memory only).
         progress: show a progress bar on stderr.
@@ -71,30 +84,43 @@ class SearchRecorder(gym.Wrapper):
         tracker: told of every step and episode, replayed ones included (`policysearch.tracking`).
     """
 
-    def __init__(self, env: gym.Env, budget: Budget, store: RunStore | None = None, progress: bool = True,
-                 controller: str = "", on_episode: Callable[[dict[str, Any]], None] | None = None,
-                 tracker: Tracker | None = None) -> None:
-        super().__init__(env)
+    def __init__(self, env: gym.Env, pool: WorkerPool, budget: Budget, store: RunStore | None = None,
+                 progress: bool = True, controller: str = "",
+                 on_episode: Callable[[dict[str, Any]], None] | None = None, tracker: Tracker | None = None) -> None:
         from tqdm.auto import tqdm
 
-        self.budget, self.controller, self.store, self.on_episode = budget, controller, store, on_episode
+        self.base: SearchEnv = as_search_env(env)  # before VecEnv's constructor, which reads render_mode
+        super().__init__(pool.n, env.observation_space, env.action_space)
+        self.env, self.pool, self.budget, self.controller = env, pool, budget, controller
+        self.store, self.on_episode = store, on_episode
         self.tracker = tracker or Tracker()
-        self.base: SearchEnv = as_search_env(env)
         self.episodes: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
         self.child_trainings = self.env_steps = 0
         self.train_seconds = self.train_flops = 0.0
+        self.failed_workers = 0
         self.stop_requested: str | None = None  # set by a signal handler: stop after the current step
-        self._current: dict[str, Any] | None = None
-        # Resume: logged episodes are answered from the log, then the in-flight one from its steps.
-        self._logged: deque[dict[str, Any]] = deque(store.episodes if store else ())
-        inflight = store.inflight if store else None
-        self._inflight_steps: deque[dict[str, Any]] = deque(inflight["steps"] if inflight else ())
-        self._inflight_state = inflight["state"] if inflight else None
-        self._replay: deque[dict[str, Any]] = deque()
-        offset = float(self._logged[-1].get("elapsed", 0.0)) if self._logged else 0.0
+        n = pool.n
+        self._current: list[dict[str, Any]] = [self._fresh({}) for _ in range(n)]
+        self._actions: np.ndarray | None = None
+        # Child states after each step, for the in-flight file and to retry a child on a new worker.
+        self._stateful = hasattr(self.base, "get_state") and (store is not None or not isinstance(pool, InProcessPool))
+        self._states: list[Any] = [None] * n
+        # Resume: each worker's logged episodes are answered from the log, then its in-flight steps.
+        logged = store.episodes if store else []
+        self._logged = [deque(e for e in logged if e.get("worker", 0) == i) for i in range(n)]
+        inflight = (store.inflight or {}).get("workers", {}) if store else {}
+        self._inflight = [inflight.get(i) for i in range(n)]
+        self._replay: list[deque[dict[str, Any]]] = [deque() for _ in range(n)]
+        self._restore: list[Any] = [None] * n
+        self._from_log = [False] * n  # worker i is replaying a finished episode of the log
+        offset = float(logged[-1].get("elapsed", 0.0)) if logged else 0.0
         self.started = time.perf_counter() - offset  # wall-clock budgets count the time before a resume
         self._bar = tqdm(total=budget.child_trainings, disable=not progress, unit="child", desc=f"search {controller}")
+
+    @staticmethod
+    def _fresh(info: dict[str, Any]) -> dict[str, Any]:
+        return {"start_val": info.get("val", {}), "child_seed": info.get("child_seed"), "steps": []}
 
     # ------------------------------------------------------------------ budget
     @property
@@ -104,7 +130,7 @@ class SearchRecorder(gym.Wrapper):
     @property
     def replaying(self) -> bool:
         """True while steps are answered from the log of an interrupted run."""
-        return bool(self._replay or self._logged or self._inflight_steps)
+        return any(self._replay) or any(self._logged) or any(x is not None for x in self._inflight)
 
     @property
     def exhausted(self) -> bool:
@@ -122,69 +148,186 @@ class SearchRecorder(gym.Wrapper):
             return self.budget.env_steps
         if self.budget.child_trainings is not None:
             per_training = 1 if self.base.mode == "static" else self.base.episode_length
-            return self.budget.child_trainings * per_training + self.base.episode_length
+            return (self.budget.child_trainings + self.num_envs) * per_training
         return 10**9
 
-    # ------------------------------------------------------------------ gym API
-    def reset(self, **kwargs: Any) -> Any:
-        obs, info = self.env.reset(**kwargs)  # always for real: it advances the env's own random stream
-        self._current = {"start_val": info.get("val", {}), "child_seed": info.get("child_seed"), "steps": []}
-        return obs, info
+    # ------------------------------------------------------------------ VecEnv API
+    def reset(self) -> np.ndarray:
+        seeds = self._seeds
+        results = self._call_with_retry(list(range(self.num_envs)), "reset",
+                                        kwargs=[{"seed": seed} for seed in seeds])
+        self._reset_seeds()
+        self._reset_options()
+        obs = []
+        self.reset_infos = []
+        for i, (o, info) in enumerate(results):
+            self._current[i] = self._fresh(info)
+            self.reset_infos.append(info)
+            obs.append(o)
+        self._snapshot(list(range(self.num_envs)))
+        return np.stack(obs)
 
-    def step(self, action: Any) -> Any:
-        if self._current is None:
-            raise ConfigError("reset() the env before step()")
-        taken = [round(float(a), 6) for a in np.ravel(np.asarray(action, dtype=np.float64))]
-        if not self._replay and not self._current["steps"]:
-            self._start_replay_of_next_episode()
-        if self._replay:
-            return self._replayed_step(taken)
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        seconds = float(self.base.last_seconds)
-        record = {**info, "reward": float(reward), "seconds": round(seconds, 4), "controller_action": taken,
-                  "obs": [float(v) for v in np.ravel(obs)], "terminated": bool(terminated),
-                  "truncated": bool(truncated)}
-        self._account(record)
-        if terminated or truncated:
-            self._finish_episode()
-        elif self.store is not None and hasattr(self.base, "get_state"):
-            self.store.save_inflight(len(self.episodes), self._current["steps"], self.base.get_state())
-        return obs, reward, terminated, truncated, info
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions)
+
+    def step_wait(self) -> Any:
+        assert self._actions is not None, "step_async() first"
+        n, actions = self.num_envs, self._actions
+        results: list[Any] = [None] * n
+        live: list[int] = []
+        for i in range(n):
+            taken = [round(float(a), 6) for a in np.ravel(np.asarray(actions[i], dtype=np.float64))]
+            if not self._replay[i] and not self._current[i]["steps"]:
+                self._start_replay(i)
+            if self._replay[i]:
+                results[i] = self._replayed_step(i, taken)
+            else:
+                live.append(i)
+        stepped = self.pool.call(live, "step", [(actions[i],) for i in live])
+        seconds = self.pool.call(live, ".last_seconds")
+        for i, result, secs in zip(live, stepped, seconds):
+            if isinstance(result, Exception) or isinstance(secs, Exception):
+                result, secs = self._retry(i, actions[i], result if isinstance(result, Exception) else secs)
+            obs, reward, terminated, truncated, info = result
+            taken = [round(float(a), 6) for a in np.ravel(np.asarray(actions[i], dtype=np.float64))]
+            record = {**info, "reward": float(reward), "seconds": round(float(secs), 4), "controller_action": taken,
+                      "obs": [float(v) for v in np.ravel(obs)], "terminated": bool(terminated),
+                      "truncated": bool(truncated)}
+            self._account(i, record)
+            results[i] = (obs, float(reward), bool(terminated), bool(truncated), info)
+        self._actions = None
+        # Children that continue: keep their state (in-flight file, retries); restore replayed ones.
+        self._snapshot([i for i in live if not (results[i][2] or results[i][3])])
+        for i in range(n):
+            if self._restore[i] is not None and not self._replay[i]:
+                self.pool.call([i], "set_state", [(self._restore[i],)])
+                self._states[i], self._restore[i] = self._restore[i], None
+        self._save_inflight()
+        # Finished children: record (in worker order, so the log's order is fixed), then reset.
+        obs_out, rewards, dones, infos = [], np.zeros(n, dtype=np.float32), np.zeros(n, dtype=bool), []
+        done = [i for i in range(n) if results[i][2] or results[i][3]]
+        for i in done:
+            self._finish_episode(i)
+        resets = self._call_with_retry(done, "reset") if done else []
+        fresh = dict(zip(done, resets))
+        for i in range(n):
+            obs, reward, terminated, truncated, info = results[i]
+            info = dict(info)
+            rewards[i], dones[i] = reward, terminated or truncated
+            if dones[i]:
+                info["terminal_observation"] = obs
+                info["TimeLimit.truncated"] = truncated and not terminated
+                obs, reset_info = fresh[i]
+                self._current[i] = self._fresh(reset_info)
+            obs_out.append(obs)
+            infos.append(info)
+        if done:
+            self._snapshot(done)
+        return np.stack(obs_out), rewards, dones, infos
 
     def close(self) -> None:
         self._bar.close()
-        super().close()
+        self.pool.close()
+
+    def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
+        return [getattr(self.base, attr_name)] * len(self._get_indices(indices))
+
+    def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
+        raise ConfigError("SearchVecEnv: setting attributes of the children is not supported")
+
+    def env_method(self, method_name: str, *method_args: Any, indices: Any = None, **method_kwargs: Any) -> list[Any]:
+        slots = list(self._get_indices(indices))
+        return self.pool.call(slots, method_name, [method_args] * len(slots), [method_kwargs] * len(slots))
+
+    def env_is_wrapped(self, wrapper_class: Any, indices: Any = None) -> list[bool]:
+        return [False] * len(self._get_indices(indices))
+
+    # ------------------------------------------------------------------ population
+    def copy_child(self, src: int, dst: int) -> None:
+        """Exploit: worker `dst`'s child becomes a copy of worker `src`'s (its whole state, and the
+        steps so far, so `dst`'s record holds the schedule it inherited); `inherited` says when."""
+        state = self.pool.call([src], "get_state")[0]
+        if isinstance(state, Exception):
+            raise state
+        done = self.pool.call([dst], "set_state", [(state,)])[0]
+        if isinstance(done, Exception):
+            raise done
+        self._states[dst] = state
+        current = self._current[src]
+        self._current[dst] = {"start_val": current["start_val"], "child_seed": current["child_seed"],
+                              "steps": [dict(step) for step in current["steps"]],
+                              "inherited": [*current.get("inherited", []),
+                                            {"segment": len(current["steps"]), "from_worker": src}]}
+
+    # ------------------------------------------------------------------ workers
+    def _call_with_retry(self, slots: list[int], method: str, kwargs: list[dict[str, Any]] | None = None) -> list[Any]:
+        out = self.pool.call(slots, method, kwargs=kwargs)
+        for k, (i, value) in enumerate(zip(slots, out)):
+            if isinstance(value, Exception):
+                self.pool.restart(i)
+                out[k] = self.pool.call([i], method, kwargs=[kwargs[k]] if kwargs else None)[0]
+                if isinstance(out[k], Exception):
+                    raise out[k]
+        return out
+
+    def _retry(self, i: int, action: Any, error: Exception) -> tuple[Any, float]:
+        """A worker died during a step: retry the child once on a fresh worker from its last state;
+        a second failure ends the episode as failed (penalised like a diverged child)."""
+        self.failed_workers += 1
+        log.warning("worker %d: %s; retrying its child once", i, error)
+        self.pool.restart(i)
+        if self._states[i] is not None:
+            self.pool.call([i], "reset")
+            self.pool.call([i], "set_state", [(self._states[i],)])
+            again = self.pool.call([i], "step", [(action,)])[0]
+            secs = self.pool.call([i], ".last_seconds")[0]
+            if not isinstance(again, Exception) and not isinstance(secs, Exception):
+                return again, float(secs)
+            error = again if isinstance(again, Exception) else secs
+            self.pool.restart(i)
+        self.failed_workers += 1
+        message = f"worker died twice: {error}" if self._states[i] is not None else f"worker died: {error}"
+        log.warning("worker %d: %s; the child is logged as failed", i, message)
+        self.pool.call([i], "reset")
+        penalty = float(getattr(self.base, "divergence_penalty", 1.0))
+        obs = np.zeros(self.observation_space.shape, dtype=self.observation_space.dtype)
+        return (obs, -penalty, True, False, {"failed": message, "diverged": message}), 0.0
+
+    def _snapshot(self, slots: list[int]) -> None:
+        if self._stateful and slots:
+            for i, state in zip(slots, self.pool.call(slots, "get_state")):
+                self._states[i] = None if isinstance(state, Exception) else state
+
+    def _save_inflight(self) -> None:
+        if self.store is None or not self._stateful:
+            return
+        workers = {i: {"steps": self._current[i]["steps"], "state": self._states[i]}
+                   for i in range(self.num_envs) if self._current[i]["steps"] and self._states[i] is not None
+                   and not self._replay[i]}
+        self.store.save_inflight({"episodes": len(self.episodes), "workers": workers})
 
     # ------------------------------------------------------------------ replay
-    def _start_replay_of_next_episode(self) -> None:
-        """At the first step of an episode: queue its logged steps, if the log has it."""
-        if self._logged:
-            logged = self._logged[0]
-            self._check_replay(logged.get("child_seed") == self._current["child_seed"], "child seed",
-                               logged.get("child_seed"), self._current["child_seed"])
-            self._replay = deque(logged["steps"])
-        elif self._inflight_steps:
-            self._replay, self._inflight_steps = self._inflight_steps, deque()
+    def _start_replay(self, i: int) -> None:
+        """At the first step of worker i's episode: queue its logged steps, if the log has them."""
+        if self._logged[i]:
+            logged = self._logged[i][0]
+            self._check_replay(logged.get("child_seed") == self._current[i]["child_seed"], "child seed",
+                               logged.get("child_seed"), self._current[i]["child_seed"])
+            self._replay[i] = deque(logged["steps"])
+            self._from_log[i] = True
+        elif self._inflight[i] is not None:
+            self._replay[i] = deque(self._inflight[i]["steps"])
+            self._restore[i] = self._inflight[i]["state"]  # set once its logged steps are answered
+            self._inflight[i] = None
 
-    def _replayed_step(self, taken: list[float]) -> Any:
-        logged = self._replay.popleft()
+    def _replayed_step(self, i: int, taken: list[float]) -> Any:
+        logged = self._replay[i].popleft()
         self._check_replay(logged.get("controller_action") == taken, "action", logged.get("controller_action"), taken)
-        self._account(logged)
+        self._account(i, logged)
         obs = np.asarray(logged["obs"], dtype=self.observation_space.dtype).reshape(self.observation_space.shape)
-        terminated, truncated = bool(logged["terminated"]), bool(logged["truncated"])
         info = {k: v for k, v in logged.items()
                 if k not in ("reward", "seconds", "controller_action", "obs", "terminated", "truncated")}
-        if terminated or truncated:
-            if self._logged:  # a finished episode of the log: keep its record as it was
-                self._add_episode(self._logged.popleft(), new=False)
-                self._current = {"start_val": {}, "child_seed": None, "steps": []}
-            else:  # cannot happen for a consistent log: the in-flight episode had not ended
-                self._finish_episode()
-        elif not self._replay and self._inflight_state is not None:
-            # The in-flight child continues from its state after the last logged segment.
-            self.base.set_state(self._inflight_state)  # type: ignore[attr-defined]
-            self._inflight_state = None
-        return obs, float(logged["reward"]), terminated, truncated, info
+        return obs, float(logged["reward"]), bool(logged["terminated"]), bool(logged["truncated"]), info
 
     def _check_replay(self, ok: bool, what: str, logged: Any, now: Any) -> None:
         if not ok:
@@ -194,19 +337,25 @@ class SearchRecorder(gym.Wrapper):
             )
 
     # ------------------------------------------------------------------ records
-    def _account(self, step: dict[str, Any]) -> None:
-        assert self._current is not None
+    def _account(self, i: int, step: dict[str, Any]) -> None:
         self.env_steps += 1
         self.train_seconds += float(step["seconds"])
         self.train_flops += float(step.get("train_flops", 0.0))
-        self._current["steps"].append(step)
+        self._current[i]["steps"].append(step)
         if self.base.mode == "static" or step["terminated"] or step["truncated"]:
             self.child_trainings += 1
         self.tracker.on_segment_end(step, self.env_steps)  # tracking hook
 
-    def _finish_episode(self) -> None:
-        assert self._current is not None
-        steps = self._current["steps"]
+    def _finish_episode(self, i: int) -> None:
+        if self._from_log[i]:
+            self._from_log[i] = False
+            logged = self._logged[i].popleft()  # a finished episode of the log: keep its record as it was
+            self._check_replay(logged["episode"] == len(self.episodes), "episode", logged["episode"],
+                               len(self.episodes))
+            self._add_episode(logged, new=False)
+            return
+        current = self._current[i]
+        steps = current["steps"]
         diverged = next((s["diverged"] for s in steps if s.get("diverged")), None)
         seconds = sum(s["seconds"] for s in steps)
         flops = sum(s.get("train_flops", 0.0) for s in steps)
@@ -217,22 +366,24 @@ class SearchRecorder(gym.Wrapper):
         record = {
             "episode": len(self.episodes),
             "controller": self.controller,
-            "child_seed": self._current["child_seed"],
+            "worker": i,
+            "child_seed": current["child_seed"],
             "return": sum(s["reward"] for s in steps),
             "metric": metric,
             "score": episode_score(metric, units, self.base.cost_weight),
             "seconds": round(seconds, 4),
             "train_flops": flops,
             "diverged": diverged,
+            "failed": next((s["failed"] for s in steps if s.get("failed")), None),
             "elapsed": round(self.elapsed, 2),
-            "start_val": self._current["start_val"],
+            "start_val": current["start_val"],
+            "inherited": current.get("inherited", []),
             "steps": steps,
         }
         if self.store is not None:
             self.store.append_episode(record)  # one whole line, fsynced; NaN written as null
             record["run_id"] = self.store.run_id
         self._add_episode(record, new=True)
-        self._current = {"start_val": {}, "child_seed": None, "steps": []}
 
     def _add_episode(self, record: dict[str, Any], new: bool) -> None:
         self.episodes.append(record)
@@ -275,6 +426,12 @@ def run_search(
     artefact_name: str = "policy.json",
     resume: bool = False,
     overwrite: bool = False,
+    workers: int = 1,
+    backend: str = "local",
+    threads_per_worker: int | None = 1,
+    ray_address: str | None = None,
+    env_fn: Callable[[], Any] | None = None,
+    devices: list[str] | None = None,
     tracker: Tracker | None = None,
     objectives: str | Sequence[str | Objective] | None = None,
 ) -> SearchResult:
@@ -300,6 +457,12 @@ def run_search(
         artefact_name: file name of the exported best policy.
         resume: continue the run in `out_dir` (see `policysearch.runstore.RunStore`).
         overwrite: replace the run in `out_dir`; without it (or `resume`) an existing run is refused.
+        workers: children trained at once (`policysearch.workers`): N copies of `env` in worker
+            processes (or Ray actors), built from its `gymnasium.make` spec or from `env_fn`.
+        backend: "local" (processes on this machine) or "ray" (actors; `ray_address` for a cluster).
+        threads_per_worker: torch threads in each worker (None: torch's default).
+        env_fn: builds one copy of `env` in a worker (default: `gymnasium.make(env.spec)`).
+        devices: spread the workers over these devices, round-robin (GPU hosts).
         tracker: further tracking (e.g. `policysearch.tracking_mlflow.MLflowTracker`); the caller closes it.
         objectives: e.g. "accuracy,tflops" (`policysearch.pareto`): the Pareto front of the episodes
             goes into the summary's "pareto" (and pareto.json, pareto.png, pareto/ into `out_dir`);
@@ -318,11 +481,12 @@ def run_search(
     tracker, sb3_log, own_tracker = search_tracking(tracker, tensorboard, out)  # tracking hook
     controller = make_controller(controller_name, base.episode_length, tensorboard_log=sb3_log, out_dir=out,
                                  objectives=goals)
+    from policysearch.workers import make_pool
     env_info = base.describe()
     store = RunStore(out, {"controller": controller_name, "seed": seed, "env": env_info,
                            "artefact": artefact_name}, resume=resume, overwrite=overwrite) if out else None
 
-    def search_provenance(recorder: SearchRecorder) -> dict[str, Any]:
+    def search_provenance(recorder: SearchVecEnv) -> dict[str, Any]:
         return provenance(
             env_id=env_info.get("env_id"), dataset=env_info.get("dataset"),
             dataset_fingerprint=env_info.get("dataset_fingerprint"), model=env_info.get("model"),
@@ -331,13 +495,13 @@ def run_search(
             run_id=store.run_id if store else None,
         )
 
-    def export_best(recorder: SearchRecorder) -> Any:
+    def export_best(recorder: SearchVecEnv) -> Any:
         best = recorder.best
         assert best is not None
         return base.export(best["steps"], {**search_provenance(recorder), "best_episode": best["episode"],
                                            "best_val_metric": best["metric"]})
 
-    def summary_of(recorder: SearchRecorder, files: dict[str, Any] | None = None) -> dict[str, Any]:
+    def summary_of(recorder: SearchVecEnv, files: dict[str, Any] | None = None) -> dict[str, Any]:
         best = recorder.best
         summary: dict[str, Any] = {
             "env": env_info,
@@ -350,10 +514,13 @@ def run_search(
             "wall_seconds": round(recorder.elapsed, 2),
             "child_training_seconds": round(recorder.train_seconds, 2),
             "train_flops": recorder.train_flops,
+            **energy,  # energy_kwh, co2e_kg, energy_source (measured / estimated), energy_basis
             "diverged_episodes": sum(1 for e in recorder.episodes if e["diverged"]),
             "best": None if best is None else {"episode": best["episode"], "score": best["score"],
                                                "val_metric": best["metric"], "return": best["return"]},
             "stopped_by": recorder.stop_requested,
+            "workers": {"n": recorder.num_envs, "backend": backend, "threads_per_worker": threads_per_worker,
+                        "failures": recorder.failed_workers},
         }
         if store is not None:
             summary["run"] = store.record()
@@ -361,7 +528,8 @@ def run_search(
                                 **(files or {})}
         return summary
 
-    recorder: SearchRecorder
+    recorder: SearchVecEnv
+    energy: dict[str, Any] = {}  # known once the search has run
 
     def on_episode(record: dict[str, Any]) -> None:
         # Whatever happens next, the folder holds a usable artefact and a summary that describes
@@ -372,17 +540,30 @@ def run_search(
             export_best(recorder).save(store.out / artefact_name)
         write_json(store.out / "summary.json", summary_of(recorder))
 
-    recorder = SearchRecorder(env, budget, store, progress, controller_name, on_episode=on_episode, tracker=tracker)
+    try:
+        pool = make_pool(env, workers, backend, env_fn=env_fn, threads=threads_per_worker, ray_address=ray_address,
+                         devices=devices)
+    except BaseException:
+        if store is not None:
+            store.close()
+        raise
+    recorder = SearchVecEnv(env, pool, budget, store, progress, controller_name, on_episode=on_episode,
+                            tracker=tracker)
     tracker.on_search_start({"controller": controller_name, "seed": seed, "budget": asdict(budget),
-                             "objectives": ",".join(o.name for o in goals), "env": env_info})
+                             "workers": recorder.num_envs, "objectives": ",".join(o.name for o in goals),
+                             "env": env_info})
     previous = _stop_on_signals(recorder)
     try:
+        from policysearch.energy import EnergyMeter
+
         try:
-            controller.run(recorder, seed)
+            with EnergyMeter(getattr(getattr(base, "data", None), "device", "cpu")) as meter:
+                controller.run(recorder, seed)
         finally:
             _restore_signals(previous)
             recorder.close()
             own_tracker.close()
+        energy = meter.stop()
         if recorder.best is None:
             raise ConfigError(
                 f"the search finished {len(recorder.episodes)} episode(s) and none completed without diverging; "
@@ -396,8 +577,12 @@ def run_search(
             files: dict[str, Any] = {"controller": saved.name if saved else None}
             from policysearch.plots import plot_search
 
+            # Compress-v0's AMC reward is not a validation metric: name it as it is.
+            reward = env_info.get("reward")
+            metric_name = reward if reward not in (None, "acc") else env_info.get("reward_metric")
             png = plot_search(recorder.episodes, store.out / "search.png",
-                              title=f"{controller_name} on {env_info.get('dataset')}")
+                              title=f"{controller_name} on {env_info.get('dataset')}", metric=metric_name,
+                              val_size=(env_info.get("split") or {}).get("val_size"))
             files["plot"] = png.name if png else None
             # The env's own exports from the search (Schedule-v0: the closed-loop controller.json).
             files.update(base.export_files(store.out, saved, controller_name, search_provenance(recorder)))
@@ -426,7 +611,7 @@ def run_search(
     return SearchResult(artefact, recorder.episodes, summary, out)
 
 
-def _stop_on_signals(recorder: SearchRecorder) -> dict[int, Any]:
+def _stop_on_signals(recorder: SearchVecEnv) -> dict[int, Any]:
     """SIGINT / SIGTERM ask the recorder to stop after the current step (main thread only)."""
     import threading
 

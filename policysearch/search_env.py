@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from policysearch.checks import check_choice
 from policysearch.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -44,10 +45,10 @@ class SearchEnv(Protocol):
     where the child diverged); from the last step of a finished episode, "metric" (the validation
     `reward_metric`, what the search ranks by). Everything else in `info` is logged as given.
 
-    Planned: `get_state()` / `set_state(state)` (the whole child training: weights, optimizer,
-    schedule position, knobs so far, every RNG; after `set_state` the continuation is
-    bit-identical on the CPU), for populations, resumed runs and moving children between
-    workers. Not part of the contract yet.
+    `get_state()` / `set_state(state)` hand out and take back the whole child training (weights,
+    optimizer, schedule position, knobs so far, every RNG): after `set_state(s)` the env continues
+    bit-identically on the CPU. Populations copy a strong child into a weak one with them, a
+    resumed run restarts the episode in flight, a child moves between workers.
 
     Attributes:
         mode: One of `MODES`. "schedule": an episode is one child training (counted at its end);
@@ -91,6 +92,18 @@ class SearchEnv(Protocol):
         """
         ...
 
+    def get_state(self) -> dict[str, Any]:
+        """The whole child training and episode so far, as a copy of tensors and plain values, headed
+        ``{"kind": "policysearch_child_state", "format_version": 1, "env_id": ...}``; it is written by
+        `policysearch.checkpoint.save_child_state` and loads with ``torch.load(weights_only=True)``."""
+        ...
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue the child and episode of `state` (from `get_state` of an env built with the same
+        arguments): the same actions then give bit-identical steps on the CPU. Raises ConfigError,
+        naming the problem, for a state of another env id, format version or settings."""
+        ...
+
 
 @runtime_checkable
 class SuggestsEpisodes(Protocol):
@@ -124,6 +137,5 @@ def as_search_env(env: gym.Env) -> SearchEnv:
             f"{type(base).__name__} does not implement the search contract: it lacks {', '.join(missing)}; "
             "see policysearch.search_env.SearchEnv"
         )
-    if base.mode not in MODES:
-        raise ConfigError(f"{type(base).__name__}.mode={base.mode!r}: expected one of {', '.join(MODES)}")
+    check_choice(f"{type(base).__name__}.mode", base.mode, MODES, error=ConfigError)
     return base

@@ -50,6 +50,7 @@ __all__ = [
     "episode_scalars",
     "flatten",
     "optuna_storage",
+    "replay_training",
     "require_extra",
     "search_tracking",
     "segment_scalars",
@@ -177,6 +178,16 @@ def create_study(optuna: Any, storage: str | None, **options: Any) -> Any:
         with contextlib.suppress(KeyError):  # KeyError: no such study yet
             optuna.delete_study(study_name=OPTUNA_STUDY, storage=storage)
     return optuna.create_study(storage=storage, study_name=OPTUNA_STUDY, **options)
+
+
+def replay_training(tracker: Tracker, name: str, history: list[dict[str, Any]], result: dict[str, Any],
+                    params: dict[str, Any]) -> None:
+    """Tell `tracker` of a training that has finished elsewhere (a worker process of `evaluate`):
+    its start, each entry of its history as an epoch, its end (`result`: "val", "test", "cost", "diverged")."""
+    tracker.on_train_start(name, params)
+    for epoch, record in enumerate(history, start=1):
+        tracker.on_epoch_end(name, epoch, record)
+    tracker.on_train_end(name, result)
 
 
 # ---------------------------------------------------------------------- the scalars, named once

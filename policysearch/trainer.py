@@ -10,19 +10,20 @@ deterministic for a seed.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from policysearch.checks import MAX_LR as MAX_LR  # re-exported: the bound used to live here
+from policysearch.checks import check_choice, check_int, check_lr, check_number
 from policysearch.data import DeviceData
 from policysearch.device import device_for_data, resolve_device
-from policysearch.errors import ConfigError, DivergenceError, UnknownNameError
+from policysearch.errors import ConfigError, DivergenceError
 from policysearch.evaluate import EVAL_BATCH_SIZE, autocast, evaluate, normalise, predict, to_device
 from policysearch.metrics import Cost, count_parameters, flops_per_image, peak_memory_mb, reward_value
 from policysearch.models import MODELS, build_model
@@ -30,7 +31,6 @@ from policysearch.policies.augment import AugmentPolicy
 from policysearch.tracking import Tracker
 
 OPTIMIZERS = ("sgd", "adamw")
-MAX_LR = 1e3  # matches the bound LR schedule files accept
 LRSpec = float | Callable[[float], float] | None
 
 
@@ -68,20 +68,19 @@ class TrainConfig:
     eval_batch_size: int = EVAL_BATCH_SIZE
 
     def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise UnknownNameError("model", self.model, MODELS)
+        check_choice("model", self.model, MODELS)
         if self.optimizer is None:
             self.optimizer = MODELS[self.model].optimizer
-        if self.optimizer not in OPTIMIZERS:
-            raise UnknownNameError("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
         if self.lr is None:
             self.lr = MODELS[self.model].lr
-        if not (0 < self.lr <= MAX_LR):
-            raise ConfigError(f"lr={self.lr:g}: expected a positive learning rate of at most {MAX_LR:g}")
-        if self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ConfigError(f"batch_size={self.batch_size}, eval_batch_size={self.eval_batch_size}: expected >= 1")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"label_smoothing={self.label_smoothing}: expected a value in [0, 1)")
+        check_lr("lr", self.lr)
+        check_int("batch_size", self.batch_size, 1)
+        check_int("eval_batch_size", self.eval_batch_size, 1)
+        check_number("momentum", self.momentum, 0.0)
+        check_number("weight_decay", self.weight_decay, 0.0)
+        check_number("label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
+        check_int("seed", self.seed, 0)
         if isinstance(self.device, torch.device):
             self.device = str(self.device)  # the config stays JSON-able (it is written to results)
         resolve_device(self.device)  # an unknown or absent device fails here, before any data is loaded
@@ -132,8 +131,7 @@ class Trainer:
         profile: bool = False,
         loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
-        if total_steps < 1:
-            raise ConfigError(f"total_steps={total_steps}: expected at least 1")
+        check_int("total_steps", total_steps, 1)
         if len(data.y_train) < config.batch_size:
             raise ConfigError(
                 f"batch_size={config.batch_size} exceeds the {len(data.y_train)} training images; lower --batch-size"
@@ -181,8 +179,7 @@ class Trainer:
         return float(self.optimizer.param_groups[0]["lr"])
 
     def set_lr(self, lr: float) -> None:
-        if not (lr > 0 and math.isfinite(lr)):
-            raise ConfigError(f"lr={lr!r}: expected a positive finite learning rate")
+        check_lr("lr", lr)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
@@ -219,8 +216,7 @@ class Trainer:
         """
         if self.diverged:
             raise DivergenceError(f"this run already diverged ({self.diverged}); start a new Trainer")
-        if steps < 0:
-            raise ConfigError(f"steps={steps}: expected >= 0")
+        check_int("steps", steps, 0)
         if isinstance(lr, (int, float)):
             self.set_lr(float(lr))
         if augment is not None:
@@ -287,13 +283,138 @@ class Trainer:
             augment_seconds=aug_seconds,
         )
 
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the next `train_segment` reads, as a copy: weights (and buffers), optimizer
+        state (LR and momentum included), step counter, the generator that draws batches,
+        augmentation and mixup, the epoch's batch order, the cost so far and the divergence flag.
+
+        Only tensors (on the CPU) and plain values, so ``torch.save`` then
+        ``torch.load(weights_only=True)`` round-trips it; `load_state_dict` on a trainer of the same
+        config continues bit-identically on the CPU.
+        """
+        return {
+            "config": asdict(self.config),
+            "total_steps": self.total_steps,
+            "device_type": self.device.type,
+            "step": self.step,
+            "diverged": self.diverged,
+            "model": _cpu_copy(self.model.state_dict()),
+            "optimizer": _cpu_copy(self.optimizer.state_dict()),
+            "generator": self.generator.get_state().clone(),
+            "order": _cpu_copy(self._order),
+            "cursor": self._cursor,
+            "cost": self.cost.to_dict(),
+            "train_flops_per_image": float(self.train_flops_per_image),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the child training `state` (from `state_dict`) describes, exactly.
+
+        Everything is checked before anything changes, so a refused state leaves this trainer as it was.
+        The config's seed becomes the state's (it names the child); the tensors are copied, so one
+        state can be loaded into several trainers.
+
+        Raises:
+            ConfigError: The state is not a trainer state, or is for another config (model, optimizer,
+                batch size, ...), run length, device type, or model shapes; the message names which.
+        """
+        if not isinstance(state, dict):
+            raise ConfigError(f"trainer state is a {type(state).__name__}, expected a dict from Trainer.state_dict()")
+        missing = [k for k in _STATE_KEYS if k not in state]
+        if missing:
+            raise ConfigError(f"trainer state lacks {', '.join(missing)}; expected a dict from Trainer.state_dict()")
+        config = state["config"] if isinstance(state["config"], dict) else {}
+        for name in _STATE_CONFIG_FIELDS:
+            if config.get(name) != getattr(self.config, name):
+                raise ConfigError(f"trainer state is for {name}={config.get(name)!r}, this trainer has "
+                                  f"{name}={getattr(self.config, name)!r}")
+        if state["total_steps"] != self.total_steps:
+            raise ConfigError(f"trainer state is for a run of total_steps={state['total_steps']!r}, this trainer's "
+                              f"is {self.total_steps} (progress, and so schedules, would differ)")
+        if state["device_type"] != self.device.type:
+            raise ConfigError(f"trainer state comes from a {state['device_type']!r} device, this trainer is on "
+                              f"{self.device.type!r}: its random generator state does not carry over")
+        for name, kind in (("optimizer", dict), ("generator", torch.Tensor), ("order", torch.Tensor), ("cost", dict),
+                           ("step", int), ("cursor", int)):
+            if not isinstance(state[name], kind) or isinstance(state[name], bool):
+                raise ConfigError(f"trainer state field {name!r} is a {type(state[name]).__name__}, "
+                                  f"expected a {kind.__name__}")
+        _check_tensors("model", state["model"], self.model.state_dict())
+        groups = state["optimizer"].get("param_groups")
+        ours = [len(g["params"]) for g in self.optimizer.param_groups]
+        theirs = ([len(g["params"]) for g in groups] if isinstance(groups, list)
+                  and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups) else groups)
+        if theirs != ours:
+            raise ConfigError(f"trainer state's optimizer has parameter groups of sizes {theirs}, "
+                              f"this trainer's {ours}")
+        try:
+            cost = Cost(**state["cost"])
+        except TypeError as exc:
+            raise ConfigError(f"trainer state field 'cost' does not fit Cost: {exc}") from None
+        generator = torch.Generator(device=self.device)
+        try:
+            generator.set_state(state["generator"].clone())
+        except (RuntimeError, TypeError) as exc:
+            raise ConfigError(f"trainer state field 'generator' is not a {self.device.type} generator state "
+                              f"({exc})") from None
+
+        self.model.load_state_dict(state["model"])  # copies into the existing parameters
+        # The optimizer keeps tensors it is given when device and dtype already match: copy them, so the
+        # state (and any other trainer loaded from it) is not updated in place by this one's steps.
+        self.optimizer.load_state_dict(_cpu_copy(state["optimizer"]))
+        self.generator = generator
+        self._order = state["order"].to(self.device, copy=True)
+        self._cursor, self.step = int(state["cursor"]), int(state["step"])
+        self.diverged = state["diverged"]
+        self.cost = cost
+        self.train_flops_per_image = float(state["train_flops_per_image"])
+        self.config = replace(self.config, seed=config.get("seed", self.config.seed))
+
     def predict(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (float32) and labels of a whole split (`policysearch.evaluate.predict`)."""
         return predict(self.model, self.data, split, batch_size=self.config.eval_batch_size, amp=self.config.amp)
 
-    def evaluate(self, split: str = "val") -> dict[str, float]:
-        """Accuracy, macro P / R / F1, ECE and NLL on "train", "val" or "test" (`policysearch.evaluate`)."""
-        return evaluate(self.model, self.data, split, batch_size=self.config.eval_batch_size, amp=self.config.amp)
+    def evaluate(self, split: str = "val", reward_metric: str | None = None) -> dict[str, float]:
+        """Accuracy, macro P / R / F1, ECE and NLL on "train", "val" or "test" (`policysearch.evaluate`),
+        plus the `reward_metric` when it is measured under attack (e.g. "fgsm_accuracy")."""
+        return evaluate(self.model, self.data, split, batch_size=self.config.eval_batch_size, amp=self.config.amp,
+                        reward_metric=reward_metric)
+
+
+# What `Trainer.load_state_dict` needs; the config fields a state must share with the trainer it
+# is loaded into (the seed is the child's own, the LR lives in the optimizer state, and the
+# device only has to be of the same type).
+_STATE_KEYS = ("config", "total_steps", "device_type", "step", "diverged", "model", "optimizer", "generator",
+               "order", "cursor", "cost", "train_flops_per_image")
+_STATE_CONFIG_FIELDS = ("model", "batch_size", "optimizer", "momentum", "weight_decay", "label_smoothing", "amp")
+
+
+def _cpu_copy(obj: Any) -> Any:
+    """`obj` with every tensor replaced by a detached CPU copy (dicts, lists and tuples walked)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return obj
+
+
+def _check_tensors(what: str, given: Any, expected: dict[str, torch.Tensor]) -> None:
+    """Refuse `given` unless it has exactly `expected`'s keys, shapes and dtypes."""
+    if not isinstance(given, dict):
+        raise ConfigError(f"trainer state field {what!r} is a {type(given).__name__}, expected a dict of tensors")
+    missing, extra = sorted(set(expected) - set(given)), sorted(set(given) - set(expected))
+    if missing or extra:
+        raise ConfigError(f"trainer state's {what} does not fit this model: missing {missing[:5]}, "
+                          f"unexpected {extra[:5]}")
+    for key, ref in expected.items():
+        t = given[key]
+        if not isinstance(t, torch.Tensor) or t.shape != ref.shape or t.dtype != ref.dtype:
+            got = f"{tuple(t.shape)} {t.dtype}" if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ConfigError(f"trainer state's {what} tensor {key!r} is {got}, this model's is "
+                              f"{tuple(ref.shape)} {ref.dtype}")
 
 
 @dataclass
@@ -380,7 +501,7 @@ def _train_closed_loop(trainer: Trainer, total: int, augment: AugmentPolicy | No
     at the start and after each of its equal segments, reading the validation split."""
 
     def val_nll_and_reward() -> tuple[float, float]:
-        val = trainer.evaluate("val")
+        val = trainer.evaluate("val", adaptive.reward_metric)
         return val["nll"], reward_value(val, adaptive.reward_metric)
 
     callback = adaptive.callback(trainer.optimizer, max(total, adaptive.segments), val_nll_and_reward)

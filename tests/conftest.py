@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -14,6 +16,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def estimated_energy():
+    """Energy is estimated from seconds in tests: starting CodeCarbon costs seconds per run
+    (tests/test_energy.py checks CodeCarbon itself once, when it is installed)."""
+    before = os.environ.get("POLICYSEARCH_ENERGY")
+    os.environ["POLICYSEARCH_ENERGY"] = "estimate"
+    yield
+    if before is None:
+        os.environ.pop("POLICYSEARCH_ENERGY", None)
+    else:
+        os.environ["POLICYSEARCH_ENERGY"] = before
 
 
 @pytest.fixture(scope="session")

@@ -101,6 +101,17 @@ def test_bad_arguments_fail_at_construction(digits):
         gym.make("policysearch/Augment-v0", data=digits, reward_metric="auc")
     with pytest.raises(UnknownNameError, match="augmentation op"):
         gym.make("policysearch/Augment-v0", data=digits, ops=["rotate", "blur"])
+    with pytest.raises(ConfigError, match="ops_per_sample is 4, expected an int >= 1 and <= 3"):
+        gym.make("policysearch/Augment-v0", data=digits, ops_per_sample=4)
+
+
+def test_space_refuses_a_bad_mix_alpha_before_any_step():
+    from policysearch.envs.augment import AugmentSpace
+
+    with pytest.raises(ConfigError, match="mixup_alpha is inf, expected a finite number > 0"):
+        AugmentSpace(mixup_alpha=float("inf"))
+    with pytest.raises(ConfigError, match="max_mix is 0.6, expected a finite number >= 0 and <= 0.5"):
+        AugmentSpace(max_mix=0.6)
 
 
 def test_random_controller_samples_within_bounds(make, tmp_path):

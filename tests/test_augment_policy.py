@@ -123,9 +123,9 @@ def test_schedule_selects_piece_by_progress(batch):
 def test_bad_policies_raise_clear_errors():
     with pytest.raises(UnknownNameError, match="Did you mean 'rotate'"):
         AugmentPolicy([[("rotat", 0.5, 3)]])
-    with pytest.raises(ConfigError, match="probability"):
+    with pytest.raises(ConfigError, match=r"probability is 1.5, expected a finite number >= 0 and <= 1"):
         AugmentPolicy([[("rotate", 1.5, 3)]])
-    with pytest.raises(ConfigError, match=r"magnitude bin 10"):
+    with pytest.raises(ConfigError, match=r"magnitude bin is 10, expected an int >= 0 and <= 9"):
         AugmentPolicy([[("rotate", 0.5, 10)]])
     with pytest.raises(ConfigError, match="exclusive"):
         AugmentPolicy(mixup=(0.7, 1.0), cutmix=(0.7, 1.0))

@@ -275,6 +275,12 @@ def test_bad_settings_fail_at_construction(make, digits, teachers):
         make(flops_target=0.01, min_keep=0.5)
     with pytest.raises(UnknownNameError, match="Did you mean 'l2'"):
         make(criterion="l22")
+    with pytest.raises(ConfigError, match="min_keep is 0.6, expected at most max_keep \\(0.5\\)"):
+        make(min_keep=0.6, max_keep=0.5)
+    with pytest.raises(ConfigError, match="finetune_lr is 10000.0, expected a finite number > 0 and <= 1000"):
+        make(finetune_lr=1e4)
+    with pytest.raises(ConfigError, match=r"finetune_steps \(None: one epoch\) is 1.5, expected an int >= 0"):
+        make(finetune_steps=1.5)
     with pytest.raises(ConfigError, match="exactly one"):
         gym.make("policysearch/Compress-v0", data=digits)
     with pytest.raises(ConfigError, match="attention"):

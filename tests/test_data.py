@@ -101,7 +101,7 @@ def test_train_size_caps_stratified_and_keeps_val() -> None:
     ("val_size", "train_size", "match"),
     [
         (1.5, None, "in \\(0, 1\\)"),
-        (0, None, "at least 1"),
+        (0, None, "val_size is 0, expected a fraction in \\(0, 1\\) or a count >= 1"),
         (True, None, "fraction"),
         (98, None, "at most 97"),
         (0.1, 2, "number of classes \\(3\\)"),
@@ -389,11 +389,11 @@ def test_prepare_digits(digits: D.RawDataset) -> None:
 
 
 def test_prepare_rejects_bad_arguments(digits: D.RawDataset) -> None:
-    with pytest.raises(ConfigError, match="test_size must be between 1 and the 359"):
+    with pytest.raises(ConfigError, match="test_size is 1000, expected an int between 1 and the 359 test images"):
         D.prepare(digits, test_size=1000)
     with pytest.raises(ConfigError, match="RawDataset"):
         D.prepare(np.zeros(3))  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="seed must be a non-negative integer"):
+    with pytest.raises(ConfigError, match="seed is -1, expected an int >= 0"):
         D.prepare(digits, seed=-1)
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):

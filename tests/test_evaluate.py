@@ -45,5 +45,5 @@ def test_batching_does_not_change_the_figures_and_leaves_eval_mode_and_rng(train
 
 
 def test_bad_batch_size(trained, digits):
-    with pytest.raises(ConfigError, match="batch_size=0"):
+    with pytest.raises(ConfigError, match="batch_size is 0, expected an int >= 1"):
         evaluate(trained.model, digits, "val", batch_size=0)

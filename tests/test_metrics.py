@@ -177,9 +177,9 @@ def test_summarize_and_format() -> None:
 
 
 def test_reward_value_negates_the_lower_is_better_metrics() -> None:
-    metrics = {"accuracy": 0.75, "macro_f1": 0.5, "ece": 0.125, "nll": 0.25}
+    metrics = {"accuracy": 0.75, "macro_f1": 0.5, "ece": 0.125, "nll": 0.25, "fgsm_accuracy": 0.375}
     values = {name: reward_value(metrics, name) for name in REWARD_METRICS}
-    assert values == {"accuracy": 0.75, "macro_f1": 0.5, "neg_ece": -0.125, "neg_nll": -0.25}
+    assert values == {"accuracy": 0.75, "macro_f1": 0.5, "neg_ece": -0.125, "neg_nll": -0.25, "fgsm_accuracy": 0.375}
     with pytest.raises(UnknownNameError, match="Did you mean 'accuracy'"):
         reward_value(metrics, "acuracy")
 

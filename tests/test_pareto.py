@@ -157,6 +157,23 @@ def test_pareto_command_on_an_existing_run(capsys: pytest.CaptureFixture[str], d
                    batch_size=32)
     run_search(env, "random", Budget(child_trainings=3), out, progress=False)
     assert main(["pareto", str(out), "--objectives", "accuracy,neg_ece", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    result = json.loads(capsys.readouterr().out)
     assert result["episodes"] == 3 and result["front"]
     assert (out / "pareto.json").is_file() and (out / "pareto.png").is_file()
+
+
+def test_multi_objective_batches_tell_each_trial_its_own_workers_child(digits, tmp_path: Path) -> None:
+    optuna = pytest.importorskip("optuna")
+    from policysearch.pareto import batch_trial_values
+
+    out = tmp_path / "run"
+    result = run_search(_static_env(digits), "tpe", Budget(child_trainings=4), out, progress=False, workers=2,
+                        objectives="accuracy,neg_ece")
+    study = optuna.load_study(study_name="policysearch", storage=f"sqlite:///{out / 'optuna.db'}")
+    told = [v for t in study.trials for v in t.values]
+    logged = [v for e in result.episodes for v in (e["steps"][-1]["val"]["accuracy"], -e["steps"][-1]["val"]["ece"])]
+    assert told == pytest.approx(logged)  # trial k (worker k % 2) was told the figures of its own child
+    assert [e["worker"] for e in result.episodes] == [0, 1, 0, 1]
+    records = [{"worker": 1, "diverged": None, "train_flops": 2e12, "steps": [{"val": {"accuracy": 0.5}}]},
+               {"worker": 0, "diverged": "nan", "steps": [{}]}]
+    assert batch_trial_values(records, 3, parse_objectives("accuracy,tflops")) == [None, [0.5, 2.0], None]

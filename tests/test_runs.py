@@ -38,8 +38,8 @@ def test_compare_two_runs_table_json_and_plot(capsys: pytest.CaptureFixture[str]
     a, b = two_runs
     plot = tmp_path / "cmp.png"
     assert main(["compare", str(a), str(b), "--plot", str(plot), "--json"]) == 0
-    out = capsys.readouterr().out
-    result = json.loads(out.splitlines()[-1])
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)  # --json: stdout holds the object alone, the table goes to stderr
     rows = {Path(r["run"]).name: r for r in result["runs"]}
     summary = json.loads((a / "summary.json").read_text())
     assert rows["a"]["episodes"] == 3 and rows["b"]["episodes"] == 2 and rows["a"]["budget"] == 3
@@ -49,7 +49,7 @@ def test_compare_two_runs_table_json_and_plot(capsys: pytest.CaptureFixture[str]
     assert rows["a"]["TFLOPs"] == pytest.approx(summary["train_flops"] / 1e12)
     assert rows["a"]["child trainings"] == summary["child_trainings"]
     assert result["plot"] == str(plot) and plot.stat().st_size > 0
-    assert "| run" in out and "best score" in out
+    assert "| run" in captured.err and "best score" in captured.err
 
 
 def test_a_partial_run_with_a_torn_last_line_still_compares(two_runs, tmp_path: Path) -> None:

@@ -31,12 +31,13 @@ class _Plain(gym.Env):
 
 
 def test_an_env_without_the_contract_is_refused_before_any_search(digits):
-    lacks = "reward_metric, cost_metric, cost_weight, last_seconds, export, describe, export_files"
+    lacks = ("reward_metric, cost_metric, cost_weight, last_seconds, export, describe, export_files, get_state, "
+             "set_state")
     with pytest.raises(ConfigError, match=f"_Plain does not implement the search contract: it lacks {lacks};"):
         run_search(_Plain(), "random", Budget(child_trainings=1), None, progress=False)
     env = gym.make("policysearch/Augment-v0", data=digits, **TINY)
     env.unwrapped.mode = "online"
-    with pytest.raises(ConfigError, match="mode='online': expected one of schedule, static"):
+    with pytest.raises(ConfigError, match="mode is 'online', expected one of schedule, static"):
         as_search_env(env)
 
 
@@ -58,14 +59,20 @@ def test_child_config_checks_on_construction():
         ChildConfig(reward_metric="acuracy")
     with pytest.raises(UnknownNameError, match="cost metric"):
         ChildConfig(cost_metric="joules")
-    with pytest.raises(ConfigError, match="episode_length=0"):
+    with pytest.raises(ConfigError, match="episode_length is 0, expected an int >= 1"):
         ChildConfig(episode_length=0)
-    with pytest.raises(ConfigError, match="batch_size=True"):
+    with pytest.raises(ConfigError, match="batch_size is True, expected an int >= 1"):
         ChildConfig(batch_size=True)
-    with pytest.raises(ConfigError, match="steps_per_segment=0"):
+    with pytest.raises(ConfigError, match=r"steps_per_segment \(None: one epoch\) is 0, expected an int >= 1"):
         ChildConfig(steps_per_segment=0)
-    with pytest.raises(ConfigError, match="divergence_penalty=-1"):
+    with pytest.raises(ConfigError, match="divergence_penalty is -1, expected a finite number >= 0"):
         ChildConfig(divergence_penalty=-1)
+    with pytest.raises(ConfigError, match="divergence_penalty is inf, expected a finite number >= 0"):
+        ChildConfig(divergence_penalty=float("inf"))
+    with pytest.raises(ConfigError, match="cost_weight is nan, expected a finite number >= 0"):
+        ChildConfig(cost_weight=float("nan"))
+    with pytest.raises(ConfigError, match=r"child_seed .* is -3, expected an int >= 0"):
+        ChildConfig(child_seed=-3)
 
 
 def test_envs_refuse_child_fields_they_do_not_use(digits):

@@ -26,6 +26,30 @@ def test_unknown_model_and_optimizer():
         TrainConfig(lr=-1.0)
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("lr", 1e4, "a finite number > 0 and <= 1000"),
+        ("batch_size", True, "an int >= 1"),
+        ("eval_batch_size", 0, "an int >= 1"),
+        ("momentum", float("nan"), "a finite number >= 0"),
+        ("weight_decay", -1e-4, "a finite number >= 0"),
+        ("label_smoothing", 1.0, "a finite number >= 0 and < 1"),
+        ("seed", -1, "an int >= 0"),
+    ],
+)
+def test_train_config_names_the_bad_field(field, value, expected):
+    with pytest.raises(ConfigError, match=f"^{field} is {value!r}, expected {expected}$"):
+        TrainConfig(model="mlp", **{field: value})
+
+
+def test_set_lr_takes_the_lr_bounds_of_train_config(digits):
+    trainer = Trainer(digits, TrainConfig(model="mlp", batch_size=32), total_steps=1)
+    for bad in (0.0, float("inf"), 1e6):
+        with pytest.raises(ConfigError, match=f"^lr is {bad!r}, expected a finite number > 0 and <= 1000$"):
+            trainer.set_lr(bad)
+
+
 def test_soft_cross_entropy_equals_hard_for_one_hot():
     logits = torch.randn(5, 4)
     y = torch.tensor([0, 3, 1, 2, 2])
@@ -69,7 +93,7 @@ def test_training_learns_digits(digits):
 
 def test_nan_loss_is_reported_not_raised(digits):
     trainer = Trainer(digits, TrainConfig(model="mlp", batch_size=32, seed=0), total_steps=20)
-    stats = trainer.train_segment(20, None, lr=1e6)
+    stats = trainer.train_segment(20, None, lr=1e3)  # the largest LR accepted (checks.MAX_LR)
     assert stats.diverged and stats.steps < 20
     assert "loss became" in trainer.diverged
     with pytest.raises(DivergenceError):

@@ -3,13 +3,17 @@ the commands share, and the few conversions from parsed options to library objec
 
 A bad value is refused by argparse itself (exit 2, one line naming the option and the value),
 before any data is loaded or any file is written. Registries (data sets, models, controllers)
-are imported only when a value is checked, so ``--help`` stays fast.
+are imported only when a value is checked or a sub-command's help lists their names (`HelpFormatter`),
+so building the parser, and ``policysearch --help``, import no registry and no torch.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextvars
 import math
+import os
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -80,13 +84,35 @@ def val_size(text: str) -> float | int:
 
 
 def name_of(kind: str, known: Callable[[], Iterable[str]]) -> ArgType:
-    """One of the names `known()` returns (called at parse time: registries load lazily)."""
+    """One of the names `known()` returns (called at parse time: registries load lazily).
+
+    The parser carries `known` as ``.names``: `HelpFormatter` lists the names when help is shown."""
     def parse(text: str) -> str:
         names = tuple(known())
         if text not in names:
             raise argparse.ArgumentTypeError(str(UnknownNameError(kind, text, names)))
         return text
     parse.__name__ = kind
+    parse.names = known  # type: ignore[attr-defined]
+    return parse
+
+
+def name_or_file(known: Callable[[], Iterable[str]]) -> ArgType:
+    """A built-in name or a file, checked later by its loader (which says "Did you mean");
+    the built-in names show in help."""
+    def parse(text: str) -> str:
+        return text
+    parse.__name__ = "name or file"
+    parse.names = known  # type: ignore[attr-defined]
+    return parse
+
+
+def names_or_files(known: Callable[[], Iterable[str]]) -> ArgType:
+    """`name_list` whose built-in names show in help."""
+    def parse(text: str) -> list[str]:
+        return name_list(text)
+    parse.__name__ = "names or files"
+    parse.names = known  # type: ignore[attr-defined]
     return parse
 
 
@@ -120,6 +146,29 @@ def _cost_metrics() -> Iterable[str]:
     return COST_METRICS
 
 
+def _augment_policies() -> Iterable[str]:
+    from policysearch.policies.augment import BUILTIN_POLICIES
+
+    return BUILTIN_POLICIES
+
+
+def _schedules() -> Iterable[str]:
+    from policysearch.policies.schedule import SCHEDULES
+
+    return SCHEDULES
+
+
+def _ops() -> Iterable[str]:
+    from policysearch.policies.augment import OPS
+
+    return OPS
+
+
+def _fixed(*names: str) -> Callable[[], Iterable[str]]:
+    """A registry of a few fixed names that belong to the CLI itself (modes, criteria)."""
+    return lambda: names
+
+
 def device_name(text: str) -> str:
     """A device the resolver understands and this machine has."""
     from policysearch.device import resolve_device
@@ -130,6 +179,22 @@ def device_name(text: str) -> str:
     except PolicySearchError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help that shows every option's default, and for a value from a registry its names, read when
+    the help is shown (so building the parser imports nothing heavy); epilogs keep their lines."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        names = getattr(action.type, "names", None)
+        if names is not None:
+            listed = ", ".join(str(n) for n in names())
+            text = text.replace("{names}", listed) if "{names}" in text else f"{text}; one of: {listed}"
+        if ("%(default)" not in text and "default:" not in text and action.option_strings and action.nargs != 0
+                and action.default not in (None, argparse.SUPPRESS)):
+            text += " (default: %(default)s)"
+        return text
 
 
 def name_list(text: str) -> list[str]:
@@ -144,14 +209,17 @@ def name_list(text: str) -> list[str]:
 def add_data_args(p: argparse.ArgumentParser, default_dataset: str | None = "digits") -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default=default_dataset, type=name_of("dataset", _datasets),
-                   help="digits | fashion-mnist | cifar10 (default: %(default)s)")
-    g.add_argument("--data-dir", default=None,
-                   help="folder with the data set's files (else $POLICYSEARCH_DATA, the cache, system folders)")
-    g.add_argument("--train-size", type=positive_int, default=None, help="cap the training split (proxy tasks)")
-    g.add_argument("--val-size", type=val_size, default=0.1,
+                   help="the data set: {names}" + ("" if default_dataset else
+                                                    " (default: the one the checkpoint was trained on)"))
+    g.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="folder with the data set's files (default: $POLICYSEARCH_DATA, the cache, system folders)")
+    g.add_argument("--train-size", type=positive_int, default=None, metavar="N",
+                   help="cap the training split for proxy tasks (default: all of it)")
+    g.add_argument("--val-size", type=val_size, default=0.1, metavar="SIZE",
                    help="validation split carved from the training data: fraction or count (default: %(default)s)")
-    g.add_argument("--test-size", type=positive_int, default=None, help="subsample the test split for quick runs")
-    g.add_argument("--split-seed", type=seed_int, default=0,
+    g.add_argument("--test-size", type=positive_int, default=None, metavar="N",
+                   help="subsample the test split for quick runs (default: all of it)")
+    g.add_argument("--split-seed", type=seed_int, default=0, metavar="SEED",
                    help="seed of the fixed train/val split (default: %(default)s)")
     g.add_argument("--no-download", action="store_true", help="never try the network for missing data")
 
@@ -159,23 +227,24 @@ def add_data_args(p: argparse.ArgumentParser, default_dataset: str | None = "dig
 def add_train_args(p: argparse.ArgumentParser, epochs: float | None = 10) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--model", default="cnn", type=name_of("model", _models),
-                   help="mlp | cnn | resnet | vit (default: %(default)s)")
+                   help="the network: {names} (default: %(default)s)")
     if epochs is not None:
-        g.add_argument("--epochs", type=positive_number, default=epochs,
+        g.add_argument("--epochs", type=positive_number, default=epochs, metavar="E",
                        help="passes over the training split (default: %(default)s)")
     add_child_args(g)
 
 
 def add_child_args(g: Any) -> None:
     """The child-training options every training command honours."""
-    g.add_argument("--batch-size", type=positive_int, default=128,
+    g.add_argument("--batch-size", type=positive_int, default=128, metavar="N",
                    help="images per optimizer step (default: %(default)s)")
-    g.add_argument("--lr", type=positive_number, default=None, help="base learning rate (default: the model's)")
-    g.add_argument("--optimizer", default=None, type=name_of("optimizer", lambda: ("sgd", "adamw")),
-                   help="sgd | adamw (default: the model's)")
-    g.add_argument("--weight-decay", type=non_negative_number, default=5e-4,
+    g.add_argument("--lr", type=positive_number, default=None,
+                   help="base learning rate (default: the model's)")
+    g.add_argument("--optimizer", default=None, type=name_of("optimizer", _fixed("sgd", "adamw")),
+                   help="{names} (default: the model's)")
+    g.add_argument("--weight-decay", type=non_negative_number, default=5e-4, metavar="WD",
                    help="L2 (SGD) or decoupled (AdamW) weight decay (default: %(default)s)")
-    g.add_argument("--label-smoothing", type=number_in(0.0, 1.0, high_open=True), default=0.0,
+    g.add_argument("--label-smoothing", type=number_in(0.0, 1.0, high_open=True), default=0.0, metavar="S",
                    help="label smoothing in [0, 1) (default: %(default)s)")
     g.add_argument("--device", default="auto", type=device_name,
                    help="auto | cpu | cuda[:N] | mps (default: %(default)s)")
@@ -187,28 +256,34 @@ def add_search_args(p: argparse.ArgumentParser, budget: int = 20, segmented: boo
     (Augment-v0, Schedule-v0), which Compress-v0 does not read and so does not show."""
     g = p.add_argument_group("search")
     g.add_argument("--controller", default="ppo", type=name_of("controller", _controllers),
-                   help="ppo | sac | a2c | random | tpe | cmaes (default: %(default)s)")
-    g.add_argument("--budget", type=positive_int, default=budget, help="child trainings (default: %(default)s)")
-    g.add_argument("--budget-steps", type=positive_int, default=None, help="also stop after this many env steps")
-    g.add_argument("--budget-time", type=positive_number, default=None, help="also stop after this many seconds")
+                   help="the searcher: {names}; random is the baseline every claim must beat (default: %(default)s)")
+    g.add_argument("--budget", type=positive_int, default=budget, metavar="N",
+                   help="child trainings (default: %(default)s)")
+    g.add_argument("--budget-steps", type=positive_int, default=None, metavar="N",
+                   help="also stop after this many env steps (default: no limit)")
+    g.add_argument("--budget-time", type=positive_number, default=None, metavar="SECONDS",
+                   help="also stop after this many seconds (default: no limit)")
     if segmented:
-        g.add_argument("--mode", default="schedule", type=name_of("mode", lambda: ("schedule", "static")),
-                       help="schedule (PBA-like) | static (AutoAugment-like) (default: %(default)s)")
-        g.add_argument("--episode-length", type=positive_int, default=4,
+        g.add_argument("--mode", default="schedule", type=name_of("mode", _fixed("schedule", "static")),
+                       help="{names}: one action per segment (PBA-like) or one whole policy per child training "
+                            "(AutoAugment-like) (default: %(default)s)")
+        g.add_argument("--episode-length", type=positive_int, default=4, metavar="N",
                        help="segments per child training (default: %(default)s)")
-        g.add_argument("--steps-per-segment", type=positive_int, default=None,
+        g.add_argument("--steps-per-segment", type=positive_int, default=None, metavar="N",
                        help="optimizer steps per segment (default: one epoch)")
         g.add_argument("--reward-metric", default="accuracy", type=name_of("reward metric", _reward_metrics),
-                       help="accuracy | macro_f1 | neg_ece | neg_nll (default: %(default)s)")
-        g.add_argument("--cost-weight", type=non_negative_number, default=0.0,
+                       help="validation figure the search maximises: {names}; fgsm_accuracy is accuracy under "
+                            "FGSM at eps 8/255 (default: %(default)s)")
+        g.add_argument("--cost-weight", type=non_negative_number, default=0.0, metavar="W",
                        help="reward -= weight x cost (default: %(default)s)")
         g.add_argument("--cost-metric", default="tflops", type=name_of("cost metric", _cost_metrics),
-                       help="seconds | tflops (default: %(default)s)")
+                       help="unit of the cost term: {names} (default: %(default)s)")
     g.add_argument("--seed", type=seed_int, default=0, help="seed of the controller and the episode stream "
                    "(default: %(default)s)")
-    g.add_argument("--child-seed", type=seed_int, default=None,
-                   help="fix every child's seed (common random numbers); default: a new seed per episode")
-    g.add_argument("--out", default=None, help="run folder (default: runs/<command>-<dataset>-<controller>)")
+    g.add_argument("--child-seed", type=seed_int, default=None, metavar="SEED",
+                   help="fix every child's seed (common random numbers) (default: a new seed per episode)")
+    g.add_argument("--out", default=None, metavar="DIR",
+                   help="run folder (default: runs/<command>-<dataset>-<controller>)")
     g.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --out: logged children are not trained again")
     g.add_argument("--overwrite", action="store_true", help="replace the run in --out (default: refuse)")
@@ -219,18 +294,70 @@ def add_search_args(p: argparse.ArgumentParser, budget: int = 20, segmented: boo
 
 def add_augment_space_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("augmentation search space")
-    g.add_argument("--ops", default=None, type=name_list,
-                   help="comma-separated subset of the op table (default: TrivialAugment's 13)")
-    g.add_argument("--ops-per-sample", type=positive_int, default=1,
+    g.add_argument("--ops", default=None, type=names_or_files(_ops), metavar="OP,OP,...",
+                   help="comma-separated subset of the op table: {names} (default: TrivialAugment's 13)")
+    g.add_argument("--ops-per-sample", type=positive_int, default=1, metavar="N",
                    help="ops applied per image (default: %(default)s)")
     g.add_argument("--magnitude-scale", default="standard",
-                   type=name_of("magnitude scale", lambda: ("standard", "wide")),
-                   help="standard (kornia) | wide (TrivialAugment-wide) (default: %(default)s)")
+                   type=name_of("magnitude scale", _fixed("standard", "wide")),
+                   help="{names}: kornia's ranges or TrivialAugment-wide's (default: %(default)s)")
 
 
-def add_output_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+def add_robustness_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--robustness", type=number_in(0.0, 1.0), default=None, metavar="EPS",
+                   help="also report test accuracy under FGSM and PGD (10 steps, random start) at this L-inf "
+                        "epsilon, in [0, 1] pixel units of the un-normalised image, e.g. 0.03 (about 8/255) "
+                        "(default: off)")
+
+
+def add_parallel_args(p: argparse.ArgumentParser, search: bool = True) -> None:
+    """How many children train at once, and where (`policysearch.workers`)."""
+    g = p.add_argument_group("parallel children")
+    g.add_argument("--workers", type=positive_int, default=1, metavar="N",
+                   help="trainings at once, each in its own worker process (default: %(default)s: in this process)")
+    g.add_argument("--threads-per-worker", type=positive_int, default=1, metavar="N",
+                   help="torch threads in each worker, with --workers > 1 (default: %(default)s)")
+    if not search:
+        return
+    g.add_argument("--backend", default="local", type=name_of("backend", lambda: ("local", "ray")),
+                   help="local (processes on this machine) | ray (actors, needs policysearch[ray]) "
+                        "(default: %(default)s)")
+    g.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                   help="an existing Ray cluster, e.g. auto or ray://HEAD:10001 (default: start a local Ray)")
+    g.add_argument("--devices", default=None, type=name_list, metavar="LIST",
+                   help="spread the workers over these devices, e.g. cuda:0,cuda:1 (default: --device)")
+
+
+def parallel_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The `run_search` keyword arguments of the parallel options."""
+    return dict(workers=args.workers, threads_per_worker=args.threads_per_worker, backend=args.backend,
+                ray_address=args.ray_address, devices=args.devices)
+
+
+def add_output_args(p: argparse.ArgumentParser, progress: bool = True) -> None:
+    """--json, -q / -v, and (for commands that train) --no-progress: the conventions of every command."""
+    g = p.add_argument_group("output")
+    g.add_argument("--json", action="store_true",
+                   help="stdout holds only one JSON object (NaN as null); the readable report goes to stderr")
+    if progress:
+        g.add_argument("--no-progress", action="store_true",
+                       help="hide progress bars (they are also off when stderr is not a terminal or "
+                            "TQDM_DISABLE is set)")
+    g.add_argument("-q", "--quiet", action="count", default=0,
+                   help="less logging: warnings only (-qq: errors only); also hides progress bars")
+    g.add_argument("-v", "--verbose", action="count", default=0,
+                   help="more logging: debug messages of policysearch (-vv: of every library too)")
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars on stderr: on unless --no-progress or -q, ``TQDM_DISABLE`` is set (to anything but
+    0 / false / no), or stderr is not a terminal (a log file must not fill with carriage returns)."""
+    if getattr(args, "no_progress", False) or getattr(args, "quiet", 0) > 0:
+        return False
+    flag = os.environ.get("TQDM_DISABLE", "").strip().lower()
+    if flag and flag not in ("0", "false", "no"):
+        return False
+    return sys.stderr.isatty()
 
 
 # ---------------------------------------------------------------------- parsed options -> objects
@@ -274,8 +401,13 @@ def budget(args: argparse.Namespace) -> Any:
     return Budget(child_trainings=args.budget, env_steps=args.budget_steps, seconds=args.budget_time)
 
 
+#: Where `emit_json` writes: `main` points it at the real stdout while a ``--json`` command runs with
+#: stdout redirected to stderr (so the readable report stays visible and stdout holds only the JSON).
+json_stream: contextvars.ContextVar[Any] = contextvars.ContextVar("json_stream", default=None)
+
+
 def emit_json(obj: Any) -> None:
-    """The `--json` contract: one strict JSON object (NaN as null) on the last line of stdout."""
+    """The `--json` contract: stdout holds one strict JSON object (NaN as null) and nothing else."""
     from policysearch.files import json_dumps
 
-    print(json_dumps(obj))
+    print(json_dumps(obj), file=json_stream.get() or sys.stdout, flush=True)

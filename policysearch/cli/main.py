@@ -1,10 +1,14 @@
-"""The parser (every sub-command and its options) and `main`, which maps errors to exit codes."""
+"""The parser (every sub-command and its options) and `main`, which maps errors to exit codes,
+configures logging (-q / -v) and keeps stdout for the JSON object under ``--json``."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from policysearch import __version__
 from policysearch.cli import arguments as a
@@ -17,9 +21,61 @@ from policysearch.errors import PolicySearchError
 EXIT_USAGE, EXIT_DIVERGED = 2, 3
 
 
+CONVENTIONS = """\
+conventions (every command):
+  --json        stdout holds only one JSON object; tables and messages go to stderr
+                  policysearch evaluate --augment none,trivial --json | jq '.results[].test.accuracy'
+  -q / -v       log level: -q warnings only, -qq errors only, -v debug (policysearch), -vv debug (all)
+  progress      bars on stderr, off with --no-progress, -q, TQDM_DISABLE=1 or when stderr is not a terminal
+  energy        kWh and kg CO2e in every report: measured by CodeCarbon if installed (extra 'energy'),
+                else estimated from seconds x power ($POLICYSEARCH_POWER_W, $POLICYSEARCH_CARBON_INTENSITY);
+                POLICYSEARCH_ENERGY=estimate never starts CodeCarbon
+  exit status   0 ok, 2 bad input (one line naming it), 3 training diverged, 130 interrupted
+"""
+
+#: Two or three runnable examples per sub-command, shown at the end of its --help.
+EXAMPLES = {
+    "train": """\
+  policysearch train --dataset digits --model cnn --epochs 30
+  policysearch train --dataset fashion-mnist --augment trivial --schedule onecycle --epochs 12 --save cnn.pt
+  policysearch train --augment runs/digits-ppo/policy.json --robustness 0.03 --json | jq .test""",
+    "evaluate": """\
+  policysearch evaluate --dataset digits --augment none,cropflip,trivial --seeds 3 --epochs 30
+  policysearch evaluate --augment none,runs/a/policy.json,runs/b/policy.json --schedule cosine,onecycle
+  policysearch evaluate --augment none,trivial --robustness 0.03 --json > results.json""",
+    "augment": """\
+  policysearch augment --dataset digits --controller ppo --budget 24 --out runs/digits-ppo
+  policysearch augment --dataset digits --controller random --budget 24 --out runs/digits-random
+  policysearch augment --reward-metric fgsm_accuracy --cost-weight 0.01 --cost-metric seconds""",
+    "schedule": """\
+  policysearch schedule --dataset digits --controller ppo --budget 24 --out runs/digits-lr
+  policysearch train --dataset digits --schedule runs/digits-lr/schedule.json      # open loop
+  policysearch train --dataset digits --schedule runs/digits-lr/controller.json    # closed loop""",
+    "compress": """\
+  policysearch train --dataset digits --model resnet --epochs 15 --save teacher.pt
+  policysearch compress --checkpoint teacher.pt --flops 0.5 --budget 20 --out runs/digits-half
+  policysearch compress --checkpoint teacher.pt --flops 0.25 --controller random --json > half.json""",
+    "demo": """\
+  policysearch demo
+  policysearch demo --controller random --budget 24 --out runs/demo-random
+  policysearch demo --baselines none,trivial --seeds 5 -q""",
+    "datasets": """\
+  policysearch datasets
+  policysearch datasets --data-dir ~/data --json | jq '.[] | select(.available) | .name'""",
+    "models": """\
+  policysearch models
+  policysearch models --json | jq '.[].model'""",
+}
+
+
 class _Parser(argparse.ArgumentParser):
     """An argparse parser whose errors are one line ("policysearch train: error: argument --epochs: ...")
-    like every other user error of the CLI, instead of the usage block followed by the message."""
+    like every other user error of the CLI, instead of the usage block followed by the message.
+    Its sub-command parsers share its help format (defaults shown, registry names listed)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", a.HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -27,7 +83,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="policysearch", description="Learn training policies instead of hand-tuning them."
+        prog="policysearch", description="Learn training policies instead of hand-tuning them.", epilog=CONVENTIONS,
     )
     parser.add_argument("--version", action="version", version=f"policysearch {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -35,13 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one model with a policy and a schedule; report val/test metrics and cost")
     a.add_data_args(p)
     a.add_train_args(p)
-    p.add_argument("--augment", default="none", help="built-in policy name or policy JSON file (default: %(default)s)")
-    p.add_argument("--schedule", default="cosine",
-                   help="built-in schedule name, schedule JSON file, or closed-loop controller.json "
+    p.add_argument("--augment", default="none", type=a.name_or_file(a._augment_policies),
+                   help="augmentation policy: {names}, or a policy JSON file (default: %(default)s)")
+    p.add_argument("--schedule", default="cosine", type=a.name_or_file(a._schedules),
+                   help="LR schedule: {names}, a schedule JSON file, or a closed-loop controller.json "
                         "(default: %(default)s)")
     p.add_argument("--seed", type=a.seed_int, default=0, help="seed of the weights, batch order and augmentation "
                    "(default: %(default)s)")
-    p.add_argument("--save", default=None, help="write a checkpoint (model name, shapes, state_dict) here")
+    p.add_argument("--save", default=None, metavar="FILE",
+                   help="write a checkpoint (model name, shapes, state_dict) here (default: none)")
+    a.add_robustness_arg(p)
     p.add_argument("--trust-pickle", action="store_true",
                    help="open a closed-loop controller zip with SB3's own loader (runs code from the file: "
                         "only for files you trust)")
@@ -52,12 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="train every policy x schedule combination with K seeds; mean ± std")
     a.add_data_args(p)
     a.add_train_args(p)
-    p.add_argument("--augment", default="none,cropflip,trivial", type=a.name_list,
-                   help="comma-separated policies (names or files) (default: %(default)s)")
-    p.add_argument("--schedule", default="cosine", type=a.name_list,
-                   help="comma-separated schedules (names or files) (default: %(default)s)")
-    p.add_argument("--seeds", type=a.positive_int, default=3, help="seeds per combination (default: %(default)s)")
+    p.add_argument("--augment", default="none,cropflip,trivial", type=a.names_or_files(a._augment_policies),
+                   metavar="POLICY,...",
+                   help="comma-separated policies: {names}, or policy JSON files (default: %(default)s)")
+    p.add_argument("--schedule", default="cosine", type=a.names_or_files(a._schedules), metavar="SCHEDULE,...",
+                   help="comma-separated schedules: {names}, or schedule / controller JSON files "
+                        "(default: %(default)s)")
+    p.add_argument("--seeds", type=a.positive_int, default=3, metavar="K",
+                   help="seeds per combination (default: %(default)s)")
     p.add_argument("--seed", type=a.seed_int, default=0, help="first seed (default: %(default)s)")
+    a.add_robustness_arg(p)
+    a.add_parallel_args(p, search=False)
     add_tracking_args(p, search=False)
     a.add_output_args(p)
     p.set_defaults(func=cmd_evaluate)
@@ -66,7 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_data_args(p)
     a.add_train_args(p, epochs=None)
     a.add_search_args(p)
-    p.add_argument("--schedule", default="cosine", help="the child's LR schedule (default: %(default)s)")
+    a.add_parallel_args(p)
+    p.add_argument("--schedule", default="cosine", type=a.name_or_file(a._schedules),
+                   help="the child's LR schedule: {names}, or a schedule JSON file (default: %(default)s)")
     a.add_augment_space_args(p)
     a.add_output_args(p)
     p.set_defaults(func=cmd_augment)
@@ -75,36 +141,42 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_data_args(p)
     a.add_train_args(p, epochs=None)
     a.add_search_args(p)
-    p.add_argument("--lr-min", type=a.positive_number, default=1e-4,
+    a.add_parallel_args(p)
+    p.add_argument("--lr-min", type=a.positive_number, default=1e-4, metavar="LR",
                    help="lowest LR an action can set (default: %(default)s)")
-    p.add_argument("--lr-max", type=a.positive_number, default=1.0,
+    p.add_argument("--lr-max", type=a.positive_number, default=1.0, metavar="LR",
                    help="highest LR an action can set (default: %(default)s)")
-    p.add_argument("--augment", default="none", help="augmentation policy used by the child trainings")
+    p.add_argument("--augment", default="none", type=a.name_or_file(a._augment_policies),
+                   help="augmentation policy of the child trainings: {names}, or a policy JSON file "
+                        "(default: %(default)s)")
     a.add_output_args(p)
     p.set_defaults(func=cmd_schedule)
 
     p = sub.add_parser("compress", help="learn per-layer pruning ratios (AMC), prune for real, distil from the teacher")
-    p.add_argument("--checkpoint", required=True, help="teacher: a file written by `policysearch train --save`")
+    p.add_argument("--checkpoint", required=True, metavar="FILE",
+                   help="teacher: a file written by `policysearch train --save` (required)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="also accept a pickled nn.Module (runs code from the file: only for files you trust)")
     a.add_data_args(p, default_dataset=None)
     a.add_search_args(p, budget=20, segmented=False)
+    a.add_parallel_args(p)
     g = p.add_argument_group("compression")
-    g.add_argument("--flops", type=a.fraction, default=0.5,
+    g.add_argument("--flops", type=a.fraction, default=0.5, metavar="FRACTION",
                    help="FLOPs target as a fraction of the teacher's, in (0, 1] (default: %(default)s)")
-    g.add_argument("--min-keep", type=a.fraction, default=0.2,
+    g.add_argument("--min-keep", type=a.fraction, default=0.2, metavar="RATIO",
                    help="smallest keep ratio per layer, in (0, 1] (default: %(default)s)")
-    g.add_argument("--criterion", default="l2", type=a.name_of("criterion", lambda: ("l2", "l1")),
-                   help="channel importance: l2 | l1 (default: %(default)s)")
-    g.add_argument("--reward", default="acc", type=a.name_of("reward", lambda: ("acc", "error_log_flops")),
-                   help="acc | error_log_flops (default: %(default)s)")
-    g.add_argument("--finetune-steps", type=a.int_at_least(0), default=None,
+    g.add_argument("--criterion", default="l2", type=a.name_of("criterion", a._fixed("l2", "l1")),
+                   help="channel importance: {names} norm (default: %(default)s)")
+    g.add_argument("--reward", default="acc", type=a.name_of("reward", a._fixed("acc", "error_log_flops")),
+                   help="{names}: validation accuracy, or AMC's -(1 - accuracy) x ln FLOPs (default: %(default)s)")
+    g.add_argument("--finetune-steps", type=a.int_at_least(0), default=None, metavar="N",
                    help="distillation steps per episode (default: one epoch)")
-    g.add_argument("--finetune-lr", type=a.positive_number, default=0.01,
+    g.add_argument("--finetune-lr", type=a.positive_number, default=0.01, metavar="LR",
                    help="distillation learning rate (default: %(default)s)")
-    g.add_argument("--finetune-epochs", type=a.non_negative_number, default=3,
+    g.add_argument("--finetune-epochs", type=a.non_negative_number, default=3, metavar="E",
                    help="final distillation of the best plan (default: %(default)s)")
-    g.add_argument("--batch-size", type=a.positive_int, default=128, help="images per step (default: %(default)s)")
+    g.add_argument("--batch-size", type=a.positive_int, default=128, metavar="N",
+                   help="images per step (default: %(default)s)")
     g.add_argument("--device", default="auto", type=a.device_name,
                    help="auto | cpu | cuda[:N] | mps (default: %(default)s)")
     a.add_output_args(p)
@@ -114,14 +186,18 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_data_args(p)
     a.add_train_args(p, epochs=30)
     a.add_search_args(p, budget=24)
+    a.add_parallel_args(p)
     p.set_defaults(val_size=0.2, out="runs/demo")
-    p.add_argument("--search-epochs", type=a.positive_number, default=10,
+    p.add_argument("--search-epochs", type=a.positive_number, default=10, metavar="E",
                    help="length of one child training (default: %(default)s)")
-    p.add_argument("--seeds", type=a.positive_int, default=3, help="seeds per policy in the comparison "
-                   "(default: %(default)s)")
-    p.add_argument("--baselines", default="none,cropflip,trivial,randaugment", type=a.name_list,
-                   help="policies to compare the learned one with (default: %(default)s)")
-    p.add_argument("--schedule", default="cosine", help="LR schedule of every training (default: %(default)s)")
+    p.add_argument("--seeds", type=a.positive_int, default=3, metavar="K",
+                   help="seeds per policy in the comparison (default: %(default)s)")
+    p.add_argument("--baselines", default="none,cropflip,trivial,randaugment", metavar="POLICY,...",
+                   type=a.names_or_files(a._augment_policies),
+                   help="policies to compare the learned one with: {names}, or policy JSON files "
+                        "(default: %(default)s)")
+    p.add_argument("--schedule", default="cosine", type=a.name_or_file(a._schedules),
+                   help="LR schedule of every training: {names}, or a schedule JSON file (default: %(default)s)")
     a.add_augment_space_args(p)
     a.add_output_args(p)
     p.set_defaults(func=cmd_demo)
@@ -129,14 +205,68 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare_parser(sub)
 
     p = sub.add_parser("datasets", help="list data sets and whether each is available locally")
-    p.add_argument("--data-dir", default=None, help="also look in this folder")
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+    p.add_argument("--data-dir", default=None, metavar="DIR", help="also look in this folder (default: none)")
+    a.add_output_args(p, progress=False)
     p.set_defaults(func=cmd_datasets)
 
     p = sub.add_parser("models", help="list the model registry")
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+    a.add_output_args(p, progress=False)
     p.set_defaults(func=cmd_models)
+
+    for name, command in sub.choices.items():
+        if name in EXAMPLES:
+            command.epilog = "examples:\n" + EXAMPLES[name]
     return parser
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at the time (it may be redirected or captured after set-up)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+class _Formatter(logging.Formatter):
+    """INFO lines as plain messages ("downloading ..."); other levels prefixed ("warning: ...")."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        return message if record.levelno == logging.INFO else f"{record.levelname.lower()}: {message}"
+
+
+@contextlib.contextmanager
+def configure_logging(verbosity: int) -> Iterator[None]:
+    """Log to stderr while a command runs: policysearch at INFO by default (WARNING with -q, ERROR with
+    -qq, DEBUG with -v), other libraries at WARNING (DEBUG with -vv). Undone afterwards, so calling
+    `main` from Python leaves the caller's logging as it was."""
+    ours = {-2: logging.ERROR, -1: logging.WARNING, 0: logging.INFO}.get(max(-2, min(verbosity, 1)), logging.DEBUG)
+    theirs = logging.DEBUG if verbosity >= 2 else max(ours, logging.WARNING)
+    handler = _StderrHandler()
+    handler.setFormatter(_Formatter("%(message)s"))
+    package, root = logging.getLogger("policysearch"), logging.getLogger()
+    saved = (package.level, package.propagate, root.level)
+    package.setLevel(ours)
+    package.addHandler(handler)
+    package.propagate = False  # one line per message, not a second copy through a root handler
+    root.setLevel(theirs)
+    root_handler = _StderrHandler() if not root.handlers else None
+    if root_handler is not None:
+        root_handler.setFormatter(_Formatter("%(name)s: %(message)s"))
+        root.addHandler(root_handler)
+    try:
+        yield
+    finally:
+        package.removeHandler(handler)
+        if root_handler is not None:
+            root.removeHandler(root_handler)
+        package.setLevel(saved[0])
+        package.propagate = saved[1]
+        root.setLevel(saved[2])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -149,8 +279,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    verbosity = getattr(args, "verbose", 0) - getattr(args, "quiet", 0)
+    # Under --json the object is the only thing on stdout: everything else printed goes to stderr.
+    json_mode = bool(getattr(args, "json", False))
+    token = a.json_stream.set(sys.stdout if json_mode else None)
+    redirect = contextlib.redirect_stdout(sys.stderr) if json_mode else contextlib.nullcontext()
     try:
-        with tracking_session(args):  # closes the command's trackers (MLflow uploads its artefacts) at the end
+        # tracking_session closes the command's trackers (MLflow uploads its artefacts) at the end
+        with configure_logging(verbosity), redirect, tracking_session(args):
             return args.func(args)
     except PolicySearchError as exc:
         first, *details = str(exc).splitlines() or [type(exc).__name__]
@@ -161,3 +297,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        a.json_stream.reset(token)

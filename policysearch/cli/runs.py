@@ -7,30 +7,43 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from policysearch.cli.arguments import emit_json, positive_int
+from policysearch.cli.arguments import add_output_args, emit_json, positive_int
+
+EXAMPLES = {
+    "compare": """\
+  policysearch compare runs/digits-random runs/digits-tpe runs/digits-ppo
+  policysearch compare runs/a runs/b --plot a-vs-b.png --window 10
+  policysearch compare runs/* --json | jq '.runs[] | {run, controller, "best score"}'""",
+    "pareto": """\
+  policysearch pareto runs/digits-ppo --objectives accuracy,neg_ece
+  policysearch pareto runs/digits-half --objectives accuracy,flops_fraction --json | jq .front""",
+}
 
 
 def add_compare_parser(sub: Any) -> None:
     """Register `compare RUN...` and `pareto RUN` on the main parser's sub-commands."""
     from policysearch.cli.tracking import objective_list
 
-    p = sub.add_parser("compare", help="tabulate and plot search runs side by side: best score, cost, best so far")
+    p = sub.add_parser("compare", help="tabulate and plot search runs side by side: best score, cost, best so far",
+                       epilog="examples:\n" + EXAMPLES["compare"])
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (each with episodes.jsonl)")
     p.add_argument("--plot", default="compare.png",
                    help="the plot: best so far and rolling mean vs child trainings and vs training TFLOPs "
                         "(default: %(default)s)")
     p.add_argument("--window", type=positive_int, default=5,
                    help="rolling mean over this many child trainings (default: %(default)s)")
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+    add_output_args(p, progress=False)
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("pareto", help="the Pareto front of a run's child trainings over chosen objectives")
+    p = sub.add_parser("pareto", help="the Pareto front of a run's child trainings over chosen objectives",
+                       epilog="examples:\n" + EXAMPLES["pareto"])
     p.add_argument("run", metavar="RUN", help="a run folder (with episodes.jsonl)")
     p.add_argument("--objectives", type=objective_list, required=True, metavar="A,B",
-                   help="e.g. accuracy,tflops or accuracy,neg_ece (see policysearch.pareto)")
+                   help="e.g. accuracy,tflops or accuracy,neg_ece; NAME:max / NAME:min for any other "
+                        "figure (required)")
     p.add_argument("--out", default=None,
                    help="folder for pareto.json and pareto.png (default: the run folder)")
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+    add_output_args(p, progress=False)
     p.set_defaults(func=cmd_pareto)
 
 

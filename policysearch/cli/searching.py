@@ -13,7 +13,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from policysearch.cli.arguments import budget, child_kwargs, emit_json, prepare_data, train_config
+from policysearch.cli.arguments import (
+    budget,
+    child_kwargs,
+    emit_json,
+    parallel_kwargs,
+    prepare_data,
+    show_progress,
+    train_config,
+)
 from policysearch.errors import ConfigError, PolicySearchError
 
 EXIT_INTERRUPTED = 130  # stopped by SIGINT / SIGTERM: the run folder is consistent and resumable
@@ -38,6 +46,7 @@ def search_report(result: Any) -> None:
         "controller": s["controller"], "episodes": s["episodes"], "child trainings": s["child_trainings"],
         "best val metric": s["best"]["val_metric"], "best episode": s["best"]["episode"],
         "wall s": s["wall_seconds"], "train TFLOPs": s["train_flops"] / 1e12,
+        f"kWh ({s['energy_source']})": s["energy_kwh"], "kg CO2e": s["co2e_kg"],
         "diverged": s["diverged_episodes"],
     }]))
 
@@ -50,9 +59,9 @@ def search_command(args: argparse.Namespace, data: Any, make_env: Callable[[Any]
 
     env = make_env(data)
     result = run_search(env, args.controller, budget_override or budget(args), out, seed=args.seed,
-                        progress=not args.no_progress, tensorboard=args.tensorboard or False,
+                        progress=show_progress(args), tensorboard=args.tensorboard or False,
                         artefact_name=artefact_name, resume=args.resume, overwrite=args.overwrite,
-                        tracker=command_tracker(args, out), objectives=args.objectives)
+                        tracker=command_tracker(args, out), objectives=args.objectives, **parallel_kwargs(args))
     search_report(result)
     return env, result
 
@@ -249,11 +258,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"{args.epochs:g} epochs each, scored on the {len(data.y_test)} held-out test images")
     seeds = list(range(args.seed, args.seed + args.seeds))
     entries = compare(data, config, [str(policy_path), *args.baselines], [args.schedule], seeds, args.epochs,
-                      progress=not args.no_progress)
+                      progress=show_progress(args), workers=args.workers, threads_per_worker=args.threads_per_worker)
     entries[0]["augment"] = "learned"
     print(format_table(comparison_rows(entries)))
     write_json(out / "comparison.json", {"dataset": data.describe(), "search": result.summary, "results": entries})
-    png = plot_comparison(entries, "accuracy", out / "comparison.png", title=f"{data.name}: test accuracy")
+    png = plot_comparison(entries, out / "comparison.png", title=f"{data.name}: learned policy vs baselines",
+                          note=f"{len(data.y_test)} test images, {config.model}")
     learned = entries[0]["test"]["accuracy"]["mean"]
     best_base = max(entries[1:], key=lambda e: e["test"]["accuracy"]["mean"]) if len(entries) > 1 else None
     if best_base is not None:

@@ -81,7 +81,7 @@ def add_tracking_args(g: Any, search: bool) -> None:
         g.add_argument("--objectives", type=objective_list, default=None, metavar="A,B",
                        help="also write the Pareto front of the child trainings over these objectives "
                             "(pareto.json, pareto.png, pareto/), e.g. accuracy,tflops or accuracy,neg_ece; "
-                            "tpe then searches a multi-objective study (see policysearch.pareto)")
+                            "tpe then searches a multi-objective study (default: none)")
 
 
 def check_tracking_options(args: argparse.Namespace) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from policysearch.cli.arguments import emit_json, prepare_data, train_config
+from policysearch.cli.arguments import emit_json, prepare_data, show_progress, train_config
 from policysearch.cli.tracking import command_tracker
 
 EXIT_DIVERGED = 3
@@ -13,7 +13,8 @@ EXIT_DIVERGED = 3
 
 def cmd_train(args: argparse.Namespace) -> int:
     from policysearch.checkpoint import save_checkpoint
-    from policysearch.compare import policy_label
+    from policysearch.compare import policy_label, robustness_settings
+    from policysearch.energy import EnergyMeter
     from policysearch.files import check_output_file
     from policysearch.policies.adaptive import resolve_schedule
     from policysearch.policies.augment import load_policy
@@ -28,15 +29,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     schedule = resolve_schedule(args.schedule, base_lr=config.lr, trust_pickle=args.trust_pickle)
     data = prepare_data(args)
     tracker = command_tracker(args, artefacts=(args.save, args.augment, args.schedule))
-    result = train_run(data, config, args.epochs, policy, schedule, progress=not args.no_progress, tracker=tracker)
+    with EnergyMeter(data.device) as meter:
+        result = train_run(data, config, args.epochs, policy, schedule, progress=show_progress(args),
+                           tracker=tracker)
+    cost = {**result.cost, **meter.stop()}
+    if args.robustness is not None and not result.diverged:
+        from policysearch.robustness import attack_accuracy
+
+        result.test.update(attack_accuracy(result.model, data, "test", args.robustness, seed=args.seed))
     rows = [{"split": split, **metrics} for split, metrics in (("val", result.val), ("test", result.test))]
+    augment = policy_label(args.augment)
     print(f"{data.name} ({len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test, "
           f"from {data.source}, fingerprint {data.fingerprint[:12]}) · {config.model} · "
-          f"augment {policy_label(args.augment)} · "
+          f"augment {augment} · "
           f"schedule {args.schedule} · {args.epochs:g} epochs · seed {args.seed}")
-    print(format_table(rows))
-    cost = result.cost
+    print(format_table(rows, columns=list(rows[-1])))  # the test row may have the attack columns too
+    if args.robustness is not None:
+        print(f"fgsm / pgd: test accuracy under attack at eps {args.robustness:g} ([0, 1] pixels; PGD 10 steps)")
     print(f"cost: {cost['seconds']:.1f} s, {cost['images']:,} images, {cost['train_flops']:.3g} training FLOPs, "
+          f"{cost['energy_kwh']:.3g} kWh, {cost['co2e_kg']:.3g} kg CO2e ({cost['energy_source']}), "
           f"{cost['params']:,} parameters, peak memory {cost['peak_memory_mb']:.0f} MB")
     if result.diverged:
         print(f"training diverged: {result.diverged}", file=sys.stderr)
@@ -50,9 +61,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         save_checkpoint(args.save, result.model, config.model, data.input_shape, data.num_classes, info)
         print(f"saved {args.save}")
     if args.json:
+        extra = {"robustness": robustness_settings(args.robustness)} if args.robustness is not None else {}
         emit_json({"val": result.val, "test": result.test, "cost": cost, "dataset": data.describe(),
-                   "config": result.config, "augment": policy_label(args.augment), "schedule": args.schedule,
-                   "epochs": args.epochs, "seed": args.seed, "diverged": result.diverged})
+                   "config": result.config, "augment": augment, "schedule": args.schedule,
+                   "epochs": args.epochs, "seed": args.seed, "diverged": result.diverged, **extra})
     return EXIT_DIVERGED if result.diverged else 0
 
 
@@ -76,11 +88,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     check_policies(args.augment, args.schedule, config.lr)
     data = prepare_data(args)
     tracker = command_tracker(args, artefacts=(*args.augment, *args.schedule))
-    entries = compare(data, config, args.augment, args.schedule, seeds, args.epochs, progress=not args.no_progress,
+    entries = compare(data, config, args.augment, args.schedule, seeds, args.epochs, progress=show_progress(args),
+                      robustness=args.robustness, workers=args.workers, threads_per_worker=args.threads_per_worker,
                       tracker=tracker)
     print(f"{data.name}: {len(data.y_train)} train / {len(data.y_test)} test images · {config.model} · "
-          f"{args.epochs:g} epochs · seeds {seeds[0]}..{seeds[-1]} (test split, mean ± std)")
+          f"{args.epochs:g} epochs · seeds {seeds[0]}..{seeds[-1]} (test split, mean ± std; cost per run)")
     print(format_table(comparison_rows(entries)))
+    if args.robustness is not None:
+        print(f"fgsm / pgd: test accuracy under attack at eps {args.robustness:g} ([0, 1] pixels; PGD 10 steps)")
     if args.json:
         emit_json({"dataset": data.describe(), "config": {k: v for k, v in vars(args).items() if k != "func"},
                    "results": entries})

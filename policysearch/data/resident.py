@@ -6,19 +6,20 @@ work happens after this point, and everything that trains on the data runs where
 
 from __future__ import annotations
 
-import numbers
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from policysearch.checks import check_choice, is_int
 from policysearch.data.lookup import load_dataset
 from policysearch.data.raw import RawDataset
 from policysearch.data.sources import DATASETS
 from policysearch.data.splits import stratified_split, stratified_subset
 from policysearch.device import resolve_device
-from policysearch.errors import ConfigError, UnknownNameError
+from policysearch.errors import ConfigError
 
 __all__ = ["DeviceData", "prepare"]
 
@@ -89,9 +90,17 @@ class DeviceData:
         Raises:
             UnknownNameError: Any other split name (a :class:`ConfigError`).
         """
-        if split not in _SPLITS:
-            raise UnknownNameError("split", str(split), _SPLITS)
+        check_choice("split", split, _SPLITS)
         return getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+
+    def to(self, device: str | torch.device) -> DeviceData:
+        """The same splits on another device (a copy; `self` is unchanged)."""
+        dev = resolve_device(device)
+        if dev == self.device:
+            return self
+        tensors = {name: getattr(self, name).to(dev) for name in
+                   ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "mean", "std")}
+        return dataclasses.replace(self, **tensors, device=dev)
 
     def describe(self) -> dict[str, Any]:
         """JSON-able summary for run configs and provenance."""
@@ -182,11 +191,10 @@ def prepare(
 
     x_test, y_test = raw.x_test, raw.y_test
     if test_size is not None:
-        if isinstance(test_size, bool) or not isinstance(test_size, numbers.Integral):
-            raise ConfigError(f"test_size must be an integer or None; got {test_size!r}.")
-        if not 1 <= int(test_size) <= len(y_test):
+        if not is_int(test_size) or not 1 <= test_size <= len(y_test):
             raise ConfigError(
-                f"test_size must be between 1 and the {len(y_test)} test images; got {test_size}."
+                f"test_size is {test_size!r}, expected an int between 1 and the {len(y_test)} test images "
+                "(or None: all of them)."
             )
         if int(test_size) < len(y_test):
             keep = stratified_subset(y_test, int(test_size), _TEST_SUBSET_SEED)

@@ -6,11 +6,10 @@ rounded by largest remainder, so the same seed gives the same indices on any mac
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import torch
 
+from policysearch.checks import check_int, is_int, is_number
 from policysearch.data.raw import labels_to_int64
 from policysearch.errors import ConfigError
 
@@ -50,9 +49,7 @@ def _allocate(counts: np.ndarray, total: int, caps: np.ndarray, at_least_one: bo
 
 def check_seed(seed: object) -> int:
     """``seed`` as an int, or a ConfigError unless it is a non-negative integer (bools refused)."""
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or int(seed) < 0:
-        raise ConfigError(f"seed must be a non-negative integer; got {seed!r}.")
-    return int(seed)
+    return check_int("seed", seed, 0)
 
 
 def stratified_split(
@@ -89,19 +86,12 @@ def stratified_split(
     k = len(values)
     capacity = n - k  # every class keeps one training sample
 
-    if isinstance(val_size, bool) or not isinstance(val_size, numbers.Real):
-        raise ConfigError(f"val_size must be a fraction in (0, 1) or a count; got {val_size!r}.")
-    if isinstance(val_size, numbers.Integral):
+    if is_int(val_size) and val_size >= 1:
         n_val = int(val_size)
-        if n_val < 1:
-            raise ConfigError(f"val_size must be at least 1 sample; got {n_val}.")
-    else:
-        if not 0 < float(val_size) < 1:
-            raise ConfigError(
-                f"val_size as a fraction must be in (0, 1); got {val_size!r} "
-                "(pass an int for a sample count)."
-            )
+    elif is_number(val_size) and not is_int(val_size) and 0 < val_size < 1:
         n_val = max(1, round(float(val_size) * n))
+    else:
+        raise ConfigError(f"val_size is {val_size!r}, expected a fraction in (0, 1) or a count >= 1")
     if n_val > capacity:
         raise ConfigError(
             f"val_size {val_size!r} asks for {n_val} of {n} samples, but at most {capacity} can "
@@ -120,15 +110,13 @@ def stratified_split(
     pools = [s[a:] for s, a in zip(shuffled, val_alloc, strict=True)]
 
     if train_size is not None:
-        if isinstance(train_size, bool) or not isinstance(train_size, numbers.Integral):
-            raise ConfigError(f"train_size must be an integer or None; got {train_size!r}.")
         pool_counts = counts - val_alloc
         available = int(pool_counts.sum())
-        if not k <= int(train_size) <= available:
+        if not is_int(train_size) or not k <= train_size <= available:
             raise ConfigError(
-                f"train_size must be between the number of classes ({k}) and the samples left "
-                f"after validation ({available}); got {train_size}. Lower train_size or "
-                "val_size, or pass train_size=None to use all."
+                f"train_size is {train_size!r}, expected an int between the number of classes ({k}) and the "
+                f"samples left after validation ({available}); lower train_size or val_size, or pass "
+                "train_size=None to use all."
             )
         train_alloc = _allocate(pool_counts, int(train_size), pool_counts, at_least_one=True)
         pools = [p[:a] for p, a in zip(pools, train_alloc, strict=True)]

@@ -7,13 +7,13 @@ is carved with the caller's ``seed``.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from policysearch.checks import check_number
 from policysearch.data.raw import ArrayLike, RawDataset, images_to_nchw_uint8, labels_to_int64, make_raw, to_numpy
 from policysearch.data.splits import stratified_split
 from policysearch.errors import ConfigError
@@ -35,8 +35,8 @@ def _from_arrays(
 ) -> RawDataset:
     if (x_test is None) != (y_test is None):
         raise ConfigError("give both x_test and y_test, or neither (a test split is then carved).")
-    if x_test is None and not (isinstance(test_fraction, numbers.Real) and 0 < test_fraction < 1):
-        raise ConfigError(f"test_fraction must be in (0, 1); got {test_fraction!r}.")
+    if x_test is None:
+        check_number("test_fraction", test_fraction, 0.0, 1.0, low_open=True, high_open=True)
     xs = {"train": images_to_nchw_uint8(x_train, "x_train")}
     ys = {"train": labels_to_int64(y_train, "y_train")}
     if x_test is not None and y_test is not None:

@@ -1,0 +1,85 @@
+"""Population-based search: truncation selection, explore in bounds, start at the centre, exploit
+copies the whole child, the export replays the inherited schedule, deterministic for a seed."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from policysearch.errors import ConfigError
+from policysearch.population import PBTController, explore, truncation_pairs
+from policysearch.search import Budget, SearchVecEnv, run_search
+from policysearch.workers import ProcessPool
+
+
+def _env(digits, episode_length: int = 4):
+    return gym.make("policysearch/Augment-v0", data=digits, model="mlp", episode_length=episode_length,
+                    steps_per_segment=2, batch_size=32)
+
+
+def test_truncation_pairs_copy_top_into_bottom() -> None:
+    scores = np.array([0.5, 0.9, 0.1, 0.7, np.nan, 0.3, 0.8, 0.2])
+    pairs = truncation_pairs(scores)  # 8 members: top 2 -> bottom 2, best into worst
+    assert pairs == [(1, 4), (6, 2)]
+    assert truncation_pairs(np.array([0.2, 0.4])) == [(1, 0)]
+    assert truncation_pairs(np.array([0.5])) == []
+
+
+def test_explore_stays_in_bounds_and_moves() -> None:
+    rng = np.random.default_rng(0)
+    base = np.array([-1.0, 0.0, 0.99, 1.0], dtype=np.float32)
+    out = np.stack([explore(base, rng) for _ in range(500)])
+    assert out.min() >= -1.0 and out.max() <= 1.0 and out.dtype == np.float32
+    inner = np.array([-0.5, 0.0, 0.3, 0.5], dtype=np.float32)
+    moved = np.stack([explore(inner, rng) for _ in range(500)])
+    assert (np.abs(moved - inner) > 1e-6).mean() > 0.99  # every knob moves (inside the box)
+    same = explore(base, np.random.default_rng(0), resample=0.0, shift=0.0)
+    assert np.array_equal(same, base)
+
+
+def test_exploit_copies_the_whole_child(digits) -> None:
+    env = _env(digits)
+    spec = env.spec
+    pool = ProcessPool(lambda: gym.make(spec).unwrapped, 2)
+    recorder = SearchVecEnv(env, pool, Budget(child_trainings=4), progress=False, controller="pbt")
+    try:
+        recorder.seed(0)
+        recorder.reset()
+        rng = np.random.default_rng(1)
+        recorder.step(np.stack([rng.uniform(-1, 1, env.action_space.shape) for _ in range(2)]).astype(np.float32))
+        recorder.copy_child(0, 1)
+        same = rng.uniform(-1, 1, env.action_space.shape).astype(np.float32)
+        obs, rewards, _, infos = recorder.step(np.stack([same, same]))
+        assert np.array_equal(obs[0], obs[1]) and rewards[0] == rewards[1]
+        assert infos[0]["val"] == infos[1]["val"]  # bit-identical continuation of the copied child
+        states = recorder.env_method("get_state")
+        for a, b in zip(states[0]["trainer"]["model"].values(), states[1]["trainer"]["model"].values()):
+            assert torch.equal(a, b)
+        assert recorder._current[1]["inherited"] == [{"segment": 1, "from_worker": 0}]
+    finally:
+        recorder.close()
+
+
+def test_pbt_search_starts_at_the_centre_exports_the_inherited_schedule_and_is_deterministic(digits, tmp_path):
+    runs = [run_search(_env(digits), "pbt", Budget(child_trainings=4), tmp_path / f"r{k}", seed=5, progress=False,
+                       workers=4) for k in range(2)]
+    first = runs[0]
+    for record in first.episodes:
+        assert record["steps"][0]["controller_action"] == [0.0] * len(record["steps"][0]["controller_action"])
+    assert any(record["inherited"] for record in first.episodes)  # somebody copied somebody
+    best = max(first.episodes, key=lambda e: e["score"])
+    assert first.artefact.starts == tuple(i / 4 for i in range(4))  # one piece per segment, inherited ones too
+    assert len(best["steps"]) == 4
+    strip = lambda eps: [{k: v for k, v in e.items() if k not in ("seconds", "elapsed", "run_id")} for e in eps]  # noqa: E731
+    assert [[s["controller_action"] for s in e["steps"]] for e in strip(runs[0].episodes)] == \
+        [[s["controller_action"] for s in e["steps"]] for e in strip(runs[1].episodes)]
+    assert [e["metric"] for e in runs[0].episodes] == [e["metric"] for e in runs[1].episodes]
+
+
+def test_pbt_needs_a_population_and_segments(digits) -> None:
+    with pytest.raises(ConfigError, match="population"):
+        run_search(_env(digits), "pbt", Budget(child_trainings=2), None, progress=False)
+    with pytest.raises(ConfigError, match="interval"):
+        PBTController(interval=0)
