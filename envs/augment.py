@@ -1,123 +1,32 @@
-"""`policysearch/Augment-v0`: learn an augmentation policy by training a real child model.
+"""`policysearch/Augment-v1` (and the earlier `Augment-v0`): learn an augmentation policy by
+training a real child model.
 
-See `AugmentEnv` for the model card.
+See `AugmentEnv` for the model card; the action spaces (`policysearch.envs.augment_space`, importable
+from here) are `FullSpace` and `SmallSpace` (v1) and `AugmentSpace` (v0, kept as it was so that v0
+runs stay reproducible).
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from gymnasium import spaces
 
-from policysearch.checks import check_choice, check_int, check_number
+from policysearch.checks import check_choice
+from policysearch.envs.augment_space import SPACES, AugmentSpace, FullSpace, SmallSpace
 from policysearch.envs.base import ChildConfig, ChildTrainingEnv, state_fields
 from policysearch.errors import ConfigError
 from policysearch.metrics import cost_units, reward_value
-from policysearch.policies.augment import MAGNITUDE_SCALES, OPS, TRIVIAL_OPS, AugmentPolicy
+from policysearch.policies.augment import TRIVIAL_OPS, AugmentPolicy
 from policysearch.search_env import MODES
+
+__all__ = ["AugmentEnv", "AugmentEnvV0", "AugmentSpace", "FullSpace", "SmallSpace"]
 
 log = logging.getLogger(__name__)
 
-
-def _unit(a: float) -> float:
-    """Map an action coordinate in [-1, 1] to [0, 1]."""
-    return float(np.clip((a + 1.0) / 2.0, 0.0, 1.0))
-
-
-@dataclass(frozen=True)
-class AugmentSpace:
-    """The action space of Augment-v0 and its mapping to an `AugmentPolicy`.
-
-    An action is a vector in [-1, 1]^(2K+4) for K ops; each coordinate a maps to u = (a+1)/2:
-
-    | index      | knob                      | value                                        |
-    |------------|---------------------------|----------------------------------------------|
-    | 0 .. K-1   | probability of op k       | u^2                                          |
-    | K .. 2K-1  | strength of op k          | u: fraction of the op's widest departure     |
-    |            |                           | from identity (both signs if two-sided)      |
-    | 2K         | crop (pad-and-crop shift) | u * max_crop of the image side               |
-    | 2K+1       | horizontal flip           | probability u^2                              |
-    | 2K+2       | mixup                     | probability u^2 * max_mix (alpha mixup_alpha)|
-    | 2K+3       | cutmix                    | probability u^2 * max_mix (alpha cutmix_alpha)|
-
-    Probabilities are squared so that the centre of the box (where an untrained agent starts)
-    is a mild policy (probability 0.25) rather than a coin flip for every op, and that "off"
-    stays reachable with precision.
-
-    The policy draws, per sample, `ops_per_sample` ops uniformly from the K ops and applies each
-    with its probability at its strength, as kornia-format sub-policies (every ordered tuple of ops
-    is one sub-policy), so the exported file loads in kornia's AutoAugment.
-    """
-
-    ops: tuple[str, ...] = TRIVIAL_OPS
-    ops_per_sample: int = 1
-    magnitude_scale: str = "standard"
-    max_crop: float = 0.25
-    max_mix: float = 0.5
-    mixup_alpha: float = 1.0
-    cutmix_alpha: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not self.ops or len(set(self.ops)) != len(self.ops):
-            raise ConfigError(f"ops is {self.ops!r}, expected at least one augmentation op, each at most once")
-        for op in self.ops:
-            check_choice("augmentation op", op, OPS)
-        check_int("ops_per_sample", self.ops_per_sample, 1, 3)
-        check_choice("magnitude scale", self.magnitude_scale, MAGNITUDE_SCALES)
-        check_number("max_crop", self.max_crop, 0.0, 0.5)
-        check_number("max_mix", self.max_mix, 0.0, 0.5)
-        for name in ("mixup_alpha", "cutmix_alpha"):  # checked here too: a bad one would fail only at the first step
-            check_number(name, getattr(self, name), 0.0, low_open=True)
-
-    @property
-    def dim(self) -> int:
-        return 2 * len(self.ops) + 4
-
-    def box(self) -> spaces.Box:
-        return spaces.Box(-1.0, 1.0, shape=(self.dim,), dtype=np.float32)
-
-    def decode(self, action: Any) -> dict[str, Any]:
-        """The knobs an action sets, as plain JSON-able values (logged for every decision)."""
-        a = np.asarray(action, dtype=np.float64).reshape(-1)
-        if a.shape != (self.dim,) or not np.all(np.isfinite(a)):
-            shown = f"{a[:4].tolist()}{'...' if a.size > 4 else ''}"
-            raise ConfigError(f"action is {shown} (shape {a.shape}), expected {self.dim} finite numbers")
-        k = len(self.ops)
-        return {
-            "op_probability": {op: round(_unit(a[i]) ** 2, 4) for i, op in enumerate(self.ops)},
-            "op_strength": {op: round(_unit(a[k + i]), 4) for i, op in enumerate(self.ops)},
-            "crop": round(_unit(a[2 * k]) * self.max_crop, 4),
-            "flip": round(_unit(a[2 * k + 1]) ** 2, 4),
-            "mixup": round(_unit(a[2 * k + 2]) ** 2 * self.max_mix, 4),
-            "cutmix": round(_unit(a[2 * k + 3]) ** 2 * self.max_mix, 4),
-        }
-
-    def policy(self, knobs: dict[str, Any], name: str = "learned") -> AugmentPolicy:
-        """The AugmentPolicy that `knobs` (from `decode`) describe."""
-        choices = []
-        for op in self.ops:
-            p, s = knobs["op_probability"][op], knobs["op_strength"][op]
-            spec = OPS[op]
-            bins: list[int | None] = (
-                [None] if spec.standard is None else list(spec.strength_bins(s, self.magnitude_scale)))
-            # Two entries per op keep the op draw uniform when only some ops are two-sided.
-            choices += [[(op, p, bins[i % len(bins)])] for i in range(2)]
-        subs = [list(itertools.chain.from_iterable(combo))
-                for combo in itertools.product(choices, repeat=self.ops_per_sample)]
-        return AugmentPolicy(
-            subs,
-            crop=knobs["crop"],
-            flip=knobs["flip"],
-            mixup=(knobs["mixup"], self.mixup_alpha),
-            cutmix=(knobs["cutmix"], self.cutmix_alpha),
-            magnitude_scale=self.magnitude_scale,
-            name=name,
-        )
 
 
 class AugmentEnv(ChildTrainingEnv):
@@ -131,11 +40,21 @@ class AugmentEnv(ChildTrainingEnv):
     child training of `episode_length * steps_per_segment` steps, and the episode ends after it.
 
     ## Action Space
-    `Box(-1, 1, (2K+4,), float32)` for K ops; the mapping to the policy is `AugmentSpace`'s table:
-    per-op probability and strength, crop, flip, mixup and cutmix probabilities.
+    The centre of the box (all zeros) is **no augmentation**: every probability is ``max(0, a)^2``,
+    so an untrained agent starts from the identity policy. `space` picks the box:
+
+    | space   | box                          | knobs (the tables are `FullSpace`'s and `SmallSpace`'s)  |
+    |---------|------------------------------|----------------------------------------------------------|
+    | "full"  | `Box(-1, 1, (2K+6,))`, K ops | per-op probability and strength, crop, flip, mixup,       |
+    |         |                              | cutmix, erasing probability and erased area               |
+    | "small" | `Box(-1, 1, (5,))`           | ops per sample N, one magnitude M, probability of         |
+    |         |                              | applying, erasing probability, mix probability            |
+
+    Augment-v0's box is `AugmentSpace`'s `(2K+4,)`, whose centre turns everything on (see Version
+    History).
 
     ## Observation Space
-    `Box(-10, 10, (8 + 2K+4,), float32)`:
+    `Box(-10, 10, (8 + D,), float32)`, D the action's size:
 
     | index | observation                                                     |
     |-------|-----------------------------------------------------------------|
@@ -169,7 +88,9 @@ class AugmentEnv(ChildTrainingEnv):
       child's training.
     - `train_size`*, `val_size`*, `data_dir`*, `split_seed`*: the proxy task and its fixed split.
     - `device`*: "cpu", "cuda", "auto".
-    - `ops`: subset of the op table; `ops_per_sample`, `magnitude_scale`: see `AugmentSpace`.
+    - `space`: "full" (default) or "small" (`SmallSpace`: for tiny budgets; it searches the ops per
+      sample itself, so `ops_per_sample` stays 1). Augment-v0 has only its own full space.
+    - `ops`: subset of the op table; `ops_per_sample`, `magnitude_scale`: see `FullSpace`.
     - `mode`, `episode_length`*, `steps_per_segment`* (default: one epoch of the training split).
     - `reward_metric`*: "accuracy", "macro_f1", "neg_ece", "neg_nll", "fgsm_accuracy" (FGSM at eps 8/255).
     - `cost_weight`*, `cost_metric`*: optional cost term ("seconds" or "tflops").
@@ -179,10 +100,15 @@ class AugmentEnv(ChildTrainingEnv):
       differ only by their actions, which makes rewards far less noisy on small proxies).
 
     ## Version History
-    - v0: initial version.
+    - v1: the centre of the action box is no augmentation (probabilities ``max(0, a)^2`` instead of
+      ``((a+1)/2)^2``; crop ``max(0, a) * max_crop``); random erasing (probability and area) joins
+      the full space, so the box is ``(2K+6,)``; `space="small"`.
+    - v0: initial version (`AugmentEnvV0`): `AugmentSpace`, whose centre turns every op, crop, flip,
+      mixup and cutmix on with probability 0.25; still registered, unchanged.
     """
 
-    ENV_ID = "policysearch/Augment-v0"
+    ENV_ID = "policysearch/Augment-v1"
+    NAMED_SPACES: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -194,6 +120,7 @@ class AugmentEnv(ChildTrainingEnv):
         magnitude_scale: str = "standard",
         mode: str = "schedule",
         lr_schedule: str = "cosine",
+        space: str = "full",
         **child_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -201,19 +128,31 @@ class AugmentEnv(ChildTrainingEnv):
 
         child = self._child_config(child, child_kwargs)
         check_choice("mode", mode, MODES)
-        self.space = AugmentSpace(tuple(ops or TRIVIAL_OPS), ops_per_sample, magnitude_scale)
+        self.space = self._make_space(space, tuple(ops or TRIVIAL_OPS), ops_per_sample, magnitude_scale)
         self._setup_child_training(child, data)
         self.mode = mode
         self.lr_schedule = load_schedule(lr_schedule, base_lr=self.config.lr or 0.1)
         self.action_space = self.space.box()
         self.observation_space = spaces.Box(-10.0, 10.0, shape=(8 + self.space.dim,), dtype=np.float32)
         self.spec_kwargs.update(lr_schedule=lr_schedule)
+        if self.NAMED_SPACES:  # describe()'s "space" holds the space's fields; this names which one
+            self.spec_kwargs.update(action_space=space)
         self._segment = 0
         self._last_action = np.zeros(self.space.dim, dtype=np.float32)
         self._last_reward = 0.0
         self._metric = 0.0
         self._val: dict[str, float] = {}
         self._train_loss = math.log(self.data.num_classes)
+
+    @staticmethod
+    def _make_space(space: str, ops: tuple[str, ...], ops_per_sample: int, magnitude_scale: str) -> Any:
+        check_choice("space", space, SPACES)
+        if space == "full":
+            return FullSpace(ops, ops_per_sample, magnitude_scale)
+        if ops_per_sample != 1:
+            raise ConfigError(f"ops_per_sample is {ops_per_sample!r}; space='small' searches the ops per sample "
+                              "itself (1..2), so leave ops_per_sample at 1")
+        return SmallSpace(ops, magnitude_scale=magnitude_scale)
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
@@ -324,3 +263,19 @@ class AugmentEnv(ChildTrainingEnv):
                   for i, s in enumerate(steps)]
         return AugmentPolicy(schedule=pieces, magnitude_scale=self.space.magnitude_scale, name="learned",
                              provenance=provenance)
+
+
+class AugmentEnvV0(AugmentEnv):
+    """`policysearch/Augment-v0`: `AugmentEnv` with its first action space, `AugmentSpace` (the centre
+    of the box turns everything on; no erasing knobs). Kept unchanged so that v0 runs, their child
+    states and their resumes stay reproducible; new searches use Augment-v1."""
+
+    ENV_ID = "policysearch/Augment-v0"
+    NAMED_SPACES: ClassVar[bool] = False  # v0's settings, and so its child states, stay as they were
+
+    @staticmethod
+    def _make_space(space: str, ops: tuple[str, ...], ops_per_sample: int, magnitude_scale: str) -> Any:
+        if space != "full":
+            raise ConfigError(f"space is {space!r}; policysearch/Augment-v0 has only its full space: "
+                              "use policysearch/Augment-v1 for space='small'")
+        return AugmentSpace(ops, ops_per_sample, magnitude_scale)

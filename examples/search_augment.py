@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import gymnasium as gym
 
-import policysearch  # noqa: F401  (registers policysearch/Augment-v0)
+import policysearch  # noqa: F401  (registers policysearch/Augment-v1)
 from policysearch.search import Budget, run_search
 
 
@@ -18,6 +18,7 @@ class Args:
     dataset: str = "digits"
     model: str = "cnn"
     controller: str = "ppo"  # ppo | sac | a2c | random | tpe/cmaes (static mode)
+    space: str = "full"  # full | small (5 knobs, for tiny budgets); the centre action is no augmentation
     child_trainings: int = 12
     episode_length: int = 4  # segments per child training; one action per segment
     steps_per_segment: int = 20
@@ -27,7 +28,8 @@ class Args:
 
 def main(args: Args) -> None:
     env = gym.make(
-        "policysearch/Augment-v0",
+        "policysearch/Augment-v1",
+        space=args.space,
         dataset=args.dataset,
         model=args.model,
         val_size=0.2,

@@ -4,16 +4,26 @@ A policy is
 
 * a crop / flip base (random shift with zero padding, i.e. pad-and-crop, and a horizontal flip),
 * a list of sub-policies in kornia's AutoAugment form ``[(op_name, probability, magnitude_bin), ...]``
-  (the list loads unchanged into ``kornia.augmentation.auto.AutoAugment(policy=...)``), of which
-  **one is drawn per sample** (kornia and torchvision draw one per batch),
+  (`kornia_policy()` gives lists that load into ``kornia.augmentation.auto.AutoAugment(policy=...)``),
+  of which **one is drawn per sample** (kornia and torchvision draw one per batch),
+* random erasing (cutout) per sample, with kornia's `RandomErasing` semantics (probability, range of
+  the erased area fraction, range of the box's aspect ratio, fill value 0),
 * mixup and cutmix (probability, alpha) that return soft targets, and
 * optionally a schedule: ``(start_progress, policy)`` pieces over training progress in [0, 1].
+
+Order per batch: crop, flip, one sub-policy per sample, erasing, then mixup / cutmix. Erasing and
+crop are not op-table entries: kornia's AutoAugment has no such ops, so a sub-policy holding one
+would no longer load there.
+
+File format: version 1 has no erasing; a policy that erases anywhere is written as version 2 (with
+an ``erasing`` object in every body), so an older reader refuses it rather than silently dropping
+the erasing. Both versions are read; a missing ``erasing`` means off.
 
 Magnitudes follow kornia's convention: bin ``b`` in ``0..9`` selects the interval
 ``[lo + (hi-lo)*b/10, lo + (hi-lo)*(b+1)/10]`` of the op's range, and the value is drawn uniformly
 inside it for every sample. `OPS` is the one table of ops: each entry holds the op's magnitude ranges
-and its batched kernel (`policysearch.policies.ops`), so adding an op is adding one entry; nothing else
-hard-codes ranges or dispatches on op names.
+and its batched kernel; it lives with the kernels in `policysearch.policies.ops` (and is importable
+from here), so adding an op is adding one entry; nothing else hard-codes ranges or dispatches on op names.
 Operations follow PIL's semantics (what AutoAugment was searched with); kornia's own wrappers differ
 in a few scalings (e.g. they read shear fractions as degrees / 180), so a policy run through kornia's
 AutoAugment is the same policy with kornia's op implementations, not a bit-identical replay.
@@ -23,8 +33,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -36,75 +46,23 @@ from policysearch.checks import check_choice, check_int, check_number, check_pro
 from policysearch.errors import ConfigError, PolicyFormatError, UnknownNameError
 from policysearch.policies import ops
 from policysearch.policies.artifact import JsonArtefact, read_provenance, require, unwrap, wrap
+from policysearch.policies.ops import MAGNITUDE_SCALES, NUM_BINS, OP_NAMES, OPS, TRIVIAL_OPS, OpSpec, apply_ops
 
-NUM_BINS = 10
-"""Magnitude bins per op, as in kornia's AutoAugment (an 11-point scale, bins 0..9)."""
-
-MAGNITUDE_SCALES = ("standard", "wide")
-
-
-@dataclass(frozen=True)
-class OpSpec:
-    """One augmentation op: its magnitude ranges, the magnitude at which it does nothing, its kernel.
-
-    ``kernel`` is a function of `policysearch.policies.ops`: for a geometric op it maps magnitudes to
-    2x3 pixel-space matrices (all geometric ops of a stage then share one warp), for a colour op it
-    maps ``(images, magnitudes)`` to images.
-    """
-
-    name: str
-    geometric: bool
-    standard: tuple[float, float] | None  # kornia / AutoAugment range; None: the op has no magnitude
-    wide: tuple[float, float] | None  # TrivialAugment-wide range
-    neutral: float | None  # magnitude that leaves the image unchanged
-    unit: str
-    kernel: Callable[..., torch.Tensor]
-
-    def range(self, scale: str) -> tuple[float, float] | None:
-        return self.standard if scale == "standard" else self.wide
-
-    def strength_bins(self, strength: float, scale: str = "standard") -> list[int]:
-        """Bins whose magnitude departs from `neutral` by `strength` (0..1) of the widest
-        departure the range allows, on both sides when the range has two."""
-        rng = self.range(scale)
-        if rng is None or self.neutral is None:
-            return [0]
-        lo, hi = rng
-        bins = set()
-        for end in (lo, hi):
-            if abs(end - self.neutral) < 1e-12:
-                continue
-            value = self.neutral + strength * (end - self.neutral)
-            bins.add(min(NUM_BINS - 1, max(0, int((value - lo) / (hi - lo) * NUM_BINS))))
-        return sorted(bins)
+# The op table lives with its kernels in `ops`; its names stay importable from here.
+__all__ = [
+    "BUILTIN_POLICIES", "ERASING_RATIO", "ERASING_SCALE", "MAGNITUDE_SCALES", "NUM_BINS", "OPS", "OP_NAMES",
+    "TRIVIAL_OPS", "AugmentPolicy", "OpSpec", "apply_ops", "builtin_policy", "load_policy", "rand_augment",
+    "trivial_augment",
+]
 
 
-OPS: dict[str, OpSpec] = {
-    op.name: op
-    for op in (
-        OpSpec("shear_x", True, (-0.3, 0.3), (-0.99, 0.99), 0.0, "shear factor", ops.shear_x),
-        OpSpec("shear_y", True, (-0.3, 0.3), (-0.99, 0.99), 0.0, "shear factor", ops.shear_y),
-        OpSpec("translate_x", True, (-0.5, 0.5), (-1.0, 1.0), 0.0, "fraction of width", ops.translate_x),
-        OpSpec("translate_y", True, (-0.5, 0.5), (-1.0, 1.0), 0.0, "fraction of height", ops.translate_y),
-        OpSpec("rotate", True, (-30.0, 30.0), (-135.0, 135.0), 0.0, "degrees", ops.rotate),
-        OpSpec("brightness", False, (0.1, 1.9), (0.01, 1.99), 1.0, "blend factor with black", ops.brightness),
-        OpSpec("color", False, (0.1, 1.9), (0.01, 1.99), 1.0, "blend factor with grey (saturation)", ops.color),
-        OpSpec("contrast", False, (0.1, 1.9), (0.01, 1.99), 1.0, "blend factor with the mean grey", ops.contrast),
-        OpSpec("sharpness", False, (0.1, 1.9), (0.01, 1.99), 1.0, "blend factor with a smoothed image",
-               ops.sharpness),
-        OpSpec("posterize", False, (4.0, 8.0), (2.0, 8.0), 8.0, "bits kept", ops.posterize),
-        OpSpec("solarize", False, (0.0, 1.0), (0.0, 1.0), 1.0, "threshold (fraction of 255)", ops.solarize),
-        OpSpec("auto_contrast", False, None, None, None, "-", ops.auto_contrast),
-        OpSpec("equalize", False, None, None, None, "-", ops.equalize),
-        OpSpec("invert", False, None, None, None, "-", ops.invert),
-    )
-}
-OP_NAMES = tuple(OPS)
-# TrivialAugment / RandAugment sample from these (no invert, as in their papers); the empty
-# sub-policy stands for their Identity op.
-TRIVIAL_OPS = tuple(name for name in OP_NAMES if name != "invert")
+BUILTIN_POLICIES = ("none", "cropflip", "trivial", "randaugment", "autoaugment-cifar10", "erasing", "cropflip-erasing")
 
-BUILTIN_POLICIES = ("none", "cropflip", "trivial", "randaugment", "autoaugment-cifar10")
+ERASING_SCALE = (0.02, 0.33)
+"""Random erasing's default range of the erased area (fraction of the image): Zhong et al. 2020,
+torchvision's and kornia's defaults."""
+ERASING_RATIO = (0.3, 3.3)
+"""Random erasing's default range of the box's aspect ratio (height / width), as above."""
 
 SubPolicy = tuple[tuple[str, float, int | None], ...]
 
@@ -142,6 +100,15 @@ def _check_mix(label: str, value: Any) -> tuple[float, float]:
     return check_probability(f"{label}.p", value[0]), check_number(f"{label}.alpha", value[1], 0.0, low_open=True)
 
 
+def _check_interval(label: str, value: Any, high: float | None) -> tuple[float, float]:
+    """A range ``(lo, hi)`` with ``0 < lo <= hi`` (``<= high`` when given)."""
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ConfigError(f"{label} is {value!r}, expected (low, high)")
+    lo = check_number(f"{label} low", value[0], 0.0, high, low_open=True)
+    hi = check_number(f"{label} high", value[1], lo, high)
+    return lo, hi
+
+
 class AugmentPolicy(JsonArtefact, nn.Module):
     """An augmentation policy applied to a float batch in [0, 1] on its own device.
 
@@ -149,6 +116,9 @@ class AugmentPolicy(JsonArtefact, nn.Module):
         sub_policies: kornia-style sub-policies; one is drawn uniformly **per sample**.
         crop: largest random shift, as a fraction of the image side (pad-and-crop); 0 disables.
         flip: probability of a horizontal flip.
+        erasing: probability of erasing a random box of a sample (random erasing / cutout, per sample).
+        erasing_scale: range of the erased area, as a fraction of the image (kornia's ``scale``).
+        erasing_ratio: range of the box's aspect ratio, height / width (kornia's ``ratio``).
         mixup: ``(probability, alpha)`` of mixing the batch with a shuffled copy (per batch).
         cutmix: ``(probability, alpha)`` of pasting a box from a shuffled copy (per batch);
             mixup and cutmix are exclusive, so their probabilities must sum to at most 1.
@@ -161,7 +131,7 @@ class AugmentPolicy(JsonArtefact, nn.Module):
     """
 
     KIND = "augment_policy"
-    FORMAT_VERSION = 1
+    FORMAT_VERSION = 2  # written only by policies that erase; see the module docstring
 
     def __init__(
         self,
@@ -169,6 +139,9 @@ class AugmentPolicy(JsonArtefact, nn.Module):
         *,
         crop: float = 0.0,
         flip: float = 0.0,
+        erasing: float = 0.0,
+        erasing_scale: tuple[float, float] = ERASING_SCALE,
+        erasing_ratio: tuple[float, float] = ERASING_RATIO,
         mixup: tuple[float, float] = (0.0, 1.0),
         cutmix: tuple[float, float] = (0.0, 1.0),
         magnitude_scale: str = "standard",
@@ -180,6 +153,9 @@ class AugmentPolicy(JsonArtefact, nn.Module):
         self.sub_policies = _check_subpolicies(sub_policies)
         self.crop = check_number("crop (a fraction of the image side)", crop, 0.0, 0.5)
         self.flip = check_probability("flip", flip)
+        self.erasing = check_probability("erasing.p", erasing)
+        self.erasing_scale = _check_interval("erasing.scale", erasing_scale, 1.0)
+        self.erasing_ratio = _check_interval("erasing.ratio", erasing_ratio, None)
         self.mixup, self.cutmix = _check_mix("mixup", mixup), _check_mix("cutmix", cutmix)
         if self.mixup[0] + self.cutmix[0] > 1.0 + 1e-9:
             raise ConfigError(f"mixup.p + cutmix.p is {self.mixup[0] + self.cutmix[0]!r}, expected at most 1 "
@@ -235,7 +211,8 @@ class AugmentPolicy(JsonArtefact, nn.Module):
         if self.pieces:
             return all(piece.is_identity for piece in self.pieces)  # type: ignore[union-attr]
         no_ops = all(p == 0.0 for sub in self.sub_policies for _, p, _ in sub)
-        return no_ops and self.crop == 0 and self.flip == 0 and self.mixup[0] == 0 and self.cutmix[0] == 0
+        return (no_ops and self.crop == 0 and self.flip == 0 and self.erasing == 0 and self.mixup[0] == 0
+                and self.cutmix[0] == 0)
 
     def forward(
         self,
@@ -260,12 +237,14 @@ class AugmentPolicy(JsonArtefact, nn.Module):
         policy = self.at(progress)
         targets = torch.nn.functional.one_hot(y, num_classes).to(x.dtype)
         if policy.crop > 0:
-            x = _random_shift(x, policy.crop, generator)
+            x = ops.random_shift(x, policy.crop, generator)
         if policy.flip > 0:
             flip = torch.rand(x.shape[0], device=x.device, generator=generator) < policy.flip
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         if policy.sub_policies:
             x = policy._apply_subpolicies(x, generator)
+        if policy.erasing > 0:
+            x = ops.random_erasing(x, policy.erasing, policy.erasing_scale, policy.erasing_ratio, generator)
         if policy.mixup[0] > 0 or policy.cutmix[0] > 0:
             x, targets = policy._apply_mix(x, targets, generator)
         return x, targets
@@ -310,12 +289,51 @@ class AugmentPolicy(JsonArtefact, nn.Module):
         return x, targets
 
     # ------------------------------------------------------------------ export
-    def kornia_subpolicies(self) -> list[list[tuple[str, float, int | None]]]:
-        """The sub-policies as kornia's AutoAugment takes them (lists of tuples)."""
-        return [[tuple(entry) for entry in sub] for sub in self.sub_policies]  # type: ignore[misc]
+    @property
+    def phases(self) -> tuple[AugmentPolicy, ...]:
+        """The policies in force over training: the schedule's pieces, or this policy alone."""
+        return tuple(self.pieces) if self.pieces else (self,)  # type: ignore[arg-type]
 
-    def _body(self) -> dict[str, Any]:
-        return {
+    def kornia_policy(self, phase: int | None = None) -> list[list[tuple[str, float, int | None]]]:
+        """Sub-policies for ``kornia.augmentation.auto.AutoAugment(policy=...)``, never an empty list.
+
+        kornia's AutoAugment takes only the sub-policies (and draws one per batch, not per sample);
+        crop, flip, erasing and mixup / cutmix are not part of it (kornia's RandomCrop,
+        RandomHorizontalFlip, RandomErasing, RandomMixUpV2 and RandomCutMixV2 do them).
+
+        Args:
+            phase: index of one phase (`phases`: the schedule's pieces, from ``starts[phase]`` on).
+                None: the whole policy flattened into one list, every phase's sub-policies each
+                repeated so that a phase's share of the draws is its share of training (within 1 %).
+
+        Returns:
+            Lists of ``(op_name, probability, magnitude_bin)``; a phase without ops is ``[]`` (kornia's
+            identity), so a policy without any op gives ``[[]]``.
+
+        Raises:
+            ConfigError: `phase` is not an index of `phases`.
+        """
+        phases = self.phases
+        if phase is not None:
+            check_int(f"phase (the policy has {len(phases)})", phase, 0, len(phases) - 1)
+            return _kornia_lists(phases[phase].sub_policies)
+        ends = (*self.starts[1:], 1.0) if self.pieces else (1.0,)
+        starts = self.starts or (0.0,)
+        lists = [_kornia_lists(p.sub_policies) for p in phases]
+        # Each sub-policy of phase i should weigh duration_i / len_i: the smallest integer repeats.
+        weights = [Fraction(end - start).limit_denominator(100) / len(sub)
+                   for start, end, sub in zip(starts, ends, lists)]
+        common = math.lcm(*(w.denominator for w in weights))
+        counts = [int(w * common) for w in weights]
+        divisor = math.gcd(*counts)
+        return [sub for subs, n in zip(lists, counts) for _ in range(n // divisor) for sub in subs]
+
+    def kornia_subpolicies(self) -> list[list[tuple[str, float, int | None]]]:
+        """`kornia_policy()`: the whole policy's sub-policies (kept for code written against it)."""
+        return self.kornia_policy()
+
+    def _body(self, with_erasing: bool) -> dict[str, Any]:
+        body = {
             "name": self.name,
             "sub_policies": [[list(entry) for entry in sub] for sub in self.sub_policies],
             "magnitude_scale": self.magnitude_scale,
@@ -324,15 +342,21 @@ class AugmentPolicy(JsonArtefact, nn.Module):
             "mixup": {"p": self.mixup[0], "alpha": self.mixup[1]},
             "cutmix": {"p": self.cutmix[0], "alpha": self.cutmix[1]},
         }
+        if with_erasing:
+            body["erasing"] = {"p": self.erasing, "scale": list(self.erasing_scale),
+                               "ratio": list(self.erasing_ratio)}
+        return body
 
     def to_dict(self) -> dict[str, Any]:
-        body = self._body()
+        # Version 1 unless something erases: files without erasing stay readable by older policysearch.
+        erases = any(p.erasing > 0 for p in (self, *self.phases))
+        body = self._body(erases)
         body["schedule"] = (
-            [{"start": s, "policy": piece._body()} for s, piece in zip(self.starts, self.pieces)]  # type: ignore[operator]
+            [{"start": s, "policy": piece._body(erases)} for s, piece in zip(self.starts, self.pieces)]  # type: ignore[operator]
             if self.pieces
             else None
         )
-        return wrap(self.KIND, self.FORMAT_VERSION, body, self.provenance)
+        return wrap(self.KIND, 2 if erases else 1, body, self.provenance)
 
     @classmethod
     def _from_body(cls, data: dict[str, Any], source: str, provenance: dict[str, Any] | None = None,
@@ -343,10 +367,18 @@ class AugmentPolicy(JsonArtefact, nn.Module):
                 entry = require(data, key, dict, source)
                 mix[key] = (float(require(entry, "p", (int, float), f"{source}: {key}")),
                             float(require(entry, "alpha", (int, float), f"{source}: {key}")))
+            erasing: dict[str, Any] = {}
+            if data.get("erasing") is not None:  # absent (version 1) or null: no erasing
+                entry, where = require(data, "erasing", dict, source), f"{source}: erasing"
+                erasing["erasing"] = float(require(entry, "p", (int, float), where))
+                for key in ("scale", "ratio"):
+                    if key in entry:
+                        erasing[f"erasing_{key}"] = tuple(require(entry, key, list, where))
             return cls(
                 require(data, "sub_policies", list, source),
                 crop=float(require(data, "crop", (int, float), source)),
                 flip=float(require(data, "flip", (int, float), source)),
+                **erasing,
                 mixup=mix["mixup"],
                 cutmix=mix["cutmix"],
                 magnitude_scale=require(data, "magnitude_scale", str, source),
@@ -382,6 +414,8 @@ class AugmentPolicy(JsonArtefact, nn.Module):
             parts.append(f"crop {self.crop:.3g}")
         if self.flip:
             parts.append(f"flip {self.flip:.2g}")
+        if self.erasing:
+            parts.append(f"erasing p={self.erasing:.2g} area {self.erasing_scale[0]:.2g}-{self.erasing_scale[1]:.2g}")
         if self.sub_policies:
             parts.append(f"{len(self.sub_policies)} sub-policies")
         for label, (p, a) in (("mixup", self.mixup), ("cutmix", self.cutmix)):
@@ -391,59 +425,6 @@ class AugmentPolicy(JsonArtefact, nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, {self.describe()}"
-
-
-# ---------------------------------------------------------------------- batched ops
-def _random_shift(x: torch.Tensor, crop: float, g: torch.Generator | None) -> torch.Tensor:
-    """Pad with zeros and crop back at a random offset, per sample, with two gathers."""
-    b, c, h, w = x.shape
-    pad = max(1, round(crop * max(h, w)))
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    off = torch.randint(0, 2 * pad + 1, (2, b), device=x.device, generator=g)
-    rows = off[0][:, None] + torch.arange(h, device=x.device)
-    cols = off[1][:, None] + torch.arange(w, device=x.device)
-    out = padded.gather(2, rows[:, None, :, None].expand(b, c, h, w + 2 * pad))
-    return out.gather(3, cols[:, None, None, :].expand(b, c, h, w))
-
-
-_GEOMETRIC = torch.tensor([OPS[n].geometric for n in OP_NAMES])
-
-
-def apply_ops(x: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
-    """Apply op ``OP_NAMES[op[i]]`` with ``magnitude[i]`` to sample i (``-1``: nothing), through the
-    kernels of `OPS`: one call per colour op in use, and one warp for all geometric ops of the stage.
-
-    Args:
-        x: float images in [0, 1], shape (B, C, H, W).
-        op: op indices into `OP_NAMES`, shape (B,), ``-1`` for no op.
-        magnitude: per-sample magnitudes in the op's own unit, shape (B,).
-
-    Returns:
-        A new batch in [0, 1] (``x`` itself when no sample gets an op).
-    """
-    present = torch.unique(op[op >= 0]).tolist()
-    if not present:
-        return x
-    out = x.clone()
-    geometric = (op >= 0) & _GEOMETRIC.to(op.device)[op.clamp(min=0)]
-    if bool(geometric.any()):
-        idx = geometric.nonzero().squeeze(1)
-        h, w = x.shape[-2:]
-        sub_op, m = op[idx], magnitude[idx].to(x.dtype)
-        mat = torch.empty(len(idx), 2, 3, device=x.device, dtype=x.dtype)  # each row is one op's, below
-        for i in present:
-            spec = OPS[OP_NAMES[i]]
-            if spec.geometric:
-                chosen = sub_op == i
-                mat[chosen] = spec.kernel(m[chosen], h, w)
-        out[idx] = ops.warp(x[idx], mat)
-    for i in present:
-        spec = OPS[OP_NAMES[i]]
-        if spec.geometric:
-            continue
-        idx = (op == i).nonzero().squeeze(1)
-        out[idx] = spec.kernel(x[idx], magnitude[idx].to(x.dtype)).clamp(0.0, 1.0)
-    return out
 
 
 # ---------------------------------------------------------------------- built-ins
@@ -488,7 +469,16 @@ def builtin_policy(name: str) -> AugmentPolicy:
         from kornia.augmentation.auto.autoaugment.autoaugment import cifar10_policy
 
         return AugmentPolicy(cifar10_policy, name="autoaugment-cifar10", **cropflip)
+    if name == "erasing":  # the common Fashion-MNIST recipe: random erasing alone
+        return AugmentPolicy(name="erasing", erasing=0.5)
+    if name == "cropflip-erasing":
+        return AugmentPolicy(name="cropflip-erasing", erasing=0.5, **cropflip)
     raise UnknownNameError("augmentation policy", name, BUILTIN_POLICIES)
+
+
+def _kornia_lists(sub_policies: Sequence[SubPolicy]) -> list[list[tuple[str, float, int | None]]]:
+    """Sub-policies as lists of tuples; none at all is one empty (identity) sub-policy."""
+    return [[tuple(entry) for entry in sub] for sub in sub_policies] or [[]]  # type: ignore[misc]
 
 
 def load_policy(spec: str | Path | AugmentPolicy) -> AugmentPolicy:

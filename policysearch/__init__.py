@@ -39,7 +39,8 @@ def _register_envs() -> None:
     from gymnasium.envs.registration import register, registry
 
     for env_id, entry_point in (
-        ("policysearch/Augment-v0", "policysearch.envs.augment:AugmentEnv"),
+        ("policysearch/Augment-v0", "policysearch.envs.augment:AugmentEnvV0"),
+        ("policysearch/Augment-v1", "policysearch.envs.augment:AugmentEnv"),
         ("policysearch/Schedule-v0", "policysearch.envs.schedule:ScheduleEnv"),
         ("policysearch/Compress-v0", "policysearch.envs.compress:CompressEnv"),
     ):

@@ -196,6 +196,12 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
             text += " (default: %(default)s)"
         return text
 
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        # Never break inside a name such as "cropflip-erasing": a user copies names from here.
+        import textwrap
+
+        return textwrap.wrap(self._whitespace_matcher.sub(" ", text).strip(), width, break_on_hyphens=False)
+
 
 def name_list(text: str) -> list[str]:
     """A comma-separated, non-empty list of names or files."""
@@ -298,6 +304,10 @@ def add_augment_space_args(p: argparse.ArgumentParser) -> None:
                    help="comma-separated subset of the op table: {names} (default: TrivialAugment's 13)")
     g.add_argument("--ops-per-sample", type=positive_int, default=1, metavar="N",
                    help="ops applied per image (default: %(default)s)")
+    g.add_argument("--space", default="full", type=name_of("search space", _fixed("full", "small")),
+                   help="{names}: every op's probability and strength, crop, flip, erasing, mixup, cutmix; or 5 "
+                        "knobs for tiny budgets (ops per image, one magnitude, probability, erasing, mix) "
+                        "(default: %(default)s)")
     g.add_argument("--magnitude-scale", default="standard",
                    type=name_of("magnitude scale", _fixed("standard", "wide")),
                    help="{names}: kornia's ranges or TrivialAugment-wide's (default: %(default)s)")

@@ -67,22 +67,23 @@ def search_command(args: argparse.Namespace, data: Any, make_env: Callable[[Any]
 
 
 def augment_env_factory(args: argparse.Namespace, steps_per_segment: int | None = None) -> Callable[[Any], Any]:
-    """Augment-v0 on given data, as the options describe (`steps_per_segment` overrides the option)."""
+    """Augment-v1 on given data, as the options describe (`steps_per_segment` overrides the option)."""
     import gymnasium as gym
 
     def make(data: Any) -> Any:
         kwargs = child_kwargs(args)
         if steps_per_segment is not None:
             kwargs["steps_per_segment"] = steps_per_segment
-        return gym.make("policysearch/Augment-v0", data=data, ops=tuple(args.ops) if args.ops else None,
+        return gym.make("policysearch/Augment-v1", data=data, ops=tuple(args.ops) if args.ops else None,
                         ops_per_sample=args.ops_per_sample, magnitude_scale=args.magnitude_scale, mode=args.mode,
-                        lr_schedule=args.schedule, **kwargs)
+                        lr_schedule=args.schedule, space=args.space, **kwargs)
     return make
 
 
 def _check_augment_options(args: argparse.Namespace) -> None:
-    """What the parser cannot check alone: op names and the child's schedule name."""
-    from policysearch.policies.augment import OPS
+    """What the parser cannot check alone: op names, the search space and the child's schedule name."""
+    from policysearch.envs.augment import AugmentEnv
+    from policysearch.policies.augment import OPS, TRIVIAL_OPS
     from policysearch.policies.schedule import load_schedule
 
     for op in args.ops or ():
@@ -90,6 +91,7 @@ def _check_augment_options(args: argparse.Namespace) -> None:
             from policysearch.errors import UnknownNameError
 
             raise UnknownNameError("augmentation op", op, OPS)
+    AugmentEnv._make_space(args.space, tuple(args.ops or TRIVIAL_OPS), args.ops_per_sample, args.magnitude_scale)
     load_schedule(args.schedule, base_lr=train_config(args).lr)
 
 
