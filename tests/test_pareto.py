@@ -92,7 +92,7 @@ def test_summary_sorts_the_front_and_warns_about_an_objective_nobody_reports() -
 
 # ---------------------------------------------------------------------- searches
 def _static_env(digits):
-    return gym.make("policysearch/Augment-v0", data=digits, model="mlp", mode="static", episode_length=1,
+    return gym.make("policysearch/Augment-v1", data=digits, model="mlp", mode="static", episode_length=1,
                     steps_per_segment=2, batch_size=32)
 
 
@@ -133,7 +133,7 @@ def test_a_single_objective_study_is_stored_too(digits, tmp_path: Path) -> None:
 
 def test_post_hoc_front_for_a_random_search(digits, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    env = gym.make("policysearch/Augment-v0", data=digits, model="mlp", episode_length=2, steps_per_segment=1,
+    env = gym.make("policysearch/Augment-v1", data=digits, model="mlp", episode_length=2, steps_per_segment=1,
                    batch_size=32)
     result = run_search(env, "random", Budget(child_trainings=3), out, progress=False, objectives="accuracy,nll")
     front = result.summary["pareto"]["front"]
@@ -153,7 +153,7 @@ def test_cmaes_refuses_several_objectives_before_any_work(capsys: pytest.Capture
 
 def test_pareto_command_on_an_existing_run(capsys: pytest.CaptureFixture[str], digits, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    env = gym.make("policysearch/Augment-v0", data=digits, model="mlp", episode_length=1, steps_per_segment=1,
+    env = gym.make("policysearch/Augment-v1", data=digits, model="mlp", episode_length=1, steps_per_segment=1,
                    batch_size=32)
     run_search(env, "random", Budget(child_trainings=3), out, progress=False)
     assert main(["pareto", str(out), "--objectives", "accuracy,neg_ece", "--json"]) == 0

@@ -21,7 +21,7 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     data = prepare("digits", val_size=100, train_size=300, seed=0, device="cpu")
     root = tmp_path_factory.mktemp("runs")
     for name, seed, budget in (("a", 0, 3), ("b", 1, 2)):
-        env = gym.make("policysearch/Augment-v0", data=data, model="mlp", episode_length=2, steps_per_segment=1,
+        env = gym.make("policysearch/Augment-v1", data=data, model="mlp", episode_length=2, steps_per_segment=1,
                        batch_size=32)
         run_search(env, "random", Budget(child_trainings=budget), root / name, seed=seed, progress=False)
     return root / "a", root / "b"

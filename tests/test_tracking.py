@@ -33,7 +33,7 @@ def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
 
 
 def _env(digits, mode: str = "schedule"):
-    return gym.make("policysearch/Augment-v0", data=digits, model="mlp", mode=mode,
+    return gym.make("policysearch/Augment-v1", data=digits, model="mlp", mode=mode,
                     episode_length=1 if mode == "static" else 2, steps_per_segment=1, batch_size=32)
 
 
@@ -152,7 +152,7 @@ def test_mlflow_run_holds_params_metrics_and_artefacts(digits, tmp_path: Path, m
     assert run.info.status == "FINISHED" and run.info.run_name == "tiny"
     params = run.data.params
     assert params["controller"] == "random" and params["seed"] == "3" and params["budget.child_trainings"] == "2"
-    assert params["env.model"] == "mlp" and params["env.env_id"] == "policysearch/Augment-v0"
+    assert params["env.model"] == "mlp" and params["env.env_id"] == "policysearch/Augment-v1"
     best = client.get_metric_history(run.info.run_id, "search/best_score")
     assert [m.step for m in best] == [1, 2]
     assert len(client.get_metric_history(run.info.run_id, "child/val_metric")) == 4
