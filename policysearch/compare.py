@@ -17,6 +17,7 @@ from policysearch.data import DeviceData
 from policysearch.metrics import METRIC_NAMES, summarize
 from policysearch.policies.adaptive import resolve_schedule
 from policysearch.policies.augment import AugmentPolicy, load_policy
+from policysearch.tracking import Tracker, replay_training
 from policysearch.trainer import TrainConfig, train_run
 
 
@@ -72,6 +73,7 @@ def compare(
     robustness: float | None = None,
     workers: int = 1,
     threads_per_worker: int | None = 1,
+    tracker: Tracker | None = None,
 ) -> list[dict[str, Any]]:
     """Train every combination with every seed.
 
@@ -82,6 +84,8 @@ def compare(
             the last bits when the number of torch threads differs (floating-point reductions).
         robustness: an epsilon in [0, 1] pixel units: also report test accuracy under FGSM and PGD
             (`policysearch.robustness`) as the test metrics "fgsm_accuracy" and "pgd_accuracy".
+        tracker: told of each training once it has finished (`policysearch.tracking`), named
+            ``<augment>-<schedule>-seed<k>``.
 
     Returns:
         One entry per combination: ``{"augment", "schedule", "seeds", "epochs", "runs": [per-seed results],
@@ -103,6 +107,10 @@ def compare(
         runs = [_one_run(*a) for a in args]
     else:
         runs = _in_processes(args, workers, threads_per_worker, progress)
+    for (aug, _, sched, _, seed), run in zip(jobs, runs):  # tracking hook: each training's curves, replayed
+        replay_training(tracker or Tracker(), f"{aug}-{sched}-seed{seed}", run.pop("history"), run,
+                        {"augment": aug, "schedule": sched, "seed": seed, "epochs": epochs,
+                         "config": dataclasses.asdict(dataclasses.replace(base, seed=seed))})
     entries = []
     per_entry = len(seeds)
     for start in range(0, total, per_entry):
@@ -126,7 +134,7 @@ def _one_run(data: DeviceData, config: TrainConfig, epochs: float, policy: Any, 
     if robustness is not None:
         test.update(_attacked(result, data, robustness))
     return {"seed": config.seed, "val": result.val, "test": test, "cost": {**result.cost, **meter.stop()},
-            "diverged": result.diverged}
+            "diverged": result.diverged, "history": result.history}
 
 
 def _in_processes(args: list[tuple[Any, ...]], workers: int, threads: int | None, progress: bool) -> list[Any]:

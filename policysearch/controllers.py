@@ -16,6 +16,7 @@ and tells their N results (ask / tell batches).
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,9 @@ import numpy as np
 
 from policysearch.checks import check_choice
 from policysearch.errors import ConfigError, MissingExtraError, UnknownNameError
+from policysearch.pareto import Objective, batch_trial_values, study_options
 from policysearch.search_env import SuggestsEpisodes
+from policysearch.tracking import create_study, optuna_storage
 
 if TYPE_CHECKING:
     from policysearch.search import SearchVecEnv
@@ -129,11 +132,21 @@ class SB3Controller(Controller):
 class OptunaController(Controller):
     """Optuna's TPE or CMA-ES. One trial is one child training: over the action vector in a
     static-mode env, or, for an env that `SuggestsEpisodes` (Schedule-v0: a cosine / onecycle
-    family and its peak LR), over that env's own low-dimensional baseline space."""
+    family and its peak LR), over that env's own low-dimensional baseline space.
 
-    def __init__(self, sampler: str) -> None:
+    Args:
+        sampler: "tpe" or "cmaes".
+        storage: an Optuna storage URL for the study (the driver passes the run folder's optuna.db);
+            None: in memory.
+        objectives: `policysearch.pareto.Objective` s: a multi-objective study over them (TPE only
+            for two or more) instead of maximising the reward.
+    """
+
+    def __init__(self, sampler: str, storage: str | None = None, objectives: Sequence[Objective] = ()) -> None:
         check_choice("Optuna sampler", sampler, ("tpe", "cmaes"))
         self.name = sampler
+        self.storage, self.objectives = storage, tuple(objectives)
+        self.study_options = study_options(self.objectives, sampler)  # refuses CMA-ES with several objectives
         self.study: Any = None
 
     def run(self, recorder: SearchVecEnv, seed: int) -> None:
@@ -154,7 +167,7 @@ class OptunaController(Controller):
             except ImportError as exc:
                 raise MissingExtraError("cmaes", "optuna", "controller 'cmaes'") from exc
             sampler = optuna.samplers.CmaEsSampler(seed=seed)
-        self.study = optuna.create_study(direction="maximize", sampler=sampler)
+        self.study = create_study(optuna, self.storage, sampler=sampler, **self.study_options)
         shape = recorder.action_space.shape
         if shape is None:
             raise ConfigError(f"controller {self.name!r} needs a Box action space, got {recorder.action_space}")
@@ -164,6 +177,7 @@ class OptunaController(Controller):
         while not recorder.exhausted:
             # A batch of N trials, one per worker, trained at once; their results told together.
             trials = [self.study.ask() for _ in range(n)]
+            start = len(recorder.episodes)
             if suggester is not None:
                 plans = [list(suggester.suggest_episode(trial)) for trial in trials]
                 totals, open_ = np.zeros(n), np.ones(n, dtype=bool)
@@ -179,19 +193,24 @@ class OptunaController(Controller):
                 actions = np.stack([np.array([trial.suggest_float(f"a{i}", -1.0, 1.0) for i in range(dim)],
                                              dtype=np.float32) for trial in trials])
                 _, values, _, _ = recorder.step(actions)
+            if self.objectives:  # each trial's objectives, from its worker's episode (policysearch.pareto)
+                values = batch_trial_values(recorder.episodes[start:], n, self.objectives)
             for trial, value in zip(trials, values):
-                self.study.tell(trial, float(value))
+                if value is None:  # diverged, or cut by the budget: no objective values to tell
+                    self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                else:
+                    self.study.tell(trial, value if self.objectives else float(value))
 
 
 def make_controller(name: str, episode_length: int, tensorboard_log: str | None = None,
-                    verbose: int = 0) -> Controller:
-    """A controller by name (see CONTROLLERS)."""
+                    verbose: int = 0, out_dir: Path | None = None, objectives: Sequence[Objective] = ()) -> Controller:
+    """A controller by name (see CONTROLLERS); an Optuna study is stored in `out_dir`/optuna.db when given."""
     if name in RL_CONTROLLERS:
         return SB3Controller(name, episode_length, tensorboard_log=tensorboard_log, verbose=verbose)
     if name == "random":
         return RandomController()
     if name in ("tpe", "cmaes"):
-        return OptunaController(name)
+        return OptunaController(name, storage=optuna_storage(out_dir) if out_dir else None, objectives=objectives)
     if name == "pbt":
         from policysearch.population import PBTController
 

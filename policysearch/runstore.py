@@ -33,7 +33,7 @@ RUN_FILE, EPISODES_FILE, INFLIGHT_FILE, LOCK_FILE = "run.json", "episodes.jsonl"
 # What a run folder may hold; `--overwrite` removes exactly these (never anything else of the user's).
 RUN_FILES = (RUN_FILE, EPISODES_FILE, INFLIGHT_FILE, "summary.json", "search.png", "controller.zip",
              "controller.json", "policy.json", "schedule.json", "schedule.png", "plan.json", "model.pt",
-             "comparison.json", "comparison.png")
+             "comparison.json", "comparison.png", "pareto.json", "pareto.png", "optuna.db")
 
 
 def now() -> str:

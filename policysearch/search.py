@@ -14,7 +14,7 @@ import sys
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,10 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from policysearch.errors import ConfigError
 from policysearch.files import write_json
+from policysearch.pareto import Objective, as_objectives, write_pareto
 from policysearch.runstore import RunStore
 from policysearch.search_env import SearchEnv, as_search_env
+from policysearch.tracking import Tracker
 from policysearch.workers import InProcessPool, WorkerPool
 
 log = logging.getLogger(__name__)
@@ -79,17 +81,19 @@ class SearchVecEnv(VecEnv):
         progress: show a progress bar on stderr.
         controller: the controller's name, written into each record.
         on_episode: called with each new finished episode's record (not for replayed ones).
+        tracker: told of every step and episode, replayed ones included (`policysearch.tracking`).
     """
 
     def __init__(self, env: gym.Env, pool: WorkerPool, budget: Budget, store: RunStore | None = None,
                  progress: bool = True, controller: str = "",
-                 on_episode: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_episode: Callable[[dict[str, Any]], None] | None = None, tracker: Tracker | None = None) -> None:
         from tqdm.auto import tqdm
 
         self.base: SearchEnv = as_search_env(env)  # before VecEnv's constructor, which reads render_mode
         super().__init__(pool.n, env.observation_space, env.action_space)
         self.env, self.pool, self.budget, self.controller = env, pool, budget, controller
         self.store, self.on_episode = store, on_episode
+        self.tracker = tracker or Tracker()
         self.episodes: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
         self.child_trainings = self.env_steps = 0
@@ -340,6 +344,7 @@ class SearchVecEnv(VecEnv):
         self._current[i]["steps"].append(step)
         if self.base.mode == "static" or step["terminated"] or step["truncated"]:
             self.child_trainings += 1
+        self.tracker.on_segment_end(step, self.env_steps)  # tracking hook
 
     def _finish_episode(self, i: int) -> None:
         if self._from_log[i]:
@@ -386,6 +391,9 @@ class SearchVecEnv(VecEnv):
         if improved:
             self.best = record
         best = _score(self.best) if self.best else float("nan")
+        self.tracker.on_episode_end(record, {  # tracking hook
+            "child_trainings": self.child_trainings, "env_steps": self.env_steps, "train_flops": self.train_flops,
+            "train_seconds": self.train_seconds, "best_score": best})
         self._bar.update(1)  # an episode is one child training in both modes
         self._bar.set_postfix(ep=record["episode"], reward=f"{record['return']:.4f}", best=f"{best:.4f}")
         if new and self.on_episode is not None:
@@ -414,7 +422,7 @@ def run_search(
     out_dir: str | Path | None = None,
     seed: int = 0,
     progress: bool = True,
-    tensorboard: bool = False,
+    tensorboard: bool | str | Path = False,
     artefact_name: str = "policy.json",
     resume: bool = False,
     overwrite: bool = False,
@@ -424,6 +432,8 @@ def run_search(
     ray_address: str | None = None,
     env_fn: Callable[[], Any] | None = None,
     devices: list[str] | None = None,
+    tracker: Tracker | None = None,
+    objectives: str | Sequence[str | Objective] | None = None,
 ) -> SearchResult:
     """Search with `controller_name` on `env` until `budget` is spent and export the best episode.
 
@@ -441,7 +451,9 @@ def run_search(
         out_dir: where to write the run (None: nothing is written).
         seed: seeds the controller and the env's episode stream.
         progress: progress bar on stderr.
-        tensorboard: log SB3 training curves to ``out_dir/tensorboard``.
+        tensorboard: TensorBoard scalars of every child and episode (`policysearch.tracking`) in
+            ``<folder>/search``, and an SB3 agent's own curves beside them; the folder is
+            ``out_dir/tensorboard`` for True, or the path given (nothing without either).
         artefact_name: file name of the exported best policy.
         resume: continue the run in `out_dir` (see `policysearch.runstore.RunStore`).
         overwrite: replace the run in `out_dir`; without it (or `resume`) an existing run is refused.
@@ -451,17 +463,24 @@ def run_search(
         threads_per_worker: torch threads in each worker (None: torch's default).
         env_fn: builds one copy of `env` in a worker (default: `gymnasium.make(env.spec)`).
         devices: spread the workers over these devices, round-robin (GPU hosts).
+        tracker: further tracking (e.g. `policysearch.tracking_mlflow.MLflowTracker`); the caller closes it.
+        objectives: e.g. "accuracy,tflops" (`policysearch.pareto`): the Pareto front of the episodes
+            goes into the summary's "pareto" (and pareto.json, pareto.png, pareto/ into `out_dir`);
+            the `tpe` controller then searches a multi-objective study over them.
 
     Raises:
         ConfigError: The folder holds another run (see above) or is in use; no episode completed.
     """
     from policysearch.controllers import make_controller
     from policysearch.policies.artifact import provenance
+    from policysearch.tracking import search_tracking
 
     base = as_search_env(env)
     out = Path(out_dir) if out_dir else None
-    controller = make_controller(controller_name, base.episode_length,
-                                 tensorboard_log=str(out / "tensorboard") if (tensorboard and out) else None)
+    goals = as_objectives(objectives)
+    tracker, sb3_log, own_tracker = search_tracking(tracker, tensorboard, out)  # tracking hook
+    controller = make_controller(controller_name, base.episode_length, tensorboard_log=sb3_log, out_dir=out,
+                                 objectives=goals)
     from policysearch.workers import make_pool
     env_info = base.describe()
     store = RunStore(out, {"controller": controller_name, "seed": seed, "env": env_info,
@@ -528,7 +547,11 @@ def run_search(
         if store is not None:
             store.close()
         raise
-    recorder = SearchVecEnv(env, pool, budget, store, progress, controller_name, on_episode=on_episode)
+    recorder = SearchVecEnv(env, pool, budget, store, progress, controller_name, on_episode=on_episode,
+                            tracker=tracker)
+    tracker.on_search_start({"controller": controller_name, "seed": seed, "budget": asdict(budget),
+                             "workers": recorder.num_envs, "objectives": ",".join(o.name for o in goals),
+                             "env": env_info})
     previous = _stop_on_signals(recorder)
     try:
         from policysearch.energy import EnergyMeter
@@ -539,6 +562,7 @@ def run_search(
         finally:
             _restore_signals(previous)
             recorder.close()
+            own_tracker.close()
         energy = meter.stop()
         if recorder.best is None:
             raise ConfigError(
@@ -562,8 +586,21 @@ def run_search(
             files["plot"] = png.name if png else None
             # The env's own exports from the search (Schedule-v0: the closed-loop controller.json).
             files.update(base.export_files(store.out, saved, controller_name, search_provenance(recorder)))
+            if (store.out / "optuna.db").is_file():
+                files["optuna"] = "optuna.db"
             summary = summary_of(recorder, files)
+        if goals:  # the Pareto front of the logged episodes, with each front episode's artefact
+            pareto = write_pareto(
+                out, recorder.episodes, goals,
+                lambda e: base.export(e["steps"], {**search_provenance(recorder), "episode": e["episode"]}),
+                artefact_name, title=f"{controller_name} on {env_info.get('dataset')}")
+            pareto_files = pareto.pop("files", None)
+            summary["pareto"] = pareto
+            if pareto_files:
+                summary["files"].update(pareto_files)
+        if store is not None:
             write_json(store.out / "summary.json", summary)
+        tracker.on_search_end(summary)
     finally:
         if store is not None:
             store.close()  # the lock goes with the process anyway; release it now for this one

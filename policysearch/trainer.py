@@ -28,6 +28,7 @@ from policysearch.evaluate import EVAL_BATCH_SIZE, autocast, evaluate, normalise
 from policysearch.metrics import Cost, count_parameters, flops_per_image, peak_memory_mb, reward_value
 from policysearch.models import MODELS, build_model
 from policysearch.policies.augment import AugmentPolicy
+from policysearch.tracking import Tracker
 
 OPTIMIZERS = ("sgd", "adamw")
 LRSpec = float | Callable[[float], float] | None
@@ -437,6 +438,8 @@ def train_run(
     schedule: Any = None,
     progress: bool = True,
     description: str = "train",
+    tracker: Tracker | None = None,
+    run_name: str = "",
 ) -> RunResult:
     """Train a fresh model for `epochs` with a policy and an LR schedule, then report val and test.
 
@@ -449,13 +452,19 @@ def train_run(
             exposing it); None keeps the base LR.
         progress: show a progress bar on stderr.
         description: the progress bar's label.
+        tracker: told of the start, every epoch and the end (`policysearch.tracking`).
+        run_name: the training's name for `tracker` ("" for a lone training).
     """
     from tqdm.auto import tqdm
 
+    tracker = tracker or Tracker()
     probe = max(1, len(data.y_train) // config.batch_size)
     total = max(1, round(epochs * probe))
     trainer = Trainer(data, config, total_steps=total)
     history: list[dict[str, float]] = []
+    tracker.on_train_start(run_name, {"config": asdict(config), "epochs": epochs, "steps": total,  # tracking hook
+                                      "augment": getattr(augment, "name", None), "schedule": _schedule_name(schedule),
+                                      "dataset": data.name, "dataset_fingerprint": data.fingerprint})
     with tqdm(total=total, desc=description, disable=not progress, leave=False, unit="step") as bar:
         if hasattr(schedule, "callback"):  # a closed-loop controller (AdaptiveSchedule)
             _train_closed_loop(trainer, total, augment, schedule, bar, history)
@@ -467,12 +476,23 @@ def train_run(
                 stats = trainer.train_segment(steps, augment, lr_fn, on_step=lambda *_: bar.update(1))
                 done += stats.steps
                 history.append({"step": trainer.step, "train_loss": stats.train_loss, "lr": stats.lr})
+                tracker.on_epoch_end(run_name, len(history), history[-1])  # tracking hook
                 bar.set_postfix(loss=f"{stats.train_loss:.4f}", lr=f"{stats.lr:.3g}")
     nan = {k: float("nan") for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "ece", "nll")}
     val = nan if trainer.diverged else trainer.evaluate("val")
     test = nan if trainer.diverged else trainer.evaluate("test")
     cost = trainer.cost.to_dict()
+    if hasattr(schedule, "callback"):  # tracking hook: the closed loop's history is known at its end
+        for epoch, record in enumerate(history, start=1):
+            tracker.on_epoch_end(run_name, epoch, record)
+    tracker.on_train_end(run_name, {"val": val, "test": test, "cost": cost, "diverged": trainer.diverged})
     return RunResult(val, test, cost, asdict(config), history, trainer.diverged, trainer.model)
+
+
+def _schedule_name(schedule: Any) -> str | None:
+    if schedule is None:
+        return None
+    return getattr(schedule, "name", None) or type(schedule).__name__
 
 
 def _train_closed_loop(trainer: Trainer, total: int, augment: AugmentPolicy | None, adaptive: Any, bar: Any,

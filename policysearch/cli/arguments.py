@@ -293,7 +293,9 @@ def add_search_args(p: argparse.ArgumentParser, budget: int = 20, segmented: boo
     g.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --out: logged children are not trained again")
     g.add_argument("--overwrite", action="store_true", help="replace the run in --out (default: refuse)")
-    g.add_argument("--tensorboard", action="store_true", help="log SB3 curves to OUT/tensorboard")
+    from policysearch.cli.tracking import add_tracking_args
+
+    add_tracking_args(g, search=True)  # --tensorboard [DIR], --mlflow [URI], --objectives
 
 
 def add_augment_space_args(p: argparse.ArgumentParser) -> None:

@@ -12,7 +12,9 @@ from typing import Any
 
 from policysearch import __version__
 from policysearch.cli import arguments as a
+from policysearch.cli.runs import add_compare_parser
 from policysearch.cli.searching import cmd_augment, cmd_compress, cmd_demo, cmd_schedule
+from policysearch.cli.tracking import add_tracking_args, tracking_session
 from policysearch.cli.training import cmd_datasets, cmd_evaluate, cmd_models, cmd_train
 from policysearch.errors import PolicySearchError
 
@@ -102,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-pickle", action="store_true",
                    help="open a closed-loop controller zip with SB3's own loader (runs code from the file: "
                         "only for files you trust)")
+    add_tracking_args(p, search=False)
     a.add_output_args(p)
     p.set_defaults(func=cmd_train)
 
@@ -119,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=a.seed_int, default=0, help="first seed (default: %(default)s)")
     a.add_robustness_arg(p)
     a.add_parallel_args(p, search=False)
+    add_tracking_args(p, search=False)
     a.add_output_args(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -197,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_augment_space_args(p)
     a.add_output_args(p)
     p.set_defaults(func=cmd_demo)
+
+    add_compare_parser(sub)
 
     p = sub.add_parser("datasets", help="list data sets and whether each is available locally")
     p.add_argument("--data-dir", default=None, metavar="DIR", help="also look in this folder (default: none)")
@@ -279,7 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     token = a.json_stream.set(sys.stdout if json_mode else None)
     redirect = contextlib.redirect_stdout(sys.stderr) if json_mode else contextlib.nullcontext()
     try:
-        with configure_logging(verbosity), redirect:
+        # tracking_session closes the command's trackers (MLflow uploads its artefacts) at the end
+        with configure_logging(verbosity), redirect, tracking_session(args):
             return args.func(args)
     except PolicySearchError as exc:
         first, *details = str(exc).splitlines() or [type(exc).__name__]

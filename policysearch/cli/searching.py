@@ -54,12 +54,14 @@ def search_report(result: Any) -> None:
 def search_command(args: argparse.Namespace, data: Any, make_env: Callable[[Any], Any], out: Path,
                    artefact_name: str, budget_override: Any = None) -> tuple[Any, Any]:
     """Make the env on `data`, search until the budget is spent, print the report; (env, result)."""
+    from policysearch.cli.tracking import command_tracker
     from policysearch.search import run_search
 
     env = make_env(data)
     result = run_search(env, args.controller, budget_override or budget(args), out, seed=args.seed,
-                        progress=show_progress(args), tensorboard=args.tensorboard, artefact_name=artefact_name,
-                        resume=args.resume, overwrite=args.overwrite, **parallel_kwargs(args))
+                        progress=show_progress(args), tensorboard=args.tensorboard or False,
+                        artefact_name=artefact_name, resume=args.resume, overwrite=args.overwrite,
+                        tracker=command_tracker(args, out), objectives=args.objectives, **parallel_kwargs(args))
     search_report(result)
     return env, result
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from policysearch.cli.arguments import emit_json, prepare_data, show_progress, train_config
+from policysearch.cli.tracking import command_tracker
 
 EXIT_DIVERGED = 3
 
@@ -27,8 +28,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     policy = load_policy(args.augment)
     schedule = resolve_schedule(args.schedule, base_lr=config.lr, trust_pickle=args.trust_pickle)
     data = prepare_data(args)
+    tracker = command_tracker(args, artefacts=(args.save, args.augment, args.schedule))
     with EnergyMeter(data.device) as meter:
-        result = train_run(data, config, args.epochs, policy, schedule, progress=show_progress(args))
+        result = train_run(data, config, args.epochs, policy, schedule, progress=show_progress(args),
+                           tracker=tracker)
     cost = {**result.cost, **meter.stop()}
     if args.robustness is not None and not result.diverged:
         from policysearch.robustness import attack_accuracy
@@ -84,8 +87,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     config = train_config(args)
     check_policies(args.augment, args.schedule, config.lr)
     data = prepare_data(args)
+    tracker = command_tracker(args, artefacts=(*args.augment, *args.schedule))
     entries = compare(data, config, args.augment, args.schedule, seeds, args.epochs, progress=show_progress(args),
-                      robustness=args.robustness, workers=args.workers, threads_per_worker=args.threads_per_worker)
+                      robustness=args.robustness, workers=args.workers, threads_per_worker=args.threads_per_worker,
+                      tracker=tracker)
     print(f"{data.name}: {len(data.y_train)} train / {len(data.y_test)} test images · {config.model} · "
           f"{args.epochs:g} epochs · seeds {seeds[0]}..{seeds[-1]} (test split, mean ± std; cost per run)")
     print(format_table(comparison_rows(entries)))
