@@ -84,3 +84,16 @@ def test_engine_and_artefacts_never_import_the_envs():
                    if name == "policysearch.envs" or name.startswith("policysearch.envs.")]
             offending += [f"{relative} imports {name}" for name in bad]
     assert not offending, "; ".join(offending)
+
+
+def test_every_subpackage_is_listed_for_the_wheel():
+    """pyproject.toml lists packages explicitly (envs/ and policies/ are mapped in): a new
+    sub-package left out would install from a checkout but vanish from a built wheel."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {"policysearch." + str(p.parent.relative_to(root / "policysearch")).replace("/", ".")
+             for p in (root / "policysearch").rglob("__init__.py") if p.parent != root / "policysearch"}
+    assert found <= listed, f"missing from pyproject.toml packages: {sorted(found - listed)}"
