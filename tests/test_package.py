@@ -89,8 +89,9 @@ def test_engine_and_artefacts_never_import_the_envs():
 def test_every_subpackage_is_listed_for_the_wheel():
     """pyproject.toml lists packages explicitly (envs/ and policies/ are mapped in): a new
     sub-package left out would install from a checkout but vanish from a built wheel."""
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     root = Path(__file__).resolve().parents[1]
     listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
