@@ -70,13 +70,16 @@ class SB3Controller(Controller):
         episode_length: env steps per episode, to size rollouts and warm-up.
         tensorboard_log: a folder for SB3's TensorBoard logger (needs the `tensorboard` extra).
         verbose: SB3's verbosity.
+        checkpoint: where to save the agent after every rollout (the run folder's controller.zip).
     """
 
-    def __init__(self, algo: str, episode_length: int, tensorboard_log: str | None = None, verbose: int = 0) -> None:
+    def __init__(self, algo: str, episode_length: int, tensorboard_log: str | None = None, verbose: int = 0,
+                 checkpoint: Path | None = None) -> None:
         check_choice("RL controller", algo, RL_CONTROLLERS)
         self.name, self.episode_length = algo, max(1, episode_length)
         self.tensorboard_log, self.verbose = tensorboard_log, verbose
         self.model: Any = None
+        self.checkpoint = checkpoint  # saved after every rollout when set
 
     def _build(self, env: Any, seed: int) -> Any:
         import stable_baselines3 as sb3
@@ -111,9 +114,17 @@ class SB3Controller(Controller):
             except ImportError as exc:
                 raise MissingExtraError("tensorboard", "tensorboard", "--tensorboard") from exc
 
+        controller = self
+
         class StopWhenSpent(BaseCallback):
             def _on_step(self) -> bool:
                 return not recorder.exhausted
+
+            def _on_rollout_end(self) -> None:
+                # A checkpoint at SB3's natural boundary, for inspection (`PPO.load`) while the
+                # search runs; resume does not need it: it replays the log from the seed.
+                if controller.checkpoint is not None and not recorder.replaying:
+                    controller.save(controller.checkpoint)
 
         self.model = self._build(recorder, seed)  # SB3 seeds the envs (seed + i) and resets them
         self.model.learn(total_timesteps=recorder.step_limit(), callback=StopWhenSpent(), progress_bar=False)
@@ -206,7 +217,8 @@ def make_controller(name: str, episode_length: int, tensorboard_log: str | None 
                     verbose: int = 0, out_dir: Path | None = None, objectives: Sequence[Objective] = ()) -> Controller:
     """A controller by name (see CONTROLLERS); an Optuna study is stored in `out_dir`/optuna.db when given."""
     if name in RL_CONTROLLERS:
-        return SB3Controller(name, episode_length, tensorboard_log=tensorboard_log, verbose=verbose)
+        return SB3Controller(name, episode_length, tensorboard_log=tensorboard_log, verbose=verbose,
+                             checkpoint=out_dir / "controller.zip" if out_dir else None)
     if name == "random":
         return RandomController()
     if name in ("tpe", "cmaes"):

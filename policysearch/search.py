@@ -432,6 +432,7 @@ def run_search(
     ray_address: str | None = None,
     env_fn: Callable[[], Any] | None = None,
     devices: list[str] | None = None,
+    actor_resources: tuple[float, float] = (1.0, 0.0),
     tracker: Tracker | None = None,
     objectives: str | Sequence[str | Objective] | None = None,
 ) -> SearchResult:
@@ -463,6 +464,7 @@ def run_search(
         threads_per_worker: torch threads in each worker (None: torch's default).
         env_fn: builds one copy of `env` in a worker (default: `gymnasium.make(env.spec)`).
         devices: spread the workers over these devices, round-robin (GPU hosts).
+        actor_resources: (num_cpus, num_gpus) of each Ray actor (backend "ray").
         tracker: further tracking (e.g. `policysearch.tracking_mlflow.MLflowTracker`); the caller closes it.
         objectives: e.g. "accuracy,tflops" (`policysearch.pareto`): the Pareto front of the episodes
             goes into the summary's "pareto" (and pareto.json, pareto.png, pareto/ into `out_dir`);
@@ -542,7 +544,7 @@ def run_search(
 
     try:
         pool = make_pool(env, workers, backend, env_fn=env_fn, threads=threads_per_worker, ray_address=ray_address,
-                         devices=devices)
+                         devices=devices, num_cpus=actor_resources[0], num_gpus=actor_resources[1])
     except BaseException:
         if store is not None:
             store.close()

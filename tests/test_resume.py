@@ -167,3 +167,12 @@ def test_sigint_stops_cleanly_and_says_how_to_resume(tmp_path) -> None:
     assert summary["stopped_by"] == "SIGINT" and summary["episodes"] < 6
     assert summary["episodes"] == len(read_episodes(out / "episodes.jsonl"))
     assert (out / "policy.json").is_file()
+
+
+def test_sb3_agent_is_checkpointed_after_each_rollout(digits, tmp_path) -> None:
+    import stable_baselines3 as sb3
+
+    with pytest.raises(Crash):  # PPO's first rollout is 8 steps (4 children); the crash comes after it
+        run_search(CrashAt(_env(digits), 10), "ppo", Budget(child_trainings=8), tmp_path, seed=0, progress=False)
+    assert (tmp_path / "controller.zip").is_file()
+    sb3.PPO.load(tmp_path / "controller.zip")  # our own file, from this test: SB3's loader is fine here

@@ -334,6 +334,10 @@ def add_parallel_args(p: argparse.ArgumentParser, search: bool = True) -> None:
                         "(default: %(default)s)")
     g.add_argument("--ray-address", default=None, metavar="ADDRESS",
                    help="an existing Ray cluster, e.g. auto or ray://HEAD:10001 (default: start a local Ray)")
+    g.add_argument("--actor-cpus", type=positive_number, default=1.0, metavar="N",
+                   help="CPUs Ray reserves for each child's actor, with --backend ray (default: %(default)s)")
+    g.add_argument("--actor-gpus", type=non_negative_number, default=0.0, metavar="N",
+                   help="GPUs (or a fraction) Ray reserves for each child's actor (default: %(default)s)")
     g.add_argument("--devices", default=None, type=name_list, metavar="LIST",
                    help="spread the workers over these devices, e.g. cuda:0,cuda:1 (default: --device)")
 
@@ -341,7 +345,8 @@ def add_parallel_args(p: argparse.ArgumentParser, search: bool = True) -> None:
 def parallel_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The `run_search` keyword arguments of the parallel options."""
     return dict(workers=args.workers, threads_per_worker=args.threads_per_worker, backend=args.backend,
-                ray_address=args.ray_address, devices=args.devices)
+                ray_address=args.ray_address, devices=args.devices,
+                actor_resources=(args.actor_cpus, args.actor_gpus))
 
 
 def add_output_args(p: argparse.ArgumentParser, progress: bool = True) -> None:
