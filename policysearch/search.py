@@ -202,12 +202,12 @@ class SearchVecEnv(VecEnv):
             if self._restore[i] is not None and not self._replay[i]:
                 self.pool.call([i], "set_state", [(self._restore[i],)])
                 self._states[i], self._restore[i] = self._restore[i], None
-        self._save_inflight()
         # Finished children: record (in worker order, so the log's order is fixed), then reset.
         obs_out, rewards, dones, infos = [], np.zeros(n, dtype=np.float32), np.zeros(n, dtype=bool), []
         done = [i for i in range(n) if results[i][2] or results[i][3]]
         for i in done:
             self._finish_episode(i)
+        self._save_inflight(skip=set(done))
         resets = self._call_with_retry(done, "reset") if done else []
         fresh = dict(zip(done, resets))
         for i in range(n):
@@ -298,12 +298,14 @@ class SearchVecEnv(VecEnv):
             for i, state in zip(slots, self.pool.call(slots, "get_state")):
                 self._states[i] = None if isinstance(state, Exception) else state
 
-    def _save_inflight(self) -> None:
+    def _save_inflight(self, skip: set[int]) -> None:
+        """Keep the children still in flight (not those in `skip`, which just finished) with their
+        steps and state, so a resumed run continues them from their last segment."""
         if self.store is None or not self._stateful:
             return
         workers = {i: {"steps": self._current[i]["steps"], "state": self._states[i]}
-                   for i in range(self.num_envs) if self._current[i]["steps"] and self._states[i] is not None
-                   and not self._replay[i]}
+                   for i in range(self.num_envs) if i not in skip and self._current[i]["steps"]
+                   and self._states[i] is not None and not self._replay[i]}
         self.store.save_inflight({"episodes": len(self.episodes), "workers": workers})
 
     # ------------------------------------------------------------------ replay

@@ -176,3 +176,8 @@ def test_sb3_agent_is_checkpointed_after_each_rollout(digits, tmp_path) -> None:
         run_search(CrashAt(_env(digits), 10), "ppo", Budget(child_trainings=8), tmp_path, seed=0, progress=False)
     assert (tmp_path / "controller.zip").is_file()
     sb3.PPO.load(tmp_path / "controller.zip")  # our own file, from this test: SB3's loader is fine here
+
+
+def test_a_finished_run_leaves_no_in_flight_file(digits, tmp_path) -> None:
+    run_search(_env(digits), "random", Budget(child_trainings=2), tmp_path, seed=0, progress=False)
+    assert not (tmp_path / "inflight.pt").exists()
