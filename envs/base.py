@@ -160,6 +160,13 @@ class ChildEnv(gym.Env):
         """Keep a step of the current episode (its `info` and reward), for `get_state()`."""
         self._episode_steps.append(copy.deepcopy({**info, "reward": float(reward)}))
 
+    def advance_episode(self, seed: int | None = None) -> int:
+        """Move the env's random stream past one `reset()` without building the child: what a
+        resumed search does for an episode its log already holds. Returns that episode's child seed;
+        the env must then be `reset()` or `set_state()` before it is stepped."""
+        gym.Env.reset(self, seed=seed)
+        return self._draw_child_seed()  # every reset draws exactly one child seed
+
     def _draw_child_seed(self) -> int:
         """The seed of this episode's child. It is drawn from the env's stream even when
         `child_seed` fixes it, so the stream (and so every later episode) does not depend on that choice."""

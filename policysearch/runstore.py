@@ -184,7 +184,8 @@ class RunStore:
                 (self.out / INFLIGHT_FILE).unlink()
             return
         with atomic_path(self.out / INFLIGHT_FILE) as tmp:
-            torch.save({**inflight, "workers": {i: {"steps": json_safe(w["steps"]), "state": w["state"]}
+            torch.save({**inflight, "workers": {i: {**json_safe({k: v for k, v in w.items() if k != "state"}),
+                                                    "state": w["state"]}
                                                 for i, w in inflight["workers"].items()}}, tmp)
 
     def record(self) -> dict[str, Any]:

@@ -101,7 +101,8 @@ class SearchVecEnv(VecEnv):
         self.failed_workers = 0
         self.stop_requested: str | None = None  # set by a signal handler: stop after the current step
         n = pool.n
-        self._current: list[dict[str, Any]] = [self._fresh({}) for _ in range(n)]
+        self._current: list[dict[str, Any]] = [self._fresh({}, None) for _ in range(n)]
+        self._was_reset = [False] * n  # a first reset is always real (wrappers check reset-before-step)
         self._actions: np.ndarray | None = None
         # Child states after each step, for the in-flight file and to retry a child on a new worker.
         self._stateful = hasattr(self.base, "get_state") and (store is not None or not isinstance(pool, InProcessPool))
@@ -119,8 +120,9 @@ class SearchVecEnv(VecEnv):
         self._bar = tqdm(total=budget.child_trainings, disable=not progress, unit="child", desc=f"search {controller}")
 
     @staticmethod
-    def _fresh(info: dict[str, Any]) -> dict[str, Any]:
-        return {"start_val": info.get("val", {}), "child_seed": info.get("child_seed"), "steps": []}
+    def _fresh(info: dict[str, Any], obs: Any) -> dict[str, Any]:
+        return {"start_val": info.get("val", {}), "child_seed": info.get("child_seed"), "steps": [],
+                "start_obs": None if obs is None else [float(v) for v in np.ravel(obs)]}
 
     # ------------------------------------------------------------------ budget
     @property
@@ -154,18 +156,42 @@ class SearchVecEnv(VecEnv):
     # ------------------------------------------------------------------ VecEnv API
     def reset(self) -> np.ndarray:
         seeds = self._seeds
-        results = self._call_with_retry(list(range(self.num_envs)), "reset",
-                                        kwargs=[{"seed": seed} for seed in seeds])
+        results = self._reset_slots(list(range(self.num_envs)), seeds)
         self._reset_seeds()
         self._reset_options()
         obs = []
         self.reset_infos = []
         for i, (o, info) in enumerate(results):
-            self._current[i] = self._fresh(info)
+            self._current[i] = self._fresh(info, o)
             self.reset_infos.append(info)
             obs.append(o)
         self._snapshot(list(range(self.num_envs)))
         return np.stack(obs)
+
+    def _reset_slots(self, slots: list[int], seeds: list[int | None] | None = None) -> list[Any]:
+        """Reset the children in `slots`. One whose next episode the log already holds is only
+        advanced past its child seed (no child built, no validation pass: a resume's replay stays
+        cheap); its first observation comes from the log."""
+        seeds = seeds or [None] * self.num_envs
+        out: list[Any] = [None] * len(slots)
+        real = []
+        for k, i in enumerate(slots):
+            logged = self._logged[i][0] if self._logged[i] else self._inflight[i]
+            if logged is not None and logged.get("start_obs") is not None and self._was_reset[i]:
+                child_seed = self._call_with_retry([i], "advance_episode", kwargs=[{"seed": seeds[i]}])[0]
+                obs = np.asarray(logged["start_obs"], dtype=self.observation_space.dtype)
+                out[k] = (obs.reshape(self.observation_space.shape),
+                          {"val": logged.get("start_val", {}), "child_seed": child_seed})
+            else:
+                real.append(k)
+        if real:
+            done = self._call_with_retry([slots[k] for k in real], "reset",
+                                         kwargs=[{"seed": seeds[slots[k]]} for k in real])
+            for k, result in zip(real, done):
+                out[k] = result
+        for i in slots:
+            self._was_reset[i] = True
+        return out
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = np.asarray(actions)
@@ -208,7 +234,7 @@ class SearchVecEnv(VecEnv):
         for i in done:
             self._finish_episode(i)
         self._save_inflight(skip=set(done))
-        resets = self._call_with_retry(done, "reset") if done else []
+        resets = self._reset_slots(done) if done else []
         fresh = dict(zip(done, resets))
         for i in range(n):
             obs, reward, terminated, truncated, info = results[i]
@@ -218,7 +244,7 @@ class SearchVecEnv(VecEnv):
                 info["terminal_observation"] = obs
                 info["TimeLimit.truncated"] = truncated and not terminated
                 obs, reset_info = fresh[i]
-                self._current[i] = self._fresh(reset_info)
+                self._current[i] = self._fresh(reset_info, obs)
             obs_out.append(obs)
             infos.append(info)
         if done:
@@ -255,6 +281,7 @@ class SearchVecEnv(VecEnv):
         self._states[dst] = state
         current = self._current[src]
         self._current[dst] = {"start_val": current["start_val"], "child_seed": current["child_seed"],
+                              "start_obs": current["start_obs"],
                               "steps": [dict(step) for step in current["steps"]],
                               "inherited": [*current.get("inherited", []),
                                             {"segment": len(current["steps"]), "from_worker": src}]}
@@ -303,7 +330,8 @@ class SearchVecEnv(VecEnv):
         steps and state, so a resumed run continues them from their last segment."""
         if self.store is None or not self._stateful:
             return
-        workers = {i: {"steps": self._current[i]["steps"], "state": self._states[i]}
+        workers = {i: {"steps": self._current[i]["steps"], "state": self._states[i],
+                       "start_obs": self._current[i]["start_obs"], "start_val": self._current[i]["start_val"]}
                    for i in range(self.num_envs) if i not in skip and self._current[i]["steps"]
                    and self._states[i] is not None and not self._replay[i]}
         self.store.save_inflight({"episodes": len(self.episodes), "workers": workers})
@@ -379,6 +407,7 @@ class SearchVecEnv(VecEnv):
             "failed": next((s["failed"] for s in steps if s.get("failed")), None),
             "elapsed": round(self.elapsed, 2),
             "start_val": current["start_val"],
+            "start_obs": current["start_obs"],
             "inherited": current.get("inherited", []),
             "steps": steps,
         }
