@@ -103,6 +103,8 @@ class SearchVecEnv(VecEnv):
         n = pool.n
         self._current: list[dict[str, Any]] = [self._fresh({}, None) for _ in range(n)]
         self._was_reset = [False] * n  # a first reset is always real (wrappers check reset-before-step)
+        # On resume: when the first child step not answered from the log began (wall clock, epoch s).
+        self.first_live_step_at: float | None = None
         self._actions: np.ndarray | None = None
         # Child states after each step, for the in-flight file and to retry a child on a new worker.
         self._stateful = hasattr(self.base, "get_state") and (store is not None or not isinstance(pool, InProcessPool))
@@ -209,6 +211,8 @@ class SearchVecEnv(VecEnv):
                 results[i] = self._replayed_step(i, taken)
             else:
                 live.append(i)
+        if live and self.first_live_step_at is None:
+            self.first_live_step_at = time.time()
         stepped = self.pool.call(live, "step", [(actions[i],) for i in live])
         seconds = self.pool.call(live, ".last_seconds")
         for i, result, secs in zip(live, stepped, seconds):
@@ -557,6 +561,9 @@ def run_search(
         }
         if store is not None:
             summary["run"] = store.record()
+            if store.episodes or store.inflight:  # a resumed run: what the replay cost
+                summary["run"]["replayed_episodes"] = len(store.episodes)
+                summary["run"]["first_live_step_at"] = recorder.first_live_step_at
             summary["files"] = {"artefact": artefact_name if best else None, "episodes": "episodes.jsonl",
                                 **(files or {})}
         return summary
