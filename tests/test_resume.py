@@ -13,19 +13,10 @@ from pathlib import Path
 
 import gymnasium as gym
 import pytest
+from search_helpers import stable as _stable
 
 from policysearch.errors import ConfigError
 from policysearch.search import Budget, read_episodes, run_search
-
-VOLATILE = {"seconds", "elapsed", "run_id"}  # wall-clock figures and the run's own id
-
-
-def _stable(value):
-    if isinstance(value, dict):
-        return {k: _stable(v) for k, v in value.items() if k not in VOLATILE}
-    if isinstance(value, list):
-        return [_stable(v) for v in value]
-    return value
 
 
 class Crash(Exception):

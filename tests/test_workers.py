@@ -8,20 +8,11 @@ import signal
 
 import gymnasium as gym
 import pytest
+from search_helpers import stable as _stable
 
 from policysearch.errors import ConfigError
 from policysearch.search import Budget, SearchVecEnv, read_episodes, run_search
 from policysearch.workers import ProcessPool, make_pool
-
-VOLATILE = {"seconds", "elapsed", "run_id"}
-
-
-def _stable(value):
-    if isinstance(value, dict):
-        return {k: _stable(v) for k, v in value.items() if k not in VOLATILE}
-    if isinstance(value, list):
-        return [_stable(v) for v in value]
-    return value
 
 
 def _env(digits, mode: str = "schedule"):
