@@ -15,12 +15,11 @@ fine-tune with the same seed would. Only the loss differs.
 
 from __future__ import annotations
 
+import io
 import math
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -190,10 +189,9 @@ def latency_ms(model: nn.Module, input_shape: tuple[int, int, int], batch: int, 
 
 def state_dict_bytes(model: nn.Module) -> int:
     """Size of the model's weights as a torch.save file (what a deployment ships)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "weights.pt"
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
-        return path.stat().st_size
+    buffer = io.BytesIO()  # the size of the file, without writing one
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+    return buffer.getbuffer().nbytes
 
 
 def model_card(model: nn.Module, data: DeviceData) -> dict[str, Any]:

@@ -21,6 +21,8 @@ import urllib.request
 import zlib
 from pathlib import Path
 
+from policysearch.files import atomic_write
+
 __all__ = ["NET_TIMEOUT", "DownloadFailed", "extract_folder", "fetch"]
 
 log = logging.getLogger(__name__)
@@ -107,9 +109,8 @@ def extract_folder(archive: Path, dest: Path, folder: str) -> Path:
                 src = tar.extractfile(member)
                 if src is None:
                     continue
-                (dest / folder).mkdir(parents=True, exist_ok=True)
-                with src, open(dest / folder / parts[1], "wb") as out:
-                    shutil.copyfileobj(src, out)
+                with src:  # written whole or not at all: a kill never leaves a truncated batch file
+                    atomic_write(dest / folder / parts[1], lambda out, src=src: shutil.copyfileobj(src, out))
     except (OSError, tarfile.TarError, EOFError, zlib.error) as exc:
         raise DownloadFailed(f"extracting {archive} failed: {exc}") from exc
     return dest / folder
