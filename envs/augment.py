@@ -156,6 +156,8 @@ class AugmentEnv(ChildTrainingEnv):
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        if options and options.get("advance_only"):
+            return self._advance_only(seed)
         super().reset(seed=seed)
         self._new_child()
         info = {"val": dict(self._val), "child_seed": self.trainer.config.seed}

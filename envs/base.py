@@ -160,12 +160,15 @@ class ChildEnv(gym.Env):
         """Keep a step of the current episode (its `info` and reward), for `get_state()`."""
         self._episode_steps.append(copy.deepcopy({**info, "reward": float(reward)}))
 
-    def advance_episode(self, seed: int | None = None) -> int:
-        """Move the env's random stream past one `reset()` without building the child: what a
-        resumed search does for an episode its log already holds. Returns that episode's child seed;
-        the env must then be `reset()` or `set_state()` before it is stepped."""
+    def _advance_only(self, seed: int | None) -> tuple[np.ndarray, dict[str, Any]]:
+        """`reset(options={"advance_only": True})`: move the env's random stream past one reset
+        without building the child (no model, no validation pass) — what a resumed search does for
+        an episode its log already holds. The observation is a placeholder (zeros); `info` holds
+        the episode's child seed. Step only after a full `reset()` or a `set_state()`."""
         gym.Env.reset(self, seed=seed)
-        return self._draw_child_seed()  # every reset draws exactly one child seed
+        child_seed = self._draw_child_seed()  # every reset draws exactly one child seed
+        obs = np.zeros(self.observation_space.shape, dtype=self.observation_space.dtype)
+        return obs, {"child_seed": child_seed, "advance_only": True}
 
     def _draw_child_seed(self) -> int:
         """The seed of this episode's child. It is drawn from the env's stream even when

@@ -349,6 +349,8 @@ class CompressEnv(ChildEnv):
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        if options and options.get("advance_only"):
+            return self._advance_only(seed)
         super().reset(seed=seed)
         self._seed_now = self._draw_child_seed()
         self._layer, self._counts, self._episode_open = 0, [], True

@@ -135,6 +135,8 @@ class ScheduleEnv(ChildTrainingEnv):
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        if options and options.get("advance_only"):
+            return self._advance_only(seed)
         super().reset(seed=seed)
         self._new_trainer()
         self._segment, self._episode_steps = 0, []

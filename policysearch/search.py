@@ -102,7 +102,6 @@ class SearchVecEnv(VecEnv):
         self.stop_requested: str | None = None  # set by a signal handler: stop after the current step
         n = pool.n
         self._current: list[dict[str, Any]] = [self._fresh({}, None) for _ in range(n)]
-        self._was_reset = [False] * n  # a first reset is always real (wrappers check reset-before-step)
         # On resume: when the first child step not answered from the log began (wall clock, epoch s).
         self.first_live_step_at: float | None = None
         self._actions: np.ndarray | None = None
@@ -175,24 +174,18 @@ class SearchVecEnv(VecEnv):
         advanced past its child seed (no child built, no validation pass: a resume's replay stays
         cheap); its first observation comes from the log."""
         seeds = seeds or [None] * self.num_envs
-        out: list[Any] = [None] * len(slots)
-        real = []
-        for k, i in enumerate(slots):
+        kwargs = []
+        for i in slots:
             logged = self._logged[i][0] if self._logged[i] else self._inflight[i]
-            if logged is not None and logged.get("start_obs") is not None and self._was_reset[i]:
-                child_seed = self._call_with_retry([i], "advance_episode", kwargs=[{"seed": seeds[i]}])[0]
+            light = logged is not None and logged.get("start_obs") is not None
+            kwargs.append({"seed": seeds[i], **({"options": {"advance_only": True}} if light else {})})
+        out = self._call_with_retry(slots, "reset", kwargs=kwargs)
+        for k, i in enumerate(slots):
+            if "options" in kwargs[k]:
+                logged = self._logged[i][0] if self._logged[i] else self._inflight[i]
                 obs = np.asarray(logged["start_obs"], dtype=self.observation_space.dtype)
                 out[k] = (obs.reshape(self.observation_space.shape),
-                          {"val": logged.get("start_val", {}), "child_seed": child_seed})
-            else:
-                real.append(k)
-        if real:
-            done = self._call_with_retry([slots[k] for k in real], "reset",
-                                         kwargs=[{"seed": seeds[slots[k]]} for k in real])
-            for k, result in zip(real, done):
-                out[k] = result
-        for i in slots:
-            self._was_reset[i] = True
+                          {"val": logged.get("start_val", {}), "child_seed": out[k][1]["child_seed"]})
         return out
 
     def step_async(self, actions: np.ndarray) -> None:

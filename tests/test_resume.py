@@ -172,3 +172,11 @@ def test_sb3_agent_is_checkpointed_after_each_rollout(digits, tmp_path) -> None:
 def test_a_finished_run_leaves_no_in_flight_file(digits, tmp_path) -> None:
     run_search(_env(digits), "random", Budget(child_trainings=2), tmp_path, seed=0, progress=False)
     assert not (tmp_path / "inflight.pt").exists()
+
+
+def test_advance_only_reset_moves_the_stream_like_a_full_reset(digits) -> None:
+    full, light = _env(digits).unwrapped, _env(digits).unwrapped
+    seeds_full = [full.reset(seed=4 if k == 0 else None)[1]["child_seed"] for k in range(3)]
+    seeds_light = [light.reset(seed=4 if k == 0 else None, options={"advance_only": True})[1]["child_seed"]
+                   for k in range(3)]
+    assert seeds_light == seeds_full and light.trainer is None  # same stream, no child built
