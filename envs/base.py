@@ -160,13 +160,6 @@ class ChildEnv(gym.Env):
         """Keep a step of the current episode (its `info` and reward), for `get_state()`."""
         self._episode_steps.append(copy.deepcopy({**info, "reward": float(reward)}))
 
-    def search_step(self, action: Any, with_state: bool = False) -> tuple[Any, ...]:
-        """`step(action)`, then `last_seconds` and (when `with_state`) `get_state()` if the episode
-        goes on: what a search's worker sends back, in one round trip instead of three."""
-        obs, reward, terminated, truncated, info = self.step(action)
-        state = self.get_state() if with_state and not (terminated or truncated) else None
-        return obs, reward, terminated, truncated, info, self.last_seconds, state
-
     def _advance_only(self, seed: int | None) -> tuple[np.ndarray, dict[str, Any]]:
         """`reset(options={"advance_only": True})`: move the env's random stream past one reset
         without building the child (no model, no validation pass) — what a resumed search does for

@@ -206,13 +206,11 @@ class SearchVecEnv(VecEnv):
                 live.append(i)
         if live and self.first_live_step_at is None:
             self.first_live_step_at = time.time()
-        stepped, seconds, states = self._live_steps(live, actions)
-        for i, result, secs, state in zip(live, stepped, seconds, states):
+        stepped = self.pool.call(live, "step", [(actions[i],) for i in live])
+        seconds = self.pool.call(live, ".last_seconds")
+        for i, result, secs in zip(live, stepped, seconds):
             if isinstance(result, Exception) or isinstance(secs, Exception):
                 result, secs = self._retry(i, actions[i], result if isinstance(result, Exception) else secs)
-                state = False  # taken below
-            if state is not False:
-                self._states[i] = state
             obs, reward, terminated, truncated, info = result
             taken = [round(float(a), 6) for a in np.ravel(np.asarray(actions[i], dtype=np.float64))]
             record = {**info, "reward": float(reward), "seconds": round(float(secs), 4), "controller_action": taken,
@@ -222,8 +220,7 @@ class SearchVecEnv(VecEnv):
             results[i] = (obs, float(reward), bool(terminated), bool(truncated), info)
         self._actions = None
         # Children that continue: keep their state (in-flight file, retries); restore replayed ones.
-        self._snapshot([i for i, state in zip(live, states) if state is False
-                        and not (results[i][2] or results[i][3])])
+        self._snapshot([i for i in live if not (results[i][2] or results[i][3])])
         for i in range(n):
             if self._restore[i] is not None and not self._replay[i]:
                 self.pool.call([i], "set_state", [(self._restore[i],)])
@@ -267,19 +264,6 @@ class SearchVecEnv(VecEnv):
 
     def env_is_wrapped(self, wrapper_class: Any, indices: Any = None) -> list[bool]:
         return [False] * len(self._get_indices(indices))
-
-    def _live_steps(self, live: list[int], actions: np.ndarray) -> tuple[list[Any], list[Any], list[Any]]:
-        """Step the children in `live` at once: their results, seconds and (worker pools) states.
-        A worker answers in one round trip (`search_step`); in this process the env is stepped
-        through its wrappers, and its state is taken afterwards (`False`: not taken yet)."""
-        if isinstance(self.pool, InProcessPool) or not hasattr(self.base, "search_step"):
-            stepped = self.pool.call(live, "step", [(actions[i],) for i in live])
-            return stepped, self.pool.call(live, ".last_seconds"), [False] * len(live)
-        out = self.pool.call(live, "search_step", [(actions[i], self._stateful) for i in live])
-        died = [isinstance(value, Exception) for value in out]
-        return ([value if dead else value[:5] for value, dead in zip(out, died)],
-                [value if dead else value[5] for value, dead in zip(out, died)],
-                [False if dead else value[6] for value, dead in zip(out, died)])
 
     # ------------------------------------------------------------------ population
     def copy_child(self, src: int, dst: int) -> None:
