@@ -4,22 +4,26 @@ The protocol (issue 11), at a size this script's flags set:
 
 1. **Target regime**: few labelled images trained for long (default: Fashion-MNIST, 1,000 training
    images, 40 epochs, the small CNN, cosine), scored on the official test split.
-2. **Baselines**: none, cropflip, erasing, trivial, randaugment, each trained with the K evaluation
+2. **Baselines**: none, cropflip, erasing, trivial, randaugment, autoaugment-cifar10, each trained with the K evaluation
    seeds (the same seeds for every arm: same initial weights and data order, so arms are paired).
 3. **Searches**: each controller gets the same budget in child-training images: P children of the
    full target length (P target trainings): `pbt` (a population of P trained once, the bottom quarter
-   copying the top quarter every segment) and `random` (P random schedules). S independent searches
-   per controller (search seeds 0..S-1). Search uses the validation split only.
+   copying the top quarter every segment), `random` (P random schedules) and `ppo` (P episodes).
+   S independent searches per controller (search seeds 0..S-1), interleaved (search 0 of every
+   controller, then search 1, ...). Search uses the validation split only.
 4. **Choosing without the test split**: the top `--top` candidates of a search (by validation score)
-   are re-trained with a fresh seed and the best validation score is kept (the best of many noisy
-   runs is biased upward).
+   are re-trained with one fresh seed (shared by the candidates, so they are paired) and the best
+   validation score is kept (the best of many noisy runs is biased upward).
 5. **Test**: the chosen policy is trained with the K evaluation seeds; paired differences to each
-   baseline with bootstrap 95 % CIs (accuracy and NLL).
+   baseline with bootstrap 95 % CIs (accuracy and NLL); pooled over the S searches with a nested
+   bootstrap (searches, then seeds), and controller against controller the same way.
 
-Search cost is reported in target trainings (P + top) and CPU-minutes. Prints one JSON line; writes
-the run folders and found policies under --out. Run it alone on the machine::
+Search cost is reported in target trainings (P + top) and wall-minutes. Prints one JSON line; writes
+the run folders, the found policies and `report.json` under --out. `report.json` is rewritten after
+every search, so a cut run keeps its figures and a rerun with the same setup resumes. Run it alone on
+the machine (about 2.5 CPU-hours at the defaults)::
 
-    python benchmarks/augment_headroom.py --searches 1 --seeds 3
+    python benchmarks/augment_headroom.py
 """
 
 from __future__ import annotations
@@ -32,12 +36,14 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
 from policysearch.compare import compare
 from policysearch.data import prepare
+from policysearch.files import write_json
 from policysearch.policies.schedule import named_schedule
 from policysearch.search import Budget, run_search
-from policysearch.stats import paired_bootstrap
+from policysearch.stats import nested_bootstrap, paired_bootstrap
 from policysearch.trainer import TrainConfig, train_run
 
 METRICS = ("accuracy", "nll")
@@ -47,19 +53,51 @@ def _per_seed(entry: dict[str, Any], metric: str) -> list[float]:
     return [float(run["test"][metric]) for run in entry["runs"]]
 
 
+def _pooled(rows: list[dict[str, Any]], other: dict[str, list[float]] | list[dict[str, Any]], metric: str) -> Any:
+    """Nested bootstrap of (search, seed) differences: against a baseline's per-seed values, or against
+    another controller's searches (search s paired with search s: both independent, seeds paired)."""
+    if isinstance(other, dict):
+        diffs = [[a - b for a, b in zip(r["per_seed"][metric], other[metric])] for r in rows]
+    else:
+        n = min(len(rows), len(other))
+        diffs = [[a - b for a, b in zip(rows[s]["per_seed"][metric], other[s]["per_seed"][metric])]
+                 for s in range(n)]
+    return nested_bootstrap(diffs) if len(diffs) >= 2 else None
+
+
+def _summary(report: dict[str, Any]) -> dict[str, Any]:
+    """Per controller: test accuracy / NLL of the chosen policies over searches, and pooled CIs."""
+    out: dict[str, Any] = {}
+    searches = report["searches"]
+    for name, rows in searches.items():
+        acc = [r["test"]["accuracy"]["mean"] for r in rows]
+        entry: dict[str, Any] = {
+            "searches": len(rows),
+            "test_accuracy_mean_over_searches": float(np.mean(acc)),
+            "test_accuracy_sd_over_searches": float(np.std(acc, ddof=1)) if len(acc) > 1 else None,
+            "test_nll_mean_over_searches": float(np.mean([r["test"]["nll"]["mean"] for r in rows])),
+            "minus_baseline": {b: {m: _pooled(rows, per_seed, m) for m in METRICS}
+                               for b, per_seed in report["baseline_per_seed"].items()},
+            "minus_controller": {o: {m: _pooled(rows, others, m) for m in METRICS}
+                                 for o, others in searches.items() if o != name},
+        }
+        out[name] = entry
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--train-size", type=int, default=1000)
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--model", default="cnn")
-    p.add_argument("--baselines", default="none,cropflip,erasing,trivial,randaugment")
-    p.add_argument("--controllers", default="pbt,random")
+    p.add_argument("--baselines", default="none,cropflip,erasing,trivial,randaugment,autoaugment-cifar10")
+    p.add_argument("--controllers", default="pbt,random,ppo")
     p.add_argument("--population", type=int, default=4, help="P: children per search = target trainings")
     p.add_argument("--segments", type=int, default=8, help="policy decisions per training (default: %(default)s)")
-    p.add_argument("--searches", type=int, default=1, help="S independent searches per controller")
-    p.add_argument("--seeds", type=int, default=3, help="K paired evaluation seeds")
-    p.add_argument("--top", type=int, default=2, help="candidates re-trained before choosing")
+    p.add_argument("--searches", type=int, default=5, help="S independent searches per controller")
+    p.add_argument("--seeds", type=int, default=5, help="K paired evaluation seeds")
+    p.add_argument("--top", type=int, default=3, help="candidates re-trained with a fresh seed before choosing")
     p.add_argument("--space", default="full", help="Augment-v1 search space: full | small")
     p.add_argument("--reward-metric", default="accuracy")
     p.add_argument("--workers", type=int, default=2)
@@ -71,58 +109,86 @@ def main(argv: list[str] | None = None) -> int:
     total_steps = args.epochs * steps_per_epoch
     config = TrainConfig(model=args.model)
     eval_seeds = list(range(1000, 1000 + args.seeds))
-    started = time.process_time()
+    setup = {"benchmark": "augment_headroom", "dataset": args.dataset, "train_size": len(data.y_train),
+             "val_size": len(data.y_val), "test_size": len(data.y_test), "epochs": args.epochs,
+             "model": args.model, "segments": args.segments, "space": args.space, "population": args.population,
+             "top": args.top, "eval_seeds": eval_seeds, "reward_metric": args.reward_metric}
+    # The report is rewritten after every step, so an interrupted run resumes where it stopped
+    # (same setup only) and a partial run still has figures.
+    report_path = out / "report.json"
+    report: dict[str, Any] = {}
+    if report_path.exists():
+        saved = json.loads(report_path.read_text())
+        if saved.get("setup") == setup:
+            report = saved
+            print(f"resuming {report_path}", file=sys.stderr)
+    report.setdefault("setup", setup)
+    report.setdefault("note", "minus_baseline = chosen - baseline per paired seed; higher accuracy and lower "
+                              "nll are better; pooled CIs resample searches, then seeds within a search")
+    report.setdefault("baselines", {})
+    report.setdefault("baseline_per_seed", {})
+    report.setdefault("searches", {})
+    report.setdefault("cost", {"baseline_wall_min": 0.0})
 
-    print(f"baselines: {args.baselines} x {args.seeds} seeds", file=sys.stderr)
-    baselines = compare(data, config, args.baselines.split(","), ["cosine"], eval_seeds, args.epochs, progress=False,
-                        workers=args.workers)
-    report: dict[str, Any] = {"baselines": {e["augment"]: {m: e["test"][m] for m in METRICS} for e in baselines},
-                              "note": "minus_baseline = chosen - baseline per paired seed; higher accuracy and "
-                                      "lower nll are better"}
-    baseline_cpu = time.process_time() - started
+    todo = [b for b in args.baselines.split(",") if b not in report["baselines"]]
+    if todo:
+        print(f"baselines: {','.join(todo)} x {args.seeds} seeds", file=sys.stderr)
+        t0 = time.perf_counter()
+        for entry in compare(data, config, todo, ["cosine"], eval_seeds, args.epochs, progress=False,
+                             workers=args.workers):
+            report["baselines"][entry["augment"]] = {m: entry["test"][m] for m in METRICS}
+            report["baseline_per_seed"][entry["augment"]] = {m: _per_seed(entry, m) for m in METRICS}
+        report["cost"]["baseline_wall_min"] += round((time.perf_counter() - t0) / 60, 2)
+        write_json(report_path, report)
 
-    searches: dict[str, list[dict[str, Any]]] = {}
-    for controller in args.controllers.split(","):
-        for s in range(args.searches):
+    # Interleaved (search 0 of every controller, then search 1, ...) so that a cut run stays balanced.
+    for s in range(args.searches):
+        for controller in args.controllers.split(","):
+            rows = report["searches"].setdefault(controller, [])
+            if any(r["search_seed"] == s for r in rows):
+                continue
             print(f"search {controller} #{s}", file=sys.stderr)
             env = gym.make("policysearch/Augment-v1", data=data, model=args.model, episode_length=args.segments,
                            steps_per_segment=total_steps // args.segments, space=args.space,
                            reward_metric=args.reward_metric)
-            t0, c0 = time.perf_counter(), time.process_time()
+            t0 = time.perf_counter()
             result = run_search(env, controller, Budget(child_trainings=args.population),
                                 out / f"{controller}-{s}", seed=s, progress=False, workers=args.population,
                                 overwrite=True)
-            # Re-train the top candidates with a fresh seed; choose by validation only.
-            ranked = sorted(result.episodes, key=lambda e: -(e["score"] if e["score"] is not None else -1e9))
+            search_min = (time.perf_counter() - t0) / 60
+            # Re-train the top candidates with one fresh seed (the same for all of them, so they are
+            # paired); choose by validation only.
+            t0 = time.perf_counter()
+            scored = [e for e in result.episodes if e["score"] is not None]
+            ranked = sorted(scored, key=lambda e: -e["score"])
             candidates = []
             for k, record in enumerate(ranked[: args.top]):
                 policy = env.unwrapped.export(record["steps"], {"search": f"{controller}-{s}",
                                                                 "episode": record["episode"]})
-                check = train_run(data, TrainConfig(model=args.model, seed=500 + k), args.epochs, policy,
+                check = train_run(data, TrainConfig(model=args.model, seed=500 + s), args.epochs, policy,
                                   named_schedule("cosine", base_lr=config.lr), progress=False)
                 candidates.append((check.val[args.reward_metric], k, policy, record))
             _, k, chosen, record = max(candidates, key=lambda c: (c[0], -c[1]))
+            rerank_min = (time.perf_counter() - t0) / 60
             path = chosen.save(out / f"{controller}-{s}" / "chosen.json")
             entry = compare(data, config, [str(path)], ["cosine"], eval_seeds, args.epochs, progress=False,
                             workers=args.workers)[0]
-            paired = {base["augment"]: {m: paired_bootstrap(_per_seed(entry, m), _per_seed(base, m))
-                                        for m in METRICS} for base in baselines}
-            searches.setdefault(controller, []).append({
-                "search_seed": s, "chosen_episode": record["episode"], "inherited": record.get("inherited"),
+            paired = {base: {m: paired_bootstrap(_per_seed(entry, m), per_seed[m]) for m in METRICS}
+                      for base, per_seed in report["baseline_per_seed"].items()}
+            rows.append({
+                "search_seed": s, "chosen_episode": record["episode"], "chosen_rank_by_search_score": k,
+                "inherited": record.get("inherited"),
                 "val_of_candidates": [round(c[0], 4) for c in candidates],
-                "test": {m: entry["test"][m] for m in METRICS}, "minus_baseline": paired,
+                "test": {m: entry["test"][m] for m in METRICS},
+                "per_seed": {m: _per_seed(entry, m) for m in METRICS}, "minus_baseline": paired,
                 "policy": str(path), "describe": chosen.describe(),
-                "cost": {"target_trainings": args.population + args.top,
-                         "search_wall_min": round((time.perf_counter() - t0) / 60, 2),
-                         "search_cpu_min_this_process": round((time.process_time() - c0) / 60, 2)},
+                "cost": {"target_trainings": args.population + min(args.top, len(ranked)),
+                         "search_wall_min": round(search_min, 2), "rerank_wall_min": round(rerank_min, 2)},
             })
-    report.update({
-        "benchmark": "augment_headroom", "dataset": args.dataset, "train_size": len(data.y_train),
-        "val_size": len(data.y_val), "test_size": len(data.y_test), "epochs": args.epochs, "model": args.model,
-        "segments": args.segments, "space": args.space, "population": args.population, "top": args.top,
-        "eval_seeds": eval_seeds, "reward_metric": args.reward_metric, "searches": searches,
-        "baseline_cpu_min_this_process": round(baseline_cpu / 60, 2),
-    })
+            report["summary"] = _summary(report)
+            write_json(report_path, report)
+    report["summary"] = _summary(report)
+    write_json(report_path, report)
     print(json.dumps(report))
     return 0
 

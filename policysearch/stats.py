@@ -37,3 +37,36 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = 10
     return {"mean": float(diff.mean()), "low": float(np.quantile(means, tail)),
             "high": float(np.quantile(means, 1.0 - tail)), "n": len(diff),
             "p_above_zero": float((means > 0).mean())}
+
+
+def nested_bootstrap(diffs: Sequence[Sequence[float]], resamples: int = 10_000, level: float = 0.95,
+                     seed: int = 0) -> dict[str, float]:
+    """Mean paired difference over independent searches × paired seeds, with a two-level bootstrap CI.
+
+    ``diffs[s][k]`` is the paired difference (arm minus baseline) of search `s` at evaluation seed
+    `k`. Each resample draws searches with replacement, then seeds with replacement within each
+    drawn search, so the CI carries both the spread between searches and the seed noise.
+
+    Returns:
+        ``{"mean", "low", "high", "searches", "seeds", "p_above_zero"}``.
+
+    Raises:
+        ConfigError: Ragged rows, fewer than 2 searches, or fewer than 2 seeds.
+    """
+    check_int("resamples", resamples, 100)
+    check_number("level", level, 0.0, 1.0, low_open=True, high_open=True)
+    try:
+        d = np.asarray(diffs, dtype=np.float64)
+    except ValueError as exc:
+        raise ConfigError("nested differences are ragged: every search needs the same seeds") from exc
+    if d.ndim != 2 or d.shape[0] < 2 or d.shape[1] < 2:
+        raise ConfigError(f"nested differences have shape {d.shape}, expected (searches >= 2, seeds >= 2)")
+    n_search, n_seed = d.shape
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, n_search, size=(resamples, n_search))
+    cols = rng.integers(0, n_seed, size=(resamples, n_search, n_seed))
+    means = d[rows[:, :, None], cols].mean(axis=(1, 2))
+    tail = (1.0 - level) / 2.0
+    return {"mean": float(d.mean()), "low": float(np.quantile(means, tail)),
+            "high": float(np.quantile(means, 1.0 - tail)), "searches": n_search, "seeds": n_seed,
+            "p_above_zero": float((means > 0).mean())}
