@@ -251,6 +251,27 @@ class AugmentEnv(ChildTrainingEnv):
     def _current_observation(self) -> np.ndarray | None:
         return None if self.trainer is None else self._observation()
 
+    # ------------------------------------------------------------------ Optuna baseline space
+    RAMPS = ("constant", "linear")
+    OFF: ClassVar[float] = 0.0  # the action value that turns a knob off (v1: the centre of the box)
+
+    def suggest_episode(self, trial: Any) -> list[np.ndarray]:
+        """The actions of one episode from an Optuna trial: the `tpe` / `cmaes` baseline for this env.
+
+        Static mode: the action vector itself (parameters ``a0..``). Schedule mode: a final policy
+        (the same parameters) held for the whole training ("constant") or ramped linearly from no
+        augmentation at the start to the final policy at the last segment ("linear": PBA's found
+        schedules grow stronger over training), so TPE searches dim + 1 numbers, not dim x segments.
+        """
+        final = np.array([trial.suggest_float(f"a{i}", -1.0, 1.0) for i in range(self.space.dim)], dtype=np.float32)
+        if self.mode == "static":
+            return [final]
+        ramp = trial.suggest_categorical("ramp", list(self.RAMPS))
+        if ramp == "constant":
+            return [final.copy() for _ in range(self.episode_length)]
+        return [(self.OFF + (i + 1) / self.episode_length * (final - self.OFF)).astype(np.float32)
+                for i in range(self.episode_length)]
+
     # ------------------------------------------------------------------ export
     def export(self, steps: list[dict[str, Any]], provenance: dict[str, Any] | None = None) -> AugmentPolicy:
         """The policy an episode used, as a file-ready AugmentPolicy: one policy in static mode, a
@@ -273,6 +294,7 @@ class AugmentEnvV0(AugmentEnv):
     states and their resumes stay reproducible; new searches use Augment-v1."""
 
     ENV_ID = "policysearch/Augment-v0"
+    OFF: ClassVar[float] = -1.0  # v0's probabilities are ((a + 1) / 2)^2: off at the low end
     NAMED_SPACES: ClassVar[bool] = False  # v0's settings, and so its child states, stay as they were
 
     @staticmethod

@@ -9,7 +9,9 @@ and tells their N results (ask / tell batches).
 - `ppo` (default), `sac`, `a2c`: stable-baselines3 agents with settings sized for expensive envs
   (tiny rollouts and batches, so learning starts within a few episodes).
 - `random`: uniform over the same action space; the baseline every claim must beat.
-- `tpe`, `cmaes`: Optuna's samplers over the action vector, for static-mode (one-step) envs;
+- `tpe`, `cmaes`: Optuna's samplers, one trial per child training: over the action vector of a
+  static-mode (one-step) env, or over an env's own low-dimensional episode family
+  (`SuggestsEpisodes`: Augment's final policy and its ramp, Schedule-v0's family and peak LR);
   needs the `optuna` extra.
 """
 
@@ -143,7 +145,8 @@ class SB3Controller(Controller):
 class OptunaController(Controller):
     """Optuna's TPE or CMA-ES. One trial is one child training: over the action vector in a
     static-mode env, or, for an env that `SuggestsEpisodes` (Schedule-v0: a cosine / onecycle
-    family and its peak LR), over that env's own low-dimensional baseline space.
+    family and its peak LR; Augment: a final policy held or ramped up from none), over that env's
+    own low-dimensional baseline space.
 
     Args:
         sampler: "tpe" or "cmaes".

@@ -169,8 +169,34 @@ def test_optuna_controllers_in_static_mode(make, controller):
         pytest.importorskip("cmaes")
     result = run_search(make(mode="static"), controller, Budget(child_trainings=3), None, seed=0, progress=False)
     assert len(result.episodes) == 3 and result.artefact.starts == ()
-    with pytest.raises(ConfigError, match="static"):
-        run_search(make(mode="schedule"), controller, Budget(child_trainings=1), None, progress=False)
+
+
+@pytest.mark.parametrize("variant", ["v1-full", "v1-small"])
+def test_tpe_in_schedule_mode_searches_a_final_policy_and_its_ramp(make, variant):
+    pytest.importorskip("optuna")
+    import optuna
+
+    env = make(variant, mode="schedule")
+    base = env.unwrapped
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(12):
+        trial = study.ask()
+        actions = base.suggest_episode(trial)
+        assert len(actions) == base.episode_length
+        assert all(a.shape == base.action_space.shape and np.all(np.abs(a) <= 1.0) for a in actions)
+        final = np.array([trial.params[f"a{i}"] for i in range(base.space.dim)], dtype=np.float32)
+        assert np.allclose(actions[-1], final)  # both ramps end at the suggested policy
+        if trial.params["ramp"] == "linear":  # from no augmentation, in equal steps
+            assert np.allclose(actions[0], final / base.episode_length)
+        else:
+            assert all(np.array_equal(a, final) for a in actions)
+        seen.add(trial.params["ramp"])
+        study.tell(trial, 0.0)
+    assert seen == {"constant", "linear"}
+    result = run_search(make(variant, mode="schedule"), "tpe", Budget(child_trainings=2), None, seed=0,
+                        progress=False)
+    assert len(result.episodes) == 2 and len(result.episodes[0]["steps"]) == base.episode_length
 
 
 def test_budget_validation():
