@@ -27,6 +27,8 @@ from policysearch.errors import ConfigError
 if TYPE_CHECKING:
     from policysearch.search import SearchVecEnv
 
+DEFAULT_POPULATION = 8  # PBA trained 16; 8 halves the cost and keeps a top and a bottom quarter of 2
+
 
 def truncation_pairs(scores: np.ndarray, fraction: float = 0.25) -> list[tuple[int, int]]:
     """(source, destination) pairs of one exploit round: the bottom `fraction` of the members
@@ -51,7 +53,8 @@ def explore(action: np.ndarray, rng: np.random.Generator, resample: float = 0.2,
 
 
 class PBTController(Controller):
-    """Population-based training over the children of a `SearchVecEnv` (N = its workers).
+    """Population-based training over the children of a `SearchVecEnv` (N = its slots: the search's
+    `population`, in N workers or taking turns in one process).
 
     Args:
         interval: segments between exploit / explore rounds.
@@ -74,8 +77,8 @@ class PBTController(Controller):
     def run(self, recorder: SearchVecEnv, seed: int) -> None:
         n = recorder.num_envs
         if n < 2:
-            raise ConfigError(f"controller 'pbt' needs a population: workers is {n}, expected 2 or more "
-                              "(--workers N: N members trained at once)")
+            raise ConfigError(f"controller 'pbt' needs a population: it has {n} member, expected 2 or more "
+                              "(--population N)")
         if recorder.base.mode == "static":
             raise ConfigError("controller 'pbt' needs a segmented episode (mode='schedule'): it copies "
                               "children between segments")

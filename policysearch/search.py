@@ -463,6 +463,7 @@ def run_search(
     actor_resources: tuple[float, float] = (1.0, 0.0),
     tracker: Tracker | None = None,
     objectives: str | Sequence[str | Objective] | None = None,
+    population: int | None = None,
 ) -> SearchResult:
     """Search with `controller_name` on `env` until `budget` is spent and export the best episode.
 
@@ -497,12 +498,15 @@ def run_search(
         objectives: e.g. "accuracy,tflops" (`policysearch.pareto`): the Pareto front of the episodes
             goes into the summary's "pareto" (and pareto.json, pareto.png, pareto/ into `out_dir`);
             the `tpe` controller then searches a multi-objective study over them.
+        population: children held at once, for `pbt` (its members). Default: `workers` when above
+            1 (one member per worker), else 8, which then take turns in this process.
 
     Raises:
         ConfigError: The folder holds another run (see above) or is in use; no episode completed.
     """
     from policysearch.controllers import make_controller
     from policysearch.policies.artifact import provenance
+    from policysearch.population import DEFAULT_POPULATION
     from policysearch.tracking import search_tracking
 
     base = as_search_env(env)
@@ -573,9 +577,15 @@ def run_search(
             export_best(recorder).save(store.out / artefact_name)
         write_json(store.out / "summary.json", summary_of(recorder))
 
+    if population is not None and controller_name != "pbt":
+        raise ConfigError(f"population is {population}, but only controller 'pbt' has a population "
+                          f"(controller {controller_name!r} trains --workers children at once)")
+    if controller_name == "pbt" and population is None:
+        population = workers if workers > 1 else DEFAULT_POPULATION
     try:
         pool = make_pool(env, workers, backend, env_fn=env_fn, threads=threads_per_worker, ray_address=ray_address,
-                         devices=devices, num_cpus=actor_resources[0], num_gpus=actor_resources[1])
+                         devices=devices, num_cpus=actor_resources[0], num_gpus=actor_resources[1],
+                         population=population)
     except BaseException:
         if store is not None:
             store.close()

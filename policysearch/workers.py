@@ -6,6 +6,8 @@ once: `submit(i, method, *args)` for each, then `result(i)` for each. The search
 pool, so the controllers do not know which backend runs the children.
 
 - `InProcessPool`: N = 1, the env itself, no copy (the default).
+- `SerialPool`: N copies of the env in this process, run one after another: a population (`pbt`)
+  larger than the machine has cores, or children too small to pay for worker processes.
 - `ProcessPool`: one stable-baselines3 `SubprocVecEnv` worker process per child (SB3's worker loop,
   not a home-made one), one torch thread each unless told otherwise.
 - `RayPool`: one Ray actor per child, with its own `num_cpus` / `num_gpus` (the `ray` extra), on a
@@ -92,6 +94,28 @@ class InProcessPool(WorkerPool):
 
     def restart(self, i: int) -> None:
         raise WorkerDied("the in-process env cannot be restarted")
+
+
+class SerialPool(WorkerPool):
+    """N copies of an env in this process, each built by `env_fn` (as a worker process would build
+    it); a submitted call runs when its result is asked for, so the children take turns."""
+
+    def __init__(self, env_fn: Callable[[], Any], n: int) -> None:
+        self.n, self._make = n, env_fn
+        self.envs = [env_fn() for _ in range(n)]
+        self._pending: dict[int, tuple[str, tuple[Any, ...], dict[str, Any]]] = {}
+
+    def submit(self, i: int, method: str, *args: Any, **kwargs: Any) -> None:
+        self._pending[i] = (method, args, kwargs)
+
+    def result(self, i: int) -> Any:
+        method, args, kwargs = self._pending.pop(i)
+        if method.startswith("."):
+            return getattr(self.envs[i], method[1:])
+        return getattr(self.envs[i], method)(*args, **kwargs)
+
+    def restart(self, i: int) -> None:
+        self.envs[i] = self._make()
 
 
 def _threaded(env_fn: Callable[[], Any], threads: int | None) -> Callable[[], Any]:
@@ -253,9 +277,11 @@ def env_factory(env: Any, device: str | None = None) -> Callable[[], Any]:
 
 def make_pool(env: Any, workers: int = 1, backend: str = "local", env_fn: Callable[[], Any] | None = None,
               threads: int | None = 1, ray_address: str | None = None, num_cpus: float = 1,
-              num_gpus: float = 0, devices: list[str] | None = None) -> WorkerPool:
+              num_gpus: float = 0, devices: list[str] | None = None, population: int | None = None) -> WorkerPool:
     """The pool a search runs its children in (see the module docstring). `devices` spreads the
-    local workers over devices round-robin (``["cuda:0", "cuda:1"]`` on a two-GPU host)."""
+    local workers over devices round-robin (``["cuda:0", "cuda:1"]`` on a two-GPU host).
+    `population`: children held at once when it differs from `workers` (only with one local
+    worker: a `SerialPool` of that many copies)."""
     from policysearch.checks import check_choice, check_int
 
     check_int("workers", workers, 1)
@@ -264,6 +290,12 @@ def make_pool(env: Any, workers: int = 1, backend: str = "local", env_fn: Callab
         from policysearch.device import resolve_device
 
         devices = [str(resolve_device(d)) for d in devices]  # unknown or absent devices fail here
+    if population is not None and population != workers:
+        check_int("population", population, 1)
+        if workers != 1 or backend != "local" or devices:
+            raise ConfigError(f"population is {population} with {workers} {backend} workers: either one member "
+                              f"per worker (population = workers) or all members in this process (workers = 1)")
+        return SerialPool(env_fn or env_factory(env), population)
     if backend == "local" and workers == 1 and not devices:
         return InProcessPool(env)
     if backend == "ray":

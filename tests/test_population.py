@@ -80,6 +80,26 @@ def test_pbt_search_starts_at_the_centre_exports_the_inherited_schedule_and_is_d
 
 def test_pbt_needs_a_population_and_segments(digits) -> None:
     with pytest.raises(ConfigError, match="population"):
-        run_search(_env(digits), "pbt", Budget(child_trainings=2), None, progress=False)
+        run_search(_env(digits), "pbt", Budget(child_trainings=2), None, progress=False, population=1)
     with pytest.raises(ConfigError, match="interval"):
         PBTController(interval=0)
+
+
+def test_population_takes_turns_in_one_process(digits, tmp_path) -> None:
+    from policysearch.workers import SerialPool
+
+    result = run_search(_env(digits, episode_length=2), "pbt", Budget(child_trainings=4), tmp_path, seed=0,
+                        progress=False, population=4)
+    assert result.summary["workers"]["n"] == 4 and len(result.episodes) == 4
+    again = run_search(_env(digits, episode_length=2), "pbt", Budget(child_trainings=4), None, seed=0,
+                       progress=False, population=4)
+    assert [e["score"] for e in again.episodes] == [e["score"] for e in result.episodes]
+    pool = SerialPool(lambda: gym.make("policysearch/Augment-v0", data=digits, model="mlp").unwrapped, 2)
+    assert pool.envs[0] is not pool.envs[1]  # copies, not one env twice
+
+
+def test_population_is_refused_where_it_cannot_hold(digits) -> None:
+    with pytest.raises(ConfigError, match="only controller 'pbt' has a population"):
+        run_search(_env(digits), "random", Budget(child_trainings=2), None, progress=False, population=4)
+    with pytest.raises(ConfigError, match="one member per worker"):
+        run_search(_env(digits), "pbt", Budget(child_trainings=2), None, progress=False, workers=2, population=4)

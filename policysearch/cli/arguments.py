@@ -329,6 +329,9 @@ def add_parallel_args(p: argparse.ArgumentParser, search: bool = True) -> None:
                    help="torch threads in each worker, with --workers > 1 (default: %(default)s)")
     if not search:
         return
+    g.add_argument("--population", type=positive_int, default=None, metavar="N",
+                   help="controller pbt: members trained together (default: --workers when above 1, one member "
+                        "per worker; else 8, taking turns in this process)")
     g.add_argument("--backend", default="local", type=name_of("backend", lambda: ("local", "ray")),
                    help="local (processes on this machine) | ray (actors, needs policysearch[ray]) "
                         "(default: %(default)s)")
@@ -344,8 +347,8 @@ def add_parallel_args(p: argparse.ArgumentParser, search: bool = True) -> None:
 
 def parallel_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The `run_search` keyword arguments of the parallel options."""
-    return dict(workers=args.workers, threads_per_worker=args.threads_per_worker, backend=args.backend,
-                ray_address=args.ray_address, devices=args.devices,
+    return dict(workers=args.workers, population=args.population, threads_per_worker=args.threads_per_worker,
+                backend=args.backend, ray_address=args.ray_address, devices=args.devices,
                 actor_resources=(args.actor_cpus, args.actor_gpus))
 
 
