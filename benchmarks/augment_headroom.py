@@ -41,10 +41,9 @@ import numpy as np
 from policysearch.compare import compare
 from policysearch.data import prepare
 from policysearch.files import write_json
-from policysearch.policies.schedule import named_schedule
 from policysearch.search import Budget, run_search
 from policysearch.stats import nested_bootstrap, paired_bootstrap
-from policysearch.trainer import TrainConfig, train_run
+from policysearch.trainer import TrainConfig
 
 METRICS = ("accuracy", "nll")
 
@@ -109,20 +108,23 @@ def main(argv: list[str] | None = None) -> int:
     total_steps = args.epochs * steps_per_epoch
     config = TrainConfig(model=args.model)
     eval_seeds = list(range(1000, 1000 + args.seeds))
-    setup = {"benchmark": "augment_headroom", "dataset": args.dataset, "train_size": len(data.y_train),
-             "val_size": len(data.y_val), "test_size": len(data.y_test), "epochs": args.epochs,
-             "model": args.model, "segments": args.segments, "space": args.space, "population": args.population,
-             "top": args.top, "eval_seeds": eval_seeds, "reward_metric": args.reward_metric}
-    # The report is rewritten after every step, so an interrupted run resumes where it stopped
-    # (same setup only) and a partial run still has figures.
+    target = {"benchmark": "augment_headroom", "dataset": args.dataset, "train_size": len(data.y_train),
+              "val_size": len(data.y_val), "test_size": len(data.y_test), "epochs": args.epochs,
+              "model": args.model, "eval_seeds": eval_seeds}
+    setup = {**target, "segments": args.segments, "space": args.space, "population": args.population,
+             "top": args.top, "reward_metric": args.reward_metric}
+    # The report is rewritten after every step, so an interrupted run resumes where it stopped and a
+    # partial run still has figures: the baselines are kept when the target regime is the same, the
+    # searches only when the whole setup is.
     report_path = out / "report.json"
     report: dict[str, Any] = {}
     if report_path.exists():
         saved = json.loads(report_path.read_text())
-        if saved.get("setup") == setup:
-            report = saved
-            print(f"resuming {report_path}", file=sys.stderr)
-    report.setdefault("setup", setup)
+        if {k: saved.get("setup", {}).get(k) for k in target} == target:
+            keep = ("note", "baselines", "baseline_per_seed", "cost")
+            report = saved if saved["setup"] == setup else {k: saved[k] for k in keep if k in saved}
+            print(f"resuming {report_path} ({'all' if report is saved else 'baselines only'})", file=sys.stderr)
+    report["setup"] = setup
     report.setdefault("note", "minus_baseline = chosen - baseline per paired seed; higher accuracy and lower "
                               "nll are better; pooled CIs resample searches, then seeds within a search")
     report.setdefault("baselines", {})
@@ -161,13 +163,13 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             scored = [e for e in result.episodes if e["score"] is not None]
             ranked = sorted(scored, key=lambda e: -e["score"])
-            candidates = []
-            for k, record in enumerate(ranked[: args.top]):
-                policy = env.unwrapped.export(record["steps"], {"search": f"{controller}-{s}",
-                                                                "episode": record["episode"]})
-                check = train_run(data, TrainConfig(model=args.model, seed=500 + s), args.epochs, policy,
-                                  named_schedule("cosine", base_lr=config.lr), progress=False)
-                candidates.append((check.val[args.reward_metric], k, policy, record))
+            top = ranked[: args.top]
+            policies = [env.unwrapped.export(r["steps"], {"search": f"{controller}-{s}", "episode": r["episode"]})
+                        for r in top]
+            checks = compare(data, config, policies, ["cosine"], [500 + s], args.epochs, progress=False,
+                             workers=args.workers)
+            candidates = [(float(c["val"][args.reward_metric]["mean"]), k, policy, record)
+                          for k, (c, policy, record) in enumerate(zip(checks, policies, top))]
             _, k, chosen, record = max(candidates, key=lambda c: (c[0], -c[1]))
             rerank_min = (time.perf_counter() - t0) / 60
             path = chosen.save(out / f"{controller}-{s}" / "chosen.json")
