@@ -390,7 +390,7 @@ def test_demo_defaults_to_pbt_on_a_few_hundred_images(capsys: pytest.CaptureFixt
     result = last_json(stdout)
     assert result["search"]["controller"] == "pbt" and result["search"]["workers"]["n"] == 2
     assert result["search"]["env"]["episode_length"] == 8
-    assert "300 train" in err
+    assert "300 train" in err and "paired seeds" in err
 
 
 def test_compress_command_prunes_a_saved_teacher(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

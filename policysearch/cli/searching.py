@@ -271,6 +271,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if best_base is not None:
         verdict = "beats" if learned > best_base["test"]["accuracy"]["mean"] else "does not beat"
         print(f"the learned policy {verdict} the best baseline ({best_base['augment']}) on mean test accuracy")
+        if len(seeds) >= 2:  # the same seeds (initial weights, data order) for every policy: paired
+            from policysearch.stats import paired_bootstrap
+
+            per_seed = [[(run.get("test") or {}).get("accuracy") for run in e["runs"]] for e in (entries[0], best_base)]
+            if all(len(v) == len(seeds) and None not in v for v in per_seed):  # a diverged run leaves no pair
+                d = paired_bootstrap(*per_seed)
+                print(f"learned minus {best_base['augment']}: {100 * d['mean']:+.2f} points of test accuracy, "
+                      f"95 % bootstrap CI [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] over {d['n']} paired seeds")
     print(f"wrote {out}/: search/ (policy.json, episodes.jsonl, summary.json, controller, search.png), "
           f"comparison.json{', comparison.png' if png else ''}")
     if args.json:
