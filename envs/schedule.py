@@ -34,6 +34,7 @@ __all__ = ["OBSERVATION_NAMES", "ScheduleEnv", "ScheduleEnvV0", "ScheduleSpace",
 # Open-loop export of a residual episode: knots per segment (log-linear between them) that follow
 # the base schedule's curve times the segment's factor.
 _KNOTS_PER_SEGMENT = 16
+REWARDS: tuple[str, ...] = ("gain", "vs-base")
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class ScheduleEnv(ChildTrainingEnv):
 
         lr(progress) = base(progress) * scale ** a
 
-    where `base` is the named schedule peaking at the child's LR (the model's default, or `lr`),
+    where `base` is the named schedule peaking at the model's default LR,
     over the whole run; so `a = 0` at every segment reproduces the base schedule exactly, and
     the search can only move away from it where that pays. `a = +-1` multiply / divide it by
     `scale` (4 by default). `base=None` (and Schedule-v0): `a` is mapped log-linearly onto
@@ -108,6 +109,13 @@ class ScheduleEnv(ChildTrainingEnv):
     prepared once and kept. One controller so learns to react to training statistics rather
     than to one task (`info["task"]` says which).
 
+    With `reward="vs-base"` (v1 only) the env also trains a shadow child with the base schedule
+    itself (centre actions), from the same seed — same initial weights and batch order — and
+    the reward is the controller child's gain minus the shadow's, so an episode's return is the
+    final validation metric minus the base schedule's on the same task and seed: paired, it
+    removes the task-to-task and seed-to-seed spread from the reward. Each episode then costs
+    two child trainings (both counted in `train_flops`). The controller never sees the shadow.
+
     ## Episode End
     Terminated after `episode_length` segments, or on divergence. Never truncated by the env.
 
@@ -132,6 +140,8 @@ class ScheduleEnv(ChildTrainingEnv):
 
     - `base`, `scale`: v1's base schedule ("onecycle", "linear"; None: absolute LRs as in v0) and
       its largest factor.
+    - `reward`: "gain" (the validation gain) or "vs-base" (the gain over a shadow child trained
+      with the base schedule from the same seed; v1 only).
     - `tasks`: a `TaskSampler` or spec (`policysearch.envs.schedule_tasks`); then `dataset`,
       `model`, `train_size`, `batch_size`, `weight_decay` come from each task (leave them unset).
 
@@ -157,12 +167,18 @@ class ScheduleEnv(ChildTrainingEnv):
         base: str | None = "onecycle",
         scale: float = 4.0,
         tasks: TaskSampler | str | None = None,
+        reward: str = "gain",
         **child_kwargs: Any,
     ) -> None:
         super().__init__()
+        from policysearch.checks import check_choice
         from policysearch.policies.augment import load_policy
 
         child = self._child_config(child, child_kwargs)
+        self.reward_kind = check_choice("schedule reward", reward, REWARDS)
+        if reward == "vs-base" and base is None:
+            raise ConfigError("reward='vs-base' needs a base schedule (base='onecycle' or 'linear')")
+        self._shadow: Any = None  # the base-schedule child of reward="vs-base"
         self.augment = load_policy(augment)
         self.tasks = TaskSampler.parse(tasks) if isinstance(tasks, str) else tasks
         if self.tasks is not None and not isinstance(self.tasks, TaskSampler):
@@ -192,7 +208,7 @@ class ScheduleEnv(ChildTrainingEnv):
         self.spec_kwargs.update(lr_min=float(lr_min), lr_max=float(lr_max),
                                 augment=augment if isinstance(augment, str) else self.augment.to_dict())
         if self.VERSION >= 1:
-            self.spec_kwargs.update(base=base, scale=float(scale),
+            self.spec_kwargs.update(base=base, scale=float(scale), reward=reward,
                                     tasks=None if self.tasks is None else self.tasks.to_dict())
         self._segment = 0
         self._stats: dict[str, Any] = {}
@@ -257,11 +273,15 @@ class ScheduleEnv(ChildTrainingEnv):
         super().reset(seed=seed)
         self._draw_task()
         self._new_trainer()
+        if self.reward_kind == "vs-base":  # same seed: same initial weights and batch order as the child
+            self._shadow = self._build_trainer(self.trainer.config.seed)
         self._segment, self._episode_steps = 0, []
         val = self.trainer.evaluate("val", self.reward_metric)
         # Only what is known before any training; ScheduleSpace fills the rest with its start values.
         self._stats = {"progress": 0.0, "val_loss": val["nll"], "val_metric": reward_value(val, self.reward_metric),
                        "segments_left": self.episode_length, "total_steps": self.trainer.total_steps, "action": 0.0}
+        if self._shadow is not None:
+            self._stats["base_val_metric"] = self._stats["val_metric"]  # identical children before training
         info = {"val": dict(val), "child_seed": self.trainer.config.seed}
         if self.task is not None:
             info["task"] = self.task.to_dict()
@@ -316,11 +336,25 @@ class ScheduleEnv(ChildTrainingEnv):
         reward = metric - prev["val_metric"] - self.cost_weight * cost_units(self.cost_metric, stats.seconds,
                                                                                train_flops)
         self._stats = {**new, "val_loss": val["nll"], "val_metric": metric}
+        if self._shadow is not None:
+            reward -= self._shadow_gain(prev, info)
         info["val"] = dict(val)
         info["metric"] = metric
         terminated = self._segment >= self.episode_length
         self._log_step(info, reward)
         return self.space.observation(self._stats), float(reward), terminated, False, info
+
+    def _shadow_gain(self, prev: dict[str, Any], info: dict[str, Any]) -> float:
+        """Train the shadow child one segment with the base schedule; its validation gain (a
+        diverged shadow counts as metric 0). Adds its FLOPs to the step's and its metric to `info`."""
+        shadow, base = self._shadow, self._base_lr_schedule()
+        stats = shadow.train_segment(self.steps_per_segment, self.augment, lr=base.lr_at)
+        info["train_flops"] += stats.images * shadow.train_flops_per_image
+        metric = 0.0 if stats.diverged else reward_value(shadow.evaluate("val", self.reward_metric),
+                                                         self.reward_metric)
+        info["base_metric"] = metric
+        self._stats["base_val_metric"] = metric
+        return metric - prev["base_val_metric"]
 
     # ------------------------------------------------------------------ child state (see ChildEnv.get_state)
     def _episode_state(self) -> dict[str, Any]:
@@ -330,7 +364,25 @@ class ScheduleEnv(ChildTrainingEnv):
             state["task"] = self.task.to_dict()
         return state
 
+    def _child_state(self) -> dict[str, Any]:
+        state = super()._child_state()
+        if self.reward_kind == "vs-base":
+            state["shadow"] = None if self._shadow is None else self._shadow.state_dict()
+        return state
+
     def _set_child_state(self, state: dict[str, Any]) -> None:
+        self._set_task_and_child_state(state)  # the task first: the shadow trains on its data too
+        self._shadow = None
+        saved = state.get("shadow") if self.reward_kind == "vs-base" and isinstance(state, dict) else None
+        if saved is not None:
+            config = saved.get("config") if isinstance(saved, dict) else None
+            seed = config.get("seed") if isinstance(config, dict) else None
+            if not isinstance(seed, int):
+                raise ConfigError("set_state: the shadow child's state has no seed")
+            self._shadow = self._build_trainer(seed, saved.get("total_steps"))
+            self._shadow.load_state_dict(saved)
+
+    def _set_task_and_child_state(self, state: dict[str, Any]) -> None:
         episode = state.get("episode") if isinstance(state, dict) else None
         task = episode.get("task") if isinstance(episode, dict) else None
         if self.tasks is not None and isinstance(task, dict):

@@ -251,3 +251,73 @@ def test_zoo_names_resolve_and_load_offline(monkeypatch):
     assert 0.0 < adaptive.lr_for(stats, base_lr=0.05) < 1.0
     with pytest.raises(UnknownNameError, match="Did you mean 'adaptive'"):
         AdaptiveSchedule.load("zoo:adaptiv")
+
+
+def test_zoo_controller_drives_a_plain_loop_and_the_cli(capsys, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from policysearch.cli import main
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "zoo_adaptive_loop.py"
+    spec = importlib.util.spec_from_file_location("zoo_adaptive_loop", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert 0.0 <= module.main(epochs=1) <= 1.0
+    code = main(["train", "--dataset", "digits", "--train-size", "300", "--epochs", "1", "--model", "mlp",
+                 "--no-progress", "--schedule", "zoo:adaptive"])
+    assert code == 0 and "zoo:adaptive" in capsys.readouterr().out
+
+
+def _one_line_error(code, err, command):
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"policysearch {command}: error: ")
+    return err
+
+
+def test_cli_refuses_bad_zoo_names_and_task_specs_in_one_line(capsys, tmp_path):
+    from policysearch.cli import main
+
+    code = main(["train", "--dataset", "digits", "--no-progress", "--schedule", "zoo:adaptve"])
+    assert "Did you mean 'adaptive'" in _one_line_error(code, capsys.readouterr().err, "train")
+    code = main(["schedule", "--tasks", "pairs=digits:mlpp", "--out", str(tmp_path / "r"), "--no-progress"])
+    assert "Did you mean" in _one_line_error(code, capsys.readouterr().err, "schedule")
+    code = main(["schedule", "--tasks", "cheap", "--base", "none", "--out", str(tmp_path / "r"), "--no-progress"])
+    assert "--base" in _one_line_error(code, capsys.readouterr().err, "schedule")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_cli_schedule_over_tasks_writes_a_residual_controller(capsys, tmp_path):
+    from policysearch.cli import main
+
+    out = tmp_path / "run"
+    code = main(["schedule", "--tasks", "pairs=digits:mlp;epochs=1-2;batch=64,128;val-size=100", "--episode-length",
+                 "2", "--budget", "2", "--out", str(out), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    adaptive = AdaptiveSchedule.load(out / "controller.json")
+    assert adaptive.space.residual and adaptive.space.base == "onecycle" and adaptive.segments == 2
+    assert adaptive.provenance["env_id"] == "policysearch/Schedule-v1"
+
+
+def test_vs_base_reward_is_the_gain_over_a_paired_base_child(make):
+    env = make(reward="vs-base", child_seed=4)
+    env.reset(seed=0)
+    rewards, infos = [], []
+    for a in (0.0, 0.0, 0.0):  # centre actions: the child is the base schedule, so no gain over it
+        _, reward, _, _, info = env.step(np.array([a], dtype=np.float32))
+        rewards.append(reward)
+        infos.append(info)
+    assert rewards == [0.0, 0.0, 0.0] and infos[-1]["base_metric"] == infos[-1]["metric"]
+    env.reset(seed=0)
+    returns = sum(env.step(np.array([1.0], dtype=np.float32))[1] for _ in range(3))
+    last = env.unwrapped._stats
+    assert returns == pytest.approx(last["val_metric"] - last["base_val_metric"])
+    state = env.unwrapped.get_state()  # the shadow travels with the state
+    assert state["shadow"] is not None
+    other = make(reward="vs-base", child_seed=4)
+    other.reset(seed=1)
+    other.unwrapped.set_state(state)
+    assert torch.equal(next(other.unwrapped._shadow.model.parameters()), next(env.unwrapped._shadow.model.parameters()))
+    with pytest.raises(ConfigError, match="base"):
+        make(reward="vs-base", base=None)

@@ -49,7 +49,7 @@ EXAMPLES = {
   policysearch augment --reward-metric fgsm_accuracy --cost-weight 0.01 --cost-metric seconds""",
     "schedule": """\
   policysearch schedule --dataset digits --controller ppo --budget 24 --out runs/digits-lr
-  policysearch schedule --tasks cheap --episode-length 6 --budget 300 --out runs/lr-tasks   # one controller, many tasks
+  policysearch schedule --tasks cheap --episode-length 6 --budget 300 --paired-reward --out runs/lr-tasks
   policysearch train --dataset digits --model resnet --schedule zoo:adaptive               # the shipped controller
   policysearch train --dataset digits --schedule runs/digits-lr/schedule.json      # open loop
   policysearch train --dataset digits --schedule runs/digits-lr/controller.json    # closed loop""",
@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "model, epochs, batch size, weight decay): a preset (cheap, default) or "
                         "'pairs=digits:mlp,fashion-mnist:mlp;train-sizes=1000,2000;epochs=3-12;batch=32,64;wd=0,5e-4'; "
                         "--dataset and --model are then not used (default: one task)")
+    p.add_argument("--paired-reward", action="store_true",
+                   help="reward the gain over a shadow child trained with the base schedule from the same seed "
+                        "(paired: removes task and seed noise; two child trainings per episode) (default: the gain)")
     p.add_argument("--lr-min", type=a.positive_number, default=1e-4, metavar="LR",
                    help="lowest LR an action can set with --base none (default: %(default)s)")
     p.add_argument("--lr-max", type=a.positive_number, default=1.0, metavar="LR",
