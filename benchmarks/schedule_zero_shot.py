@@ -15,6 +15,11 @@ Protocol:
 
 Prints a table per task to stderr and ONE JSON line to stdout; `--out FILE` also writes the JSON.
 
+`--reuse-baselines FILE` takes the other arms' per-seed accuracies from an earlier run's JSON (same
+task, seeds and arms) instead of training them again — training on the CPU is deterministic for a
+seed — after re-training the first seed of every reused arm and refusing if any differs in any bit.
+Only the controller arm is then trained for every seed (a new controller costs 1/6 of the full run).
+
     python benchmarks/schedule_zero_shot.py --task resnet-digits --seeds 10 --out benchmarks/results/x.json
     python benchmarks/schedule_zero_shot.py --quick     # seconds: checks the script only
 """
@@ -49,6 +54,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="also write the JSON here")
+    p.add_argument("--reuse-baselines", default=None, metavar="FILE",
+                   help="the other arms' results from an earlier run of this script (checked on the first seed)")
     p.add_argument("--quick", action="store_true", help="one short task, 2 seeds: checks the script only")
     args = p.parse_args()
     if args.quick:
@@ -56,7 +63,21 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def run_task(name: str, spec: tuple, controller: str, arms: list[str], seeds: list[int]) -> dict[str, Any]:
+def reused_rows(path: str, name: str, arms: list[str], seeds: list[int]) -> dict[str, dict[str, Any]]:
+    """The arms' rows (per-seed test accuracies, divergences) of task `name` in an earlier run's JSON."""
+    record = json.loads(Path(path).read_text())
+    task = next((t for t in record["results"] if t["task"] == name), None)
+    if task is None or task["seeds"] != seeds:
+        raise SystemExit(f"{path}: no results of task {name!r} with seeds {seeds}")
+    rows = {row["arm"]: row for row in task["rows"]}
+    missing = [a for a in arms if a not in rows]
+    if missing:
+        raise SystemExit(f"{path}: no results of arms {missing} for task {name!r}")
+    return {a: rows[a] for a in arms}
+
+
+def run_task(name: str, spec: tuple, controller: str, arms: list[str], seeds: list[int],
+             reuse: str | None = None) -> dict[str, Any]:
     from policysearch.data import prepare
     from policysearch.policies.adaptive import resolve_schedule
     from policysearch.stats import paired_bootstrap
@@ -68,9 +89,15 @@ def run_task(name: str, spec: tuple, controller: str, arms: list[str], seeds: li
     acc: dict[str, list[float]] = {label: [] for label in labels}
     seconds: dict[str, float] = dict.fromkeys(labels, 0.0)
     diverged: dict[str, int] = dict.fromkeys(labels, 0)
+    reused_row = reused_rows(reuse, name, arms, seeds) if reuse else {}
+    reused = {label: row["test_accuracy"] for label, row in reused_row.items()}
+    checked: dict[str, bool] = {}
     for seed in seeds:
         config = TrainConfig(model=model, batch_size=batch, weight_decay=decay, seed=seed)
         for label, spec_name in zip(labels, [controller, *arms]):
+            if label in reused and seed != seeds[0]:
+                acc[label].append(reused[label][seeds.index(seed)])
+                continue
             schedule = resolve_schedule(spec_name, base_lr=config.lr)  # fresh per run (hypergradient keeps state)
             t0 = time.perf_counter()
             result = train_run(data, config, epochs, schedule=schedule, progress=False)
@@ -78,12 +105,21 @@ def run_task(name: str, spec: tuple, controller: str, arms: list[str], seeds: li
             diverged[label] += bool(result.diverged)
             acc[label].append(float(result.test["accuracy"]) if not result.diverged else 0.0)
             print(f"{name} seed {seed} {label}: {acc[label][-1]:.4f}", file=sys.stderr, flush=True)
+            if label in reused:  # the first seed, re-trained: the reused figures must be reproduced exactly
+                checked[label] = acc[label][-1] == reused[label][0]
+                if not checked[label]:
+                    raise SystemExit(f"{reuse}: {label} seed {seed} gave {reused[label][0]!r} there and "
+                                     f"{acc[label][-1]!r} now: not reproducible, run every arm")
     rows = []
     for label in labels:
         row: dict[str, Any] = {"arm": label, "mean": statistics.fmean(acc[label]),
                                "std": statistics.stdev(acc[label]) if len(acc[label]) > 1 else 0.0,
-                               "diverged": diverged[label], "seconds_per_run": seconds[label] / len(seeds),
                                "test_accuracy": acc[label]}
+        if label in reused:  # divergences and run times as the reused file has them
+            row.update(reused_from=reuse, first_seed_reproduced=checked[label],
+                       diverged=reused_row[label]["diverged"], seconds_per_run=reused_row[label]["seconds_per_run"])
+        else:
+            row.update(diverged=diverged[label], seconds_per_run=seconds[label] / len(seeds))
         if label != "controller":
             row["controller_minus_arm"] = paired_bootstrap(acc["controller"], acc[label], seed=0)
         rows.append(row)
@@ -115,7 +151,7 @@ def main() -> int:
     seeds = list(range(args.seed, args.seed + args.seeds))
     arms = [a for a in args.arms.split(",") if a]
     t0, cpu0 = time.perf_counter(), time.process_time()
-    results = [run_task(t, tasks[t], args.controller, arms, seeds) for t in names]
+    results = [run_task(t, tasks[t], args.controller, arms, seeds, args.reuse_baselines) for t in names]
     for r in results:
         print(f"\n{r['task']}: {r['dataset']} {r['train_images']} train images, {r['model']}, {r['epochs']} epochs, "
               f"peak LR {r['peak_lr']} ({r['held_out_because']}); {len(seeds)} paired seeds", file=sys.stderr)
