@@ -14,6 +14,8 @@ Prints the table to stderr and ONE JSON line to stdout; writes every run under `
 
     python benchmarks/schedule_search.py               # the README figures
     python benchmarks/schedule_search.py --quick       # a minutes-long smoke run on digits
+    python benchmarks/schedule_search.py --base onecycle --transfer-from '' --baselines onecycle --seeds 10
+                                                       # Schedule-v1, per-task learned vs onecycle, paired CIs
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--proxy-val-size", type=int, default=1000)
     p.add_argument("--search-epochs", type=float, default=4)
     p.add_argument("--episode-length", type=int, default=4)
+    p.add_argument("--base", default="none",
+                   help="Schedule-v1's base schedule (onecycle, linear); none: Schedule-v0, absolute LRs "
+                        "in [--lr-min, --lr-max] (the README's first run)")
     p.add_argument("--lr-min", type=float, default=1e-3)
     p.add_argument("--lr-max", type=float, default=0.5)
     p.add_argument("--baselines", default="constant,step,cosine,onecycle,warmup-cosine")
@@ -64,8 +69,11 @@ def search(dataset: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     data = prepare(dataset, val_size=min(args.proxy_val_size, 300 if dataset == "digits" else args.proxy_val_size),
                    train_size=args.proxy_train_size if dataset != "digits" else None, seed=args.seed)
     steps_per_segment = max(1, round(args.search_epochs * max(1, len(data.y_train) // 128) / args.episode_length))
-    env = gym.make("policysearch/Schedule-v0", data=data, model=args.model, lr_min=args.lr_min, lr_max=args.lr_max,
-                   episode_length=args.episode_length, steps_per_segment=steps_per_segment)
+    space = ({"lr_min": args.lr_min, "lr_max": args.lr_max} if args.base == "none"
+             else {"base": args.base})
+    env = gym.make("policysearch/Schedule-v0" if args.base == "none" else "policysearch/Schedule-v1", data=data,
+                   model=args.model, episode_length=args.episode_length, steps_per_segment=steps_per_segment,
+                   **space)
     cpu0 = time.process_time()
     result = run_search(env, args.controller, Budget(child_trainings=args.budget), out, seed=args.seed,
                         artefact_name="schedule.json")
@@ -112,12 +120,22 @@ def main() -> int:
 
     acc = {e["schedule"]: e["test"]["accuracy"]["mean"] for e in entries}
     best_hand = max((b for b in args.baselines.split(",") if b), key=lambda b: acc[b])
+    # Paired by seed (same initial weights and batch order): each learned arm minus the best hand-made one.
+    from policysearch.stats import paired_bootstrap
+
+    per_seed = {e["schedule"]: [r["test"]["accuracy"] if not r["diverged"] else 0.0 for r in e["runs"]]
+                for e in entries}
+    paired = {label: paired_bootstrap(per_seed[label], per_seed[best_hand])
+              for label in per_seed if label.startswith("learned") and args.seeds > 1}
     record = {
         "benchmark": "schedule_search", "dataset": args.dataset, "model": args.model, "controller": args.controller,
         "final": {"train": len(full.y_train), "test": len(full.y_test), "epochs": args.epochs, "seeds": args.seeds},
         "searches": searches,
         "results": [{k: e[k] for k in ("schedule", "test", "cost")} for e in entries],
         "best_hand_made": best_hand,
+        "base": args.base,
+        "learned_minus_best_hand_made": paired,
+        "command": "python " + " ".join(sys.argv),
         "goals": {
             "open_loop_matches_or_beats_best_hand_made": acc.get("learned open-loop", float("-inf")) >= acc[best_hand],
             "closed_loop_matches_or_beats_best_hand_made": (acc["learned closed-loop"] >= acc[best_hand]

@@ -1,28 +1,40 @@
-"""`policysearch/Schedule-v0`: learn a learning-rate schedule by training a real child model.
+"""`policysearch/Schedule-v1` (and the earlier `Schedule-v0`): learn a learning-rate schedule by
+training a real child model.
 
-See `ScheduleEnv` for the model card. The observation / action contract lives in
-`policysearch.policies.adaptive.ScheduleSpace`, so that a controller exported from this env
-(`AdaptiveSchedule`) rebuilds the exact same observation outside it.
+See `ScheduleEnv` for the model card. v1's action scales a budget-aware base schedule (onecycle or
+linear decay to zero) and can draw a new task (data set, model, epochs, ...) every episode
+(`tasks`), to learn one controller for many tasks; v0 (`ScheduleEnvV0`) sets absolute LRs on one
+task. The observation / action contract lives in `policysearch.policies.adaptive.ScheduleSpace`, so
+that a controller exported from this env (`AdaptiveSchedule`) rebuilds the exact same observation
+outside it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from gymnasium import spaces
 
+from policysearch.checks import MAX_LR
 from policysearch.envs.base import ChildConfig, ChildTrainingEnv, state_fields
+from policysearch.envs.schedule_tasks import Task, TaskSampler
 from policysearch.errors import ConfigError
 from policysearch.metrics import cost_units, reward_value
 from policysearch.policies.adaptive import OBSERVATION_NAMES, ScheduleSpace
 from policysearch.policies.augment import AugmentPolicy
-from policysearch.policies.schedule import LearnedSchedule
+from policysearch.policies.schedule import LOG10_LR_MIN, LearnedSchedule
 
-__all__ = ["OBSERVATION_NAMES", "ScheduleEnv", "ScheduleSpace"]
+__all__ = ["OBSERVATION_NAMES", "ScheduleEnv", "ScheduleEnvV0", "ScheduleSpace", "Task", "TaskSampler"]
+
+# Open-loop export of a residual episode: knots per segment (log-linear between them) that follow
+# the base schedule's curve times the segment's factor.
+_KNOTS_PER_SEGMENT = 16
+REWARDS: tuple[str, ...] = ("gain", "vs-base")
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +49,16 @@ class ScheduleEnv(ChildTrainingEnv):
     validation split. The augmentation policy (`augment`) is fixed for the run.
 
     ## Action Space
-    `Box(-1, 1, (1,), float32)`: one number `a`, mapped log-linearly onto `[lr_min, lr_max]`:
+    `Box(-1, 1, (1,), float32)`: one number `a`. v1 (residual, `base` = "onecycle" or "linear"):
+    the segment trains at the base schedule times a factor,
+
+        lr(progress) = base(progress) * scale ** a
+
+    where `base` is the named schedule peaking at the model's default LR,
+    over the whole run; so `a = 0` at every segment reproduces the base schedule exactly, and
+    the search can only move away from it where that pays. `a = +-1` multiply / divide it by
+    `scale` (4 by default). `base=None` (and Schedule-v0): `a` is mapped log-linearly onto
+    `[lr_min, lr_max]` and held for the segment:
 
         lr = lr_min * (lr_max / lr_min) ** ((a + 1) / 2)
 
@@ -45,7 +66,10 @@ class ScheduleEnv(ChildTrainingEnv):
     geometric mean. Actions outside [-1, 1] are clipped.
 
     ## Observation Space
-    `Box(-10, 10, (11,), float32)`, every entry clipped to [-10, 10]; NaN (a diverged child) is
+    v1 (residual): `Box(-10, 10, (13,), float32)`: the table below with index 7 the last action
+    (0 after reset) instead of the LR, then 11 the remaining budget (1 - progress) and 12 the
+    run's length, `log10(total optimizer steps) / 4`. v0: `Box(-10, 10, (11,), float32)`.
+    Every entry is clipped to [-10, 10]; NaN (a diverged child) is
     shown as the worst value, -10 for the metric and its trend, 10 for the rest. K is the number
     of classes; "trend" is the difference to the previous segment's value (0 after reset).
 
@@ -77,6 +101,21 @@ class ScheduleEnv(ChildTrainingEnv):
     e.g. from too high an LR) ends the episode with reward `-divergence_penalty`, logged as a
     warning, with `info["diverged"]` saying where.
 
+    ## Tasks
+    With `tasks` (a `TaskSampler` or its spec, e.g. "cheap"; v1 only), every reset first draws a
+    task from the env's random stream: data set and training-set size, model (with its default
+    optimizer and peak LR), epochs, batch size and weight decay; the episode then trains that
+    task for its epochs, spread over `episode_length` segments. The data of each task is
+    prepared once and kept. One controller so learns to react to training statistics rather
+    than to one task (`info["task"]` says which).
+
+    With `reward="vs-base"` (v1 only) the env also trains a shadow child with the base schedule
+    itself (centre actions), from the same seed — same initial weights and batch order — and
+    the reward is the controller child's gain minus the shadow's, so an episode's return is the
+    final validation metric minus the base schedule's on the same task and seed: paired, it
+    removes the task-to-task and seed-to-seed spread from the reward. Each episode then costs
+    two child trainings (both counted in `train_flops`). The controller never sees the shadow.
+
     ## Episode End
     Terminated after `episode_length` segments, or on divergence. Never truncated by the env.
 
@@ -99,11 +138,21 @@ class ScheduleEnv(ChildTrainingEnv):
       draws) from the env's seed; an int fixes it for every episode (common random numbers:
       episodes then differ only by their LRs, which makes rewards far less noisy).
 
+    - `base`, `scale`: v1's base schedule ("onecycle", "linear"; None: absolute LRs as in v0) and
+      its largest factor.
+    - `reward`: "gain" (the validation gain) or "vs-base" (the gain over a shadow child trained
+      with the base schedule from the same seed; v1 only).
+    - `tasks`: a `TaskSampler` or spec (`policysearch.envs.schedule_tasks`); then `dataset`,
+      `model`, `train_size`, `batch_size`, `weight_decay` come from each task (leave them unset).
+
     ## Version History
-    - v0: initial version.
+    - v1: residual actions around a budget-aware base schedule (default onecycle); the
+      observation has the remaining budget and the run's length; optional task distribution.
+    - v0: initial version (`ScheduleEnvV0`): absolute LRs in `[lr_min, lr_max]`, one task.
     """
 
-    ENV_ID = "policysearch/Schedule-v0"
+    ENV_ID = "policysearch/Schedule-v1"
+    VERSION: ClassVar[int] = 1
 
     UNUSED_CHILD_FIELDS = ("lr",)  # every segment sets its own LR
 
@@ -115,36 +164,127 @@ class ScheduleEnv(ChildTrainingEnv):
         augment: str | AugmentPolicy = "none",
         lr_min: float = 1e-4,
         lr_max: float = 1.0,
+        base: str | None = "onecycle",
+        scale: float = 4.0,
+        tasks: TaskSampler | str | None = None,
+        reward: str = "gain",
         **child_kwargs: Any,
     ) -> None:
         super().__init__()
+        from policysearch.checks import check_choice
         from policysearch.policies.augment import load_policy
 
         child = self._child_config(child, child_kwargs)
+        self.reward_kind = check_choice("schedule reward", reward, REWARDS)
+        if reward == "vs-base" and base is None:
+            raise ConfigError("reward='vs-base' needs a base schedule (base='onecycle' or 'linear')")
+        self._shadow: Any = None  # the base-schedule child of reward="vs-base"
         self.augment = load_policy(augment)
+        self.tasks = TaskSampler.parse(tasks) if isinstance(tasks, str) else tasks
+        if self.tasks is not None and not isinstance(self.tasks, TaskSampler):
+            raise ConfigError(f"tasks is a {type(tasks).__name__}, expected a TaskSampler or its spec string")
+        self.task: Task | None = None
+        self._task_cache: dict[tuple[str, int | None], Any] = {}
+        if self.tasks is not None:
+            if data is not None or child.dataset is not None or child.train_size is not None:
+                raise ConfigError("tasks draws the data set of every episode: do not also give data, dataset "
+                                  "or train_size")
+            if base is None:
+                raise ConfigError("tasks needs a residual space (base='onecycle' or 'linear'): an absolute LR "
+                                  "range cannot suit every model")
+            first = self.tasks.tasks(1, seed=0)[0]
+            child = dataclasses.replace(child, dataset=first.dataset, model=first.model,
+                                        batch_size=first.batch_size, weight_decay=first.weight_decay)
+            data = self._task_data(first, child)
         # The config's lr only seeds the optimizer; every segment sets its own LR before training.
         self._setup_child_training(child, data)
-        self.space = ScheduleSpace(lr_min, lr_max, self.episode_length, loss_scale=math.log(self.data.num_classes))
+        self._base_config = self.config
+        self._first_data = self.data
+        self.space = ScheduleSpace(lr_min, lr_max, self.episode_length, loss_scale=math.log(self.data.num_classes),
+                                   base=base, scale=scale)
         self.action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
         bound = self.space.clip
         self.observation_space = spaces.Box(-bound, bound, shape=(self.space.dim,), dtype=np.float32)
         self.spec_kwargs.update(lr_min=float(lr_min), lr_max=float(lr_max),
                                 augment=augment if isinstance(augment, str) else self.augment.to_dict())
+        if self.VERSION >= 1:
+            self.spec_kwargs.update(base=base, scale=float(scale), reward=reward,
+                                    tasks=None if self.tasks is None else self.tasks.to_dict())
         self._segment = 0
         self._stats: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ tasks
+    def _task_data(self, task: Task, child: ChildConfig | None = None) -> Any:
+        """The prepared data of a task's data set and size (prepared once, then kept)."""
+        from policysearch.data import prepare
+        from policysearch.device import resolve_device
+
+        child = child or self.child_config
+        key = (task.dataset, task.train_size)
+        if key not in self._task_cache:
+            assert self.tasks is not None
+            val = min(self.tasks.val_size, 300) if task.dataset == "digits" else self.tasks.val_size
+            self._task_cache[key] = prepare(task.dataset, val_size=val, train_size=task.train_size,
+                                            seed=child.split_seed, device=resolve_device(child.device),
+                                            data_dir=child.data_dir)
+        return self._task_cache[key]
+
+    def _switch_task(self, task: Task) -> None:
+        """Train `task` from the next child on: its data, model (default optimizer and LR), batch
+        size, weight decay, and its epochs spread over the episode's segments."""
+        from policysearch.models import MODELS
+
+        self.data = self._task_data(task)
+        spec = MODELS[task.model]
+        self.config = dataclasses.replace(self._base_config, model=task.model, batch_size=task.batch_size,
+                                          weight_decay=task.weight_decay, lr=spec.lr, optimizer=spec.optimizer)
+        per_epoch = max(1, len(self.data.y_train) // task.batch_size)
+        self.steps_per_segment = max(1, round(task.epochs * per_epoch / self.episode_length))
+        self.task = task
+
+    def _draw_task(self) -> None:
+        if self.tasks is not None:
+            self._switch_task(self.tasks.sample(self.np_random))
+
+    def _advance_only(self, seed: int | None) -> tuple[np.ndarray, dict[str, Any]]:
+        if self.tasks is None:
+            return super()._advance_only(seed)
+        import gymnasium as gym
+
+        gym.Env.reset(self, seed=seed)
+        self._draw_task()  # the same draws as a full reset: the task, then the child seed
+        obs = np.zeros(self.observation_space.shape, dtype=self.observation_space.dtype)
+        return obs, {"child_seed": self._draw_child_seed(), "advance_only": True, "task": self.task.to_dict()}
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        if self.tasks is not None:  # the settings of the env, not of the task in flight
+            info.update(dataset="tasks", model="tasks", dataset_fingerprint=self._first_data.fingerprint,
+                        split=self._first_data.split, steps_per_segment=None)
+        return info
+
+    def _base_lr_schedule(self) -> Any:
+        return self.space.base_schedule(float(self.config.lr))
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         if options and options.get("advance_only"):
             return self._advance_only(seed)
         super().reset(seed=seed)
+        self._draw_task()
         self._new_trainer()
+        if self.reward_kind == "vs-base":  # same seed: same initial weights and batch order as the child
+            self._shadow = self._build_trainer(self.trainer.config.seed)
         self._segment, self._episode_steps = 0, []
         val = self.trainer.evaluate("val", self.reward_metric)
         # Only what is known before any training; ScheduleSpace fills the rest with its start values.
         self._stats = {"progress": 0.0, "val_loss": val["nll"], "val_metric": reward_value(val, self.reward_metric),
-                       "segments_left": self.episode_length}
+                       "segments_left": self.episode_length, "total_steps": self.trainer.total_steps, "action": 0.0}
+        if self._shadow is not None:
+            self._stats["base_val_metric"] = self._stats["val_metric"]  # identical children before training
         info = {"val": dict(val), "child_seed": self.trainer.config.seed}
+        if self.task is not None:
+            info["task"] = self.task.to_dict()
         return self.space.observation(self._stats), info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -153,8 +293,16 @@ class ScheduleEnv(ChildTrainingEnv):
         if self.trainer.diverged or self._segment >= self.episode_length:
             raise ConfigError("the episode has ended; call reset() before step()")
         action = np.clip(np.asarray(action, dtype=np.float32).reshape(-1), -1.0, 1.0)
-        lr = self.space.lr(action)
-        stats = self.trainer.train_segment(self.steps_per_segment, self.augment, lr=lr)
+        lr_spec: Any
+        if self.space.residual:
+            base, factor = self._base_lr_schedule(), self.space.factor(action)
+            lr = base.lr_at(self.trainer.progress) * factor  # the segment's first LR, as reported
+
+            def lr_spec(progress: float) -> float:
+                return base.lr_at(progress) * factor
+        else:
+            lr = lr_spec = self.space.lr(action)
+        stats = self.trainer.train_segment(self.steps_per_segment, self.augment, lr=lr_spec)
         self._segment += 1
         self.last_seconds = stats.seconds
         train_flops = stats.images * self.trainer.train_flops_per_image
@@ -168,7 +316,12 @@ class ScheduleEnv(ChildTrainingEnv):
                "prev_train_loss": prev.get("train_loss", self.space.loss_scale),
                "prev_val_loss": prev["val_loss"], "prev_val_metric": prev["val_metric"],
                "grad_norm_mean": stats.grad_norm_mean, "grad_norm_std": stats.grad_norm_std,
-               "segments_left": self.episode_length - self._segment}
+               "segments_left": self.episode_length - self._segment, "total_steps": self.trainer.total_steps,
+               "action": float(action[0])}
+        if self.space.residual:
+            info["factor"] = self.space.factor(action)
+        if self.task is not None:
+            info["task"] = self.task.label()
         if stats.diverged:
             log.warning("child training diverged (%s); episode ends with penalty %s", self.trainer.diverged,
                         self.divergence_penalty)
@@ -183,16 +336,61 @@ class ScheduleEnv(ChildTrainingEnv):
         reward = metric - prev["val_metric"] - self.cost_weight * cost_units(self.cost_metric, stats.seconds,
                                                                                train_flops)
         self._stats = {**new, "val_loss": val["nll"], "val_metric": metric}
+        if self._shadow is not None:
+            reward -= self._shadow_gain(prev, info)
         info["val"] = dict(val)
         info["metric"] = metric
         terminated = self._segment >= self.episode_length
         self._log_step(info, reward)
         return self.space.observation(self._stats), float(reward), terminated, False, info
 
+    def _shadow_gain(self, prev: dict[str, Any], info: dict[str, Any]) -> float:
+        """Train the shadow child one segment with the base schedule; its validation gain (a
+        diverged shadow counts as metric 0). Adds its FLOPs to the step's and its metric to `info`."""
+        shadow, base = self._shadow, self._base_lr_schedule()
+        stats = shadow.train_segment(self.steps_per_segment, self.augment, lr=base.lr_at)
+        info["train_flops"] += stats.images * shadow.train_flops_per_image
+        metric = 0.0 if stats.diverged else reward_value(shadow.evaluate("val", self.reward_metric),
+                                                         self.reward_metric)
+        info["base_metric"] = metric
+        self._stats["base_val_metric"] = metric
+        return metric - prev["base_val_metric"]
+
     # ------------------------------------------------------------------ child state (see ChildEnv.get_state)
     def _episode_state(self) -> dict[str, Any]:
-        # The observation's inputs: last and previous losses, metric, LR, gradient norms.
-        return {"segment": self._segment, "stats": dict(self._stats)}
+        # The observation's inputs: last and previous losses, metric, LR, gradient norms (and the task).
+        state = {"segment": self._segment, "stats": dict(self._stats)}
+        if self.task is not None:
+            state["task"] = self.task.to_dict()
+        return state
+
+    def _child_state(self) -> dict[str, Any]:
+        state = super()._child_state()
+        if self.reward_kind == "vs-base":
+            state["shadow"] = None if self._shadow is None else self._shadow.state_dict()
+        return state
+
+    def _set_child_state(self, state: dict[str, Any]) -> None:
+        self._set_task_and_child_state(state)  # the task first: the shadow trains on its data too
+        self._shadow = None
+        saved = state.get("shadow") if self.reward_kind == "vs-base" and isinstance(state, dict) else None
+        if saved is not None:
+            config = saved.get("config") if isinstance(saved, dict) else None
+            seed = config.get("seed") if isinstance(config, dict) else None
+            if not isinstance(seed, int):
+                raise ConfigError("set_state: the shadow child's state has no seed")
+            self._shadow = self._build_trainer(seed, saved.get("total_steps"))
+            self._shadow.load_state_dict(saved)
+
+    def _set_task_and_child_state(self, state: dict[str, Any]) -> None:
+        episode = state.get("episode") if isinstance(state, dict) else None
+        task = episode.get("task") if isinstance(episode, dict) else None
+        if self.tasks is not None and isinstance(task, dict):
+            try:
+                self._switch_task(Task(**task))  # before the child is rebuilt on the task's data
+            except TypeError as exc:
+                raise ConfigError(f"set_state: the episode's task {task!r} is malformed") from exc
+        super()._set_child_state(state)
 
     def _set_episode_state(self, episode: dict[str, Any]) -> None:
         segment, stats = state_fields(episode, "episode", ("segment", "stats"))
@@ -207,11 +405,15 @@ class ScheduleEnv(ChildTrainingEnv):
     FAMILIES = ("cosine", "onecycle")
 
     def suggest_episode(self, trial: Any) -> list[np.ndarray]:
-        """The actions of one episode from an Optuna trial over a hand-made family: the family
-        (cosine or onecycle) and its peak LR in [lr_min, lr_max] (log scale); each segment gets the
-        family's LR at the segment's middle. This is the `tpe` / `cmaes` baseline for this env."""
+        """The actions of one episode from an Optuna trial: v1, one factor per segment around the
+        base schedule; v0, a hand-made family (cosine or onecycle) and its peak LR in [lr_min, lr_max]
+        (log scale), each segment getting the family's LR at the segment's middle. This is the
+        `tpe` / `cmaes` baseline for this env."""
         from policysearch.policies.schedule import named_schedule
 
+        if self.space.residual:  # v1: one factor per segment around the base schedule
+            return [np.array([trial.suggest_float(f"a{i}", -1.0, 1.0)], dtype=np.float32)
+                    for i in range(self.episode_length)]
         family = trial.suggest_categorical("family", list(self.FAMILIES))
         peak = trial.suggest_float("peak_lr", self.space.lr_min, self.space.lr_max, log=True)
         schedule = named_schedule(family, peak)
@@ -230,11 +432,35 @@ class ScheduleEnv(ChildTrainingEnv):
             raise ConfigError("export: the episode has no steps")
         if len(steps) > self.episode_length:
             raise ConfigError(f"export: {len(steps)} steps for an episode of {self.episode_length} segments")
+        if self.space.residual:
+            return self._export_residual(steps, provenance)
         lrs = [float(s["lr"]) for s in steps]
         # Knots at the segments actually trained; a short (diverged) episode holds its last LR to 1.0.
         knots = [i / self.episode_length for i in range(len(lrs))] + [1.0]
         return LearnedSchedule.from_lrs(lrs + lrs[-1:], progress=knots, interpolation="step", name="learned",
                                         provenance=provenance)
+
+    def _export_residual(self, steps: list[dict[str, Any]], provenance: dict[str, Any] | None) -> LearnedSchedule:
+        """A residual episode as an open-loop schedule: the base schedule (peaking at the child's LR)
+        times each segment's factor, sampled at `_KNOTS_PER_SEGMENT` knots per segment and joined
+        log-linearly; a short (diverged) episode keeps its last factor to the end."""
+        base = self._base_lr_schedule()
+        factors = [float(s.get("factor", self.space.factor([s["action"][0]]))) for s in steps]
+        n, knots, lrs = self.episode_length, [], []
+        for i in range(n):
+            factor = factors[min(i, len(factors) - 1)]
+            for j in range(_KNOTS_PER_SEGMENT):
+                p = (i + j / _KNOTS_PER_SEGMENT) / n
+                knots.append(p)
+                lrs.append(base.lr_at(p) * factor)
+        knots.append(1.0)
+        lrs.append(base.lr_at(1.0) * factors[min(n, len(factors)) - 1])
+        # A schedule file holds LRs in [1e-12, MAX_LR]: linear decay times a factor < 1 ends below it.
+        lrs = [min(max(lr, 10.0 ** LOG10_LR_MIN), MAX_LR) for lr in lrs]
+        prov = {**(provenance or {}), "base": self.space.base, "base_lr": float(self.config.lr),
+                "factors": factors}
+        return LearnedSchedule.from_lrs(lrs, progress=knots, interpolation="log-linear", name="learned",
+                                        provenance=prov)
 
     def export_files(self, out_dir: Path, controller_path: Path | None, controller: str,
                      provenance: dict[str, Any]) -> dict[str, str]:
@@ -246,3 +472,17 @@ class ScheduleEnv(ChildTrainingEnv):
             return {}
         adaptive = AdaptiveSchedule.from_env(controller_path, self, algo=controller, provenance=provenance)
         return {"closed_loop": adaptive.save(controller_path.with_suffix(".json")).name}
+
+
+class ScheduleEnvV0(ScheduleEnv):
+    """`policysearch/Schedule-v0`: `ScheduleEnv` with absolute LRs in `[lr_min, lr_max]` held per
+    segment and its 11-entry observation, on one task. Kept unchanged so that v0 runs, their
+    controllers, child states and resumes stay reproducible; new searches use Schedule-v1."""
+
+    ENV_ID = "policysearch/Schedule-v0"
+    VERSION: ClassVar[int] = 0
+
+    def __init__(self, child: ChildConfig | None = None, *, data: Any = None, augment: str | AugmentPolicy = "none",
+                 lr_min: float = 1e-4, lr_max: float = 1.0, **child_kwargs: Any) -> None:
+        super().__init__(child, data=data, augment=augment, lr_min=lr_min, lr_max=lr_max, base=None,
+                         **child_kwargs)

@@ -1,4 +1,4 @@
-"""``AdaptiveSchedule``: a closed-loop learning-rate controller learned on ``policysearch/Schedule-v0``.
+"""``AdaptiveSchedule``: a closed-loop learning-rate controller learned on ``policysearch/Schedule-v1`` (or v0).
 
 A :class:`~policysearch.policies.schedule.LearnedSchedule` replays the LRs of the best search
 episode (open loop). An ``AdaptiveSchedule`` instead keeps the trained controller and asks it,
@@ -15,6 +15,10 @@ loop). It is two files side by side:
 :class:`ScheduleSpace` (in ``schedule_space.py``, re-exported here) is that observation / action
 contract; the env and this module share it.
 :class:`AdaptiveLRCallback` drives any plain PyTorch optimizer with a loaded controller.
+
+A controller of Schedule-v1 (residual) scales a base schedule (onecycle or linear decay) that peaks
+at the optimizer's LR when the callback is built: build the optimizer with your model's usual peak
+LR. ``AdaptiveSchedule.load("zoo:adaptive")`` loads the controller shipped in ``policies/zoo/``.
 
 Example::
 
@@ -48,15 +52,47 @@ from policysearch.policies.artifact import read_json, read_provenance, require, 
 # The observation / action contract lives in its own module; re-exported here, where users meet it.
 from policysearch.policies.schedule_space import OBSERVATION_NAMES, ScheduleSpace
 
-__all__ = ["ALGOS", "OBSERVATION_NAMES", "AdaptiveLRCallback", "AdaptiveSchedule", "ScheduleSpace"]
+__all__ = ["ALGOS", "OBSERVATION_NAMES", "ZOO_DIR", "AdaptiveLRCallback", "AdaptiveSchedule", "ScheduleSpace",
+           "resolve_zoo", "zoo_names"]
 
 ALGOS: tuple[str, ...] = ("ppo", "sac", "a2c")
+
+# Controllers shipped with the package: `zoo:NAME` is policies/zoo/NAME.json (the sidecar) and its zip.
+ZOO_DIR = Path(__file__).parent / "zoo"
+ZOO_PREFIX = "zoo:"
+
+
+def zoo_names() -> tuple[str, ...]:
+    """The closed-loop controllers shipped in ``policies/zoo/`` (names for ``zoo:NAME``)."""
+    names = []
+    for path in sorted(ZOO_DIR.glob("*.json")):
+        try:
+            kind = read_json(path).get("kind")
+        except (PolicyFormatError, AttributeError):
+            continue
+        if kind == AdaptiveSchedule.KIND:
+            names.append(path.stem)
+    return tuple(names)
+
+
+def resolve_zoo(spec: str | Path) -> Path:
+    """The sidecar path of ``zoo:NAME`` (any other spec is returned as a path, unchanged).
+
+    Raises:
+        UnknownNameError: For a NAME the zoo does not ship ("Did you mean ...").
+    """
+    text = str(spec)
+    if not text.startswith(ZOO_PREFIX):
+        return Path(spec)
+    name = text[len(ZOO_PREFIX):]
+    check_choice("zoo controller (zoo:NAME)", name, zoo_names())
+    return ZOO_DIR / f"{name}.json"
 
 class AdaptiveSchedule:
     """A trained SB3 controller that picks the LR of each segment from the run's statistics.
 
     Args:
-        model: A stable-baselines3 PPO, SAC or A2C model trained on ``policysearch/Schedule-v0``.
+        model: A stable-baselines3 PPO, SAC or A2C model trained on ``policysearch/Schedule-v1`` (or v0).
         space: The observation / action contract it was trained with.
         reward_metric: What ``val_metric`` in the statistics must be ("accuracy", "macro_f1",
             "neg_ece", "neg_nll"), as during search.
@@ -91,7 +127,8 @@ class AdaptiveSchedule:
         if obs_shape != (space.dim,) or act_shape != (1,):
             raise ConfigError(
                 f"controller has observation shape {obs_shape} and action shape {act_shape}, expected "
-                f"({space.dim},) and (1,): it was not trained on policysearch/Schedule-v0"
+                f"({space.dim},) and (1,): it was not trained on policysearch/Schedule-"
+                f"{'v1' if space.residual else 'v0'} with this space"
             )
         self.model, self.space, self.reward_metric, self.algo = model, space, reward_metric, algo
         self.name, self.search_steps_per_segment = name, search_steps_per_segment
@@ -136,17 +173,29 @@ class AdaptiveSchedule:
         """:meth:`ScheduleSpace.observation` of ``stats``."""
         return self.space.observation(stats)
 
-    def lr_for(self, stats: Mapping[str, Any]) -> float:
-        """The LR for the next segment given the run's statistics (see :meth:`ScheduleSpace.observation`
-        for the keys); uses the controller's deterministic action, so equal stats give equal LRs."""
+    def action_for(self, stats: Mapping[str, Any]) -> float:
+        """The controller's deterministic action in [-1, 1] for the run's statistics."""
         action, _ = self.model.predict(self.observation(stats), deterministic=True)
-        return self.space.lr(np.clip(np.asarray(action, dtype=np.float64).reshape(-1), -1.0, 1.0))
+        return float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], -1.0, 1.0))
+
+    def lr_for(self, stats: Mapping[str, Any], base_lr: float | None = None) -> float:
+        """The LR for the next segment given the run's statistics (see :meth:`ScheduleSpace.observation`
+        for the keys); uses the controller's deterministic action, so equal stats give equal LRs.
+        A residual controller needs ``base_lr`` (the run's peak LR) and gives the LR at
+        ``stats["progress"]``; within the segment its LR follows the base schedule."""
+        action = self.action_for(stats)
+        if not self.space.residual:
+            return self.space.lr([action])
+        if base_lr is None:
+            raise ConfigError("lr_for: a residual controller (Schedule-v1) needs base_lr, the run's peak LR")
+        return self.space.residual_lr([action], float(stats["progress"]), base_lr)
 
     def callback(
-        self, optimizer: torch.optim.Optimizer, total_steps: int, evaluate_fn: Callable[[], tuple[float, float]]
+        self, optimizer: torch.optim.Optimizer, total_steps: int, evaluate_fn: Callable[[], tuple[float, float]],
+        base_lr: float | None = None,
     ) -> AdaptiveLRCallback:
         """An :class:`AdaptiveLRCallback` for ``optimizer`` (sets the first LR at once)."""
-        return AdaptiveLRCallback(optimizer, self, total_steps, evaluate_fn)
+        return AdaptiveLRCallback(optimizer, self, total_steps, evaluate_fn, base_lr)
 
     # ------------------------------------------------------------------ files
     def to_dict(self, controller_file: str) -> dict[str, Any]:
@@ -182,6 +231,8 @@ class AdaptiveSchedule:
     def load(cls, path: str | Path, trust_pickle: bool = False) -> AdaptiveSchedule:
         """Read a sidecar written by :meth:`save` and the controller zip it names (next to it).
 
+        ``path`` may also be ``"zoo:NAME"``: a controller shipped in ``policies/zoo/`` (offline).
+
         Nothing in either file is executed: the zip's network is rebuilt from the sidecar's
         contract and its weights read as tensors. ``trust_pickle=True`` opens the zip with SB3's
         own loader instead (it unpickles, i.e. can run code: only for files you trust).
@@ -190,6 +241,7 @@ class AdaptiveSchedule:
             PolicyFormatError: If either file is missing or malformed; the message names the field.
         """
         source = str(path)
+        path = resolve_zoo(path)
         data = unwrap(read_json(path), cls.KIND, cls.FORMAT_VERSION, source)
         name = require(data, "name", str, source)
         algo = require(data, "algo", str, source)
@@ -264,6 +316,11 @@ class AdaptiveLRCallback:
         evaluate_fn: Returns ``(val_loss, val_metric)`` for the current model, ``val_metric``
             being ``adaptive.reward_metric`` (e.g. accuracy in [0, 1]; for "neg_nll" pass -NLL).
             It should put the model back in train mode if it switches to eval mode.
+        base_lr: A residual controller's peak LR (that of the base schedule it scales); None takes
+            the optimizer's LR at construction. Ignored for a v0 controller.
+
+    A residual controller (Schedule-v1) sets the LR at every step, ``base(progress) * factor``, the
+    factor being its last decision; a v0 controller only at the segment boundaries.
 
     Attributes:
         lr: The LR currently set.
@@ -279,11 +336,20 @@ class AdaptiveLRCallback:
         adaptive: AdaptiveSchedule,
         total_steps: int,
         evaluate_fn: Callable[[], tuple[float, float]],
+        base_lr: float | None = None,
     ) -> None:
         segments = adaptive.segments
         check_int("total_steps (one step per segment at least)", total_steps, segments)
         self.optimizer, self.adaptive, self.total_steps = optimizer, adaptive, total_steps
         self.evaluate_fn = evaluate_fn
+        self.base = None
+        self.action = 0.0
+        if adaptive.space.residual:
+            from policysearch.checks import check_lr
+
+            peak = check_lr("base_lr", base_lr if base_lr is not None else float(optimizer.param_groups[0]["lr"]))
+            self.base_lr = peak
+            self.base = adaptive.space.base_schedule(peak)
         # Decision points in steps; rounding spreads any remainder over the parts.
         self.boundaries = {round(i * total_steps / segments): i for i in range(1, segments)}
         self.step = 0
@@ -294,7 +360,7 @@ class AdaptiveLRCallback:
         self._prev: dict[str, float] = {"train_loss": adaptive.space.loss_scale, "val_loss": val_loss,
                                         "val_metric": metric}
         self.lr = self._decide({"progress": 0.0, "val_loss": val_loss, "val_metric": metric,
-                                "segments_left": segments})
+                                "segments_left": segments, "total_steps": total_steps, "action": 0.0})
 
     def on_step(self, train_loss: float | torch.Tensor, grad_norm: float | torch.Tensor) -> float:
         """Record one optimizer step (its loss and total gradient norm); return the LR now set.
@@ -323,10 +389,14 @@ class AdaptiveLRCallback:
                 "grad_norm_mean": statistics.fmean(self._norms) if self._norms else 0.0,
                 "grad_norm_std": std,
                 "segments_left": self.adaptive.segments - segment,
+                "total_steps": self.total_steps,
+                "action": self.action,
             }
             self._prev = {"train_loss": train, "val_loss": val_loss, "val_metric": metric}
             self._losses, self._norms = [], []
             self.lr = self._decide(stats)
+        elif self.base is not None:  # residual: the LR follows the base schedule within a segment
+            self._set_lr(self._residual_lr())
         return self.lr
 
     def _evaluate(self) -> tuple[float, float]:
@@ -337,20 +407,40 @@ class AdaptiveLRCallback:
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"evaluate_fn returned {result!r}, expected (val_loss, val_metric)") from exc
 
-    def _decide(self, stats: dict[str, Any]) -> float:
-        lr = self.adaptive.lr_for(stats)
+    def _residual_lr(self) -> float:
+        return self.base.lr_at(min(1.0, self.step / self.total_steps)) * self.adaptive.space.factor([self.action])
+
+    def _set_lr(self, lr: float) -> float:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        self.lr = lr
+        return lr
+
+    def _decide(self, stats: dict[str, Any]) -> float:
+        self.action = self.adaptive.action_for(stats)
+        if self.base is not None:
+            lr = self._set_lr(self._residual_lr())
+            self.history.append({"step": self.step, "lr": lr, "action": self.action,
+                                 "factor": self.adaptive.space.factor([self.action]), "stats": stats})
+            return lr
+        lr = self._set_lr(self.adaptive.space.lr([self.action]))
         self.history.append({"step": self.step, "lr": lr, "stats": stats})
         return lr
 
 
 def resolve_schedule(spec: str | Path, base_lr: float, trust_pickle: bool = False) -> Any:
-    """What `--schedule` names: a built-in schedule, a `LearnedSchedule` JSON file (open loop), or an
-    `AdaptiveSchedule` (closed loop) given by its JSON sidecar or its controller zip (loaded without
-    executing anything from it unless `trust_pickle`)."""
+    """What `--schedule` names: a built-in schedule, "hypergradient" (online hypergradient descent
+    from `base_lr`), a `LearnedSchedule` JSON file (open loop), or an `AdaptiveSchedule` (closed
+    loop) given by its JSON sidecar, its controller zip (loaded without executing anything from it
+    unless `trust_pickle`) or ``zoo:NAME`` (shipped in ``policies/zoo/``)."""
     from policysearch.policies.schedule import load_schedule
 
+    if str(spec) == "hypergradient":
+        from policysearch.policies.hypergradient import Hypergradient
+
+        return Hypergradient(base_lr)
+    if str(spec).startswith(ZOO_PREFIX):
+        return AdaptiveSchedule.load(spec, trust_pickle)
     path = Path(spec)
     if path.suffix == ".zip":
         path = path.with_suffix(".json")

@@ -345,7 +345,7 @@ def _check_total_steps(total_steps: Any) -> None:
 
 # ---------------------------------------------------------------------- built-in schedules
 
-SCHEDULES: tuple[str, ...] = ("constant", "step", "cosine", "onecycle", "warmup-cosine")
+SCHEDULES: tuple[str, ...] = ("constant", "step", "cosine", "onecycle", "warmup-cosine", "linear")
 
 
 def named_schedule(name: str, base_lr: float, total_steps: int | None = None) -> LearnedSchedule:
@@ -359,6 +359,9 @@ def named_schedule(name: str, base_lr: float, total_steps: int | None = None) ->
       30% progress, then cosine down to ``base_lr / (25 * 1e4)``.
     - ``"warmup-cosine"``: linear warmup from ``base_lr * 0.01`` to ``base_lr`` over the first
       5%, then half cosine to ``base_lr * 1e-4``.
+    - ``"linear"``: linear decay from ``base_lr`` to zero at the end (the budget-aware schedule of
+      Li, Yumer & Ramanan, "Budgeted training", ICLR 2020). A schedule's LRs must be positive, so
+      the last knot is ``10 ** LOG10_LR_MIN`` (1e-12): zero to any precision that matters.
 
     Args:
         name: One of :data:`SCHEDULES`.
@@ -404,6 +407,8 @@ def named_schedule(name: str, base_lr: float, total_steps: int | None = None) ->
         return LearnedSchedule(
             (0.0, 0.05, 1.0), (lg(base_lr * 0.01), top, lg(base_lr * 1e-4)), ("linear", "cosine"), name
         )
+    if name == "linear":
+        return LearnedSchedule((0.0, 1.0), (top, min(LOG10_LR_MIN, top)), "linear", name)
     raise UnknownNameError("schedule", name, SCHEDULES)
 
 

@@ -41,7 +41,8 @@ def _register_envs() -> None:
     for env_id, entry_point in (
         ("policysearch/Augment-v0", "policysearch.envs.augment:AugmentEnvV0"),
         ("policysearch/Augment-v1", "policysearch.envs.augment:AugmentEnv"),
-        ("policysearch/Schedule-v0", "policysearch.envs.schedule:ScheduleEnv"),
+        ("policysearch/Schedule-v0", "policysearch.envs.schedule:ScheduleEnvV0"),
+        ("policysearch/Schedule-v1", "policysearch.envs.schedule:ScheduleEnv"),
         ("policysearch/Compress-v0", "policysearch.envs.compress:CompressEnv"),
     ):
         if env_id not in registry:

@@ -448,8 +448,9 @@ def train_run(
         config: training settings; its lr is the base LR of named schedules.
         epochs: passes over the training split (fractions allowed).
         augment: augmentation policy (None: none).
-        schedule: anything with ``lr_at(progress)`` (a LearnedSchedule, or a closed-loop controller
-            exposing it); None keeps the base LR.
+        schedule: anything with ``lr_at(progress)`` (a LearnedSchedule), a closed-loop controller
+            (``callback``: AdaptiveSchedule), an online rule (``attach(optimizer)``: Hypergradient);
+            None keeps the base LR.
         progress: show a progress bar on stderr.
         description: the progress bar's label.
         tracker: told of the start, every epoch and the end (`policysearch.tracking`).
@@ -469,7 +470,9 @@ def train_run(
         if hasattr(schedule, "callback"):  # a closed-loop controller (AdaptiveSchedule)
             _train_closed_loop(trainer, total, augment, schedule, bar, history)
         else:
-            lr_fn = schedule.lr_at if schedule is not None else None
+            if hasattr(schedule, "attach"):  # an online rule (Hypergradient): its optimizer hooks set the LR
+                schedule.attach(trainer.optimizer)
+            lr_fn = schedule.lr_at if hasattr(schedule, "lr_at") else None
             done = 0
             while done < total and not trainer.diverged:
                 steps = min(trainer.steps_per_epoch, total - done)

@@ -35,10 +35,11 @@ CASES = {
     "augment-schedule": ("policysearch/Augment-v0", {"model": "mlp", "mode": "schedule"}),
     "augment-static": ("policysearch/Augment-v0", {"model": "cnn", "mode": "static", "steps_per_segment": 2}),
     "schedule": ("policysearch/Schedule-v0", {"model": "cnn", "augment": "trivial"}),
+    "schedule-v1": ("policysearch/Schedule-v1", {"model": "cnn", "augment": "trivial", "base": "linear"}),
 }
 # (case, k): k steps taken by A before its state is taken; the episodes have 3 segments (static: 1 step).
 SPLITS = [("augment-schedule", 0), ("augment-schedule", 1), ("augment-schedule", 2), ("augment-static", 0),
-          ("augment-static", 1), ("schedule", 0), ("schedule", 2)]
+          ("augment-static", 1), ("schedule", 0), ("schedule", 2), ("schedule-v1", 2)]
 
 
 @pytest.fixture

@@ -158,6 +158,14 @@ def _schedules() -> Iterable[str]:
     return SCHEDULES
 
 
+def _train_schedules() -> Iterable[str]:
+    """What `train` / `evaluate` take besides files: the named schedules, the online hypergradient
+    rule and the shipped closed-loop controller."""
+    from policysearch.policies.schedule import SCHEDULES
+
+    return (*SCHEDULES, "hypergradient", "zoo:adaptive")
+
+
 def _ops() -> Iterable[str]:
     from policysearch.policies.augment import OPS
 

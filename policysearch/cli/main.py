@@ -49,6 +49,8 @@ EXAMPLES = {
   policysearch augment --reward-metric fgsm_accuracy --cost-weight 0.01 --cost-metric seconds""",
     "schedule": """\
   policysearch schedule --dataset digits --controller ppo --budget 24 --out runs/digits-lr
+  policysearch schedule --tasks cheap --episode-length 6 --budget 300 --paired-reward --out runs/lr-tasks
+  policysearch train --dataset digits --model resnet --schedule zoo:adaptive               # the shipped controller
   policysearch train --dataset digits --schedule runs/digits-lr/schedule.json      # open loop
   policysearch train --dataset digits --schedule runs/digits-lr/controller.json    # closed loop""",
     "compress": """\
@@ -94,9 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_train_args(p)
     p.add_argument("--augment", default="none", type=a.name_or_file(a._augment_policies),
                    help="augmentation policy: {names}, or a policy JSON file (default: %(default)s)")
-    p.add_argument("--schedule", default="cosine", type=a.name_or_file(a._schedules),
+    p.add_argument("--schedule", default="cosine", type=a.name_or_file(a._train_schedules),
                    help="LR schedule: {names}, a schedule JSON file, or a closed-loop controller.json "
-                        "(default: %(default)s)")
+                        "(zoo:NAME: a controller shipped with policysearch) (default: %(default)s)")
     p.add_argument("--seed", type=a.seed_int, default=0, help="seed of the weights, batch order and augmentation "
                    "(default: %(default)s)")
     p.add_argument("--save", default=None, metavar="FILE",
@@ -115,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", default="none,cropflip,trivial", type=a.names_or_files(a._augment_policies),
                    metavar="POLICY,...",
                    help="comma-separated policies: {names}, or policy JSON files (default: %(default)s)")
-    p.add_argument("--schedule", default="cosine", type=a.names_or_files(a._schedules), metavar="SCHEDULE,...",
+    p.add_argument("--schedule", default="cosine", type=a.names_or_files(a._train_schedules),
+                   metavar="SCHEDULE,...",
                    help="comma-separated schedules: {names}, or schedule / controller JSON files "
                         "(default: %(default)s)")
     p.add_argument("--seeds", type=a.positive_int, default=3, metavar="K",
@@ -143,10 +146,24 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_train_args(p, epochs=None)
     a.add_search_args(p)
     a.add_parallel_args(p)
+    p.add_argument("--base", default="onecycle", type=a.name_of("base schedule", a._fixed("onecycle", "linear",
+                                                                                          "none")),
+                   help="residual actions (Schedule-v1) scale this base schedule, peaking at the model's LR: "
+                        "{names} (none: absolute LRs in [--lr-min, --lr-max], Schedule-v0) (default: %(default)s)")
+    p.add_argument("--scale", type=a.positive_number, default=4.0, metavar="F",
+                   help="residual actions multiply the base schedule by F**a, a in [-1, 1] (default: %(default)s)")
+    p.add_argument("--tasks", default=None, metavar="SPEC",
+                   help="learn one controller over a distribution of tasks (each episode draws data set, size, "
+                        "model, epochs, batch size, weight decay): a preset (cheap, default) or "
+                        "'pairs=digits:mlp,fashion-mnist:mlp;train-sizes=1000,2000;epochs=3-12;batch=32,64;wd=0,5e-4'; "
+                        "--dataset and --model are then not used (default: one task)")
+    p.add_argument("--paired-reward", action="store_true",
+                   help="reward the gain over a shadow child trained with the base schedule from the same seed "
+                        "(paired: removes task and seed noise; two child trainings per episode) (default: the gain)")
     p.add_argument("--lr-min", type=a.positive_number, default=1e-4, metavar="LR",
-                   help="lowest LR an action can set (default: %(default)s)")
+                   help="lowest LR an action can set with --base none (default: %(default)s)")
     p.add_argument("--lr-max", type=a.positive_number, default=1.0, metavar="LR",
-                   help="highest LR an action can set (default: %(default)s)")
+                   help="highest LR an action can set with --base none (default: %(default)s)")
     p.add_argument("--augment", default="none", type=a.name_or_file(a._augment_policies),
                    help="augmentation policy of the child trainings: {names}, or a policy JSON file "
                         "(default: %(default)s)")

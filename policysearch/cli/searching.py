@@ -117,19 +117,39 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     if not args.lr_min < args.lr_max:
         raise ConfigError(f"--lr-min is {args.lr_min:g} and --lr-max {args.lr_max:g}, expected lr-min < lr-max")
     load_policy(args.augment)
-    out = out_dir(args, "schedule", args.dataset)
-    data = prepare_data(args)
+    tasks = None
+    if args.tasks is not None:
+        from policysearch.envs.schedule_tasks import TaskSampler
+
+        tasks = TaskSampler.parse(args.tasks)  # refused now, before anything is prepared
+        if args.base == "none":
+            raise ConfigError("--tasks needs residual actions: --base onecycle or linear, not none")
+        if args.steps_per_segment is not None:
+            raise ConfigError("--tasks sets the segments' length from each task's epochs: drop --steps-per-segment")
+    if args.paired_reward and args.base == "none":
+        raise ConfigError("--paired-reward needs a base schedule: --base onecycle or linear, not none")
+    out = out_dir(args, "schedule", "tasks" if tasks else args.dataset)
+    data = prepare_data(args) if tasks is None else None
     kwargs = child_kwargs(args)
-    del kwargs["lr"]  # the searched quantity: Schedule-v0 sets it
+    del kwargs["lr"]  # the searched quantity: Schedule-v1 sets it
+    if tasks is not None:
+        for key in ("model", "batch_size", "weight_decay", "optimizer"):  # each task sets them
+            del kwargs[key]
+    if args.base == "none":
+        env_id, space = "policysearch/Schedule-v0", {"lr_min": args.lr_min, "lr_max": args.lr_max}
+    else:
+        env_id, space = "policysearch/Schedule-v1", {"base": args.base, "scale": args.scale, "tasks": tasks,
+                                                     "reward": "vs-base" if args.paired_reward else "gain"}
     env, result = search_command(
-        args, data, lambda d: gym.make("policysearch/Schedule-v0", data=d, augment=args.augment, lr_min=args.lr_min,
-                                       lr_max=args.lr_max, **kwargs),
+        args, data, lambda d: gym.make(env_id, data=d, augment=args.augment, **space, **kwargs),
         out, "schedule.json")
+    data = env.unwrapped.data
     # The env wrote the closed-loop export (controller.json) for an SB3 controller.
     closed_loop = result.summary["files"].get("closed_loop")
     files = [v for v in result.summary["files"].values() if v]
     base_lr = env.unwrapped.config.lr  # what `train` would use with a hand-made schedule
-    png = plot_schedules(result.artefact, base_lr, out / "schedule.png", title=f"learned on {data.name} ({args.model})")
+    where = "a task distribution" if tasks else f"{data.name} ({args.model})"
+    png = plot_schedules(result.artefact, base_lr, out / "schedule.png", title=f"learned on {where}")
     if png:
         files.append(png.name)
     segments = args.episode_length

@@ -70,13 +70,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def check_policies(augments: list[str], schedules: list[str], base_lr: float) -> None:
     """Load every policy and schedule once, so a bad one is refused before any training."""
+    from policysearch.policies.adaptive import resolve_schedule
     from policysearch.policies.augment import load_policy
-    from policysearch.policies.schedule import load_schedule
 
     for augment in augments:
         load_policy(augment)
     for schedule in schedules:
-        load_schedule(schedule, base_lr=base_lr)
+        resolve_schedule(schedule, base_lr=base_lr)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

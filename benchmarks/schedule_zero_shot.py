@@ -1,0 +1,179 @@
+"""Zero-shot LR control: one controller learned once over a task distribution, on tasks it never saw,
+against the hand-made schedules and hypergradient descent at the model's default peak LR.
+
+Protocol:
+- Held-out tasks (`HELD_OUT`), each outside the `cheap` task distribution the shipped
+  `zoo:adaptive` controller was trained on (digits mlp / cnn / vit and Fashion-MNIST mlp on
+  1k-4k images, 3-12 epochs): a different model (resnet), a different training-set size (10,000
+  Fashion-MNIST images), a different number of epochs (30).
+- Arms: the controller (closed loop, `--controller`, default `zoo:adaptive`), onecycle, linear
+  decay to zero, cosine, warmup-cosine (all peaking at the model's default LR) and hypergradient
+  SGD starting from that LR (online, zero search).
+- Seeds `--seed .. --seed + --seeds - 1`; a seed fixes the initial weights and the batch order, the
+  same for every arm (paired). Test accuracy of each run; per arm mean ± std; the paired difference
+  controller - arm with a bootstrap 95 % CI (`policysearch.stats.paired_bootstrap`).
+
+Prints a table per task to stderr and ONE JSON line to stdout; `--out FILE` also writes the JSON.
+
+`--reuse-baselines FILE` takes the other arms' per-seed accuracies from an earlier run's JSON (same
+task, seeds and arms) instead of training them again — training on the CPU is deterministic for a
+seed — after re-training the first seed of every reused arm and refusing if any differs in any bit.
+Only the controller arm is then trained for every seed (a new controller costs 1/6 of the full run).
+
+    python benchmarks/schedule_zero_shot.py --task resnet-digits --seeds 10 --out benchmarks/results/x.json
+    python benchmarks/schedule_zero_shot.py --quick     # seconds: checks the script only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+# name -> (data set, training images (None: all), model, epochs, batch size, weight decay, what is new)
+HELD_OUT: dict[str, tuple[str, int | None, str, int, int, float, str]] = {
+    "resnet-digits": ("digits", None, "resnet", 8, 64, 5e-4, "a model never trained on (resnet)"),
+    "fashion10k-mlp": ("fashion-mnist", 10_000, "mlp", 6, 128, 5e-4,
+                       "a training-set size never trained on (10,000; trained on 1k-4k)"),
+    "cnn-digits-30ep": ("digits", None, "cnn", 30, 128, 5e-4,
+                        "a number of epochs never trained on (30; trained on 3-12)"),
+}
+HAND_MADE = ("onecycle", "linear", "cosine", "warmup-cosine")
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", default=",".join(HELD_OUT), help=f"comma-separated held-out tasks: {', '.join(HELD_OUT)}")
+    p.add_argument("--controller", default="zoo:adaptive", help="the closed-loop controller (zoo:NAME or sidecar)")
+    p.add_argument("--arms", default=",".join((*HAND_MADE, "hypergradient")),
+                   help="the other arms: named schedules and/or hypergradient")
+    p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="also write the JSON here")
+    p.add_argument("--reuse-baselines", default=None, metavar="FILE",
+                   help="the other arms' results from an earlier run of this script (checked on the first seed)")
+    p.add_argument("--quick", action="store_true", help="one short task, 2 seeds: checks the script only")
+    args = p.parse_args()
+    if args.quick:
+        args.task, args.seeds = "quick", 2
+    return args
+
+
+def reused_rows(path: str, name: str, arms: list[str], seeds: list[int]) -> dict[str, dict[str, Any]]:
+    """The arms' rows (per-seed test accuracies, divergences) of task `name` in an earlier run's JSON."""
+    record = json.loads(Path(path).read_text())
+    task = next((t for t in record["results"] if t["task"] == name), None)
+    if task is None or task["seeds"] != seeds:
+        raise SystemExit(f"{path}: no results of task {name!r} with seeds {seeds}")
+    rows = {row["arm"]: row for row in task["rows"]}
+    missing = [a for a in arms if a not in rows]
+    if missing:
+        raise SystemExit(f"{path}: no results of arms {missing} for task {name!r}")
+    return {a: rows[a] for a in arms}
+
+
+def run_task(name: str, spec: tuple, controller: str, arms: list[str], seeds: list[int],
+             reuse: str | None = None) -> dict[str, Any]:
+    from policysearch.data import prepare
+    from policysearch.policies.adaptive import resolve_schedule
+    from policysearch.stats import paired_bootstrap
+    from policysearch.trainer import TrainConfig, train_run
+
+    dataset, train_size, model, epochs, batch, decay, novelty = spec
+    data = prepare(dataset, val_size=300 if dataset == "digits" else 1000, train_size=train_size, seed=0)
+    labels = ["controller", *arms]
+    acc: dict[str, list[float]] = {label: [] for label in labels}
+    seconds: dict[str, float] = dict.fromkeys(labels, 0.0)
+    diverged: dict[str, int] = dict.fromkeys(labels, 0)
+    reused_row = reused_rows(reuse, name, arms, seeds) if reuse else {}
+    reused = {label: row["test_accuracy"] for label, row in reused_row.items()}
+    checked: dict[str, bool] = {}
+    for seed in seeds:
+        config = TrainConfig(model=model, batch_size=batch, weight_decay=decay, seed=seed)
+        for label, spec_name in zip(labels, [controller, *arms]):
+            if label in reused and seed != seeds[0]:
+                acc[label].append(reused[label][seeds.index(seed)])
+                continue
+            schedule = resolve_schedule(spec_name, base_lr=config.lr)  # fresh per run (hypergradient keeps state)
+            t0 = time.perf_counter()
+            result = train_run(data, config, epochs, schedule=schedule, progress=False)
+            seconds[label] += time.perf_counter() - t0
+            diverged[label] += bool(result.diverged)
+            acc[label].append(float(result.test["accuracy"]) if not result.diverged else 0.0)
+            print(f"{name} seed {seed} {label}: {acc[label][-1]:.4f}", file=sys.stderr, flush=True)
+            if label in reused:  # the first seed, re-trained: the reused figures must be reproduced exactly
+                checked[label] = acc[label][-1] == reused[label][0]
+                if not checked[label]:
+                    raise SystemExit(f"{reuse}: {label} seed {seed} gave {reused[label][0]!r} there and "
+                                     f"{acc[label][-1]!r} now: not reproducible, run every arm")
+    rows = []
+    for label in labels:
+        row: dict[str, Any] = {"arm": label, "mean": statistics.fmean(acc[label]),
+                               "std": statistics.stdev(acc[label]) if len(acc[label]) > 1 else 0.0,
+                               "test_accuracy": acc[label]}
+        if label in reused:  # divergences and run times as the reused file has them
+            row.update(reused_from=reuse, first_seed_reproduced=checked[label],
+                       diverged=reused_row[label]["diverged"], seconds_per_run=reused_row[label]["seconds_per_run"])
+        else:
+            row.update(diverged=diverged[label], seconds_per_run=seconds[label] / len(seeds))
+        if label != "controller":
+            row["controller_minus_arm"] = paired_bootstrap(acc["controller"], acc[label], seed=0)
+        rows.append(row)
+    hand = [r for r in rows if r["arm"] in HAND_MADE]
+    best_hand = max(hand, key=lambda r: r["mean"])["arm"] if hand else None
+    return {"task": name, "dataset": dataset, "train_images": len(data.y_train), "val_images": len(data.y_val),
+            "test_images": len(data.y_test), "model": model, "epochs": epochs, "batch_size": batch,
+            "weight_decay": decay, "peak_lr": TrainConfig(model=model).lr, "held_out_because": novelty,
+            "seeds": seeds, "rows": rows, "best_hand_made": best_hand}
+
+
+def main() -> int:
+    args = parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    from policysearch.report import format_table
+
+    tasks = dict(HELD_OUT, quick=("digits", None, "mlp", 2, 128, 5e-4, "script check"))
+    names = [t for t in args.task.split(",") if t]
+    for t in names:
+        if t not in tasks:
+            print(f"unknown task {t!r}; known: {', '.join(HELD_OUT)}", file=sys.stderr)
+            return 2
+    if args.out:
+        from policysearch.files import check_output_file
+
+        check_output_file(args.out, "--out")
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    arms = [a for a in args.arms.split(",") if a]
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    results = [run_task(t, tasks[t], args.controller, arms, seeds, args.reuse_baselines) for t in names]
+    for r in results:
+        print(f"\n{r['task']}: {r['dataset']} {r['train_images']} train images, {r['model']}, {r['epochs']} epochs, "
+              f"peak LR {r['peak_lr']} ({r['held_out_because']}); {len(seeds)} paired seeds", file=sys.stderr)
+        table = []
+        for row in r["rows"]:
+            diff = row.get("controller_minus_arm")
+            table.append({"arm": row["arm"], "test acc mean": row["mean"], "std": row["std"],
+                          "controller - arm": "" if diff is None else f"{diff['mean']:+.4f}",
+                          "95% CI": "" if diff is None else f"[{diff['low']:+.4f}, {diff['high']:+.4f}]",
+                          "diverged": row["diverged"]})
+        print(format_table(table), file=sys.stderr)
+    record = {"benchmark": "schedule_zero_shot", "controller": args.controller, "arms": arms, "results": results,
+              "wall_minutes": round((time.perf_counter() - t0) / 60, 2),
+              "cpu_minutes": round((time.process_time() - cpu0) / 60, 2),
+              "command": "python " + " ".join(sys.argv)}
+    if args.out:
+        from policysearch.files import write_json
+
+        write_json(Path(args.out), record)
+    print(json.dumps(record))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
