@@ -26,11 +26,12 @@ from policysearch.envs.base import ChildConfig, ChildEnv, state_fields
 from policysearch.errors import ConfigError
 from policysearch.policies.compress import CRITERIA, ChannelGroup, CompressionPlan
 
-__all__ = ["OBSERVATION_NAMES", "REWARDS", "CompressEnv"]
+__all__ = ["OBSERVATION_NAMES", "PROXIES", "REWARDS", "CompressEnv", "PlanSpace"]
 
 log = logging.getLogger(__name__)
 
 REWARDS = ("acc", "error_log_flops")
+PROXIES = ("adaptive-bn", "distill")
 
 OBSERVATION_NAMES: tuple[str, ...] = (
     "layer_index",
@@ -126,6 +127,92 @@ class _FlopsModel:
             fout = 1.0 - sum(s for _, s in b) + sum(s * fractions[g] for g, s in b)
             total += flops * fin * fout
         return total
+
+
+class PlanSpace:
+    """What a plan of `model` may choose: its channel groups, each group's kept-count bounds, and the
+    exact FLOPs model behind AMC's clip. Shared by the env and the `CompressionPlan.uniform` /
+    `CompressionPlan.random` constructors, so that all three clip the same way."""
+
+    def __init__(self, model: nn.Module, example: torch.Tensor, flops_target: float, min_keep: float,
+                 max_keep: float = 1.0) -> None:
+        from policysearch.policies.compress import channel_groups
+
+        check_number("flops_target (a fraction of the teacher's FLOPs)", flops_target, 0.0, 1.0, low_open=True)
+        check_number("min_keep", min_keep, 0.0, 1.0, low_open=True)
+        check_number("max_keep", max_keep, 0.0, 1.0, low_open=True)
+        if min_keep > max_keep:
+            raise ConfigError(f"min_keep is {min_keep!r}, expected at most max_keep ({max_keep!r})")
+        self.groups = channel_groups(model, example)
+        self.flops_model = _FlopsModel(model, _layer_flops(model, example), self.groups)
+        self.min_keep, self.max_keep = float(min_keep), float(max_keep)
+        self.min_count = [max(1, math.ceil(g.channels * min_keep - 1e-9)) for g in self.groups]
+        self.max_count = [max(lo, math.floor(g.channels * max_keep + 1e-9))
+                          for g, lo in zip(self.groups, self.min_count)]
+        self.target_flops = flops_target * self.flops_model.total
+
+    def fractions(self, counts: Sequence[int]) -> list[float]:
+        """Kept fractions of `counts` (decided groups) with every later group at its minimum."""
+        done = [c / g.channels for c, g in zip(counts, self.groups)]
+        return done + [lo / g.channels for g, lo in zip(self.groups[len(done):], self.min_count[len(done):])]
+
+    def flops_ok(self, counts: Sequence[int]) -> bool:
+        return self.flops_model([c / g.channels for c, g in zip(counts, self.groups)]) <= self.target_flops
+
+    def max_allowed(self, counts: Sequence[int]) -> int:
+        """The most channels the next group may keep, later groups at their minimum (AMC's clip)."""
+        i = len(counts)
+        g = self.groups[i]
+        fractions = self.fractions(counts)
+        fractions[i] = 0.0
+        base = self.flops_model(fractions)
+        fractions[i] = 1.0
+        slope = self.flops_model(fractions) - base
+        if slope <= 0:
+            return g.channels
+        allowed = min(g.channels, math.floor((self.target_flops - base) / slope * g.channels + 1e-9))
+        while allowed > self.min_count[i]:
+            fractions[i] = allowed / g.channels
+            if self.flops_model(fractions) <= self.target_flops:
+                break
+            allowed -= 1
+        return max(allowed, self.min_count[i])
+
+    def clip(self, wanted: Sequence[int]) -> list[int]:
+        """AMC's clip of a whole vector of wanted counts, group by group."""
+        counts: list[int] = []
+        for i, w in enumerate(wanted):
+            w = min(self.max_count[i], max(self.min_count[i], int(w)))
+            counts.append(max(self.min_count[i], min(w, self.max_allowed(counts))))
+        return counts
+
+    def uniform_counts(self, ratio: float) -> list[int]:
+        """Every group at one keep ratio (rounded, within its bounds), not clipped."""
+        return [min(hi, max(lo, round(g.channels * ratio)))
+                for g, lo, hi in zip(self.groups, self.min_count, self.max_count)]
+
+    def largest_uniform(self, ok: Any = None, cap: float = 1.0) -> float:
+        """The largest common keep ratio <= `cap` whose counts meet the FLOPs target (and `ok(counts)`)."""
+        def feasible(r: float) -> bool:
+            counts = self.uniform_counts(r)
+            return self.flops_ok(counts) and (ok is None or ok(counts))
+
+        lo, hi = self.min_keep, min(cap, self.max_keep)
+        if feasible(hi):
+            return hi
+        if not feasible(lo):
+            raise ConfigError(f"no uniform keep ratio >= min_keep={self.min_keep} meets the targets; "
+                              "raise the targets or lower min_keep")
+        for _ in range(30):  # bisection: FLOPs and parameters grow with the ratio
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if feasible(mid) else (lo, mid)
+        return lo
+
+    def random_counts(self, rng: np.random.Generator) -> list[int]:
+        """Uniform random keep ratios in [min_keep, max_keep] per group, clipped group by group as the env does."""
+        wanted = [round(g.channels * (self.min_keep + rng.uniform() * (self.max_keep - self.min_keep)))
+                  for g in self.groups]
+        return self.clip(wanted)
 
 
 class CompressEnv(ChildEnv):
@@ -227,6 +314,13 @@ class CompressEnv(ChildEnv):
         temperature: float = 4.0,
         alpha: float = 0.9,
         reward: str = "acc",
+        proxy: str = "adaptive-bn",
+        bn_batches: int = 20,
+        val_images: int | None = None,
+        params_target: float = 1.0,
+        latency_target: float = 1.0,
+        latency_batch: int | None = None,
+        uniform_first: bool = True,
         seed: int | None = None,
         **child_kwargs: Any,
     ) -> None:
@@ -246,6 +340,16 @@ class CompressEnv(ChildEnv):
             raise ConfigError(f"teacher is a {type(teacher).__name__}, expected a torch.nn.Module")
         check_choice("pruning criterion", criterion, CRITERIA)
         check_choice("reward", reward, REWARDS)
+        check_choice("proxy", proxy, PROXIES)
+        check_int("bn_batches", bn_batches, 0)
+        if val_images is not None:
+            check_int("val_images (None: the whole validation split)", val_images, 1)
+        check_number("params_target (a fraction of the teacher's parameters)", params_target, 0.0, 1.0,
+                     low_open=True)
+        check_number("latency_target (a fraction of the teacher's CPU latency)", latency_target, 0.0, 1.0,
+                     low_open=True)
+        if latency_batch is not None:
+            check_int("latency_batch", latency_batch, 1)
         check_number("flops_target (a fraction of the teacher's FLOPs)", flops_target, 0.0, 1.0, low_open=True)
         check_number("min_keep", min_keep, 0.0, 1.0, low_open=True)
         check_number("max_keep", max_keep, 0.0, 1.0, low_open=True)
@@ -316,6 +420,19 @@ class CompressEnv(ChildEnv):
                 "or lower min_keep"
             )
         self.teacher_val = evaluate(self.teacher, data, "val")
+        self.proxy, self.bn_batches, self.val_images = proxy, int(bn_batches), val_images
+        self.params_target, self.latency_target = float(params_target), float(latency_target)
+        self.latency_batches = sorted({1, latency_batch or 1})
+        self.uniform_first = bool(uniform_first)
+        # Candidate 0: the uniform plan under every target (measured), so no search ends below it.
+        self.uniform_plan = CompressionPlan.uniform(
+            self.teacher, self.example, flops_target=flops_target, params_target=params_target,
+            latency_target=latency_target, latency_batch=latency_batch, min_keep=min_keep, max_keep=max_keep,
+            criterion=criterion, model_name=self.model_name)
+        self._uniform_counts = [self.uniform_plan.kept()[g.name] for g in self.groups]
+        self.teacher_latency_ms = dict(self.uniform_plan.teacher_latency_ms)
+        self._episodes_started = 0
+        self._forced = False
 
         self.episode_length = len(self.groups)  # one episode is one child (one student): mode "schedule"
         self.flops_target, self.min_keep, self.max_keep = float(flops_target), float(min_keep), float(max_keep)
@@ -334,6 +451,9 @@ class CompressEnv(ChildEnv):
             "dataset": data.name, "model": self.model_name, "episode_length": self.episode_length,
             "flops_target": self.flops_target, "min_keep": self.min_keep, "max_keep": self.max_keep,
             "criterion": criterion, "reward": reward, "reward_metric": self.reward_metric,
+            "proxy": proxy, "bn_batches": self.bn_batches, "val_images": val_images,
+            "params_target": self.params_target, "latency_target": self.latency_target,
+            "latency_batches": self.latency_batches, "uniform_first": self.uniform_first,
             "finetune_steps": self.finetune_steps, "finetune_lr": self.finetune_lr, "temperature": self.temperature,
             "alpha": self.alpha, "batch_size": batch_size, "child_seed": self.child_seed,
             "cost_metric": self.cost_metric, "cost_weight": self.cost_weight,
@@ -353,6 +473,8 @@ class CompressEnv(ChildEnv):
             return self._advance_only(seed)
         super().reset(seed=seed)
         self._seed_now = self._draw_child_seed()
+        self._forced = self.uniform_first and self._episodes_started == 0
+        self._episodes_started += 1
         self._layer, self._counts, self._episode_open = 0, [], True
         self.last_seconds, self._episode_steps = 0.0, []
         info = {"val": dict(self.teacher_val), "child_seed": self._seed_now, "teacher_flops": self.teacher_flops,
@@ -368,12 +490,15 @@ class CompressEnv(ChildEnv):
         wanted = min(self.max_count[i], max(self.min_count[i], round(g.channels * wanted_ratio)))
         allowed = self._max_allowed(i)
         kept = max(self.min_count[i], min(wanted, allowed))
+        if self._forced:  # candidate 0 is the uniform plan, whatever the action (it meets every clip)
+            wanted = kept = self._uniform_counts[i]
         self._counts.append(kept)
         self._layer += 1
         self.last_seconds = 0.0
         info: dict[str, Any] = {"layer": g.name, "layer_index": i, "action": [round(a, 5)],
                                 "wanted_keep": kept_ratio(wanted, g.channels), "keep": kept_ratio(kept, g.channels),
                                 "kept_channels": kept, "channels": g.channels, "clipped": kept < wanted,
+                                "uniform": self._forced,
                                 "train_flops": 0.0, "diverged": None}
         if self._layer < self.episode_length:
             self._log_step(info, 0.0)
@@ -421,39 +546,51 @@ class CompressEnv(ChildEnv):
         )
 
     def _finish(self, info: dict[str, Any]) -> float:
-        """Prune, distill, score; fills `info` and returns the episode's reward."""
+        """Prune, score by the proxy (adaptive BN, or a short distillation); fills `info`, returns the reward."""
+        import time
+
         from policysearch.distill import distill
-        from policysearch.evaluate import evaluate
         from policysearch.metrics import count_parameters, flops_per_image
+        from policysearch.pruning import adaptive_bn, measure_latency, val_accuracy
 
         plan = self._plan()
+        start = time.perf_counter()
         student = plan.apply(self.teacher, self.example)
         flops = int(flops_per_image(student, self.data.input_shape, device=self.data.device)["forward"])
         params = count_parameters(student)
-        plan = dataclasses.replace(plan, flops=flops, params=params)
+        latency = (measure_latency(student, self.data.input_shape, self.latency_batches)
+                   if self.latency_target < 1.0 else {})
+        plan = dataclasses.replace(plan, flops=flops, params=params, latency_ms=latency)
         assert self._seed_now is not None
-        stats = distill(student, self.teacher, self.data, self.finetune_steps, self.finetune_lr,
-                        temperature=self.temperature, alpha=self.alpha, batch_size=self.batch_size,
-                        seed=self._seed_now)
-        # Wall time stays out of `info` (and so out of determinism checks); the search driver reads it here.
-        self.last_seconds = stats.seconds
-        self.student = student
         info.update({"flops": flops, "flops_fraction": flops / self.teacher_flops,
                      "predicted_flops_fraction": self.flops_model(self._fractions("full")) / self.teacher_flops,
                      "params": params, "params_fraction": params / self.teacher_params,
-                     "train_flops": stats.train_flops, "finetune_steps": stats.steps,
-                     "finetune_loss": stats.loss, "plan": plan.to_dict()})
-        if stats.diverged:
-            log.warning("distillation diverged (%s); episode ends with penalty %s", stats.diverged,
-                        self.divergence_penalty)
-            info["diverged"], info["val"] = stats.diverged, {}
-            return -self.divergence_penalty
-        val = evaluate(student, self.data, "val")
-        accuracy = float(val["accuracy"])
-        info["val"], info["metric"] = dict(val), accuracy
+                     "latency_ms": latency, "meets_targets": plan.meets_targets(), "plan": plan.to_dict()})
+        if self.proxy == "adaptive-bn":
+            images = adaptive_bn(student, self.data, self.bn_batches, self.batch_size, seed=self._seed_now)
+            info.update({"train_flops": float(images * flops), "bn_images": images})
+        else:
+            stats = distill(student, self.teacher, self.data, self.finetune_steps, self.finetune_lr,
+                            temperature=self.temperature, alpha=self.alpha, batch_size=self.batch_size,
+                            seed=self._seed_now)
+            info.update({"train_flops": stats.train_flops, "finetune_steps": stats.steps,
+                         "finetune_loss": stats.loss})
+            if stats.diverged:
+                self.last_seconds = time.perf_counter() - start
+                log.warning("distillation diverged (%s); episode ends with penalty %s", stats.diverged,
+                            self.divergence_penalty)
+                info["diverged"], info["val"] = stats.diverged, {}
+                return -self.divergence_penalty
+        accuracy = val_accuracy(student, self.data, self.val_images)
+        # Wall time stays out of `info` (and so out of determinism checks); the search driver reads it here.
+        self.last_seconds = time.perf_counter() - start
+        self.student = student
+        # A student over a parameter or latency target scores below every student within them.
+        metric = accuracy if info["meets_targets"] else accuracy - 1.0
+        info["val"], info["metric"] = {"accuracy": accuracy}, metric
         if self.reward == "acc":
-            return accuracy
-        return -(1.0 - accuracy) * math.log(flops)
+            return metric
+        return -(1.0 - metric) * math.log(flops)
 
     def _observation(self) -> np.ndarray:
         total = float(self.teacher_flops)
@@ -479,7 +616,12 @@ class CompressEnv(ChildEnv):
 
     def _episode_state(self) -> dict[str, Any]:
         return {"layer": self._layer, "counts": list(self._counts), "seed_now": self._seed_now,
-                "episode_open": self._episode_open}
+                "episode_open": self._episode_open, "episodes_started": self._episodes_started,
+                "forced": self._forced}
+
+    def _advance_only(self, seed: int | None) -> tuple[np.ndarray, dict[str, Any]]:
+        self._episodes_started += 1  # a replayed episode counts: candidate 0 stays the first one
+        return super()._advance_only(seed)
 
     def _set_episode_state(self, episode: dict[str, Any]) -> None:
         layer, counts, seed_now, episode_open = state_fields(
@@ -491,6 +633,8 @@ class CompressEnv(ChildEnv):
             raise ConfigError(f"set_state: the state's decisions (layer {layer!r}, kept channels {counts!r}) do not "
                               f"fit this teacher's {self.episode_length} channel groups")
         self._layer, self._counts, self._seed_now = layer, list(counts), seed_now
+        self._episodes_started = int(episode.get("episodes_started", 1))
+        self._forced = bool(episode.get("forced", False))
         self._episode_open, self.student = bool(episode_open), None
 
     def _current_observation(self) -> np.ndarray | None:

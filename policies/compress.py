@@ -239,6 +239,11 @@ class CompressionPlan(JsonArtefact):
         flops_target: the FLOPs budget as a fraction of the unpruned model's, in (0, 1].
         teacher_flops, teacher_params: forward FLOPs per image and parameters of the unpruned model.
         flops, params: the same for the pruned model (0 when not measured).
+        params_target: the parameter budget as a fraction of the unpruned model's, in (0, 1].
+        latency_target: the CPU latency budget as a fraction of the unpruned model's, in (0, 1],
+            at batch 1 and at every other batch size in `teacher_latency_ms`.
+        latency_ms, teacher_latency_ms: measured median CPU milliseconds per forward pass, by batch
+            size (``{"1": ..., "64": ...}``; empty when not measured); wall times, so not part of equality.
         provenance: where the plan came from; not part of equality.
 
     Raises:
@@ -259,6 +264,10 @@ class CompressionPlan(JsonArtefact):
     teacher_params: int = 0
     flops: int = 0
     params: int = 0
+    params_target: float = 1.0
+    latency_target: float = 1.0
+    latency_ms: dict[str, float] = field(default_factory=dict, compare=False)
+    teacher_latency_ms: dict[str, float] = field(default_factory=dict, compare=False)
     provenance: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -291,6 +300,13 @@ class CompressionPlan(JsonArtefact):
         check_int("num_classes", self.num_classes, 2)
         for name in ("teacher_flops", "teacher_params", "flops", "params"):
             check_int(name, getattr(self, name), 0)
+        for name in ("params_target", "latency_target"):
+            object.__setattr__(self, name, check_number(name, getattr(self, name), 0.0, 1.0, low_open=True))
+        for name in ("latency_ms", "teacher_latency_ms"):
+            value = getattr(self, name)
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{name} is {value!r}, expected a mapping of batch size to milliseconds")
+            object.__setattr__(self, name, {str(k): check_number(f"{name}[{k!r}]", v, 0.0) for k, v in value.items()})
         if not isinstance(self.provenance, dict):
             raise ConfigError(f"provenance is {self.provenance!r}, expected a dict")
 
@@ -308,6 +324,86 @@ class CompressionPlan(JsonArtefact):
     def kept(self) -> dict[str, int]:
         """Channels each listed group keeps."""
         return {name: kept_channels(self.channels[name], r) for name, r in self.ratios.items()}
+
+    # ------------------------------------------------------------------ baselines as constructors
+    @classmethod
+    def uniform(cls, model: nn.Module, example_inputs: torch.Tensor, *, flops_target: float = 0.5,
+                params_target: float = 1.0, latency_target: float = 1.0, latency_batch: int | None = None,
+                min_keep: float = 0.1, max_keep: float = 1.0, criterion: str = "l2",
+                model_name: str | None = None) -> CompressionPlan:
+        """One keep ratio for every channel group: the largest that meets every target.
+
+        FLOPs are met exactly (the FLOPs model the env clips with), parameters by counting the pruned
+        model, latency by measuring it on the CPU at batch 1 and `latency_batch` against the
+        unpruned model (the ratio steps down by 3 % until both hold). The plan records all three.
+
+        Args:
+            model: the trained network (not modified).
+            example_inputs: a batch it accepts, e.g. ``torch.zeros(1, C, H, W)`` on its device.
+            flops_target, params_target, latency_target: budgets as fractions of `model`'s, in (0, 1].
+            latency_batch: the second batch size the latency target holds at (None: batch 1 only).
+            min_keep, max_keep: bounds of every group's keep ratio.
+            criterion: "l2" or "l1" magnitude: which channels go.
+            model_name: the plan's `model` (default: the class name).
+
+        Raises:
+            ConfigError: a target is out of reach with `min_keep`, or an argument is invalid.
+        """
+        from policysearch.envs.compress import PlanSpace
+
+        space = PlanSpace(model, example_inputs, flops_target, min_keep, max_keep)
+        budget = _Budget(cls, model, example_inputs, space, flops_target, params_target, latency_target,
+                         latency_batch, criterion, model_name)
+        ratio = space.largest_uniform(budget.params_ok)
+        for _ in range(200):
+            plan = budget.measured(space.uniform_counts(ratio), {"baseline": "uniform", "keep": ratio})
+            if plan is not None:
+                return plan
+            if ratio <= space.min_keep:
+                break
+            ratio = max(space.min_keep, ratio * 0.97)
+        raise ConfigError(f"latency_target={latency_target} is out of reach with min_keep={min_keep}: even the "
+                          "smallest uniform plan is too slow; raise latency_target or lower min_keep")
+
+    @classmethod
+    def random(cls, model: nn.Module, example_inputs: torch.Tensor, *, flops_target: float = 0.5,
+               params_target: float = 1.0, latency_target: float = 1.0, latency_batch: int | None = None,
+               min_keep: float = 0.1, max_keep: float = 1.0, criterion: str = "l2", model_name: str | None = None,
+               seed: int = 0, tries: int = 100) -> CompressionPlan:
+        """A random plan: uniform keep ratios in [min_keep, max_keep] per group, clipped group by group
+        to the FLOPs target as the env clips (AMC's rule); redrawn (up to `tries` times) until the
+        parameter and latency targets hold too. Same arguments as `uniform`, plus the `seed`.
+
+        Raises:
+            ConfigError: no draw met the targets.
+        """
+        import numpy as np
+
+        from policysearch.envs.compress import PlanSpace
+
+        check_int("tries", tries, 1)
+        space = PlanSpace(model, example_inputs, flops_target, min_keep, max_keep)
+        budget = _Budget(cls, model, example_inputs, space, flops_target, params_target, latency_target,
+                         latency_batch, criterion, model_name)
+        rng = np.random.default_rng(seed)
+        for draw in range(tries):
+            counts = space.random_counts(rng)
+            if not budget.params_ok(counts):
+                continue
+            plan = budget.measured(counts, {"baseline": "random", "seed": seed, "draw": draw})
+            if plan is not None:
+                return plan
+        raise ConfigError(f"none of {tries} random plans met params_target={params_target} and "
+                          f"latency_target={latency_target}; raise them or use CompressionPlan.uniform")
+
+    def meets_targets(self) -> bool:
+        """Whether the measured figures are within every target (unmeasured figures count as met)."""
+        if self.flops and self.teacher_flops and self.flops > self.flops_target * self.teacher_flops:
+            return False
+        if self.params and self.teacher_params and self.params > self.params_target * self.teacher_params:
+            return False
+        return all(self.latency_ms[b] <= self.latency_target * t
+                   for b, t in self.teacher_latency_ms.items() if b in self.latency_ms)
 
     # ------------------------------------------------------------------ torch
     def apply(self, model: nn.Module, example_inputs: torch.Tensor | None = None) -> nn.Module:
@@ -394,6 +490,10 @@ class CompressionPlan(JsonArtefact):
             "params": self.params,
             "flops_fraction": None if math.isnan(self.flops_fraction) else self.flops_fraction,
             "params_fraction": None if math.isnan(self.params_fraction) else self.params_fraction,
+            "params_target": self.params_target,
+            "latency_target": self.latency_target,
+            "latency_ms": dict(self.latency_ms),
+            "teacher_latency_ms": dict(self.teacher_latency_ms),
         }
         return wrap(self.KIND, self.FORMAT_VERSION, body, self.provenance)
 
@@ -426,9 +526,89 @@ class CompressionPlan(JsonArtefact):
                 teacher_params=require(data, "teacher_params", int, source),
                 flops=require(data, "flops", int, source),
                 params=require(data, "params", int, source),
+                # Fields added after version 1 files were first written: optional, with the old meaning.
+                params_target=_optional(data, "params_target", (int, float), 1.0, source),
+                latency_target=_optional(data, "latency_target", (int, float), 1.0, source),
+                latency_ms=_optional(data, "latency_ms", dict, {}, source),
+                teacher_latency_ms=_optional(data, "teacher_latency_ms", dict, {}, source),
                 provenance=prov,
             )
         except ConfigError as exc:
             # Validation messages already name the field; add where the bad value came from.
             raise PolicyFormatError(f"{source}: {exc}") from exc
 
+
+
+def _optional(data: Mapping[str, Any], key: str, kind: Any, default: Any, source: str) -> Any:
+    return require(data, key, kind, source) if key in data else default
+
+
+class _Budget:
+    """Checks a vector of kept counts against the parameter and latency targets, by measurement."""
+
+    def __init__(self, cls: type[CompressionPlan], model: nn.Module, example: torch.Tensor, space: Any,
+                 flops_target: float, params_target: float, latency_target: float, latency_batch: int | None,
+                 criterion: str, model_name: str | None) -> None:
+        from policysearch.metrics import count_parameters
+
+        check_number("params_target (a fraction of the model's parameters)", params_target, 0.0, 1.0, low_open=True)
+        check_number("latency_target (a fraction of the model's CPU latency)", latency_target, 0.0, 1.0,
+                     low_open=True)
+        if latency_batch is not None:
+            check_int("latency_batch", latency_batch, 1)
+        check_choice("pruning criterion", criterion, CRITERIA)
+        self.cls, self.model, self.example, self.space = cls, model, example, space
+        self.params_target, self.latency_target = float(params_target), float(latency_target)
+        self.batches = sorted({1, latency_batch or 1})
+        self.criterion = criterion
+        self.model_name = model_name or type(model).__name__
+        with torch.no_grad():
+            was_training = model.training
+            model.eval()
+            self.num_classes = int(model(example).shape[-1])
+            model.train(was_training)
+        self.teacher_params = count_parameters(model)
+        self.teacher_flops = round(space.flops_model.total)
+        self.flops_target = float(flops_target)
+        self.teacher_latency: dict[str, float] = {}
+        if self.latency_target < 1.0:
+            from policysearch.pruning import measure_latency
+
+            self.teacher_latency = measure_latency(model, tuple(example.shape[1:]), self.batches)
+        self._params_cache: dict[tuple[int, ...], int] = {}
+
+    def plan(self, counts: list[int], provenance: dict[str, Any], **figures: Any) -> CompressionPlan:
+        groups = self.space.groups
+        return self.cls(ratios={g.name: c / g.channels for g, c in zip(groups, counts)},
+                        channels={g.name: g.channels for g in groups}, model=self.model_name,
+                        input_shape=tuple(self.example.shape[1:]),  # type: ignore[arg-type]
+                        num_classes=self.num_classes, criterion=self.criterion, flops_target=self.flops_target,
+                        teacher_flops=self.teacher_flops, teacher_params=self.teacher_params,
+                        params_target=self.params_target, latency_target=self.latency_target,
+                        teacher_latency_ms=dict(self.teacher_latency), provenance=provenance, **figures)
+
+    def params_of(self, counts: list[int]) -> int:
+        from policysearch.metrics import count_parameters
+
+        key = tuple(counts)
+        if key not in self._params_cache:
+            self._params_cache[key] = count_parameters(self.plan(counts, {}).apply(self.model, self.example))
+        return self._params_cache[key]
+
+    def params_ok(self, counts: list[int]) -> bool:
+        return self.params_target >= 1.0 or self.params_of(counts) <= self.params_target * self.teacher_params
+
+    def measured(self, counts: list[int], provenance: dict[str, Any]) -> CompressionPlan | None:
+        """The plan of `counts` with its FLOPs, parameters (and latency) measured; None if a target fails."""
+        from policysearch.metrics import count_parameters, flops_per_image
+
+        student = self.plan(counts, {}).apply(self.model, self.example)
+        flops = int(flops_per_image(student, tuple(self.example.shape[1:]), device=self.example.device)["forward"])
+        params = count_parameters(student)
+        latency: dict[str, float] = {}
+        if self.teacher_latency:
+            from policysearch.pruning import measure_latency
+
+            latency = measure_latency(student, tuple(self.example.shape[1:]), self.batches)
+        plan = self.plan(counts, provenance, flops=flops, params=params, latency_ms=latency)
+        return plan if plan.meets_targets() else None
