@@ -224,9 +224,12 @@ class CompressEnv(ChildEnv):
     sum (see `policysearch.policies.compress`); `episode_length` is the number of groups, in module
     order, the classifier head excluded. At each step the action sets the group's keep ratio,
     clipped so that the FLOPs target stays reachable. After the last group the teacher is pruned
-    structurally with torch-pruning (magnitude `criterion`; coupled channels stay consistent), the
-    student is fine-tuned for `finetune_steps` by knowledge distillation from the teacher, and
-    scored on the validation split.
+    structurally with torch-pruning (magnitude `criterion`; coupled channels stay consistent) and the
+    student is scored by the `proxy`: "adaptive-bn" (default; EagleEye, Li et al. 2020) recomputes its
+    BatchNorm statistics on `bn_batches` training batches (no gradient, weights untouched) and
+    validates; "distill" fine-tunes it for `finetune_steps` by knowledge distillation, then validates.
+    With `uniform_first` (default) the env's first episode is the uniform plan whatever the actions
+    (candidate 0: `CompressionPlan.uniform` under every target), so a search never ends below it.
 
     ## Action Space
     `Box(-1, 1, (1,), float32)`: `a` maps linearly to a keep ratio
@@ -256,8 +259,10 @@ class CompressEnv(ChildEnv):
     Indices 1-6 are 0 in the terminal observation.
 
     ## Rewards
-    0 before the last step. At the last step, after pruning and fine-tuning: `reward="acc"` gives
-    the student's validation accuracy (the FLOPs budget holds by construction);
+    0 before the last step. At the last step, after pruning and scoring: `reward="acc"` gives
+    the student's validation accuracy (the FLOPs budget holds by construction; a student over the
+    `params_target` or `latency_target`, measured, scores its accuracy - 1, below every student
+    within them, and `info["meets_targets"]` is False);
     `reward="error_log_flops"` gives AMC's `-(1 - accuracy) * ln(FLOPs per image)`.
     `info["metric"]` is the validation accuracy either way (the search driver ranks by it). A
     diverging fine-tune (NaN / inf loss) ends the episode with `-divergence_penalty`, logged as
@@ -279,8 +284,14 @@ class CompressEnv(ChildEnv):
     - `flops_target`: FLOPs budget as a fraction of the teacher's, in (0, 1].
     - `min_keep`, `max_keep`: the keep-ratio range of every group (`0 < min_keep <= max_keep <= 1`).
     - `criterion`: "l2" (default) or "l1" group magnitude: which channels go.
+    - `params_target`, `latency_target`: parameter and CPU-latency budgets as fractions of the
+      teacher's, in (0, 1]; latency is measured at batch 1 and `latency_batch`.
+    - `proxy`: "adaptive-bn" or "distill"; `bn_batches`: adaptive-BN batches (of `batch_size`);
+      `val_images`: score on the first N validation images (None: all).
+    - `uniform_first`: the first episode is the uniform plan (candidate 0).
     - `finetune_steps` (default: one epoch of the training split), `finetune_lr`,
-      `temperature`, `alpha`, `batch_size`*: the distillation fine-tune (see `policysearch.distill`).
+      `temperature`, `alpha`, `batch_size`*: the distillation fine-tune of `proxy="distill"`
+      (see `policysearch.distill`).
     - `reward`: "acc" or "error_log_flops".
     - `divergence_penalty`*: reward of a diverged fine-tune.
     - `seed`: seeds the episode stream at construction, so that `reset()` without a seed is
@@ -289,7 +300,8 @@ class CompressEnv(ChildEnv):
       fixes it for every episode (common random numbers).
 
     ## Version History
-    - v0: initial version.
+    - v0: initial version; the adaptive-BN proxy, candidate 0 and the parameter / latency targets
+      were added later (`proxy="distill", uniform_first=False` gives the first rewards back).
     """
 
     ENV_ID = "policysearch/Compress-v0"
