@@ -1,8 +1,9 @@
 """`policysearch/Compress-v0`: learn per-layer pruning ratios (AMC, He et al. 2018) under a FLOPs budget.
 
 See `CompressEnv` for the model card. The artefact is a `CompressionPlan`
-(`policysearch.policies.compress`); pruning itself is torch-pruning's (the `prune` extra).
-A little over 500 lines: the FLOPs model behind AMC's exact clip belongs with the env that clips.
+(`policysearch.policies.compress`); pruning itself is torch-pruning's (the `prune` extra). The exact
+FLOPs model behind AMC's clip and the `PlanSpace` it clips in live there too, shared with the
+`CompressionPlan.uniform` / `.random` constructors (the engine never imports the envs).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import copy
 import dataclasses
 import logging
 import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,13 @@ from torch import nn
 from policysearch.checks import check_choice, check_int, check_lr, check_number
 from policysearch.envs.base import ChildConfig, ChildEnv, state_fields
 from policysearch.errors import ConfigError
-from policysearch.policies.compress import CRITERIA, ChannelGroup, CompressionPlan
+from policysearch.policies.compress import (
+    CRITERIA,
+    CompressionPlan,
+    PlanSpace,
+    _FlopsModel,
+    _layer_flops,
+)
 
 __all__ = ["OBSERVATION_NAMES", "PROXIES", "REWARDS", "CompressEnv", "PlanSpace"]
 
@@ -50,169 +56,6 @@ OBSERVATION_NAMES: tuple[str, ...] = (
 def kept_ratio(kept: int, channels: int) -> float:
     """The keep ratio a plan records for `kept` of `channels` (``kept_channels`` inverts it exactly)."""
     return kept / channels
-
-
-def _layer_flops(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
-    """Forward FLOPs of one image in each Conv2d / Linear layer, counted as torch's FlopCounterMode
-    counts them (2 per multiply-add, no bias), from the output shapes of one forward pass."""
-    flops: dict[str, int] = {}
-
-    def hook(name: str) -> Any:
-        def record(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-            per_image = output.numel() // output.shape[0]
-            if isinstance(module, nn.Conv2d):
-                kh, kw = module.kernel_size
-                macs = per_image * (module.in_channels // module.groups) * kh * kw
-            else:
-                macs = per_image * module.in_features  # type: ignore[operator]
-            flops[name] = flops.get(name, 0) + 2 * int(macs)
-
-        return record
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
-               if isinstance(m, (nn.Conv2d, nn.Linear))]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    return flops
-
-
-class _FlopsModel:
-    """Forward FLOPs of the pruned model as a function of each group's kept fraction.
-
-    A Conv2d / Linear layer's FLOPs scale with the fraction of its input features kept times the
-    fraction of its output features kept, so with f_g the fraction group g keeps:
-
-        FLOPs(f) = sum_layers F_l * (1 - sum_g a_lg + sum_g a_lg f_g) * (1 - sum_g b_lg + sum_g b_lg f_g)
-
-    where a_lg (b_lg) is the share of layer l's input (output) features tied to group g. This is
-    exact for integer channel counts, and affine in any one f_g (no layer reads and writes the
-    same group), which is what makes AMC's action clipping a closed-form bound.
-    """
-
-    def __init__(self, model: nn.Module, layer_flops: dict[str, int], groups: Sequence[ChannelGroup]) -> None:
-        modules = dict(model.named_modules())
-        self.terms: list[tuple[float, list[tuple[int, float]], list[tuple[int, float]]]] = []
-        ins: dict[str, list[tuple[int, float]]] = {}
-        outs: dict[str, list[tuple[int, float]]] = {}
-        for gi, g in enumerate(groups):
-            for name in g.producers:
-                m = modules[name]
-                width = m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
-                outs.setdefault(name, []).append((gi, g.channels / width))
-            for name, count in g.consumers:
-                m = modules[name]
-                width = m.in_channels if isinstance(m, nn.Conv2d) else m.in_features
-                ins.setdefault(name, []).append((gi, count / width))
-        self.touch = [0.0] * len(groups)  # FLOPs of the layers each group's channels feed or come from
-        for name, flops in layer_flops.items():
-            a, b = ins.get(name, []), outs.get(name, [])
-            if {g for g, _ in a} & {g for g, _ in b}:
-                raise ConfigError(f"layer {name!r} reads and writes the same channel group; not supported")
-            self.terms.append((float(flops), a, b))
-            for g in {g for g, _ in a} | {g for g, _ in b}:
-                self.touch[g] += flops
-        self.total = self(np.ones(len(groups)))
-
-    def __call__(self, fractions: Sequence[float] | np.ndarray) -> float:
-        total = 0.0
-        for flops, a, b in self.terms:
-            fin = 1.0 - sum(s for _, s in a) + sum(s * fractions[g] for g, s in a)
-            fout = 1.0 - sum(s for _, s in b) + sum(s * fractions[g] for g, s in b)
-            total += flops * fin * fout
-        return total
-
-
-class PlanSpace:
-    """What a plan of `model` may choose: its channel groups, each group's kept-count bounds, and the
-    exact FLOPs model behind AMC's clip. Shared by the env and the `CompressionPlan.uniform` /
-    `CompressionPlan.random` constructors, so that all three clip the same way."""
-
-    def __init__(self, model: nn.Module, example: torch.Tensor, flops_target: float, min_keep: float,
-                 max_keep: float = 1.0) -> None:
-        from policysearch.policies.compress import channel_groups
-
-        check_number("flops_target (a fraction of the teacher's FLOPs)", flops_target, 0.0, 1.0, low_open=True)
-        check_number("min_keep", min_keep, 0.0, 1.0, low_open=True)
-        check_number("max_keep", max_keep, 0.0, 1.0, low_open=True)
-        if min_keep > max_keep:
-            raise ConfigError(f"min_keep is {min_keep!r}, expected at most max_keep ({max_keep!r})")
-        self.groups = channel_groups(model, example)
-        self.flops_model = _FlopsModel(model, _layer_flops(model, example), self.groups)
-        self.min_keep, self.max_keep = float(min_keep), float(max_keep)
-        self.min_count = [max(1, math.ceil(g.channels * min_keep - 1e-9)) for g in self.groups]
-        self.max_count = [max(lo, math.floor(g.channels * max_keep + 1e-9))
-                          for g, lo in zip(self.groups, self.min_count)]
-        self.target_flops = flops_target * self.flops_model.total
-
-    def fractions(self, counts: Sequence[int]) -> list[float]:
-        """Kept fractions of `counts` (decided groups) with every later group at its minimum."""
-        done = [c / g.channels for c, g in zip(counts, self.groups)]
-        return done + [lo / g.channels for g, lo in zip(self.groups[len(done):], self.min_count[len(done):])]
-
-    def flops_ok(self, counts: Sequence[int]) -> bool:
-        return self.flops_model([c / g.channels for c, g in zip(counts, self.groups)]) <= self.target_flops
-
-    def max_allowed(self, counts: Sequence[int]) -> int:
-        """The most channels the next group may keep, later groups at their minimum (AMC's clip)."""
-        i = len(counts)
-        g = self.groups[i]
-        fractions = self.fractions(counts)
-        fractions[i] = 0.0
-        base = self.flops_model(fractions)
-        fractions[i] = 1.0
-        slope = self.flops_model(fractions) - base
-        if slope <= 0:
-            return g.channels
-        allowed = min(g.channels, math.floor((self.target_flops - base) / slope * g.channels + 1e-9))
-        while allowed > self.min_count[i]:
-            fractions[i] = allowed / g.channels
-            if self.flops_model(fractions) <= self.target_flops:
-                break
-            allowed -= 1
-        return max(allowed, self.min_count[i])
-
-    def clip(self, wanted: Sequence[int]) -> list[int]:
-        """AMC's clip of a whole vector of wanted counts, group by group."""
-        counts: list[int] = []
-        for i, w in enumerate(wanted):
-            w = min(self.max_count[i], max(self.min_count[i], int(w)))
-            counts.append(max(self.min_count[i], min(w, self.max_allowed(counts))))
-        return counts
-
-    def uniform_counts(self, ratio: float) -> list[int]:
-        """Every group at one keep ratio (rounded, within its bounds), not clipped."""
-        return [min(hi, max(lo, round(g.channels * ratio)))
-                for g, lo, hi in zip(self.groups, self.min_count, self.max_count)]
-
-    def largest_uniform(self, ok: Any = None, cap: float = 1.0) -> float:
-        """The largest common keep ratio <= `cap` whose counts meet the FLOPs target (and `ok(counts)`)."""
-        def feasible(r: float) -> bool:
-            counts = self.uniform_counts(r)
-            return self.flops_ok(counts) and (ok is None or ok(counts))
-
-        lo, hi = self.min_keep, min(cap, self.max_keep)
-        if feasible(hi):
-            return hi
-        if not feasible(lo):
-            raise ConfigError(f"no uniform keep ratio >= min_keep={self.min_keep} meets the targets; "
-                              "raise the targets or lower min_keep")
-        for _ in range(30):  # bisection: FLOPs and parameters grow with the ratio
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if feasible(mid) else (lo, mid)
-        return lo
-
-    def random_counts(self, rng: np.random.Generator) -> list[int]:
-        """Uniform random keep ratios in [min_keep, max_keep] per group, clipped group by group as the env does."""
-        wanted = [round(g.channels * (self.min_keep + rng.uniform() * (self.max_keep - self.min_keep)))
-                  for g in self.groups]
-        return self.clip(wanted)
 
 
 class CompressEnv(ChildEnv):
