@@ -138,6 +138,7 @@ def search(args: argparse.Namespace, teacher: Any, full: Any, target: float) -> 
     import gymnasium as gym
 
     from policysearch.distill import distill
+    from policysearch.files import write_json
     from policysearch.policies.compress import CompressionPlan
     from policysearch.pruning import rerank, top_plans, val_accuracy
     from policysearch.search import Budget, run_search
@@ -177,6 +178,8 @@ def search(args: argparse.Namespace, teacher: Any, full: Any, target: float) -> 
                   f"{result.summary['best']['val_metric']:.4f} (uniform {uniform_score:.4f}); chosen search rank "
                   f"{ranked[0]['index'] + 1}{' (uniform)' if chosen.kept() == uniform.kept() else ''}",
                   file=sys.stderr)
+            # What is done so far, in case the run is stopped before the final distillations.
+            write_json(Path(args.out) / f"partial-{target:g}.json", {"target": target, "searches": searches})
     steps = max(1, round(args.finetune_epochs * (len(full.y_train) // 128)))
     finals: dict[str, list[float]] = {}
     done: dict[tuple, list[float]] = {}  # identical plans (e.g. a search that chose uniform) train once
