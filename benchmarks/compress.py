@@ -1,20 +1,26 @@
-"""Compression benchmark: the learned (AMC-style) plan against uniform pruning and random plans at
-the same FLOPs target, with identical distillation fine-tuning.
+"""Compression benchmark: searched plans against uniform pruning and random search at the same FLOPs
+target, scored by the adaptive-BN proxy; and how well each proxy predicts the fine-tuned accuracy.
 
-Protocol (defaults are the README's run):
-1. Train the teacher (`--teacher-model`, the residual ResNet) on `--dataset` for `--teacher-epochs`,
-   or load `--teacher` (a `policysearch train --save` checkpoint).
-2. For each FLOPs target in `--targets`: search plans with `--controller` and with `random` for
-   `--budget` episodes each (each episode prunes, distils `--episode-finetune-steps` steps on a
-   `--search-train-size` proxy, and scores on the validation split); build the uniform plan (one
-   keep ratio everywhere, the largest that meets the target).
-3. Distil every plan's student from the teacher for `--finetune-epochs` on the full training split
-   (same seed, same steps) and report test accuracy, its drop from the teacher, FLOPs, parameters
-   and CPU latency, plus the search cost.
+Steps (`--steps`, default both):
+- `teacher`: the residual ResNet-8 trained to its plateau on Fashion-MNIST (`--teacher-epochs`,
+  onecycle, seed 0); cached as `--teacher` (a `policysearch train --save` checkpoint, 0.3 MB) and
+  recreated deterministically when the file is missing.
+- `correlation`: `--correlation-plans` random plans at the first target; each scored by the
+  adaptive-BN proxy (`--bn-batches` batches, `--val-images` validation images), by plain evaluation
+  without recalibration ("vanilla"), and by a short distillation (`--episode-finetune-steps`), then
+  distilled for `--correlation-final-steps` and scored on the test split. Spearman and Kendall rank
+  correlation of each proxy with that final accuracy, and each proxy's CPU seconds per plan.
+- `search`: for each target in `--targets`, `--searches` independent searches (seeds seed, seed+1, ...)
+  of `--budget` episodes with each controller in `--controllers` and with `random` (the uniform plan
+  is candidate 0 of every search); the top `--rerank-top` plans of each search re-ranked by
+  `--rerank-steps` distillation steps; then the chosen plans and the uniform plan distilled for
+  `--finetune-epochs` with `--seeds` paired seeds (same seed = same batch order for every plan), test
+  accuracy, paired bootstrap 95 % CIs of the differences.
 
-Prints the table to stderr and ONE JSON line to stdout.
+Prints tables to stderr and ONE JSON line to stdout; also writes it to `--out`/benchmark.json.
 
-    python benchmarks/compress.py              # the README figures
+    python benchmarks/compress.py --steps teacher,correlation --targets 0.5
+    python benchmarks/compress.py --steps search --targets 0.5
     python benchmarks/compress.py --quick      # a minutes-long smoke run on digits
 """
 
@@ -27,127 +33,210 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import torch
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", default="teacher,correlation,search")
     p.add_argument("--dataset", default="fashion-mnist")
-    p.add_argument("--teacher", default=None, help="a checkpoint from `policysearch train --save` (else trained here)")
+    p.add_argument("--teacher", default="benchmarks/results/compress_teacher.pt",
+                   help="teacher checkpoint: loaded if present, else trained and written here")
     p.add_argument("--teacher-model", default="resnet")
-    p.add_argument("--teacher-epochs", type=float, default=4)
+    p.add_argument("--teacher-epochs", type=float, default=10)
     p.add_argument("--targets", default="0.5,0.25")
-    p.add_argument("--controller", default="ppo")
-    p.add_argument("--budget", type=int, default=16, help="episodes per search")
-    p.add_argument("--search-train-size", type=int, default=10000)
-    p.add_argument("--episode-finetune-steps", type=int, default=60)
-    p.add_argument("--finetune-epochs", type=float, default=2)
-    p.add_argument("--finetune-lr", type=float, default=0.01)
+    p.add_argument("--controllers", default="td3")
+    p.add_argument("--budget", type=int, default=300, help="episodes per search")
+    p.add_argument("--searches", type=int, default=1, help="independent searches per controller and target")
+    p.add_argument("--bn-batches", type=int, default=10)
+    p.add_argument("--val-images", type=int, default=1000)
     p.add_argument("--min-keep", type=float, default=0.1)
+    p.add_argument("--episode-finetune-steps", type=int, default=50, help="the distillation proxy's steps")
+    p.add_argument("--correlation-plans", type=int, default=20)
+    p.add_argument("--correlation-final-steps", type=int, default=150)
+    p.add_argument("--rerank-top", type=int, default=5)
+    p.add_argument("--rerank-steps", type=int, default=60)
+    p.add_argument("--finetune-epochs", type=float, default=0.5)
+    p.add_argument("--finetune-lr", type=float, default=0.01)
+    p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/bench-compress")
     p.add_argument("--quick", action="store_true", help="digits, tiny budget: checks the script only")
     args = p.parse_args()
     if args.quick:
-        args.dataset, args.teacher_epochs, args.budget = "digits", 15, 3
-        args.search_train_size, args.episode_finetune_steps, args.finetune_epochs = 800, 10, 3
+        args.dataset, args.teacher_epochs, args.budget, args.val_images = "digits", 15, 6, None
+        args.teacher = str(Path(args.out) / "teacher.pt")
+        args.correlation_plans, args.correlation_final_steps, args.episode_finetune_steps = 5, 10, 5
+        args.rerank_top, args.rerank_steps, args.finetune_epochs, args.seeds, args.bn_batches = 2, 5, 1, 2, 4
     return args
 
 
-def uniform_plan(env: Any) -> Any:
-    """One episode whose every action asks for the same keep ratio: the largest that meets the target."""
-    base = env.unwrapped
-    groups = len(base.groups)
-    lo, hi = base.min_keep, base.max_keep
-    for _ in range(40):  # bisection on the FLOPs model: FLOPs grow with the ratio
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if base.flops_model([mid] * groups) <= base.target_flops else (lo, mid)
-    action = np.array([2 * (lo - base.min_keep) / max(base.max_keep - base.min_keep, 1e-9) - 1], dtype=np.float32)
-    env.reset(seed=0)
-    steps = []
-    done = False
-    while not done:
-        _, _, done, _, info = env.step(action)
-        steps.append(info)
-    return base.export(steps, {"baseline": "uniform", "keep": lo})
+def get_teacher(args: argparse.Namespace, full: Any) -> tuple[Any, dict[str, Any]]:
+    from policysearch.checkpoint import load_checkpoint, save_checkpoint
+    from policysearch.evaluate import evaluate
+    from policysearch.policies.schedule import named_schedule
+    from policysearch.trainer import TrainConfig, train_run
+
+    path = Path(args.teacher)
+    if path.exists():
+        ckpt = load_checkpoint(path)
+        teacher = ckpt.build().eval()
+        info = {"file": str(path), "epochs": ckpt.info.get("epochs"), "train_seconds": ckpt.info.get("seconds")}
+    else:
+        config = TrainConfig(model=args.teacher_model, seed=args.seed)
+        start = time.perf_counter()
+        run = train_run(full, config, args.teacher_epochs, schedule=named_schedule("onecycle", config.lr or 0.1),
+                        description="teacher", progress=False)
+        seconds = time.perf_counter() - start
+        teacher = run.model.eval()
+        save_checkpoint(path, teacher, args.teacher_model, full.input_shape, full.num_classes,
+                        {"dataset": full.describe(), "epochs": args.teacher_epochs, "seconds": seconds,
+                         "schedule": "onecycle", "test": run.test, "val": run.val})
+        info = {"file": str(path), "epochs": args.teacher_epochs, "train_seconds": seconds}
+    info.update({"val_accuracy": evaluate(teacher, full, "val")["accuracy"],
+                 "test_accuracy": evaluate(teacher, full, "test")["accuracy"]})
+    return teacher, info
+
+
+def correlation(args: argparse.Namespace, teacher: Any, full: Any, target: float) -> dict[str, Any]:
+    from policysearch.distill import distill
+    from policysearch.policies.compress import CompressionPlan
+    from policysearch.pruning import adaptive_bn, proxy_correlation, val_accuracy
+
+    example = torch.zeros(1, *full.input_shape)
+    plans = [CompressionPlan.random(teacher, example, flops_target=target, min_keep=args.min_keep, seed=s)
+             for s in range(args.correlation_plans)]
+
+    def bn(student: Any, seed: int) -> float:
+        adaptive_bn(student, full, args.bn_batches, 128, seed)
+        return val_accuracy(student, full, args.val_images)
+
+    def short(student: Any, seed: int) -> float:
+        distill(student, teacher, full, args.episode_finetune_steps, args.finetune_lr, seed=seed)
+        return val_accuracy(student, full, args.val_images)
+
+    def final(student: Any, seed: int) -> float:
+        distill(student, teacher, full, args.correlation_final_steps, args.finetune_lr, seed=seed)
+        return val_accuracy(student, full, split="test")
+
+    proxies = {"adaptive-bn": bn, "vanilla": lambda s, _: val_accuracy(s, full, args.val_images), "distill": short}
+    cpu = time.process_time()
+    out = proxy_correlation(plans, teacher, full, proxies, final, seed=args.seed)
+    out.update({"flops_target": target, "cpu_minutes": round((time.process_time() - cpu) / 60, 2),
+                "settings": {"bn_batches": args.bn_batches, "val_images": args.val_images,
+                             "distill_steps": args.episode_finetune_steps,
+                             "final_steps": args.correlation_final_steps}})
+    print(f"correlation over {len(plans)} random plans at {target:g} FLOPs (final: {args.correlation_final_steps} "
+          "distillation steps, test accuracy):", file=sys.stderr)
+    for name, row in out["proxies"].items():
+        print(f"  {name:12s} Spearman {row['spearman']:+.3f}  Kendall {row['kendall']:+.3f}  "
+              f"{row['seconds_per_plan']:.2f} s / plan", file=sys.stderr)
+    return out
+
+
+def search(args: argparse.Namespace, teacher: Any, full: Any, target: float) -> dict[str, Any]:
+    import gymnasium as gym
+
+    from policysearch.distill import distill
+    from policysearch.files import write_json
+    from policysearch.policies.compress import CompressionPlan
+    from policysearch.pruning import rerank, top_plans, val_accuracy
+    from policysearch.search import Budget, run_search
+    from policysearch.stats import paired_bootstrap
+
+    example = torch.zeros(1, *full.input_shape)
+    uniform = CompressionPlan.uniform(teacher, example, flops_target=target, min_keep=args.min_keep,
+                                      model_name=args.teacher_model)
+    plans: dict[str, Any] = {"uniform": uniform}
+    searches: dict[str, list[dict[str, Any]]] = {}
+    for controller in [*args.controllers.split(","), "random"]:
+        for k in range(args.searches):
+            env = gym.make("policysearch/Compress-v0", teacher=teacher, model_name=args.teacher_model, data=full,
+                           flops_target=target, min_keep=args.min_keep, bn_batches=args.bn_batches,
+                           val_images=args.val_images)
+            cpu, wall = time.process_time(), time.perf_counter()
+            result = run_search(env, controller, Budget(child_trainings=args.budget), None, seed=args.seed + k,
+                                progress=False)
+            search_cpu = time.process_time() - cpu
+            candidates = top_plans(result.episodes, args.rerank_top)
+            ranked = rerank(candidates, teacher, full, args.rerank_steps, args.finetune_lr, seed=args.seed,
+                            images=args.val_images)
+            chosen = ranked[0]["plan"]
+            name = f"{controller}#{k}"
+            plans[name] = chosen
+            uniform_score = result.episodes[0]["score"]
+            searches.setdefault(controller, []).append({
+                "seed": args.seed + k, "episodes": len(result.episodes),
+                "search_cpu_minutes": round(search_cpu / 60, 2),
+                "wall_minutes": round((time.perf_counter() - wall) / 60, 2),
+                "best_proxy": result.summary["best"]["val_metric"], "uniform_proxy": uniform_score,
+                "episodes_above_uniform": sum(e["score"] > uniform_score for e in result.episodes),
+                "rerank": [{"search_rank": r["index"] + 1, "val_accuracy": r["val_accuracy"],
+                            "is_uniform": r["plan"].kept() == uniform.kept()} for r in ranked],
+                "chosen_is_uniform": chosen.kept() == uniform.kept(), "chosen_ratios": chosen.ratios})
+            print(f"{target:g} {name}: {len(result.episodes)} episodes, {search_cpu / 60:.1f} CPU-min, best proxy "
+                  f"{result.summary['best']['val_metric']:.4f} (uniform {uniform_score:.4f}); chosen search rank "
+                  f"{ranked[0]['index'] + 1}{' (uniform)' if chosen.kept() == uniform.kept() else ''}",
+                  file=sys.stderr)
+            # What is done so far, in case the run is stopped before the final distillations.
+            write_json(Path(args.out) / f"partial-{target:g}.json", {"target": target, "searches": searches})
+    steps = max(1, round(args.finetune_epochs * (len(full.y_train) // 128)))
+    finals: dict[str, list[float]] = {}
+    done: dict[tuple, list[float]] = {}  # identical plans (e.g. a search that chose uniform) train once
+    for name, plan in plans.items():
+        key = tuple(sorted(plan.kept().items()))
+        if key not in done:
+            for s in range(args.seeds):
+                student = plan.apply(teacher, example)
+                distill(student, teacher, full, steps, args.finetune_lr, seed=args.seed + s)
+                done.setdefault(key, []).append(val_accuracy(student, full, split="test"))
+        finals[name] = list(done[key])
+    teacher_test = val_accuracy(teacher, full, split="test")
+    results = {name: {"test_accuracy": accs, "mean": sum(accs) / len(accs),
+                      "drop_points": 100 * (teacher_test - sum(accs) / len(accs)),
+                      "flops_fraction": plans[name].flops_fraction, "params_fraction": plans[name].params_fraction,
+                      "ratios": plans[name].ratios}
+               for name, accs in finals.items()}
+    comparisons = {}
+    for name in finals:
+        if name == "uniform":
+            continue
+        comparisons[f"{name} - uniform"] = paired_bootstrap(finals[name], finals["uniform"])
+        base = name.split("#")[0]
+        if base != "random":
+            comparisons[f"{name} - random#{name.split('#')[1]}"] = paired_bootstrap(
+                finals[name], finals[f"random#{name.split('#')[1]}"])
+    for name, r in results.items():
+        print(f"{target:g} {name:10s} test {r['mean']:.4f} drop {r['drop_points']:.2f} FLOPs "
+              f"{r['flops_fraction']:.3f} params {r['params_fraction']:.3f}", file=sys.stderr)
+    for key, c in comparisons.items():
+        print(f"{target:g} {key}: {100 * c['mean']:+.2f} points, 95 % CI [{100 * c['low']:+.2f}, "
+              f"{100 * c['high']:+.2f}]", file=sys.stderr)
+    return {"finetune_steps": steps, "seeds": args.seeds, "teacher_test_accuracy": teacher_test,
+            "searches": searches, "results": results, "paired_differences": comparisons}
 
 
 def main() -> int:
     args = parse_args()
-    import gymnasium as gym
-
+    torch.set_num_threads(1)
     import policysearch  # noqa: F401  (registers the envs)
-    from policysearch.checkpoint import load_checkpoint
     from policysearch.data import load_dataset, prepare
-    from policysearch.distill import finish
-    from policysearch.policies.schedule import named_schedule
-    from policysearch.report import format_table
-    from policysearch.search import Budget, run_search
-    from policysearch.trainer import TrainConfig, train_run
+    from policysearch.files import write_json
 
+    steps = set(args.steps.split(","))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    raw = load_dataset(args.dataset)
-    full = prepare(raw, val_size=0.1, seed=args.seed)
-    proxy = prepare(raw, val_size=0.1, train_size=min(args.search_train_size, len(full.y_train)), seed=args.seed)
-
-    t0 = time.perf_counter()
-    if args.teacher:
-        teacher = load_checkpoint(args.teacher).build()
-    else:
-        config = TrainConfig(model=args.teacher_model, seed=args.seed)
-        run = train_run(full, config, args.teacher_epochs, schedule=named_schedule("onecycle", config.lr or 0.1),
-                        description="teacher")
-        teacher = run.model
-    teacher_seconds = time.perf_counter() - t0
-
-    rows, record_targets = [], {}
-    for target in [float(t) for t in args.targets.split(",") if t]:
-        def make_env(target: float = target) -> Any:
-            return gym.make("policysearch/Compress-v0", teacher=teacher, model_name=args.teacher_model, data=proxy,
-                            flops_target=target, min_keep=args.min_keep, finetune_steps=args.episode_finetune_steps,
-                            finetune_lr=args.finetune_lr)
-
-        plans, costs = {}, {}
-        for name in (args.controller, "random"):
-            cpu0 = time.process_time()
-            result = run_search(make_env(), name, Budget(child_trainings=args.budget),
-                                out / f"search-{target:g}-{name}", seed=args.seed, artefact_name="plan.json")
-            plans[name] = result.artefact
-            costs[name] = {"episodes": result.summary["episodes"],
-                           "wall_minutes": round(result.summary["wall_seconds"] / 60, 2),
-                           "cpu_minutes": round((time.process_time() - cpu0) / 60, 2),
-                           "best_val_accuracy": result.summary["best"]["val_metric"]}
-        plans["uniform"] = uniform_plan(make_env())
-        results = {}
-        for name, plan in plans.items():
-            _, report = finish(plan, teacher, full, args.finetune_epochs, args.finetune_lr, seed=args.seed)
-            results[name] = {"plan_ratios": plan.ratios, "flops_fraction": report["ratios"]["flops"], **report}
-            rows.append({"target": target, "plan": f"learned ({name})" if name in costs else name,
-                         "test acc": report["student"]["test_accuracy"],
-                         "drop (points)": report["accuracy_drop_points"],
-                         "FLOPs": report["ratios"]["flops"], "params": report["ratios"]["params"],
-                         "CPU ms b64": report["student"]["latency_ms_batch64"]})
-        record_targets[f"{target:g}"] = {"search_cost": costs, "results": results}
-    print(format_table(rows), file=sys.stderr)
-
-    first = record_targets[next(iter(record_targets))]["results"]
-    goals = {}
-    for key, value in record_targets.items():
-        res = value["results"]
-        learned = res[args.controller]["student"]["test_accuracy"]
-        goals[key] = {
-            "learned_ahead_of_uniform": learned > res["uniform"]["student"]["test_accuracy"],
-            "learned_ahead_of_random": learned > res["random"]["student"]["test_accuracy"],
-            "drop_points_learned": res[args.controller]["accuracy_drop_points"],
-        }
-    record = {"benchmark": "compress", "dataset": args.dataset, "teacher_model": args.teacher_model,
-              "teacher": first[args.controller]["teacher"], "teacher_train_seconds": round(teacher_seconds, 1),
-              "search": {"budget": args.budget, "train_size": len(proxy.y_train),
-                         "episode_finetune_steps": args.episode_finetune_steps},
-              "finetune_epochs": args.finetune_epochs, "targets": record_targets, "goals": goals,
-              "goal_half_flops_drop_at_most_0.5": goals.get("0.5", {}).get("drop_points_learned", 99) <= 0.5}
-    (out / "benchmark.json").write_text(json.dumps(record, indent=2, default=float))
+    full = prepare(load_dataset(args.dataset), val_size=0.1, seed=args.seed, device="cpu")
+    teacher, teacher_info = get_teacher(args, full)
+    print(f"teacher: {teacher_info}", file=sys.stderr)
+    targets = [float(t) for t in args.targets.split(",") if t]
+    record: dict[str, Any] = {"benchmark": "compress", "dataset": args.dataset, "teacher_model": args.teacher_model,
+                              "teacher": teacher_info, "command": " ".join(sys.argv), "settings": vars(args)}
+    if "correlation" in steps:
+        record["correlation"] = correlation(args, teacher, full, targets[0])
+    if "search" in steps:
+        record["targets"] = {f"{t:g}": search(args, teacher, full, t) for t in targets}
+    write_json(out / "benchmark.json", record)
     print(json.dumps(record, default=float))
     return 0
 

@@ -1,8 +1,9 @@
 """`policysearch/Compress-v0`: learn per-layer pruning ratios (AMC, He et al. 2018) under a FLOPs budget.
 
 See `CompressEnv` for the model card. The artefact is a `CompressionPlan`
-(`policysearch.policies.compress`); pruning itself is torch-pruning's (the `prune` extra).
-A little over 500 lines: the FLOPs model behind AMC's exact clip belongs with the env that clips.
+(`policysearch.policies.compress`); pruning itself is torch-pruning's (the `prune` extra). The exact
+FLOPs model behind AMC's clip and the `PlanSpace` it clips in live there too, shared with the
+`CompressionPlan.uniform` / `.random` constructors (the engine never imports the envs).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import copy
 import dataclasses
 import logging
 import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +24,20 @@ from torch import nn
 from policysearch.checks import check_choice, check_int, check_lr, check_number
 from policysearch.envs.base import ChildConfig, ChildEnv, state_fields
 from policysearch.errors import ConfigError
-from policysearch.policies.compress import CRITERIA, ChannelGroup, CompressionPlan
+from policysearch.policies.compress import (
+    CRITERIA,
+    CompressionPlan,
+    PlanSpace,
+    _FlopsModel,
+    _layer_flops,
+)
 
-__all__ = ["OBSERVATION_NAMES", "REWARDS", "CompressEnv"]
+__all__ = ["OBSERVATION_NAMES", "PROXIES", "REWARDS", "CompressEnv", "PlanSpace"]
 
 log = logging.getLogger(__name__)
 
 REWARDS = ("acc", "error_log_flops")
+PROXIES = ("adaptive-bn", "distill")
 
 OBSERVATION_NAMES: tuple[str, ...] = (
     "layer_index",
@@ -51,83 +58,6 @@ def kept_ratio(kept: int, channels: int) -> float:
     return kept / channels
 
 
-def _layer_flops(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
-    """Forward FLOPs of one image in each Conv2d / Linear layer, counted as torch's FlopCounterMode
-    counts them (2 per multiply-add, no bias), from the output shapes of one forward pass."""
-    flops: dict[str, int] = {}
-
-    def hook(name: str) -> Any:
-        def record(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-            per_image = output.numel() // output.shape[0]
-            if isinstance(module, nn.Conv2d):
-                kh, kw = module.kernel_size
-                macs = per_image * (module.in_channels // module.groups) * kh * kw
-            else:
-                macs = per_image * module.in_features  # type: ignore[operator]
-            flops[name] = flops.get(name, 0) + 2 * int(macs)
-
-        return record
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
-               if isinstance(m, (nn.Conv2d, nn.Linear))]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    return flops
-
-
-class _FlopsModel:
-    """Forward FLOPs of the pruned model as a function of each group's kept fraction.
-
-    A Conv2d / Linear layer's FLOPs scale with the fraction of its input features kept times the
-    fraction of its output features kept, so with f_g the fraction group g keeps:
-
-        FLOPs(f) = sum_layers F_l * (1 - sum_g a_lg + sum_g a_lg f_g) * (1 - sum_g b_lg + sum_g b_lg f_g)
-
-    where a_lg (b_lg) is the share of layer l's input (output) features tied to group g. This is
-    exact for integer channel counts, and affine in any one f_g (no layer reads and writes the
-    same group), which is what makes AMC's action clipping a closed-form bound.
-    """
-
-    def __init__(self, model: nn.Module, layer_flops: dict[str, int], groups: Sequence[ChannelGroup]) -> None:
-        modules = dict(model.named_modules())
-        self.terms: list[tuple[float, list[tuple[int, float]], list[tuple[int, float]]]] = []
-        ins: dict[str, list[tuple[int, float]]] = {}
-        outs: dict[str, list[tuple[int, float]]] = {}
-        for gi, g in enumerate(groups):
-            for name in g.producers:
-                m = modules[name]
-                width = m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
-                outs.setdefault(name, []).append((gi, g.channels / width))
-            for name, count in g.consumers:
-                m = modules[name]
-                width = m.in_channels if isinstance(m, nn.Conv2d) else m.in_features
-                ins.setdefault(name, []).append((gi, count / width))
-        self.touch = [0.0] * len(groups)  # FLOPs of the layers each group's channels feed or come from
-        for name, flops in layer_flops.items():
-            a, b = ins.get(name, []), outs.get(name, [])
-            if {g for g, _ in a} & {g for g, _ in b}:
-                raise ConfigError(f"layer {name!r} reads and writes the same channel group; not supported")
-            self.terms.append((float(flops), a, b))
-            for g in {g for g, _ in a} | {g for g, _ in b}:
-                self.touch[g] += flops
-        self.total = self(np.ones(len(groups)))
-
-    def __call__(self, fractions: Sequence[float] | np.ndarray) -> float:
-        total = 0.0
-        for flops, a, b in self.terms:
-            fin = 1.0 - sum(s for _, s in a) + sum(s * fractions[g] for g, s in a)
-            fout = 1.0 - sum(s for _, s in b) + sum(s * fractions[g] for g, s in b)
-            total += flops * fin * fout
-        return total
-
-
 class CompressEnv(ChildEnv):
     """Learn how many channels each layer of a trained network keeps, under a FLOPs budget (AMC).
 
@@ -137,9 +67,12 @@ class CompressEnv(ChildEnv):
     sum (see `policysearch.policies.compress`); `episode_length` is the number of groups, in module
     order, the classifier head excluded. At each step the action sets the group's keep ratio,
     clipped so that the FLOPs target stays reachable. After the last group the teacher is pruned
-    structurally with torch-pruning (magnitude `criterion`; coupled channels stay consistent), the
-    student is fine-tuned for `finetune_steps` by knowledge distillation from the teacher, and
-    scored on the validation split.
+    structurally with torch-pruning (magnitude `criterion`; coupled channels stay consistent) and the
+    student is scored by the `proxy`: "adaptive-bn" (default; EagleEye, Li et al. 2020) recomputes its
+    BatchNorm statistics on `bn_batches` training batches (no gradient, weights untouched) and
+    validates; "distill" fine-tunes it for `finetune_steps` by knowledge distillation, then validates.
+    With `uniform_first` (default) the env's first episode is the uniform plan whatever the actions
+    (candidate 0: `CompressionPlan.uniform` under every target), so a search never ends below it.
 
     ## Action Space
     `Box(-1, 1, (1,), float32)`: `a` maps linearly to a keep ratio
@@ -169,8 +102,10 @@ class CompressEnv(ChildEnv):
     Indices 1-6 are 0 in the terminal observation.
 
     ## Rewards
-    0 before the last step. At the last step, after pruning and fine-tuning: `reward="acc"` gives
-    the student's validation accuracy (the FLOPs budget holds by construction);
+    0 before the last step. At the last step, after pruning and scoring: `reward="acc"` gives
+    the student's validation accuracy (the FLOPs budget holds by construction; a student over the
+    `params_target` or `latency_target`, measured, scores its accuracy - 1, below every student
+    within them, and `info["meets_targets"]` is False);
     `reward="error_log_flops"` gives AMC's `-(1 - accuracy) * ln(FLOPs per image)`.
     `info["metric"]` is the validation accuracy either way (the search driver ranks by it). A
     diverging fine-tune (NaN / inf loss) ends the episode with `-divergence_penalty`, logged as
@@ -192,8 +127,14 @@ class CompressEnv(ChildEnv):
     - `flops_target`: FLOPs budget as a fraction of the teacher's, in (0, 1].
     - `min_keep`, `max_keep`: the keep-ratio range of every group (`0 < min_keep <= max_keep <= 1`).
     - `criterion`: "l2" (default) or "l1" group magnitude: which channels go.
+    - `params_target`, `latency_target`: parameter and CPU-latency budgets as fractions of the
+      teacher's, in (0, 1]; latency is measured at batch 1 and `latency_batch`.
+    - `proxy`: "adaptive-bn" or "distill"; `bn_batches`: adaptive-BN batches (of `batch_size`);
+      `val_images`: score on the first N validation images (None: all).
+    - `uniform_first`: the first episode is the uniform plan (candidate 0).
     - `finetune_steps` (default: one epoch of the training split), `finetune_lr`,
-      `temperature`, `alpha`, `batch_size`*: the distillation fine-tune (see `policysearch.distill`).
+      `temperature`, `alpha`, `batch_size`*: the distillation fine-tune of `proxy="distill"`
+      (see `policysearch.distill`).
     - `reward`: "acc" or "error_log_flops".
     - `divergence_penalty`*: reward of a diverged fine-tune.
     - `seed`: seeds the episode stream at construction, so that `reset()` without a seed is
@@ -202,7 +143,8 @@ class CompressEnv(ChildEnv):
       fixes it for every episode (common random numbers).
 
     ## Version History
-    - v0: initial version.
+    - v0: initial version; the adaptive-BN proxy, candidate 0 and the parameter / latency targets
+      were added later (`proxy="distill", uniform_first=False` gives the first rewards back).
     """
 
     ENV_ID = "policysearch/Compress-v0"
@@ -227,6 +169,13 @@ class CompressEnv(ChildEnv):
         temperature: float = 4.0,
         alpha: float = 0.9,
         reward: str = "acc",
+        proxy: str = "adaptive-bn",
+        bn_batches: int = 20,
+        val_images: int | None = None,
+        params_target: float = 1.0,
+        latency_target: float = 1.0,
+        latency_batch: int | None = None,
+        uniform_first: bool = True,
         seed: int | None = None,
         **child_kwargs: Any,
     ) -> None:
@@ -246,6 +195,16 @@ class CompressEnv(ChildEnv):
             raise ConfigError(f"teacher is a {type(teacher).__name__}, expected a torch.nn.Module")
         check_choice("pruning criterion", criterion, CRITERIA)
         check_choice("reward", reward, REWARDS)
+        check_choice("proxy", proxy, PROXIES)
+        check_int("bn_batches", bn_batches, 0)
+        if val_images is not None:
+            check_int("val_images (None: the whole validation split)", val_images, 1)
+        check_number("params_target (a fraction of the teacher's parameters)", params_target, 0.0, 1.0,
+                     low_open=True)
+        check_number("latency_target (a fraction of the teacher's CPU latency)", latency_target, 0.0, 1.0,
+                     low_open=True)
+        if latency_batch is not None:
+            check_int("latency_batch", latency_batch, 1)
         check_number("flops_target (a fraction of the teacher's FLOPs)", flops_target, 0.0, 1.0, low_open=True)
         check_number("min_keep", min_keep, 0.0, 1.0, low_open=True)
         check_number("max_keep", max_keep, 0.0, 1.0, low_open=True)
@@ -316,6 +275,19 @@ class CompressEnv(ChildEnv):
                 "or lower min_keep"
             )
         self.teacher_val = evaluate(self.teacher, data, "val")
+        self.proxy, self.bn_batches, self.val_images = proxy, int(bn_batches), val_images
+        self.params_target, self.latency_target = float(params_target), float(latency_target)
+        self.latency_batches = sorted({1, latency_batch or 1})
+        self.uniform_first = bool(uniform_first)
+        # Candidate 0: the uniform plan under every target (measured), so no search ends below it.
+        self.uniform_plan = CompressionPlan.uniform(
+            self.teacher, self.example, flops_target=flops_target, params_target=params_target,
+            latency_target=latency_target, latency_batch=latency_batch, min_keep=min_keep, max_keep=max_keep,
+            criterion=criterion, model_name=self.model_name)
+        self._uniform_counts = [self.uniform_plan.kept()[g.name] for g in self.groups]
+        self.teacher_latency_ms = dict(self.uniform_plan.teacher_latency_ms)
+        self._episodes_started = 0
+        self._forced = False
 
         self.episode_length = len(self.groups)  # one episode is one child (one student): mode "schedule"
         self.flops_target, self.min_keep, self.max_keep = float(flops_target), float(min_keep), float(max_keep)
@@ -334,6 +306,9 @@ class CompressEnv(ChildEnv):
             "dataset": data.name, "model": self.model_name, "episode_length": self.episode_length,
             "flops_target": self.flops_target, "min_keep": self.min_keep, "max_keep": self.max_keep,
             "criterion": criterion, "reward": reward, "reward_metric": self.reward_metric,
+            "proxy": proxy, "bn_batches": self.bn_batches, "val_images": val_images,
+            "params_target": self.params_target, "latency_target": self.latency_target,
+            "latency_batches": self.latency_batches, "uniform_first": self.uniform_first,
             "finetune_steps": self.finetune_steps, "finetune_lr": self.finetune_lr, "temperature": self.temperature,
             "alpha": self.alpha, "batch_size": batch_size, "child_seed": self.child_seed,
             "cost_metric": self.cost_metric, "cost_weight": self.cost_weight,
@@ -353,6 +328,8 @@ class CompressEnv(ChildEnv):
             return self._advance_only(seed)
         super().reset(seed=seed)
         self._seed_now = self._draw_child_seed()
+        self._forced = self.uniform_first and self._episodes_started == 0
+        self._episodes_started += 1
         self._layer, self._counts, self._episode_open = 0, [], True
         self.last_seconds, self._episode_steps = 0.0, []
         info = {"val": dict(self.teacher_val), "child_seed": self._seed_now, "teacher_flops": self.teacher_flops,
@@ -368,12 +345,15 @@ class CompressEnv(ChildEnv):
         wanted = min(self.max_count[i], max(self.min_count[i], round(g.channels * wanted_ratio)))
         allowed = self._max_allowed(i)
         kept = max(self.min_count[i], min(wanted, allowed))
+        if self._forced:  # candidate 0 is the uniform plan, whatever the action (it meets every clip)
+            wanted = kept = self._uniform_counts[i]
         self._counts.append(kept)
         self._layer += 1
         self.last_seconds = 0.0
         info: dict[str, Any] = {"layer": g.name, "layer_index": i, "action": [round(a, 5)],
                                 "wanted_keep": kept_ratio(wanted, g.channels), "keep": kept_ratio(kept, g.channels),
                                 "kept_channels": kept, "channels": g.channels, "clipped": kept < wanted,
+                                "uniform": self._forced,
                                 "train_flops": 0.0, "diverged": None}
         if self._layer < self.episode_length:
             self._log_step(info, 0.0)
@@ -421,39 +401,51 @@ class CompressEnv(ChildEnv):
         )
 
     def _finish(self, info: dict[str, Any]) -> float:
-        """Prune, distill, score; fills `info` and returns the episode's reward."""
+        """Prune, score by the proxy (adaptive BN, or a short distillation); fills `info`, returns the reward."""
+        import time
+
         from policysearch.distill import distill
-        from policysearch.evaluate import evaluate
         from policysearch.metrics import count_parameters, flops_per_image
+        from policysearch.pruning import adaptive_bn, measure_latency, val_accuracy
 
         plan = self._plan()
+        start = time.perf_counter()
         student = plan.apply(self.teacher, self.example)
         flops = int(flops_per_image(student, self.data.input_shape, device=self.data.device)["forward"])
         params = count_parameters(student)
-        plan = dataclasses.replace(plan, flops=flops, params=params)
+        latency = (measure_latency(student, self.data.input_shape, self.latency_batches)
+                   if self.latency_target < 1.0 else {})
+        plan = dataclasses.replace(plan, flops=flops, params=params, latency_ms=latency)
         assert self._seed_now is not None
-        stats = distill(student, self.teacher, self.data, self.finetune_steps, self.finetune_lr,
-                        temperature=self.temperature, alpha=self.alpha, batch_size=self.batch_size,
-                        seed=self._seed_now)
-        # Wall time stays out of `info` (and so out of determinism checks); the search driver reads it here.
-        self.last_seconds = stats.seconds
-        self.student = student
         info.update({"flops": flops, "flops_fraction": flops / self.teacher_flops,
                      "predicted_flops_fraction": self.flops_model(self._fractions("full")) / self.teacher_flops,
                      "params": params, "params_fraction": params / self.teacher_params,
-                     "train_flops": stats.train_flops, "finetune_steps": stats.steps,
-                     "finetune_loss": stats.loss, "plan": plan.to_dict()})
-        if stats.diverged:
-            log.warning("distillation diverged (%s); episode ends with penalty %s", stats.diverged,
-                        self.divergence_penalty)
-            info["diverged"], info["val"] = stats.diverged, {}
-            return -self.divergence_penalty
-        val = evaluate(student, self.data, "val")
-        accuracy = float(val["accuracy"])
-        info["val"], info["metric"] = dict(val), accuracy
+                     "latency_ms": latency, "meets_targets": plan.meets_targets(), "plan": plan.to_dict()})
+        if self.proxy == "adaptive-bn":
+            images = adaptive_bn(student, self.data, self.bn_batches, self.batch_size, seed=self._seed_now)
+            info.update({"train_flops": float(images * flops), "bn_images": images})
+        else:
+            stats = distill(student, self.teacher, self.data, self.finetune_steps, self.finetune_lr,
+                            temperature=self.temperature, alpha=self.alpha, batch_size=self.batch_size,
+                            seed=self._seed_now)
+            info.update({"train_flops": stats.train_flops, "finetune_steps": stats.steps,
+                         "finetune_loss": stats.loss})
+            if stats.diverged:
+                self.last_seconds = time.perf_counter() - start
+                log.warning("distillation diverged (%s); episode ends with penalty %s", stats.diverged,
+                            self.divergence_penalty)
+                info["diverged"], info["val"] = stats.diverged, {}
+                return -self.divergence_penalty
+        accuracy = val_accuracy(student, self.data, self.val_images)
+        # Wall time stays out of `info` (and so out of determinism checks); the search driver reads it here.
+        self.last_seconds = time.perf_counter() - start
+        self.student = student
+        # A student over a parameter or latency target scores below every student within them.
+        metric = accuracy if info["meets_targets"] else accuracy - 1.0
+        info["val"], info["metric"] = {"accuracy": accuracy}, metric
         if self.reward == "acc":
-            return accuracy
-        return -(1.0 - accuracy) * math.log(flops)
+            return metric
+        return -(1.0 - metric) * math.log(flops)
 
     def _observation(self) -> np.ndarray:
         total = float(self.teacher_flops)
@@ -479,7 +471,12 @@ class CompressEnv(ChildEnv):
 
     def _episode_state(self) -> dict[str, Any]:
         return {"layer": self._layer, "counts": list(self._counts), "seed_now": self._seed_now,
-                "episode_open": self._episode_open}
+                "episode_open": self._episode_open, "episodes_started": self._episodes_started,
+                "forced": self._forced}
+
+    def _advance_only(self, seed: int | None) -> tuple[np.ndarray, dict[str, Any]]:
+        self._episodes_started += 1  # a replayed episode counts: candidate 0 stays the first one
+        return super()._advance_only(seed)
 
     def _set_episode_state(self, episode: dict[str, Any]) -> None:
         layer, counts, seed_now, episode_open = state_fields(
@@ -491,6 +488,8 @@ class CompressEnv(ChildEnv):
             raise ConfigError(f"set_state: the state's decisions (layer {layer!r}, kept channels {counts!r}) do not "
                               f"fit this teacher's {self.episode_length} channel groups")
         self._layer, self._counts, self._seed_now = layer, list(counts), seed_now
+        self._episodes_started = int(episode.get("episodes_started", 1))
+        self._forced = bool(episode.get("forced", False))
         self._episode_open, self.student = bool(episode_open), None
 
     def _current_observation(self) -> np.ndarray | None:

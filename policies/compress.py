@@ -28,10 +28,11 @@ from __future__ import annotations
 import copy
 import importlib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -43,6 +44,7 @@ __all__ = [
     "CRITERIA",
     "ChannelGroup",
     "CompressionPlan",
+    "PlanSpace",
     "channel_groups",
     "classifier_head",
     "kept_channels",
@@ -223,6 +225,167 @@ def prunable_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[tupl
     return [(g.name, modules[g.name]) for g in channel_groups(model, example_inputs)]
 
 
+def _layer_flops(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
+    """Forward FLOPs of one image in each Conv2d / Linear layer, counted as torch's FlopCounterMode
+    counts them (2 per multiply-add, no bias), from the output shapes of one forward pass."""
+    flops: dict[str, int] = {}
+
+    def hook(name: str) -> Any:
+        def record(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            per_image = output.numel() // output.shape[0]
+            if isinstance(module, nn.Conv2d):
+                kh, kw = module.kernel_size
+                macs = per_image * (module.in_channels // module.groups) * kh * kw
+            else:
+                macs = per_image * module.in_features  # type: ignore[operator]
+            flops[name] = flops.get(name, 0) + 2 * int(macs)
+
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
+               if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return flops
+
+
+class _FlopsModel:
+    """Forward FLOPs of the pruned model as a function of each group's kept fraction.
+
+    A Conv2d / Linear layer's FLOPs scale with the fraction of its input features kept times the
+    fraction of its output features kept, so with f_g the fraction group g keeps:
+
+        FLOPs(f) = sum_layers F_l * (1 - sum_g a_lg + sum_g a_lg f_g) * (1 - sum_g b_lg + sum_g b_lg f_g)
+
+    where a_lg (b_lg) is the share of layer l's input (output) features tied to group g. This is
+    exact for integer channel counts, and affine in any one f_g (no layer reads and writes the
+    same group), which is what makes AMC's action clipping a closed-form bound.
+    """
+
+    def __init__(self, model: nn.Module, layer_flops: dict[str, int], groups: Sequence[ChannelGroup]) -> None:
+        modules = dict(model.named_modules())
+        self.terms: list[tuple[float, list[tuple[int, float]], list[tuple[int, float]]]] = []
+        ins: dict[str, list[tuple[int, float]]] = {}
+        outs: dict[str, list[tuple[int, float]]] = {}
+        for gi, g in enumerate(groups):
+            for name in g.producers:
+                m = modules[name]
+                width = m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
+                outs.setdefault(name, []).append((gi, g.channels / width))
+            for name, count in g.consumers:
+                m = modules[name]
+                width = m.in_channels if isinstance(m, nn.Conv2d) else m.in_features
+                ins.setdefault(name, []).append((gi, count / width))
+        self.touch = [0.0] * len(groups)  # FLOPs of the layers each group's channels feed or come from
+        for name, flops in layer_flops.items():
+            a, b = ins.get(name, []), outs.get(name, [])
+            if {g for g, _ in a} & {g for g, _ in b}:
+                raise ConfigError(f"layer {name!r} reads and writes the same channel group; not supported")
+            self.terms.append((float(flops), a, b))
+            for g in {g for g, _ in a} | {g for g, _ in b}:
+                self.touch[g] += flops
+        self.total = self(np.ones(len(groups)))
+
+    def __call__(self, fractions: Sequence[float] | np.ndarray) -> float:
+        total = 0.0
+        for flops, a, b in self.terms:
+            fin = 1.0 - sum(s for _, s in a) + sum(s * fractions[g] for g, s in a)
+            fout = 1.0 - sum(s for _, s in b) + sum(s * fractions[g] for g, s in b)
+            total += flops * fin * fout
+        return total
+
+
+class PlanSpace:
+    """What a plan of `model` may choose: its channel groups, each group's kept-count bounds, and the
+    exact FLOPs model behind AMC's clip. Shared by the env and the `CompressionPlan.uniform` /
+    `CompressionPlan.random` constructors, so that all three clip the same way."""
+
+    def __init__(self, model: nn.Module, example: torch.Tensor, flops_target: float, min_keep: float,
+                 max_keep: float = 1.0) -> None:
+        check_number("flops_target (a fraction of the teacher's FLOPs)", flops_target, 0.0, 1.0, low_open=True)
+        check_number("min_keep", min_keep, 0.0, 1.0, low_open=True)
+        check_number("max_keep", max_keep, 0.0, 1.0, low_open=True)
+        if min_keep > max_keep:
+            raise ConfigError(f"min_keep is {min_keep!r}, expected at most max_keep ({max_keep!r})")
+        self.groups = channel_groups(model, example)
+        self.flops_model = _FlopsModel(model, _layer_flops(model, example), self.groups)
+        self.min_keep, self.max_keep = float(min_keep), float(max_keep)
+        self.min_count = [max(1, math.ceil(g.channels * min_keep - 1e-9)) for g in self.groups]
+        self.max_count = [max(lo, math.floor(g.channels * max_keep + 1e-9))
+                          for g, lo in zip(self.groups, self.min_count)]
+        self.target_flops = flops_target * self.flops_model.total
+
+    def fractions(self, counts: Sequence[int]) -> list[float]:
+        """Kept fractions of `counts` (decided groups) with every later group at its minimum."""
+        done = [c / g.channels for c, g in zip(counts, self.groups)]
+        return done + [lo / g.channels for g, lo in zip(self.groups[len(done):], self.min_count[len(done):])]
+
+    def flops_ok(self, counts: Sequence[int]) -> bool:
+        return self.flops_model([c / g.channels for c, g in zip(counts, self.groups)]) <= self.target_flops
+
+    def max_allowed(self, counts: Sequence[int]) -> int:
+        """The most channels the next group may keep, later groups at their minimum (AMC's clip)."""
+        i = len(counts)
+        g = self.groups[i]
+        fractions = self.fractions(counts)
+        fractions[i] = 0.0
+        base = self.flops_model(fractions)
+        fractions[i] = 1.0
+        slope = self.flops_model(fractions) - base
+        if slope <= 0:
+            return g.channels
+        allowed = min(g.channels, math.floor((self.target_flops - base) / slope * g.channels + 1e-9))
+        while allowed > self.min_count[i]:
+            fractions[i] = allowed / g.channels
+            if self.flops_model(fractions) <= self.target_flops:
+                break
+            allowed -= 1
+        return max(allowed, self.min_count[i])
+
+    def clip(self, wanted: Sequence[int]) -> list[int]:
+        """AMC's clip of a whole vector of wanted counts, group by group."""
+        counts: list[int] = []
+        for i, w in enumerate(wanted):
+            w = min(self.max_count[i], max(self.min_count[i], int(w)))
+            counts.append(max(self.min_count[i], min(w, self.max_allowed(counts))))
+        return counts
+
+    def uniform_counts(self, ratio: float) -> list[int]:
+        """Every group at one keep ratio (rounded, within its bounds), not clipped."""
+        return [min(hi, max(lo, round(g.channels * ratio)))
+                for g, lo, hi in zip(self.groups, self.min_count, self.max_count)]
+
+    def largest_uniform(self, ok: Any = None, cap: float = 1.0) -> float:
+        """The largest common keep ratio <= `cap` whose counts meet the FLOPs target (and `ok(counts)`)."""
+        def feasible(r: float) -> bool:
+            counts = self.uniform_counts(r)
+            return self.flops_ok(counts) and (ok is None or ok(counts))
+
+        lo, hi = self.min_keep, min(cap, self.max_keep)
+        if feasible(hi):
+            return hi
+        if not feasible(lo):
+            raise ConfigError(f"no uniform keep ratio >= min_keep={self.min_keep} meets the targets; "
+                              "raise the targets or lower min_keep")
+        for _ in range(30):  # bisection: FLOPs and parameters grow with the ratio
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if feasible(mid) else (lo, mid)
+        return lo
+
+    def random_counts(self, rng: np.random.Generator) -> list[int]:
+        """Uniform random keep ratios in [min_keep, max_keep] per group, clipped group by group as the env does."""
+        wanted = [round(g.channels * (self.min_keep + rng.uniform() * (self.max_keep - self.min_keep)))
+                  for g in self.groups]
+        return self.clip(wanted)
+
+
 @dataclass(frozen=True)
 class CompressionPlan(JsonArtefact):
     """Per-layer keep ratios for structured channel pruning, with the figures they achieved.
@@ -239,6 +402,11 @@ class CompressionPlan(JsonArtefact):
         flops_target: the FLOPs budget as a fraction of the unpruned model's, in (0, 1].
         teacher_flops, teacher_params: forward FLOPs per image and parameters of the unpruned model.
         flops, params: the same for the pruned model (0 when not measured).
+        params_target: the parameter budget as a fraction of the unpruned model's, in (0, 1].
+        latency_target: the CPU latency budget as a fraction of the unpruned model's, in (0, 1],
+            at batch 1 and at every other batch size in `teacher_latency_ms`.
+        latency_ms, teacher_latency_ms: measured median CPU milliseconds per forward pass, by batch
+            size (``{"1": ..., "64": ...}``; empty when not measured); wall times, so not part of equality.
         provenance: where the plan came from; not part of equality.
 
     Raises:
@@ -259,6 +427,10 @@ class CompressionPlan(JsonArtefact):
     teacher_params: int = 0
     flops: int = 0
     params: int = 0
+    params_target: float = 1.0
+    latency_target: float = 1.0
+    latency_ms: dict[str, float] = field(default_factory=dict, compare=False)
+    teacher_latency_ms: dict[str, float] = field(default_factory=dict, compare=False)
     provenance: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -291,6 +463,13 @@ class CompressionPlan(JsonArtefact):
         check_int("num_classes", self.num_classes, 2)
         for name in ("teacher_flops", "teacher_params", "flops", "params"):
             check_int(name, getattr(self, name), 0)
+        for name in ("params_target", "latency_target"):
+            object.__setattr__(self, name, check_number(name, getattr(self, name), 0.0, 1.0, low_open=True))
+        for name in ("latency_ms", "teacher_latency_ms"):
+            value = getattr(self, name)
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{name} is {value!r}, expected a mapping of batch size to milliseconds")
+            object.__setattr__(self, name, {str(k): check_number(f"{name}[{k!r}]", v, 0.0) for k, v in value.items()})
         if not isinstance(self.provenance, dict):
             raise ConfigError(f"provenance is {self.provenance!r}, expected a dict")
 
@@ -308,6 +487,82 @@ class CompressionPlan(JsonArtefact):
     def kept(self) -> dict[str, int]:
         """Channels each listed group keeps."""
         return {name: kept_channels(self.channels[name], r) for name, r in self.ratios.items()}
+
+    # ------------------------------------------------------------------ baselines as constructors
+    @classmethod
+    def uniform(cls, model: nn.Module, example_inputs: torch.Tensor, *, flops_target: float = 0.5,
+                params_target: float = 1.0, latency_target: float = 1.0, latency_batch: int | None = None,
+                min_keep: float = 0.1, max_keep: float = 1.0, criterion: str = "l2",
+                model_name: str | None = None) -> CompressionPlan:
+        """One keep ratio for every channel group: the largest that meets every target.
+
+        FLOPs are met exactly (the FLOPs model the env clips with), parameters by counting the pruned
+        model, latency by measuring it on the CPU at batch 1 and `latency_batch` against the
+        unpruned model (the ratio steps down by 3 % until both hold). The plan records all three.
+
+        Args:
+            model: the trained network (not modified).
+            example_inputs: a batch it accepts, e.g. ``torch.zeros(1, C, H, W)`` on its device.
+            flops_target, params_target, latency_target: budgets as fractions of `model`'s, in (0, 1].
+            latency_batch: the second batch size the latency target holds at (None: batch 1 only).
+            min_keep, max_keep: bounds of every group's keep ratio.
+            criterion: "l2" or "l1" magnitude: which channels go.
+            model_name: the plan's `model` (default: the class name).
+
+        Raises:
+            ConfigError: a target is out of reach with `min_keep`, or an argument is invalid.
+        """
+        space = PlanSpace(model, example_inputs, flops_target, min_keep, max_keep)
+        budget = _Budget(cls, model, example_inputs, space, flops_target, params_target, latency_target,
+                         latency_batch, criterion, model_name)
+        ratio = space.largest_uniform(budget.params_ok)
+        for _ in range(200):
+            plan = budget.measured(space.uniform_counts(ratio), {"baseline": "uniform", "keep": ratio})
+            if plan is not None:
+                return plan
+            if ratio <= space.min_keep:
+                break
+            ratio = max(space.min_keep, ratio * 0.97)
+        raise ConfigError(f"latency_target={latency_target} is out of reach with min_keep={min_keep}: even the "
+                          "smallest uniform plan is too slow; raise latency_target or lower min_keep")
+
+    @classmethod
+    def random(cls, model: nn.Module, example_inputs: torch.Tensor, *, flops_target: float = 0.5,
+               params_target: float = 1.0, latency_target: float = 1.0, latency_batch: int | None = None,
+               min_keep: float = 0.1, max_keep: float = 1.0, criterion: str = "l2", model_name: str | None = None,
+               seed: int = 0, tries: int = 100) -> CompressionPlan:
+        """A random plan: uniform keep ratios in [min_keep, max_keep] per group, clipped group by group
+        to the FLOPs target as the env clips (AMC's rule); redrawn (up to `tries` times) until the
+        parameter and latency targets hold too. Same arguments as `uniform`, plus the `seed`.
+
+        Raises:
+            ConfigError: no draw met the targets.
+        """
+        import numpy as np
+
+        check_int("tries", tries, 1)
+        space = PlanSpace(model, example_inputs, flops_target, min_keep, max_keep)
+        budget = _Budget(cls, model, example_inputs, space, flops_target, params_target, latency_target,
+                         latency_batch, criterion, model_name)
+        rng = np.random.default_rng(seed)
+        for draw in range(tries):
+            counts = space.random_counts(rng)
+            if not budget.params_ok(counts):
+                continue
+            plan = budget.measured(counts, {"baseline": "random", "seed": seed, "draw": draw})
+            if plan is not None:
+                return plan
+        raise ConfigError(f"none of {tries} random plans met params_target={params_target} and "
+                          f"latency_target={latency_target}; raise them or use CompressionPlan.uniform")
+
+    def meets_targets(self) -> bool:
+        """Whether the measured figures are within every target (unmeasured figures count as met)."""
+        if self.flops and self.teacher_flops and self.flops > self.flops_target * self.teacher_flops:
+            return False
+        if self.params and self.teacher_params and self.params > self.params_target * self.teacher_params:
+            return False
+        return all(self.latency_ms[b] <= self.latency_target * t
+                   for b, t in self.teacher_latency_ms.items() if b in self.latency_ms)
 
     # ------------------------------------------------------------------ torch
     def apply(self, model: nn.Module, example_inputs: torch.Tensor | None = None) -> nn.Module:
@@ -394,6 +649,10 @@ class CompressionPlan(JsonArtefact):
             "params": self.params,
             "flops_fraction": None if math.isnan(self.flops_fraction) else self.flops_fraction,
             "params_fraction": None if math.isnan(self.params_fraction) else self.params_fraction,
+            "params_target": self.params_target,
+            "latency_target": self.latency_target,
+            "latency_ms": dict(self.latency_ms),
+            "teacher_latency_ms": dict(self.teacher_latency_ms),
         }
         return wrap(self.KIND, self.FORMAT_VERSION, body, self.provenance)
 
@@ -426,9 +685,89 @@ class CompressionPlan(JsonArtefact):
                 teacher_params=require(data, "teacher_params", int, source),
                 flops=require(data, "flops", int, source),
                 params=require(data, "params", int, source),
+                # Fields added after version 1 files were first written: optional, with the old meaning.
+                params_target=_optional(data, "params_target", (int, float), 1.0, source),
+                latency_target=_optional(data, "latency_target", (int, float), 1.0, source),
+                latency_ms=_optional(data, "latency_ms", dict, {}, source),
+                teacher_latency_ms=_optional(data, "teacher_latency_ms", dict, {}, source),
                 provenance=prov,
             )
         except ConfigError as exc:
             # Validation messages already name the field; add where the bad value came from.
             raise PolicyFormatError(f"{source}: {exc}") from exc
 
+
+
+def _optional(data: Mapping[str, Any], key: str, kind: Any, default: Any, source: str) -> Any:
+    return require(data, key, kind, source) if key in data else default
+
+
+class _Budget:
+    """Checks a vector of kept counts against the parameter and latency targets, by measurement."""
+
+    def __init__(self, cls: type[CompressionPlan], model: nn.Module, example: torch.Tensor, space: Any,
+                 flops_target: float, params_target: float, latency_target: float, latency_batch: int | None,
+                 criterion: str, model_name: str | None) -> None:
+        from policysearch.metrics import count_parameters
+
+        check_number("params_target (a fraction of the model's parameters)", params_target, 0.0, 1.0, low_open=True)
+        check_number("latency_target (a fraction of the model's CPU latency)", latency_target, 0.0, 1.0,
+                     low_open=True)
+        if latency_batch is not None:
+            check_int("latency_batch", latency_batch, 1)
+        check_choice("pruning criterion", criterion, CRITERIA)
+        self.cls, self.model, self.example, self.space = cls, model, example, space
+        self.params_target, self.latency_target = float(params_target), float(latency_target)
+        self.batches = sorted({1, latency_batch or 1})
+        self.criterion = criterion
+        self.model_name = model_name or type(model).__name__
+        with torch.no_grad():
+            was_training = model.training
+            model.eval()
+            self.num_classes = int(model(example).shape[-1])
+            model.train(was_training)
+        self.teacher_params = count_parameters(model)
+        self.teacher_flops = round(space.flops_model.total)
+        self.flops_target = float(flops_target)
+        self.teacher_latency: dict[str, float] = {}
+        if self.latency_target < 1.0:
+            from policysearch.pruning import measure_latency
+
+            self.teacher_latency = measure_latency(model, tuple(example.shape[1:]), self.batches)
+        self._params_cache: dict[tuple[int, ...], int] = {}
+
+    def plan(self, counts: list[int], provenance: dict[str, Any], **figures: Any) -> CompressionPlan:
+        groups = self.space.groups
+        return self.cls(ratios={g.name: c / g.channels for g, c in zip(groups, counts)},
+                        channels={g.name: g.channels for g in groups}, model=self.model_name,
+                        input_shape=tuple(self.example.shape[1:]),  # type: ignore[arg-type]
+                        num_classes=self.num_classes, criterion=self.criterion, flops_target=self.flops_target,
+                        teacher_flops=self.teacher_flops, teacher_params=self.teacher_params,
+                        params_target=self.params_target, latency_target=self.latency_target,
+                        teacher_latency_ms=dict(self.teacher_latency), provenance=provenance, **figures)
+
+    def params_of(self, counts: list[int]) -> int:
+        from policysearch.metrics import count_parameters
+
+        key = tuple(counts)
+        if key not in self._params_cache:
+            self._params_cache[key] = count_parameters(self.plan(counts, {}).apply(self.model, self.example))
+        return self._params_cache[key]
+
+    def params_ok(self, counts: list[int]) -> bool:
+        return self.params_target >= 1.0 or self.params_of(counts) <= self.params_target * self.teacher_params
+
+    def measured(self, counts: list[int], provenance: dict[str, Any]) -> CompressionPlan | None:
+        """The plan of `counts` with its FLOPs, parameters (and latency) measured; None if a target fails."""
+        from policysearch.metrics import count_parameters, flops_per_image
+
+        student = self.plan(counts, {}).apply(self.model, self.example)
+        flops = int(flops_per_image(student, tuple(self.example.shape[1:]), device=self.example.device)["forward"])
+        params = count_parameters(student)
+        latency: dict[str, float] = {}
+        if self.teacher_latency:
+            from policysearch.pruning import measure_latency
+
+            latency = measure_latency(student, tuple(self.example.shape[1:]), self.batches)
+        plan = self.plan(counts, provenance, flops=flops, params=params, latency_ms=latency)
+        return plan if plan.meets_targets() else None

@@ -6,8 +6,8 @@ enforced; a stable-baselines3 `VecEnv`) and drives it until `recorder.exhausted`
 with rollouts of the same total size, `random` samples N actions at a time, Optuna asks N trials
 and tells their N results (ask / tell batches).
 
-- `ppo` (default), `sac`, `a2c`: stable-baselines3 agents with settings sized for expensive envs
-  (tiny rollouts and batches, so learning starts within a few episodes).
+- `ppo` (default), `sac`, `a2c`, `td3`, `ddpg` (AMC's family): stable-baselines3 agents with settings sized
+  for expensive envs (tiny rollouts and batches, so learning starts within a few episodes).
 - `random`: uniform over the same action space; the baseline every claim must beat.
 - `tpe`, `cmaes`: Optuna's samplers, one trial per child training: over the action vector of a
   static-mode (one-step) env, or over an env's own low-dimensional episode family
@@ -33,8 +33,8 @@ from policysearch.tracking import create_study, optuna_storage
 if TYPE_CHECKING:
     from policysearch.search import SearchVecEnv
 
-CONTROLLERS = ("ppo", "sac", "a2c", "random", "tpe", "cmaes", "pbt")
-RL_CONTROLLERS = ("ppo", "sac", "a2c")
+CONTROLLERS = ("ppo", "sac", "a2c", "td3", "ddpg", "random", "tpe", "cmaes", "pbt")
+RL_CONTROLLERS = ("ppo", "sac", "a2c", "td3", "ddpg")
 
 
 class Controller(abc.ABC):
@@ -68,7 +68,7 @@ class SB3Controller(Controller):
     """A stable-baselines3 agent whose rollouts are sized to a handful of episodes.
 
     Args:
-        algo: "ppo", "sac" or "a2c".
+        algo: "ppo", "sac", "a2c", "td3" or "ddpg".
         episode_length: env steps per episode, to size rollouts and warm-up.
         tensorboard_log: a folder for SB3's TensorBoard logger (needs the `tensorboard` extra).
         verbose: SB3's verbosity.
@@ -104,6 +104,16 @@ class SB3Controller(Controller):
         if self.name == "a2c":
             return sb3.A2C("MlpPolicy", env, n_steps=-(-ep // n_envs), learning_rate=7e-4, gamma=1.0, ent_coef=0.0,
                            **{**common, "policy_kwargs": on_policy_kwargs})
+        if self.name in ("td3", "ddpg"):
+            # AMC's setting: a random warm-up (here two episodes), then a deterministic actor with
+            # Gaussian exploration noise (std 0.5 in the [-1, 1] box, AMC's truncated normal analogue).
+            from stable_baselines3.common.noise import NormalActionNoise
+
+            dim = int(np.prod(env.action_space.shape))
+            noise = NormalActionNoise(np.zeros(dim), 0.5 * np.ones(dim))
+            algo = sb3.TD3 if self.name == "td3" else sb3.DDPG
+            return algo("MlpPolicy", env, learning_starts=2 * ep, batch_size=16, buffer_size=10_000, train_freq=1,
+                        gradient_steps=2, gamma=1.0, learning_rate=1e-3, action_noise=noise, **common)
         return sb3.SAC("MlpPolicy", env, learning_starts=2 * ep, batch_size=16, buffer_size=10_000, train_freq=1,
                        gradient_steps=2, gamma=1.0, learning_rate=1e-3, **common)
 

@@ -17,7 +17,7 @@ from policysearch.models import build_model
 from policysearch.policies.compress import CompressionPlan, channel_groups, kept_channels, prunable_layers
 from policysearch.search import Budget, run_search
 
-TINY = {"finetune_steps": 2, "batch_size": 64}
+TINY = {"finetune_steps": 2, "batch_size": 64, "bn_batches": 2, "uniform_first": False}  # candidate 0: own test
 KEEP_ALL = np.array([1.0], dtype=np.float32)
 SHAPE = (1, 8, 8)
 
@@ -252,7 +252,7 @@ def test_diverging_finetune_ends_the_episode_with_a_penalty(make, monkeypatch, c
         return distill_module.DistillStats(1, 64, 0.0, float("nan"), 1.0, diverged="loss became nan at step 1")
 
     monkeypatch.setattr(distill_module, "distill", diverging)
-    env = make(divergence_penalty=2.0)
+    env = make(divergence_penalty=2.0, proxy="distill")
     (_, _), (_, _), (reward, info) = _run(env, [0.0, 0.0, 0.0])
     assert reward == -2.0 and info["diverged"] and "metric" not in info
     assert any("diverged" in r.message for r in caplog.records)

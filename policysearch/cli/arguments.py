@@ -265,11 +265,14 @@ def add_child_args(g: Any) -> None:
     g.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
 
 
-def add_search_args(p: argparse.ArgumentParser, budget: int = 20, segmented: bool = True) -> None:
+def add_search_args(p: argparse.ArgumentParser, budget: int = 20, segmented: bool = True,
+                    extra_controllers: tuple[str, ...] = ()) -> None:
     """Options of every search; `segmented` adds those of the envs that train a child in segments
-    (Augment-v0, Schedule-v0), which Compress-v0 does not read and so does not show."""
+    (Augment-v0, Schedule-v0), which Compress-v0 does not read and so does not show;
+    `extra_controllers` are names one command accepts besides the controllers (compress: uniform)."""
     g = p.add_argument_group("search")
-    g.add_argument("--controller", default="ppo", type=name_of("controller", _controllers),
+    g.add_argument("--controller", default="ppo",
+                   type=name_of("controller", lambda: (*_controllers(), *extra_controllers)),
                    help="the searcher: {names}; random is the baseline every claim must beat (default: %(default)s)")
     g.add_argument("--budget", type=positive_int, default=budget, metavar="N",
                    help="child trainings (default: %(default)s)")

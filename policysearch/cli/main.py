@@ -56,7 +56,9 @@ EXAMPLES = {
     "compress": """\
   policysearch train --dataset digits --model resnet --epochs 15 --save teacher.pt
   policysearch compress --checkpoint teacher.pt --flops 0.5 --budget 20 --out runs/digits-half
-  policysearch compress --checkpoint teacher.pt --flops 0.25 --controller random --json > half.json""",
+  policysearch compress --checkpoint teacher.pt --flops 0.25 --controller random --json > half.json
+  policysearch compress --checkpoint teacher.pt --flops 0.5 --controller uniform    # the baseline, no search
+  policysearch compress --checkpoint teacher.pt --flops 0.5 --params 0.4 --latency 0.7 --latency-batch 32""",
     "demo": """\
   policysearch demo
   policysearch demo --controller random --out runs/demo-random
@@ -176,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-pickle", action="store_true",
                    help="also accept a pickled nn.Module (runs code from the file: only for files you trust)")
     a.add_data_args(p, default_dataset=None)
-    a.add_search_args(p, budget=20, segmented=False)
+    a.add_search_args(p, budget=20, segmented=False, extra_controllers=("uniform",))
     a.add_parallel_args(p)
     g = p.add_argument_group("compression")
     g.add_argument("--flops", type=a.fraction, default=0.5, metavar="FRACTION",
@@ -187,8 +189,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="channel importance: {names} norm (default: %(default)s)")
     g.add_argument("--reward", default="acc", type=a.name_of("reward", a._fixed("acc", "error_log_flops")),
                    help="{names}: validation accuracy, or AMC's -(1 - accuracy) x ln FLOPs (default: %(default)s)")
+    g.add_argument("--params", type=a.fraction, default=1.0, metavar="FRACTION",
+                   help="parameter target as a fraction of the teacher's, in (0, 1] (default: %(default)s)")
+    g.add_argument("--latency", type=a.fraction, default=1.0, metavar="FRACTION",
+                   help="CPU latency target as a fraction of the teacher's, at batch 1 and --latency-batch, "
+                        "measured (default: %(default)s)")
+    g.add_argument("--latency-batch", type=a.positive_int, default=64, metavar="N",
+                   help="the second batch size the latency target holds at (default: %(default)s)")
+    g.add_argument("--proxy", default="adaptive-bn", type=a.name_of("proxy", a._fixed("adaptive-bn", "distill")),
+                   help="episode score: {names}: prune, recompute BatchNorm statistics on --bn-batches training "
+                        "batches, validate (EagleEye); or distil --finetune-steps, validate (default: %(default)s)")
+    g.add_argument("--bn-batches", type=a.int_at_least(0), default=20, metavar="K",
+                   help="adaptive-BN batches per episode (default: %(default)s)")
+    g.add_argument("--val-images", type=a.positive_int, default=None, metavar="N",
+                   help="score episodes on the first N validation images (default: all)")
+    g.add_argument("--rerank-top", type=a.int_at_least(0), default=5, metavar="K",
+                   help="after the search, distil the K best plans --rerank-steps each and keep the best on "
+                        "validation (0: keep the search's best) (default: %(default)s)")
+    g.add_argument("--rerank-steps", type=a.int_at_least(0), default=100, metavar="N",
+                   help="distillation steps per re-ranked plan (default: %(default)s)")
     g.add_argument("--finetune-steps", type=a.int_at_least(0), default=None, metavar="N",
-                   help="distillation steps per episode (default: one epoch)")
+                   help="distillation steps per episode with --proxy distill (default: one epoch)")
     g.add_argument("--finetune-lr", type=a.positive_number, default=0.01, metavar="LR",
                    help="distillation learning rate (default: %(default)s)")
     g.add_argument("--finetune-epochs", type=a.non_negative_number, default=3, metavar="E",

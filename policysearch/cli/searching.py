@@ -207,11 +207,15 @@ def _check_teacher_fits(teacher: Any, info: dict[str, Any], data: Any, checkpoin
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
+    import dataclasses
+
     import gymnasium as gym
+    import torch
 
     from policysearch.checkpoint import save_checkpoint
     from policysearch.distill import finish
     from policysearch.files import write_json
+    from policysearch.policies.compress import CompressionPlan
     from policysearch.report import format_table
 
     teacher, model_name, info = load_teacher(args.checkpoint, args.trust_pickle)
@@ -219,16 +223,46 @@ def cmd_compress(args: argparse.Namespace) -> int:
     out = out_dir(args, "compress", dataset)
     data = prepare_data(args, dataset)
     _check_teacher_fits(teacher, info, data, args.checkpoint)
-    _, result = search_command(
-        args, data, lambda d: gym.make(
-            "policysearch/Compress-v0", teacher=teacher, model_name=model_name, data=d, flops_target=args.flops,
-            min_keep=args.min_keep, criterion=args.criterion, finetune_steps=args.finetune_steps,
-            device=args.device, finetune_lr=args.finetune_lr, reward=args.reward, batch_size=args.batch_size,
-            child_seed=args.child_seed),
-        out, "plan.json")
-    if result.summary["stopped_by"]:
-        return EXIT_INTERRUPTED  # the plan so far is in the run folder; the final distillation waits
-    plan = result.artefact
+    targets = {"flops_target": args.flops, "params_target": args.params, "latency_target": args.latency,
+               "latency_batch": args.latency_batch, "min_keep": args.min_keep, "criterion": args.criterion}
+    if args.controller == "uniform":  # the baseline: one keep ratio everywhere, no search
+        teacher = teacher.to(data.device).eval()
+        plan = CompressionPlan.uniform(teacher, torch.zeros(1, *data.input_shape, device=data.device),
+                                       model_name=model_name, **targets)
+        out.mkdir(parents=True, exist_ok=True)
+        plan.save(out / "plan.json")
+        summary_base: dict[str, Any] = {"controller": "uniform", "files": {"artefact": "plan.json"}}
+    else:
+        _, result = search_command(
+            args, data, lambda d: gym.make(
+                "policysearch/Compress-v0", teacher=teacher, model_name=model_name, data=d, flops_target=args.flops,
+                params_target=args.params, latency_target=args.latency, latency_batch=args.latency_batch,
+                proxy=args.proxy, bn_batches=args.bn_batches, val_images=args.val_images,
+                min_keep=args.min_keep, criterion=args.criterion, finetune_steps=args.finetune_steps,
+                device=args.device, finetune_lr=args.finetune_lr, reward=args.reward, batch_size=args.batch_size,
+                child_seed=args.child_seed),
+            out, "plan.json")
+        if result.summary["stopped_by"]:
+            return EXIT_INTERRUPTED  # the plan so far is in the run folder; the final distillation waits
+        plan = result.artefact
+        summary_base = dict(result.summary)
+        if args.rerank_top > 1:
+            from policysearch.pruning import rerank, top_plans
+
+            candidates = top_plans(result.episodes, args.rerank_top)
+            print(f"re-ranking the {len(candidates)} best plans by {args.rerank_steps} distillation steps each ...")
+            ranked = rerank(candidates, teacher, data, args.rerank_steps, args.finetune_lr, seed=args.seed,
+                            batch_size=args.batch_size, images=args.val_images)
+            print(format_table([{"search rank": r["index"] + 1, "val accuracy": r["val_accuracy"],
+                                 "FLOPs": r["plan"].flops_fraction, "params": r["plan"].params_fraction}
+                                for r in ranked]))
+            best = ranked[0]
+            plan = dataclasses.replace(best["plan"], provenance={
+                **plan.provenance, "reranked": {"search_rank": best["index"] + 1, "steps": args.rerank_steps,
+                                                "val_accuracy": best["val_accuracy"], "candidates": len(ranked)}})
+            plan.save(out / "plan.json")
+            summary_base["rerank"] = [{"search_rank": r["index"] + 1, "val_accuracy": r["val_accuracy"]}
+                                      for r in ranked]
     print(f"best plan keeps {plan.flops_fraction:.3f} of the FLOPs ({args.flops:g} asked); distilling it for "
           f"{args.finetune_epochs:g} epochs ...")
     student, report = finish(plan, teacher, data, args.finetune_epochs, args.finetune_lr, seed=args.seed)
@@ -242,9 +276,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
     print(f"test accuracy drop: {report['accuracy_drop_points']:.2f} points")
     save_checkpoint(out / "model.pt", student, model_name or type(teacher).__name__, data.input_shape,
                     data.num_classes, {"dataset": data.describe(), "plan": plan.to_dict(), "comparison": report})
-    summary = {**result.summary, "comparison": report, "files": {**result.summary["files"], "model": "model.pt"}}
+    summary = {**summary_base, "comparison": report, "files": {**summary_base["files"], "model": "model.pt"}}
     write_json(out / "summary.json", summary)
-    print(f"wrote {out}/: plan.json, model.pt, episodes.jsonl, summary.json, search.png")
+    print(f"wrote {out}/: plan.json, model.pt, summary.json"
+          + ("" if args.controller == "uniform" else ", episodes.jsonl, search.png"))
     if model_name is not None:
         print(f"load it: policysearch.checkpoint.load_checkpoint('{out / 'model.pt'}').build()")
     else:  # a user's own architecture: policysearch cannot rebuild it by name

@@ -1,0 +1,233 @@
+"""Cheap scores for pruned candidates, and what a compression search does around them.
+
+- `adaptive_bn`: EagleEye's adaptive batch norm (Li et al. 2020): a pruned network's BatchNorm
+  running statistics describe the unpruned network's activations; recomputing them on K training
+  batches (train-mode forward passes, no gradient, nothing else changes) makes the pruned network's
+  validation accuracy a usable proxy for its accuracy after fine-tuning.
+- `proxy_accuracy`: prune-time score of a student: adaptive BN, then accuracy on (a slice of) the
+  validation split.
+- `measure_latency`: median CPU milliseconds of a forward pass at each named batch size.
+- `rerank`: distil a few candidates briefly and order them by validation accuracy (the last step of
+  a search, before one plan is chosen).
+- `top_plans`: the best distinct plans of a search's episodes.
+- `proxy_correlation`: Spearman and Kendall rank correlation between each proxy's scores and the
+  accuracy after a longer fine-tune, over many plans (how the default proxy was chosen).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from policysearch.checks import check_int
+from policysearch.data import DeviceData
+from policysearch.evaluate import autocast, normalise, to_device
+
+__all__ = ["adaptive_bn", "measure_latency", "proxy_accuracy", "proxy_correlation", "rerank", "top_plans",
+           "val_accuracy"]
+
+PROXIES = ("adaptive-bn", "distill")
+
+
+def _norm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+def adaptive_bn(model: nn.Module, data: DeviceData, batches: int = 50, batch_size: int = 128, seed: int = 0) -> int:
+    """Recompute every BatchNorm layer's running mean and variance on `batches` training batches, in place.
+
+    The model runs in eval mode except its BatchNorm layers (so dropout stays off), under
+    ``torch.no_grad``; each BatchNorm layer's statistics are reset and re-estimated as a plain
+    average over the batches (momentum None for the pass, restored after). Weights, biases and every
+    other buffer are left exactly as they were. A model without BatchNorm is left unchanged.
+
+    Args:
+        model: the (pruned) network; moved to ``data.device``, left in its previous train / eval mode.
+        data: device-resident splits; batches come from the training split.
+        batches: forward passes (at most the training split, in whole batches).
+        batch_size: images per pass.
+        seed: which images (a seeded permutation; the global RNG is not touched).
+
+    Returns:
+        The number of images the statistics were computed on.
+    """
+    check_int("batches", batches, 0)
+    check_int("batch_size", batch_size, 1)
+    norms = _norm_layers(model)
+    if not norms or batches == 0:
+        return 0
+    model = to_device(model, data.device)
+    x_all, _ = data.split_arrays("train")
+    generator = torch.Generator(device=x_all.device).manual_seed(seed)
+    order = torch.randperm(len(x_all), device=x_all.device, generator=generator)[: batches * batch_size]
+    was_training = model.training
+    momenta = [m.momentum for m in norms]
+    try:
+        model.eval()
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches
+            m.train()
+        # no_grad, not inference_mode: the buffers must stay ordinary tensors, trainable later.
+        with torch.no_grad():
+            for start in range(0, len(order), batch_size):
+                x = x_all[order[start: start + batch_size]].float().div_(255.0)
+                with autocast(data.device):
+                    model(normalise(x, data))
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+    return len(order)
+
+
+def val_accuracy(model: nn.Module, data: DeviceData, images: int | None = None, split: str = "val") -> float:
+    """Accuracy on the first `images` of a split (None: all), as `policysearch.evaluate` feeds them."""
+    model = to_device(model, data.device)
+    x_all, y_all = data.split_arrays(split)
+    if images is not None:
+        x_all, y_all = x_all[:images], y_all[:images]
+    was_training = model.training
+    model.eval()
+    correct = 0
+    with torch.inference_mode():
+        for start in range(0, len(y_all), 1024):
+            x = x_all[start: start + 1024].float().div_(255.0)
+            with autocast(data.device):
+                logits = model(normalise(x, data))
+            correct += int((logits.argmax(1) == y_all[start: start + 1024]).sum())
+    model.train(was_training)
+    return correct / max(1, len(y_all))
+
+
+def proxy_accuracy(student: nn.Module, data: DeviceData, batches: int = 50, batch_size: int = 128, seed: int = 0,
+                   images: int | None = None) -> float:
+    """The adaptive-BN proxy: `adaptive_bn` on the training split, then `val_accuracy`."""
+    adaptive_bn(student, data, batches, batch_size, seed)
+    return val_accuracy(student, data, images)
+
+
+def measure_latency(model: nn.Module, input_shape: Sequence[int], batches: Sequence[int] = (1,),
+                    repeats: int = 20) -> dict[str, float]:
+    """Median CPU wall milliseconds of one forward pass, per batch size: ``{"1": ms, "64": ms}``.
+
+    The model is measured on the CPU (a copy, when it lives elsewhere), in eval mode, after warm-up passes.
+    """
+    from policysearch.distill import latency_ms
+
+    check_int("repeats", repeats, 1)
+    param = next(model.parameters(), None)
+    on_cpu = param is None or param.device.type == "cpu"
+    was_training = model.training
+    subject = model if on_cpu else _cpu_copy(model)
+    out = {str(b): latency_ms(subject, tuple(input_shape), int(b), repeats=repeats) for b in batches}  # type: ignore[arg-type]
+    model.train(was_training)
+    return out
+
+
+def _cpu_copy(model: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(model).to("cpu")
+
+
+def top_plans(episodes: Sequence[Mapping[str, Any]], k: int = 5) -> list[Any]:
+    """The `k` best distinct plans of a search's episode records, best score first."""
+    from policysearch.policies.compress import CompressionPlan
+
+    ranked = sorted((e for e in episodes if e.get("steps") and "plan" in e["steps"][-1]),
+                    key=lambda e: (-float(e["score"]), e["episode"]))
+    plans: list[Any] = []
+    seen: set[tuple] = set()
+    for e in ranked:
+        plan = CompressionPlan.from_dict(e["steps"][-1]["plan"], source=f"episode {e['episode']}")
+        key = tuple(sorted(plan.kept().items()))
+        if key in seen:
+            continue
+        seen.add(key)
+        plans.append(plan)
+        if len(plans) == k:
+            break
+    return plans
+
+
+def rerank(plans: Sequence[Any], teacher: nn.Module, data: DeviceData, steps: int, lr: float = 0.01,
+           seed: int = 0, batch_size: int = 128, images: int | None = None,
+           temperature: float = 4.0, alpha: float = 0.9) -> list[dict[str, Any]]:
+    """Distil each plan's student for `steps` (same seed for all) and score it on the validation split.
+
+    Returns:
+        ``{"index", "plan", "val_accuracy", "seconds"}`` per plan, best first (ties: the earlier plan).
+    """
+    from policysearch.distill import distill
+
+    check_int("steps", steps, 0)
+    teacher = teacher.to(data.device).eval()
+    example = torch.zeros(1, *data.input_shape, device=data.device)
+    rows = []
+    for i, plan in enumerate(plans):
+        start = time.perf_counter()
+        student = plan.apply(teacher, example)
+        stats = distill(student, teacher, data, steps, lr, temperature=temperature, alpha=alpha,
+                        batch_size=batch_size, seed=seed)
+        acc = -1.0 if stats.diverged else val_accuracy(student, data, images)
+        rows.append({"index": i, "plan": plan, "val_accuracy": acc, "seconds": time.perf_counter() - start})
+    return sorted(rows, key=lambda r: (-r["val_accuracy"], r["index"]))
+
+
+def proxy_correlation(
+    plans: Sequence[Any],
+    teacher: nn.Module,
+    data: DeviceData,
+    proxies: Mapping[str, Callable[[nn.Module, int], float]],
+    final: Callable[[nn.Module, int], float],
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Rank correlation between each proxy's scores and the final accuracy, over `plans`.
+
+    Args:
+        plans: CompressionPlans of `teacher` (20 or more for a meaningful figure).
+        teacher: the unpruned network.
+        data: its splits.
+        proxies: name -> ``score(student, seed)``, called on a fresh pruned copy for each plan.
+        final: ``accuracy(student, seed)`` after the full fine-tune, on a fresh pruned copy.
+        seed: passed to every call (common random numbers across plans).
+
+    Returns:
+        ``{"plans": n, "final": [...], "proxies": {name: {"scores", "spearman", "spearman_p", "kendall",
+        "kendall_p", "seconds_per_plan"}}, "final_seconds_per_plan"}``.
+    """
+    from scipy import stats
+
+    if len(plans) < 3:
+        from policysearch.errors import ConfigError
+
+        raise ConfigError(f"proxy_correlation needs at least 3 plans, got {len(plans)}")
+    teacher = teacher.to(data.device).eval()
+    example = torch.zeros(1, *data.input_shape, device=data.device)
+    scores: dict[str, list[float]] = {name: [] for name in proxies}
+    seconds: dict[str, float] = dict.fromkeys(proxies, 0.0)
+    finals: list[float] = []
+    final_seconds = 0.0
+    for plan in plans:
+        for name, score in proxies.items():
+            start = time.perf_counter()
+            scores[name].append(float(score(plan.apply(teacher, example), seed)))
+            seconds[name] += time.perf_counter() - start
+        start = time.perf_counter()
+        finals.append(float(final(plan.apply(teacher, example), seed)))
+        final_seconds += time.perf_counter() - start
+    out: dict[str, Any] = {"plans": len(plans), "final": finals, "final_seconds_per_plan": final_seconds / len(plans),
+                           "proxies": {}}
+    for name, values in scores.items():
+        rho, rho_p = stats.spearmanr(values, finals)
+        tau, tau_p = stats.kendalltau(values, finals)
+        out["proxies"][name] = {"scores": values, "spearman": float(rho), "spearman_p": float(rho_p),
+                                "kendall": float(tau), "kendall_p": float(tau_p),
+                                "seconds_per_plan": seconds[name] / len(plans)}
+    return out

@@ -1,0 +1,274 @@
+"""Tests for policysearch/pruning.py (adaptive-BN proxy, re-ranking, proxy correlation), the plan
+constructors `CompressionPlan.uniform` / `.random`, the targets of Compress-v0, and a user's own
+residual network through the API and the CLI."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import policysearch  # noqa: F401  (registers the envs)
+from policysearch.errors import ConfigError
+from policysearch.metrics import count_parameters
+from policysearch.policies.compress import CompressionPlan
+from policysearch.pruning import adaptive_bn, proxy_correlation, rerank, top_plans, val_accuracy
+from policysearch.search import Budget, run_search
+
+SHAPE = (1, 8, 8)
+
+
+class UserResNet(nn.Module):
+    """A residual CNN the project never saw: two blocks with identity shortcuts, a projection, a head."""
+
+    def __init__(self, width: int = 12, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.a1 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+        self.a1_bn = nn.BatchNorm2d(width)
+        self.a2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+        self.a2_bn = nn.BatchNorm2d(width)
+        self.b1 = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1, bias=False)
+        self.b1_bn = nn.BatchNorm2d(2 * width)
+        self.b2 = nn.Conv2d(2 * width, 2 * width, 3, padding=1, bias=False)
+        self.b2_bn = nn.BatchNorm2d(2 * width)
+        self.proj = nn.Conv2d(width, 2 * width, 1, stride=2, bias=False)
+        self.head = nn.Linear(2 * width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = torch.relu(x + self.a2_bn(self.a2(torch.relu(self.a1_bn(self.a1(x))))))
+        x = torch.relu(self.proj(x) + self.b2_bn(self.b2(torch.relu(self.b1_bn(self.b1(x))))))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    """A briefly trained registered resnet and a user's residual net on 8x8 digits."""
+    from policysearch.models import build_model
+    from policysearch.trainer import TrainConfig, Trainer
+
+    out = {}
+    for name, model in (("resnet", None), ("user", None)):
+        torch.manual_seed(0)
+        model = build_model("resnet", SHAPE, 10) if name == "resnet" else UserResNet()
+        trainer = Trainer(digits, TrainConfig(model="mlp", batch_size=64, device="cpu", seed=0), total_steps=30,
+                          model=model)
+        trainer.train_segment(30)
+        out[name] = trainer.model.eval()
+    return out
+
+
+def _example() -> torch.Tensor:
+    return torch.zeros(1, *SHAPE)
+
+
+def _make(digits, teacher, **kwargs):
+    settings = {"batch_size": 64, "bn_batches": 2, "finetune_steps": 2, "min_keep": 0.2, **kwargs}
+    return gym.make("policysearch/Compress-v0", teacher=teacher, data=digits, **settings)
+
+
+# ---------------------------------------------------------------------- adaptive BN
+def test_adaptive_bn_changes_only_batch_norm_statistics(digits, trained):
+    student = CompressionPlan.uniform(trained["resnet"], _example(), flops_target=0.5).apply(trained["resnet"])
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    images = adaptive_bn(student, digits, batches=3, batch_size=32, seed=1)
+    after = student.state_dict()
+    assert images == 96 and not student.training
+    stats = [k for k in before if k.endswith(("running_mean", "running_var"))]
+    assert stats and any(not torch.equal(before[k], after[k]) for k in stats)
+    for name, param in student.named_parameters():
+        assert torch.equal(param, before[name]), name  # every weight and bias bit-identical
+    for k in before:
+        if not k.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            assert torch.equal(before[k], after[k]), k
+    momenta = {m.momentum for m in student.modules() if isinstance(m, nn.BatchNorm2d)}
+    assert momenta == {0.1}  # restored after the pass
+    # Seeded: the same batches give the same statistics.
+    again = CompressionPlan.uniform(trained["resnet"], _example(), flops_target=0.5).apply(trained["resnet"])
+    adaptive_bn(again, digits, batches=3, batch_size=32, seed=1)
+    assert all(torch.equal(again.state_dict()[k], after[k]) for k in stats)
+
+
+def test_adaptive_bn_recovers_accuracy_that_pruning_destroyed(digits, trained):
+    plan = CompressionPlan.uniform(trained["resnet"], _example(), flops_target=0.3)
+    student = plan.apply(trained["resnet"])
+    plain = val_accuracy(student, digits)
+    adaptive_bn(student, digits, batches=10, batch_size=64)
+    assert val_accuracy(student, digits) >= plain
+
+
+# ---------------------------------------------------------------------- constructors and targets
+@pytest.mark.parametrize("name", ["resnet", "user"])
+def test_uniform_and_random_plans_meet_the_flops_and_params_targets(trained, name):
+    teacher = trained[name]
+    uniform = CompressionPlan.uniform(teacher, _example(), flops_target=0.5, params_target=0.4)
+    assert uniform.flops_fraction <= 0.5 and uniform.params_fraction <= 0.4
+    assert len({round(r, 1) for r in uniform.ratios.values()}) == 1  # one ratio, up to rounding to channels
+    assert count_parameters(uniform.apply(teacher)) == uniform.params
+    for seed in range(3):
+        plan = CompressionPlan.random(teacher, _example(), flops_target=0.5, params_target=0.4, seed=seed)
+        assert plan.flops_fraction <= 0.5 and plan.params_fraction <= 0.4 and plan.meets_targets()
+        assert plan.provenance["baseline"] == "random"
+    assert CompressionPlan.random(teacher, _example(), seed=3) == CompressionPlan.random(teacher, _example(), seed=3)
+    with pytest.raises(ConfigError, match="params_target"):
+        CompressionPlan.uniform(teacher, _example(), params_target=0.0)
+
+
+def test_latency_target_holds_and_every_figure_is_recorded(tmp_path, trained):
+    teacher = trained["resnet"]
+    plan = CompressionPlan.uniform(teacher, _example(), flops_target=0.5, latency_target=0.95, latency_batch=16)
+    assert set(plan.latency_ms) == set(plan.teacher_latency_ms) == {"1", "16"}
+    for batch, ms in plan.latency_ms.items():
+        assert ms <= 0.95 * plan.teacher_latency_ms[batch]
+    assert plan.flops and plan.params and plan.meets_targets()
+    loaded = CompressionPlan.load(plan.save(tmp_path / "plan.json"))
+    assert loaded == plan and loaded.latency_ms == plan.latency_ms and loaded.latency_target == 0.95
+    # A plan file written before these fields existed still loads, with no targets but FLOPs.
+    old = {k: v for k, v in plan.to_dict().items()
+           if k not in ("params_target", "latency_target", "latency_ms", "teacher_latency_ms")}
+    assert CompressionPlan.from_dict(old).params_target == 1.0 == CompressionPlan.from_dict(old).latency_target
+
+
+def test_meets_targets_sees_a_slow_or_large_plan():
+    plan = CompressionPlan(ratios={"a": 0.5}, channels={"a": 8}, model="m", input_shape=SHAPE, num_classes=10,
+                           teacher_params=100, params=60, params_target=0.5)
+    assert not plan.meets_targets()
+    plan = CompressionPlan(ratios={"a": 0.5}, channels={"a": 8}, model="m", input_shape=SHAPE, num_classes=10,
+                           latency_target=0.5, latency_ms={"1": 3.0}, teacher_latency_ms={"1": 4.0})
+    assert not plan.meets_targets()
+
+
+# ---------------------------------------------------------------------- the env
+def test_candidate_zero_is_the_uniform_plan_and_the_search_never_ends_below_it(digits, trained):
+    env = _make(digits, trained["resnet"], flops_target=0.5, params_target=0.6)
+    result = run_search(env, "random", Budget(child_trainings=4), None, seed=0, progress=False)
+    first = result.episodes[0]["steps"]
+    uniform = CompressionPlan.uniform(trained["resnet"], _example(), flops_target=0.5, params_target=0.6,
+                                      min_keep=0.2)
+    assert all(s["uniform"] for s in first) and not any(s["uniform"] for s in result.episodes[1]["steps"])
+    assert CompressionPlan.from_dict(first[-1]["plan"]).kept() == uniform.kept()
+    assert max(e["score"] for e in result.episodes) >= result.episodes[0]["score"]
+    assert result.summary["best"]["val_metric"] >= result.episodes[0]["metric"]
+    for e in result.episodes:  # the FLOPs clip always holds; params may not, and then the score says so
+        plan = CompressionPlan.from_dict(e["steps"][-1]["plan"])
+        assert plan.flops_fraction <= 0.5
+        assert (e["metric"] >= 0) == plan.meets_targets()
+    assert result.artefact.meets_targets()
+
+
+def test_candidate_zero_survives_resume(digits, trained):
+    env = _make(digits, trained["resnet"])
+    env.reset(seed=0)
+    assert env.unwrapped._forced
+    state = env.unwrapped.get_state()
+    other = _make(digits, trained["resnet"])
+    other.unwrapped.set_state(state)
+    assert other.unwrapped._forced and other.unwrapped._episodes_started == 1
+    other.reset()
+    assert not other.unwrapped._forced
+
+
+def test_proxy_settings_are_checked_and_distill_proxy_still_works(digits, trained):
+    with pytest.raises(ConfigError, match="proxy"):
+        _make(digits, trained["resnet"], proxy="vanilla")
+    env = _make(digits, trained["resnet"], proxy="distill", uniform_first=False, val_images=50)
+    env.reset(seed=0)
+    done = False
+    while not done:
+        _, reward, done, _, info = env.step(np.array([0.0], dtype=np.float32))
+    assert info["finetune_steps"] == 2 and 0.0 <= reward <= 1.0 and info["val"]["accuracy"] == reward
+
+
+@pytest.mark.parametrize("controller", ["td3", "ddpg", "cmaes"])
+def test_amc_family_and_cmaes_controllers_search_plans(digits, trained, controller):
+    env = _make(digits, trained["resnet"])
+    result = run_search(env, controller, Budget(child_trainings=3), None, seed=0, progress=False)
+    assert len(result.episodes) == 3 and result.artefact.flops_fraction <= 0.5
+
+
+# ---------------------------------------------------------------------- after the search
+def test_top_plans_and_rerank(digits, trained):
+    env = _make(digits, trained["resnet"])
+    result = run_search(env, "random", Budget(child_trainings=4), None, seed=0, progress=False)
+    plans = top_plans(result.episodes, 3)
+    assert 1 <= len(plans) <= 3 and len({tuple(p.kept().items()) for p in plans}) == len(plans)
+    best_score = max(e["score"] for e in result.episodes)
+    assert plans[0].kept() == CompressionPlan.from_dict(
+        next(e for e in result.episodes if e["score"] == best_score)["steps"][-1]["plan"]).kept()
+    rows = rerank(plans, trained["resnet"], digits, steps=2, batch_size=64)
+    assert sorted(r["index"] for r in rows) == list(range(len(plans)))
+    assert [r["val_accuracy"] for r in rows] == sorted((r["val_accuracy"] for r in rows), reverse=True)
+
+
+def test_proxy_correlation_runs_on_a_tiny_model(digits, trained):
+    from policysearch.distill import distill
+
+    teacher = trained["resnet"]
+    plans = [CompressionPlan.random(teacher, _example(), flops_target=0.5, min_keep=0.2, seed=s) for s in range(5)]
+
+    def bn(student, seed):
+        adaptive_bn(student, digits, 2, 64, seed)
+        return val_accuracy(student, digits)
+
+    def short(student, seed, steps=2):
+        distill(student, teacher, digits, steps, 0.01, batch_size=64, seed=seed)
+        return val_accuracy(student, digits)
+
+    proxies = {"adaptive-bn": bn, "vanilla": lambda s, _: val_accuracy(s, digits)}
+    out = proxy_correlation(plans, teacher, digits, proxies, lambda s, seed: short(s, seed, 4))
+    assert out["plans"] == 5 and len(out["final"]) == 5
+    for row in out["proxies"].values():
+        assert -1.0 <= row["spearman"] <= 1.0 or np.isnan(row["spearman"])
+        assert len(row["scores"]) == 5 and row["seconds_per_plan"] > 0
+    with pytest.raises(ConfigError, match="at least 3"):
+        proxy_correlation(plans[:2], teacher, digits, {"bn": bn}, bn)
+
+
+# ---------------------------------------------------------------------- a user's own residual network
+def test_a_foreign_residual_model_compresses_through_the_api(digits, trained):
+    teacher = trained["user"]
+    env = _make(digits, teacher, model_name="UserResNet")
+    result = run_search(env, "random", Budget(child_trainings=3), None, seed=0, progress=False)
+    plan = result.artefact
+    student = plan.apply(teacher, _example())
+    assert plan.model == "UserResNet" and student(torch.rand(2, *SHAPE)).shape == (2, 10)
+    assert count_parameters(student) == plan.params < count_parameters(teacher)
+    # Residual sums stay consistent: the identity block's convs share the stem's channel group.
+    assert student.a2.out_channels == student.stem[0].out_channels
+    assert student.b2.out_channels == student.proj.out_channels
+
+
+def test_a_foreign_residual_model_compresses_through_the_cli(tmp_path, trained, capsys):
+    from policysearch.cli import main
+
+    path = tmp_path / "user.pt"
+    torch.save(trained["user"], path)
+    out = tmp_path / "run"
+    args = ["compress", "--checkpoint", str(path), "--trust-pickle", "--dataset", "digits", "--flops", "0.5",
+            "--controller", "random", "--budget", "3", "--bn-batches", "2", "--rerank-top", "2", "--rerank-steps",
+            "2", "--finetune-epochs", "0.1", "--batch-size", "64", "--out", str(out)]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "re-ranking the 2 best plans" in text
+    plan = CompressionPlan.load(out / "plan.json")
+    assert plan.provenance["reranked"]["candidates"] == 2 and plan.flops_fraction <= 0.5
+    student = plan.apply(trained["user"], _example())
+    state = torch.load(out / "model.pt", weights_only=True)["state_dict"]
+    student.load_state_dict(state)
+
+
+def test_cli_uniform_controller_is_a_one_line_baseline(tmp_path, digits, trained, capsys):
+    from policysearch.checkpoint import save_checkpoint
+    from policysearch.cli import main
+
+    ckpt = save_checkpoint(tmp_path / "t.pt", trained["resnet"], "resnet", SHAPE, 10)
+    out = tmp_path / "u"
+    assert main(["compress", "--checkpoint", str(ckpt), "--dataset", "digits", "--controller", "uniform",
+                 "--flops", "0.5", "--params", "0.5", "--finetune-epochs", "0.1", "--out", str(out)]) == 0
+    plan = CompressionPlan.load(out / "plan.json")
+    assert plan.provenance["baseline"] == "uniform" and plan.flops_fraction <= 0.5 and plan.params_fraction <= 0.5
+    assert (out / "model.pt").exists() and not (out / "episodes.jsonl").exists()
+    capsys.readouterr()
