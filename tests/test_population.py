@@ -103,3 +103,14 @@ def test_population_is_refused_where_it_cannot_hold(digits) -> None:
         run_search(_env(digits), "random", Budget(child_trainings=2), None, progress=False, population=4)
     with pytest.raises(ConfigError, match="one member per worker"):
         run_search(_env(digits), "pbt", Budget(child_trainings=2), None, progress=False, workers=2, population=4)
+
+
+@pytest.mark.parametrize("env_id", ["policysearch/Schedule-v0", "policysearch/Schedule-v1"])
+def test_pbt_searches_the_learning_rate(digits, env_id) -> None:
+    env = gym.make(env_id, data=digits, model="mlp", episode_length=3, steps_per_segment=4, batch_size=32)
+    result = run_search(env, "pbt", Budget(child_trainings=4), None, seed=0, progress=False, population=4)
+    assert len(result.episodes) == 4 and all(len(e["steps"]) == 3 for e in result.episodes)
+    first = {tuple(np.round(e["steps"][0]["action"], 6)) for e in result.episodes}
+    assert first == {(0.0,)}  # every member starts at the centre: the base schedule's LR
+    lrs = {round(s["lr"], 12) for e in result.episodes for s in e["steps"][1:]}
+    assert len(lrs) > 1  # explore moved the copied LRs
