@@ -164,7 +164,10 @@ def main(argv: list[str] | None = None) -> int:
             scored = [e for e in result.episodes if e["score"] is not None]
             ranked = sorted(scored, key=lambda e: -e["score"])
             top = ranked[: args.top]
-            policies = [env.unwrapped.export(r["steps"], {"search": f"{controller}-{s}", "episode": r["episode"]})
+            run_provenance = {k: v for k, v in result.artefact.provenance.items()
+                              if k not in ("best_episode", "best_val_metric", "run_id")}
+            policies = [env.unwrapped.export(r["steps"], {**run_provenance, "search": f"{controller}-{s}",
+                                                          "chosen_episode": r["episode"]})
                         for r in top]
             checks = compare(data, config, policies, ["cosine"], [500 + s], args.epochs, progress=False,
                              workers=args.workers)
