@@ -28,8 +28,6 @@ from policysearch.policies.compress import (
     CRITERIA,
     CompressionPlan,
     PlanSpace,
-    _FlopsModel,
-    _layer_flops,
 )
 
 __all__ = ["OBSERVATION_NAMES", "PROXIES", "REWARDS", "CompressEnv", "PlanSpace"]
@@ -183,7 +181,7 @@ class CompressEnv(ChildEnv):
         from policysearch.distill import _check_kd
         from policysearch.evaluate import evaluate
         from policysearch.metrics import count_parameters, flops_per_image
-        from policysearch.policies.compress import channel_groups, require_torch_pruning
+        from policysearch.policies.compress import require_torch_pruning
 
         # Everything checkable without data or tracing is checked first.
         child = self._child_config(child, child_kwargs)
@@ -252,9 +250,8 @@ class CompressEnv(ChildEnv):
 
         # Groups, per-layer FLOPs and the FLOPs model; the measured total must match it exactly,
         # or the budget guarantee would rest on a wrong count.
-        self.groups = channel_groups(self.teacher, self.example)
-        layer_flops = _layer_flops(self.teacher, self.example)
-        self.flops_model = _FlopsModel(self.teacher, layer_flops, self.groups)
+        self.space = PlanSpace(self.teacher, self.example, flops_target, min_keep, max_keep)
+        self.groups, self.flops_model = self.space.groups, self.space.flops_model
         self.teacher_flops = int(flops_per_image(self.teacher, data.input_shape, device=data.device)["forward"])
         if abs(self.flops_model.total - self.teacher_flops) > 1e-6 * self.teacher_flops:
             raise ConfigError(
@@ -263,10 +260,9 @@ class CompressEnv(ChildEnv):
                 "Supported: Conv2d / Linear / BatchNorm networks such as mlp, cnn, resnet"
             )
         self.teacher_params = count_parameters(self.teacher)
-        self.min_count = [max(1, math.ceil(g.channels * min_keep - 1e-9)) for g in self.groups]
-        self.max_count = [max(lo, math.floor(g.channels * max_keep + 1e-9))
-                          for g, lo in zip(self.groups, self.min_count)]
-        self.target_flops = flops_target * self.teacher_flops
+        self.min_count, self.max_count = self.space.min_count, self.space.max_count
+        # The budget is a fraction of the measured FLOPs (the model's total, checked above).
+        self.target_flops = self.space.target_flops = flops_target * self.teacher_flops
         smallest = self.flops_model([lo / g.channels for g, lo in zip(self.groups, self.min_count)])
         if smallest > self.target_flops:
             raise ConfigError(
@@ -343,7 +339,7 @@ class CompressEnv(ChildEnv):
         i, g = self._layer, self.groups[self._layer]
         wanted_ratio = self.min_keep + (a + 1.0) / 2.0 * (self.max_keep - self.min_keep)
         wanted = min(self.max_count[i], max(self.min_count[i], round(g.channels * wanted_ratio)))
-        allowed = self._max_allowed(i)
+        allowed = self.space.max_allowed(self._counts)
         kept = max(self.min_count[i], min(wanted, allowed))
         if self._forced:  # candidate 0 is the uniform plan, whatever the action (it meets every clip)
             wanted = kept = self._uniform_counts[i]
@@ -364,32 +360,10 @@ class CompressEnv(ChildEnv):
         return self._observation(), reward, True, False, info
 
     # ------------------------------------------------------------------ internals
-    def _fractions(self, rest: str) -> list[float]:
-        """Kept fractions: decided groups at their choice, the rest at their minimum or unpruned."""
+    def _fractions(self) -> list[float]:
+        """Kept fractions: decided groups at their choice, the rest unpruned."""
         done = [c / g.channels for c, g in zip(self._counts, self.groups)]
-        later = self.groups[len(done):]
-        if rest == "min":
-            return done + [lo / g.channels for g, lo in zip(later, self.min_count[len(done):])]
-        return done + [1.0] * len(later)
-
-    def _max_allowed(self, i: int) -> int:
-        """The most channels group i may keep with every later group at its minimum (AMC's clip)."""
-        g = self.groups[i]
-        fractions = self._fractions("min")
-        fractions[i] = 0.0
-        base = self.flops_model(fractions)
-        fractions[i] = 1.0
-        slope = self.flops_model(fractions) - base  # FLOPs are affine in one group's fraction
-        if slope <= 0:
-            return g.channels
-        allowed = min(g.channels, math.floor((self.target_flops - base) / slope * g.channels + 1e-9))
-        # Guard the float bound with the exact model, so the budget holds to the last FLOP.
-        while allowed > self.min_count[i]:
-            fractions[i] = allowed / g.channels
-            if self.flops_model(fractions) <= self.target_flops:
-                break
-            allowed -= 1
-        return max(allowed, self.min_count[i])
+        return done + [1.0] * (len(self.groups) - len(done))
 
     def _plan(self) -> CompressionPlan:
         return CompressionPlan(
@@ -418,7 +392,7 @@ class CompressEnv(ChildEnv):
         plan = dataclasses.replace(plan, flops=flops, params=params, latency_ms=latency)
         assert self._seed_now is not None
         info.update({"flops": flops, "flops_fraction": flops / self.teacher_flops,
-                     "predicted_flops_fraction": self.flops_model(self._fractions("full")) / self.teacher_flops,
+                     "predicted_flops_fraction": self.flops_model(self._fractions()) / self.teacher_flops,
                      "params": params, "params_fraction": params / self.teacher_params,
                      "latency_ms": latency, "meets_targets": plan.meets_targets(), "plan": plan.to_dict()})
         if self.proxy == "adaptive-bn":
@@ -449,7 +423,7 @@ class CompressEnv(ChildEnv):
 
     def _observation(self) -> np.ndarray:
         total = float(self.teacher_flops)
-        now = self.flops_model(self._fractions("full"))
+        now = self.flops_model(self._fractions())
         head = [
             self._layer / self.episode_length,
             0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
