@@ -41,6 +41,7 @@ import numpy as np
 from policysearch.compare import compare
 from policysearch.data import prepare
 from policysearch.files import write_json
+from policysearch.metrics import reward_value
 from policysearch.search import Budget, run_search
 from policysearch.stats import nested_bootstrap, paired_bootstrap
 from policysearch.trainer import TrainConfig
@@ -98,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=5, help="K paired evaluation seeds")
     p.add_argument("--top", type=int, default=3, help="candidates re-trained with a fresh seed before choosing")
     p.add_argument("--space", default="full", help="Augment-v1 search space: full | small")
-    p.add_argument("--reward-metric", default="accuracy")
+    p.add_argument("--reward-metric", default="accuracy", help="what the search maximises, and the re-ranking "
+                   "too: accuracy | macro_f1 | neg_nll | neg_ece (default: %(default)s)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", default="benchmarks/results/augment_headroom")
     args = p.parse_args(argv)
@@ -171,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                         for r in top]
             checks = compare(data, config, policies, ["cosine"], [500 + s], args.epochs, progress=False,
                              workers=args.workers)
-            candidates = [(float(c["val"][args.reward_metric]["mean"]), k, policy, record)
+            candidates = [(reward_value({m: v["mean"] for m, v in c["val"].items()}, args.reward_metric), k, policy,
+                           record)
                           for k, (c, policy, record) in enumerate(zip(checks, policies, top))]
             _, k, chosen, record = max(candidates, key=lambda c: (c[0], -c[1]))
             rerank_min = (time.perf_counter() - t0) / 60
