@@ -10,6 +10,8 @@ pool, so the controllers do not know which backend runs the children.
   larger than the machine has cores, or children too small to pay for worker processes.
 - `ProcessPool`: one stable-baselines3 `SubprocVecEnv` worker process per child (SB3's worker loop,
   not a home-made one), one torch thread each unless told otherwise.
+- `SharedProcessPool`: a population (`pbt`) larger than the worker processes: member i lives in
+  process i % W, next to the other members of that process, which take turns in it.
 - `RayPool`: one Ray actor per child, with its own `num_cpus` / `num_gpus` (the `ray` extra), on a
   local Ray or an existing cluster (`address`).
 
@@ -21,10 +23,13 @@ last state and retries it once.
 from __future__ import annotations
 
 import abc
+import collections
 import contextlib
 import os
 from collections.abc import Callable
 from typing import Any
+
+import gymnasium
 
 from policysearch.errors import ConfigError, MissingExtraError
 
@@ -187,6 +192,135 @@ class ProcessPool(WorkerPool):
                     slot.close()
 
 
+class _Members(gymnasium.Env):
+    """Several envs in one worker process, called by index through SB3's worker loop (which wants a
+    gymnasium Env: the spaces are the members' own)."""
+
+    def __init__(self, makes: list[Callable[[], Any]]) -> None:
+        self._makes = makes
+        self.envs = [make() for make in makes]
+        self.observation_space, self.action_space = self.envs[0].observation_space, self.envs[0].action_space
+
+    def member_call(self, j: int, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if method.startswith("."):
+            return getattr(self.envs[j], method[1:])
+        return getattr(self.envs[j], method)(*args, **kwargs)
+
+    def member_restart(self, j: int) -> None:
+        self.envs[j] = self._makes[j]()
+
+
+class SharedProcessPool(WorkerPool):
+    """N members over W < N worker processes (SB3 `SubprocVecEnv` workers, as `ProcessPool`): member
+    i is env i // W of process i % W. Calls to members of one process run one after another, in the
+    order they were submitted; their results are read back in that order and kept until asked for.
+
+    A process that dies takes all its members with it: the member whose call found it dead is
+    restarted with a fresh process, and every other member of that process raises `WorkerDied` at
+    its next call, so that the driver restores each one from its last state as it would any child.
+
+    Args:
+        env_fns: one function per process, building one member (pickled to it with cloudpickle).
+        n: members.
+        threads: torch threads per process.
+    """
+
+    def __init__(self, env_fns: list[Callable[[], Any]], n: int, threads: int | None = 1) -> None:
+        if not 1 < len(env_fns) < n:
+            raise ConfigError(f"a shared pool holds more members ({n}) than worker processes ({len(env_fns)}) "
+                              f"and at least 2 processes")
+        self.n, self.w, self._threads = n, len(env_fns), threads
+        self._fns = env_fns
+        self._pending: list[collections.deque[int]] = [collections.deque() for _ in range(self.w)]
+        self._ready: dict[int, Any] = {}
+        self._dead: set[int] = set()  # processes found dead since their last start
+        self._stale: set[int] = set()  # members whose process was restarted under them
+        self._procs = [self._start(p) for p in range(self.w)]
+
+    def _start(self, p: int) -> Any:
+        from stable_baselines3.common.vec_env import SubprocVecEnv
+
+        members = [self._fns[p]] * len(range(p, self.n, self.w))
+        threads = self._threads
+
+        def make() -> _Members:
+            if threads is not None:
+                import torch
+
+                torch.set_num_threads(threads)
+                os.environ["OMP_NUM_THREADS"] = str(threads)
+            return _Members(members)
+
+        return SubprocVecEnv([make])
+
+    def pid(self, i: int) -> int:
+        """The process id of the worker holding member `i` (for tests and monitoring)."""
+        return int(self._procs[i % self.w].processes[0].pid)
+
+    def _died(self, p: int) -> None:
+        self._dead.add(p)
+        while self._pending[p]:
+            self._ready[self._pending[p].popleft()] = WorkerDied(f"worker process {p} died "
+                                                                 f"(exit code {self._procs[p].processes[0].exitcode})")
+
+    def submit(self, i: int, method: str, *args: Any, **kwargs: Any) -> None:
+        p, j = i % self.w, i // self.w
+        if p in self._dead or i in self._stale:
+            self._ready[i] = WorkerDied(f"member {i}: its worker process {p} was lost")
+            return
+        try:
+            self._procs[p].remotes[0].send(("env_method", ("member_call", (j, method, args, kwargs), {})))
+            self._pending[p].append(i)
+        except (BrokenPipeError, ConnectionError, OSError):
+            self._died(p)
+            self._ready[i] = WorkerDied(f"worker process {p} is gone")
+
+    def result(self, i: int) -> Any:
+        p = i % self.w
+        while i not in self._ready:
+            if not self._pending[p]:
+                raise RuntimeError(f"member {i}: result() without submit()")
+            try:
+                value = self._procs[p].remotes[0].recv()
+            except (EOFError, ConnectionError, OSError):
+                self._died(p)
+                continue
+            self._ready[self._pending[p].popleft()] = value
+        value = self._ready.pop(i)
+        if isinstance(value, WorkerDied):
+            raise value
+        return value
+
+    def restart(self, i: int) -> None:
+        p, j = i % self.w, i // self.w
+        if p in self._dead:  # a fresh process: every other member of it lost its state too
+            old = self._procs[p]
+            for process in old.processes:
+                if process.is_alive():
+                    process.kill()
+                process.join(timeout=5)
+            old.closed = True
+            self._procs[p] = self._start(p)
+            self._dead.discard(p)
+            self._stale.update(k for k in range(p, self.n, self.w) if k != i)
+            self._stale.discard(i)
+        else:  # the process lives: only this member is rebuilt, in its turn among the process's calls
+            self._stale.discard(i)
+            try:
+                self._procs[p].remotes[0].send(("env_method", ("member_restart", (j,), {})))
+                self._pending[p].append(i)
+            except (BrokenPipeError, ConnectionError, OSError):
+                self._died(p)
+                self._ready[i] = WorkerDied(f"worker process {p} is gone")
+            self.result(i)
+
+    def close(self) -> None:
+        for proc in self._procs:
+            if not getattr(proc, "closed", False):
+                with contextlib.suppress(EOFError, BrokenPipeError, ConnectionError, OSError):
+                    proc.close()
+
+
 class RayPool(WorkerPool):
     """One Ray actor per child. Needs the `ray` extra.
 
@@ -280,8 +414,8 @@ def make_pool(env: Any, workers: int = 1, backend: str = "local", env_fn: Callab
               num_gpus: float = 0, devices: list[str] | None = None, population: int | None = None) -> WorkerPool:
     """The pool a search runs its children in (see the module docstring). `devices` spreads the
     local workers over devices round-robin (``["cuda:0", "cuda:1"]`` on a two-GPU host).
-    `population`: children held at once when it differs from `workers` (only with one local
-    worker: a `SerialPool` of that many copies)."""
+    `population`: children held at once when it differs from `workers` (more than the local
+    workers: a `SerialPool` of that many copies with one worker, else a `SharedProcessPool`)."""
     from policysearch.checks import check_choice, check_int
 
     check_int("workers", workers, 1)
@@ -292,10 +426,15 @@ def make_pool(env: Any, workers: int = 1, backend: str = "local", env_fn: Callab
         devices = [str(resolve_device(d)) for d in devices]  # unknown or absent devices fail here
     if population is not None and population != workers:
         check_int("population", population, 1)
-        if workers != 1 or backend != "local" or devices:
-            raise ConfigError(f"population is {population} with {workers} {backend} workers: either one member "
-                              f"per worker (population = workers) or all members in this process (workers = 1)")
-        return SerialPool(env_fn or env_factory(env), population)
+        if population < workers or backend != "local":
+            raise ConfigError(f"population is {population} with {workers} {backend} workers: one member per "
+                              f"worker (population = workers), or more members than local workers, which "
+                              f"take turns in them")
+        if devices and env_fn is None:
+            fns = [env_factory(env, devices[p % len(devices)]) for p in range(workers)]
+        else:
+            fns = [env_fn or env_factory(env)] * workers
+        return SerialPool(fns[0], population) if workers == 1 else SharedProcessPool(fns, population, threads)
     if backend == "local" and workers == 1 and not devices:
         return InProcessPool(env)
     if backend == "ray":

@@ -383,12 +383,13 @@ def test_demo_runs_search_then_comparison(capsys: pytest.CaptureFixture[str], tm
 
 
 def test_demo_defaults_to_pbt_on_a_few_hundred_images(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    argv = ["demo", "--model", "mlp", "--population", "2", "--budget", "2", "--search-epochs", "1", "--epochs", "1",
+    argv = ["demo", "--model", "mlp", "--budget", "8", "--search-epochs", "1", "--epochs", "1",
             "--seeds", "2", "--baselines", "none", "--out", str(tmp_path), "--no-progress", "--json"]
     code, stdout, err = run_cli(argv, capsys)
     assert code == 0, err
     result = last_json(stdout)
-    assert result["search"]["controller"] == "pbt" and result["search"]["workers"]["n"] == 2
+    assert result["search"]["controller"] == "pbt" and result["search"]["workers"]["n"] == 8  # members
+    assert result["search"]["workers"]["backend"] == "local" and result["search"]["episodes"] == 8
     assert result["search"]["env"]["episode_length"] == 8
     assert "300 train" in err and "paired seeds" in err
 

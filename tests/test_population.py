@@ -102,7 +102,21 @@ def test_population_is_refused_where_it_cannot_hold(digits) -> None:
     with pytest.raises(ConfigError, match="only controller 'pbt' has a population"):
         run_search(_env(digits), "random", Budget(child_trainings=2), None, progress=False, population=4)
     with pytest.raises(ConfigError, match="one member per worker"):
-        run_search(_env(digits), "pbt", Budget(child_trainings=2), None, progress=False, workers=2, population=4)
+        run_search(_env(digits), "pbt", Budget(child_trainings=2), None, progress=False, workers=4, population=2)
+    with pytest.raises(ConfigError, match="one member per worker"):
+        run_search(_env(digits), "pbt", Budget(child_trainings=2), None, progress=False, workers=2, population=4,
+                   backend="ray")
+
+
+def test_a_population_over_fewer_processes_matches_the_one_in_this_process(digits) -> None:
+    """4 members over 2 worker processes (2 each, taking turns) give the episodes of 4 members taking
+    turns here: the same children, whatever process holds them (one torch thread in both)."""
+    runs = [run_search(_env(digits, episode_length=3), "pbt", Budget(child_trainings=4), None, seed=2,
+                       progress=False, population=4, workers=w) for w in (1, 2)]
+    assert runs[1].summary["workers"]["n"] == 4
+    assert [(e["score"], e.get("inherited")) for e in runs[0].episodes] == \
+        [(e["score"], e.get("inherited")) for e in runs[1].episodes]
+    assert any(e.get("inherited") for e in runs[0].episodes)  # exploit copied state across members
 
 
 @pytest.mark.parametrize("env_id", ["policysearch/Schedule-v0", "policysearch/Schedule-v1"])

@@ -48,6 +48,44 @@ def test_a_killed_worker_is_retried_and_the_search_goes_on(digits) -> None:
     assert len(recorder.episodes) >= 6 and not any(e["failed"] for e in recorder.episodes)
 
 
+def test_a_killed_shared_process_restores_every_member_it_held(digits) -> None:
+    from policysearch.workers import SharedProcessPool
+
+    env = _env(digits)
+    pool = SharedProcessPool([lambda: gym.make(env.spec).unwrapped] * 2, 4)
+    assert pool.pid(0) == pool.pid(2) != pool.pid(1)  # member i lives in process i % 2
+    recorder = SearchVecEnv(env, pool, Budget(child_trainings=8), progress=False, controller="random")
+    try:
+        recorder.seed(0)
+        recorder.action_space.seed(0)
+        recorder.reset()
+        recorder.step([recorder.action_space.sample() for _ in range(4)])
+        os.kill(pool.pid(1), signal.SIGKILL)  # members 1 and 3, one segment done each
+        while not recorder.exhausted:
+            recorder.step([recorder.action_space.sample() for _ in range(4)])
+    finally:
+        recorder.close()
+    assert recorder.failed_workers == 2  # both members retried from their last state, once each
+    assert len(recorder.episodes) >= 8 and not any(e["failed"] for e in recorder.episodes)
+
+
+def test_a_shared_pool_answers_each_member_whatever_the_order_asked(digits) -> None:
+    from policysearch.workers import SharedProcessPool
+
+    env = _env(digits)
+    pool = SharedProcessPool([lambda: gym.make(env.spec).unwrapped] * 2, 5)
+    try:
+        for i in range(5):
+            pool.submit(i, "reset", seed=i)
+        first = {i: pool.result(i)[0] for i in (4, 0, 3, 1, 2)}  # out of the submission order
+        again = [pool.call([i], "reset", [()], [{"seed": i}])[0][0] for i in range(5)]
+    finally:
+        pool.close()
+    assert all((first[i] == again[i]).all() for i in range(5))
+    with pytest.raises(ConfigError, match="more members"):
+        SharedProcessPool([lambda: None] * 3, 3)
+
+
 def test_a_worker_that_dies_twice_logs_its_child_as_failed(digits, monkeypatch) -> None:
     env = _env(digits)
     pool = ProcessPool(lambda: gym.make(env.spec).unwrapped, 2)

@@ -341,8 +341,9 @@ def add_parallel_args(p: argparse.ArgumentParser, search: bool = True) -> None:
     if not search:
         return
     g.add_argument("--population", type=positive_int, default=None, metavar="N",
-                   help="controller pbt: members trained together (default: --workers when above 1, one member "
-                        "per worker; else 8, taking turns in this process)")
+                   help="controller pbt: members trained together; more members than --workers take turns in "
+                        "them (default: --workers when above 1, one member per worker; else 8, taking turns in "
+                        "this process; demo: 8)")
     g.add_argument("--backend", default="local", type=name_of("backend", lambda: ("local", "ray")),
                    help="local (processes on this machine) | ray (actors, needs policysearch[ray]) "
                         "(default: %(default)s)")

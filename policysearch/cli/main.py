@@ -227,8 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_search_args(p, budget=8)
     a.add_parallel_args(p)
     # Few images trained for long, where augmentation could pay; pbt, the controller that won the
-    # headroom benchmark: 8 members taking turns in this process, one generation, 8 policy segments.
-    p.set_defaults(val_size=0.2, out="runs/demo", train_size=300, controller="pbt", episode_length=8)
+    # headroom benchmark: 8 members taking turns in 2 worker processes (both cores of a small machine,
+    # which also train the comparison), one generation, 8 policy segments.
+    p.set_defaults(val_size=0.2, out="runs/demo", train_size=300, controller="pbt", episode_length=8, workers=2)
     p.add_argument("--search-epochs", type=a.positive_number, default=150, metavar="E",
                    help="length of one child training (default: %(default)s)")
     p.add_argument("--seeds", type=a.positive_int, default=3, metavar="K",

@@ -25,6 +25,7 @@ from policysearch.cli.arguments import (
 from policysearch.errors import ConfigError, PolicySearchError
 
 EXIT_INTERRUPTED = 130  # stopped by SIGINT / SIGTERM: the run folder is consistent and resumable
+DEMO_POPULATION = 8  # pbt members in the demo (policysearch.population.DEFAULT_POPULATION's reasoning)
 
 
 def out_dir(args: argparse.Namespace, command: str, dataset: str, run: str = "") -> Path:
@@ -298,6 +299,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from policysearch.report import format_table
 
     config = train_config(args)
+    if args.controller == "pbt" and args.population is None and args.backend == "local":
+        args.population = max(DEMO_POPULATION, args.workers)  # over --workers processes, 4 members each by default
     check_policies(args.baselines, [args.schedule], config.lr)  # refused now, not after the search
     _check_augment_options(args)
     out = out_dir(args, "demo", args.dataset, run="search")
