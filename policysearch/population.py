@@ -11,6 +11,11 @@ generation; a larger budget runs further generations from the start point again.
 
 The result is the best member's whole inherited schedule (its record's steps), which the env
 exports as a schedule over training progress, replayable on any number of epochs.
+
+Resume: the controller is deterministic given its seed and the members' validation metrics, so a
+resumed search replays the log (every exploit and explore again, answered from the log without
+training) up to the last segment the in-flight file holds, restores each member's state there, and
+goes on (`SearchVecEnv.copy_child` copies only the records while members replay).
 """
 
 from __future__ import annotations
@@ -82,9 +87,6 @@ class PBTController(Controller):
         if recorder.base.mode == "static":
             raise ConfigError("controller 'pbt' needs a segmented episode (mode='schedule'): it copies "
                               "children between segments")
-        if recorder.replaying:
-            raise ConfigError("controller 'pbt' cannot resume a run yet: a copied child's history before the "
-                              "copy is not in the log; start again with --overwrite")
         space = recorder.action_space
         low, high = float(np.min(space.low)), float(np.max(space.high))
         start = np.zeros(space.shape, dtype=np.float32) if self.start is None else np.asarray(self.start, np.float32)

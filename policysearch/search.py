@@ -122,7 +122,9 @@ class SearchVecEnv(VecEnv):
 
     @staticmethod
     def _fresh(info: dict[str, Any], obs: Any) -> dict[str, Any]:
-        return {"start_val": info.get("val", {}), "child_seed": info.get("child_seed"), "steps": [],
+        # "steps": the child's record (with a copied child's inherited steps); "lived": what this
+        # slot itself stepped since its reset, which is what a resumed run replays.
+        return {"start_val": info.get("val", {}), "child_seed": info.get("child_seed"), "steps": [], "lived": [],
                 "start_obs": None if obs is None else [float(v) for v in np.ravel(obs)]}
 
     # ------------------------------------------------------------------ budget
@@ -268,20 +270,36 @@ class SearchVecEnv(VecEnv):
     # ------------------------------------------------------------------ population
     def copy_child(self, src: int, dst: int) -> None:
         """Exploit: worker `dst`'s child becomes a copy of worker `src`'s (its whole state, and the
-        steps so far, so `dst`'s record holds the schedule it inherited); `inherited` says when."""
-        state = self.pool.call([src], "get_state")[0]
-        if isinstance(state, Exception):
-            raise state
+        steps so far, so `dst`'s record holds the schedule it inherited); `inherited` says when.
+        While both replay a resumed run's log, only the records are copied: the states they reach
+        are restored from the in-flight file when their replay ends."""
+        replaying = [bool(self._replay[i]) or self._restore[i] is not None for i in (src, dst)]
+        if any(replaying) and not all(replaying):
+            raise ConfigError(f"--resume: member {src if replaying[0] else dst} is still replaying the log while "
+                              f"member {dst if replaying[0] else src} trains: this run cannot resume; use --overwrite")
+        if not any(replaying):
+            self._copy_state(src, dst)
+        current = self._current[src]
+        self._current[dst] = {"start_val": current["start_val"], "child_seed": current["child_seed"],
+                              "start_obs": current["start_obs"], "lived": self._current[dst]["lived"],
+                              "steps": [dict(step) for step in current["steps"]],
+                              "inherited": [*current.get("inherited", []),
+                                            {"segment": len(current["steps"]), "from_worker": src}]}
+
+    def _copy_state(self, src: int, dst: int) -> None:
+        # The whole child, but not the slot's stream of child seeds (the env's own generator, drawn
+        # at each reset): each slot keeps its own, so a resumed run that copies only the records
+        # while it replays still draws the same seeds for the next generation.
+        state, own, own_seed = (self.pool.call([i], m)[0] for i, m in
+                                ((src, "get_state"), (dst, "._np_random"), (dst, "._np_random_seed")))
+        for value in (state, own, own_seed):
+            if isinstance(value, Exception):
+                raise value
+        state = {**state, "np_random": None if own is None else own.bit_generator.state, "np_random_seed": own_seed}
         done = self.pool.call([dst], "set_state", [(state,)])[0]
         if isinstance(done, Exception):
             raise done
         self._states[dst] = state
-        current = self._current[src]
-        self._current[dst] = {"start_val": current["start_val"], "child_seed": current["child_seed"],
-                              "start_obs": current["start_obs"],
-                              "steps": [dict(step) for step in current["steps"]],
-                              "inherited": [*current.get("inherited", []),
-                                            {"segment": len(current["steps"]), "from_worker": src}]}
 
     # ------------------------------------------------------------------ workers
     def _call_with_retry(self, slots: list[int], method: str, kwargs: list[dict[str, Any]] | None = None) -> list[Any]:
@@ -327,9 +345,9 @@ class SearchVecEnv(VecEnv):
         steps and state, so a resumed run continues them from their last segment."""
         if self.store is None or not self._stateful:
             return
-        workers = {i: {"steps": self._current[i]["steps"], "state": self._states[i],
+        workers = {i: {"steps": self._current[i]["lived"], "state": self._states[i],
                        "start_obs": self._current[i]["start_obs"], "start_val": self._current[i]["start_val"]}
-                   for i in range(self.num_envs) if i not in skip and self._current[i]["steps"]
+                   for i in range(self.num_envs) if i not in skip and self._current[i]["lived"]
                    and self._states[i] is not None and not self._replay[i]}
         self.store.save_inflight({"episodes": len(self.episodes), "workers": workers})
 
@@ -338,9 +356,10 @@ class SearchVecEnv(VecEnv):
         """At the first step of worker i's episode: queue its logged steps, if the log has them."""
         if self._logged[i]:
             logged = self._logged[i][0]
-            self._check_replay(logged.get("child_seed") == self._current[i]["child_seed"], "child seed",
-                               logged.get("child_seed"), self._current[i]["child_seed"])
-            self._replay[i] = deque(logged["steps"])
+            if not logged.get("inherited"):  # a copied child (pbt) carries its source's seed
+                self._check_replay(logged.get("child_seed") == self._current[i]["child_seed"], "child seed",
+                                   logged.get("child_seed"), self._current[i]["child_seed"])
+            self._replay[i] = deque(logged.get("lived_steps") or logged["steps"])
             self._from_log[i] = True
         elif self._inflight[i] is not None:
             self._replay[i] = deque(self._inflight[i]["steps"])
@@ -369,6 +388,7 @@ class SearchVecEnv(VecEnv):
         self.train_seconds += float(step["seconds"])
         self.train_flops += float(step.get("train_flops", 0.0))
         self._current[i]["steps"].append(step)
+        self._current[i]["lived"].append(step)
         if self.base.mode == "static" or step["terminated"] or step["truncated"]:
             self.child_trainings += 1
         self.tracker.on_segment_end(step, self.env_steps)  # tracking hook
@@ -408,6 +428,8 @@ class SearchVecEnv(VecEnv):
             "inherited": current.get("inherited", []),
             "steps": steps,
         }
+        if record["inherited"]:  # a copied child: what its slot stepped itself, for a resume to replay
+            record["lived_steps"] = current["lived"]
         if self.store is not None:
             self.store.append_episode(record)  # one whole line, fsynced; NaN written as null
             record["run_id"] = self.store.run_id

@@ -3,6 +3,8 @@ copies the whole child, the export replays the inherited schedule, deterministic
 
 from __future__ import annotations
 
+import json
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -128,3 +130,45 @@ def test_pbt_searches_the_learning_rate(digits, env_id) -> None:
     assert first == {(0.0,)}  # every member starts at the centre: the base schedule's LR
     lrs = {round(s["lr"], 12) for e in result.episodes for s in e["steps"][1:]}
     assert len(lrs) > 1  # explore moved the copied LRs
+
+
+class _Crash(Exception):
+    pass
+
+
+class _CrashAtSegment:
+    """A tracker that raises at the n-th segment: what a kill leaves behind, in this process."""
+
+    def __init__(self, at: int) -> None:
+        from policysearch.tracking import Tracker
+
+        self.__class__ = type("CrashTracker", (Tracker,), {"on_segment_end": self._segment})
+        self.at = at
+
+    def _segment(self, step, env_step) -> None:
+        if env_step == self.at:
+            raise _Crash(f"crash at segment {env_step}")
+
+
+@pytest.mark.parametrize("crash_at", [7, 22])  # in the first generation's 2nd segment; in the second generation
+def test_pbt_resumes_after_a_crash_as_if_never_stopped(digits, tmp_path, crash_at) -> None:
+    from search_helpers import stable
+
+    from policysearch.search import read_episodes
+
+    def search(out, **kw):
+        return run_search(_env(digits, episode_length=4), "pbt", Budget(child_trainings=8), out, seed=4,
+                          progress=False, population=4, **kw)
+
+    whole = search(tmp_path / "whole")
+    assert any(e["inherited"] for e in whole.episodes) and len(whole.episodes) == 8
+    with pytest.raises(_Crash):
+        search(tmp_path / "cut", tracker=_CrashAtSegment(crash_at))
+    assert len(read_episodes(tmp_path / "cut" / "episodes.jsonl")) == (0 if crash_at < 16 else 4)
+    resumed = search(tmp_path / "cut", resume=True)
+    assert stable(resumed.episodes) == stable(whole.episodes)
+    assert stable(read_episodes(tmp_path / "cut" / "episodes.jsonl")) == stable(whole.episodes)
+    policy = [json.loads((tmp_path / d / "policy.json").read_text()) for d in ("whole", "cut")]
+    for p in policy:
+        p["provenance"].pop("run_id", None)
+    assert policy[0] == policy[1]
