@@ -405,15 +405,16 @@ class ScheduleEnv(ChildTrainingEnv):
     FAMILIES = ("cosine", "onecycle")
 
     def suggest_episode(self, trial: Any) -> list[np.ndarray]:
-        """The actions of one episode from an Optuna trial: v1, one factor per segment around the
-        base schedule; v0, a hand-made family (cosine or onecycle) and its peak LR in [lr_min, lr_max]
-        (log scale), each segment getting the family's LR at the segment's middle. This is the
-        `tpe` / `cmaes` baseline for this env."""
+        """The actions of one episode from an Optuna trial: the hand-made schedule with its peak LR
+        tuned, the `tpe` / `cmaes` baseline for this env. v1: one factor held for every segment, i.e.
+        the base schedule (onecycle, linear) scaled as a whole, its peak tuned within the factor's
+        bounds; v0: a hand-made family (cosine or onecycle) and its peak LR in [lr_min, lr_max] (log
+        scale), each segment getting the family's LR at the segment's middle."""
         from policysearch.policies.schedule import named_schedule
 
-        if self.space.residual:  # v1: one factor per segment around the base schedule
-            return [np.array([trial.suggest_float(f"a{i}", -1.0, 1.0)], dtype=np.float32)
-                    for i in range(self.episode_length)]
+        if self.space.residual:  # v1: the base schedule times one factor: its peak LR, tuned
+            factor = np.array([trial.suggest_float("peak_factor", -1.0, 1.0)], dtype=np.float32)
+            return [factor] * self.episode_length
         family = trial.suggest_categorical("family", list(self.FAMILIES))
         peak = trial.suggest_float("peak_lr", self.space.lr_min, self.space.lr_max, log=True)
         schedule = named_schedule(family, peak)

@@ -326,6 +326,26 @@ def test_tpe_searches_the_cosine_onecycle_family(digits, tmp_path):
     assert result.summary["controller"] == "tpe" and "closed_loop" not in result.summary["files"]
 
 
+def test_tpe_on_v1_tunes_the_peak_of_the_base_schedule(digits):
+    pytest.importorskip("optuna")
+    import gymnasium as gym
+
+    from policysearch.search import Budget, run_search
+
+    env = gym.make("policysearch/Schedule-v1", data=digits, model="mlp", episode_length=4, steps_per_segment=2,
+                   batch_size=32, base="onecycle")
+    result = run_search(env, "tpe", Budget(child_trainings=3), None, seed=0, progress=False)
+    space = env.unwrapped.space
+    factors = []
+    for e in result.episodes:
+        assert len({tuple(s["controller_action"]) for s in e["steps"]}) == 1  # one factor, every segment
+        factors.append(float(space.factor(np.array(e["steps"][0]["controller_action"]))))
+    assert len(set(factors)) == 3  # three trials, three peak LRs
+    for k in range(4):  # each segment's LR over its factor is the base schedule's, whatever the trial
+        base = [e["steps"][k]["lr"] / f for e, f in zip(result.episodes, factors)]
+        assert max(base) == pytest.approx(min(base), rel=1e-5)
+
+
 @pytest.mark.parametrize("controller", ["sac", "a2c"])
 def test_other_sb3_controllers_run_and_save(digits, tmp_path, controller):
     from policysearch.search import Budget, run_search
