@@ -124,7 +124,9 @@ def main() -> int:
         "results": [{k: e[k] for k in ("augment", "test", "cost")} for e in entries],
         "goals": goals,
     }
-    (out / "benchmark.json").write_text(json.dumps(record, indent=2))
+    from policysearch.files import write_json
+
+    write_json(out / "benchmark.json", record)  # temporary file, fsync, rename
     print(json.dumps(record))
     return 0
 

@@ -142,7 +142,9 @@ def main() -> int:
                                                             if "learned closed-loop" in acc else None),
         },
     }
-    (out / "benchmark.json").write_text(json.dumps(record, indent=2))
+    from policysearch.files import write_json
+
+    write_json(out / "benchmark.json", record)  # temporary file, fsync, rename
     print(json.dumps(record))
     return 0
 
