@@ -32,6 +32,7 @@ from policysearch.compare import compare
 from policysearch.data import prepare
 from policysearch.errors import ConfigError
 from policysearch.files import write_json
+from policysearch.report import format_table
 from policysearch.stats import nested_bootstrap, paired_bootstrap
 from policysearch.trainer import TrainConfig
 
@@ -152,8 +153,23 @@ def main(argv: list[str] | None = None) -> int:
         write_json(report_path, report)
     report["summary"] = _summary(report)
     write_json(report_path, report)
+    print(format_table(_table(report)), file=sys.stderr)
     print(json.dumps(report))
     return 0
+
+
+def _table(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per baseline: its test accuracy, and the policies' pooled difference to it."""
+    summary, rows = report["summary"], []
+    for base, acc in summary["baselines_test_accuracy"].items():
+        d = summary["minus_baseline"][base]["accuracy"]
+        rows.append({"baseline": base, "baseline accuracy": round(acc, 4),
+                     "policies accuracy": round(summary["test_accuracy_mean_over_policies"], 4),
+                     "policies minus baseline, points [95 % CI]":
+                         f"{100 * d['mean']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}]" if d else
+                         " ".join(f"{100 * r['minus_baseline'][base]['accuracy']['mean']:+.2f}"
+                                  for r in report["policies"])})
+    return rows
 
 
 if __name__ == "__main__":
