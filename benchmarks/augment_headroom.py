@@ -38,7 +38,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from policysearch.compare import compare
+from policysearch.compare import compare, seed_values
 from policysearch.data import prepare
 from policysearch.files import write_json
 from policysearch.metrics import reward_value
@@ -47,10 +47,6 @@ from policysearch.stats import nested_bootstrap, paired_bootstrap
 from policysearch.trainer import TrainConfig
 
 METRICS = ("accuracy", "nll")
-
-
-def _per_seed(entry: dict[str, Any], metric: str) -> list[float]:
-    return [float(run["test"][metric]) for run in entry["runs"]]
 
 
 def _pooled(rows: list[dict[str, Any]], other: dict[str, list[float]] | list[dict[str, Any]], metric: str) -> Any:
@@ -141,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         for entry in compare(data, config, todo, ["cosine"], eval_seeds, args.epochs, progress=False,
                              workers=args.workers):
             report["baselines"][entry["augment"]] = {m: entry["test"][m] for m in METRICS}
-            report["baseline_per_seed"][entry["augment"]] = {m: _per_seed(entry, m) for m in METRICS}
+            report["baseline_per_seed"][entry["augment"]] = {m: seed_values(entry, m) for m in METRICS}
         report["cost"]["baseline_wall_min"] += round((time.perf_counter() - t0) / 60, 2)
         write_json(report_path, report)
 
@@ -181,14 +177,14 @@ def main(argv: list[str] | None = None) -> int:
             path = chosen.save(out / f"{controller}-{s}" / "chosen.json")
             entry = compare(data, config, [str(path)], ["cosine"], eval_seeds, args.epochs, progress=False,
                             workers=args.workers)[0]
-            paired = {base: {m: paired_bootstrap(_per_seed(entry, m), per_seed[m]) for m in METRICS}
+            paired = {base: {m: paired_bootstrap(seed_values(entry, m), per_seed[m]) for m in METRICS}
                       for base, per_seed in report["baseline_per_seed"].items()}
             rows.append({
                 "search_seed": s, "chosen_episode": record["episode"], "chosen_rank_by_search_score": k,
                 "inherited": record.get("inherited"),
                 "val_of_candidates": [round(c[0], 4) for c in candidates],
                 "test": {m: entry["test"][m] for m in METRICS},
-                "per_seed": {m: _per_seed(entry, m) for m in METRICS}, "minus_baseline": paired,
+                "per_seed": {m: seed_values(entry, m) for m in METRICS}, "minus_baseline": paired,
                 "policy": str(path), "describe": chosen.describe(),
                 "cost": {"target_trainings": args.population + min(args.top, len(ranked)),
                          "search_wall_min": round(search_min, 2), "rerank_wall_min": round(rerank_min, 2)},

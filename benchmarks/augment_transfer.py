@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from policysearch.compare import compare
+from policysearch.compare import compare, seed_values
 from policysearch.data import prepare
 from policysearch.errors import ConfigError
 from policysearch.files import write_json
@@ -37,10 +37,6 @@ from policysearch.stats import nested_bootstrap, paired_bootstrap
 from policysearch.trainer import TrainConfig
 
 METRICS = ("accuracy", "nll")
-
-
-def _per_seed(entry: dict[str, Any], metric: str) -> list[float]:
-    return [float(run["test"][metric]) for run in entry["runs"]]
 
 
 def _reused_baselines(path: Path, target: dict[str, Any], wanted: list[str]) -> dict[str, dict[str, list[float]]]:
@@ -129,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         for entry in compare(data, config, todo, ["cosine"], eval_seeds, args.epochs, progress=False,
                              workers=args.workers):
-            report["baseline_per_seed"][entry["augment"]] = {m: _per_seed(entry, m) for m in METRICS}
+            report["baseline_per_seed"][entry["augment"]] = {m: seed_values(entry, m) for m in METRICS}
             report["baseline_source"][entry["augment"]] = "trained here"
         report["cost"]["wall_min"] += round((time.perf_counter() - t0) / 60, 2)
         write_json(report_path, report)
@@ -145,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         report["cost"]["wall_min"] += round((time.perf_counter() - t0) / 60, 2)
         report["policies"].append({
             "policy": path, "test": {m: entry["test"][m] for m in METRICS},
-            "per_seed": {m: _per_seed(entry, m) for m in METRICS},
-            "minus_baseline": {b: {m: paired_bootstrap(_per_seed(entry, m), v[m]) for m in METRICS}
+            "per_seed": {m: seed_values(entry, m) for m in METRICS},
+            "minus_baseline": {b: {m: paired_bootstrap(seed_values(entry, m), v[m]) for m in METRICS}
                                for b, v in report["baseline_per_seed"].items()},
         })
         report["summary"] = _summary(report)

@@ -192,6 +192,12 @@ def _aggregate(augment: str, schedule: str, seeds: list[int], runs: list[dict[st
             "cost": cost, "diverged": sum(bool(r["diverged"]) for r in runs), "runs": runs}
 
 
+def seed_values(entry: dict[str, Any], metric: str, split: str = "test") -> list[float]:
+    """One entry's `metric` on `split`, one value per seed in seed order: what paired differences
+    between arms trained with the same seeds take (`policysearch.stats.paired_bootstrap`)."""
+    return [float(run[split][metric]) for run in entry["runs"]]
+
+
 def comparison_rows(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Table rows: test accuracy / macro F1 / ECE / NLL (and accuracy under attack, when measured) as
     mean ± std, then the cost of one run: seconds, training TFLOPs and energy."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import abc
 import collections
 import contextlib
+import functools
 import os
 from collections.abc import Callable
 from typing import Any
@@ -241,17 +242,7 @@ class SharedProcessPool(WorkerPool):
         from stable_baselines3.common.vec_env import SubprocVecEnv
 
         members = [self._fns[p]] * len(range(p, self.n, self.w))
-        threads = self._threads
-
-        def make() -> _Members:
-            if threads is not None:
-                import torch
-
-                torch.set_num_threads(threads)
-                os.environ["OMP_NUM_THREADS"] = str(threads)
-            return _Members(members)
-
-        return SubprocVecEnv([make])
+        return SubprocVecEnv([_threaded(functools.partial(_Members, members), self._threads)])
 
     def pid(self, i: int) -> int:
         """The process id of the worker holding member `i` (for tests and monitoring)."""
