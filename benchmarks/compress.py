@@ -15,12 +15,18 @@ Steps (`--steps`, default both):
   is candidate 0 of every search); the top `--rerank-top` plans of each search re-ranked by
   `--rerank-steps` distillation steps; then the chosen plans and the uniform plan distilled for
   `--finetune-epochs` with `--seeds` paired seeds (same seed = same batch order for every plan), test
-  accuracy, paired bootstrap 95 % CIs of the differences.
+  accuracy, paired bootstrap 95 % CIs of the differences. Each chosen plan is saved as
+  `--out`/plan-<target>-<controller>-<k>.json.
+- `final`: no search: the plans a previous run compared (`--plans-from` its benchmark.json) distilled
+  again, e.g. for longer: `--finetune-epochs 0.36,3` compares them at both lengths (is the ranking
+  stable?). `--jobs 2` runs two distillations at once.
 
 Prints tables to stderr and ONE JSON line to stdout; also writes it to `--out`/benchmark.json.
 
     python benchmarks/compress.py --steps teacher,correlation --targets 0.5
     python benchmarks/compress.py --steps search --targets 0.5
+    python benchmarks/compress.py --steps final --plans-from benchmarks/results/compress_search_50.json \
+        --targets 0.5 --finetune-epochs 3 --jobs 2
     python benchmarks/compress.py --quick      # a minutes-long smoke run on digits
 """
 
@@ -36,7 +42,7 @@ from typing import Any
 import torch
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", default="teacher,correlation,search")
     p.add_argument("--dataset", default="fashion-mnist")
@@ -56,18 +62,27 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--correlation-final-steps", type=int, default=150)
     p.add_argument("--rerank-top", type=int, default=5)
     p.add_argument("--rerank-steps", type=int, default=60)
-    p.add_argument("--finetune-epochs", type=float, default=0.5)
+    p.add_argument("--finetune-epochs", default="0.5",
+                   help="epochs of the final distillation; a comma list compares the plans at each length")
+    p.add_argument("--plans-from", help="step `final`: a previous run's benchmark.json whose plans are compared again")
+    p.add_argument("--jobs", type=int, default=1, help="final distillations at once (processes, one torch thread each)")
     p.add_argument("--finetune-lr", type=float, default=0.01)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/bench-compress")
     p.add_argument("--quick", action="store_true", help="digits, tiny budget: checks the script only")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    if "final" in args.steps.split(",") and not args.plans_from:
+        p.error("--steps final needs --plans-from (a previous run's benchmark.json)")
+    if args.plans_from and not Path(args.plans_from).is_file():
+        p.error(f"--plans-from {args.plans_from}: no such file")
     if args.quick:
         args.dataset, args.teacher_epochs, args.budget, args.val_images = "digits", 15, 6, None
         args.teacher = str(Path(args.out) / "teacher.pt")
         args.correlation_plans, args.correlation_final_steps, args.episode_finetune_steps = 5, 10, 5
-        args.rerank_top, args.rerank_steps, args.finetune_epochs, args.seeds, args.bn_batches = 2, 5, 1, 2, 4
+        args.rerank_top, args.rerank_steps, args.seeds, args.bn_batches = 2, 5, 2, 4
+        if args.finetune_epochs == p.get_default("finetune_epochs"):
+            args.finetune_epochs = "1"
     return args
 
 
@@ -137,12 +152,10 @@ def correlation(args: argparse.Namespace, teacher: Any, full: Any, target: float
 def search(args: argparse.Namespace, teacher: Any, full: Any, target: float) -> dict[str, Any]:
     import gymnasium as gym
 
-    from policysearch.distill import distill
     from policysearch.files import write_json
     from policysearch.policies.compress import CompressionPlan
-    from policysearch.pruning import rerank, top_plans, val_accuracy
+    from policysearch.pruning import rerank, top_plans
     from policysearch.search import Budget, run_search
-    from policysearch.stats import paired_bootstrap
 
     example = torch.zeros(1, *full.input_shape)
     uniform = CompressionPlan.uniform(teacher, example, flops_target=target, min_keep=args.min_keep,
@@ -164,6 +177,7 @@ def search(args: argparse.Namespace, teacher: Any, full: Any, target: float) -> 
             chosen = ranked[0]["plan"]
             name = f"{controller}#{k}"
             plans[name] = chosen
+            chosen.save(Path(args.out) / f"plan-{target:g}-{controller}-{k}.json")
             uniform_score = result.episodes[0]["score"]
             searches.setdefault(controller, []).append({
                 "seed": args.seed + k, "episodes": len(result.episodes),
@@ -180,44 +194,86 @@ def search(args: argparse.Namespace, teacher: Any, full: Any, target: float) -> 
                   file=sys.stderr)
             # What is done so far, in case the run is stopped before the final distillations.
             write_json(Path(args.out) / f"partial-{target:g}.json", {"target": target, "searches": searches})
-    steps = max(1, round(args.finetune_epochs * (len(full.y_train) // 128)))
-    finals: dict[str, list[float]] = {}
-    done: dict[tuple, list[float]] = {}  # identical plans (e.g. a search that chose uniform) train once
-    for name, plan in plans.items():
-        key = tuple(sorted(plan.kept().items()))
-        if key not in done:
-            for s in range(args.seeds):
-                student = plan.apply(teacher, example)
-                distill(student, teacher, full, steps, args.finetune_lr, seed=args.seed + s)
-                done.setdefault(key, []).append(val_accuracy(student, full, split="test"))
-        finals[name] = list(done[key])
+    return {"searches": searches, **final_comparison(args, teacher, full, target, plans)}
+
+
+def plans_from(path: str, teacher: Any, full: Any, target: float, min_keep: float, model_name: str) -> dict[str, Any]:
+    """The plans a previous run compared at `target` (its benchmark.json), rebuilt on `teacher` from their
+    keep ratios; the uniform plan is recomputed and must match the recorded one."""
+    import dataclasses
+
+    from policysearch.errors import ConfigError
+    from policysearch.metrics import count_parameters, flops_per_image
+    from policysearch.policies.compress import CompressionPlan
+
+    record = json.loads(Path(path).read_text())
+    rows = record.get("targets", {}).get(f"{target:g}", {}).get("results")
+    if not rows:
+        raise ConfigError(f"{path} has no results at FLOPs target {target:g}; "
+                          f"it has {sorted(record.get('targets', {}))}")
+    example = torch.zeros(1, *full.input_shape)
+    uniform = CompressionPlan.uniform(teacher, example, flops_target=target, min_keep=min_keep, model_name=model_name)
+    if rows["uniform"]["ratios"] != uniform.ratios:
+        raise ConfigError(f"{path}: its uniform plan differs from this teacher's; was it another teacher?")
+    plans: dict[str, Any] = {}
+    for name, row in rows.items():
+        plan = dataclasses.replace(uniform, ratios=row["ratios"], provenance={"from": path, "name": name})
+        student = plan.apply(teacher, example)
+        flops = int(flops_per_image(student, full.input_shape)["forward"])
+        plans[name] = dataclasses.replace(plan, flops=flops, params=count_parameters(student))
+    return plans
+
+
+def final_comparison(args: argparse.Namespace, teacher: Any, full: Any, target: float,
+                     plans: dict[str, Any]) -> dict[str, Any]:
+    """Every plan distilled for each length in `--finetune-epochs` with `--seeds` paired seeds; test
+    accuracy, drop from the teacher, paired bootstrap CIs against uniform (and against random search)."""
+    from policysearch.pruning import distilled_accuracies, val_accuracy
+    from policysearch.stats import paired_bootstrap
+
     teacher_test = val_accuracy(teacher, full, split="test")
-    results = {name: {"test_accuracy": accs, "mean": sum(accs) / len(accs),
-                      "drop_points": 100 * (teacher_test - sum(accs) / len(accs)),
-                      "flops_fraction": plans[name].flops_fraction, "params_fraction": plans[name].params_fraction,
-                      "ratios": plans[name].ratios}
-               for name, accs in finals.items()}
-    comparisons = {}
-    for name in finals:
-        if name == "uniform":
-            continue
-        comparisons[f"{name} - uniform"] = paired_bootstrap(finals[name], finals["uniform"])
-        base = name.split("#")[0]
-        if base != "random":
-            comparisons[f"{name} - random#{name.split('#')[1]}"] = paired_bootstrap(
-                finals[name], finals[f"random#{name.split('#')[1]}"])
-    for name, r in results.items():
-        print(f"{target:g} {name:10s} test {r['mean']:.4f} drop {r['drop_points']:.2f} FLOPs "
-              f"{r['flops_fraction']:.3f} params {r['params_fraction']:.3f}", file=sys.stderr)
-    for key, c in comparisons.items():
-        print(f"{target:g} {key}: {100 * c['mean']:+.2f} points, 95 % CI [{100 * c['low']:+.2f}, "
-              f"{100 * c['high']:+.2f}]", file=sys.stderr)
-    return {"finetune_steps": steps, "seeds": args.seeds, "teacher_test_accuracy": teacher_test,
-            "searches": searches, "results": results, "paired_differences": comparisons}
+    seeds = [args.seed + s for s in range(args.seeds)]
+    lengths: dict[str, Any] = {}
+    for epochs in [float(e) for e in str(args.finetune_epochs).split(",")]:
+        steps = max(1, round(epochs * (len(full.y_train) // 128)))
+        cpu, wall = time.process_time(), time.perf_counter()
+        accs = distilled_accuracies(list(plans.values()), teacher, full, steps, args.finetune_lr, seeds,
+                                    workers=args.jobs)
+        finals = dict(zip(plans, accs))
+        results = {name: {"test_accuracy": a, "mean": sum(a) / len(a),
+                          "drop_points": 100 * (teacher_test - sum(a) / len(a)),
+                          "flops_fraction": plans[name].flops_fraction, "params_fraction": plans[name].params_fraction,
+                          "ratios": plans[name].ratios}
+                   for name, a in finals.items()}
+        comparisons = {}
+        for name in finals:
+            if name == "uniform":
+                continue
+            comparisons[f"{name} - uniform"] = paired_bootstrap(finals[name], finals["uniform"])
+            base, _, k = name.partition("#")
+            if base != "random" and f"random#{k}" in finals:
+                comparisons[f"{name} - random#{k}"] = paired_bootstrap(finals[name], finals[f"random#{k}"])
+        print(f"{target:g} FLOPs, {epochs:g} epochs of distillation ({steps} steps), {len(seeds)} seeds:",
+              file=sys.stderr)
+        for name, r in results.items():
+            print(f"  {name:10s} test {r['mean']:.4f} drop {r['drop_points']:.2f} FLOPs "
+                  f"{r['flops_fraction']:.3f} params {r['params_fraction']:.3f}", file=sys.stderr)
+        for key, c in comparisons.items():
+            print(f"  {key}: {100 * c['mean']:+.2f} points, 95 % CI [{100 * c['low']:+.2f}, "
+                  f"{100 * c['high']:+.2f}]", file=sys.stderr)
+        lengths[f"{epochs:g}"] = {"finetune_steps": steps, "seeds": seeds, "results": results,
+                                  "paired_differences": comparisons,
+                                  "cpu_minutes_main_process": round((time.process_time() - cpu) / 60, 2),
+                                  "wall_minutes": round((time.perf_counter() - wall) / 60, 2)}
+    first = next(iter(lengths.values()))
+    # The first length's figures stay at the top level, where earlier result files keep them.
+    return {"teacher_test_accuracy": teacher_test, "finetune_steps": first["finetune_steps"], "seeds": args.seeds,
+            "results": first["results"], "paired_differences": first["paired_differences"],
+            "by_finetune_epochs": lengths}
 
 
-def main() -> int:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     torch.set_num_threads(1)
     import policysearch  # noqa: F401  (registers the envs)
     from policysearch.data import load_dataset, prepare
@@ -236,6 +292,11 @@ def main() -> int:
         record["correlation"] = correlation(args, teacher, full, targets[0])
     if "search" in steps:
         record["targets"] = {f"{t:g}": search(args, teacher, full, t) for t in targets}
+    elif "final" in steps:
+        record["targets"] = {
+            f"{t:g}": final_comparison(args, teacher, full, t, plans_from(args.plans_from, teacher, full, t,
+                                                                           args.min_keep, args.teacher_model))
+            for t in targets}
     write_json(out / "benchmark.json", record)
     print(json.dumps(record, default=float))
     return 0

@@ -10,6 +10,8 @@
 - `rerank`: distil a few candidates briefly and order them by validation accuracy (the last step of
   a search, before one plan is chosen).
 - `top_plans`: the best distinct plans of a search's episodes.
+- `distilled_accuracies`: the final comparison of plans: each distilled with each paired seed and
+  scored on a split, in worker processes when asked (one torch thread each).
 - `proxy_correlation`: Spearman and Kendall rank correlation between each proxy's scores and the
   accuracy after a longer fine-tune, over many plans (how the default proxy was chosen).
 """
@@ -27,8 +29,8 @@ from policysearch.checks import check_int
 from policysearch.data import DeviceData
 from policysearch.evaluate import autocast, normalise, to_device
 
-__all__ = ["adaptive_bn", "measure_latency", "proxy_accuracy", "proxy_correlation", "rerank", "top_plans",
-           "val_accuracy"]
+__all__ = ["adaptive_bn", "distilled_accuracies", "measure_latency", "proxy_accuracy", "proxy_correlation", "rerank",
+           "top_plans", "val_accuracy"]
 
 PROXIES = ("adaptive-bn", "distill")
 
@@ -178,6 +180,46 @@ def rerank(plans: Sequence[Any], teacher: nn.Module, data: DeviceData, steps: in
         acc = -1.0 if stats.diverged else val_accuracy(student, data, images)
         rows.append({"index": i, "plan": plan, "val_accuracy": acc, "seconds": time.perf_counter() - start})
     return sorted(rows, key=lambda r: (-r["val_accuracy"], r["index"]))
+
+
+def _distilled_accuracy(plan: Any, teacher: nn.Module, data: DeviceData, steps: int, lr: float, seed: int,
+                        split: str) -> float:
+    from policysearch.distill import distill
+
+    student = plan.apply(teacher, torch.zeros(1, *data.input_shape, device=data.device))
+    stats = distill(student, teacher, data, steps, lr, seed=seed)
+    return float("nan") if stats.diverged else val_accuracy(student, data, split=split)
+
+
+def distilled_accuracies(plans: Sequence[Any], teacher: nn.Module, data: DeviceData, steps: int, lr: float,
+                         seeds: Sequence[int], split: str = "test", workers: int = 1) -> list[list[float]]:
+    """Distil every plan's student for `steps` with each seed and score it on `split`.
+
+    A seed fixes the batch order, so plans are compared on paired seeds. Plans that keep the same
+    channels train once. With ``workers > 1`` the trainings run in that many spawned processes with one
+    torch thread each (CPU training is deterministic for a seed, so the figures do not depend on it).
+
+    Returns:
+        One list per plan, one accuracy per seed (NaN where the distillation diverged).
+    """
+    check_int("steps", steps, 1)
+    check_int("workers", workers, 1)
+    teacher = teacher.to(data.device).eval()
+    keys = [tuple(sorted(plan.kept().items())) for plan in plans]
+    distinct = dict(zip(keys, plans))
+    jobs = [(plan, teacher, data, steps, lr, seed, split) for plan in distinct.values() for seed in seeds]
+    if workers == 1:
+        accs = [_distilled_accuracy(*job) for job in jobs]
+    else:
+        import concurrent.futures
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked OpenMP state
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
+                                                    initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            accs = list(pool.map(_distilled_accuracy, *zip(*jobs)))
+    by_key = {key: accs[i * len(seeds):(i + 1) * len(seeds)] for i, key in enumerate(distinct)}
+    return [list(by_key[key]) for key in keys]
 
 
 def proxy_correlation(

@@ -1,5 +1,6 @@
-"""The augmentation benchmarks' own logic, on a tiny digits regime: re-ranking by a lower-is-better
-reward, and the transfer script's pairing with baselines reused from a headroom report."""
+"""The benchmarks' own logic, on tiny digits regimes: re-ranking by a lower-is-better reward, the
+augmentation transfer script's pairing with baselines reused from a headroom report, and the
+compression benchmark's `final` step (plans of a previous run distilled again)."""
 
 from __future__ import annotations
 
@@ -69,3 +70,35 @@ def test_transfer_refuses_a_pattern_that_matches_nothing(tmp_path):
     with pytest.raises(ConfigError, match="matches no file"):
         _script("augment_transfer").main([*TINY, "--policies", str(tmp_path / "nothing-*.json"),
                                           "--out", str(tmp_path)])
+
+
+def test_compress_final_step_reproduces_a_search_runs_comparison_and_adds_lengths(tmp_path):
+    """`--steps final` rebuilds the plans of a previous run from its benchmark.json and distils them
+    again: at the same length its figures are the search run's, bit for bit."""
+    from policysearch.policies.compress import CompressionPlan
+
+    compress = _script("compress")
+    first = tmp_path / "search"
+    assert compress.main(["--quick", "--steps", "search", "--targets", "0.5", "--controllers", "random",
+                          "--out", str(first)]) == 0
+    before = json.loads((first / "benchmark.json").read_text())["targets"]["0.5"]
+    saved = CompressionPlan.load(first / "plan-0.5-random-0.json")
+    assert saved.ratios == before["results"]["random#0"]["ratios"]
+    again = tmp_path / "final"
+    assert compress.main(["--quick", "--steps", "final", "--plans-from", str(first / "benchmark.json"),
+                          "--targets", "0.5", "--finetune-epochs", "1,2", "--teacher", str(first / "teacher.pt"),
+                          "--jobs", "1", "--out", str(again)]) == 0
+    after = json.loads((again / "benchmark.json").read_text())["targets"]["0.5"]
+    assert list(after["by_finetune_epochs"]) == ["1", "2"]
+    one = after["by_finetune_epochs"]["1"]["results"]
+    assert {n: r["test_accuracy"] for n, r in one.items()} == {n: r["test_accuracy"]
+                                                              for n, r in before["results"].items()}
+    assert after["by_finetune_epochs"]["2"]["finetune_steps"] == 2 * after["by_finetune_epochs"]["1"]["finetune_steps"]
+
+
+def test_compress_final_step_needs_an_existing_plans_file(tmp_path):
+    compress = _script("compress")
+    with pytest.raises(SystemExit):
+        compress.main(["--steps", "final", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        compress.main(["--steps", "final", "--plans-from", str(tmp_path / "missing.json"), "--out", str(tmp_path)])

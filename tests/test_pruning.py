@@ -14,7 +14,7 @@ import policysearch  # noqa: F401  (registers the envs)
 from policysearch.errors import ConfigError
 from policysearch.metrics import count_parameters
 from policysearch.policies.compress import CompressionPlan
-from policysearch.pruning import adaptive_bn, proxy_correlation, rerank, top_plans, val_accuracy
+from policysearch.pruning import adaptive_bn, distilled_accuracies, proxy_correlation, rerank, top_plans, val_accuracy
 from policysearch.search import Budget, run_search
 
 SHAPE = (1, 8, 8)
@@ -225,6 +225,26 @@ def test_proxy_correlation_runs_on_a_tiny_model(digits, trained):
         assert len(row["scores"]) == 5 and row["seconds_per_plan"] > 0
     with pytest.raises(ConfigError, match="at least 3"):
         proxy_correlation(plans[:2], teacher, digits, {"bn": bn}, bn)
+
+
+def test_distilled_accuracies_pair_seeds_train_equal_plans_once_and_agree_across_workers(digits, trained):
+    from policysearch.distill import distill
+
+    teacher = trained["resnet"]
+    uniform = CompressionPlan.uniform(teacher, _example(), flops_target=0.5, min_keep=0.2)
+    other = CompressionPlan.random(teacher, _example(), flops_target=0.5, min_keep=0.2, seed=1)
+    assert other.kept() != uniform.kept()
+    plans = [uniform, other, uniform]
+    serial = distilled_accuracies(plans, teacher, digits, steps=3, lr=0.01, seeds=[0, 1], split="val")
+    assert len(serial) == 3 and all(len(row) == 2 for row in serial) and serial[0] == serial[2]
+    # What one distillation with that plan and seed gives, by hand.
+    student = other.apply(teacher, _example())
+    distill(student, teacher, digits, 3, 0.01, seed=1)
+    assert serial[1][1] == val_accuracy(student, digits, split="val")
+    assert distilled_accuracies(plans, teacher, digits, steps=3, lr=0.01, seeds=[0, 1], split="val",
+                                workers=2) == serial
+    with pytest.raises(ConfigError, match="workers"):
+        distilled_accuracies(plans, teacher, digits, steps=3, lr=0.01, seeds=[0], workers=0)
 
 
 # ---------------------------------------------------------------------- a user's own residual network
