@@ -50,6 +50,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--train-size", type=int, default=None, help="cap the final training split (default: all)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1,
+                   help="final trainings at once (processes, one torch thread each; same figures as 1)")
     p.add_argument("--out", default="runs/bench-schedule")
     p.add_argument("--quick", action="store_true", help="digits both ways, tiny budget: checks the script only")
     args = p.parse_args()
@@ -113,7 +115,7 @@ def main() -> int:
 
     full = prepare(args.dataset, val_size=0.1, train_size=args.train_size, seed=args.seed)
     entries = compare(full, TrainConfig(model=args.model), ["none"], specs,
-                      list(range(args.seed, args.seed + args.seeds)), args.epochs)
+                      list(range(args.seed, args.seed + args.seeds)), args.epochs, workers=args.workers)
     for entry, label in zip(entries, labels):
         entry["schedule"] = label
     print(format_table(comparison_rows(entries)), file=sys.stderr)
