@@ -172,8 +172,8 @@ def search(args: argparse.Namespace, teacher: Any, full: Any, target: float) -> 
                                 progress=False)
             search_cpu = time.process_time() - cpu
             candidates = top_plans(result.episodes, args.rerank_top)
-            ranked = rerank(candidates, teacher, full, args.rerank_steps, args.finetune_lr, seed=args.seed,
-                            images=args.val_images)
+            # The whole validation split (as the CLI): 1,000 images cannot tell the best plans apart.
+            ranked = rerank(candidates, teacher, full, args.rerank_steps, args.finetune_lr, seed=args.seed)
             chosen = ranked[0]["plan"]
             name = f"{controller}#{k}"
             plans[name] = chosen

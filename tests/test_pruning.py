@@ -14,7 +14,8 @@ import policysearch  # noqa: F401  (registers the envs)
 from policysearch.errors import ConfigError
 from policysearch.metrics import count_parameters
 from policysearch.policies.compress import CompressionPlan
-from policysearch.pruning import adaptive_bn, distilled_accuracies, proxy_correlation, rerank, top_plans, val_accuracy
+from policysearch.pruning import (adaptive_bn, distilled_accuracies, proxy_correlation, rerank, top_plans,
+                                  val_accuracy)
 from policysearch.search import Budget, run_search
 
 SHAPE = (1, 8, 8)
@@ -261,18 +262,29 @@ def test_a_foreign_residual_model_compresses_through_the_api(digits, trained):
     assert student.b2.out_channels == student.proj.out_channels
 
 
-def test_a_foreign_residual_model_compresses_through_the_cli(tmp_path, trained, capsys):
+def test_a_foreign_residual_model_compresses_through_the_cli(tmp_path, trained, capsys, monkeypatch):
+    import policysearch.pruning
     from policysearch.cli import main
 
+    calls = []
+    real_rerank = policysearch.pruning.rerank
+
+    def recording_rerank(*args, **kwargs):
+        calls.append(kwargs)
+        return real_rerank(*args, **kwargs)
+
+    monkeypatch.setattr(policysearch.pruning, "rerank", recording_rerank)
     path = tmp_path / "user.pt"
     torch.save(trained["user"], path)
     out = tmp_path / "run"
     args = ["compress", "--checkpoint", str(path), "--trust-pickle", "--dataset", "digits", "--flops", "0.5",
             "--controller", "random", "--budget", "3", "--bn-batches", "2", "--rerank-top", "2", "--rerank-steps",
-            "2", "--finetune-epochs", "0.1", "--batch-size", "64", "--out", str(out)]
+            "2", "--finetune-epochs", "0.1", "--batch-size", "64", "--val-images", "50", "--out", str(out)]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "re-ranking the 2 best plans" in text
+    # The proxy reads 50 validation images; the re-ranking reads the whole split.
+    assert len(calls) == 1 and calls[0].get("images") is None
     plan = CompressionPlan.load(out / "plan.json")
     assert plan.provenance["reranked"]["candidates"] == 2 and plan.flops_fraction <= 0.5
     student = plan.apply(trained["user"], _example())

@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score episodes on the first N validation images (default: all)")
     g.add_argument("--rerank-top", type=a.int_at_least(0), default=5, metavar="K",
                    help="after the search, distil the K best plans --rerank-steps each and keep the best on "
-                        "validation (0: keep the search's best) (default: %(default)s)")
+                        "the whole validation split (0: keep the search's best) (default: %(default)s)")
     g.add_argument("--rerank-steps", type=a.int_at_least(0), default=100, metavar="N",
                    help="distillation steps per re-ranked plan (default: %(default)s)")
     g.add_argument("--finetune-steps", type=a.int_at_least(0), default=None, metavar="N",
