@@ -14,8 +14,7 @@ import policysearch  # noqa: F401  (registers the envs)
 from policysearch.errors import ConfigError
 from policysearch.metrics import count_parameters
 from policysearch.policies.compress import CompressionPlan
-from policysearch.pruning import (adaptive_bn, distilled_accuracies, proxy_correlation, rerank, top_plans,
-                                  val_accuracy)
+from policysearch.pruning import adaptive_bn, distilled_accuracies, proxy_correlation, rerank, top_plans, val_accuracy
 from policysearch.search import Budget, run_search
 
 SHAPE = (1, 8, 8)
