@@ -51,7 +51,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1,
-                   help="final trainings at once (processes, one torch thread each; same figures as 1)")
+                   help="final trainings at once (processes, one torch thread each)")
     p.add_argument("--out", default="runs/bench-schedule")
     p.add_argument("--quick", action="store_true", help="digits both ways, tiny budget: checks the script only")
     args = p.parse_args()

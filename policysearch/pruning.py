@@ -197,7 +197,8 @@ def distilled_accuracies(plans: Sequence[Any], teacher: nn.Module, data: DeviceD
 
     A seed fixes the batch order, so plans are compared on paired seeds. Plans that keep the same
     channels train once. With ``workers > 1`` the trainings run in that many spawned processes with one
-    torch thread each (CPU training is deterministic for a seed, so the figures do not depend on it).
+    torch thread each: the same trainings as a serial run, up to float rounding between processes
+    (which can flip an image or two).
 
     Returns:
         One list per plan, one accuracy per seed (NaN where the distillation diverged).
