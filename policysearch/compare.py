@@ -106,7 +106,7 @@ def compare(
     if workers == 1:
         runs = [_one_run(*a) for a in args]
     else:
-        runs = _in_processes(args, workers, threads_per_worker, progress)
+        runs = in_processes(_one_run, args, workers, threads_per_worker, progress)
     for (aug, _, sched, _, seed), run in zip(jobs, runs):  # tracking hook: each training's curves, replayed
         replay_training(tracker or Tracker(), f"{aug}-{sched}-seed{seed}", run.pop("history"), run,
                         {"augment": aug, "schedule": sched, "seed": seed, "epochs": epochs,
@@ -137,9 +137,11 @@ def _one_run(data: DeviceData, config: TrainConfig, epochs: float, policy: Any, 
             "diverged": result.diverged, "history": result.history}
 
 
-def _in_processes(args: list[tuple[Any, ...]], workers: int, threads: int | None, progress: bool) -> list[Any]:
-    """Run `_one_run` on each argument tuple in `workers` processes (one torch thread each by
-    default); results come back in the order of `args`, so the table does not depend on timing."""
+def in_processes(fn: Any, args: list[tuple[Any, ...]], workers: int, threads: int | None = 1,
+                 progress: bool = False) -> list[Any]:
+    """Run `fn` (a module-level function) on each argument tuple in `workers` spawned processes (one
+    torch thread each by default); results come back in the order of `args`, so tables do not depend
+    on timing."""
     import concurrent.futures
     import multiprocessing
 
@@ -148,7 +150,7 @@ def _in_processes(args: list[tuple[Any, ...]], workers: int, threads: int | None
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked OpenMP state
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_set_threads,
                                                 initargs=(threads,)) as pool:
-        futures = [pool.submit(_one_run, *a) for a in args]
+        futures = [pool.submit(fn, *a) for a in args]
         with tqdm(total=len(futures), disable=not progress, unit="run", desc="evaluate") as bar:
             for _ in concurrent.futures.as_completed(futures):
                 bar.update(1)

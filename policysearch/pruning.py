@@ -212,13 +212,9 @@ def distilled_accuracies(plans: Sequence[Any], teacher: nn.Module, data: DeviceD
     if workers == 1:
         accs = [_distilled_accuracy(*job) for job in jobs]
     else:
-        import concurrent.futures
-        import multiprocessing
+        from policysearch.compare import in_processes
 
-        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked OpenMP state
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
-                                                    initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            accs = list(pool.map(_distilled_accuracy, *zip(*jobs)))
+        accs = in_processes(_distilled_accuracy, jobs, workers)
     by_key = {key: accs[i * len(seeds):(i + 1) * len(seeds)] for i, key in enumerate(distinct)}
     return [list(by_key[key]) for key in keys]
 
