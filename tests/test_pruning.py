@@ -243,17 +243,27 @@ def test_distilled_accuracies_pair_seeds_train_equal_plans_once_and_agree_across
         student = other.apply(teacher, _example())
         distill(student, teacher, digits, 3, 0.01, seed=1)
         by_hand = val_accuracy(student, digits, split="val")
+        settled = distilled_accuracies(plans[:2], teacher, digits, steps=20, lr=0.01, seeds=[0, 1], split="val")
     finally:
         torch.set_num_threads(threads)
     assert len(serial) == 3 and all(len(row) == 2 for row in serial) and serial[0] == serial[2]
     assert serial[1][1] == by_hand
-    # In worker processes: the same trainings, up to float rounding (which can flip an image or two of
-    # this tiny validation split; the Fashion-MNIST benchmark reproduced its serial figures exactly).
-    parallel = distilled_accuracies(plans, teacher, digits, steps=3, lr=0.01, seeds=[0, 1], split="val", workers=2)
+    # In worker processes: the same trainings, up to float rounding between processes. After 3 steps the
+    # students sit near their decision boundaries, where rounding flipped more than 3 of the 100 validation
+    # images on one CI machine; after 20 steps they are settled, and a flip or two is all rounding can do.
+    parallel = distilled_accuracies(plans, teacher, digits, steps=20, lr=0.01, seeds=[0, 1], split="val", workers=2)
     assert len(parallel) == 3 and parallel[0] == parallel[2]
-    assert all(abs(a - b) <= 0.03 for row_p, row_s in zip(parallel, serial) for a, b in zip(row_p, row_s))
+    assert all(abs(a - b) <= 0.03 for row_p, row_s in zip(parallel, settled) for a, b in zip(row_p, row_s))
     with pytest.raises(ConfigError, match="workers"):
         distilled_accuracies(plans, teacher, digits, steps=3, lr=0.01, seeds=[0], workers=0)
+
+
+def test_in_processes_returns_results_in_the_order_of_the_arguments():
+    """The exact bookkeeping behind the worker path: results match their arguments, whatever finishes first."""
+    from policysearch.compare import in_processes
+
+    args = [(base, 3) for base in range(7, 0, -1)]
+    assert in_processes(pow, args, workers=2) == [base ** 3 for base in range(7, 0, -1)]
 
 
 # ---------------------------------------------------------------------- a user's own residual network
