@@ -19,7 +19,7 @@ Steps (`--steps`, default both):
   `--out`/plan-<target>-<controller>-<k>.json.
 - `final`: no search: the plans a previous run compared (`--plans-from` its benchmark.json) distilled
   again, e.g. for longer: `--finetune-epochs 0.36,3` compares them at both lengths (is the ranking
-  stable?). `--jobs 2` runs two distillations at once.
+  stable?). `--jobs 2` runs two searches, and then two distillations, at once.
 
 Prints tables to stderr and ONE JSON line to stdout; also writes it to `--out`/benchmark.json.
 
@@ -65,7 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--finetune-epochs", default="0.5",
                    help="epochs of the final distillation; a comma list compares the plans at each length")
     p.add_argument("--plans-from", help="step `final`: a previous run's benchmark.json whose plans are compared again")
-    p.add_argument("--jobs", type=int, default=1, help="final distillations at once (processes, one torch thread each)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="searches, then final distillations, at once (processes, one torch thread each)")
     p.add_argument("--finetune-lr", type=float, default=0.01)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
@@ -150,51 +151,71 @@ def correlation(args: argparse.Namespace, teacher: Any, full: Any, target: float
 
 
 def search(args: argparse.Namespace, teacher: Any, full: Any, target: float) -> dict[str, Any]:
+    from policysearch.compare import in_processes
+    from policysearch.files import write_json
+    from policysearch.policies.compress import CompressionPlan
+
+    example = torch.zeros(1, *full.input_shape)
+    uniform = CompressionPlan.uniform(teacher, example, flops_target=target, min_keep=args.min_keep,
+                                      model_name=args.teacher_model)
+    settings = {key: getattr(args, key) for key in ("teacher_model", "min_keep", "bn_batches", "val_images", "budget",
+                                                    "rerank_top", "rerank_steps", "finetune_lr", "seed")}
+    jobs = [(controller, k, target, settings, teacher, full)
+            for controller in dict.fromkeys([*args.controllers.split(","), "random"]) for k in range(args.searches)]
+    if args.jobs == 1:
+        done = [_one_search(*job) for job in jobs]
+    else:  # whole searches side by side, one torch thread each; each measures its own CPU time
+        done = in_processes(_one_search, jobs, args.jobs)
+    plans: dict[str, Any] = {"uniform": uniform}
+    searches: dict[str, list[dict[str, Any]]] = {}
+    for (controller, k, *_), (chosen, row) in zip(jobs, done):
+        plans[f"{controller}#{k}"] = chosen
+        chosen.save(Path(args.out) / f"plan-{target:g}-{controller}-{k}.json")
+        searches.setdefault(controller, []).append(row)
+        row["chosen_is_uniform"] = chosen.kept() == uniform.kept()
+        print(f"{target:g} {controller}#{k}: {row['episodes']} episodes, {row['search_cpu_minutes']:.1f} CPU-min, "
+              f"best proxy {row['best_proxy']:.4f} (uniform {row['uniform_proxy']:.4f}); chosen search rank "
+              f"{row['rerank'][0]['search_rank']}{' (uniform)' if row['chosen_is_uniform'] else ''}", file=sys.stderr)
+    # What is done so far, in case the run is stopped before the final distillations.
+    write_json(Path(args.out) / f"partial-{target:g}.json", {"target": target, "searches": searches})
+    return {"searches": searches, **final_comparison(args, teacher, full, target, plans)}
+
+
+def _one_search(controller: str, k: int, target: float, settings: dict[str, Any], teacher: Any,
+                full: Any) -> tuple[Any, dict[str, Any]]:
+    """Search k (seed ``seed + k``) of `controller` at `target`, its top plans re-ranked by a short
+    distillation on the whole validation split; returns the chosen plan and the search's record."""
     import gymnasium as gym
 
-    from policysearch.files import write_json
+    import policysearch  # noqa: F401  (registers the envs in a worker process)
     from policysearch.policies.compress import CompressionPlan
     from policysearch.pruning import rerank, top_plans
     from policysearch.search import Budget, run_search
 
     example = torch.zeros(1, *full.input_shape)
-    uniform = CompressionPlan.uniform(teacher, example, flops_target=target, min_keep=args.min_keep,
-                                      model_name=args.teacher_model)
-    plans: dict[str, Any] = {"uniform": uniform}
-    searches: dict[str, list[dict[str, Any]]] = {}
-    for controller in [*args.controllers.split(","), "random"]:
-        for k in range(args.searches):
-            env = gym.make("policysearch/Compress-v0", teacher=teacher, model_name=args.teacher_model, data=full,
-                           flops_target=target, min_keep=args.min_keep, bn_batches=args.bn_batches,
-                           val_images=args.val_images)
-            cpu, wall = time.process_time(), time.perf_counter()
-            result = run_search(env, controller, Budget(child_trainings=args.budget), None, seed=args.seed + k,
-                                progress=False)
-            search_cpu = time.process_time() - cpu
-            candidates = top_plans(result.episodes, args.rerank_top)
-            # The whole validation split (as the CLI): 1,000 images cannot tell the best plans apart.
-            ranked = rerank(candidates, teacher, full, args.rerank_steps, args.finetune_lr, seed=args.seed)
-            chosen = ranked[0]["plan"]
-            name = f"{controller}#{k}"
-            plans[name] = chosen
-            chosen.save(Path(args.out) / f"plan-{target:g}-{controller}-{k}.json")
-            uniform_score = result.episodes[0]["score"]
-            searches.setdefault(controller, []).append({
-                "seed": args.seed + k, "episodes": len(result.episodes),
-                "search_cpu_minutes": round(search_cpu / 60, 2),
-                "wall_minutes": round((time.perf_counter() - wall) / 60, 2),
-                "best_proxy": result.summary["best"]["val_metric"], "uniform_proxy": uniform_score,
-                "episodes_above_uniform": sum(e["score"] > uniform_score for e in result.episodes),
-                "rerank": [{"search_rank": r["index"] + 1, "val_accuracy": r["val_accuracy"],
-                            "is_uniform": r["plan"].kept() == uniform.kept()} for r in ranked],
-                "chosen_is_uniform": chosen.kept() == uniform.kept(), "chosen_ratios": chosen.ratios})
-            print(f"{target:g} {name}: {len(result.episodes)} episodes, {search_cpu / 60:.1f} CPU-min, best proxy "
-                  f"{result.summary['best']['val_metric']:.4f} (uniform {uniform_score:.4f}); chosen search rank "
-                  f"{ranked[0]['index'] + 1}{' (uniform)' if chosen.kept() == uniform.kept() else ''}",
-                  file=sys.stderr)
-            # What is done so far, in case the run is stopped before the final distillations.
-            write_json(Path(args.out) / f"partial-{target:g}.json", {"target": target, "searches": searches})
-    return {"searches": searches, **final_comparison(args, teacher, full, target, plans)}
+    uniform = CompressionPlan.uniform(teacher, example, flops_target=target, min_keep=settings["min_keep"],
+                                      model_name=settings["teacher_model"])
+    env = gym.make("policysearch/Compress-v0", teacher=teacher, model_name=settings["teacher_model"], data=full,
+                   flops_target=target, min_keep=settings["min_keep"], bn_batches=settings["bn_batches"],
+                   val_images=settings["val_images"])
+    cpu, wall = time.process_time(), time.perf_counter()
+    result = run_search(env, controller, Budget(child_trainings=settings["budget"]), None, seed=settings["seed"] + k,
+                        progress=False)
+    search_cpu = time.process_time() - cpu
+    candidates = top_plans(result.episodes, settings["rerank_top"])
+    # The whole validation split (as the CLI): 1,000 images cannot tell the best plans apart.
+    ranked = rerank(candidates, teacher, full, settings["rerank_steps"], settings["finetune_lr"], seed=settings["seed"])
+    chosen = ranked[0]["plan"]
+    uniform_score = result.episodes[0]["score"]
+    return chosen, {
+        "seed": settings["seed"] + k, "episodes": len(result.episodes),
+        "search_cpu_minutes": round(search_cpu / 60, 2),
+        "wall_minutes": round((time.perf_counter() - wall) / 60, 2),
+        "best_proxy": result.summary["best"]["val_metric"], "uniform_proxy": uniform_score,
+        "episodes_above_uniform": sum(e["score"] > uniform_score for e in result.episodes),
+        "rerank": [{"search_rank": r["index"] + 1, "val_accuracy": r["val_accuracy"],
+                    "is_uniform": r["plan"].kept() == uniform.kept()} for r in ranked],
+        "chosen_ratios": chosen.ratios}
 
 
 def plans_from(path: str, teacher: Any, full: Any, target: float, min_keep: float, model_name: str) -> dict[str, Any]:

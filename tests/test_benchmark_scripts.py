@@ -102,3 +102,22 @@ def test_compress_final_step_needs_an_existing_plans_file(tmp_path):
         compress.main(["--steps", "final", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):
         compress.main(["--steps", "final", "--plans-from", str(tmp_path / "missing.json"), "--out", str(tmp_path)])
+
+
+def test_compress_searches_in_worker_processes_match_serial_ones(tmp_path, monkeypatch):
+    """`--jobs 2` runs whole searches side by side: each search keeps its seed and its budget, and finds
+    what the serial run finds (adaptive-BN scores up to float rounding between processes)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # spawned workers import the script's module by name
+    compress = importlib.import_module("compress")
+    argv = ["--quick", "--steps", "search", "--targets", "0.5", "--controllers", "random", "--searches", "2",
+            "--finetune-epochs", "1"]
+    assert compress.main([*argv, "--out", str(tmp_path / "serial")]) == 0
+    teacher = ["--teacher", str(tmp_path / "serial" / "teacher.pt")]
+    assert compress.main([*argv, *teacher, "--jobs", "2", "--out", str(tmp_path / "workers")]) == 0
+    serial, workers = (json.loads((tmp_path / run / "benchmark.json").read_text())["targets"]["0.5"]["searches"]
+                       for run in ("serial", "workers"))
+    assert [row["seed"] for row in workers["random"]] == [row["seed"] for row in serial["random"]] == [0, 1]
+    for one, other in zip(serial["random"], workers["random"]):
+        assert one["episodes"] == other["episodes"] == 6
+        assert abs(one["best_proxy"] - other["best_proxy"]) <= 0.03
+    assert (tmp_path / "workers" / "plan-0.5-random-1.json").is_file()
