@@ -165,7 +165,7 @@ def search(args: argparse.Namespace, teacher: Any, full: Any, target: float) -> 
     if args.jobs == 1:
         done = [_one_search(*job) for job in jobs]
     else:  # whole searches side by side, one torch thread each; each measures its own CPU time
-        done = in_processes(_one_search, jobs, args.jobs)
+        done = in_processes(_one_search, jobs, args.jobs, progress=True, desc="searches")
     plans: dict[str, Any] = {"uniform": uniform}
     searches: dict[str, list[dict[str, Any]]] = {}
     for (controller, k, *_), (chosen, row) in zip(jobs, done):

@@ -138,7 +138,7 @@ def _one_run(data: DeviceData, config: TrainConfig, epochs: float, policy: Any, 
 
 
 def in_processes(fn: Any, args: list[tuple[Any, ...]], workers: int, threads: int | None = 1,
-                 progress: bool = False) -> list[Any]:
+                 progress: bool = False, desc: str = "evaluate") -> list[Any]:
     """Run `fn` (a module-level function) on each argument tuple in `workers` spawned processes (one
     torch thread each by default); results come back in the order of `args`, so tables do not depend
     on timing."""
@@ -151,7 +151,7 @@ def in_processes(fn: Any, args: list[tuple[Any, ...]], workers: int, threads: in
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_set_threads,
                                                 initargs=(threads,)) as pool:
         futures = [pool.submit(fn, *a) for a in args]
-        with tqdm(total=len(futures), disable=not progress, unit="run", desc="evaluate") as bar:
+        with tqdm(total=len(futures), disable=not progress, unit="run", desc=desc) as bar:
             for _ in concurrent.futures.as_completed(futures):
                 bar.update(1)
         return [f.result() for f in futures]
