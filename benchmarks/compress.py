@@ -274,6 +274,7 @@ def final_comparison(args: argparse.Namespace, teacher: Any, full: Any, target: 
             base, _, k = name.partition("#")
             if base != "random" and f"random#{k}" in finals:
                 comparisons[f"{name} - random#{k}"] = paired_bootstrap(finals[name], finals[f"random#{k}"])
+        pooled = pooled_differences(finals)
         print(f"{target:g} FLOPs, {epochs:g} epochs of distillation ({steps} steps), {len(seeds)} seeds:",
               file=sys.stderr)
         for name, r in results.items():
@@ -282,14 +283,40 @@ def final_comparison(args: argparse.Namespace, teacher: Any, full: Any, target: 
         for key, c in comparisons.items():
             print(f"  {key}: {100 * c['mean']:+.2f} points, 95 % CI [{100 * c['low']:+.2f}, "
                   f"{100 * c['high']:+.2f}]", file=sys.stderr)
+        for key, c in pooled.items():
+            print(f"  {key}: {100 * c['mean']:+.2f} points, 95 % CI [{100 * c['low']:+.2f}, {100 * c['high']:+.2f}] "
+                  f"({c['searches']} searches x {c['seeds']} seeds)", file=sys.stderr)
         lengths[f"{epochs:g}"] = {"finetune_steps": steps, "seeds": seeds, "results": results,
-                                  "paired_differences": comparisons,
+                                  "paired_differences": comparisons, "pooled_differences": pooled,
                                   "wall_minutes": round((time.perf_counter() - wall) / 60, 2)}
     first = next(iter(lengths.values()))
     # The first length's figures stay at the top level, where earlier result files keep them.
     return {"teacher_test_accuracy": teacher_test, "finetune_steps": first["finetune_steps"], "seeds": args.seeds,
             "results": first["results"], "paired_differences": first["paired_differences"],
             "by_finetune_epochs": lengths}
+
+
+def pooled_differences(finals: dict[str, list[float]]) -> dict[str, Any]:
+    """Each controller over its independent searches (``name#k``), pooled by a nested bootstrap (searches,
+    then paired seeds): against uniform, and against random search (search k paired with search k)."""
+    from policysearch.stats import nested_bootstrap
+
+    by_controller: dict[str, list[list[float]]] = {}
+    for name, accs in finals.items():
+        base, _, k = name.partition("#")
+        if k:
+            by_controller.setdefault(base, []).append(accs)
+    pooled = {}
+    for base, rows in by_controller.items():
+        if len(rows) < 2:
+            continue
+        pooled[f"{base} (pooled) - uniform"] = nested_bootstrap(
+            [[a - u for a, u in zip(row, finals["uniform"])] for row in rows])
+        others = by_controller.get("random", [])
+        if base != "random" and len(others) >= 2:
+            pooled[f"{base} (pooled) - random (pooled)"] = nested_bootstrap(
+                [[a - r for a, r in zip(row, other)] for row, other in zip(rows, others)])
+    return pooled
 
 
 def main(argv: list[str] | None = None) -> int:

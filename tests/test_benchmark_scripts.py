@@ -121,3 +121,16 @@ def test_compress_searches_in_worker_processes_match_serial_ones(tmp_path, monke
         assert one["episodes"] == other["episodes"] == 6
         assert abs(one["best_proxy"] - other["best_proxy"]) <= 0.03
     assert (tmp_path / "workers" / "plan-0.5-random-1.json").is_file()
+
+
+def test_compress_pools_each_controllers_searches_against_uniform_and_random():
+    compress = _script("compress")
+    finals = {"uniform": [0.90, 0.91, 0.92], "td3#0": [0.91, 0.92, 0.93], "td3#1": [0.905, 0.915, 0.925],
+              "random#0": [0.90, 0.90, 0.90], "random#1": [0.89, 0.90, 0.92], "ppo#0": [0.5, 0.5, 0.5]}
+    pooled = compress.pooled_differences(finals)
+    # One search (ppo) cannot be pooled; random is pooled against uniform only.
+    assert set(pooled) == {"td3 (pooled) - uniform", "td3 (pooled) - random (pooled)", "random (pooled) - uniform"}
+    assert pooled["td3 (pooled) - uniform"]["mean"] == pytest.approx(0.0075)
+    assert pooled["td3 (pooled) - random (pooled)"]["mean"] == pytest.approx((0.03 + 0.065) / 6)
+    assert pooled["random (pooled) - uniform"]["high"] < 0 < pooled["td3 (pooled) - uniform"]["low"]
+    assert pooled["td3 (pooled) - uniform"]["searches"] == 2 and pooled["td3 (pooled) - uniform"]["seeds"] == 3
