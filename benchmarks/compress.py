@@ -15,7 +15,8 @@ Steps (`--steps`, default both):
   is candidate 0 of every search); the top `--rerank-top` plans of each search re-ranked by
   `--rerank-steps` distillation steps; then the chosen plans and the uniform plan distilled for
   `--finetune-epochs` with `--seeds` paired seeds (same seed = same batch order for every plan), test
-  accuracy, paired bootstrap 95 % CIs of the differences. Each chosen plan is saved as
+  accuracy, paired bootstrap 95 % CIs of the differences; with 2 or more searches, each controller
+  pooled over its searches (nested bootstrap: searches, then seeds). Each chosen plan is saved as
   `--out`/plan-<target>-<controller>-<k>.json.
 - `final`: no search: the plans a previous run compared (`--plans-from` its benchmark.json) distilled
   again, e.g. for longer: `--finetune-epochs 0.36,3` compares them at both lengths (is the ranking
