@@ -20,7 +20,9 @@ Steps (`--steps`, default both):
   `--out`/plan-<target>-<controller>-<k>.json.
 - `final`: no search: the plans a previous run compared (`--plans-from` its benchmark.json) distilled
   again, e.g. for longer: `--finetune-epochs 0.36,3` compares them at both lengths (is the ranking
-  stable?). `--jobs 2` runs two searches, and then two distillations, at once.
+  stable?).
+
+`--jobs 2` runs two searches, and then two distillations, at once (processes, one torch thread each).
 
 Prints tables to stderr and ONE JSON line to stdout; also writes it to `--out`/benchmark.json.
 
