@@ -138,12 +138,17 @@ def _cpu_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).to("cpu")
 
 
-def top_plans(episodes: Sequence[Mapping[str, Any]], k: int = 5) -> list[Any]:
-    """The `k` best distinct plans of a search's episode records, best score first."""
+def top_plans(episodes: Sequence[Mapping[str, Any]], k: int = 5, with_first: bool = True) -> list[Any]:
+    """The `k` best distinct plans of a search's episode records, best score first.
+
+    With `with_first`, the first episode's plan (the uniform plan, candidate 0 of every Compress-v0
+    search) comes last when the proxy did not place it among the `k`: a re-ranking then returns uniform
+    unless some candidate beats it after the short fine-tune too, not only on the proxy.
+    """
     from policysearch.policies.compress import CompressionPlan
 
-    ranked = sorted((e for e in episodes if e.get("steps") and "plan" in e["steps"][-1]),
-                    key=lambda e: (-float(e["score"]), e["episode"]))
+    done = [e for e in episodes if e.get("steps") and "plan" in e["steps"][-1]]
+    ranked = sorted(done, key=lambda e: (-float(e["score"]), e["episode"]))
     plans: list[Any] = []
     seen: set[tuple] = set()
     for e in ranked:
@@ -155,6 +160,11 @@ def top_plans(episodes: Sequence[Mapping[str, Any]], k: int = 5) -> list[Any]:
         plans.append(plan)
         if len(plans) == k:
             break
+    if with_first and done:
+        first = min(done, key=lambda e: e["episode"])
+        plan = CompressionPlan.from_dict(first["steps"][-1]["plan"], source=f"episode {first['episode']}")
+        if tuple(sorted(plan.kept().items())) not in seen:
+            plans.append(plan)
     return plans
 
 

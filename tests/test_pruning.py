@@ -193,7 +193,7 @@ def test_amc_family_and_cmaes_controllers_search_plans(digits, trained, controll
 def test_top_plans_and_rerank(digits, trained):
     env = _make(digits, trained["resnet"])
     result = run_search(env, "random", Budget(child_trainings=4), None, seed=0, progress=False)
-    plans = top_plans(result.episodes, 3)
+    plans = top_plans(result.episodes, 3, with_first=False)
     assert 1 <= len(plans) <= 3 and len({tuple(p.kept().items()) for p in plans}) == len(plans)
     best_score = max(e["score"] for e in result.episodes)
     assert plans[0].kept() == CompressionPlan.from_dict(
@@ -201,6 +201,20 @@ def test_top_plans_and_rerank(digits, trained):
     rows = rerank(plans, trained["resnet"], digits, steps=2, batch_size=64)
     assert sorted(r["index"] for r in rows) == list(range(len(plans)))
     assert [r["val_accuracy"] for r in rows] == sorted((r["val_accuracy"] for r in rows), reverse=True)
+
+
+def test_top_plans_add_the_uniform_candidate_0_when_the_proxy_ranked_it_lower(trained):
+    teacher = trained["resnet"]
+    uniform = CompressionPlan.uniform(teacher, _example(), flops_target=0.5, min_keep=0.2)
+    others = [CompressionPlan.random(teacher, _example(), flops_target=0.5, min_keep=0.2, seed=s) for s in (1, 2)]
+    episodes = [{"episode": i, "score": score, "steps": [{"plan": plan.to_dict()}]}
+                for i, (plan, score) in enumerate(zip([uniform, *others], [0.2, 0.5, 0.4]))]
+    kept = [p.kept() for p in top_plans(episodes, 1)]
+    assert kept == [others[0].kept(), uniform.kept()]  # best by the proxy, then uniform
+    assert [p.kept() for p in top_plans(episodes, 1, with_first=False)] == [others[0].kept()]
+    assert [p.kept() for p in top_plans(episodes, 3)] == [others[0].kept(), others[1].kept(), uniform.kept()]
+    episodes[0]["score"] = 0.9  # uniform first by the proxy: listed once
+    assert [p.kept() for p in top_plans(episodes, 2)] == [uniform.kept(), others[0].kept()]
 
 
 def test_proxy_correlation_runs_on_a_tiny_model(digits, trained):
@@ -288,7 +302,7 @@ def test_a_foreign_residual_model_compresses_through_the_cli(tmp_path, trained, 
     real_rerank = policysearch.pruning.rerank
 
     def recording_rerank(*args, **kwargs):
-        calls.append(kwargs)
+        calls.append({**kwargs, "plans": args[0]})
         return real_rerank(*args, **kwargs)
 
     monkeypatch.setattr(policysearch.pruning, "rerank", recording_rerank)
@@ -300,11 +314,14 @@ def test_a_foreign_residual_model_compresses_through_the_cli(tmp_path, trained, 
             "2", "--finetune-epochs", "0.1", "--batch-size", "64", "--val-images", "50", "--out", str(out)]
     assert main(args) == 0
     text = capsys.readouterr().out
-    assert "re-ranking the 2 best plans" in text
+    assert "(the 2 best by the proxy, plus uniform if not among them)" in text
     # The proxy reads 50 validation images; the re-ranking reads the whole split.
     assert len(calls) == 1 and calls[0].get("images") is None
+    uniform = CompressionPlan.uniform(trained["user"], _example(), flops_target=0.5)
+    assert uniform.kept() in [p.kept() for p in calls[0]["plans"]]
     plan = CompressionPlan.load(out / "plan.json")
-    assert plan.provenance["reranked"]["candidates"] == 2 and plan.flops_fraction <= 0.5
+    assert plan.provenance["reranked"]["candidates"] == len(calls[0]["plans"]) in (2, 3)
+    assert plan.flops_fraction <= 0.5
     student = plan.apply(trained["user"], _example())
     state = torch.load(out / "model.pt", weights_only=True)["state_dict"]
     student.load_state_dict(state)

@@ -204,8 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--val-images", type=a.positive_int, default=None, metavar="N",
                    help="score episodes on the first N validation images (default: all)")
     g.add_argument("--rerank-top", type=a.int_at_least(0), default=5, metavar="K",
-                   help="after the search, distil the K best plans --rerank-steps each and keep the best on "
-                        "the whole validation split (0: keep the search's best) (default: %(default)s)")
+                   help="after the search, distil the K best plans (and the uniform plan) --rerank-steps each and keep "
+                        "the best on the whole validation split (0 or 1: keep the search's best) "
+                        "(default: %(default)s)")
     g.add_argument("--rerank-steps", type=a.int_at_least(0), default=100, metavar="N",
                    help="distillation steps per re-ranked plan (default: %(default)s)")
     g.add_argument("--finetune-steps", type=a.int_at_least(0), default=None, metavar="N",

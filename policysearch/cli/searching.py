@@ -251,7 +251,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
             from policysearch.pruning import rerank, top_plans
 
             candidates = top_plans(result.episodes, args.rerank_top)
-            print(f"re-ranking the {len(candidates)} best plans by {args.rerank_steps} distillation steps each ...")
+            print(f"re-ranking {len(candidates)} plans (the {args.rerank_top} best by the proxy, plus uniform if not "
+                  f"among them) by {args.rerank_steps} distillation steps each ...")
             # Scored on the whole validation split, not the proxy's --val-images slice: at 1,000 images
             # the standard error (about 0.9 points at 91 %) exceeds the gaps between the best plans.
             ranked = rerank(candidates, teacher, data, args.rerank_steps, args.finetune_lr, seed=args.seed,
