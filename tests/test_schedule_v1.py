@@ -251,6 +251,12 @@ def test_zoo_names_resolve_and_load_offline(monkeypatch):
     assert 0.0 < adaptive.lr_for(stats, base_lr=0.05) < 1.0
     with pytest.raises(UnknownNameError, match="Did you mean 'adaptive'"):
         AdaptiveSchedule.load("zoo:adaptiv")
+    # Every shipped controller loads offline and sets a finite LR for a fresh run.
+    assert "adaptive-linear" in zoo_names()
+    for name in zoo_names():
+        controller = AdaptiveSchedule.load(f"zoo:{name}")
+        assert controller.provenance["held_out_results"] and 0.0 < controller.lr_for(stats, base_lr=0.05) < 1.0
+    assert AdaptiveSchedule.load("zoo:adaptive-linear").space.base == "linear"
 
 
 def test_zoo_controller_drives_a_plain_loop_and_the_cli(capsys, tmp_path):
