@@ -5,7 +5,8 @@ Protocol:
 - Held-out tasks (`HELD_OUT`), each outside the `cheap` task distribution the shipped
   `zoo:adaptive` controller was trained on (digits mlp / cnn / vit and Fashion-MNIST mlp on
   1k-4k images, 3-12 epochs): a different model (resnet), a different training-set size (10,000
-  Fashion-MNIST images), a different number of epochs (30).
+  Fashion-MNIST images), a different number of epochs (30), and a model-data pair it never trained
+  (the cnn on 10,000 Fashion-MNIST images, the per-task schedule benchmark's task).
 - Arms: the controller (closed loop, `--controller`, default `zoo:adaptive`), onecycle, linear
   decay to zero, cosine, warmup-cosine (all peaking at the model's default LR) and hypergradient
   SGD starting from that LR (online, zero search).
@@ -41,6 +42,9 @@ HELD_OUT: dict[str, tuple[str, int | None, str, int, int, float, str]] = {
                        "a training-set size never trained on (10,000; trained on 1k-4k)"),
     "cnn-digits-30ep": ("digits", None, "cnn", 30, 128, 5e-4,
                         "a number of epochs never trained on (30; trained on 3-12)"),
+    "fashion10k-cnn": ("fashion-mnist", 10_000, "cnn", 3, 128, 5e-4,
+                       "a model-data pair never trained on (cnn on Fashion-MNIST, 10,000 images): "
+                       "the per-task schedule benchmark's task"),
 }
 HAND_MADE = ("onecycle", "linear", "cosine", "warmup-cosine")
 
