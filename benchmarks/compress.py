@@ -165,10 +165,8 @@ def search(args: argparse.Namespace, teacher: Any, full: Any, target: float) -> 
                                                     "rerank_top", "rerank_steps", "finetune_lr", "seed")}
     jobs = [(controller, k, target, settings, teacher, full)
             for controller in dict.fromkeys([*args.controllers.split(","), "random"]) for k in range(args.searches)]
-    if args.jobs == 1:
-        done = [_one_search(*job) for job in jobs]
-    else:  # whole searches side by side, one torch thread each; each measures its own CPU time
-        done = in_processes(_one_search, jobs, args.jobs, progress=True, desc="searches")
+    # With --jobs 2, whole searches side by side, one torch thread each; each measures its own CPU time.
+    done = in_processes(_one_search, jobs, args.jobs, progress=True, desc="searches")
     plans: dict[str, Any] = {"uniform": uniform}
     searches: dict[str, list[dict[str, Any]]] = {}
     for (controller, k, *_), (chosen, row) in zip(jobs, done):

@@ -103,10 +103,7 @@ def compare(
     args = [(data, dataclasses.replace(base, seed=seed), epochs, policy, schedule, robustness,
              progress and workers == 1, f"[{k}/{total}] {aug}/{sched} seed {seed}")
             for k, (aug, policy, sched, schedule, seed) in enumerate(jobs, start=1)]
-    if workers == 1:
-        runs = [_one_run(*a) for a in args]
-    else:
-        runs = in_processes(_one_run, args, workers, threads_per_worker, progress)
+    runs = in_processes(_one_run, args, workers, threads_per_worker, progress)
     for (aug, _, sched, _, seed), run in zip(jobs, runs):  # tracking hook: each training's curves, replayed
         replay_training(tracker or Tracker(), f"{aug}-{sched}-seed{seed}", run.pop("history"), run,
                         {"augment": aug, "schedule": sched, "seed": seed, "epochs": epochs,
@@ -141,7 +138,9 @@ def in_processes(fn: Any, args: list[tuple[Any, ...]], workers: int, threads: in
                  progress: bool = False, desc: str = "evaluate") -> list[Any]:
     """Run `fn` (a module-level function) on each argument tuple in `workers` spawned processes (one
     torch thread each by default); results come back in the order of `args`, so tables do not depend
-    on timing."""
+    on timing. With one worker the calls run here, in order, at the caller's thread count."""
+    if workers == 1:
+        return [fn(*a) for a in args]
     import concurrent.futures
     import multiprocessing
 

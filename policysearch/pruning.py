@@ -219,12 +219,9 @@ def distilled_accuracies(plans: Sequence[Any], teacher: nn.Module, data: DeviceD
     keys = [tuple(sorted(plan.kept().items())) for plan in plans]
     distinct = dict(zip(keys, plans))
     jobs = [(plan, teacher, data, steps, lr, seed, split) for plan in distinct.values() for seed in seeds]
-    if workers == 1:
-        accs = [_distilled_accuracy(*job) for job in jobs]
-    else:
-        from policysearch.compare import in_processes
+    from policysearch.compare import in_processes
 
-        accs = in_processes(_distilled_accuracy, jobs, workers)
+    accs = in_processes(_distilled_accuracy, jobs, workers)
     by_key = {key: accs[i * len(seeds):(i + 1) * len(seeds)] for i, key in enumerate(distinct)}
     return [list(by_key[key]) for key in keys]
 
