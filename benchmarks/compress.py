@@ -10,14 +10,15 @@ Steps (`--steps`, default both):
   without recalibration ("vanilla"), and by a short distillation (`--episode-finetune-steps`), then
   distilled for `--correlation-final-steps` and scored on the test split. Spearman and Kendall rank
   correlation of each proxy with that final accuracy, and each proxy's CPU seconds per plan.
-- `search`: for each target in `--targets`, `--searches` independent searches (seeds seed, seed+1, ...)
-  of `--budget` episodes with each controller in `--controllers` and with `random` (the uniform plan
-  is candidate 0 of every search); the top `--rerank-top` plans of each search re-ranked by
-  `--rerank-steps` distillation steps; then the chosen plans and the uniform plan distilled for
-  `--finetune-epochs` with `--seeds` paired seeds (same seed = same batch order for every plan), test
-  accuracy, paired bootstrap 95 % CIs of the differences; with 2 or more searches, each controller
-  pooled over its searches (nested bootstrap: searches, then seeds). Each chosen plan is saved as
-  `--out`/plan-<target>-<controller>-<k>.json.
+- `search`: for each target in `--targets`, `--searches` independent searches (search k has seed
+  seed + k, k from `--first-search`) of `--budget` episodes with each controller in `--controllers` and
+  with `random` unless `--no-random` (the uniform plan is candidate 0 of every search); the top
+  `--rerank-top` plans of each search, and uniform, re-ranked by `--rerank-steps` distillation steps on
+  the validation split (batch order `--rerank-seed`, not a final seed); then the chosen plans and the
+  uniform plan distilled for `--finetune-epochs` with `--seeds` paired seeds (same seed = same batch
+  order for every plan), test accuracy, paired bootstrap 95 % CIs of the differences; with 2 or more
+  searches, each controller pooled over its searches (nested bootstrap: searches, then seeds). Each
+  chosen plan is saved as `--out`/plan-<target>-<controller>-<k>.json.
 - `final`: no search: the plans a previous run compared (`--plans-from` its benchmark.json) distilled
   again, e.g. for longer: `--finetune-epochs 0.36,3` compares them at both lengths (is the ranking
   stable?).
@@ -57,6 +58,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--controllers", default="td3")
     p.add_argument("--budget", type=int, default=300, help="episodes per search")
     p.add_argument("--searches", type=int, default=1, help="independent searches per controller and target")
+    p.add_argument("--first-search", type=int, default=0,
+                   help="index of the first search (search k has seed --seed + k): fresh searches on the same "
+                        "data split and cached teacher as an earlier run")
+    p.add_argument("--no-random", action="store_true",
+                   help="skip the random-search baseline (when an earlier run on the same seeds measured it)")
     p.add_argument("--bn-batches", type=int, default=10)
     p.add_argument("--val-images", type=int, default=1000)
     p.add_argument("--min-keep", type=float, default=0.1)
@@ -65,6 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--correlation-final-steps", type=int, default=150)
     p.add_argument("--rerank-top", type=int, default=5)
     p.add_argument("--rerank-steps", type=int, default=60)
+    p.add_argument("--rerank-seed", type=int,
+                   help="batch order of the re-ranking (default --seed + 1000: not one of the final seeds, so "
+                        "the plan is not chosen on the batches it is then scored with)")
     p.add_argument("--finetune-epochs", default="0.5",
                    help="epochs of the final distillation; a comma list compares the plans at each length")
     p.add_argument("--plans-from", help="step `final`: a previous run's benchmark.json whose plans are compared again")
@@ -76,6 +85,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="runs/bench-compress")
     p.add_argument("--quick", action="store_true", help="digits, tiny budget: checks the script only")
     args = p.parse_args(argv)
+    if args.rerank_seed is None:
+        args.rerank_seed = args.seed + 1000
+    if args.first_search < 0:
+        p.error(f"--first-search must be >= 0, got {args.first_search}")
     if "final" in args.steps.split(",") and not args.plans_from:
         p.error("--steps final needs --plans-from (a previous run's benchmark.json)")
     if args.plans_from and not Path(args.plans_from).is_file():
@@ -162,9 +175,11 @@ def search(args: argparse.Namespace, teacher: Any, full: Any, target: float) -> 
     uniform = CompressionPlan.uniform(teacher, example, flops_target=target, min_keep=args.min_keep,
                                       model_name=args.teacher_model)
     settings = {key: getattr(args, key) for key in ("teacher_model", "min_keep", "bn_batches", "val_images", "budget",
-                                                    "rerank_top", "rerank_steps", "finetune_lr", "seed")}
+                                                    "rerank_top", "rerank_steps", "rerank_seed", "finetune_lr", "seed")}
+    controllers = [*args.controllers.split(","), *([] if args.no_random else ["random"])]
     jobs = [(controller, k, target, settings, teacher, full)
-            for controller in dict.fromkeys([*args.controllers.split(","), "random"]) for k in range(args.searches)]
+            for controller in dict.fromkeys(controllers)
+            for k in range(args.first_search, args.first_search + args.searches)]
     # With --jobs 2, whole searches side by side, one torch thread each; each measures its own CPU time.
     done = in_processes(_one_search, jobs, args.jobs, progress=True, desc="searches")
     plans: dict[str, Any] = {"uniform": uniform}
@@ -205,7 +220,8 @@ def _one_search(controller: str, k: int, target: float, settings: dict[str, Any]
     search_cpu = time.process_time() - cpu
     candidates = top_plans(result.episodes, settings["rerank_top"])
     # The whole validation split (as the CLI): 1,000 images cannot tell the best plans apart.
-    ranked = rerank(candidates, teacher, full, settings["rerank_steps"], settings["finetune_lr"], seed=settings["seed"])
+    ranked = rerank(candidates, teacher, full, settings["rerank_steps"], settings["finetune_lr"],
+                    seed=settings["rerank_seed"])
     chosen = ranked[0]["plan"]
     uniform_score = result.episodes[0]["score"]
     return chosen, {

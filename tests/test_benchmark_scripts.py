@@ -121,6 +121,15 @@ def test_compress_searches_in_worker_processes_match_serial_ones(tmp_path, monke
         assert one["episodes"] == other["episodes"] == 6
         assert abs(one["best_proxy"] - other["best_proxy"]) <= 0.03
     assert (tmp_path / "workers" / "plan-0.5-random-1.json").is_file()
+    # --first-search 1 runs search 1 alone: the serial run's second search, on the same split and teacher.
+    argv[argv.index("--searches") + 1] = "1"
+    assert compress.main([*argv, *teacher, "--first-search", "1", "--out", str(tmp_path / "second")]) == 0
+    record = json.loads((tmp_path / "second" / "benchmark.json").read_text())
+    (second,) = record["targets"]["0.5"]["searches"]["random"]
+    assert second["seed"] == 1 and second["best_proxy"] == serial["random"][1]["best_proxy"]
+    assert second["rerank"] == serial["random"][1]["rerank"]
+    # The re-ranking's batch order is none of the final seeds' (0, 1 here).
+    assert record["settings"]["rerank_seed"] == 1000
 
 
 def test_compress_pools_each_controllers_searches_against_uniform_and_random():
