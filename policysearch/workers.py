@@ -135,6 +135,25 @@ def _threaded(env_fn: Callable[[], Any], threads: int | None) -> Callable[[], An
     return make
 
 
+def _worker_process(env_fn: Callable[[], Any], threads: int | None) -> Callable[[], Any]:
+    """`env_fn` for a worker process we own, which leaves SIGINT and SIGTERM to the driver.
+
+    A terminal's Ctrl-C, or `timeout` / a job scheduler signalling the whole process group, reaches
+    the workers too; the driver answers with a clean stop after the current step, and the workers must
+    live to finish that step (a killed worker loses its child, which the driver would then retry).
+    A worker whose driver is gone ends at its next message (the pipe is closed), and `close` kills
+    the workers still busy with a call, which they would otherwise finish before ending."""
+    make = _threaded(env_fn, threads)
+
+    def ignore_stop_signals_then_make() -> Any:
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        return make()
+    return ignore_stop_signals_then_make
+
+
 class ProcessPool(WorkerPool):
     """One SB3 `SubprocVecEnv` worker process per child.
 
@@ -146,8 +165,9 @@ class ProcessPool(WorkerPool):
 
     def __init__(self, env_fn: Callable[[], Any] | list[Callable[[], Any]], n: int, threads: int | None = 1) -> None:
         fns = env_fn if isinstance(env_fn, list) else [env_fn] * n
-        self.n, self._makes = n, [_threaded(fn, threads) for fn in fns]
+        self.n, self._makes = n, [_worker_process(fn, threads) for fn in fns]
         self._slots = [self._start(i) for i in range(n)]
+        self._busy: set[int] = set()  # slots with a call submitted and its result not yet read
 
     def _start(self, i: int) -> Any:
         from stable_baselines3.common.vec_env import SubprocVecEnv
@@ -163,6 +183,7 @@ class ProcessPool(WorkerPool):
             # SB3's worker loop runs ``env.<method>(*args)`` for "env_method", reads for "get_attr".
             command = ("get_attr", method[1:]) if method.startswith(".") else ("env_method", (method, args, kwargs))
             self._slots[i].remotes[0].send(command)
+            self._busy.add(i)
         except (BrokenPipeError, ConnectionError, OSError) as exc:
             self._dead = getattr(self, "_dead", {})
             self._dead[i] = exc
@@ -172,25 +193,22 @@ class ProcessPool(WorkerPool):
         if dead is not None:
             raise WorkerDied(f"worker {i} is gone ({type(dead).__name__})")
         try:
-            return self._slots[i].remotes[0].recv()
+            value = self._slots[i].remotes[0].recv()
         except (EOFError, ConnectionError, OSError) as exc:
+            self._busy.discard(i)
             code = self._slots[i].processes[0].exitcode
             raise WorkerDied(f"worker {i} died (exit code {code}, {type(exc).__name__})") from None
+        self._busy.discard(i)  # only now: interrupted while waiting, the worker still owes its reply
+        return value
 
     def restart(self, i: int) -> None:
-        old = self._slots[i]
-        for process in old.processes:
-            if process.is_alive():
-                process.kill()
-            process.join(timeout=5)
-        old.closed = True  # its pipes are broken: nothing to close politely
+        _kill(self._slots[i])
+        self._busy.discard(i)
         self._slots[i] = self._start(i)
 
     def close(self) -> None:
-        for slot in self._slots:
-            if not getattr(slot, "closed", False):
-                with contextlib.suppress(EOFError, BrokenPipeError, ConnectionError, OSError):
-                    slot.close()
+        for i, slot in enumerate(self._slots):
+            _close(slot, busy=i in self._busy)
 
 
 class _Members(gymnasium.Env):
@@ -242,7 +260,7 @@ class SharedProcessPool(WorkerPool):
         from stable_baselines3.common.vec_env import SubprocVecEnv
 
         members = [self._fns[p]] * len(range(p, self.n, self.w))
-        return SubprocVecEnv([_threaded(functools.partial(_Members, members), self._threads)])
+        return SubprocVecEnv([_worker_process(functools.partial(_Members, members), self._threads)])
 
     def pid(self, i: int) -> int:
         """The process id of the worker holding member `i` (for tests and monitoring)."""
@@ -285,12 +303,7 @@ class SharedProcessPool(WorkerPool):
     def restart(self, i: int) -> None:
         p, j = i % self.w, i // self.w
         if p in self._dead:  # a fresh process: every other member of it lost its state too
-            old = self._procs[p]
-            for process in old.processes:
-                if process.is_alive():
-                    process.kill()
-                process.join(timeout=5)
-            old.closed = True
+            _kill(self._procs[p])
             self._procs[p] = self._start(p)
             self._dead.discard(p)
             self._stale.update(k for k in range(p, self.n, self.w) if k != i)
@@ -306,10 +319,30 @@ class SharedProcessPool(WorkerPool):
             self.result(i)
 
     def close(self) -> None:
-        for proc in self._procs:
-            if not getattr(proc, "closed", False):
-                with contextlib.suppress(EOFError, BrokenPipeError, ConnectionError, OSError):
-                    proc.close()
+        for p, proc in enumerate(self._procs):
+            _close(proc, busy=bool(self._pending[p]))
+
+
+def _kill(vec_env: Any) -> None:
+    """Kill a SubprocVecEnv's worker (dead, or busy with a call nobody will read) and mark it closed:
+    its pipes are broken or owed a reply, so there is nothing to close politely."""
+    for process in vec_env.processes:
+        if process.is_alive():
+            process.kill()
+        process.join(timeout=5)
+    vec_env.closed = True
+
+
+def _close(vec_env: Any, busy: bool) -> None:
+    """Close a worker: politely when idle; killed when busy (a stop at once, or an error, while it
+    trains a child: it ignores SIGINT / SIGTERM and would finish the child before reading "close")."""
+    if getattr(vec_env, "closed", False):
+        return
+    if busy:
+        _kill(vec_env)
+        return
+    with contextlib.suppress(EOFError, BrokenPipeError, ConnectionError, OSError):
+        vec_env.close()
 
 
 class RayPool(WorkerPool):

@@ -160,6 +160,26 @@ def test_sigint_stops_cleanly_and_says_how_to_resume(tmp_path) -> None:
     assert (out / "policy.json").is_file()
 
 
+def test_sigterm_to_the_process_group_leaves_the_workers_to_finish_the_step(tmp_path) -> None:
+    # `timeout`, a job scheduler or a terminal signals the whole process group, workers included:
+    # they must leave the stop to the driver, not die and have their children retried.
+    out = tmp_path / "run"
+    # Children long enough (seconds) that the signal lands while the workers train them.
+    proc = subprocess.Popen(_cli(out, "--workers", "2", "--budget", "40", "--steps-per-segment", "800"),
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    _wait_for_episodes(out / "episodes.jsonl", 2, proc)
+    time.sleep(1.0)  # into the next step: both workers are training their children's first segment
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "retrying" not in err and "Traceback" not in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped_by"] == "SIGTERM" and summary["episodes"] < 40
+    assert summary["workers"]["failures"] == 0
+    assert (out / "policy.json").is_file()
+
+
 def test_sb3_agent_is_checkpointed_after_each_rollout(digits, tmp_path) -> None:
     import stable_baselines3 as sb3
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import gymnasium as gym
 import pytest
@@ -13,6 +14,17 @@ from search_helpers import stable as _stable
 from policysearch.errors import ConfigError
 from policysearch.search import Budget, SearchVecEnv, read_episodes, run_search
 from policysearch.workers import ProcessPool, make_pool
+
+
+class Sleeper(gym.Env):
+    """A worker's env whose call takes as long as asked: a child still training."""
+
+    observation_space = gym.spaces.Box(0, 1, (1,))
+    action_space = gym.spaces.Discrete(2)
+
+    def nap(self, seconds: float) -> int:
+        time.sleep(seconds)
+        return os.getpid()
 
 
 def _env(digits, mode: str = "schedule"):
@@ -201,3 +213,59 @@ def test_a_lost_ray_actor_is_replaced_and_its_child_retried(digits) -> None:
     finally:
         ray.shutdown()
     assert recorder.failed_workers == 1 and not any(e["failed"] for e in recorder.episodes)
+
+
+def test_workers_ignore_sigint_and_sigterm_and_finish_their_call() -> None:
+    pool = ProcessPool(Sleeper, 1)
+    try:
+        pool.submit(0, "nap", 1.0)
+        time.sleep(0.3)
+        for sig in (signal.SIGINT, signal.SIGTERM):  # what a terminal or `timeout` sends the whole group
+            os.kill(pool.pid(0), sig)
+        assert pool.result(0) == pool.pid(0)
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_closing_kills_a_worker_still_busy_with_a_call(shared) -> None:
+    from policysearch.workers import SharedProcessPool
+
+    pool = SharedProcessPool([Sleeper] * 2, 3) if shared else ProcessPool(Sleeper, 2)
+    pids = {pool.pid(i) for i in range(pool.n)}
+    pool.submit(1, "nap", 60.0)  # a stop at once, mid-child: nobody will read this call's result
+    pool.submit(0, "nap", 0.0)
+    pool.result(0)
+    start = time.perf_counter()
+    pool.close()
+    assert time.perf_counter() - start < 20
+    time.sleep(0.2)
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_closing_after_an_interrupted_wait_kills_the_worker_that_still_owes_its_reply() -> None:
+    # A second Ctrl-C raises KeyboardInterrupt while the driver waits for a result: the worker has
+    # not answered yet, so closing must not wait for it.
+    pool = ProcessPool(Sleeper, 1)
+    pid = pool.pid(0)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        pool.submit(0, "nap", 60.0)
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        with pytest.raises(KeyboardInterrupt):
+            pool.result(0)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    start = time.perf_counter()
+    pool.close()
+    assert time.perf_counter() - start < 20
+    time.sleep(0.2)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
