@@ -231,7 +231,7 @@ def _one_search(controller: str, k: int, target: float, settings: dict[str, Any]
         "best_proxy": result.summary["best"]["val_metric"], "uniform_proxy": uniform_score,
         "episodes_above_uniform": sum(e["score"] > uniform_score for e in result.episodes),
         "rerank": [{"search_rank": r["index"] + 1, "val_accuracy": r["val_accuracy"],
-                    "is_uniform": r["plan"].kept() == uniform.kept()} for r in ranked],
+                    "is_uniform": r["plan"].kept() == uniform.kept(), "ratios": r["plan"].ratios} for r in ranked],
         "chosen_ratios": chosen.ratios}
 
 
