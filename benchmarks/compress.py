@@ -22,6 +22,11 @@ Steps (`--steps`, default both):
 - `final`: no search: the plans a previous run compared (`--plans-from` its benchmark.json) distilled
   again, e.g. for longer: `--finetune-epochs 0.36,3` compares them at both lengths (is the ranking
   stable?).
+- `duel`: no search: for each search of a previous run (`--plans-from` its record, which lists each
+  search's re-ranked candidates with their ratios), its best non-uniform candidate by that re-ranking
+  and the uniform plan are distilled for the final length (the last of `--finetune-epochs`) with the
+  batch order `--rerank-seed` and scored on the validation split; the search keeps the candidate only
+  if it beats uniform there ("duel#k", else uniform). Then the `final` comparison of those choices.
 
 `--jobs 2` runs two searches, and then two distillations, at once (processes, one torch thread each).
 
@@ -76,7 +81,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "the plan is not chosen on the batches it is then scored with)")
     p.add_argument("--finetune-epochs", default="0.5",
                    help="epochs of the final distillation; a comma list compares the plans at each length")
-    p.add_argument("--plans-from", help="step `final`: a previous run's benchmark.json whose plans are compared again")
+    p.add_argument("--plans-from", help="step `final`: a previous run's benchmark.json whose plans are compared "
+                                        "again; step `duel`: a run's record of its searches")
     p.add_argument("--jobs", type=int, default=1,
                    help="searches, then final distillations, at once (processes, one torch thread each)")
     p.add_argument("--finetune-lr", type=float, default=0.01)
@@ -89,8 +95,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.rerank_seed = args.seed + 1000
     if args.first_search < 0:
         p.error(f"--first-search must be >= 0, got {args.first_search}")
-    if "final" in args.steps.split(",") and not args.plans_from:
-        p.error("--steps final needs --plans-from (a previous run's benchmark.json)")
+    if {"final", "duel"} & set(args.steps.split(",")) and not args.plans_from:
+        p.error("--steps final and duel need --plans-from (a previous run's benchmark.json)")
     if args.plans_from and not Path(args.plans_from).is_file():
         p.error(f"--plans-from {args.plans_from}: no such file")
     if args.quick:
@@ -238,10 +244,8 @@ def _one_search(controller: str, k: int, target: float, settings: dict[str, Any]
 def plans_from(path: str, teacher: Any, full: Any, target: float, min_keep: float, model_name: str) -> dict[str, Any]:
     """The plans a previous run compared at `target` (its benchmark.json), rebuilt on `teacher` from their
     keep ratios; the uniform plan is recomputed and must match the recorded one."""
-    import dataclasses
 
     from policysearch.errors import ConfigError
-    from policysearch.metrics import count_parameters, flops_per_image
     from policysearch.policies.compress import CompressionPlan
 
     record = json.loads(Path(path).read_text())
@@ -253,13 +257,64 @@ def plans_from(path: str, teacher: Any, full: Any, target: float, min_keep: floa
     uniform = CompressionPlan.uniform(teacher, example, flops_target=target, min_keep=min_keep, model_name=model_name)
     if rows["uniform"]["ratios"] != uniform.ratios:
         raise ConfigError(f"{path}: its uniform plan differs from this teacher's; was it another teacher?")
-    plans: dict[str, Any] = {}
-    for name, row in rows.items():
-        plan = dataclasses.replace(uniform, ratios=row["ratios"], provenance={"from": path, "name": name})
-        student = plan.apply(teacher, example)
-        flops = int(flops_per_image(student, full.input_shape)["forward"])
-        plans[name] = dataclasses.replace(plan, flops=flops, params=count_parameters(student))
-    return plans
+    return {name: _with_ratios(uniform, row["ratios"], teacher, full, {"from": path, "name": name})
+            for name, row in rows.items()}
+
+
+def _with_ratios(uniform: Any, ratios: dict[str, float], teacher: Any, full: Any, provenance: dict[str, Any]) -> Any:
+    """A plan of `teacher` with these keep ratios (the uniform plan's other fields), its FLOPs and
+    parameters measured on the pruned network."""
+    import dataclasses
+
+    from policysearch.metrics import count_parameters, flops_per_image
+
+    plan = dataclasses.replace(uniform, ratios=ratios, provenance=provenance)
+    student = plan.apply(teacher, torch.zeros(1, *full.input_shape))
+    flops = int(flops_per_image(student, full.input_shape)["forward"])
+    return dataclasses.replace(plan, flops=flops, params=count_parameters(student))
+
+
+def duel(args: argparse.Namespace, teacher: Any, full: Any, target: float) -> dict[str, Any]:
+    """Each search's best non-uniform candidate against uniform at the final length, on validation
+    with the re-ranking's batch order; the winner is the search's choice, then compared on test."""
+    from policysearch.errors import ConfigError
+    from policysearch.policies.compress import CompressionPlan
+    from policysearch.pruning import distilled_accuracies
+
+    record = json.loads(Path(args.plans_from).read_text())
+    searches = record.get("searches") or record.get("targets", {}).get(f"{target:g}", {}).get("searches")
+    if not searches:
+        raise ConfigError(f"{args.plans_from} records no searches at FLOPs target {target:g}")
+    uniform = CompressionPlan.uniform(teacher, torch.zeros(1, *full.input_shape), flops_target=target,
+                                      min_keep=args.min_keep, model_name=args.teacher_model)
+    candidates: dict[str, Any] = {}
+    for controller, rows in searches.items():
+        for row in rows:
+            best = next((r for r in row["rerank"] if not r["is_uniform"]), None)
+            if best is None or "ratios" not in best:
+                raise ConfigError(f"{args.plans_from}: search {controller} seed {row['seed']} records no "
+                                  "non-uniform candidate with its ratios (re-run it with this benchmark)")
+            candidates[f"{controller}#{row['seed'] - args.seed}"] = _with_ratios(
+                uniform, best["ratios"], teacher, full,
+                {"from": args.plans_from, "search_seed": row["seed"], "search_rank": best["search_rank"]})
+    epochs = float(str(args.finetune_epochs).split(",")[-1])
+    steps = max(1, round(epochs * (len(full.y_train) // 128)))
+    wall = time.perf_counter()
+    val = distilled_accuracies([uniform, *candidates.values()], teacher, full, steps, args.finetune_lr,
+                               [args.rerank_seed], split="val", workers=args.jobs)
+    uniform_val = val[0][0]
+    plans: dict[str, Any] = {"uniform": uniform}
+    duels = {}
+    for (name, plan), (acc,) in zip(candidates.items(), val[1:]):
+        kept = acc > uniform_val
+        plans[name] = plan if kept else uniform
+        duels[name] = {"candidate_val_accuracy": acc, "uniform_val_accuracy": uniform_val, "kept": kept,
+                       "ratios": plan.ratios, **plan.provenance}
+        print(f"{target:g} {name}: candidate {acc:.4f} vs uniform {uniform_val:.4f} on validation after {steps} "
+              f"steps: {'candidate' if kept else 'uniform'}", file=sys.stderr)
+    return {"duels": duels, "duel_steps": steps, "duel_seed": args.rerank_seed,
+            "duel_wall_minutes": round((time.perf_counter() - wall) / 60, 2),
+            **final_comparison(args, teacher, full, target, plans)}
 
 
 def final_comparison(args: argparse.Namespace, teacher: Any, full: Any, target: float,
@@ -356,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
         record["correlation"] = correlation(args, teacher, full, targets[0])
     if "search" in steps:
         record["targets"] = {f"{t:g}": search(args, teacher, full, t) for t in targets}
+    elif "duel" in steps:
+        record["targets"] = {f"{t:g}": duel(args, teacher, full, t) for t in targets}
     elif "final" in steps:
         record["targets"] = {
             f"{t:g}": final_comparison(args, teacher, full, t, plans_from(args.plans_from, teacher, full, t,

@@ -130,6 +130,19 @@ def test_compress_searches_in_worker_processes_match_serial_ones(tmp_path, monke
     assert second["rerank"] == serial["random"][1]["rerank"]
     # The re-ranking's batch order is none of the final seeds' (0, 1 here).
     assert record["settings"]["rerank_seed"] == 1000
+    # The duel step: each search's best non-uniform candidate against uniform at the final length, on
+    # validation; the winner is that search's choice in the final comparison.
+    assert compress.main(["--quick", "--steps", "duel", "--plans-from", str(tmp_path / "serial" / "benchmark.json"),
+                          "--targets", "0.5", "--finetune-epochs", "1", *teacher, "--out", str(tmp_path / "duel")]) == 0
+    duel = json.loads((tmp_path / "duel" / "benchmark.json").read_text())["targets"]["0.5"]
+    assert set(duel["duels"]) == {"random#0", "random#1"} and duel["duel_seed"] == 1000
+    for k, row in enumerate(serial["random"]):
+        match = duel["duels"][f"random#{k}"]
+        candidate = next(r for r in row["rerank"] if not r["is_uniform"])
+        assert match["ratios"] == candidate["ratios"]
+        assert match["kept"] == (match["candidate_val_accuracy"] > match["uniform_val_accuracy"])
+        chosen = duel["results"][f"random#{k}"]["ratios"]
+        assert chosen == (candidate["ratios"] if match["kept"] else duel["results"]["uniform"]["ratios"])
 
 
 def test_compress_pools_each_controllers_searches_against_uniform_and_random():
