@@ -86,6 +86,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=1,
                    help="searches, then final distillations, at once (processes, one torch thread each)")
     p.add_argument("--finetune-lr", type=float, default=0.01)
+    p.add_argument("--final-split", choices=("test", "val"), default="test",
+                   help="split the final distillations are scored on (val: to check a choice made on validation "
+                        "with the final seeds; never for a reported result)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/bench-compress")
@@ -324,16 +327,17 @@ def final_comparison(args: argparse.Namespace, teacher: Any, full: Any, target: 
     from policysearch.pruning import distilled_accuracies, val_accuracy
     from policysearch.stats import paired_bootstrap
 
-    teacher_test = val_accuracy(teacher, full, split="test")
+    split = args.final_split
+    teacher_test = val_accuracy(teacher, full, split=split)
     seeds = [args.seed + s for s in range(args.seeds)]
     lengths: dict[str, Any] = {}
     for epochs in [float(e) for e in str(args.finetune_epochs).split(",")]:
         steps = max(1, round(epochs * (len(full.y_train) // 128)))
         wall = time.perf_counter()
         accs = distilled_accuracies(list(plans.values()), teacher, full, steps, args.finetune_lr, seeds,
-                                    workers=args.jobs)
+                                    split=split, workers=args.jobs)
         finals = dict(zip(plans, accs))
-        results = {name: {"test_accuracy": a, "mean": sum(a) / len(a),
+        results = {name: {f"{split}_accuracy": a, "mean": sum(a) / len(a),
                           "drop_points": 100 * (teacher_test - sum(a) / len(a)),
                           "flops_fraction": plans[name].flops_fraction, "params_fraction": plans[name].params_fraction,
                           "ratios": plans[name].ratios}
@@ -350,7 +354,7 @@ def final_comparison(args: argparse.Namespace, teacher: Any, full: Any, target: 
         print(f"{target:g} FLOPs, {epochs:g} epochs of distillation ({steps} steps), {len(seeds)} seeds:",
               file=sys.stderr)
         for name, r in results.items():
-            print(f"  {name:10s} test {r['mean']:.4f} drop {r['drop_points']:.2f} FLOPs "
+            print(f"  {name:10s} {split} {r['mean']:.4f} drop {r['drop_points']:.2f} FLOPs "
                   f"{r['flops_fraction']:.3f} params {r['params_fraction']:.3f}", file=sys.stderr)
         for key, c in comparisons.items():
             print(f"  {key}: {100 * c['mean']:+.2f} points, 95 % CI [{100 * c['low']:+.2f}, "
@@ -363,7 +367,8 @@ def final_comparison(args: argparse.Namespace, teacher: Any, full: Any, target: 
                                   "wall_minutes": round((time.perf_counter() - wall) / 60, 2)}
     first = next(iter(lengths.values()))
     # The first length's figures stay at the top level, where earlier result files keep them.
-    return {"teacher_test_accuracy": teacher_test, "finetune_steps": first["finetune_steps"], "seeds": args.seeds,
+    return {f"teacher_{split}_accuracy": teacher_test, "split": split, "finetune_steps": first["finetune_steps"],
+            "seeds": args.seeds,
             "results": first["results"], "paired_differences": first["paired_differences"],
             "by_finetune_epochs": lengths}
 

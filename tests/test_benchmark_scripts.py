@@ -94,6 +94,14 @@ def test_compress_final_step_reproduces_a_search_runs_comparison_and_adds_length
     assert {n: r["test_accuracy"] for n, r in one.items()} == {n: r["test_accuracy"]
                                                               for n, r in before["results"].items()}
     assert after["by_finetune_epochs"]["2"]["finetune_steps"] == 2 * after["by_finetune_epochs"]["1"]["finetune_steps"]
+    # --final-split val scores the same students on validation, under that split's name.
+    assert compress.main(["--quick", "--steps", "final", "--plans-from", str(first / "benchmark.json"),
+                          "--targets", "0.5", "--finetune-epochs", "1", "--teacher", str(first / "teacher.pt"),
+                          "--final-split", "val", "--out", str(tmp_path / "val")]) == 0
+    val = json.loads((tmp_path / "val" / "benchmark.json").read_text())["targets"]["0.5"]
+    assert val["split"] == "val" and "teacher_val_accuracy" in val
+    assert all("val_accuracy" in r and "test_accuracy" not in r for r in val["results"].values())
+    assert [r["val_accuracy"] for r in val["results"].values()] != [r["test_accuracy"] for r in one.values()]
 
 
 def test_compress_final_step_needs_an_existing_plans_file(tmp_path):
