@@ -247,7 +247,6 @@ def _one_search(controller: str, k: int, target: float, settings: dict[str, Any]
 def plans_from(path: str, teacher: Any, full: Any, target: float, min_keep: float, model_name: str) -> dict[str, Any]:
     """The plans a previous run compared at `target` (its benchmark.json), rebuilt on `teacher` from their
     keep ratios; the uniform plan is recomputed and must match the recorded one."""
-
     from policysearch.errors import ConfigError
     from policysearch.policies.compress import CompressionPlan
 
@@ -300,8 +299,7 @@ def duel(args: argparse.Namespace, teacher: Any, full: Any, target: float) -> di
             candidates[f"{controller}#{row['seed'] - args.seed}"] = _with_ratios(
                 uniform, best["ratios"], teacher, full,
                 {"from": args.plans_from, "search_seed": row["seed"], "search_rank": best["search_rank"]})
-    epochs = float(str(args.finetune_epochs).split(",")[-1])
-    steps = max(1, round(epochs * (len(full.y_train) // 128)))
+    steps = _distill_steps(float(str(args.finetune_epochs).split(",")[-1]), full)
     wall = time.perf_counter()
     val = distilled_accuracies([uniform, *candidates.values()], teacher, full, steps, args.finetune_lr,
                                [args.rerank_seed], split="val", workers=args.jobs)
@@ -320,6 +318,11 @@ def duel(args: argparse.Namespace, teacher: Any, full: Any, target: float) -> di
             **final_comparison(args, teacher, full, target, plans)}
 
 
+def _distill_steps(epochs: float, full: Any) -> int:
+    """Steps of a distillation `epochs` long at batch 128 (at least one)."""
+    return max(1, round(epochs * (len(full.y_train) // 128)))
+
+
 def final_comparison(args: argparse.Namespace, teacher: Any, full: Any, target: float,
                      plans: dict[str, Any]) -> dict[str, Any]:
     """Every plan distilled for each length in `--finetune-epochs` with `--seeds` paired seeds; test
@@ -328,17 +331,17 @@ def final_comparison(args: argparse.Namespace, teacher: Any, full: Any, target: 
     from policysearch.stats import paired_bootstrap
 
     split = args.final_split
-    teacher_test = val_accuracy(teacher, full, split=split)
+    teacher_acc = val_accuracy(teacher, full, split=split)
     seeds = [args.seed + s for s in range(args.seeds)]
     lengths: dict[str, Any] = {}
     for epochs in [float(e) for e in str(args.finetune_epochs).split(",")]:
-        steps = max(1, round(epochs * (len(full.y_train) // 128)))
+        steps = _distill_steps(epochs, full)
         wall = time.perf_counter()
         accs = distilled_accuracies(list(plans.values()), teacher, full, steps, args.finetune_lr, seeds,
                                     split=split, workers=args.jobs)
         finals = dict(zip(plans, accs))
         results = {name: {f"{split}_accuracy": a, "mean": sum(a) / len(a),
-                          "drop_points": 100 * (teacher_test - sum(a) / len(a)),
+                          "drop_points": 100 * (teacher_acc - sum(a) / len(a)),
                           "flops_fraction": plans[name].flops_fraction, "params_fraction": plans[name].params_fraction,
                           "ratios": plans[name].ratios}
                    for name, a in finals.items()}
@@ -367,7 +370,7 @@ def final_comparison(args: argparse.Namespace, teacher: Any, full: Any, target: 
                                   "wall_minutes": round((time.perf_counter() - wall) / 60, 2)}
     first = next(iter(lengths.values()))
     # The first length's figures stay at the top level, where earlier result files keep them.
-    return {f"teacher_{split}_accuracy": teacher_test, "split": split, "finetune_steps": first["finetune_steps"],
+    return {f"teacher_{split}_accuracy": teacher_acc, "split": split, "finetune_steps": first["finetune_steps"],
             "seeds": args.seeds,
             "results": first["results"], "paired_differences": first["paired_differences"],
             "by_finetune_epochs": lengths}
