@@ -28,6 +28,12 @@ Steps (`--steps`, default both):
   batch order `--rerank-seed` and scored on the validation split; the search keeps the candidate only
   if it beats uniform there ("duel#k", else uniform). Then the `final` comparison of those choices.
 
+- `neighbours`: no search: is uniform a local optimum of the accuracy after the final distillation?
+  Each group's kept channels times `--neighbour-factor` and divided by it, the other groups at the
+  largest common ratio that meets the FLOPs target (`PlanSpace.shifted_counts`); every such plan and
+  uniform distilled for the final length with `--neighbour-seeds` batch orders from `--rerank-seed` and
+  scored on the validation split; the paired difference of each from uniform.
+
 `--jobs 2` runs two searches, and then two distillations, at once (processes, one torch thread each).
 
 Prints tables to stderr and ONE JSON line to stdout; also writes it to `--out`/benchmark.json.
@@ -83,6 +89,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="epochs of the final distillation; a comma list compares the plans at each length")
     p.add_argument("--plans-from", help="step `final`: a previous run's benchmark.json whose plans are compared "
                                         "again; step `duel`: a run's record of its searches")
+    p.add_argument("--neighbour-factor", type=float, default=1.5,
+                   help="step `neighbours`: each group's kept channels times and divided by this")
+    p.add_argument("--neighbour-seeds", type=int, default=2, help="step `neighbours`: batch orders per plan")
     p.add_argument("--jobs", type=int, default=1,
                    help="searches, then final distillations, at once (processes, one torch thread each)")
     p.add_argument("--finetune-lr", type=float, default=0.01)
@@ -100,6 +109,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--first-search must be >= 0, got {args.first_search}")
     if {"final", "duel"} & set(args.steps.split(",")) and not args.plans_from:
         p.error("--steps final and duel need --plans-from (a previous run's benchmark.json)")
+    if args.neighbour_factor <= 1 or args.neighbour_seeds < 2:
+        p.error(f"--neighbour-factor must be > 1 (got {args.neighbour_factor}) and --neighbour-seeds >= 2 "
+                f"(got {args.neighbour_seeds})")
     if args.plans_from and not Path(args.plans_from).is_file():
         p.error(f"--plans-from {args.plans_from}: no such file")
     if args.quick:
@@ -318,6 +330,52 @@ def duel(args: argparse.Namespace, teacher: Any, full: Any, target: float) -> di
             **final_comparison(args, teacher, full, target, plans)}
 
 
+def neighbours(args: argparse.Namespace, teacher: Any, full: Any, target: float) -> dict[str, Any]:
+    """Uniform against the plans next to it at the same FLOPs (one group's channels times or divided by
+    `--neighbour-factor`), all distilled for the final length on validation batch orders from
+    `--rerank-seed`: if none beats uniform, uniform is a local optimum of what the search is after."""
+    from policysearch.policies.compress import CompressionPlan, PlanSpace
+    from policysearch.pruning import distilled_accuracies
+    from policysearch.stats import paired_bootstrap
+
+    example = torch.zeros(1, *full.input_shape)
+    uniform = CompressionPlan.uniform(teacher, example, flops_target=target, min_keep=args.min_keep,
+                                      model_name=args.teacher_model)
+    space = PlanSpace(teacher, example, target, args.min_keep)
+    counts = [uniform.kept()[g.name] for g in space.groups]
+    plans: dict[str, Any] = {"uniform": uniform}
+    for index, group in enumerate(space.groups):
+        for sign, factor in (("x", args.neighbour_factor), ("/", 1 / args.neighbour_factor)):
+            shifted = space.shifted_counts(counts, index, factor)
+            if shifted[index] == counts[index]:
+                continue  # the group is at its bound
+            ratios = {g.name: c / g.channels for g, c in zip(space.groups, shifted)}
+            plans[f"{group.name} {sign}{args.neighbour_factor:g}"] = _with_ratios(
+                uniform, ratios, teacher, full, {"neighbour_of": "uniform", "group": group.name, "factor": factor})
+    steps = _distill_steps(float(str(args.finetune_epochs).split(",")[-1]), full)
+    seeds = [args.rerank_seed + s for s in range(args.neighbour_seeds)]
+    wall = time.perf_counter()
+    accs = dict(zip(plans, distilled_accuracies(list(plans.values()), teacher, full, steps, args.finetune_lr, seeds,
+                                                split="val", workers=args.jobs)))
+    rows = {}
+    print(f"{target:g} FLOPs: uniform and its neighbours, {steps} distillation steps, validation, seeds {seeds}:",
+          file=sys.stderr)
+    for name, plan in plans.items():
+        row = {"val_accuracy": accs[name], "mean": sum(accs[name]) / len(seeds), "ratios": plan.ratios,
+               "kept": plan.kept(), "flops_fraction": plan.flops_fraction, "params_fraction": plan.params_fraction}
+        if name != "uniform":
+            row["minus_uniform"] = paired_bootstrap(accs[name], accs["uniform"])
+        rows[name] = row
+        diff = row.get("minus_uniform")
+        print(f"  {name:22s} val {row['mean']:.4f} FLOPs {plan.flops_fraction:.3f} kept "
+              f"{[row['kept'][g.name] for g in space.groups]}"
+              + ("" if diff is None else f"  {100 * diff['mean']:+.2f} points vs uniform"), file=sys.stderr)
+    better = [n for n, r in rows.items() if n != "uniform" and r["mean"] > rows["uniform"]["mean"]]
+    return {"neighbours": rows, "neighbour_steps": steps, "neighbour_seeds": seeds,
+            "neighbours_above_uniform": better, "groups": [g.name for g in space.groups],
+            "wall_minutes": round((time.perf_counter() - wall) / 60, 2)}
+
+
 def _distill_steps(epochs: float, full: Any) -> int:
     """Steps of a distillation `epochs` long at batch 128 (at least one)."""
     return max(1, round(epochs * (len(full.y_train) // 128)))
@@ -326,9 +384,10 @@ def _distill_steps(epochs: float, full: Any) -> int:
 def final_comparison(args: argparse.Namespace, teacher: Any, full: Any, target: float,
                      plans: dict[str, Any]) -> dict[str, Any]:
     """Every plan distilled for each length in `--finetune-epochs` with `--seeds` paired seeds; test
-    accuracy, drop from the teacher, paired bootstrap CIs against uniform (and against random search)."""
-    from policysearch.pruning import distilled_accuracies, val_accuracy
-    from policysearch.stats import paired_bootstrap
+    accuracy, drop from the teacher, paired bootstrap CIs against uniform (and against random search):
+    over the seeds, and over the seeds and the scored images (`seeds_and_images`). Each run's per-image
+    correctness is kept (`correct_bits`: base64 of `numpy.packbits`, in the split's order)."""
+    from policysearch.pruning import accuracy_of, distilled_correct, val_accuracy
 
     split = args.final_split
     teacher_acc = val_accuracy(teacher, full, split=split)
@@ -337,22 +396,22 @@ def final_comparison(args: argparse.Namespace, teacher: Any, full: Any, target: 
     for epochs in [float(e) for e in str(args.finetune_epochs).split(",")]:
         steps = _distill_steps(epochs, full)
         wall = time.perf_counter()
-        accs = distilled_accuracies(list(plans.values()), teacher, full, steps, args.finetune_lr, seeds,
-                                    split=split, workers=args.jobs)
-        finals = dict(zip(plans, accs))
+        correct = dict(zip(plans, distilled_correct(list(plans.values()), teacher, full, steps, args.finetune_lr,
+                                                    seeds, split=split, workers=args.jobs)))
+        finals = {name: [accuracy_of(c) for c in runs] for name, runs in correct.items()}
         results = {name: {f"{split}_accuracy": a, "mean": sum(a) / len(a),
                           "drop_points": 100 * (teacher_acc - sum(a) / len(a)),
                           "flops_fraction": plans[name].flops_fraction, "params_fraction": plans[name].params_fraction,
-                          "ratios": plans[name].ratios}
+                          "ratios": plans[name].ratios, "correct_bits": [_packed(c) for c in correct[name]]}
                    for name, a in finals.items()}
         comparisons = {}
         for name in finals:
             if name == "uniform":
                 continue
-            comparisons[f"{name} - uniform"] = paired_bootstrap(finals[name], finals["uniform"])
+            comparisons[f"{name} - uniform"] = _compared(name, "uniform", finals, correct)
             base, _, k = name.partition("#")
             if base != "random" and f"random#{k}" in finals:
-                comparisons[f"{name} - random#{k}"] = paired_bootstrap(finals[name], finals[f"random#{k}"])
+                comparisons[f"{name} - random#{k}"] = _compared(name, f"random#{k}", finals, correct)
         pooled = pooled_differences(finals)
         print(f"{target:g} FLOPs, {epochs:g} epochs of distillation ({steps} steps), {len(seeds)} seeds:",
               file=sys.stderr)
@@ -360,8 +419,11 @@ def final_comparison(args: argparse.Namespace, teacher: Any, full: Any, target: 
             print(f"  {name:10s} {split} {r['mean']:.4f} drop {r['drop_points']:.2f} FLOPs "
                   f"{r['flops_fraction']:.3f} params {r['params_fraction']:.3f}", file=sys.stderr)
         for key, c in comparisons.items():
+            images = c.get("seeds_and_images")
             print(f"  {key}: {100 * c['mean']:+.2f} points, 95 % CI [{100 * c['low']:+.2f}, "
-                  f"{100 * c['high']:+.2f}]", file=sys.stderr)
+                  f"{100 * c['high']:+.2f}] over seeds"
+                  + ("" if images is None else f", [{100 * images['low']:+.2f}, {100 * images['high']:+.2f}] over "
+                                               f"seeds and {images['images']} images"), file=sys.stderr)
         for key, c in pooled.items():
             print(f"  {key}: {100 * c['mean']:+.2f} points, 95 % CI [{100 * c['low']:+.2f}, {100 * c['high']:+.2f}] "
                   f"({c['searches']} searches x {c['seeds']} seeds)", file=sys.stderr)
@@ -374,6 +436,25 @@ def final_comparison(args: argparse.Namespace, teacher: Any, full: Any, target: 
             "seeds": args.seeds,
             "results": first["results"], "paired_differences": first["paired_differences"],
             "by_finetune_epochs": lengths}
+
+
+def _compared(name: str, other: str, finals: dict[str, list[float]], correct: dict[str, list[Any]]) -> dict[str, Any]:
+    """`name` - `other` over the paired seeds, and (when no run diverged) over the seeds and the images."""
+    from policysearch.stats import paired_bootstrap, seeds_and_images
+
+    out: dict[str, Any] = paired_bootstrap(finals[name], finals[other])
+    if all(c is not None for c in (*correct[name], *correct[other])):
+        out["seeds_and_images"] = seeds_and_images(correct[name], correct[other])
+    return out
+
+
+def _packed(correct: Any) -> str | None:
+    """One run's per-image correctness as base64 of `numpy.packbits` (None: the run diverged)."""
+    import base64
+
+    import numpy as np
+
+    return None if correct is None else base64.b64encode(np.packbits(correct).tobytes()).decode("ascii")
 
 
 def pooled_differences(finals: dict[str, list[float]]) -> dict[str, Any]:
@@ -419,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
         record["correlation"] = correlation(args, teacher, full, targets[0])
     if "search" in steps:
         record["targets"] = {f"{t:g}": search(args, teacher, full, t) for t in targets}
+    elif "neighbours" in steps:
+        record["targets"] = {f"{t:g}": neighbours(args, teacher, full, t) for t in targets}
     elif "duel" in steps:
         record["targets"] = {f"{t:g}": duel(args, teacher, full, t) for t in targets}
     elif "final" in steps:

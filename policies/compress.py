@@ -357,15 +357,23 @@ class PlanSpace:
             counts.append(max(self.min_count[i], min(w, self.max_allowed(counts))))
         return counts
 
-    def uniform_counts(self, ratio: float) -> list[int]:
-        """Every group at one keep ratio (rounded, within its bounds), not clipped."""
-        return [min(hi, max(lo, round(g.channels * ratio)))
-                for g, lo, hi in zip(self.groups, self.min_count, self.max_count)]
+    def uniform_counts(self, ratio: float, fixed: Mapping[int, int] | None = None) -> list[int]:
+        """Every group at one keep ratio (rounded, within its bounds), not clipped; the groups in
+        `fixed` (index -> kept count) keep that count instead."""
+        counts = [min(hi, max(lo, round(g.channels * ratio)))
+                  for g, lo, hi in zip(self.groups, self.min_count, self.max_count)]
+        for index, count in (fixed or {}).items():
+            if not self.min_count[index] <= count <= self.max_count[index]:
+                raise ConfigError(f"group {self.groups[index].name} cannot keep {count} channels: its bounds are "
+                                  f"{self.min_count[index]}..{self.max_count[index]}")
+            counts[index] = count
+        return counts
 
-    def largest_uniform(self, ok: Any = None, cap: float = 1.0) -> float:
-        """The largest common keep ratio <= `cap` whose counts meet the FLOPs target (and `ok(counts)`)."""
+    def largest_uniform(self, ok: Any = None, cap: float = 1.0, fixed: Mapping[int, int] | None = None) -> float:
+        """The largest common keep ratio <= `cap` whose counts meet the FLOPs target (and `ok(counts)`);
+        with `fixed`, the ratio of the other groups (see `uniform_counts`)."""
         def feasible(r: float) -> bool:
-            counts = self.uniform_counts(r)
+            counts = self.uniform_counts(r, fixed)
             return self.flops_ok(counts) and (ok is None or ok(counts))
 
         lo, hi = self.min_keep, min(cap, self.max_keep)
@@ -378,6 +386,15 @@ class PlanSpace:
             mid = (lo + hi) / 2
             lo, hi = (mid, hi) if feasible(mid) else (lo, mid)
         return lo
+
+    def shifted_counts(self, counts: Sequence[int], index: int, factor: float) -> list[int]:
+        """`counts` with group `index`'s count times `factor` (rounded, within its bounds) and every other
+        group at the largest common keep ratio that meets the FLOPs target: a plan at the same budget
+        that moves FLOPs into (factor > 1) or out of one group. Used to test whether a plan is a local
+        optimum of the accuracy after fine-tuning."""
+        check_number("factor", factor, 0.0, None, low_open=True)
+        fixed = {index: min(self.max_count[index], max(self.min_count[index], round(counts[index] * factor)))}
+        return self.uniform_counts(self.largest_uniform(fixed=fixed), fixed)
 
     def random_counts(self, rng: np.random.Generator) -> list[int]:
         """Uniform random keep ratios in [min_keep, max_keep] per group, clipped group by group as the env does."""

@@ -10,8 +10,9 @@
 - `rerank`: distil a few candidates briefly and order them by validation accuracy (the last step of
   a search, before one plan is chosen).
 - `top_plans`: the best distinct plans of a search's episodes.
-- `distilled_accuracies`: the final comparison of plans: each distilled with each paired seed and
-  scored on a split, in worker processes when asked (one torch thread each).
+- `distilled_correct` / `distilled_accuracies`: the final comparison of plans: each distilled with
+  each paired seed and scored on each image of a split (or as accuracies), in worker processes when
+  asked (one torch thread each).
 - `proxy_correlation`: Spearman and Kendall rank correlation between each proxy's scores and the
   accuracy after a longer fine-tune, over many plans (how the default proxy was chosen).
 """
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -29,8 +31,19 @@ from policysearch.checks import check_int
 from policysearch.data import DeviceData
 from policysearch.evaluate import autocast, normalise, to_device
 
-__all__ = ["adaptive_bn", "distilled_accuracies", "measure_latency", "proxy_accuracy", "proxy_correlation", "rerank",
-           "top_plans", "val_accuracy"]
+__all__ = [
+    "accuracy_of",
+    "adaptive_bn",
+    "correct_images",
+    "distilled_accuracies",
+    "distilled_correct",
+    "measure_latency",
+    "proxy_accuracy",
+    "proxy_correlation",
+    "rerank",
+    "top_plans",
+    "val_accuracy",
+]
 
 PROXIES = ("adaptive-bn", "distill")
 
@@ -88,23 +101,30 @@ def adaptive_bn(model: nn.Module, data: DeviceData, batches: int = 50, batch_siz
     return len(order)
 
 
-def val_accuracy(model: nn.Module, data: DeviceData, images: int | None = None, split: str = "val") -> float:
-    """Accuracy on the first `images` of a split (None: all), as `policysearch.evaluate` feeds them."""
+def correct_images(model: nn.Module, data: DeviceData, images: int | None = None, split: str = "val") -> np.ndarray:
+    """Whether each of the first `images` of a split (None: all) is classified correctly, in the split's
+    order, as `policysearch.evaluate` feeds them: what a bootstrap over the scored images resamples."""
     model = to_device(model, data.device)
     x_all, y_all = data.split_arrays(split)
     if images is not None:
         x_all, y_all = x_all[:images], y_all[:images]
     was_training = model.training
     model.eval()
-    correct = 0
+    correct = []
     with torch.inference_mode():
         for start in range(0, len(y_all), 1024):
             x = x_all[start: start + 1024].float().div_(255.0)
             with autocast(data.device):
                 logits = model(normalise(x, data))
-            correct += int((logits.argmax(1) == y_all[start: start + 1024]).sum())
+            correct.append((logits.argmax(1) == y_all[start: start + 1024]).cpu().numpy())
     model.train(was_training)
-    return correct / max(1, len(y_all))
+    return np.concatenate(correct) if correct else np.zeros(0, dtype=bool)
+
+
+def val_accuracy(model: nn.Module, data: DeviceData, images: int | None = None, split: str = "val") -> float:
+    """Accuracy on the first `images` of a split (None: all), as `policysearch.evaluate` feeds them."""
+    correct = correct_images(model, data, images, split)
+    return int(correct.sum()) / max(1, len(correct))
 
 
 def proxy_accuracy(student: nn.Module, data: DeviceData, batches: int = 50, batch_size: int = 128, seed: int = 0,
@@ -192,18 +212,18 @@ def rerank(plans: Sequence[Any], teacher: nn.Module, data: DeviceData, steps: in
     return sorted(rows, key=lambda r: (-r["val_accuracy"], r["index"]))
 
 
-def _distilled_accuracy(plan: Any, teacher: nn.Module, data: DeviceData, steps: int, lr: float, seed: int,
-                        split: str) -> float:
+def _distilled_correct(plan: Any, teacher: nn.Module, data: DeviceData, steps: int, lr: float, seed: int,
+                       split: str) -> np.ndarray | None:
     from policysearch.distill import distill
 
     student = plan.apply(teacher, torch.zeros(1, *data.input_shape, device=data.device))
     stats = distill(student, teacher, data, steps, lr, seed=seed)
-    return float("nan") if stats.diverged else val_accuracy(student, data, split=split)
+    return None if stats.diverged else correct_images(student, data, split=split)
 
 
-def distilled_accuracies(plans: Sequence[Any], teacher: nn.Module, data: DeviceData, steps: int, lr: float,
-                         seeds: Sequence[int], split: str = "test", workers: int = 1) -> list[list[float]]:
-    """Distil every plan's student for `steps` with each seed and score it on `split`.
+def distilled_correct(plans: Sequence[Any], teacher: nn.Module, data: DeviceData, steps: int, lr: float,
+                      seeds: Sequence[int], split: str = "test", workers: int = 1) -> list[list[np.ndarray | None]]:
+    """Distil every plan's student for `steps` with each seed and score it on each image of `split`.
 
     A seed fixes the batch order, so plans are compared on paired seeds. Plans that keep the same
     channels train once. With ``workers > 1`` the trainings run in that many spawned processes with one
@@ -211,7 +231,8 @@ def distilled_accuracies(plans: Sequence[Any], teacher: nn.Module, data: DeviceD
     (which can flip an image or two).
 
     Returns:
-        One list per plan, one accuracy per seed (NaN where the distillation diverged).
+        One list per plan, one boolean array per seed (`correct_images`; None where the distillation
+        diverged).
     """
     check_int("steps", steps, 1)
     check_int("workers", workers, 1)
@@ -221,9 +242,22 @@ def distilled_accuracies(plans: Sequence[Any], teacher: nn.Module, data: DeviceD
     jobs = [(plan, teacher, data, steps, lr, seed, split) for plan in distinct.values() for seed in seeds]
     from policysearch.compare import in_processes
 
-    accs = in_processes(_distilled_accuracy, jobs, workers)
-    by_key = {key: accs[i * len(seeds):(i + 1) * len(seeds)] for i, key in enumerate(distinct)}
+    done = in_processes(_distilled_correct, jobs, workers)
+    by_key = {key: done[i * len(seeds):(i + 1) * len(seeds)] for i, key in enumerate(distinct)}
     return [list(by_key[key]) for key in keys]
+
+
+def distilled_accuracies(plans: Sequence[Any], teacher: nn.Module, data: DeviceData, steps: int, lr: float,
+                         seeds: Sequence[int], split: str = "test", workers: int = 1) -> list[list[float]]:
+    """`distilled_correct` as accuracies: one list per plan, one accuracy per seed (NaN where the
+    distillation diverged)."""
+    return [[accuracy_of(c) for c in row]
+            for row in distilled_correct(plans, teacher, data, steps, lr, seeds, split, workers)]
+
+
+def accuracy_of(correct: np.ndarray | None) -> float:
+    """The accuracy of one `correct_images` array (NaN for a diverged run's None)."""
+    return float("nan") if correct is None else int(correct.sum()) / max(1, len(correct))
 
 
 def proxy_correlation(

@@ -4,10 +4,12 @@ compression benchmark's `final` step (plans of a previous run distilled again)."
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from policysearch.errors import ConfigError
@@ -94,6 +96,15 @@ def test_compress_final_step_reproduces_a_search_runs_comparison_and_adds_length
     assert {n: r["test_accuracy"] for n, r in one.items()} == {n: r["test_accuracy"]
                                                               for n, r in before["results"].items()}
     assert after["by_finetune_epochs"]["2"]["finetune_steps"] == 2 * after["by_finetune_epochs"]["1"]["finetune_steps"]
+    # Every run's per-image correctness is kept, and each comparison has a CI over seeds and images too.
+    both = after["by_finetune_epochs"]["1"]["paired_differences"]["random#0 - uniform"]["seeds_and_images"]
+    assert both["seeds"] == 2 and both["low"] <= both["mean"] <= both["high"]
+    for row in one.values():
+        for bits, acc in zip(row["correct_bits"], row["test_accuracy"]):
+            correct = np.unpackbits(np.frombuffer(base64.b64decode(bits), dtype=np.uint8))[:both["images"]]
+            assert correct.sum() / both["images"] == acc
+    plain = after["by_finetune_epochs"]["1"]["paired_differences"]["random#0 - uniform"]
+    assert both["mean"] == pytest.approx(plain["mean"])
     # --final-split val scores the same students on validation, under that split's name.
     assert compress.main(["--quick", "--steps", "final", "--plans-from", str(first / "benchmark.json"),
                           "--targets", "0.5", "--finetune-epochs", "1", "--teacher", str(first / "teacher.pt"),
@@ -151,6 +162,29 @@ def test_compress_searches_in_worker_processes_match_serial_ones(tmp_path, monke
         assert match["kept"] == (match["candidate_val_accuracy"] > match["uniform_val_accuracy"])
         chosen = duel["results"][f"random#{k}"]["ratios"]
         assert chosen == (candidate["ratios"] if match["kept"] else duel["results"]["uniform"]["ratios"])
+
+
+def test_compress_neighbours_step_scores_uniform_against_plans_next_to_it(tmp_path):
+    """`--steps neighbours`: each group's channels times and divided by the factor, the others refilled
+    to the same FLOPs target, all distilled with the validation batch orders and compared with uniform."""
+    compress = _script("compress")
+    assert compress.main(["--quick", "--steps", "neighbours", "--targets", "0.5", "--finetune-epochs", "1",
+                          "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "benchmark.json").read_text())["targets"]["0.5"]
+    rows = record["neighbours"]
+    uniform = rows.pop("uniform")
+    assert record["neighbour_seeds"] == [1000, 1001] and len(uniform["val_accuracy"]) == 2
+    assert len(rows) >= len(record["groups"])  # at least one direction per group moves it
+    for name, row in rows.items():
+        group, _, step = name.rpartition(" ")
+        assert group in record["groups"] and step in ("x1.5", "/1.5")
+        moved = row["kept"][group] - uniform["kept"][group]
+        assert moved > 0 if step.startswith("x") else moved < 0
+        assert row["flops_fraction"] <= 0.5
+        assert row["minus_uniform"]["mean"] == pytest.approx(row["mean"] - uniform["mean"])
+    assert record["neighbours_above_uniform"] == [n for n, r in rows.items() if r["mean"] > uniform["mean"]]
+    with pytest.raises(SystemExit):
+        compress.main(["--steps", "neighbours", "--neighbour-factor", "1", "--out", str(tmp_path)])
 
 
 def test_compress_pools_each_controllers_searches_against_uniform_and_random():

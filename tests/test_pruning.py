@@ -117,6 +117,33 @@ def test_uniform_and_random_plans_meet_the_flops_and_params_targets(trained, nam
         CompressionPlan.uniform(teacher, _example(), params_target=0.0)
 
 
+@pytest.mark.parametrize("name", ["resnet", "user"])
+def test_shifted_counts_move_flops_into_or_out_of_one_group_at_the_same_target(trained, name):
+    from policysearch.policies.compress import PlanSpace
+
+    teacher = trained[name]
+    space = PlanSpace(teacher, _example(), 0.4, 0.1)
+    counts = space.uniform_counts(space.largest_uniform())
+    for index in range(len(space.groups)):
+        for factor in (1.5, 1 / 1.5):
+            shifted = space.shifted_counts(counts, index, factor)
+            assert shifted[index] == min(space.max_count[index], max(space.min_count[index],
+                                                                     round(counts[index] * factor)))
+            assert space.flops_ok(shifted)
+            others = [c for i, c in enumerate(shifted) if i != index]
+            grown = [c for i, c in enumerate(counts) if i != index]
+            # FLOPs moved into the group come out of the others, and the other way round.
+            if shifted[index] > counts[index]:
+                assert all(a <= b for a, b in zip(others, grown))
+            elif shifted[index] < counts[index]:
+                assert all(a >= b for a, b in zip(others, grown))
+            # The others are at the largest common ratio that meets the target with the group fixed.
+            ratio = space.largest_uniform(fixed={index: shifted[index]})
+            assert shifted == space.uniform_counts(ratio, {index: shifted[index]})
+    with pytest.raises(ConfigError, match="cannot keep"):
+        space.uniform_counts(0.5, {0: space.max_count[0] + 1})
+
+
 def test_latency_target_holds_and_every_figure_is_recorded(tmp_path, trained):
     teacher = trained["resnet"]
     plan = CompressionPlan.uniform(teacher, _example(), flops_target=0.5, latency_target=0.95, latency_batch=16)
