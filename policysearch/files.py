@@ -16,9 +16,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -67,6 +69,21 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def _mode_for(path: Path) -> int:
+    """The permission bits `path` keeps when it is replaced, or a new file's under this process's umask."""
+    with contextlib.suppress(OSError):
+        return stat.S_IMODE(path.stat().st_mode)
+    return 0o666 & ~_umask()
+
+
+@functools.cache
+def _umask() -> int:
+    # os.umask can only be read by setting it; done once, as processes rarely change it.
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path` for a library that writes by file name (torch.save,
@@ -75,6 +92,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     suffix so that writers that choose a format by suffix behave the same."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _mode_for(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -82,6 +100,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        # mkstemp makes the file private (0600); the result gets the mode a plain open() would give it.
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

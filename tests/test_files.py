@@ -49,6 +49,23 @@ def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> No
     assert [p.name for p in tmp_path.iterdir()] == ["policy.json"]
 
 
+def test_written_files_get_the_usual_permissions_not_the_temporary_files(tmp_path: Path) -> None:
+    """mkstemp's temporary file is private (0600); what it becomes must be readable as a plain write's
+    would be, and a replaced file keeps its own mode."""
+    import stat
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    fresh = write_json(tmp_path / "plan.json", {"a": 1})
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o666 & ~umask
+    with open(tmp_path / "plain.json", "w") as f:
+        f.write("{}")
+    assert stat.S_IMODE(fresh.stat().st_mode) == stat.S_IMODE((tmp_path / "plain.json").stat().st_mode)
+    os.chmod(fresh, 0o640)
+    write_json(fresh, {"a": 2})
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o640 and json.loads(fresh.read_text()) == {"a": 2}
+
+
 def test_write_json_is_strict(tmp_path: Path) -> None:
     path = write_json(tmp_path / "s.json", {"a": float("nan"), "b": [float("inf"), 1.5], "c": np.float32(2.0)})
     text = path.read_text()
