@@ -16,9 +16,10 @@ Steps (`--steps`, default both):
   `--rerank-top` plans of each search, and uniform, re-ranked by `--rerank-steps` distillation steps on
   the validation split (batch order `--rerank-seed`, not a final seed); then the chosen plans and the
   uniform plan distilled for `--finetune-epochs` with `--seeds` paired seeds (same seed = same batch
-  order for every plan), test accuracy, paired bootstrap 95 % CIs of the differences; with 2 or more
-  searches, each controller pooled over its searches (nested bootstrap: searches, then seeds). Each
-  chosen plan is saved as `--out`/plan-<target>-<controller>-<k>.json.
+  order for every plan), test accuracy, paired bootstrap 95 % CIs of the differences (over the seeds,
+  and over the seeds and the scored images); with 2 or more searches, each controller pooled over its
+  searches (nested bootstrap: searches, then seeds). Each chosen plan is saved as
+  `--out`/plan-<target>-<controller>-<k>.json.
 - `final`: no search: the plans a previous run compared (`--plans-from` its benchmark.json) distilled
   again, e.g. for longer: `--finetune-epochs 0.36,3` compares them at both lengths (is the ranking
   stable?).
