@@ -28,7 +28,6 @@ Steps (`--steps`, default both):
   and the uniform plan are distilled for the final length (the last of `--finetune-epochs`) with the
   batch order `--rerank-seed` and scored on the validation split; the search keeps the candidate only
   if it beats uniform there ("duel#k", else uniform). Then the `final` comparison of those choices.
-
 - `neighbours`: no search: is uniform a local optimum of the accuracy after the final distillation?
   Each group's kept channels times `--neighbour-factor` and divided by it, the other groups at the
   largest common ratio that meets the FLOPs target (`PlanSpace.shifted_counts`); every such plan and
@@ -191,11 +190,8 @@ def correlation(args: argparse.Namespace, teacher: Any, full: Any, target: float
 def search(args: argparse.Namespace, teacher: Any, full: Any, target: float) -> dict[str, Any]:
     from policysearch.compare import in_processes
     from policysearch.files import write_json
-    from policysearch.policies.compress import CompressionPlan
 
-    example = torch.zeros(1, *full.input_shape)
-    uniform = CompressionPlan.uniform(teacher, example, flops_target=target, min_keep=args.min_keep,
-                                      model_name=args.teacher_model)
+    uniform = _uniform(args, teacher, full, target)
     settings = {key: getattr(args, key) for key in ("teacher_model", "min_keep", "bn_batches", "val_images", "budget",
                                                     "rerank_top", "rerank_steps", "rerank_seed", "finetune_lr", "seed")}
     controllers = [*args.controllers.split(","), *([] if args.no_random else ["random"])]
@@ -293,15 +289,13 @@ def duel(args: argparse.Namespace, teacher: Any, full: Any, target: float) -> di
     """Each search's best non-uniform candidate against uniform at the final length, on validation
     with the re-ranking's batch order; the winner is the search's choice, then compared on test."""
     from policysearch.errors import ConfigError
-    from policysearch.policies.compress import CompressionPlan
     from policysearch.pruning import distilled_accuracies
 
     record = json.loads(Path(args.plans_from).read_text())
     searches = record.get("searches") or record.get("targets", {}).get(f"{target:g}", {}).get("searches")
     if not searches:
         raise ConfigError(f"{args.plans_from} records no searches at FLOPs target {target:g}")
-    uniform = CompressionPlan.uniform(teacher, torch.zeros(1, *full.input_shape), flops_target=target,
-                                      min_keep=args.min_keep, model_name=args.teacher_model)
+    uniform = _uniform(args, teacher, full, target)
     candidates: dict[str, Any] = {}
     for controller, rows in searches.items():
         for row in rows:
@@ -312,7 +306,7 @@ def duel(args: argparse.Namespace, teacher: Any, full: Any, target: float) -> di
             candidates[f"{controller}#{row['seed'] - args.seed}"] = _with_ratios(
                 uniform, best["ratios"], teacher, full,
                 {"from": args.plans_from, "search_seed": row["seed"], "search_rank": best["search_rank"]})
-    steps = _distill_steps(float(str(args.finetune_epochs).split(",")[-1]), full)
+    steps = _final_steps(args, full)
     wall = time.perf_counter()
     val = distilled_accuracies([uniform, *candidates.values()], teacher, full, steps, args.finetune_lr,
                                [args.rerank_seed], split="val", workers=args.jobs)
@@ -335,13 +329,12 @@ def neighbours(args: argparse.Namespace, teacher: Any, full: Any, target: float)
     """Uniform against the plans next to it at the same FLOPs (one group's channels times or divided by
     `--neighbour-factor`), all distilled for the final length on validation batch orders from
     `--rerank-seed`: if none beats uniform, uniform is a local optimum of what the search is after."""
-    from policysearch.policies.compress import CompressionPlan, PlanSpace
+    from policysearch.policies.compress import PlanSpace
     from policysearch.pruning import distilled_accuracies
     from policysearch.stats import paired_bootstrap
 
     example = torch.zeros(1, *full.input_shape)
-    uniform = CompressionPlan.uniform(teacher, example, flops_target=target, min_keep=args.min_keep,
-                                      model_name=args.teacher_model)
+    uniform = _uniform(args, teacher, full, target)
     space = PlanSpace(teacher, example, target, args.min_keep)
     counts = [uniform.kept()[g.name] for g in space.groups]
     plans: dict[str, Any] = {"uniform": uniform}
@@ -353,7 +346,7 @@ def neighbours(args: argparse.Namespace, teacher: Any, full: Any, target: float)
             ratios = {g.name: c / g.channels for g, c in zip(space.groups, shifted)}
             plans[f"{group.name} {sign}{args.neighbour_factor:g}"] = _with_ratios(
                 uniform, ratios, teacher, full, {"neighbour_of": "uniform", "group": group.name, "factor": factor})
-    steps = _distill_steps(float(str(args.finetune_epochs).split(",")[-1]), full)
+    steps = _final_steps(args, full)
     seeds = [args.rerank_seed + s for s in range(args.neighbour_seeds)]
     wall = time.perf_counter()
     accs = dict(zip(plans, distilled_accuracies(list(plans.values()), teacher, full, steps, args.finetune_lr, seeds,
@@ -375,6 +368,19 @@ def neighbours(args: argparse.Namespace, teacher: Any, full: Any, target: float)
     return {"neighbours": rows, "neighbour_steps": steps, "neighbour_seeds": seeds,
             "neighbours_above_uniform": better, "groups": [g.name for g in space.groups],
             "wall_minutes": round((time.perf_counter() - wall) / 60, 2)}
+
+
+def _uniform(args: argparse.Namespace, teacher: Any, full: Any, target: float) -> Any:
+    """The uniform plan of `teacher` at FLOPs `target`: the baseline of every step."""
+    from policysearch.policies.compress import CompressionPlan
+
+    return CompressionPlan.uniform(teacher, torch.zeros(1, *full.input_shape), flops_target=target,
+                                   min_keep=args.min_keep, model_name=args.teacher_model)
+
+
+def _final_steps(args: argparse.Namespace, full: Any) -> int:
+    """Steps of the final distillation (the last length of `--finetune-epochs`)."""
+    return _distill_steps(float(str(args.finetune_epochs).split(",")[-1]), full)
 
 
 def _distill_steps(epochs: float, full: Any) -> int:

@@ -123,8 +123,7 @@ def correct_images(model: nn.Module, data: DeviceData, images: int | None = None
 
 def val_accuracy(model: nn.Module, data: DeviceData, images: int | None = None, split: str = "val") -> float:
     """Accuracy on the first `images` of a split (None: all), as `policysearch.evaluate` feeds them."""
-    correct = correct_images(model, data, images, split)
-    return int(correct.sum()) / max(1, len(correct))
+    return accuracy_of(correct_images(model, data, images, split))
 
 
 def proxy_accuracy(student: nn.Module, data: DeviceData, batches: int = 50, batch_size: int = 128, seed: int = 0,

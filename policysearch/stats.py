@@ -16,6 +16,13 @@ from policysearch.checks import check_int, check_number
 from policysearch.errors import ConfigError
 
 
+def _interval(mean: float, resampled: np.ndarray, level: float) -> dict[str, float]:
+    """The percentile interval of the resampled means at `level`, and their share above zero."""
+    tail = (1.0 - level) / 2.0
+    return {"mean": mean, "low": float(np.quantile(resampled, tail)), "high": float(np.quantile(resampled, 1.0 - tail)),
+            "p_above_zero": float((resampled > 0).mean())}
+
+
 def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = 10_000, level: float = 0.95,
                      seed: int = 0) -> dict[str, float]:
     """Mean of ``a - b`` over paired seeds, with a percentile bootstrap CI at `level`.
@@ -35,10 +42,7 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = 10
     diff = x - y
     rng = np.random.default_rng(seed)
     means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
-    tail = (1.0 - level) / 2.0
-    return {"mean": float(diff.mean()), "low": float(np.quantile(means, tail)),
-            "high": float(np.quantile(means, 1.0 - tail)), "n": len(diff),
-            "p_above_zero": float((means > 0).mean())}
+    return {**_interval(float(diff.mean()), means, level), "n": len(diff)}
 
 
 def nested_bootstrap(diffs: Sequence[Sequence[float]], resamples: int = 10_000, level: float = 0.95,
@@ -68,10 +72,7 @@ def nested_bootstrap(diffs: Sequence[Sequence[float]], resamples: int = 10_000, 
     rows = rng.integers(0, n_search, size=(resamples, n_search))
     cols = rng.integers(0, n_seed, size=(resamples, n_search, n_seed))
     means = d[rows[:, :, None], cols].mean(axis=(1, 2))
-    tail = (1.0 - level) / 2.0
-    return {"mean": float(d.mean()), "low": float(np.quantile(means, tail)),
-            "high": float(np.quantile(means, 1.0 - tail)), "searches": n_search, "seeds": n_seed,
-            "p_above_zero": float((means > 0).mean())}
+    return {**_interval(float(d.mean()), means, level), "searches": n_search, "seeds": n_seed}
 
 
 def seeds_and_images(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], resamples: int = 2_000,
@@ -105,7 +106,4 @@ def seeds_and_images(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]],
         seed_counts = np.stack([np.bincount(r, minlength=n_seed) for r in rng.integers(0, n_seed, (size, n_seed))])
         image_counts = np.stack([np.bincount(r, minlength=n_image) for r in rng.integers(0, n_image, (size, n_image))])
         means[start:start + size] = np.einsum("rs,si,ri->r", seed_counts, diff, image_counts) / (n_seed * n_image)
-    tail = (1.0 - level) / 2.0
-    return {"mean": float(diff.mean()), "low": float(np.quantile(means, tail)),
-            "high": float(np.quantile(means, 1.0 - tail)), "seeds": n_seed, "images": n_image,
-            "p_above_zero": float((means > 0).mean())}
+    return {**_interval(float(diff.mean()), means, level), "seeds": n_seed, "images": n_image}
