@@ -10,6 +10,9 @@ Protocol:
 - Arms: the controller (closed loop, `--controller`, default `zoo:adaptive`), onecycle, linear
   decay to zero, cosine, warmup-cosine (all peaking at the model's default LR) and hypergradient
   SGD starting from that LR (online, zero search).
+- `NAME@range-test` (an arm, or `--controller`): the run's peak LR comes from a 20-step LR range test
+  from its own initial weights, and the run trains 20 steps fewer (`train_run(peak="range-test")`),
+  e.g. `--controller onecycle@range-test` puts onecycle at the tested peak in the controller's slot.
 - Seeds `--seed .. --seed + --seeds - 1`; a seed fixes the initial weights and the batch order, the
   same for every arm (paired). Test accuracy of each run; per arm mean ± std; the paired difference
   controller - arm with a bootstrap 95 % CI (`policysearch.stats.paired_bootstrap`).
@@ -18,7 +21,8 @@ Prints a table per task to stderr and ONE JSON line to stdout; `--out FILE` also
 
 `--reuse-baselines FILE` takes the other arms' per-seed accuracies from an earlier run's JSON (same
 task, seeds and arms) instead of training them again — training on the CPU is deterministic for a
-seed — after re-training the first seed of every reused arm and refusing if any differs in any bit.
+seed on one torch build and CPU (the JSON records both under `environment`) — after re-training the
+first seed of every reused arm and refusing if any differs in any bit.
 Only the controller arm is then trained for every seed (a new controller costs 1/6 of the full run).
 
     python benchmarks/schedule_zero_shot.py --task resnet-digits --seeds 10 --out benchmarks/results/x.json
@@ -47,6 +51,12 @@ HELD_OUT: dict[str, tuple[str, int | None, str, int, int, float, str]] = {
                        "the per-task schedule benchmark's task"),
 }
 HAND_MADE = ("onecycle", "linear", "cosine", "warmup-cosine")
+# An arm (or the controller) named "X@range-test" first runs an LR range test from the run's initial
+# weights and then trains X peaking at the LR it suggests, for the run's steps minus the test's
+# (`train_run(peak="range-test")`): every arm trains on the same number of images. The test's rule
+# and length (`policysearch.lr_range`) were chosen on tasks of the controllers' training
+# distribution, never on these held-out tasks.
+RANGE_SUFFIX = "@range-test"
 
 
 def parse_args() -> argparse.Namespace:
@@ -83,6 +93,7 @@ def reused_rows(path: str, name: str, arms: list[str], seeds: list[int]) -> dict
 def run_task(name: str, spec: tuple, controller: str, arms: list[str], seeds: list[int],
              reuse: str | None = None) -> dict[str, Any]:
     from policysearch.data import prepare
+    from policysearch.lr_range import DEFAULT_RULE, DEFAULT_STEPS
     from policysearch.policies.adaptive import resolve_schedule
     from policysearch.stats import paired_bootstrap
     from policysearch.trainer import TrainConfig, train_run
@@ -96,16 +107,21 @@ def run_task(name: str, spec: tuple, controller: str, arms: list[str], seeds: li
     reused_row = reused_rows(reuse, name, arms, seeds) if reuse else {}
     reused = {label: row["test_accuracy"] for label, row in reused_row.items()}
     checked: dict[str, bool] = {}
+    peaks: dict[str, list[float]] = {}  # the range test's peak LR per seed, for arms that use one
     for seed in seeds:
         config = TrainConfig(model=model, batch_size=batch, weight_decay=decay, seed=seed)
         for label, spec_name in zip(labels, [controller, *arms]):
             if label in reused and seed != seeds[0]:
                 acc[label].append(reused[label][seeds.index(seed)])
                 continue
-            schedule = resolve_schedule(spec_name, base_lr=config.lr)  # fresh per run (hypergradient keeps state)
             t0 = time.perf_counter()
-            result = train_run(data, config, epochs, schedule=schedule, progress=False)
+            peak = "range-test" if spec_name.endswith(RANGE_SUFFIX) else "default"
+            spec_name = spec_name.removesuffix(RANGE_SUFFIX)
+            schedule = resolve_schedule(spec_name, base_lr=config.lr)  # fresh per run (hypergradient keeps state)
+            result = train_run(data, config, epochs, schedule=schedule, progress=False, peak=peak)
             seconds[label] += time.perf_counter() - t0
+            if result.range_test is not None:  # the test's steps came out of the run: equal images
+                peaks.setdefault(label, []).append(result.range_test["peak_lr"])
             diverged[label] += bool(result.diverged)
             acc[label].append(float(result.test["accuracy"]) if not result.diverged else 0.0)
             print(f"{name} seed {seed} {label}: {acc[label][-1]:.4f}", file=sys.stderr, flush=True)
@@ -124,6 +140,8 @@ def run_task(name: str, spec: tuple, controller: str, arms: list[str], seeds: li
                        diverged=reused_row[label]["diverged"], seconds_per_run=reused_row[label]["seconds_per_run"])
         else:
             row.update(diverged=diverged[label], seconds_per_run=seconds[label] / len(seeds))
+        if label in peaks:
+            row.update(range_test={"steps": DEFAULT_STEPS, "rule": DEFAULT_RULE}, peak_lr=peaks[label])
         if label != "controller":
             row["controller_minus_arm"] = paired_bootstrap(acc["controller"], acc[label], seed=0)
         rows.append(row)
@@ -142,7 +160,7 @@ def main() -> int:
     torch.set_num_threads(1)
     from policysearch.report import format_table
 
-    tasks = dict(HELD_OUT, quick=("digits", None, "mlp", 2, 128, 5e-4, "script check"))
+    tasks = dict(HELD_OUT, quick=("digits", None, "mlp", 5, 128, 5e-4, "script check"))
     names = [t for t in args.task.split(",") if t]
     for t in names:
         if t not in tasks:
@@ -167,7 +185,11 @@ def main() -> int:
                           "95% CI": "" if diff is None else f"[{diff['low']:+.4f}, {diff['high']:+.4f}]",
                           "diverged": row["diverged"]})
         print(format_table(table), file=sys.stderr)
+    # Seeded CPU training reproduces bit for bit only on the same torch build and CPU kernels.
+    environment = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                   "python": sys.version.split()[0]}
     record = {"benchmark": "schedule_zero_shot", "controller": args.controller, "arms": arms, "results": results,
+              "environment": environment,
               "wall_minutes": round((time.perf_counter() - t0) / 60, 2),
               "cpu_minutes": round((time.process_time() - cpu0) / 60, 2),
               "command": "python " + " ".join(sys.argv)}

@@ -144,10 +144,16 @@ class ScheduleEnv(ChildTrainingEnv):
       with the base schedule from the same seed; v1 only).
     - `tasks`: a `TaskSampler` or spec (`policysearch.envs.schedule_tasks`); then `dataset`,
       `model`, `train_size`, `batch_size`, `weight_decay` come from each task (leave them unset).
+    - `peak`, `range_steps`: where the base's peak LR comes from (v1): "default" (the model's LR) or
+      "range-test": every reset runs an LR range test of `range_steps` steps from the episode's child's
+      initial weights (`policysearch.lr_range`) and the base peaks at its suggestion (`info["peak_lr"]`;
+      the test's FLOPs are charged to the first step). The exported controller carries it, and
+      `train_run` then runs the test and gives up its steps, so a run's images stay the same.
 
     ## Version History
     - v1: residual actions around a budget-aware base schedule (default onecycle); the
-      observation has the remaining budget and the run's length; optional task distribution.
+      observation has the remaining budget and the run's length; optional task distribution;
+      optional base peak from an LR range test (`peak`, added later; default-peak runs unchanged).
     - v0: initial version (`ScheduleEnvV0`): absolute LRs in `[lr_min, lr_max]`, one task.
     """
 
@@ -168,6 +174,8 @@ class ScheduleEnv(ChildTrainingEnv):
         scale: float = 4.0,
         tasks: TaskSampler | str | None = None,
         reward: str = "gain",
+        peak: str = "default",
+        range_steps: int = 20,
         **child_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -201,7 +209,9 @@ class ScheduleEnv(ChildTrainingEnv):
         self._base_config = self.config
         self._first_data = self.data
         self.space = ScheduleSpace(lr_min, lr_max, self.episode_length, loss_scale=math.log(self.data.num_classes),
-                                   base=base, scale=scale)
+                                   base=base, scale=scale, peak=peak, range_steps=range_steps)
+        self._peak: float | None = None  # the episode's base peak LR (None: the config's LR)
+        self._range_flops = 0.0  # the episode's range-test FLOPs, charged to its first step
         self.action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
         bound = self.space.clip
         self.observation_space = spaces.Box(-bound, bound, shape=(self.space.dim,), dtype=np.float32)
@@ -210,6 +220,8 @@ class ScheduleEnv(ChildTrainingEnv):
         if self.VERSION >= 1:
             self.spec_kwargs.update(base=base, scale=float(scale), reward=reward,
                                     tasks=None if self.tasks is None else self.tasks.to_dict())
+            if peak != "default":  # the settings of default-peak runs stay as they were (resume checks them)
+                self.spec_kwargs.update(peak=peak, range_steps=range_steps)
         self._segment = 0
         self._stats: dict[str, Any] = {}
 
@@ -264,7 +276,18 @@ class ScheduleEnv(ChildTrainingEnv):
         return info
 
     def _base_lr_schedule(self) -> Any:
-        return self.space.base_schedule(float(self.config.lr))
+        return self.space.base_schedule(self._peak if self._peak is not None else float(self.config.lr))
+
+    def _range_test_peak(self) -> None:
+        """peak="range-test": run the LR range test from this episode's child's initial weights (same
+        seed) and take its suggestion as the base's peak; its FLOPs are charged to the first step."""
+        self._peak, self._range_flops = None, 0.0
+        if self.space.peak == "range-test":
+            from policysearch.lr_range import lr_range_test
+
+            test = lr_range_test(self.data, self.trainer.config, steps=self.space.range_steps)
+            self._peak = test.suggestion()
+            self._range_flops = test.images * self.trainer.train_flops_per_image
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
@@ -273,6 +296,7 @@ class ScheduleEnv(ChildTrainingEnv):
         super().reset(seed=seed)
         self._draw_task()
         self._new_trainer()
+        self._range_test_peak()
         if self.reward_kind == "vs-base":  # same seed: same initial weights and batch order as the child
             self._shadow = self._build_trainer(self.trainer.config.seed)
         self._segment, self._episode_steps = 0, []
@@ -283,6 +307,8 @@ class ScheduleEnv(ChildTrainingEnv):
         if self._shadow is not None:
             self._stats["base_val_metric"] = self._stats["val_metric"]  # identical children before training
         info = {"val": dict(val), "child_seed": self.trainer.config.seed}
+        if self._peak is not None:
+            info["peak_lr"] = self._peak
         if self.task is not None:
             info["task"] = self.task.to_dict()
         return self.space.observation(self._stats), info
@@ -305,7 +331,8 @@ class ScheduleEnv(ChildTrainingEnv):
         stats = self.trainer.train_segment(self.steps_per_segment, self.augment, lr=lr_spec)
         self._segment += 1
         self.last_seconds = stats.seconds
-        train_flops = stats.images * self.trainer.train_flops_per_image
+        train_flops = stats.images * self.trainer.train_flops_per_image + self._range_flops
+        self._range_flops = 0.0
         info: dict[str, Any] = {"segment": self._segment, "progress": self.trainer.progress,
                                 "action": [round(float(a), 5) for a in action], "lr": lr,
                                 "train_loss": stats.train_loss, "grad_norm_mean": stats.grad_norm_mean,
@@ -362,6 +389,8 @@ class ScheduleEnv(ChildTrainingEnv):
         state = {"segment": self._segment, "stats": dict(self._stats)}
         if self.task is not None:
             state["task"] = self.task.to_dict()
+        if self._peak is not None:
+            state["peak_lr"] = self._peak
         return state
 
     def _child_state(self) -> dict[str, Any]:
@@ -397,6 +426,11 @@ class ScheduleEnv(ChildTrainingEnv):
         if not isinstance(stats, dict):
             raise ConfigError(f"set_state: the state's 'stats' is a {type(stats).__name__}, expected a dict")
         self._segment, self._stats = int(segment), dict(stats)
+        peak = episode.get("peak_lr")
+        if self.space.peak != "default" and not isinstance(peak, (int, float)):
+            raise ConfigError("set_state: the episode has no range-test peak LR ('peak_lr')")
+        self._peak = float(peak) if self.space.peak != "default" else None
+        self._range_flops = 0.0
 
     def _current_observation(self) -> np.ndarray | None:
         return None if self.trainer is None else self.space.observation(self._stats)

@@ -22,10 +22,14 @@ from policysearch.errors import ConfigError, PolicyFormatError
 from policysearch.policies.artifact import require
 from policysearch.policies.schedule import LOG10_LR_MIN
 
-__all__ = ["BASES", "OBSERVATION_NAMES", "RESIDUAL_OBSERVATION_NAMES", "ScheduleSpace"]
+__all__ = ["BASES", "OBSERVATION_NAMES", "PEAKS", "RESIDUAL_OBSERVATION_NAMES", "ScheduleSpace"]
 
 # Base schedules a residual space scales: both end near zero, so they know the budget.
 BASES: tuple[str, ...] = ("onecycle", "linear")
+# Where a residual base schedule's peak LR comes from: the run's own LR ("default": the model's default
+# or whatever the optimizer was built with) or an LR range test at the run's start ("range-test",
+# `policysearch.lr_range`), whose steps the run then gives up so that its images stay the same.
+PEAKS: tuple[str, ...] = ("default", "range-test")
 
 # The order of the observation vector; the sidecar stores it and loading checks it, so a file
 # written for another layout fails loudly instead of feeding the controller shuffled inputs.
@@ -102,6 +106,8 @@ class ScheduleSpace:
         lr_max: Largest LR (above ``lr_min``, at most ``policysearch.checks.MAX_LR``, 1e3).
         base: None (absolute LRs, Schedule-v0) or a name from :data:`BASES` (residual).
         scale: Residual mode: the largest factor an action applies to the base (above 1).
+        peak: Residual mode: where the base's peak LR comes from (:data:`PEAKS`).
+        range_steps: ``peak="range-test"``: the range test's steps.
         segments: Decisions per training run (the env's ``episode_length``).
         loss_scale: What losses are divided by: ``log(num_classes)``, the loss of a uniform guess.
         clip: Bound of every observation entry.
@@ -117,6 +123,8 @@ class ScheduleSpace:
     clip: float = 10.0
     base: str | None = None
     scale: float = 4.0
+    peak: str = "default"
+    range_steps: int = 20
 
     def __post_init__(self) -> None:
         values = {
@@ -133,6 +141,10 @@ class ScheduleSpace:
         if self.base is not None:
             check_choice("base schedule", self.base, BASES)
         object.__setattr__(self, "scale", check_number("scale", self.scale, 1.0, 1e3, low_open=True))
+        check_choice("base peak", self.peak, PEAKS)
+        if self.peak != "default" and self.base is None:
+            raise ConfigError(f"peak={self.peak!r} needs a base schedule (a residual space)")
+        check_int("range_steps", self.range_steps, 5)
 
     @property
     def residual(self) -> bool:
@@ -262,6 +274,8 @@ class ScheduleSpace:
     def to_dict(self) -> dict[str, Any]:
         """The fields the sidecar stores (the observation part nested under ``observation``)."""
         residual = {"base": self.base, "scale": self.scale} if self.residual else {}
+        if self.peak != "default":  # files of default-peak spaces stay as they were
+            residual.update(peak=self.peak, range_steps=self.range_steps)
         return {
             "lr_min": self.lr_min,
             "lr_max": self.lr_max,
@@ -292,6 +306,9 @@ class ScheduleSpace:
         if base is not None:
             check_choice(f"{source}: field 'base'", base, BASES, error=PolicyFormatError)
         scale = require(dict(data), "scale", (int, float), source) if base is not None else 4.0
+        peak = data.get("peak", "default")
+        check_choice(f"{source}: field 'peak'", peak, PEAKS, error=PolicyFormatError)
+        range_steps = require(dict(data), "range_steps", int, source) if peak != "default" else 20
         expected = RESIDUAL_OBSERVATION_NAMES if base is not None else OBSERVATION_NAMES
         names = require(obs, "names", list, obs_source)
         if tuple(names) != expected:
@@ -302,7 +319,8 @@ class ScheduleSpace:
         loss_scale = require(obs, "loss_scale", (int, float), obs_source)
         clip = require(obs, "clip", (int, float), obs_source)
         try:
-            return cls(float(lr_min), float(lr_max), segments, float(loss_scale), float(clip), base, float(scale))
+            return cls(float(lr_min), float(lr_max), segments, float(loss_scale), float(clip), base, float(scale),
+                       peak, range_steps)
         except ConfigError as exc:
             raise PolicyFormatError(f"{source}: {exc}") from exc
 

@@ -428,6 +428,7 @@ class RunResult:
     history: list[dict[str, float]] = field(default_factory=list)
     diverged: str | None = None
     model: nn.Module | None = None
+    range_test: dict[str, Any] | None = None  # peak="range-test": the test's suggestion, steps and images
 
 
 def train_run(
@@ -440,6 +441,7 @@ def train_run(
     description: str = "train",
     tracker: Tracker | None = None,
     run_name: str = "",
+    peak: str = "default",
 ) -> RunResult:
     """Train a fresh model for `epochs` with a policy and an LR schedule, then report val and test.
 
@@ -455,13 +457,38 @@ def train_run(
         description: the progress bar's label.
         tracker: told of the start, every epoch and the end (`policysearch.tracking`).
         run_name: the training's name for `tracker` ("" for a lone training).
+        peak: "default" trains at ``config.lr``; "range-test" first runs an LR range test from the
+            run's initial weights (`policysearch.lr_range`) and uses the LR it suggests as the base
+            LR, the run giving up as many steps as the test took (same images in all). A closed-loop
+            controller trained with a range-test peak implies it.
     """
     from tqdm.auto import tqdm
+
+    from policysearch.policies.schedule_space import PEAKS
 
     tracker = tracker or Tracker()
     probe = max(1, len(data.y_train) // config.batch_size)
     total = max(1, round(epochs * probe))
+    space = getattr(schedule, "space", None)
+    if getattr(space, "peak", "default") != "default":
+        peak = space.peak
+    check_choice("peak", peak, PEAKS)
+    range_test = None
+    if peak == "range-test":
+        from policysearch.lr_range import DEFAULT_STEPS, lr_range_test
+
+        steps = getattr(space, "range_steps", DEFAULT_STEPS)
+        if 2 * steps > total:
+            raise ConfigError(f"a {steps}-step LR range test is over half of this {total}-step run; train longer")
+        if hasattr(schedule, "attach"):
+            raise ConfigError("peak='range-test' does not apply to an online rule (hypergradient): it sets its own LR")
+        range_test = lr_range_test(data, config, steps=steps)
+        schedule = _at_peak(schedule, range_test.suggestion(), config.lr)
+        config = replace(config, lr=range_test.suggestion())
+        total -= range_test.steps
     trainer = Trainer(data, config, total_steps=total)
+    if range_test is not None:  # the test's images are this run's cost
+        trainer.cost.add(range_test.seconds, range_test.images, trainer.train_flops_per_image)
     history: list[dict[str, float]] = []
     tracker.on_train_start(run_name, {"config": asdict(config), "epochs": epochs, "steps": total,  # tracking hook
                                       "augment": getattr(augment, "name", None), "schedule": _schedule_name(schedule),
@@ -489,7 +516,36 @@ def train_run(
         for epoch, record in enumerate(history, start=1):
             tracker.on_epoch_end(run_name, epoch, record)
     tracker.on_train_end(run_name, {"val": val, "test": test, "cost": cost, "diverged": trainer.diverged})
-    return RunResult(val, test, cost, asdict(config), history, trainer.diverged, trainer.model)
+    return RunResult(val, test, cost, asdict(config), history, trainer.diverged, trainer.model,
+                     None if range_test is None else range_test.summary())
+
+
+def _at_peak(schedule: Any, peak: float, base_lr: float) -> Any:
+    """`schedule` moved to peak at `peak` instead of `base_lr`: a named schedule is rebuilt there, a
+    learned one (absolute LRs) scaled by peak / base_lr; a closed-loop controller reads the peak from
+    the optimizer, and None (a constant LR) is the config's LR: both are left as they are."""
+    from policysearch.policies.schedule import SCHEDULES, LearnedSchedule, named_schedule
+
+    if not hasattr(schedule, "lr_at"):
+        return schedule
+    if isinstance(schedule, LearnedSchedule) and schedule.name in SCHEDULES:
+        return named_schedule(schedule.name, peak)
+    return _Scaled(schedule, peak / base_lr)
+
+
+@dataclass(frozen=True)
+class _Scaled:
+    """A schedule's LRs times a factor (a learned schedule moved to another peak)."""
+
+    schedule: Any
+    factor: float
+
+    @property
+    def name(self) -> str:
+        return f"{_schedule_name(self.schedule)} x{self.factor:.3g}"
+
+    def lr_at(self, progress: float) -> float:
+        return min(self.schedule.lr_at(progress) * self.factor, MAX_LR)
 
 
 def _schedule_name(schedule: Any) -> str | None:

@@ -198,3 +198,15 @@ def test_compress_pools_each_controllers_searches_against_uniform_and_random():
     assert pooled["td3 (pooled) - random (pooled)"]["mean"] == pytest.approx((0.03 + 0.065) / 6)
     assert pooled["random (pooled) - uniform"]["high"] < 0 < pooled["td3 (pooled) - uniform"]["low"]
     assert pooled["td3 (pooled) - uniform"]["searches"] == 2 and pooled["td3 (pooled) - uniform"]["seeds"] == 3
+
+
+def test_zero_shot_arms_take_their_peak_from_a_range_test(tmp_path, monkeypatch):
+    out = tmp_path / "zs.json"
+    monkeypatch.setattr("sys.argv", ["schedule_zero_shot.py", "--quick", "--controller", "onecycle@range-test",
+                                     "--arms", "onecycle", "--out", str(out)])
+    assert _script("schedule_zero_shot").main() == 0
+    record = json.loads(out.read_text())
+    tuned, plain = record["results"][0]["rows"]
+    assert len(tuned["peak_lr"]) == 2 and tuned["range_test"]["steps"] == 20 and "peak_lr" not in plain
+    assert tuned["peak_lr"] != [record["results"][0]["peak_lr"]] * 2  # the tested peaks, not the default
+    assert plain["controller_minus_arm"]["n"] == 2 and record["environment"]["torch"]

@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", default="cosine", type=a.name_or_file(a._train_schedules),
                    help="LR schedule: {names}, a schedule JSON file, or a closed-loop controller.json "
                         "(zoo:NAME: a controller shipped with policysearch) (default: %(default)s)")
+    p.add_argument("--peak", default="default", type=a.name_of("peak", a._fixed("default", "range-test")),
+                   help="the schedule's peak LR: --lr (or the model's default), or the suggestion of a 20-step LR "
+                        "range test run first, whose steps come out of the run: {names} (default: %(default)s)")
     p.add_argument("--seed", type=a.seed_int, default=0, help="seed of the weights, batch order and augmentation "
                    "(default: %(default)s)")
     p.add_argument("--save", default=None, metavar="FILE",
@@ -159,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "model, epochs, batch size, weight decay): a preset (cheap, default) or "
                         "'pairs=digits:mlp,fashion-mnist:mlp;train-sizes=1000,2000;epochs=3-12;batch=32,64;wd=0,5e-4'; "
                         "--dataset and --model are then not used (default: one task)")
+    p.add_argument("--peak", default="default", type=a.name_of("base peak", a._fixed("default", "range-test")),
+                   help="where the base schedule's peak LR comes from: the model's default LR, or a 20-step LR range "
+                        "test at each child's start (its images come out of the run): {names} (default: %(default)s)")
     p.add_argument("--paired-reward", action="store_true",
                    help="reward the gain over a shadow child trained with the base schedule from the same seed "
                         "(paired: removes task and seed noise; two child trainings per episode) (default: the gain)")

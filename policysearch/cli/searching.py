@@ -127,6 +127,8 @@ def cmd_schedule(args: argparse.Namespace) -> int:
             raise ConfigError("--tasks needs residual actions: --base onecycle or linear, not none")
         if args.steps_per_segment is not None:
             raise ConfigError("--tasks sets the segments' length from each task's epochs: drop --steps-per-segment")
+    if args.peak != "default" and args.base == "none":
+        raise ConfigError(f"--peak {args.peak} needs a base schedule: --base onecycle or linear, not none")
     if args.paired_reward and args.base == "none":
         raise ConfigError("--paired-reward needs a base schedule: --base onecycle or linear, not none")
     out = out_dir(args, "schedule", "tasks" if tasks else args.dataset)
@@ -140,7 +142,8 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         env_id, space = "policysearch/Schedule-v0", {"lr_min": args.lr_min, "lr_max": args.lr_max}
     else:
         env_id, space = "policysearch/Schedule-v1", {"base": args.base, "scale": args.scale, "tasks": tasks,
-                                                     "reward": "vs-base" if args.paired_reward else "gain"}
+                                                     "reward": "vs-base" if args.paired_reward else "gain",
+                                                     "peak": args.peak}
     env, result = search_command(
         args, data, lambda d: gym.make(env_id, data=d, augment=args.augment, **space, **kwargs),
         out, "schedule.json")

@@ -31,7 +31,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     tracker = command_tracker(args, artefacts=(args.save, args.augment, args.schedule))
     with EnergyMeter(data.device) as meter:
         result = train_run(data, config, args.epochs, policy, schedule, progress=show_progress(args),
-                           tracker=tracker)
+                           tracker=tracker, peak=args.peak)
     cost = {**result.cost, **meter.stop()}
     if args.robustness is not None and not result.diverged:
         from policysearch.robustness import attack_accuracy
@@ -43,6 +43,10 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"from {data.source}, fingerprint {data.fingerprint[:12]}) · {config.model} · "
           f"augment {augment} · "
           f"schedule {args.schedule} · {args.epochs:g} epochs · seed {args.seed}")
+    if result.range_test is not None:
+        r = result.range_test
+        print(f"peak LR {r['peak_lr']:.4g} from an LR range test ({r['steps']} steps, {r['images']:,} images, "
+              f"rule {r['rule']}); the run trained {r['steps']} steps fewer, so the images add up to the same")
     print(format_table(rows, columns=list(rows[-1])))  # the test row may have the attack columns too
     if args.robustness is not None:
         print(f"fgsm / pgd: test accuracy under attack at eps {args.robustness:g} ([0, 1] pixels; PGD 10 steps)")
@@ -64,7 +68,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         extra = {"robustness": robustness_settings(args.robustness)} if args.robustness is not None else {}
         emit_json({"val": result.val, "test": result.test, "cost": cost, "dataset": data.describe(),
                    "config": result.config, "augment": augment, "schedule": args.schedule,
-                   "epochs": args.epochs, "seed": args.seed, "diverged": result.diverged, **extra})
+                   "epochs": args.epochs, "seed": args.seed, "diverged": result.diverged,
+                   "range_test": result.range_test, **extra})
     return EXIT_DIVERGED if result.diverged else 0
 
 
