@@ -158,7 +158,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
-    from policysearch.report import format_table
+    from policysearch.report import finish_record, format_table
 
     tasks = dict(HELD_OUT, quick=("digits", None, "mlp", 5, 128, 5e-4, "script check"))
     names = [t for t in args.task.split(",") if t]
@@ -172,7 +172,7 @@ def main() -> int:
         check_output_file(args.out, "--out")
     seeds = list(range(args.seed, args.seed + args.seeds))
     arms = [a for a in args.arms.split(",") if a]
-    t0, cpu0 = time.perf_counter(), time.process_time()
+    started = time.perf_counter(), time.process_time()
     results = [run_task(t, tasks[t], args.controller, arms, seeds, args.reuse_baselines) for t in names]
     for r in results:
         print(f"\n{r['task']}: {r['dataset']} {r['train_images']} train images, {r['model']}, {r['epochs']} epochs, "
@@ -185,19 +185,8 @@ def main() -> int:
                           "95% CI": "" if diff is None else f"[{diff['low']:+.4f}, {diff['high']:+.4f}]",
                           "diverged": row["diverged"]})
         print(format_table(table), file=sys.stderr)
-    # Seeded CPU training reproduces bit for bit only on the same torch build and CPU kernels.
-    environment = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                   "python": sys.version.split()[0]}
-    record = {"benchmark": "schedule_zero_shot", "controller": args.controller, "arms": arms, "results": results,
-              "environment": environment,
-              "wall_minutes": round((time.perf_counter() - t0) / 60, 2),
-              "cpu_minutes": round((time.process_time() - cpu0) / 60, 2),
-              "command": "python " + " ".join(sys.argv)}
-    if args.out:
-        from policysearch.files import write_json
-
-        write_json(Path(args.out), record)
-    print(json.dumps(record))
+    record = {"benchmark": "schedule_zero_shot", "controller": args.controller, "arms": arms, "results": results}
+    finish_record(record, args.out, started, "python " + " ".join(sys.argv))
     return 0
 
 

@@ -34,3 +34,27 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None =
 
     sep = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2)) for w, num in zip(widths, numeric)) + "|"
     return "\n".join([line(columns), sep, *(line(r) for r in cells)])
+
+
+def finish_record(record: dict[str, Any], out: str | None, started: tuple[float, float], command: str) -> None:
+    """A benchmark's end: add its run time (wall and CPU minutes since ``started``, a
+    ``(perf_counter(), process_time())`` pair), the torch build and CPU kernels (seeded CPU training
+    reproduces bit for bit only on the same ones) and its command; write it to ``out`` (if given)
+    and print it as ONE JSON line on stdout."""
+    import json
+    import platform
+    import time
+    from pathlib import Path
+
+    import torch
+
+    from policysearch.files import write_json
+
+    record.update(environment={"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                               "python": platform.python_version()},
+                  wall_minutes=round((time.perf_counter() - started[0]) / 60, 2),
+                  cpu_minutes=round((time.process_time() - started[1]) / 60, 2), command=command)
+    if out:
+        write_json(Path(out), record)
+    print(json.dumps(record))
+

@@ -210,3 +210,13 @@ def test_zero_shot_arms_take_their_peak_from_a_range_test(tmp_path, monkeypatch)
     assert len(tuned["peak_lr"]) == 2 and tuned["range_test"]["steps"] == 20 and "peak_lr" not in plain
     assert tuned["peak_lr"] != [record["results"][0]["peak_lr"]] * 2  # the tested peaks, not the default
     assert plain["controller_minus_arm"]["n"] == 2 and record["environment"]["torch"]
+
+
+def test_range_test_calibration_scores_each_rule(tmp_path):
+    out = tmp_path / "cal.json"
+    assert _script("lr_range_calibration").main(["--quick", "--steps", "8", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    (task,) = record["results"]
+    assert set(task["agrees"]) == {"8 steps, steepest", "8 steps, min/10"}
+    assert all(v >= 0 for v in task["regret_points"].values())  # never better than the best scale
+    assert task["best_scale"] in record["scales"]
