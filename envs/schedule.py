@@ -347,6 +347,8 @@ class ScheduleEnv(ChildTrainingEnv):
                "action": float(action[0])}
         if self.space.residual:
             info["factor"] = self.space.factor(action)
+        if self._peak is not None:
+            info["peak_lr"] = self._peak  # the episode's range-test peak, in every step's record
         if self.task is not None:
             info["task"] = self.task.label()
         if stats.diverged:

@@ -464,25 +464,11 @@ def train_run(
     """
     from tqdm.auto import tqdm
 
-    from policysearch.policies.schedule_space import PEAKS
-
     tracker = tracker or Tracker()
     probe = max(1, len(data.y_train) // config.batch_size)
     total = max(1, round(epochs * probe))
-    space = getattr(schedule, "space", None)
-    if getattr(space, "peak", "default") != "default":
-        peak = space.peak
-    check_choice("peak", peak, PEAKS)
-    range_test = None
-    if peak == "range-test":
-        from policysearch.lr_range import DEFAULT_STEPS, lr_range_test
-
-        steps = getattr(space, "range_steps", DEFAULT_STEPS)
-        if 2 * steps > total:
-            raise ConfigError(f"a {steps}-step LR range test is over half of this {total}-step run; train longer")
-        if hasattr(schedule, "attach"):
-            raise ConfigError("peak='range-test' does not apply to an online rule (hypergradient): it sets its own LR")
-        range_test = lr_range_test(data, config, steps=steps)
+    range_test = _range_test(data, config, schedule, total, peak)
+    if range_test is not None:  # the run peaks where the test says, and gives up the test's steps
         schedule = _at_peak(schedule, range_test.suggestion(), config.lr)
         config = replace(config, lr=range_test.suggestion())
         total -= range_test.steps
@@ -518,6 +504,26 @@ def train_run(
     tracker.on_train_end(run_name, {"val": val, "test": test, "cost": cost, "diverged": trainer.diverged})
     return RunResult(val, test, cost, asdict(config), history, trainer.diverged, trainer.model,
                      None if range_test is None else range_test.summary())
+
+
+def _range_test(data: DeviceData, config: TrainConfig, schedule: Any, total: int, peak: str) -> Any:
+    """The LR range test a run asks for (`peak`, or the controller's own setting), or None."""
+    from policysearch.policies.schedule_space import PEAKS
+
+    space = getattr(schedule, "space", None)
+    if getattr(space, "peak", "default") != "default":
+        peak = space.peak
+    check_choice("peak", peak, PEAKS)
+    if peak == "default":
+        return None
+    from policysearch.lr_range import DEFAULT_STEPS, lr_range_test
+
+    steps = getattr(space, "range_steps", DEFAULT_STEPS)
+    if 2 * steps > total:
+        raise ConfigError(f"a {steps}-step LR range test is over half of this {total}-step run; train longer")
+    if hasattr(schedule, "attach"):
+        raise ConfigError("peak='range-test' does not apply to an online rule (hypergradient): it sets its own LR")
+    return lr_range_test(data, config, steps=steps)
 
 
 def _at_peak(schedule: Any, peak: float, base_lr: float) -> Any:
