@@ -20,7 +20,8 @@ Protocol:
 Prints a table per task to stderr and ONE JSON line to stdout; `--out FILE` also writes the JSON.
 
 `--reuse-baselines FILE` takes the other arms' per-seed accuracies from an earlier run's JSON (same
-task, seeds and arms) instead of training them again — training on the CPU is deterministic for a
+task, seeds and arms; that run's controller counts as the arm its `--controller` names, e.g.
+`onecycle@range-test`) instead of training them again — training on the CPU is deterministic for a
 seed on one torch build and CPU (the JSON records both under `environment`) — after re-training the
 first seed of every reused arm and refusing if any differs in any bit.
 Only the controller arm is then trained for every seed (a new controller costs 1/6 of the full run).
@@ -84,6 +85,7 @@ def reused_rows(path: str, name: str, arms: list[str], seeds: list[int]) -> dict
     if task is None or task["seeds"] != seeds:
         raise SystemExit(f"{path}: no results of task {name!r} with seeds {seeds}")
     rows = {row["arm"]: row for row in task["rows"]}
+    rows.setdefault(record["controller"], rows["controller"])  # its controller can be an arm here (by its spec)
     missing = [a for a in arms if a not in rows]
     if missing:
         raise SystemExit(f"{path}: no results of arms {missing} for task {name!r}")
@@ -93,7 +95,6 @@ def reused_rows(path: str, name: str, arms: list[str], seeds: list[int]) -> dict
 def run_task(name: str, spec: tuple, controller: str, arms: list[str], seeds: list[int],
              reuse: str | None = None) -> dict[str, Any]:
     from policysearch.data import prepare
-    from policysearch.lr_range import DEFAULT_RULE, DEFAULT_STEPS
     from policysearch.policies.adaptive import resolve_schedule
     from policysearch.stats import paired_bootstrap
     from policysearch.trainer import TrainConfig, train_run
@@ -107,7 +108,7 @@ def run_task(name: str, spec: tuple, controller: str, arms: list[str], seeds: li
     reused_row = reused_rows(reuse, name, arms, seeds) if reuse else {}
     reused = {label: row["test_accuracy"] for label, row in reused_row.items()}
     checked: dict[str, bool] = {}
-    peaks: dict[str, list[float]] = {}  # the range test's peak LR per seed, for arms that use one
+    peaks: dict[str, list[dict]] = {}  # the range test of each seed, for arms that use one
     for seed in seeds:
         config = TrainConfig(model=model, batch_size=batch, weight_decay=decay, seed=seed)
         for label, spec_name in zip(labels, [controller, *arms]):
@@ -121,7 +122,7 @@ def run_task(name: str, spec: tuple, controller: str, arms: list[str], seeds: li
             result = train_run(data, config, epochs, schedule=schedule, progress=False, peak=peak)
             seconds[label] += time.perf_counter() - t0
             if result.range_test is not None:  # the test's steps came out of the run: equal images
-                peaks.setdefault(label, []).append(result.range_test["peak_lr"])
+                peaks.setdefault(label, []).append(result.range_test)
             diverged[label] += bool(result.diverged)
             acc[label].append(float(result.test["accuracy"]) if not result.diverged else 0.0)
             print(f"{name} seed {seed} {label}: {acc[label][-1]:.4f}", file=sys.stderr, flush=True)
@@ -140,8 +141,12 @@ def run_task(name: str, spec: tuple, controller: str, arms: list[str], seeds: li
                        diverged=reused_row[label]["diverged"], seconds_per_run=reused_row[label]["seconds_per_run"])
         else:
             row.update(diverged=diverged[label], seconds_per_run=seconds[label] / len(seeds))
-        if label in peaks:
-            row.update(range_test={"steps": DEFAULT_STEPS, "rule": DEFAULT_RULE}, peak_lr=peaks[label])
+        if label in reused and "peak_lr" in reused_row[label]:
+            row.update(range_test=reused_row[label]["range_test"], peak_lr=reused_row[label]["peak_lr"])
+        elif label in peaks:
+            first = peaks[label][0]
+            row.update(range_test={"steps": first["steps"], "rule": first["rule"]},
+                       peak_lr=[p["peak_lr"] for p in peaks[label]])
         if label != "controller":
             row["controller_minus_arm"] = paired_bootstrap(acc["controller"], acc[label], seed=0)
         rows.append(row)

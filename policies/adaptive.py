@@ -18,7 +18,10 @@ contract; the env and this module share it.
 
 A controller of Schedule-v1 (residual) scales a base schedule (onecycle or linear decay) that peaks
 at the optimizer's LR when the callback is built: build the optimizer with your model's usual peak
-LR. ``AdaptiveSchedule.load("zoo:adaptive")`` loads the controller shipped in ``policies/zoo/``.
+LR. A controller trained with ``peak="range-test"`` (``adaptive.space.peak``) expects that peak to
+come from an LR range test of the run: ``train_run`` runs it; in a plain loop pass its suggestion
+as ``base_lr=`` (``policysearch.lr_range``). ``AdaptiveSchedule.load("zoo:adaptive")`` loads the
+controller shipped in ``policies/zoo/``.
 
 Example::
 

@@ -220,3 +220,19 @@ def test_range_test_calibration_scores_each_rule(tmp_path):
     assert set(task["agrees"]) == {"8 steps, steepest", "8 steps, min/10"}
     assert all(v >= 0 for v in task["regret_points"].values())  # never better than the best scale
     assert task["best_scale"] in record["scales"]
+
+
+def test_zero_shot_reuses_an_earlier_controller_as_an_arm(tmp_path, monkeypatch):
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    script = _script("schedule_zero_shot")
+    monkeypatch.setattr("sys.argv", ["x", "--quick", "--controller", "linear@range-test", "--arms", "onecycle",
+                                     "--out", str(first)])
+    assert script.main() == 0
+    monkeypatch.setattr("sys.argv", ["x", "--quick", "--controller", "cosine", "--arms", "onecycle,linear@range-test",
+                                     "--reuse-baselines", str(first), "--out", str(second)])
+    assert script.main() == 0
+    before = json.loads(first.read_text())["results"][0]["rows"]
+    after = {r["arm"]: r for r in json.loads(second.read_text())["results"][0]["rows"]}
+    assert after["linear@range-test"]["test_accuracy"] == before[0]["test_accuracy"]  # checked on seed 0
+    assert after["linear@range-test"]["first_seed_reproduced"] is True
+    assert after["linear@range-test"]["peak_lr"] == before[0]["peak_lr"] and len(before[0]["peak_lr"]) == 2
