@@ -8,6 +8,10 @@ and tells their N results (ask / tell batches).
 
 - `ppo` (default), `sac`, `a2c`, `td3`, `ddpg` (AMC's family): stable-baselines3 agents with settings sized
   for expensive envs (tiny rollouts and batches, so learning starts within a few episodes).
+  PPO and A2C sample an unsquashed Gaussian that the env clips to the action box: once the mean
+  drifts past a bound, every sample acts the same and the gradient stops pulling it back (seen on
+  Schedule-v1: means of +1.2 and +2.0, constant x2 controllers); SAC's tanh-squashed Gaussian
+  cannot leave the box, which is why the README's LR controllers now use it.
 - `random`: uniform over the same action space; the baseline every claim must beat.
 - `tpe`, `cmaes`: Optuna's samplers, one trial per child training: over the action vector of a
   static-mode (one-step) env, or over an env's own low-dimensional episode family
