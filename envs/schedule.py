@@ -24,6 +24,7 @@ from policysearch.checks import MAX_LR
 from policysearch.envs.base import ChildConfig, ChildTrainingEnv, state_fields
 from policysearch.envs.schedule_tasks import Task, TaskSampler
 from policysearch.errors import ConfigError
+from policysearch.lr_range import DEFAULT_STEPS
 from policysearch.metrics import cost_units, reward_value
 from policysearch.policies.adaptive import OBSERVATION_NAMES, ScheduleSpace
 from policysearch.policies.augment import AugmentPolicy
@@ -175,7 +176,7 @@ class ScheduleEnv(ChildTrainingEnv):
         tasks: TaskSampler | str | None = None,
         reward: str = "gain",
         peak: str = "default",
-        range_steps: int = 20,
+        range_steps: int = DEFAULT_STEPS,
         **child_kwargs: Any,
     ) -> None:
         super().__init__()

@@ -19,6 +19,7 @@ import numpy as np
 
 from policysearch.checks import MAX_LR, check_choice, check_int, check_lr, check_number
 from policysearch.errors import ConfigError, PolicyFormatError
+from policysearch.lr_range import DEFAULT_STEPS
 from policysearch.policies.artifact import require
 from policysearch.policies.schedule import LOG10_LR_MIN
 
@@ -124,7 +125,7 @@ class ScheduleSpace:
     base: str | None = None
     scale: float = 4.0
     peak: str = "default"
-    range_steps: int = 20
+    range_steps: int = DEFAULT_STEPS
 
     def __post_init__(self) -> None:
         values = {
@@ -308,7 +309,7 @@ class ScheduleSpace:
         scale = require(dict(data), "scale", (int, float), source) if base is not None else 4.0
         peak = data.get("peak", "default")
         check_choice(f"{source}: field 'peak'", peak, PEAKS, error=PolicyFormatError)
-        range_steps = require(dict(data), "range_steps", int, source) if peak != "default" else 20
+        range_steps = require(dict(data), "range_steps", int, source) if peak != "default" else DEFAULT_STEPS
         expected = RESIDUAL_OBSERVATION_NAMES if base is not None else OBSERVATION_NAMES
         names = require(obs, "names", list, obs_source)
         if tuple(names) != expected:

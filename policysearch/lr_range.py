@@ -14,7 +14,7 @@ main run by as many steps, so every arm trains on the same number of images).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from policysearch.checks import check_choice, check_int, check_lr, check_number
@@ -76,11 +76,6 @@ class RangeTest:
         """What a run records of its range test: the suggestion, the rule, the cost."""
         return {"peak_lr": self.suggestion(rule), "rule": rule, "steps": self.steps, "images": self.images,
                 "stopped": self.stopped}
-
-    def to_dict(self) -> dict[str, Any]:
-        record = asdict(self)
-        record.update(lr_at_min_loss=self.lr_at_min_loss(), lr_steepest=self.lr_steepest())
-        return record
 
 
 def lr_range_test(data: Any, config: Any, steps: int = DEFAULT_STEPS, lr_low: float | None = None,

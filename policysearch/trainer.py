@@ -469,8 +469,9 @@ def train_run(
     total = max(1, round(epochs * probe))
     range_test = _range_test(data, config, schedule, total, peak)
     if range_test is not None:  # the run peaks where the test says, and gives up the test's steps
-        schedule = _at_peak(schedule, range_test.suggestion(), config.lr)
-        config = replace(config, lr=range_test.suggestion())
+        tested = range_test.suggestion()
+        schedule = _at_peak(schedule, tested, config.lr)
+        config = replace(config, lr=tested)
         total -= range_test.steps
     trainer = Trainer(data, config, total_steps=total)
     if range_test is not None:  # the test's images are this run's cost
