@@ -33,6 +33,15 @@ Steps (`--steps`, default both):
   largest common ratio that meets the FLOPs target (`PlanSpace.shifted_counts`); every such plan and
   uniform distilled for the final length with `--neighbour-seeds` batch orders from `--rerank-seed` and
   scored on the validation split; the paired difference of each from uniform.
+- `local`: `--searches` compass searches from uniform (`policysearch.refine.refine_plan`, what
+  `policysearch compress --controller local` runs): search k scores each plan by `--local-steps`
+  distillation steps on `--neighbour-seeds` batch orders from `--rerank-seed` + 100 k (validation split)
+  and moves only when the best neighbour wins again on as many fresh orders (+ 1000); first step
+  `--neighbour-factor`, at most `--local-rounds` moves, no step below `--local-min-factor`. Against
+  it, random search at equal candidates (`random#k`): as many `CompressionPlan.random` plans as search
+  k scored, on the same batch orders, the best kept only if it beats uniform on the same fresh
+  orders. Then the `final` comparison; `--reuse-final` takes the final runs of plans an earlier
+  record distilled with the same teacher, seeds, length, learning rate and split.
 
 `--jobs 2` runs two searches, and then two distillations, at once (processes, one torch thread each).
 
@@ -92,6 +101,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--neighbour-factor", type=float, default=1.5,
                    help="step `neighbours`: each group's kept channels times and divided by this")
     p.add_argument("--neighbour-seeds", type=int, default=2, help="step `neighbours`: batch orders per plan")
+    p.add_argument("--local-steps", type=int, default=150, help="step `local`: distillation steps per candidate")
+    p.add_argument("--local-rounds", type=int, default=3, help="step `local`: at most this many moves")
+    p.add_argument("--local-min-factor", type=float, default=1.2,
+                   help="step `local`: the search stops when its step falls below this")
+    p.add_argument("--reuse-final", help="a previous record (benchmark.json) whose final runs of the same plans, "
+                                         "seeds, split and length are taken instead of trained again")
     p.add_argument("--jobs", type=int, default=1,
                    help="searches, then final distillations, at once (processes, one torch thread each)")
     p.add_argument("--finetune-lr", type=float, default=0.01)
@@ -112,13 +127,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.neighbour_factor <= 1 or args.neighbour_seeds < 2:
         p.error(f"--neighbour-factor must be > 1 (got {args.neighbour_factor}) and --neighbour-seeds >= 2 "
                 f"(got {args.neighbour_seeds})")
+    if args.local_steps < 1 or args.local_rounds < 0 or args.local_min_factor <= 1:
+        p.error(f"--local-steps must be >= 1 (got {args.local_steps}), --local-rounds >= 0 (got {args.local_rounds}) "
+                f"and --local-min-factor > 1 (got {args.local_min_factor})")
+    if args.reuse_final and not Path(args.reuse_final).is_file():
+        p.error(f"--reuse-final {args.reuse_final}: no such file")
     if args.plans_from and not Path(args.plans_from).is_file():
         p.error(f"--plans-from {args.plans_from}: no such file")
     if args.quick:
         args.dataset, args.teacher_epochs, args.budget, args.val_images = "digits", 15, 6, None
         args.teacher = str(Path(args.out) / "teacher.pt")
         args.correlation_plans, args.correlation_final_steps, args.episode_finetune_steps = 5, 10, 5
-        args.rerank_top, args.rerank_steps, args.seeds, args.bn_batches = 2, 5, 2, 4
+        args.rerank_top, args.rerank_steps, args.seeds, args.bn_batches, args.local_steps = 2, 5, 2, 4, 5
         if args.finetune_epochs == p.get_default("finetune_epochs"):
             args.finetune_epochs = "1"
     return args
@@ -370,6 +390,56 @@ def neighbours(args: argparse.Namespace, teacher: Any, full: Any, target: float)
             "wall_minutes": round((time.perf_counter() - wall) / 60, 2)}
 
 
+def local_searches(args: argparse.Namespace, teacher: Any, full: Any, target: float) -> dict[str, Any]:
+    """Compass searches from uniform against random search at equal candidates, both scored by the
+    same distillation on the same batch orders; then the chosen plans on the final comparison."""
+    from policysearch.policies.compress import CompressionPlan
+    from policysearch.refine import DISTILL_BATCH, DistilledScore, pick_confirmed, refine_plan
+
+    example = torch.zeros(1, *full.input_shape)
+    uniform = _uniform(args, teacher, full, target)
+    plans: dict[str, Any] = {"uniform": uniform}
+    searches: dict[str, list[dict[str, Any]]] = {"local": [], "random": []}
+    for k in range(args.first_search, args.first_search + args.searches):
+        seeds = [args.rerank_seed + 100 * k + j for j in range(args.neighbour_seeds)]
+        confirm = [s + 1000 for s in seeds]
+        cpu, wall = time.process_time(), time.perf_counter()
+        score = DistilledScore(teacher, full, args.local_steps, args.finetune_lr, args.jobs)  # shared: same seeds
+        found = refine_plan(uniform, teacher, full, steps=args.local_steps, seeds=seeds, confirm_seeds=confirm,
+                            factor=args.neighbour_factor, min_factor=args.local_min_factor, rounds=args.local_rounds,
+                            min_keep=args.min_keep,
+                            progress=lambda line, k=k: print(f"{target:g} local#{k}: {line}", file=sys.stderr),
+                            score=score)
+        plans[f"local#{k}"] = found.plan
+        candidates = sum(len(r["candidates"]) for r in found.rounds)
+        searches["local"].append({"search": k, "seeds": seeds, "confirm_seeds": confirm, "candidates": candidates,
+                                  "chosen_is_uniform": found.plan.kept() == uniform.kept(),
+                                  "wall_minutes": round((time.perf_counter() - wall) / 60, 2),
+                                  "main_process_cpu_minutes": round((time.process_time() - cpu) / 60, 2),
+                                  **found.summary()})
+        # Random search with as many candidates, scored the same way (uniform's runs shared: same seeds).
+        wall, before = time.perf_counter(), score.distillations
+        randoms = [CompressionPlan.random(teacher, example, flops_target=target, min_keep=args.min_keep,
+                                          seed=10_000 * (k + 1) + i) for i in range(candidates)]
+        pick = pick_confirmed(uniform, randoms, score, seeds, confirm)
+        plans[f"random#{k}"] = randoms[pick["best"]] if pick["moved"] else uniform
+        searches["random"].append({"search": k, "seeds": seeds, "confirm_seeds": confirm, "candidates": candidates,
+                                   "uniform_val_accuracy": pick["current"], "accuracies": pick["accuracies"],
+                                   "best_ratios": randoms[pick["best"]].ratios,
+                                   "confirmation": pick.get("confirmation"), "chosen_is_uniform": not pick["moved"],
+                                   "distillations": score.distillations - before,
+                                   "images": (score.distillations - before) * args.local_steps * DISTILL_BATCH,
+                                   "wall_minutes": round((time.perf_counter() - wall) / 60, 2)})
+        print(f"{target:g} search {k}: local {found.start_val_accuracy:.4f} -> {found.val_accuracy:.4f} "
+              f"({searches['local'][-1]['moves']} moves, {found.distillations} distillations); random: best of "
+              f"{candidates} {max(pick['accuracies']):.4f} vs uniform {pick['current']:.4f}, "
+              f"{'kept' if pick['moved'] else 'uniform kept'}", file=sys.stderr)
+    from policysearch.files import write_json
+
+    write_json(Path(args.out) / f"partial-{target:g}.json", {"target": target, "searches": searches})
+    return {"searches": searches, **final_comparison(args, teacher, full, target, plans)}
+
+
 def _uniform(args: argparse.Namespace, teacher: Any, full: Any, target: float) -> Any:
     """The uniform plan of `teacher` at FLOPs `target`: the baseline of every step."""
     from policysearch.policies.compress import CompressionPlan
@@ -403,8 +473,13 @@ def final_comparison(args: argparse.Namespace, teacher: Any, full: Any, target: 
     for epochs in [float(e) for e in str(args.finetune_epochs).split(",")]:
         steps = _distill_steps(epochs, full)
         wall = time.perf_counter()
-        correct = dict(zip(plans, distilled_correct(list(plans.values()), teacher, full, steps, args.finetune_lr,
-                                                    seeds, split=split, workers=args.jobs)))
+        runs = _reusable_runs(args, target, epochs, steps, seeds, split, plans,
+                                len(full.y_test if split == "test" else full.y_val), teacher_acc)
+        todo = [name for name in plans if name not in runs]
+        if todo:
+            runs.update(zip(todo, distilled_correct([plans[n] for n in todo], teacher, full, steps, args.finetune_lr,
+                                                      seeds, split=split, workers=args.jobs)))
+        correct = {name: runs[name] for name in plans}
         finals = {name: [accuracy_of(c) for c in runs] for name, runs in correct.items()}
         results = {name: {f"{split}_accuracy": a, "mean": sum(a) / len(a),
                           "drop_points": 100 * (teacher_acc - sum(a) / len(a)),
@@ -443,6 +518,44 @@ def final_comparison(args: argparse.Namespace, teacher: Any, full: Any, target: 
             "seeds": args.seeds,
             "results": first["results"], "paired_differences": first["paired_differences"],
             "by_finetune_epochs": lengths}
+
+
+def _reusable_runs(args: argparse.Namespace, target: float, epochs: float, steps: int, seeds: list[int], split: str,
+                   plans: dict[str, Any], images: int, teacher_acc: float) -> dict[str, list[Any]]:
+    """`--reuse-final`: the per-image results of plans (same kept channels) that the earlier record
+    distilled with the same teacher, seeds, steps, learning rate and split; {} without the option."""
+    import base64
+    import dataclasses
+
+    import numpy as np
+
+    from policysearch.errors import ConfigError
+
+    if not args.reuse_final:
+        return {}
+    record = json.loads(Path(args.reuse_final).read_text())
+    settings, at = record.get("settings", {}), record.get("targets", {}).get(f"{target:g}", {})
+    same = {"teacher": at.get(f"teacher_{split}_accuracy") == teacher_acc,  # another teacher scores otherwise
+            "finetune_lr": settings.get("finetune_lr") == args.finetune_lr,
+            "split": settings.get("final_split", "test") == split}
+    if not all(same.values()):
+        raise ConfigError(f"--reuse-final {args.reuse_final}: other settings ({[k for k, v in same.items() if not v]})")
+    length = at.get("by_finetune_epochs", {}).get(f"{epochs:g}")
+    if not length or length["finetune_steps"] != steps or length["seeds"][:len(seeds)] != seeds:
+        return {}
+    some = next(iter(plans.values()))
+    by_kept = {tuple(sorted(dataclasses.replace(some, ratios=row["ratios"]).kept().items())):
+               row["correct_bits"][:len(seeds)]
+               for row in length["results"].values() if None not in row["correct_bits"][:len(seeds)]}
+    reused = {}
+    for name, plan in plans.items():
+        bits = by_kept.get(tuple(sorted(plan.kept().items())))
+        if bits is not None:
+            reused[name] = [np.unpackbits(np.frombuffer(base64.b64decode(b), dtype=np.uint8))[:images].astype(bool)
+                            for b in bits]
+    if reused:
+        print(f"  reusing the final runs of {sorted(reused)} from {args.reuse_final}", file=sys.stderr)
+    return reused
 
 
 def _compared(name: str, other: str, finals: dict[str, list[float]], correct: dict[str, list[Any]]) -> dict[str, Any]:
@@ -509,6 +622,8 @@ def main(argv: list[str] | None = None) -> int:
         record["targets"] = {f"{t:g}": search(args, teacher, full, t) for t in targets}
     elif "neighbours" in steps:
         record["targets"] = {f"{t:g}": neighbours(args, teacher, full, t) for t in targets}
+    elif "local" in steps:
+        record["targets"] = {f"{t:g}": local_searches(args, teacher, full, t) for t in targets}
     elif "duel" in steps:
         record["targets"] = {f"{t:g}": duel(args, teacher, full, t) for t in targets}
     elif "final" in steps:

@@ -357,11 +357,14 @@ class PlanSpace:
             counts.append(max(self.min_count[i], min(w, self.max_allowed(counts))))
         return counts
 
-    def uniform_counts(self, ratio: float, fixed: Mapping[int, int] | None = None) -> list[int]:
+    def uniform_counts(self, ratio: float, fixed: Mapping[int, int] | None = None,
+                       base: Sequence[int] | None = None) -> list[int]:
         """Every group at one keep ratio (rounded, within its bounds), not clipped; the groups in
-        `fixed` (index -> kept count) keep that count instead."""
-        counts = [min(hi, max(lo, round(g.channels * ratio)))
-                  for g, lo, hi in zip(self.groups, self.min_count, self.max_count)]
+        `fixed` (index -> kept count) keep that count instead. With `base` (kept counts), `ratio`
+        multiplies those counts instead of the full widths: the plan's shape scaled."""
+        widths = [g.channels for g in self.groups] if base is None else list(base)
+        counts = [min(hi, max(lo, round(w * ratio)))
+                  for w, lo, hi in zip(widths, self.min_count, self.max_count)]
         for index, count in (fixed or {}).items():
             if not self.min_count[index] <= count <= self.max_count[index]:
                 raise ConfigError(f"group {self.groups[index].name} cannot keep {count} channels: its bounds are "
@@ -369,14 +372,19 @@ class PlanSpace:
             counts[index] = count
         return counts
 
-    def largest_uniform(self, ok: Any = None, cap: float = 1.0, fixed: Mapping[int, int] | None = None) -> float:
+    def largest_uniform(self, ok: Any = None, cap: float = 1.0, fixed: Mapping[int, int] | None = None,
+                        base: Sequence[int] | None = None) -> float:
         """The largest common keep ratio <= `cap` whose counts meet the FLOPs target (and `ok(counts)`);
-        with `fixed`, the ratio of the other groups (see `uniform_counts`)."""
+        with `fixed`, the ratio of the other groups; with `base`, the largest multiplier of those
+        counts (`cap` ignored) (see `uniform_counts`)."""
         def feasible(r: float) -> bool:
-            counts = self.uniform_counts(r, fixed)
+            counts = self.uniform_counts(r, fixed, base)
             return self.flops_ok(counts) and (ok is None or ok(counts))
 
         lo, hi = self.min_keep, min(cap, self.max_keep)
+        if base is not None:  # from every group at its minimum to every group at its maximum
+            lo = min(m / max(1, b) for m, b in zip(self.min_count, base))
+            hi = max(m / max(1, b) for m, b in zip(self.max_count, base))
         if feasible(hi):
             return hi
         if not feasible(lo):
@@ -395,6 +403,15 @@ class PlanSpace:
         check_number("factor", factor, 0.0, None, low_open=True)
         fixed = {index: min(self.max_count[index], max(self.min_count[index], round(counts[index] * factor)))}
         return self.uniform_counts(self.largest_uniform(fixed=fixed), fixed)
+
+    def moved_counts(self, counts: Sequence[int], index: int, factor: float, ok: Any = None) -> list[int]:
+        """`counts` with group `index`'s count times `factor` (rounded, within its bounds) and every other
+        group's count times the largest common multiplier that meets the FLOPs target (and `ok`): one
+        step of a coordinate search from any plan, which keeps the other groups' proportions (from a
+        uniform plan, `shifted_counts` up to rounding)."""
+        check_number("factor", factor, 0.0, None, low_open=True)
+        fixed = {index: min(self.max_count[index], max(self.min_count[index], round(counts[index] * factor)))}
+        return self.uniform_counts(self.largest_uniform(ok, fixed=fixed, base=counts), fixed, base=counts)
 
     def random_counts(self, rng: np.random.Generator) -> list[int]:
         """Uniform random keep ratios in [min_keep, max_keep] per group, clipped group by group as the env does."""
@@ -571,6 +588,44 @@ class CompressionPlan(JsonArtefact):
                 return plan
         raise ConfigError(f"none of {tries} random plans met params_target={params_target} and "
                           f"latency_target={latency_target}; raise them or use CompressionPlan.uniform")
+
+    def neighbours(self, model: nn.Module, example_inputs: torch.Tensor, *, factor: float = 1.5,
+                   min_keep: float = 0.1, max_keep: float = 1.0) -> list[CompressionPlan]:
+        """The plans one coordinate step away: for each channel group, its kept channels times `factor`
+        and divided by it, the other groups scaled together to the largest size that meets this plan's
+        FLOPs target (`PlanSpace.moved_counts`). Only neighbours that meet every target of this plan
+        (parameters and latency measured, at the batch sizes it was measured at) and differ from it are
+        returned, each with its move in `provenance`.
+
+        Args:
+            model: the unpruned network this plan was made for.
+            example_inputs: a batch it accepts.
+            factor: the step, > 1.
+            min_keep, max_keep: bounds of every group's keep ratio.
+        """
+        check_number("factor", factor, 1.0, None, low_open=True)
+        space = PlanSpace(model, example_inputs, self.flops_target, min_keep, max_keep)
+        others = sorted(int(b) for b in self.teacher_latency_ms if str(b) != "1")
+        budget = _Budget(type(self), model, example_inputs, space, self.flops_target, self.params_target,
+                         self.latency_target, others[-1] if others else None, self.criterion, self.model)
+        kept = self.kept()
+        missing = [g.name for g in space.groups if g.name not in kept]
+        if missing:
+            raise ConfigError(f"the plan lists no keep ratio for the channel groups {missing} of this model")
+        counts = [kept[g.name] for g in space.groups]
+        plans: list[CompressionPlan] = []
+        for index, group in enumerate(space.groups):
+            for move in (factor, 1 / factor):
+                try:
+                    moved = space.moved_counts(counts, index, move, budget.params_ok)
+                except ConfigError:  # the moved group alone breaks a target
+                    continue
+                if moved == counts or moved[index] == counts[index]:
+                    continue  # the group is at its bound
+                plan = budget.measured(moved, {"neighbour_of": dict(kept), "group": group.name, "factor": move})
+                if plan is not None:
+                    plans.append(plan)
+        return plans
 
     def meets_targets(self) -> bool:
         """Whether the measured figures are within every target (unmeasured figures count as met)."""

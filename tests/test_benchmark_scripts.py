@@ -115,6 +115,43 @@ def test_compress_final_step_reproduces_a_search_runs_comparison_and_adds_length
     assert [r["val_accuracy"] for r in val["results"].values()] != [r["test_accuracy"] for r in one.values()]
 
 
+def test_compress_local_step_pits_compass_search_against_random_search_and_reuses_final_runs(tmp_path, monkeypatch):
+    """`--steps local`: compass searches from uniform and random search at equal candidates on the same
+    batch orders; `--reuse-final` takes identical final runs from a record instead of training them."""
+    import policysearch.pruning
+
+    compress = _script("compress")
+    first = tmp_path / "local"
+    argv = ["--quick", "--steps", "local", "--targets", "0.5", "--local-rounds", "1", "--searches", "2"]
+    assert compress.main([*argv, "--out", str(first)]) == 0
+    record = json.loads((first / "benchmark.json").read_text())["targets"]["0.5"]
+    local, random = record["searches"]["local"], record["searches"]["random"]
+    assert [r["seeds"] for r in local] == [r["seeds"] for r in random] == [[1000, 1001], [1100, 1101]]
+    assert [r["confirm_seeds"] for r in local] == [[2000, 2001], [2100, 2101]]
+    for one, other in zip(local, random):
+        assert one["candidates"] == other["candidates"] == len(other["accuracies"]) > 0
+        assert one["moves"] <= 1 and one["distillations"] >= 2 * (1 + one["candidates"])
+    assert set(record["results"]) == {"uniform", "local#0", "local#1", "random#0", "random#1"}
+    assert "local#0 - random#0" in record["paired_differences"]
+    trained = []
+    real = policysearch.pruning.distilled_correct
+
+    def counting(plans, teacher, data, steps, *args, **kwargs):
+        trained.append((len(plans), steps))
+        return real(plans, teacher, data, steps, *args, **kwargs)
+
+    monkeypatch.setattr(policysearch.pruning, "distilled_correct", counting)
+    again = tmp_path / "again"
+    assert compress.main([*argv[:-2], "--searches", "1", "--reuse-final", str(first / "benchmark.json"),
+                          "--out", str(again)]) == 0
+    after = json.loads((again / "benchmark.json").read_text())["targets"]["0.5"]
+    # The search found the same plans, so every final run (10 steps; the search's are 5) came from the record.
+    assert trained and {steps for _, steps in trained} == {5}
+    assert after["results"].keys() == {"uniform", "local#0", "random#0"}
+    assert {n: r["test_accuracy"] for n, r in after["results"].items()} == {
+        n: record["results"][n]["test_accuracy"] for n in after["results"]}
+
+
 def test_compress_final_step_needs_an_existing_plans_file(tmp_path):
     compress = _script("compress")
     with pytest.raises(SystemExit):

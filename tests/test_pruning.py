@@ -4,6 +4,8 @@ residual network through the API and the CLI."""
 
 from __future__ import annotations
 
+import json
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -142,6 +144,96 @@ def test_shifted_counts_move_flops_into_or_out_of_one_group_at_the_same_target(t
             assert shifted == space.uniform_counts(ratio, {index: shifted[index]})
     with pytest.raises(ConfigError, match="cannot keep"):
         space.uniform_counts(0.5, {0: space.max_count[0] + 1})
+
+
+@pytest.mark.parametrize("name", ["resnet", "user"])
+def test_moved_counts_scale_the_other_groups_together_to_the_largest_size_at_the_target(trained, name):
+    from policysearch.policies.compress import PlanSpace
+
+    teacher = trained[name]
+    space = PlanSpace(teacher, _example(), 0.4, 0.1)
+    counts = CompressionPlan.random(teacher, _example(), flops_target=0.4, seed=1).kept()  # a non-uniform plan
+    counts = [counts[g.name] for g in space.groups]
+    for index in range(len(space.groups)):
+        for factor in (1.5, 1 / 1.5):
+            moved = space.moved_counts(counts, index, factor)
+            assert moved[index] == min(space.max_count[index], max(space.min_count[index],
+                                                                   round(counts[index] * factor)))
+            assert space.flops_ok(moved)
+            multiplier = space.largest_uniform(fixed={index: moved[index]}, base=counts)
+            assert moved == space.uniform_counts(multiplier, {index: moved[index]}, base=counts)
+            # The largest: a slightly larger multiplier breaks the target (unless every group is at its maximum).
+            bigger = space.uniform_counts(multiplier * 1.02, {index: moved[index]}, base=counts)
+            assert bigger == moved or not space.flops_ok(bigger)
+    # From a uniform plan a move is `shifted_counts` up to rounding.
+    uniform = space.uniform_counts(space.largest_uniform())
+    for index in range(len(space.groups)):
+        a, b = space.moved_counts(uniform, index, 1.5), space.shifted_counts(uniform, index, 1.5)
+        assert all(abs(x - y) <= 1 for x, y in zip(a, b))
+
+
+def test_neighbours_meet_every_target_of_the_plan_and_record_their_move(trained):
+    teacher = trained["resnet"]
+    plan = CompressionPlan.uniform(teacher, _example(), flops_target=0.5, params_target=0.45)
+    neighbours = plan.neighbours(teacher, _example(), factor=1.5)
+    assert neighbours, "a uniform plan at 50 % FLOPs has room to move"
+    groups = set(plan.ratios)
+    for n in neighbours:
+        assert n.meets_targets() and n.flops_fraction <= 0.5 and n.params_fraction <= 0.45
+        assert n.kept() != plan.kept() and n.provenance["group"] in groups
+        assert n.provenance["factor"] in (1.5, 1 / 1.5) and n.provenance["neighbour_of"] == plan.kept()
+        moved = n.kept()[n.provenance["group"]]
+        assert (moved > plan.kept()[n.provenance["group"]]) == (n.provenance["factor"] > 1)
+    with pytest.raises(ConfigError, match="factor"):
+        plan.neighbours(teacher, _example(), factor=1.0)
+
+
+def _fake_scores(monkeypatch, score):
+    """Replace the distillation by `score(kept, seed)`: the search's logic without training."""
+    import policysearch.pruning
+
+    def fake(plans, teacher, data, steps, lr, seeds, split="test", workers=1):
+        assert split == "val"  # the search never reads the test split
+        return [[score(p.kept(), s) for s in seeds] for p in plans]
+
+    monkeypatch.setattr(policysearch.pruning, "distilled_accuracies", fake)
+
+
+def test_refine_plan_climbs_to_a_better_plan_and_only_moves_when_fresh_seeds_confirm(digits, trained, monkeypatch):
+    from policysearch.refine import refine_plan
+
+    teacher = trained["resnet"]
+    start = CompressionPlan.uniform(teacher, _example(), flops_target=0.5)
+    first = sorted(start.ratios)[0]
+    # Accuracy grows with the first group's channels: the search must move them up, every time confirmed.
+    _fake_scores(monkeypatch, lambda kept, seed: 0.5 + kept[first] / 1000)
+    result = refine_plan(start, teacher, digits, steps=3, seeds=[0, 1], confirm_seeds=[2], rounds=2)
+    # One move takes the group to all its channels; then no neighbour is better and the step shrinks to the end.
+    assert result.plan.kept()[first] == start.channels[first] and result.plan.meets_targets()
+    assert result.val_accuracy > result.start_val_accuracy
+    assert [r["moved"] for r in result.rounds] == [True, False, False] and result.rounds[0]["best"]["group"] == first
+    assert "confirmation" in result.rounds[0] and "confirmation" not in result.rounds[1]
+    assert result.plan.provenance["refined"]["moves"] == 1 and result.distillations > 0
+    # The same gain on the search seeds only: the winner's curse; fresh seeds refuse every move.
+    _fake_scores(monkeypatch, lambda kept, seed: 0.5 + (kept[first] / 1000 if seed < 2 else 0))
+    stuck = refine_plan(start, teacher, digits, steps=3, seeds=[0, 1], confirm_seeds=[2], rounds=2)
+    assert stuck.plan.kept() == start.kept() and not any(r["moved"] for r in stuck.rounds)
+    assert all("confirmation" in r for r in stuck.rounds) and stuck.rounds[-1]["factor"] < 1.2 ** 2
+    with pytest.raises(ValueError, match="fresh"):
+        refine_plan(start, teacher, digits, steps=3, seeds=[0, 1], confirm_seeds=[1])
+
+
+def test_refine_plan_really_distils_and_counts_its_cost(digits, trained):
+    from policysearch.refine import refine_plan
+
+    teacher = trained["resnet"]
+    start = CompressionPlan.uniform(teacher, _example(), flops_target=0.5)
+    result = refine_plan(start, teacher, digits, steps=2, seeds=[0], confirm_seeds=[1], factor=1.5, min_factor=1.4,
+                         rounds=1)
+    neighbours = len(start.neighbours(teacher, _example(), factor=1.5))
+    assert result.distillations >= 1 + neighbours and result.images == result.distillations * 2 * 128
+    assert result.plan.meets_targets() and 0 <= result.val_accuracy <= 1
+    assert result.summary()["rounds"][0]["candidates"][0]["val_accuracy"] >= 0
 
 
 def test_latency_target_holds_and_every_figure_is_recorded(tmp_path, trained):
@@ -366,3 +458,25 @@ def test_cli_uniform_controller_is_a_one_line_baseline(tmp_path, digits, trained
     assert plan.provenance["baseline"] == "uniform" and plan.flops_fraction <= 0.5 and plan.params_fraction <= 0.5
     assert (out / "model.pt").exists() and not (out / "episodes.jsonl").exists()
     capsys.readouterr()
+
+
+def test_cli_local_controller_searches_from_uniform_and_records_the_search(tmp_path, trained, capsys):
+    from policysearch.checkpoint import save_checkpoint
+    from policysearch.cli import main
+
+    ckpt = save_checkpoint(tmp_path / "t.pt", trained["resnet"], "resnet", SHAPE, 10)
+    out = tmp_path / "l"
+    assert main(["compress", "--checkpoint", str(ckpt), "--dataset", "digits", "--controller", "local",
+                 "--flops", "0.5", "--params", "0.5", "--local-steps", "2", "--local-seeds", "1",
+                 "--local-confirm-seeds", "1", "--local-rounds", "1", "--finetune-epochs", "0.1", "--json",
+                 "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    text = captured.out + captured.err  # with --json the progress goes to stderr
+    assert "compass search from the uniform plan" in text and "neighbours, current" in text
+    plan = CompressionPlan.load(out / "plan.json")
+    assert plan.flops_fraction <= 0.5 and plan.params_fraction <= 0.5 and "refined" in plan.provenance
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["controller"] == "local" and summary["local_search"]["distillations"] >= 1
+    assert summary["local_search"]["rounds"][0]["candidates"]
+    assert main(["compress", "--checkpoint", str(ckpt), "--controller", "local", "--local-factor", "1"]) == 2
+    assert "--local-factor: is 1, expected a finite number > 1" in capsys.readouterr().err

@@ -58,6 +58,7 @@ EXAMPLES = {
   policysearch compress --checkpoint teacher.pt --flops 0.5 --budget 20 --out runs/digits-half
   policysearch compress --checkpoint teacher.pt --flops 0.25 --controller random --json > half.json
   policysearch compress --checkpoint teacher.pt --flops 0.5 --controller uniform    # the baseline, no search
+  policysearch compress --checkpoint teacher.pt --flops 0.5 --controller local --workers 2   # uniform's neighbours
   policysearch compress --checkpoint teacher.pt --flops 0.5 --params 0.4 --latency 0.7 --latency-batch 32""",
     "demo": """\
   policysearch demo
@@ -184,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-pickle", action="store_true",
                    help="also accept a pickled nn.Module (runs code from the file: only for files you trust)")
     a.add_data_args(p, default_dataset=None)
-    a.add_search_args(p, budget=20, segmented=False, extra_controllers=("uniform",))
+    a.add_search_args(p, budget=20, segmented=False, extra_controllers=("uniform", "local"))
     a.add_parallel_args(p)
     g = p.add_argument_group("compression")
     g.add_argument("--flops", type=a.fraction, default=0.5, metavar="FRACTION",
@@ -221,6 +222,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="distillation learning rate (default: %(default)s)")
     g.add_argument("--finetune-epochs", type=a.non_negative_number, default=3, metavar="E",
                    help="final distillation of the best plan (default: %(default)s)")
+    g = p.add_argument_group("controller local: compass search from the uniform plan, scored by distillation")
+    g.add_argument("--local-steps", type=a.positive_int, default=150, metavar="N",
+                   help="distillation steps per candidate and seed (default: %(default)s)")
+    g.add_argument("--local-seeds", type=a.positive_int, default=2, metavar="N",
+                   help="batch orders every candidate is scored on, validation split (default: %(default)s)")
+    g.add_argument("--local-confirm-seeds", type=a.positive_int, default=2, metavar="N",
+                   help="fresh batch orders on which the best neighbour must beat the current plan again before "
+                        "the search moves (default: %(default)s)")
+    g.add_argument("--local-factor", type=a.number_in(1.0, None, low_open=True), default=1.5, metavar="F",
+                   help="first step: one group's channels times or divided by F, the others rescaled to the "
+                        "targets; halved (in log space) when no neighbour wins (default: %(default)s)")
+    g.add_argument("--local-rounds", type=a.int_at_least(0), default=3, metavar="N",
+                   help="at most this many moves (default: %(default)s)")
     g.add_argument("--batch-size", type=a.positive_int, default=128, metavar="N",
                    help="images per step (default: %(default)s)")
     g.add_argument("--device", default="auto", type=a.device_name,

@@ -229,13 +229,15 @@ def cmd_compress(args: argparse.Namespace) -> int:
     _check_teacher_fits(teacher, info, data, args.checkpoint)
     targets = {"flops_target": args.flops, "params_target": args.params, "latency_target": args.latency,
                "latency_batch": args.latency_batch, "min_keep": args.min_keep, "criterion": args.criterion}
-    if args.controller == "uniform":  # the baseline: one keep ratio everywhere, no search
+    if args.controller in ("uniform", "local"):  # the baseline (one keep ratio everywhere), or a search from it
         teacher = teacher.to(data.device).eval()
         plan = CompressionPlan.uniform(teacher, torch.zeros(1, *data.input_shape, device=data.device),
                                        model_name=model_name, **targets)
         out.mkdir(parents=True, exist_ok=True)
+        summary_base: dict[str, Any] = {"controller": args.controller, "files": {"artefact": "plan.json"}}
+        if args.controller == "local":
+            plan, summary_base["local_search"] = _local_search(args, plan, teacher, data)
         plan.save(out / "plan.json")
-        summary_base: dict[str, Any] = {"controller": "uniform", "files": {"artefact": "plan.json"}}
     else:
         _, result = search_command(
             args, data, lambda d: gym.make(
@@ -286,7 +288,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     summary = {**summary_base, "comparison": report, "files": {**summary_base["files"], "model": "model.pt"}}
     write_json(out / "summary.json", summary)
     print(f"wrote {out}/: plan.json, model.pt, summary.json"
-          + ("" if args.controller == "uniform" else ", episodes.jsonl, search.png"))
+          + ("" if args.controller in ("uniform", "local") else ", episodes.jsonl, search.png"))
     if model_name is not None:
         print(f"load it: policysearch.checkpoint.load_checkpoint('{out / 'model.pt'}').build()")
     else:  # a user's own architecture: policysearch cannot rebuild it by name
@@ -295,6 +297,25 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(summary)
     return 0
+
+
+def _local_search(args: argparse.Namespace, uniform: Any, teacher: Any, data: Any) -> tuple[Any, dict[str, Any]]:
+    """`--controller local`: compass search from the uniform plan (`policysearch.refine`), on the
+    validation split with batch orders that are not the final distillation's (`--seed`)."""
+    from policysearch.refine import refine_plan
+
+    seeds = [args.seed + 1000 + k for k in range(args.local_seeds)]
+    confirm = [args.seed + 2000 + k for k in range(args.local_confirm_seeds)]
+    print(f"compass search from the uniform plan: each neighbour distilled {args.local_steps} steps x "
+          f"{len(seeds)} batch orders, a move confirmed on {len(confirm)} fresh ones, validation split ...")
+    result = refine_plan(uniform, teacher, data, steps=args.local_steps, seeds=seeds, confirm_seeds=confirm,
+                         factor=args.local_factor, rounds=args.local_rounds, lr=args.finetune_lr,
+                         min_keep=args.min_keep, workers=args.workers, progress=print)
+    summary = result.summary()
+    print(f"local search: {summary['moves']} moves, {result.distillations} distillations "
+          f"({result.images:,} images), {result.seconds / 60:.1f} min; validation {result.start_val_accuracy:.4f} "
+          f"(uniform) -> {result.val_accuracy:.4f}")
+    return result.plan, summary
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
