@@ -539,7 +539,8 @@ def _reusable_runs(args: argparse.Namespace, target: float, epochs: float, steps
             "finetune_lr": settings.get("finetune_lr") == args.finetune_lr,
             "split": settings.get("final_split", "test") == split}
     if not all(same.values()):
-        raise ConfigError(f"--reuse-final {args.reuse_final}: other settings ({[k for k, v in same.items() if not v]})")
+        raise ConfigError(f"--reuse-final {args.reuse_final}: other settings ({[k for k, v in same.items() if not v]}; "
+                          f"teacher {split} accuracy {teacher_acc} here, {at.get(f'teacher_{split}_accuracy')} there)")
     length = at.get("by_finetune_epochs", {}).get(f"{epochs:g}")
     if not length or length["finetune_steps"] != steps or length["seeds"][:len(seeds)] != seeds:
         return {}

@@ -8,6 +8,7 @@ straight into observations, rewards, ``info`` dicts and JSON run logs.
 
 from __future__ import annotations
 
+import copy
 import statistics
 import sys
 from collections.abc import Sequence
@@ -186,8 +187,10 @@ def flops_per_image(
     A multiply-add counts as 2 FLOPs, so ``nn.Linear(10, 5)`` costs 100 forward FLOPs.
 
     The model is measured on a batch of 2 (batch norm needs more than one sample in train mode),
-    and the count is divided by 2. Its train / eval mode, parameter gradients and buffers (e.g.
-    batch norm running statistics) are restored afterwards, so measuring has no side effects.
+    and the count is divided by 2. The train pass runs on a deep copy, so measuring has no side
+    effects: not even for a moment, which matters when the model's tensors are shared with other
+    processes (a model passed to a spawned worker lives in shared memory: a train-mode forward
+    there updates the batch norm statistics every process sees).
 
     Args:
         model: The model, already on ``device``.
@@ -206,31 +209,21 @@ def flops_per_image(
     x = torch.zeros(batch, *input_shape, device=device)
 
     was_training = model.training
-    saved_grads = {p: p.grad for p in model.parameters()}
-    saved_buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
     try:
         model.eval()
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(x)
+            model(x)  # eval mode, no grad: reads the model, changes nothing
         forward = counter.get_total_flops()
-
-        model.train()
-        for p in saved_grads:
-            p.grad = None
-        with FlopCounterMode(display=False) as counter:
-            loss = _sum_outputs(model(x))
-            if loss.requires_grad:  # a fully frozen model has no backward pass to count
-                loss.backward()
-        train = counter.get_total_flops()
     finally:
-        # Measuring must not perturb training: no stray gradients, no updated running statistics.
-        for p, g in saved_grads.items():
-            p.grad = g
-        buffers = dict(model.named_buffers())
-        with torch.no_grad():
-            for name, value in saved_buffers.items():
-                buffers[name].copy_(value)
         model.train(was_training)
+    clone = copy.deepcopy(model).train()
+    for p in clone.parameters():
+        p.grad = None
+    with FlopCounterMode(display=False) as counter:
+        loss = _sum_outputs(clone(x))
+        if loss.requires_grad:  # a fully frozen model has no backward pass to count
+            loss.backward()
+    train = counter.get_total_flops()
     return {"forward": int(forward) // batch, "train": int(train) // batch}
 
 

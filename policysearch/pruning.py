@@ -213,8 +213,13 @@ def rerank(plans: Sequence[Any], teacher: nn.Module, data: DeviceData, steps: in
 
 def _distilled_correct(plan: Any, teacher: nn.Module, data: DeviceData, steps: int, lr: float, seed: int,
                        split: str) -> np.ndarray | None:
+    import copy
+
     from policysearch.distill import distill
 
+    # In a spawned worker the teacher's tensors are shared memory, seen by every worker and the parent:
+    # work on a private copy so that nothing done here can reach them.
+    teacher = copy.deepcopy(teacher)
     student = plan.apply(teacher, torch.zeros(1, *data.input_shape, device=data.device))
     stats = distill(student, teacher, data, steps, lr, seed=seed)
     return None if stats.diverged else correct_images(student, data, split=split)

@@ -134,6 +134,17 @@ def test_flops_restores_mode_grads_and_buffers() -> None:
     assert model.training
     assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads))
 
+    # Not even for a moment: the train pass runs on a copy. A model handed to a spawned worker lives in
+    # shared memory, where a train-mode forward (later undone) raced with other workers doing the same.
+    seen = []  # (module id, training) of every forward call; deep copies carry the hooks along
+    handles = [m.register_forward_pre_hook(lambda m, _: seen.append((id(m), m.training))) for m in model.modules()]
+    flops_per_image(model, (1, 8, 8))
+    for h in handles:
+        h.remove()
+    own = {id(m) for m in model.modules()}
+    assert any(i in own for i, _ in seen) and any(t for _, t in seen)  # the model ran, and a train pass too
+    assert not any(t for i, t in seen if i in own), "the model itself ran only in eval mode"
+
 
 def test_count_parameters() -> None:
     model = nn.Sequential(nn.Linear(10, 5), nn.Linear(5, 2))
