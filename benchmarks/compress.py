@@ -394,7 +394,7 @@ def local_searches(args: argparse.Namespace, teacher: Any, full: Any, target: fl
     """Compass searches from uniform against random search at equal candidates, both scored by the
     same distillation on the same batch orders; then the chosen plans on the final comparison."""
     from policysearch.policies.compress import CompressionPlan
-    from policysearch.refine import DISTILL_BATCH, DistilledScore, pick_confirmed, refine_plan
+    from policysearch.refine import DistilledScore, pick_confirmed, refine_plan
 
     example = torch.zeros(1, *full.input_shape)
     uniform = _uniform(args, teacher, full, target)
@@ -418,7 +418,7 @@ def local_searches(args: argparse.Namespace, teacher: Any, full: Any, target: fl
                                   "main_process_cpu_minutes": round((time.process_time() - cpu) / 60, 2),
                                   **found.summary()})
         # Random search with as many candidates, scored the same way (uniform's runs shared: same seeds).
-        wall, before = time.perf_counter(), score.distillations
+        wall, before, images_before = time.perf_counter(), score.distillations, score.images
         randoms = [CompressionPlan.random(teacher, example, flops_target=target, min_keep=args.min_keep,
                                           seed=10_000 * (k + 1) + i) for i in range(candidates)]
         pick = pick_confirmed(uniform, randoms, score, seeds, confirm)
@@ -428,7 +428,7 @@ def local_searches(args: argparse.Namespace, teacher: Any, full: Any, target: fl
                                    "best_ratios": randoms[pick["best"]].ratios,
                                    "confirmation": pick.get("confirmation"), "chosen_is_uniform": not pick["moved"],
                                    "distillations": score.distillations - before,
-                                   "images": (score.distillations - before) * args.local_steps * DISTILL_BATCH,
+                                   "images": score.images - images_before,
                                    "wall_minutes": round((time.perf_counter() - wall) / 60, 2)})
         print(f"{target:g} search {k}: local {found.start_val_accuracy:.4f} -> {found.val_accuracy:.4f} "
               f"({searches['local'][-1]['moves']} moves, {found.distillations} distillations); random: best of "
@@ -473,13 +473,13 @@ def final_comparison(args: argparse.Namespace, teacher: Any, full: Any, target: 
     for epochs in [float(e) for e in str(args.finetune_epochs).split(",")]:
         steps = _distill_steps(epochs, full)
         wall = time.perf_counter()
-        runs = _reusable_runs(args, target, epochs, steps, seeds, split, plans,
-                                len(full.y_test if split == "test" else full.y_val), teacher_acc)
-        todo = [name for name in plans if name not in runs]
+        done = _reusable_runs(args, target, epochs, steps, seeds, split, plans,
+                              len(full.y_test if split == "test" else full.y_val), teacher_acc)
+        todo = [name for name in plans if name not in done]
         if todo:
-            runs.update(zip(todo, distilled_correct([plans[n] for n in todo], teacher, full, steps, args.finetune_lr,
+            done.update(zip(todo, distilled_correct([plans[n] for n in todo], teacher, full, steps, args.finetune_lr,
                                                       seeds, split=split, workers=args.jobs)))
-        correct = {name: runs[name] for name in plans}
+        correct = {name: done[name] for name in plans}
         finals = {name: [accuracy_of(c) for c in runs] for name, runs in correct.items()}
         results = {name: {f"{split}_accuracy": a, "mean": sum(a) / len(a),
                           "drop_points": 100 * (teacher_acc - sum(a) / len(a)),
@@ -524,10 +524,7 @@ def _reusable_runs(args: argparse.Namespace, target: float, epochs: float, steps
                    plans: dict[str, Any], images: int, teacher_acc: float) -> dict[str, list[Any]]:
     """`--reuse-final`: the per-image results of plans (same kept channels) that the earlier record
     distilled with the same teacher, seeds, steps, learning rate and split; {} without the option."""
-    import base64
     import dataclasses
-
-    import numpy as np
 
     from policysearch.errors import ConfigError
 
@@ -552,8 +549,7 @@ def _reusable_runs(args: argparse.Namespace, target: float, epochs: float, steps
     for name, plan in plans.items():
         bits = by_kept.get(tuple(sorted(plan.kept().items())))
         if bits is not None:
-            reused[name] = [np.unpackbits(np.frombuffer(base64.b64decode(b), dtype=np.uint8))[:images].astype(bool)
-                            for b in bits]
+            reused[name] = [_unpacked(b, images) for b in bits]
     if reused:
         print(f"  reusing the final runs of {sorted(reused)} from {args.reuse_final}", file=sys.stderr)
     return reused
@@ -576,6 +572,15 @@ def _packed(correct: Any) -> str | None:
     import numpy as np
 
     return None if correct is None else base64.b64encode(np.packbits(correct).tobytes()).decode("ascii")
+
+
+def _unpacked(bits: str, images: int) -> Any:
+    """`_packed` undone: one run's per-image correctness, `images` booleans."""
+    import base64
+
+    import numpy as np
+
+    return np.unpackbits(np.frombuffer(base64.b64decode(bits), dtype=np.uint8))[:images].astype(bool)
 
 
 def pooled_differences(finals: dict[str, list[float]]) -> dict[str, Any]:

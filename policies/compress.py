@@ -400,18 +400,22 @@ class PlanSpace:
         group at the largest common keep ratio that meets the FLOPs target: a plan at the same budget
         that moves FLOPs into (factor > 1) or out of one group. Used to test whether a plan is a local
         optimum of the accuracy after fine-tuning."""
-        check_number("factor", factor, 0.0, None, low_open=True)
-        fixed = {index: min(self.max_count[index], max(self.min_count[index], round(counts[index] * factor)))}
-        return self.uniform_counts(self.largest_uniform(fixed=fixed), fixed)
+        return self._moved(counts, index, factor, None, base=None)
 
     def moved_counts(self, counts: Sequence[int], index: int, factor: float, ok: Any = None) -> list[int]:
         """`counts` with group `index`'s count times `factor` (rounded, within its bounds) and every other
         group's count times the largest common multiplier that meets the FLOPs target (and `ok`): one
         step of a coordinate search from any plan, which keeps the other groups' proportions (from a
         uniform plan, `shifted_counts` up to rounding)."""
+        return self._moved(counts, index, factor, ok, base=counts)
+
+    def _moved(self, counts: Sequence[int], index: int, factor: float, ok: Any,
+               base: Sequence[int] | None) -> list[int]:
+        """Group `index` at its count times `factor`; the others at the largest common ratio of `base`
+        (None: the full widths) that meets the targets."""
         check_number("factor", factor, 0.0, None, low_open=True)
         fixed = {index: min(self.max_count[index], max(self.min_count[index], round(counts[index] * factor)))}
-        return self.uniform_counts(self.largest_uniform(ok, fixed=fixed, base=counts), fixed, base=counts)
+        return self.uniform_counts(self.largest_uniform(ok, fixed=fixed, base=base), fixed, base=base)
 
     def random_counts(self, rng: np.random.Generator) -> list[int]:
         """Uniform random keep ratios in [min_keep, max_keep] per group, clipped group by group as the env does."""
