@@ -42,6 +42,10 @@ Steps (`--steps`, default both):
   k scored, on the same batch orders, the best kept only if it beats uniform on the same fresh
   orders. Then the `final` comparison; `--reuse-final` takes the final runs of plans an earlier
   record distilled with the same teacher, seeds, length, learning rate and split.
+- `plot`: nothing trained: the figure of every final comparison in the `--plans-from` record.
+
+Every final comparison is also drawn, `--out`/final-<target>-<epochs>ep.png: each plan's paired
+differences from uniform per seed, with the bootstrap CIs over seeds and over seeds and images.
 
 `--jobs 2` runs two searches, and then two distillations, at once (processes, one torch thread each).
 
@@ -122,8 +126,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.rerank_seed = args.seed + 1000
     if args.first_search < 0:
         p.error(f"--first-search must be >= 0, got {args.first_search}")
-    if {"final", "duel"} & set(args.steps.split(",")) and not args.plans_from:
-        p.error("--steps final and duel need --plans-from (a previous run's benchmark.json)")
+    if {"final", "duel", "plot"} & set(args.steps.split(",")) and not args.plans_from:
+        p.error("--steps final, duel and plot need --plans-from (a previous run's benchmark.json)")
     if args.neighbour_factor <= 1 or args.neighbour_seeds < 2:
         p.error(f"--neighbour-factor must be > 1 (got {args.neighbour_factor}) and --neighbour-seeds >= 2 "
                 f"(got {args.neighbour_seeds})")
@@ -512,12 +516,51 @@ def final_comparison(args: argparse.Namespace, teacher: Any, full: Any, target: 
         lengths[f"{epochs:g}"] = {"finetune_steps": steps, "seeds": seeds, "results": results,
                                   "paired_differences": comparisons, "pooled_differences": pooled,
                                   "wall_minutes": round((time.perf_counter() - wall) / 60, 2)}
+        plot_final(lengths[f"{epochs:g}"], target, epochs, split, Path(args.out))
     first = next(iter(lengths.values()))
     # The first length's figures stay at the top level, where earlier result files keep them.
     return {f"teacher_{split}_accuracy": teacher_acc, "split": split, "finetune_steps": first["finetune_steps"],
             "seeds": args.seeds,
             "results": first["results"], "paired_differences": first["paired_differences"],
             "by_finetune_epochs": lengths}
+
+
+def plot_final(length: dict[str, Any], target: float, epochs: float, split: str, out: Path) -> Path | None:
+    """One final comparison as a figure, ``final-<target>-<epochs>ep.png`` in `out`: each plan's paired
+    differences from uniform per seed, with the CIs over seeds and over seeds and images."""
+    from policysearch.plots import plot_paired_differences
+
+    results, compared = length["results"], length["paired_differences"]
+    rows = []
+    for name, r in results.items():
+        c = compared.get(f"{name} - uniform")
+        if c is None:
+            continue
+        images = c.get("seeds_and_images")
+        same = " = uniform" if r["ratios"] == results["uniform"]["ratios"] else ""
+        base = results["uniform"][f"{split}_accuracy"]
+        rows.append({"label": f"{name} (drop {r['drop_points']:.2f}{same})",
+                     "differences": [a - u for a, u in zip(r[f"{split}_accuracy"], base)], "ci": (c["low"], c["high"]),
+                     "ci_images": None if images is None else (images["low"], images["high"])})
+    if not rows:
+        return None
+    title = (f"{100 * target:g} % FLOPs, {epochs:g} epochs of distillation: − uniform "
+             f"(drop {results['uniform']['drop_points']:.2f})")
+    return plot_paired_differences(rows, out / f"final-{target:g}-{epochs:g}ep.png", title=title,
+                                   note=f"{split} split, drop in points from the teacher")
+
+
+def plot_record(path: str, out: Path) -> list[Path]:
+    """`--steps plot`: the figure of every final comparison in a benchmark record, nothing retrained."""
+    record = json.loads(Path(path).read_text())
+    written = []
+    for target, entry in record.get("targets", {}).items():
+        split = entry.get("split", "test")
+        for epochs, length in entry.get("by_finetune_epochs", {}).items():
+            png = plot_final(length, float(target), float(epochs), split, out)
+            if png is not None:
+                written.append(png)
+    return written
 
 
 def _reusable_runs(args: argparse.Namespace, target: float, epochs: float, steps: int, seeds: list[int], split: str,
@@ -616,6 +659,10 @@ def main(argv: list[str] | None = None) -> int:
     steps = set(args.steps.split(","))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if steps == {"plot"}:
+        written = plot_record(args.plans_from, out)
+        print(json.dumps({"benchmark": "compress", "plots": [str(p) for p in written]}))
+        return 0
     full = prepare(load_dataset(args.dataset), val_size=0.1, seed=args.seed, device="cpu")
     teacher, teacher_info = get_teacher(args, full)
     print(f"teacher: {teacher_info}", file=sys.stderr)

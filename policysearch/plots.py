@@ -217,3 +217,62 @@ def plot_schedules(learned: Any, base_lr: float, path: str | Path, title: str = 
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="lower left")
     return _save(plt, fig, path)
+
+
+def paired_differences_figure(rows: Sequence[dict[str, Any]], title: str = "", baseline: str = "uniform",
+                              note: str = "") -> Any:
+    """The figure `plot_paired_differences` writes: one row per arm, its difference from the baseline in
+    points per paired seed (dots), the mean (tick), the bootstrap 95 % CI over seeds (thick bar) and, where
+    given, over seeds and scored images (thin line); zero is the dashed line.
+
+    Args:
+        rows: one per arm: ``{"label", "differences": per-seed differences (fractions), "ci": (low,
+            high), "ci_images": (low, high) or None}`` (fractions; `policysearch.stats` intervals).
+        title: the figure's title.
+        baseline: what the differences are taken from, for the axis label.
+        note: appended to the caption (e.g. the split and its size).
+
+    Returns:
+        A matplotlib Figure (None when matplotlib is missing).
+    """
+    plt = _pyplot()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(7.2, 1.0 + 0.62 * max(len(rows), 1) + 0.5))
+    ns = set()
+    for i, row in enumerate(reversed(rows)):
+        diffs = [100 * float(d) for d in row["differences"] if math.isfinite(float(d))]
+        ns.add(len(diffs))
+        if row.get("ci_images") is not None:
+            low, high = (100 * float(v) for v in row["ci_images"])
+            ax.plot([low, high], [i, i], "-", lw=1, color="grey")
+        low, high = (100 * float(v) for v in row["ci"])
+        ax.plot([low, high], [i, i], "-", lw=5, color="tab:blue", alpha=0.7, solid_capstyle="butt")
+        if diffs:
+            jitter = [(j - (len(diffs) - 1) / 2) * 0.03 for j in range(len(diffs))]
+            ax.plot(diffs, [i + 0.22 + o for o in jitter], "o", ms=3.5, color="black", alpha=0.55)
+            ax.plot([sum(diffs) / len(diffs)], [i], "|", ms=16, mew=2.5, color="black")
+    ax.axvline(0.0, ls="--", color="tab:red", lw=1)
+    ax.set_yticks(range(len(rows)), [str(r["label"]) for r in reversed(rows)], fontsize="small")
+    ax.set_ylim(-0.6, len(rows) - 0.3)
+    ax.set_xlabel(f"− {baseline} (points of accuracy; right is better)")
+    ax.grid(axis="x", alpha=0.3)
+    n_text = "/".join(str(n) for n in sorted(ns)) or "0"
+    parts = [f"dots: one paired seed each (n={n_text}); tick: mean; blue: bootstrap 95 % CI over seeds",
+             "grey: over seeds and images"]
+    if note:
+        parts.append(note)
+    fig.text(0.5, 0.01, "; ".join(parts), ha="center", va="bottom", fontsize="x-small", wrap=True)
+    if title:
+        ax.set_title(title, fontsize="medium")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig
+
+
+def plot_paired_differences(rows: Sequence[dict[str, Any]], path: str | Path, title: str = "",
+                            baseline: str = "uniform", note: str = "") -> Path | None:
+    """Write `paired_differences_figure` (per-seed differences from a baseline with their CIs) to `path`."""
+    fig = paired_differences_figure(rows, title, baseline, note)
+    if fig is None:
+        return None
+    return _save(_pyplot(), fig, path, layout=False)

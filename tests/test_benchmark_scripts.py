@@ -92,6 +92,12 @@ def test_compress_final_step_reproduces_a_search_runs_comparison_and_adds_length
                           "--jobs", "1", "--out", str(again)]) == 0
     after = json.loads((again / "benchmark.json").read_text())["targets"]["0.5"]
     assert list(after["by_finetune_epochs"]) == ["1", "2"]
+    # Each length's comparison is also a figure, and `--steps plot` redraws it from the record alone.
+    figures = {again / "final-0.5-1ep.png", again / "final-0.5-2ep.png"}
+    assert all(f.stat().st_size > 10_000 for f in figures)
+    redrawn = tmp_path / "redrawn"
+    assert compress.main(["--steps", "plot", "--plans-from", str(again / "benchmark.json"), "--out", str(redrawn)]) == 0
+    assert sorted(p.name for p in redrawn.iterdir()) == sorted(f.name for f in figures)
     one = after["by_finetune_epochs"]["1"]["results"]
     assert {n: r["test_accuracy"] for n, r in one.items()} == {n: r["test_accuracy"]
                                                               for n, r in before["results"].items()}

@@ -64,3 +64,30 @@ def test_search_plot_names_the_metric_and_validation_size_and_takes_a_random_bas
     assert "validation macro_f1" in seen["ylabel"] and "288 images" in seen["ylabel"]
     assert any(label.startswith("rolling mean") for label in seen["labels"])
     assert "random search: best so far" in seen["labels"]
+
+
+def test_paired_differences_show_every_seed_both_intervals_and_zero(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from policysearch.plots import paired_differences_figure, plot_paired_differences
+
+    rows = [{"label": "local#0", "differences": [0.001, 0.002, 0.0, 0.001], "ci": (0.0005, 0.0015),
+             "ci_images": (-0.002, 0.004)},
+            {"label": "random#0", "differences": [-0.003, -0.001, -0.002, -0.004], "ci": (-0.0035, -0.0015),
+             "ci_images": None}]
+    fig = paired_differences_figure(rows, title="50 % FLOPs")
+    try:
+        ax = fig.axes[0]
+        assert [t.get_text() for t in ax.get_yticklabels()] == ["random#0", "local#0"]  # first row on top
+        dots = [line for line in ax.lines if line.get_marker() == "o"]
+        assert sorted(round(x, 6) for line in dots for x in line.get_xdata()) == [-0.4, -0.3, -0.2, -0.1, 0.0, 0.1,
+                                                                                    0.1, 0.2]  # points
+        spans = sorted(tuple(round(x, 6) for x in line.get_xdata()) for line in ax.lines
+                       if line.get_linestyle() == "-" and line.get_marker() in ("None", "", None))
+        assert spans == [(-0.35, -0.15), (-0.2, 0.4), (0.05, 0.15)]  # the two seed CIs and one over images
+        assert any(line.get_xdata()[0] == 0.0 and line.get_linestyle() == "--" for line in ax.lines)
+        assert "n=4" in " ".join(t.get_text() for t in fig.texts)
+    finally:
+        plt.close(fig)
+    path = plot_paired_differences(rows, tmp_path / "d.png")
+    assert path == tmp_path / "d.png" and path.stat().st_size > 5_000
