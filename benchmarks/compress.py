@@ -36,7 +36,8 @@ Steps (`--steps`, default both):
 - `local`: `--searches` compass searches from uniform (`policysearch.refine.refine_plan`, what
   `policysearch compress --controller local` runs): search k scores each plan by `--local-steps`
   distillation steps on `--neighbour-seeds` batch orders from `--rerank-seed` + 100 k (validation split)
-  and moves only when the best neighbour wins again on as many fresh orders (+ 1000); first step
+  and moves only when the best neighbour wins again on as many fresh orders (+ 1000), scored there by
+  `--local-confirm-steps` of distillation (default: `--local-steps`); first step
   `--neighbour-factor`, at most `--local-rounds` moves, no step below `--local-min-factor`. Against
   it, random search at equal candidates (`random#k`): as many `CompressionPlan.random` plans as search
   k scored, on the same batch orders, the best kept only if it beats uniform on the same fresh
@@ -107,6 +108,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--neighbour-seeds", type=int, default=2, help="step `neighbours`: batch orders per plan")
     p.add_argument("--local-steps", type=int, default=150, help="step `local`: distillation steps per candidate")
     p.add_argument("--local-rounds", type=int, default=3, help="step `local`: at most this many moves")
+    p.add_argument("--local-confirm-steps", type=int, default=None,
+                   help="step `local`: distillation steps of each confirmation, local and random arms alike "
+                        "(default: --local-steps)")
     p.add_argument("--local-min-factor", type=float, default=1.2,
                    help="step `local`: the search stops when its step falls below this")
     p.add_argument("--reuse-final", help="a previous record (benchmark.json) whose final runs of the same plans, "
@@ -134,6 +138,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.local_steps < 1 or args.local_rounds < 0 or args.local_min_factor <= 1:
         p.error(f"--local-steps must be >= 1 (got {args.local_steps}), --local-rounds >= 0 (got {args.local_rounds}) "
                 f"and --local-min-factor > 1 (got {args.local_min_factor})")
+    if args.local_confirm_steps is not None and args.local_confirm_steps < 1:
+        p.error(f"--local-confirm-steps must be >= 1, got {args.local_confirm_steps}")
     if args.reuse_final and not Path(args.reuse_final).is_file():
         p.error(f"--reuse-final {args.reuse_final}: no such file")
     if args.plans_from and not Path(args.plans_from).is_file():
@@ -409,11 +415,14 @@ def local_searches(args: argparse.Namespace, teacher: Any, full: Any, target: fl
         confirm = [s + 1000 for s in seeds]
         cpu, wall = time.process_time(), time.perf_counter()
         score = DistilledScore(teacher, full, args.local_steps, args.finetune_lr, args.jobs)  # shared: same seeds
+        confirm_steps = args.local_confirm_steps or args.local_steps
+        confirm_score = (score if confirm_steps == args.local_steps
+                         else DistilledScore(teacher, full, confirm_steps, args.finetune_lr, args.jobs))
         found = refine_plan(uniform, teacher, full, steps=args.local_steps, seeds=seeds, confirm_seeds=confirm,
                             factor=args.neighbour_factor, min_factor=args.local_min_factor, rounds=args.local_rounds,
                             min_keep=args.min_keep,
                             progress=lambda line, k=k: print(f"{target:g} local#{k}: {line}", file=sys.stderr),
-                            score=score)
+                            score=score, confirm_score=confirm_score)
         plans[f"local#{k}"] = found.plan
         candidates = sum(len(r["candidates"]) for r in found.rounds)
         searches["local"].append({"search": k, "seeds": seeds, "confirm_seeds": confirm, "candidates": candidates,
@@ -422,17 +431,19 @@ def local_searches(args: argparse.Namespace, teacher: Any, full: Any, target: fl
                                   "main_process_cpu_minutes": round((time.process_time() - cpu) / 60, 2),
                                   **found.summary()})
         # Random search with as many candidates, scored the same way (uniform's runs shared: same seeds).
-        wall, before, images_before = time.perf_counter(), score.distillations, score.images
+        scorers = [score] if confirm_score is score else [score, confirm_score]
+        wall = time.perf_counter()
+        before, images_before = sum(c.distillations for c in scorers), sum(c.images for c in scorers)
         randoms = [CompressionPlan.random(teacher, example, flops_target=target, min_keep=args.min_keep,
                                           seed=10_000 * (k + 1) + i) for i in range(candidates)]
-        pick = pick_confirmed(uniform, randoms, score, seeds, confirm)
+        pick = pick_confirmed(uniform, randoms, score, seeds, confirm, confirm_score)
         plans[f"random#{k}"] = randoms[pick["best"]] if pick["moved"] else uniform
         searches["random"].append({"search": k, "seeds": seeds, "confirm_seeds": confirm, "candidates": candidates,
                                    "uniform_val_accuracy": pick["current"], "accuracies": pick["accuracies"],
                                    "best_ratios": randoms[pick["best"]].ratios,
                                    "confirmation": pick.get("confirmation"), "chosen_is_uniform": not pick["moved"],
-                                   "distillations": score.distillations - before,
-                                   "images": score.images - images_before,
+                                   "distillations": sum(c.distillations for c in scorers) - before,
+                                   "images": sum(c.images for c in scorers) - images_before,
                                    "wall_minutes": round((time.perf_counter() - wall) / 60, 2)})
         print(f"{target:g} search {k}: local {found.start_val_accuracy:.4f} -> {found.val_accuracy:.4f} "
               f"({searches['local'][-1]['moves']} moves, {found.distillations} distillations); random: best of "

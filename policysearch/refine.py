@@ -9,6 +9,10 @@ distillation on paired batch orders, is a search whose score can tell them apart
 neighbour only if fresh batch orders confirm it beats the current plan, else halve the step (in
 log space); stop when the step is below `min_factor` or after `rounds` moves. The start plan is
 therefore what it returns unless a neighbour wins twice, on the search's and on fresh seeds.
+
+The confirmation can run longer than the search's score (`confirm_steps`, e.g. the final
+distillation's length): a short score favours plans that learn fast, which at aggressive targets
+are not the ones that end best (README: at 25 % FLOPs every search's 150-step pick lost at 3 epochs).
 """
 
 from __future__ import annotations
@@ -38,8 +42,9 @@ class Refinement:
         val_accuracy: the chosen plan's mean validation accuracy on the search seeds.
         rounds: one record per round: step, candidates with their accuracies, the best, the
             confirmation and whether the search moved.
-        distillations: student trainings run; images: images they trained on.
+        distillations: student trainings run (search and confirmation); images: images they trained on.
         seconds: wall time.
+        confirm_steps: distillation steps of each confirmation run.
     """
 
     plan: Any
@@ -49,13 +54,14 @@ class Refinement:
     distillations: int = 0
     images: int = 0
     seconds: float = 0.0
+    confirm_steps: int | None = None
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready record (the plan as its ratios)."""
         return {"ratios": self.plan.ratios, "kept": self.plan.kept(), "start_val_accuracy": self.start_val_accuracy,
                 "val_accuracy": self.val_accuracy, "moves": sum(r["moved"] for r in self.rounds),
                 "rounds": self.rounds, "distillations": self.distillations, "images": self.images,
-                "seconds": round(self.seconds, 1)}
+                "confirm_steps": self.confirm_steps, "seconds": round(self.seconds, 1)}
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -96,9 +102,10 @@ class DistilledScore:
 
 
 def pick_confirmed(current: Any, candidates: Sequence[Any], score: DistilledScore, seeds: Sequence[int],
-                   confirm_seeds: Sequence[int]) -> dict[str, Any]:
+                   confirm_seeds: Sequence[int], confirm_score: DistilledScore | None = None) -> dict[str, Any]:
     """The best of `candidates` on `seeds`, kept only if it also beats `current` on the fresh
-    `confirm_seeds` (picking the best of many on the same seeds favours luck: the winner's curse).
+    `confirm_seeds` (picking the best of many on the same seeds favours luck: the winner's curse),
+    scored there by `confirm_score` (default: `score`; e.g. a longer distillation).
 
     Returns:
         ``{"current": acc, "accuracies": [...], "best": index, "confirmation": {...} (when tried), "moved": bool}``
@@ -108,7 +115,7 @@ def pick_confirmed(current: Any, candidates: Sequence[Any], score: DistilledScor
     best = max(range(len(candidates)), key=lambda i: (accs[i], -i))
     record: dict[str, Any] = {"current": current_acc, "accuracies": accs, "best": best, "moved": False}
     if accs[best] > current_acc:
-        confirm_current, confirm_best = score([current, candidates[best]], confirm_seeds)
+        confirm_current, confirm_best = (confirm_score or score)([current, candidates[best]], confirm_seeds)
         record["confirmation"] = {"current": confirm_current, "best": confirm_best}
         record["moved"] = confirm_best > confirm_current
     return record
@@ -124,7 +131,8 @@ def _check_seeds(seeds: Sequence[int], confirm_seeds: Sequence[int]) -> None:
 def refine_plan(start: Any, teacher: nn.Module, data: DeviceData, *, steps: int, seeds: Sequence[int],
                 confirm_seeds: Sequence[int], factor: float = 1.5, min_factor: float = 1.2, rounds: int = 3,
                 lr: float = 0.01, min_keep: float = 0.1, workers: int = 1,
-                progress: Callable[[str], None] | None = None, score: DistilledScore | None = None) -> Refinement:
+                progress: Callable[[str], None] | None = None, score: DistilledScore | None = None,
+                confirm_steps: int | None = None, confirm_score: DistilledScore | None = None) -> Refinement:
     """Compass search from `start` (a `CompressionPlan` of `teacher`), scored on the validation split.
 
     Args:
@@ -144,6 +152,9 @@ def refine_plan(start: Any, teacher: nn.Module, data: DeviceData, *, steps: int,
         progress: called with one line per round.
         score: a `DistilledScore` to share runs with other searches on the same seeds (its steps, lr
             and workers replace these); its earlier runs are not counted in the result's cost.
+        confirm_steps: distillation steps of the confirmation (default: `steps`).
+        confirm_score: a `DistilledScore` for the confirmation, shared like `score` (its steps replace
+            `confirm_steps`).
     """
     check_int("rounds", rounds, 0)
     check_number("factor", factor, 1.0, None, low_open=True)
@@ -152,7 +163,10 @@ def refine_plan(start: Any, teacher: nn.Module, data: DeviceData, *, steps: int,
     _check_seeds(seeds, confirm_seeds)
     started = time.perf_counter()
     score = score or DistilledScore(teacher, data, steps, lr, workers)
-    before = score.distillations
+    if confirm_score is None:
+        longer = confirm_steps is not None and confirm_steps != score.steps
+        confirm_score = DistilledScore(teacher, data, confirm_steps, score.lr, score.workers) if longer else score
+    before, confirm_before = score.distillations, confirm_score.distillations
     example = torch.zeros(1, *data.input_shape, device=data.device)
     current = start
     (start_acc,) = score([start], seeds)
@@ -162,7 +176,7 @@ def refine_plan(start: Any, teacher: nn.Module, data: DeviceData, *, steps: int,
         candidates = current.neighbours(score.teacher, example, factor=step, min_keep=min_keep)
         if not candidates:
             break
-        pick = pick_confirmed(current, candidates, score, seeds, confirm_seeds)
+        pick = pick_confirmed(current, candidates, score, seeds, confirm_seeds, confirm_score)
         best = candidates[pick["best"]]
         record: dict[str, Any] = {
             "factor": step, "current_val_accuracy": pick["current"],
@@ -185,9 +199,12 @@ def refine_plan(start: Any, teacher: nn.Module, data: DeviceData, *, steps: int,
     (final_acc,) = score([current], seeds)
     moves = sum(r["moved"] for r in history)
     trained = score.distillations - before
+    confirmed = confirm_score.distillations - confirm_before if confirm_score is not score else 0
+    images = (trained * score.steps + confirmed * confirm_score.steps) * DISTILL_BATCH
     provenance = {**current.provenance,
-                  "refined": {"from": start.kept(), "steps": score.steps, "seeds": seeds,
-                              "confirm_seeds": confirm_seeds, "moves": moves, "distillations": trained,
-                              "start_val_accuracy": start_acc, "val_accuracy": final_acc}}
-    return Refinement(replace(current, provenance=provenance), start_acc, final_acc, history, trained,
-                      trained * score.steps * DISTILL_BATCH, time.perf_counter() - started)
+                  "refined": {"from": start.kept(), "steps": score.steps, "confirm_steps": confirm_score.steps,
+                              "seeds": seeds, "confirm_seeds": confirm_seeds, "moves": moves,
+                              "distillations": trained + confirmed, "start_val_accuracy": start_acc,
+                              "val_accuracy": final_acc}}
+    return Refinement(replace(current, provenance=provenance), start_acc, final_acc, history, trained + confirmed,
+                      images, time.perf_counter() - started, confirm_score.steps)

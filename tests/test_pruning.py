@@ -223,6 +223,34 @@ def test_refine_plan_climbs_to_a_better_plan_and_only_moves_when_fresh_seeds_con
         refine_plan(start, teacher, digits, steps=3, seeds=[0, 1], confirm_seeds=[1])
 
 
+def test_refine_plan_confirms_at_its_own_length_where_the_short_score_misleads(digits, trained, monkeypatch):
+    import policysearch.pruning
+    from policysearch.refine import refine_plan
+
+    teacher = trained["resnet"]
+    start = CompressionPlan.uniform(teacher, _example(), flops_target=0.5)
+    first = sorted(start.ratios)[0]
+    trained_steps = []
+
+    def fake(plans, teacher, data, steps, lr, seeds, split="test", workers=1):
+        trained_steps.extend([steps] * (len(plans) * len(seeds)))
+        # More of the first group helps after 3 steps and hurts after 30: a plan that learns fast but ends worse.
+        sign = 1 if steps == 3 else -1
+        return [[0.5 + sign * p.kept()[first] / 1000 for _ in seeds] for p in plans]
+
+    monkeypatch.setattr(policysearch.pruning, "distilled_accuracies", fake)
+    short = refine_plan(start, teacher, digits, steps=3, seeds=[0, 1], confirm_seeds=[2], rounds=2)
+    assert short.plan.kept() != start.kept() and set(trained_steps) == {3}
+    trained_steps.clear()
+    long = refine_plan(start, teacher, digits, steps=3, seeds=[0, 1], confirm_seeds=[2], rounds=2, confirm_steps=30)
+    assert long.plan.kept() == start.kept() and not any(r["moved"] for r in long.rounds)
+    assert all(r["confirmation"]["best"] < r["confirmation"]["current"] for r in long.rounds)
+    # Both lengths are counted: every run, and the images of each at its own length.
+    assert set(trained_steps) == {3, 30} and long.distillations == len(trained_steps)
+    assert long.images == sum(trained_steps) * 128 and long.confirm_steps == 30
+    assert long.plan.provenance["refined"]["confirm_steps"] == 30
+
+
 def test_refine_plan_really_distils_and_counts_its_cost(digits, trained):
     from policysearch.refine import refine_plan
 
@@ -483,8 +511,8 @@ def test_cli_local_controller_searches_from_uniform_and_records_the_search(tmp_p
     out = tmp_path / "l"
     assert main(["compress", "--checkpoint", str(ckpt), "--dataset", "digits", "--controller", "local",
                  "--flops", "0.5", "--params", "0.5", "--local-steps", "2", "--local-seeds", "1",
-                 "--local-confirm-seeds", "1", "--local-rounds", "1", "--finetune-epochs", "0.1", "--json",
-                 "--out", str(out)]) == 0
+                 "--local-confirm-seeds", "1", "--local-confirm-steps", "3", "--local-rounds", "1",
+                 "--finetune-epochs", "0.1", "--json", "--out", str(out)]) == 0
     captured = capsys.readouterr()
     text = captured.out + captured.err  # with --json the progress goes to stderr
     assert "compass search from the uniform plan" in text and "neighbours, current" in text
@@ -492,6 +520,6 @@ def test_cli_local_controller_searches_from_uniform_and_records_the_search(tmp_p
     assert plan.flops_fraction <= 0.5 and plan.params_fraction <= 0.5 and "refined" in plan.provenance
     summary = json.loads((out / "summary.json").read_text())
     assert summary["controller"] == "local" and summary["local_search"]["distillations"] >= 1
-    assert summary["local_search"]["rounds"][0]["candidates"]
+    assert summary["local_search"]["rounds"][0]["candidates"] and summary["local_search"]["confirm_steps"] == 3
     assert main(["compress", "--checkpoint", str(ckpt), "--controller", "local", "--local-factor", "1"]) == 2
     assert "--local-factor: is 1, expected a finite number > 1" in capsys.readouterr().err

@@ -306,11 +306,13 @@ def _local_search(args: argparse.Namespace, uniform: Any, teacher: Any, data: An
 
     seeds = [args.seed + 1000 + k for k in range(args.local_seeds)]
     confirm = [args.seed + 2000 + k for k in range(args.local_confirm_seeds)]
+    confirm_steps = args.local_confirm_steps or args.local_steps
     print(f"compass search from the uniform plan: each neighbour distilled {args.local_steps} steps x "
-          f"{len(seeds)} batch orders, a move confirmed on {len(confirm)} fresh ones, validation split ...")
+          f"{len(seeds)} batch orders, a move confirmed on {len(confirm)} fresh ones ({confirm_steps} steps), "
+          "validation split ...")
     result = refine_plan(uniform, teacher, data, steps=args.local_steps, seeds=seeds, confirm_seeds=confirm,
                          factor=args.local_factor, rounds=args.local_rounds, lr=args.finetune_lr,
-                         min_keep=args.min_keep, workers=args.workers, progress=print)
+                         min_keep=args.min_keep, workers=args.workers, progress=print, confirm_steps=confirm_steps)
     summary = result.summary()
     print(f"local search: {summary['moves']} moves, {result.distillations} distillations "
           f"({result.images:,} images), {result.seconds / 60:.1f} min; validation {result.start_val_accuracy:.4f} "
