@@ -122,6 +122,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="split the final distillations are scored on (val: to check a choice made on validation "
                         "with the final seeds; never for a reported result)")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--first-final-seed", type=int, default=None,
+                   help="the final distillations' first seed (default: --seed); e.g. a search's own batch "
+                        "orders, to replay its scores at the final length")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/bench-compress")
     p.add_argument("--quick", action="store_true", help="digits, tiny budget: checks the script only")
@@ -483,7 +486,8 @@ def final_comparison(args: argparse.Namespace, teacher: Any, full: Any, target: 
 
     split = args.final_split
     teacher_acc = val_accuracy(teacher, full, split=split)
-    seeds = [args.seed + s for s in range(args.seeds)]
+    first_seed = args.seed if args.first_final_seed is None else args.first_final_seed
+    seeds = [first_seed + s for s in range(args.seeds)]
     lengths: dict[str, Any] = {}
     for epochs in [float(e) for e in str(args.finetune_epochs).split(",")]:
         steps = _distill_steps(epochs, full)

@@ -11,8 +11,8 @@ log space); stop when the step is below `min_factor` or after `rounds` moves. Th
 therefore what it returns unless a neighbour wins twice, on the search's and on fresh seeds.
 
 The confirmation can run longer than the search's score (`confirm_steps`, e.g. the final
-distillation's length): a short score favours plans that learn fast, which at aggressive targets
-are not the ones that end best (README: at 25 % FLOPs every search's 150-step pick lost at 3 epochs).
+distillation's length): a short score can favour plans that learn fast over the ones that end best
+(Wu et al.'s short-horizon bias), so a move can be made to wait for the length that counts.
 """
 
 from __future__ import annotations

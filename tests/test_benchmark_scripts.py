@@ -114,9 +114,10 @@ def test_compress_final_step_reproduces_a_search_runs_comparison_and_adds_length
     # --final-split val scores the same students on validation, under that split's name.
     assert compress.main(["--quick", "--steps", "final", "--plans-from", str(first / "benchmark.json"),
                           "--targets", "0.5", "--finetune-epochs", "1", "--teacher", str(first / "teacher.pt"),
-                          "--final-split", "val", "--out", str(tmp_path / "val")]) == 0
+                          "--final-split", "val", "--first-final-seed", "1000", "--out", str(tmp_path / "val")]) == 0
     val = json.loads((tmp_path / "val" / "benchmark.json").read_text())["targets"]["0.5"]
     assert val["split"] == "val" and "teacher_val_accuracy" in val
+    assert val["by_finetune_epochs"]["1"]["seeds"] == [1000, 1001]  # e.g. a search's own batch orders
     assert all("val_accuracy" in r and "test_accuracy" not in r for r in val["results"].values())
     assert [r["val_accuracy"] for r in val["results"].values()] != [r["test_accuracy"] for r in one.values()]
 

@@ -231,9 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fresh batch orders on which the best neighbour must beat the current plan again before "
                         "the search moves (default: %(default)s)")
     g.add_argument("--local-confirm-steps", type=a.positive_int, default=None, metavar="N",
-                   help="distillation steps of that confirmation; a short score favours plans that learn fast, so "
-                        "at aggressive targets confirm at the final length, e.g. 3 epochs = 1263 steps on "
-                        "Fashion-MNIST (default: --local-steps)")
+                   help="distillation steps of that confirmation: a short score can favour plans that learn fast "
+                        "over those that end best; the final length (3 epochs = 1263 steps on Fashion-MNIST) "
+                        "makes a move wait for the length that counts (default: --local-steps)")
     g.add_argument("--local-factor", type=a.number_in(1.0, None, low_open=True), default=1.5, metavar="F",
                    help="first step: one group's channels times or divided by F, the others rescaled to the "
                         "targets; halved (in log space) when no neighbour wins (default: %(default)s)")
