@@ -418,9 +418,7 @@ def local_searches(args: argparse.Namespace, teacher: Any, full: Any, target: fl
         confirm = [s + 1000 for s in seeds]
         cpu, wall = time.process_time(), time.perf_counter()
         score = DistilledScore(teacher, full, args.local_steps, args.finetune_lr, args.jobs)  # shared: same seeds
-        confirm_steps = args.local_confirm_steps or args.local_steps
-        confirm_score = (score if confirm_steps == args.local_steps
-                         else DistilledScore(teacher, full, confirm_steps, args.finetune_lr, args.jobs))
+        confirm_score = score.at(args.local_confirm_steps)  # shared by both arms' confirmations
         found = refine_plan(uniform, teacher, full, steps=args.local_steps, seeds=seeds, confirm_seeds=confirm,
                             factor=args.neighbour_factor, min_factor=args.local_min_factor, rounds=args.local_rounds,
                             min_keep=args.min_keep,
@@ -546,6 +544,7 @@ def plot_final(length: dict[str, Any], target: float, epochs: float, split: str,
     from policysearch.plots import plot_paired_differences
 
     results, compared = length["results"], length["paired_differences"]
+    base = results["uniform"][f"{split}_accuracy"]
     rows = []
     for name, r in results.items():
         c = compared.get(f"{name} - uniform")
@@ -553,7 +552,6 @@ def plot_final(length: dict[str, Any], target: float, epochs: float, split: str,
             continue
         images = c.get("seeds_and_images")
         same = " = uniform" if r["ratios"] == results["uniform"]["ratios"] else ""
-        base = results["uniform"][f"{split}_accuracy"]
         rows.append({"label": f"{name} (drop {r['drop_points']:.2f}{same})",
                      "differences": [a - u for a, u in zip(r[f"{split}_accuracy"], base)], "ci": (c["low"], c["high"]),
                      "ci_images": None if images is None else (images["low"], images["high"])})

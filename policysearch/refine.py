@@ -100,6 +100,12 @@ class DistilledScore:
     def images(self) -> int:
         return self.distillations * self.steps * DISTILL_BATCH
 
+    def at(self, steps: int | None) -> DistilledScore:
+        """A scorer for the same teacher, data, lr and workers at `steps` (itself when they are its own or None)."""
+        if steps is None or steps == self.steps:
+            return self
+        return DistilledScore(self.teacher, self.data, steps, self.lr, self.workers)
+
 
 def pick_confirmed(current: Any, candidates: Sequence[Any], score: DistilledScore, seeds: Sequence[int],
                    confirm_seeds: Sequence[int], confirm_score: DistilledScore | None = None) -> dict[str, Any]:
@@ -163,10 +169,9 @@ def refine_plan(start: Any, teacher: nn.Module, data: DeviceData, *, steps: int,
     _check_seeds(seeds, confirm_seeds)
     started = time.perf_counter()
     score = score or DistilledScore(teacher, data, steps, lr, workers)
-    if confirm_score is None:
-        longer = confirm_steps is not None and confirm_steps != score.steps
-        confirm_score = DistilledScore(teacher, data, confirm_steps, score.lr, score.workers) if longer else score
-    before, confirm_before = score.distillations, confirm_score.distillations
+    confirm_score = confirm_score or score.at(confirm_steps)
+    scorers = [score] if confirm_score is score else [score, confirm_score]
+    before, images_before = sum(c.distillations for c in scorers), sum(c.images for c in scorers)
     example = torch.zeros(1, *data.input_shape, device=data.device)
     current = start
     (start_acc,) = score([start], seeds)
@@ -198,13 +203,12 @@ def refine_plan(start: Any, teacher: nn.Module, data: DeviceData, *, steps: int,
             step = math.sqrt(step)
     (final_acc,) = score([current], seeds)
     moves = sum(r["moved"] for r in history)
-    trained = score.distillations - before
-    confirmed = confirm_score.distillations - confirm_before if confirm_score is not score else 0
-    images = (trained * score.steps + confirmed * confirm_score.steps) * DISTILL_BATCH
+    trained = sum(c.distillations for c in scorers) - before
+    images = sum(c.images for c in scorers) - images_before
     provenance = {**current.provenance,
                   "refined": {"from": start.kept(), "steps": score.steps, "confirm_steps": confirm_score.steps,
                               "seeds": seeds, "confirm_seeds": confirm_seeds, "moves": moves,
-                              "distillations": trained + confirmed, "start_val_accuracy": start_acc,
+                              "distillations": trained, "start_val_accuracy": start_acc,
                               "val_accuracy": final_acc}}
-    return Refinement(replace(current, provenance=provenance), start_acc, final_acc, history, trained + confirmed,
+    return Refinement(replace(current, provenance=provenance), start_acc, final_acc, history, trained,
                       images, time.perf_counter() - started, confirm_score.steps)
