@@ -502,14 +502,16 @@ class ScheduleEnv(ChildTrainingEnv):
 
     def export_files(self, out_dir: Path, controller_path: Path | None, controller: str,
                      provenance: dict[str, Any]) -> dict[str, str]:
-        """The closed-loop export: for an SB3 controller, `controller.json` (the observation / action
-        contract it was trained with, an `AdaptiveSchedule` sidecar) next to its `controller.zip`."""
-        from policysearch.policies.adaptive import ALGOS, AdaptiveSchedule
+        """The closed-loop export: for an SB3 or `es` controller, `controller.json` (the observation /
+        action contract it was trained with, an `AdaptiveSchedule` sidecar) next to its `controller.zip`
+        (`es`: `controller.weights.json`)."""
+        from policysearch.policies.adaptive import CONTROLLER_ALGOS, AdaptiveSchedule
 
-        if controller_path is None or controller not in ALGOS:
+        algo = CONTROLLER_ALGOS.get(controller)
+        if controller_path is None or algo is None:
             return {}
-        adaptive = AdaptiveSchedule.from_env(controller_path, self, algo=controller, provenance=provenance)
-        return {"closed_loop": adaptive.save(controller_path.with_suffix(".json")).name}
+        adaptive = AdaptiveSchedule.from_env(controller_path, self, algo=algo, provenance=provenance)
+        return {"closed_loop": adaptive.save(out_dir / "controller.json").name}
 
 
 class ScheduleEnvV0(ScheduleEnv):

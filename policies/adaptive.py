@@ -55,10 +55,14 @@ from policysearch.policies.artifact import read_json, read_provenance, require, 
 # The observation / action contract lives in its own module; re-exported here, where users meet it.
 from policysearch.policies.schedule_space import OBSERVATION_NAMES, ScheduleSpace
 
-__all__ = ["ALGOS", "OBSERVATION_NAMES", "ZOO_DIR", "AdaptiveLRCallback", "AdaptiveSchedule", "ScheduleSpace",
-           "resolve_zoo", "zoo_names"]
+__all__ = ["ALGOS", "CONTROLLER_ALGOS", "OBSERVATION_NAMES", "ZOO_DIR", "AdaptiveLRCallback", "AdaptiveSchedule",
+           "ScheduleSpace", "resolve_zoo", "zoo_names"]
 
-ALGOS: tuple[str, ...] = ("ppo", "sac", "a2c")
+ALGOS: tuple[str, ...] = ("ppo", "sac", "a2c", "linear")
+# The controller (search) name that learns each kind: `es` learns a linear policy.
+CONTROLLER_ALGOS: dict[str, str] = {"ppo": "ppo", "sac": "sac", "a2c": "a2c", "es": "linear"}
+# The controller file beside the sidecar: an SB3 zip, or a linear policy's weights as JSON.
+_MODEL_SUFFIX: dict[str, str] = {"linear": ".weights.json"}
 
 # Controllers shipped with the package: `zoo:NAME` is policies/zoo/NAME.json (the sidecar) and its zip.
 ZOO_DIR = Path(__file__).parent / "zoo"
@@ -92,14 +96,15 @@ def resolve_zoo(spec: str | Path) -> Path:
     return ZOO_DIR / f"{name}.json"
 
 class AdaptiveSchedule:
-    """A trained SB3 controller that picks the LR of each segment from the run's statistics.
+    """A trained controller that picks the LR of each segment from the run's statistics.
 
     Args:
-        model: A stable-baselines3 PPO, SAC or A2C model trained on ``policysearch/Schedule-v1`` (or v0).
+        model: A stable-baselines3 PPO, SAC or A2C model trained on ``policysearch/Schedule-v1`` (or
+            v0), or a ``LinearPolicy`` (controller `es`).
         space: The observation / action contract it was trained with.
         reward_metric: What ``val_metric`` in the statistics must be ("accuracy", "macro_f1",
             "neg_ece", "neg_nll"), as during search.
-        algo: "ppo", "sac" or "a2c"; None reads it from the model's class.
+        algo: "ppo", "sac", "a2c" or "linear"; None reads it from the model.
         name: A short label for reports.
         search_steps_per_segment: Optimizer steps per segment during search (informational: a
             new run spreads ``space.segments`` segments over its own length).
@@ -122,7 +127,7 @@ class AdaptiveSchedule:
         search_steps_per_segment: int | None = None,
         provenance: dict[str, Any] | None = None,
     ) -> None:
-        algo = algo if algo is not None else type(model).__name__.lower()
+        algo = algo if algo is not None else getattr(model, "algo", None) or type(model).__name__.lower()
         check_choice("controller algorithm", algo, ALGOS)
         check_choice("reward metric", reward_metric, REWARD_METRICS)
         obs_shape = tuple(getattr(model.observation_space, "shape", ()) or ())
@@ -151,9 +156,10 @@ class AdaptiveSchedule:
         """The controller a search trained, with the contract of the env it was trained on.
 
         Args:
-            controller: An SB3 model, or the path of its zip (e.g. ``run_dir / "controller.zip"``).
+            controller: An SB3 model or a ``LinearPolicy``, or the path of its file (e.g.
+                ``run_dir / "controller.zip"``).
             env: The ``ScheduleEnv`` of the search (wrapped or not).
-            algo: How to load a zip: "ppo", "sac" or "a2c" (ignored for a model object).
+            algo: How to load a file: "ppo", "sac", "a2c" or "linear" (ignored for a model object).
             provenance: Defaults to the library versions plus the env's ``describe()`` essentials.
         """
         base = env.unwrapped
@@ -214,7 +220,8 @@ class AdaptiveSchedule:
         return wrap(self.KIND, self.FORMAT_VERSION, body, self.provenance)
 
     def save(self, dir_or_prefix: str | Path) -> Path:
-        """Write ``<prefix>.json`` and ``<prefix>.zip``; return the JSON's path.
+        """Write ``<prefix>.json`` and ``<prefix>.zip`` (a linear policy: ``<prefix>.weights.json``);
+        return the JSON's path.
 
         Args:
             dir_or_prefix: An existing directory (files ``controller.json`` / ``controller.zip``
@@ -223,7 +230,7 @@ class AdaptiveSchedule:
         path = Path(dir_or_prefix)
         prefix = path / "controller" if path.is_dir() else path.with_suffix("") if path.suffix == ".json" else path
         prefix.parent.mkdir(parents=True, exist_ok=True)
-        zip_path = prefix.with_name(prefix.name + ".zip")
+        zip_path = prefix.with_name(prefix.name + _MODEL_SUFFIX.get(self.algo, ".zip"))
         from policysearch.files import atomic_path
 
         with atomic_path(zip_path) as tmp:
@@ -283,11 +290,15 @@ def _load_model(path: str | Path, algo: str, source: str, space: ScheduleSpace, 
     check_choice("controller algorithm", algo, ALGOS)
     from gymnasium import spaces
 
+    observation_space = spaces.Box(-space.clip, space.clip, shape=(space.dim,), dtype=np.float32)
+    action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+    if algo == "linear":  # plain JSON weights: nothing to unpickle
+        from policysearch.policies.linear_policy import LinearPolicy
+
+        return LinearPolicy.load(path, observation_space, action_space, source=f"{source} ({path})")
     if not trust_pickle:
         from policysearch.policies.sb3_zip import load_sb3_policy
 
-        observation_space = spaces.Box(-space.clip, space.clip, shape=(space.dim,), dtype=np.float32)
-        action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
         return load_sb3_policy(path, algo, observation_space, action_space, source=f"{source} ({path})")
     import warnings
 

@@ -13,6 +13,8 @@ and tells their N results (ask / tell batches).
   Schedule-v1: means of +1.2 and +2.0, constant x2 controllers); SAC's tanh-squashed Gaussian
   cannot leave the box, which is why the README's LR controllers now use it.
 - `random`: uniform over the same action space; the baseline every claim must beat.
+- `es`: CMA-ES over a linear feedback policy's weights, every candidate of a generation run on the
+  same episodes (`policysearch.es`); needs the `optuna` extra (its `cmaes` package).
 - `tpe`, `cmaes`: Optuna's samplers, one trial per child training: over the action vector of a
   static-mode (one-step) env, or over an env's own low-dimensional episode family
   (`SuggestsEpisodes`: Augment's final policy and its ramp, Schedule-v0's family and peak LR);
@@ -37,7 +39,7 @@ from policysearch.tracking import create_study, optuna_storage
 if TYPE_CHECKING:
     from policysearch.search import SearchVecEnv
 
-CONTROLLERS = ("ppo", "sac", "a2c", "td3", "ddpg", "random", "tpe", "cmaes", "pbt")
+CONTROLLERS = ("ppo", "sac", "a2c", "td3", "ddpg", "random", "tpe", "cmaes", "pbt", "es")
 RL_CONTROLLERS = ("ppo", "sac", "a2c", "td3", "ddpg")
 
 
@@ -53,6 +55,10 @@ class Controller(abc.ABC):
     def save(self, path: str | Path) -> Path | None:
         """Write the learned controller; None when there is nothing to save."""
         return None
+
+    def summary(self) -> dict[str, Any]:
+        """What the controller adds to the run's summary.json (e.g. `es`'s generations); {} by default."""
+        return {}
 
 
 class RandomController(Controller):
@@ -231,8 +237,10 @@ class OptunaController(Controller):
 
 
 def make_controller(name: str, episode_length: int, tensorboard_log: str | None = None,
-                    verbose: int = 0, out_dir: Path | None = None, objectives: Sequence[Objective] = ()) -> Controller:
-    """A controller by name (see CONTROLLERS); an Optuna study is stored in `out_dir`/optuna.db when given."""
+                    verbose: int = 0, out_dir: Path | None = None, objectives: Sequence[Objective] = (),
+                    population: int | None = None, es_tasks: int | None = None) -> Controller:
+    """A controller by name (see CONTROLLERS); an Optuna study is stored in `out_dir`/optuna.db when given;
+    `population` and `es_tasks` size the `es` controller's generations (None: its defaults)."""
     if name in RL_CONTROLLERS:
         return SB3Controller(name, episode_length, tensorboard_log=tensorboard_log, verbose=verbose,
                              checkpoint=out_dir / "controller.zip" if out_dir else None)
@@ -244,4 +252,8 @@ def make_controller(name: str, episode_length: int, tensorboard_log: str | None 
         from policysearch.population import PBTController
 
         return PBTController()
+    if name == "es":
+        from policysearch.es import DEFAULT_TASKS_PER_GENERATION, LinearESController
+
+        return LinearESController(population, es_tasks or DEFAULT_TASKS_PER_GENERATION)
     raise UnknownNameError("controller", name, CONTROLLERS)

@@ -190,6 +190,13 @@ class SearchVecEnv(VecEnv):
                           {"val": logged.get("start_val", {}), "child_seed": out[k][1]["child_seed"]})
         return out
 
+    def seed_each(self, seeds: Sequence[int | None]) -> None:
+        """The seed of each slot's next reset (SB3's `seed(s)` gives slot i the seed s + i); controllers
+        that compare policies on the same episodes (`es`) reset several slots with one seed."""
+        if len(seeds) != self.num_envs:
+            raise ConfigError(f"seed_each got {len(seeds)} seeds for {self.num_envs} slots")
+        self._seeds = [None if s is None else int(s) for s in seeds]
+
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = np.asarray(actions)
 
@@ -486,6 +493,7 @@ def run_search(
     tracker: Tracker | None = None,
     objectives: str | Sequence[str | Objective] | None = None,
     population: int | None = None,
+    es_tasks: int | None = None,
 ) -> SearchResult:
     """Search with `controller_name` on `env` until `budget` is spent and export the best episode.
 
@@ -521,7 +529,9 @@ def run_search(
             goes into the summary's "pareto" (and pareto.json, pareto.png, pareto/ into `out_dir`);
             the `tpe` controller then searches a multi-objective study over them.
         population: children held at once, for `pbt` (its members). Default: `workers` when above
-            1 (one member per worker), else 8, which then take turns in this process.
+            1 (one member per worker), else 8, which then take turns in this process. For `es`: the
+            candidates per CMA-ES generation (default 4 + 3 ln of the policy's size).
+        es_tasks: for `es`, the episodes (task and child seed) every candidate of a generation runs.
 
     Raises:
         ConfigError: The folder holds another run (see above) or is in use; no episode completed.
@@ -535,8 +545,11 @@ def run_search(
     out = Path(out_dir) if out_dir else None
     goals = as_objectives(objectives)
     tracker, sb3_log, own_tracker = search_tracking(tracker, tensorboard, out)  # tracking hook
+    if es_tasks is not None and controller_name != "es":
+        raise ConfigError(f"es_tasks is {es_tasks}, but only controller 'es' runs shared episodes per generation")
     controller = make_controller(controller_name, base.episode_length, tensorboard_log=sb3_log, out_dir=out,
-                                 objectives=goals)
+                                 objectives=goals, population=population if controller_name == "es" else None,
+                                 es_tasks=es_tasks)
     from policysearch.workers import make_pool
     env_info = base.describe()
     store = RunStore(out, {"controller": controller_name, "seed": seed, "env": env_info,
@@ -575,6 +588,7 @@ def run_search(
             "best": None if best is None else {"episode": best["episode"], "score": best["score"],
                                                "val_metric": best["metric"], "return": best["return"]},
             "stopped_by": recorder.stop_requested,
+            **controller.summary(),
             "workers": {"n": recorder.num_envs, "backend": backend, "threads_per_worker": threads_per_worker,
                         "failures": recorder.failed_workers},
         }
@@ -599,15 +613,15 @@ def run_search(
             export_best(recorder).save(store.out / artefact_name)
         write_json(store.out / "summary.json", summary_of(recorder))
 
-    if population is not None and controller_name != "pbt":
-        raise ConfigError(f"population is {population}, but only controller 'pbt' has a population "
+    if population is not None and controller_name not in ("pbt", "es"):
+        raise ConfigError(f"population is {population}, but only controllers 'pbt' and 'es' have a population "
                           f"(controller {controller_name!r} trains --workers children at once)")
     if controller_name == "pbt" and population is None:
         population = workers if workers > 1 else DEFAULT_POPULATION
     try:
         pool = make_pool(env, workers, backend, env_fn=env_fn, threads=threads_per_worker, ray_address=ray_address,
                          devices=devices, num_cpus=actor_resources[0], num_gpus=actor_resources[1],
-                         population=population)
+                         population=population if controller_name == "pbt" else None)
     except BaseException:
         if store is not None:
             store.close()

@@ -343,7 +343,11 @@ def add_parallel_args(p: argparse.ArgumentParser, search: bool = True) -> None:
     g.add_argument("--population", type=positive_int, default=None, metavar="N",
                    help="controller pbt: members trained together; more members than --workers take turns in "
                         "them (default: --workers when above 1, one member per worker; else 8, taking turns in "
-                        "this process; demo: 8)")
+                        "this process; demo: 8). Controller es: candidates per CMA-ES generation (default: "
+                        "4 + 3 ln of the policy's size)")
+    g.add_argument("--es-tasks", type=positive_int, default=None, metavar="N",
+                   help="controller es: episodes (task, initial weights, batch order) that every candidate of a "
+                        "generation runs, the same for all (default: 4)")
     g.add_argument("--backend", default="local", type=name_of("backend", lambda: ("local", "ray")),
                    help="local (processes on this machine) | ray (actors, needs policysearch[ray]) "
                         "(default: %(default)s)")
@@ -359,7 +363,8 @@ def add_parallel_args(p: argparse.ArgumentParser, search: bool = True) -> None:
 
 def parallel_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The `run_search` keyword arguments of the parallel options."""
-    return dict(workers=args.workers, population=args.population, threads_per_worker=args.threads_per_worker,
+    return dict(workers=args.workers, population=args.population, es_tasks=args.es_tasks,
+                threads_per_worker=args.threads_per_worker,
                 backend=args.backend, ray_address=args.ray_address, devices=args.devices,
                 actor_resources=(args.actor_cpus, args.actor_gpus))
 
