@@ -109,6 +109,7 @@ def run_task(name: str, spec: tuple, controller: str, arms: list[str], seeds: li
     reused = {label: row["test_accuracy"] for label, row in reused_row.items()}
     checked: dict[str, bool] = {}
     peaks: dict[str, list[dict]] = {}  # the range test of each seed, for arms that use one
+    factors: list[list[float]] = []  # a residual controller's decisions (factor x base) per seed
     for seed in seeds:
         config = TrainConfig(model=model, batch_size=batch, weight_decay=decay, seed=seed)
         for label, spec_name in zip(labels, [controller, *arms]):
@@ -124,6 +125,8 @@ def run_task(name: str, spec: tuple, controller: str, arms: list[str], seeds: li
             if result.range_test is not None:  # the test's steps came out of the run: equal images
                 peaks.setdefault(label, []).append(result.range_test)
             diverged[label] += bool(result.diverged)
+            if label == "controller" and any("factor" in h for h in result.history):
+                factors.append([round(h["factor"], 4) for h in result.history if "factor" in h])
             acc[label].append(float(result.test["accuracy"]) if not result.diverged else 0.0)
             print(f"{name} seed {seed} {label}: {acc[label][-1]:.4f}", file=sys.stderr, flush=True)
             if label in reused:  # the first seed, re-trained: the reused figures must be reproduced exactly
@@ -149,6 +152,8 @@ def run_task(name: str, spec: tuple, controller: str, arms: list[str], seeds: li
                        peak_lr=[p["peak_lr"] for p in peaks[label]])
         if label != "controller":
             row["controller_minus_arm"] = paired_bootstrap(acc["controller"], acc[label], seed=0)
+        elif factors:
+            row["factors"] = factors  # per seed, one per decision
         rows.append(row)
     hand = [r for r in rows if r["arm"] in HAND_MADE]
     best_hand = max(hand, key=lambda r: r["mean"])["arm"] if hand else None

@@ -577,4 +577,6 @@ def _train_closed_loop(trainer: Trainer, total: int, augment: AugmentPolicy | No
             break
         callback.on_step(stats.train_loss, stats.grad_norm_mean)
         bar.update(1)
-    history.extend({"step": h["step"], "lr": h["lr"]} for h in callback.history)
+    # A residual controller's decisions as factors of its base schedule, besides the LRs they set.
+    history.extend({"step": h["step"], "lr": h["lr"], **({"factor": h["factor"]} if "factor" in h else {})}
+                   for h in callback.history)

@@ -283,3 +283,13 @@ def test_zero_shot_reuses_an_earlier_controller_as_an_arm(tmp_path, monkeypatch)
     assert after["linear@range-test"]["test_accuracy"] == before[0]["test_accuracy"]  # checked on seed 0
     assert after["linear@range-test"]["first_seed_reproduced"] is True
     assert after["linear@range-test"]["peak_lr"] == before[0]["peak_lr"] and len(before[0]["peak_lr"]) == 2
+
+
+def test_zero_shot_records_a_residual_controllers_factors(tmp_path, monkeypatch):
+    out = tmp_path / "zs.json"
+    monkeypatch.setattr("sys.argv", ["x", "--quick", "--controller", "zoo:adaptive", "--arms", "onecycle",
+                                     "--out", str(out)])
+    assert _script("schedule_zero_shot").main() == 0
+    controller, plain = json.loads(out.read_text())["results"][0]["rows"]
+    assert len(controller["factors"]) == 2 and all(len(f) == 6 for f in controller["factors"])  # 6 decisions
+    assert all(0.25 <= x <= 4.0 for f in controller["factors"] for x in f) and "factors" not in plain

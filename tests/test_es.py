@@ -151,6 +151,8 @@ def test_es_search_exports_a_closed_loop_controller(digits, tmp_path) -> None:
     assert isinstance(schedule, AdaptiveSchedule) and schedule.algo == "linear"
     run = train_run(digits, TrainConfig(model="mlp", batch_size=32, seed=0), 1, schedule=schedule, progress=False)
     assert 0.0 <= run.test["accuracy"] <= 1.0
+    # its decisions, as factors of the base schedule within [1/scale, scale], one per segment
+    assert len(run.history) == 2 and all(0.5 <= h["factor"] <= 2.0 for h in run.history)
 
 
 def test_cli_es_options(capsys, tmp_path) -> None:
