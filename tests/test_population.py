@@ -101,7 +101,7 @@ def test_population_takes_turns_in_one_process(digits, tmp_path) -> None:
 
 
 def test_population_is_refused_where_it_cannot_hold(digits) -> None:
-    with pytest.raises(ConfigError, match="only controller 'pbt' has a population"):
+    with pytest.raises(ConfigError, match="only controllers 'pbt' and 'es' have a population"):
         run_search(_env(digits), "random", Budget(child_trainings=2), None, progress=False, population=4)
     with pytest.raises(ConfigError, match="one member per worker"):
         run_search(_env(digits), "pbt", Budget(child_trainings=2), None, progress=False, workers=4, population=2)
