@@ -13,6 +13,8 @@ Protocol:
 - `NAME@range-test` (an arm, or `--controller`): the run's peak LR comes from a 20-step LR range test
   from its own initial weights, and the run trains 20 steps fewer (`train_run(peak="range-test")`),
   e.g. `--controller onecycle@range-test` puts onecycle at the tested peak in the controller's slot.
+- `NAME@xF`: NAME peaking at F times the model's default LR (e.g. `onecycle@x1.8`), to check whether a
+  controller that learned a near-constant factor does anything a higher `--lr` does not.
 - Seeds `--seed .. --seed + --seeds - 1`; a seed fixes the initial weights and the batch order, the
   same for every arm (paired). Test accuracy of each run; per arm mean ± std; the paired difference
   controller - arm with a bootstrap 95 % CI (`policysearch.stats.paired_bootstrap`).
@@ -33,6 +35,7 @@ Only the controller arm is then trained for every seed (a new controller costs 1
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -58,6 +61,23 @@ HAND_MADE = ("onecycle", "linear", "cosine", "warmup-cosine")
 # and length (`policysearch.lr_range`) were chosen on tasks of the controllers' training
 # distribution, never on these held-out tasks.
 RANGE_SUFFIX = "@range-test"
+# "X@xF" (an arm, or the controller): X peaking at F times the model's default LR, e.g. onecycle@x1.8,
+# to check whether a controller that learned a near-constant factor is just a higher peak.
+SCALE_MARK = "@x"
+
+
+def split_scale(spec: str) -> tuple[str, float]:
+    """("onecycle", 1.8) for "onecycle@x1.8"; (spec, 1.0) without the mark."""
+    name, mark, factor = spec.rpartition(SCALE_MARK)
+    if not mark:
+        return spec, 1.0
+    try:
+        value = float(factor)
+    except ValueError:
+        raise SystemExit(f"{spec!r}: expected NAME@xFACTOR, e.g. onecycle@x1.8") from None
+    if not value > 0:
+        raise SystemExit(f"{spec!r}: the factor must be positive")
+    return name, value
 
 
 def parse_args() -> argparse.Namespace:
@@ -118,9 +138,11 @@ def run_task(name: str, spec: tuple, controller: str, arms: list[str], seeds: li
                 continue
             t0 = time.perf_counter()
             peak = "range-test" if spec_name.endswith(RANGE_SUFFIX) else "default"
-            spec_name = spec_name.removesuffix(RANGE_SUFFIX)
-            schedule = resolve_schedule(spec_name, base_lr=config.lr)  # fresh per run (hypergradient keeps state)
-            result = train_run(data, config, epochs, schedule=schedule, progress=False, peak=peak)
+            spec_name, scale = split_scale(spec_name.removesuffix(RANGE_SUFFIX))
+            run_config = dataclasses.replace(config, lr=config.lr * scale) if scale != 1.0 else config
+            # fresh per run (hypergradient keeps state)
+            schedule = resolve_schedule(spec_name, base_lr=run_config.lr)
+            result = train_run(data, run_config, epochs, schedule=schedule, progress=False, peak=peak)
             seconds[label] += time.perf_counter() - t0
             if result.range_test is not None:  # the test's steps came out of the run: equal images
                 peaks.setdefault(label, []).append(result.range_test)

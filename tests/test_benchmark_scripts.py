@@ -293,3 +293,17 @@ def test_zero_shot_records_a_residual_controllers_factors(tmp_path, monkeypatch)
     controller, plain = json.loads(out.read_text())["results"][0]["rows"]
     assert len(controller["factors"]) == 2 and all(len(f) == 6 for f in controller["factors"])  # 6 decisions
     assert all(0.25 <= x <= 4.0 for f in controller["factors"] for x in f) and "factors" not in plain
+
+
+def test_zero_shot_scales_an_arms_peak(tmp_path, monkeypatch):
+    out = tmp_path / "zs.json"
+    script = _script("schedule_zero_shot")
+    monkeypatch.setattr("sys.argv", ["x", "--quick", "--controller", "onecycle@x3", "--arms", "onecycle,onecycle@x1",
+                                     "--out", str(out)])
+    assert script.main() == 0
+    rows = {r["arm"]: r for r in json.loads(out.read_text())["results"][0]["rows"]}
+    assert rows["onecycle@x1"]["test_accuracy"] == rows["onecycle"]["test_accuracy"]  # x1 is the default peak
+    assert rows["controller"]["test_accuracy"] != rows["onecycle"]["test_accuracy"]  # x3 is another run
+    assert script.split_scale("linear@x0.5") == ("linear", 0.5)
+    with pytest.raises(SystemExit, match="NAME@xFACTOR"):
+        script.split_scale("onecycle@xfast")
