@@ -51,6 +51,7 @@ from policysearch.errors import ConfigError, PolicyFormatError
 from policysearch.metrics import REWARD_METRICS
 from policysearch.policies.artifact import provenance as make_provenance
 from policysearch.policies.artifact import read_json, read_provenance, require, unwrap, wrap, write_json
+from policysearch.policies.linear_policy import WEIGHTS_SUFFIX
 
 # The observation / action contract lives in its own module; re-exported here, where users meet it.
 from policysearch.policies.schedule_space import OBSERVATION_NAMES, ScheduleSpace
@@ -62,7 +63,7 @@ ALGOS: tuple[str, ...] = ("ppo", "sac", "a2c", "linear")
 # The controller (search) name that learns each kind: `es` learns a linear policy.
 CONTROLLER_ALGOS: dict[str, str] = {"ppo": "ppo", "sac": "sac", "a2c": "a2c", "es": "linear"}
 # The controller file beside the sidecar: an SB3 zip, or a linear policy's weights as JSON.
-_MODEL_SUFFIX: dict[str, str] = {"linear": ".weights.json"}
+_MODEL_SUFFIX: dict[str, str] = {"linear": WEIGHTS_SUFFIX}
 
 # Controllers shipped with the package: `zoo:NAME` is policies/zoo/NAME.json (the sidecar) and its zip.
 ZOO_DIR = Path(__file__).parent / "zoo"

@@ -12,15 +12,20 @@ It has what ``AdaptiveSchedule`` needs of a controller (`predict`, `observation_
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-from gymnasium import spaces
 
 from policysearch.errors import ConfigError, PolicyFormatError
 from policysearch.policies.artifact import read_json, require, unwrap, wrap, write_json
 
-__all__ = ["LinearPolicy"]
+if TYPE_CHECKING:
+    from gymnasium import spaces
+
+__all__ = ["WEIGHTS_SUFFIX", "LinearPolicy"]
+
+# A linear policy's file beside its AdaptiveSchedule sidecar: <prefix>.weights.json.
+WEIGHTS_SUFFIX = ".weights.json"
 
 
 class LinearPolicy:

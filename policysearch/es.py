@@ -8,7 +8,7 @@ equal terms: every candidate of a generation runs the same ``tasks_per_generatio
 the same task, initial weights and batch order (`SearchVecEnv.seed_each`) — so the differences
 between their returns are paired, whatever reward the env gives. Each generation also runs the
 centre policy (all-zero weights: on Schedule-v1 the base schedule itself) on those episodes, the
-reference every candidate's gain is read against (the log's `es_generations`); it is not told to
+reference every candidate's gain is read against (`summary.json` → `es.generations`); it is not told to
 CMA-ES. A generation the budget cuts short is not told either.
 
 The learned controller is the CMA-ES mean after the last complete generation (the distribution's
@@ -29,7 +29,7 @@ import numpy as np
 
 from policysearch.controllers import Controller
 from policysearch.errors import ConfigError, MissingExtraError
-from policysearch.policies.linear_policy import LinearPolicy
+from policysearch.policies.linear_policy import WEIGHTS_SUFFIX, LinearPolicy
 
 if TYPE_CHECKING:
     from policysearch.search import SearchVecEnv
@@ -143,8 +143,9 @@ class LinearESController(Controller):
                        "sigma": self.sigma, "generations": self.generations}}
 
     def save(self, path: str | Path) -> Path | None:
-        """Write the CMA-ES mean as ``<path stem>.weights.json`` beside `path` (the run's controller file)."""
+        """Write the CMA-ES mean as ``<path stem>.weights.json`` beside `path` (the run's controller file),
+        the name `AdaptiveSchedule.save` gives it, so the env's closed-loop export rewrites the same file."""
         if self.policy is None:
             return None
         path = Path(path)
-        return self.policy.save(path.with_name(path.stem + ".weights.json"))
+        return self.policy.save(path.with_name(path.stem + WEIGHTS_SUFFIX))

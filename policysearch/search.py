@@ -541,12 +541,16 @@ def run_search(
     from policysearch.population import DEFAULT_POPULATION
     from policysearch.tracking import search_tracking
 
+    # Settings only some controllers read: refused before anything is opened or written.
+    if population is not None and controller_name not in ("pbt", "es"):
+        raise ConfigError(f"population is {population}, but only controllers 'pbt' and 'es' have a population "
+                          f"(controller {controller_name!r} trains --workers children at once)")
+    if es_tasks is not None and controller_name != "es":
+        raise ConfigError(f"es_tasks is {es_tasks}, but only controller 'es' runs shared episodes per generation")
     base = as_search_env(env)
     out = Path(out_dir) if out_dir else None
     goals = as_objectives(objectives)
     tracker, sb3_log, own_tracker = search_tracking(tracker, tensorboard, out)  # tracking hook
-    if es_tasks is not None and controller_name != "es":
-        raise ConfigError(f"es_tasks is {es_tasks}, but only controller 'es' runs shared episodes per generation")
     controller = make_controller(controller_name, base.episode_length, tensorboard_log=sb3_log, out_dir=out,
                                  objectives=goals, population=population if controller_name == "es" else None,
                                  es_tasks=es_tasks)
@@ -613,9 +617,6 @@ def run_search(
             export_best(recorder).save(store.out / artefact_name)
         write_json(store.out / "summary.json", summary_of(recorder))
 
-    if population is not None and controller_name not in ("pbt", "es"):
-        raise ConfigError(f"population is {population}, but only controllers 'pbt' and 'es' have a population "
-                          f"(controller {controller_name!r} trains --workers children at once)")
     if controller_name == "pbt" and population is None:
         population = workers if workers > 1 else DEFAULT_POPULATION
     try:
