@@ -59,11 +59,11 @@ from policysearch.policies.schedule_space import OBSERVATION_NAMES, ScheduleSpac
 __all__ = ["ALGOS", "CONTROLLER_ALGOS", "OBSERVATION_NAMES", "ZOO_DIR", "AdaptiveLRCallback", "AdaptiveSchedule",
            "ScheduleSpace", "resolve_zoo", "zoo_names"]
 
-ALGOS: tuple[str, ...] = ("ppo", "sac", "a2c", "linear")
-# The controller (search) name that learns each kind: `es` learns a linear policy.
-CONTROLLER_ALGOS: dict[str, str] = {"ppo": "ppo", "sac": "sac", "a2c": "a2c", "es": "linear"}
-# The controller file beside the sidecar: an SB3 zip, or a linear policy's weights as JSON.
-_MODEL_SUFFIX: dict[str, str] = {"linear": WEIGHTS_SUFFIX}
+ALGOS: tuple[str, ...] = ("ppo", "sac", "a2c", "linear", "probe")
+# The controller (search) name that learns each kind: `es` a linear policy, `probe` a probe policy.
+CONTROLLER_ALGOS: dict[str, str] = {"ppo": "ppo", "sac": "sac", "a2c": "a2c", "es": "linear", "probe": "probe"}
+# The controller file beside the sidecar: an SB3 zip, or a linear (probe) policy's weights as JSON.
+_MODEL_SUFFIX: dict[str, str] = {"linear": WEIGHTS_SUFFIX, "probe": WEIGHTS_SUFFIX}
 
 # Controllers shipped with the package: `zoo:NAME` is policies/zoo/NAME.json (the sidecar) and its zip.
 ZOO_DIR = Path(__file__).parent / "zoo"
@@ -105,7 +105,7 @@ class AdaptiveSchedule:
         space: The observation / action contract it was trained with.
         reward_metric: What ``val_metric`` in the statistics must be ("accuracy", "macro_f1",
             "neg_ece", "neg_nll"), as during search.
-        algo: "ppo", "sac", "a2c" or "linear"; None reads it from the model.
+        algo: "ppo", "sac", "a2c", "linear" or "probe"; None reads it from the model.
         name: A short label for reports.
         search_steps_per_segment: Optimizer steps per segment during search (informational: a
             new run spreads ``space.segments`` segments over its own length).
@@ -160,7 +160,7 @@ class AdaptiveSchedule:
             controller: An SB3 model or a ``LinearPolicy``, or the path of its file (e.g.
                 ``run_dir / "controller.zip"``).
             env: The ``ScheduleEnv`` of the search (wrapped or not).
-            algo: How to load a file: "ppo", "sac", "a2c" or "linear" (ignored for a model object).
+            algo: How to load a file: "ppo", "sac", "a2c", "linear" or "probe" (ignored for a model object).
             provenance: Defaults to the library versions plus the env's ``describe()`` essentials.
         """
         base = env.unwrapped
@@ -297,6 +297,14 @@ def _load_model(path: str | Path, algo: str, source: str, space: ScheduleSpace, 
         from policysearch.policies.linear_policy import LinearPolicy
 
         return LinearPolicy.load(path, observation_space, action_space, source=f"{source} ({path})")
+    if algo == "probe":  # plain JSON too
+        from policysearch.policies.probe_policy import ProbePolicy
+
+        policy = ProbePolicy.load(path, observation_space, action_space, source=f"{source} ({path})")
+        if policy.segments != space.segments:
+            raise PolicyFormatError(f"{source}: the probe policy decides in runs of {policy.segments} segments, the "
+                                    f"sidecar says {space.segments}")
+        return policy
     if not trust_pickle:
         from policysearch.policies.sb3_zip import load_sb3_policy
 

@@ -39,7 +39,7 @@ from policysearch.tracking import create_study, optuna_storage
 if TYPE_CHECKING:
     from policysearch.search import SearchVecEnv
 
-CONTROLLERS = ("ppo", "sac", "a2c", "td3", "ddpg", "random", "tpe", "cmaes", "pbt", "es")
+CONTROLLERS = ("ppo", "sac", "a2c", "td3", "ddpg", "random", "tpe", "cmaes", "pbt", "es", "probe")
 RL_CONTROLLERS = ("ppo", "sac", "a2c", "td3", "ddpg")
 
 
@@ -256,4 +256,8 @@ def make_controller(name: str, episode_length: int, tensorboard_log: str | None 
         from policysearch.es import DEFAULT_TASKS_PER_GENERATION, LinearESController
 
         return LinearESController(population, es_tasks or DEFAULT_TASKS_PER_GENERATION)
+    if name == "probe":
+        from policysearch.probe import ProbeController
+
+        return ProbeController()
     raise UnknownNameError("controller", name, CONTROLLERS)

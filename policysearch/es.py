@@ -40,6 +40,34 @@ DEFAULT_TASKS_PER_GENERATION = 4
 DEFAULT_SIGMA = 0.3
 
 
+def run_shared_episodes(recorder: SearchVecEnv, policies: list[Any],
+                        seeds: list[int]) -> tuple[np.ndarray, list[list[np.ndarray]], list[list[dict]]] | None:
+    """One episode per slot, slot i run by ``policies[i]`` (anything with ``act(obs)``) from seed ``seeds[i]``.
+
+    Returns ``(returns, observations, infos)``: each slot's return, and the observations and step infos
+    its episode produced after each of its steps (not the reset's); None if the budget cut it short.
+    """
+    recorder.seed_each(seeds)
+    obs = recorder.reset()
+    totals = np.zeros(len(policies))
+    observations: list[list[np.ndarray]] = [[] for _ in policies]
+    infos: list[list[dict]] = [[] for _ in policies]
+    open_ = np.ones(len(policies), dtype=bool)
+    while open_.any():
+        if recorder.exhausted:
+            return None
+        actions = np.stack([policy.act(o) for policy, o in zip(policies, obs)])
+        obs, rewards, dones, step_infos = recorder.step(actions)
+        for i in np.flatnonzero(open_):
+            # A finished slot's observation is already the next episode's: its last one is the terminal one.
+            last = step_infos[i].get("terminal_observation", obs[i]) if dones[i] else obs[i]
+            observations[i].append(np.asarray(last))
+            infos[i].append(step_infos[i])
+        totals += np.where(open_, rewards, 0.0)
+        open_ &= ~np.asarray(dones, dtype=bool)
+    return totals, observations, infos
+
+
 def default_population(dim: int) -> int:
     """CMA-ES's default population for `dim` numbers, 4 + floor(3 ln dim)."""
     return 4 + math.floor(3 * math.log(max(dim, 1)))
@@ -115,28 +143,14 @@ class LinearESController(Controller):
         for start in range(0, len(jobs), n):
             batch = jobs[start:start + n]
             batch += [batch[-1]] * (n - len(batch))  # idle slots repeat the last job (same result)
-            totals = self._episodes(recorder, [policies[p] for p, _ in batch], [episode_seeds[s] for _, s in batch])
-            if totals is None:
+            episodes = run_shared_episodes(recorder, [policies[p] for p, _ in batch],
+                                           [episode_seeds[s] for _, s in batch])
+            if episodes is None:
                 return None
+            totals = episodes[0]
             for (p, s), total in zip(batch, totals):
                 returns[p, s] = total
         return returns
-
-    @staticmethod
-    def _episodes(recorder: SearchVecEnv, policies: list[LinearPolicy], seeds: list[int]) -> np.ndarray | None:
-        """One episode per slot, slot i run by policies[i] from seed seeds[i]; their returns."""
-        recorder.seed_each(seeds)
-        obs = recorder.reset()
-        totals = np.zeros(len(policies))
-        open_ = np.ones(len(policies), dtype=bool)
-        while open_.any():
-            if recorder.exhausted:
-                return None
-            actions = np.stack([policy.act(o) for policy, o in zip(policies, obs)])
-            obs, rewards, dones, _ = recorder.step(actions)
-            totals += np.where(open_, rewards, 0.0)
-            open_ &= ~np.asarray(dones, dtype=bool)
-        return totals
 
     def summary(self) -> dict[str, Any]:
         return {"es": {"population": self.population, "tasks_per_generation": self.tasks_per_generation,
