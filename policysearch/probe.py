@@ -16,15 +16,18 @@ trained from the same initial weights and batch order (`SearchVecEnv.seed_each`,
 the probe segment, its statistics and the starting point are identical and the table row says
 exactly what each factor gains on that task. The policy ``a = tanh(w · standardised features + b)``
 is then fitted to maximise the mean gain over the table (a row's gain between grid points is
-interpolated linearly), with an L2 penalty on ``w``; the penalty is chosen by leave-one-group-out
-cross-validation, a group being a (data set, model) pair, so that the choice rewards what carries
-over to a pair the fit did not see (the zero-shot question). The largest penalty tried is infinite:
-a constant factor, so the table's best constant is always a candidate and the summary says whether
-the features earned their keep.
+interpolated linearly), with an L2 penalty on ``w`` chosen by 5-fold cross-validation over the
+tasks and the one-standard-error rule (the largest penalty whose held-out gain is within one
+standard error of the best one's: the simpler policy when the table cannot tell them apart). The
+largest penalty tried is infinite — one constant factor — so the table's best constant is always a
+candidate and the summary says whether the statistics earned their keep. The same penalties are
+also cross-validated leaving out one (data set, model) pair at a time: reported, not used to
+choose, as the estimate of what carries over to a pair the fit never saw (the zero-shot question;
+with a handful of pairs, each with its own answer, it is too coarse to choose by).
 
-Everything is in ``summary.json`` → ``probe``: the table (task, features, gains per factor), the
-cross-validation values per penalty and group, the chosen penalty, and the fitted policy's factor
-per training task. The policy is saved as ``controller.weights.json`` (plain JSON) and exported by
+Everything is in ``summary.json`` → ``probe``: the table (task, features, gains per factor), both
+cross-validations per penalty and fold, the chosen penalty, and the fitted policy's decision per
+training task. The policy is saved as ``controller.weights.json`` (plain JSON) and exported by
 Schedule-v1 as an ``AdaptiveSchedule`` (``algo: probe``).
 """
 
@@ -54,6 +57,7 @@ FEATURES: tuple[str, ...] = ("train_loss", "val_loss", "val_metric", "train_loss
 # L2 penalties on the standardised weights, in points of gain per unit weight squared; inf: a constant.
 PENALTIES: tuple[float, ...] = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, math.inf)
 _FIT_GENERATIONS = 150
+CV_FOLDS = 5
 
 
 def grid_actions(grid: int) -> np.ndarray:
@@ -159,6 +163,20 @@ def cross_validate(features: np.ndarray, gains: np.ndarray, groups: list[str], g
     return out
 
 
+def one_standard_error_choice(cv: list[dict[str, Any]]) -> float:
+    """The largest penalty whose mean held-out gain is within one standard error of the best penalty's,
+    the error being that of the per-fold differences to the best (Hastie et al., ESL 7.10)."""
+    best = max(cv, key=lambda c: (c["value"], c["penalty"]))
+    folds = sorted(best["per_group"])
+    chosen = best["penalty"]
+    for c in cv:
+        diffs = np.array([best["per_group"][f] - c["per_group"][f] for f in folds])
+        se = float(diffs.std(ddof=1) / math.sqrt(len(diffs))) if len(diffs) > 1 else 0.0
+        if c["penalty"] > chosen and diffs.mean() <= se:
+            chosen = c["penalty"]
+    return chosen
+
+
 def task_group(label: str | None) -> str:
     """The (data set, model) pair of a task label ("fashion-mnist/2000 cnn 4ep ..." -> "fashion-mnist cnn")."""
     if not label:
@@ -206,7 +224,8 @@ class ProbeController(Controller):
         self.policy: ProbePolicy | None = None
         self.rows: list[dict[str, Any]] = []
         self.dropped: list[dict[str, Any]] = []
-        self.cv: list[dict[str, Any]] = []
+        self.cv: list[dict[str, Any]] = []  # 5 folds over tasks: chooses the penalty
+        self.cv_pairs: list[dict[str, Any]] = []  # one fold per (data set, model) pair: reported
         self.penalty: float | None = None
         self.fit_value: float | None = None  # the fitted policy's mean gain on its own table (in-sample)
         self.scale: float | None = None
@@ -260,9 +279,10 @@ class ProbeController(Controller):
         features = np.array([[r["features"][f] for f in FEATURES] for r in self.rows])
         gains = np.array([r["gains"] for r in self.rows])
         groups = [r["group"] for r in self.rows]
-        self.cv = cross_validate(features, gains, groups, grid, seed=seed)
-        best = max(self.cv, key=lambda c: (c["value"], c["penalty"]))  # ties: the larger penalty
-        self.penalty = best["penalty"]
+        folds = [str(i % CV_FOLDS) for i in range(len(self.rows))]
+        self.cv = cross_validate(features, gains, folds, grid, seed=seed)
+        self.cv_pairs = cross_validate(features, gains, groups, grid, seed=seed)
+        self.penalty = one_standard_error_choice(self.cv)
         fit = ProbeFit(features, gains, grid, self.penalty, seed)
         for row, action in zip(self.rows, fit.actions(features)):
             row["decision"] = round(float(action), 6)
@@ -278,6 +298,7 @@ class ProbeController(Controller):
             "features": list(FEATURES), "tasks": self.rows, "dropped": self.dropped,
             "mean_gain_per_factor": [round(float(g), 4) for g in gains.mean(axis=0)] if len(gains) else [],
             "cross_validation": [{**c, "penalty": _json_penalty(c["penalty"])} for c in self.cv],
+            "cross_validation_by_pair": [{**c, "penalty": _json_penalty(c["penalty"])} for c in self.cv_pairs],
             "penalty": None if self.penalty is None else _json_penalty(self.penalty),
             "fit_value": self.fit_value,
         }}

@@ -14,7 +14,15 @@ from gymnasium import spaces
 from policysearch.errors import ConfigError, PolicyFormatError
 from policysearch.policies.probe_policy import ProbePolicy, decision_index
 from policysearch.policies.schedule_space import RESIDUAL_OBSERVATION_NAMES
-from policysearch.probe import FEATURES, ProbeController, ProbeFit, cross_validate, interpolated_gain, task_group
+from policysearch.probe import (
+    FEATURES,
+    ProbeController,
+    ProbeFit,
+    cross_validate,
+    interpolated_gain,
+    one_standard_error_choice,
+    task_group,
+)
 from policysearch.search import Budget, run_search
 
 DIM = len(RESIDUAL_OBSERVATION_NAMES)
@@ -124,6 +132,19 @@ def test_cross_validation_keeps_features_only_where_they_carry_over_groups() -> 
     assert ProbeFit(table[0], table[1], grid, penalty=math.inf).value(table[0], table[1]) >= 0.0
 
 
+def test_the_one_standard_error_rule_takes_the_simplest_policy_the_folds_cannot_tell_from_the_best() -> None:
+    def cv(penalty, values):
+        return {"penalty": penalty, "value": float(np.mean(values)), "per_group": dict(enumerate(values))}
+
+    # 0.1 is best; 1.0 is worse by 0.1 on average with fold differences spread far wider: within one error
+    noisy = [cv(0.0, [1.0, 2.0, 0.0]), cv(0.1, [1.2, 2.1, 0.3]), cv(1.0, [0.5, 2.5, 0.3]), cv(math.inf, [0, 0, 0])]
+    assert one_standard_error_choice(noisy) == 1.0
+    # the same means, the differences consistent fold by fold: the best stays
+    steady = [cv(0.1, [1.0, 1.0, 1.0]), cv(1.0, [0.9, 0.9, 0.91]), cv(math.inf, [0.0, 0.0, 0.0])]
+    assert one_standard_error_choice(steady) == 0.1
+    assert one_standard_error_choice([cv(math.inf, [0.5, 0.5]), cv(0.0, [0.1, 0.2])]) == math.inf
+
+
 def test_task_groups_are_data_set_and_model_pairs() -> None:
     assert task_group("fashion-mnist/2000 cnn 4ep bs128 wd0.0005") == "fashion-mnist cnn"
     assert task_group("digits mlp 3ep bs64 wd0") == "digits mlp"
@@ -168,6 +189,7 @@ def test_probe_search_tabulates_shared_episodes_and_exports_a_closed_loop_contro
         returns = [sum(s["reward"] for s in e["steps"]) for e in episodes]
         assert row["gains"] == pytest.approx([100 * (r - returns[2]) for r in returns], abs=1e-4)
     assert {c["penalty"] for c in table["cross_validation"]} >= {0.0, "inf"}
+    assert len(table["cross_validation_by_pair"]) == len(table["cross_validation"])
     adaptive = AdaptiveSchedule.load(tmp_path / "run" / "controller.json")
     assert adaptive.algo == "probe" and adaptive.model.segments == 3
     run = train_run(digits, TrainConfig(model="mlp", batch_size=32, seed=0), 1, schedule=adaptive, progress=False)
