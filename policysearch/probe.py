@@ -185,6 +185,20 @@ def task_group(label: str | None) -> str:
     return f"{parts[0].split('/')[0]} {parts[1]}" if len(parts) > 1 else parts[0]
 
 
+def check_env(base: Any, probe: int = 1) -> None:
+    """Refuse an env the controller cannot drive (`run_search` asks before it opens anything).
+
+    Raises:
+        ConfigError: Unless `base` is Schedule-v1 with a base schedule and episodes longer than the probe.
+    """
+    space = getattr(base, "space", None)
+    if base.mode == "static" or not getattr(space, "residual", False) or space.dim != len(RESIDUAL_OBSERVATION_NAMES):
+        raise ConfigError("controller 'probe' holds a factor of a base schedule: it needs policysearch/Schedule-v1 "
+                          "with a base schedule (--base onecycle or linear)")
+    if probe >= int(base.episode_length):
+        raise ConfigError(f"a probe of {probe} segments leaves no decision in episodes of {base.episode_length}")
+
+
 def _json_penalty(penalty: float) -> float | str:
     return "inf" if math.isinf(penalty) else penalty  # strict JSON has no infinity
 
@@ -233,13 +247,8 @@ class ProbeController(Controller):
     def run(self, recorder: SearchVecEnv, seed: int) -> None:
         base = recorder.base
         obs_space, act_space = recorder.observation_space, recorder.action_space
-        residual = getattr(getattr(base, "space", None), "residual", False)
-        if base.mode == "static" or not residual or obs_space.shape != (len(RESIDUAL_OBSERVATION_NAMES),):
-            raise ConfigError("controller 'probe' holds a factor of a base schedule: it needs policysearch/Schedule-v1 "
-                              "with a base schedule (--base onecycle or linear)")
+        check_env(base, self.probe)
         segments = int(base.episode_length)
-        if self.probe >= segments:
-            raise ConfigError(f"a probe of {self.probe} segments leaves no decision in episodes of {segments}")
         self.scale = float(base.space.scale)
         grid = grid_actions(self.grid)
         arms = [_HeldArm(float(a), segments, self.probe, act_space.dtype) for a in grid]

@@ -548,6 +548,10 @@ def run_search(
     if es_tasks is not None and controller_name != "es":
         raise ConfigError(f"es_tasks is {es_tasks}, but only controller 'es' runs shared episodes per generation")
     base = as_search_env(env)
+    if controller_name == "probe":  # it drives only a residual schedule env: say so before anything is written
+        from policysearch.probe import check_env
+
+        check_env(base)
     out = Path(out_dir) if out_dir else None
     goals = as_objectives(objectives)
     tracker, sb3_log, own_tracker = search_tracking(tracker, tensorboard, out)  # tracking hook

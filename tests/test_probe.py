@@ -223,3 +223,22 @@ def test_probe_resumes_after_a_crash_like_an_uninterrupted_run(digits, tmp_path,
     assert resumed.summary["probe"] == whole.summary["probe"]
     assert (tmp_path / "cut" / "controller.weights.json").read_text() == \
         (tmp_path / "whole" / "controller.weights.json").read_text()
+
+
+def test_cli_probe_trains_and_its_controller_drives_train(capsys, tmp_path) -> None:
+    from policysearch.cli import main
+
+    out = tmp_path / "probe"
+    argv = ["schedule", "--dataset", "digits", "--train-size", "300", "--model", "mlp", "--controller", "probe",
+            "--budget", "10", "--episode-length", "2", "--steps-per-segment", "2", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0, capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["probe"]["tasks"]) == 2 and summary["files"]["controller"] == "controller.weights.json"
+    assert main(["train", "--dataset", "digits", "--train-size", "300", "--epochs", "1", "--model", "mlp",
+                 "--no-progress", "--schedule", str(out / "controller.json")]) == 0
+    capsys.readouterr()
+    code = main(["schedule", "--dataset", "digits", "--controller", "probe", "--base", "none", "--budget", "5",
+                 "--out", str(tmp_path / "x"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "base schedule" in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()  # refused before the run folder was made
