@@ -2,7 +2,9 @@
 
 A run controlled by it trains its first ``probe`` segments at the base schedule itself (action 0,
 factor 1), then takes ONE decision from the statistics those segments left,
-``a = tanh(W [obs, 1])`` (a ``LinearPolicy``'s rule), and holds that factor to the end. The
+``a = tanh(W [clip(obs, low, high), 1])`` (a ``LinearPolicy``'s rule on the observation clipped to
+the range its weights were fitted on: a run unlike every training run gets the decision of the
+nearest edge of that range, not an extrapolation), and holds that factor to the end. The
 controller `probe` (``policysearch.probe``) learns ``W``; see there why one held decision.
 
 It reads where it is in the run from the observation itself (Schedule-v1's, the residual layout of
@@ -51,6 +53,7 @@ class ProbePolicy(LinearPolicy):
         segments: Decisions per run (the env's ``episode_length``), to read the decision's index from
             ``segments_left``.
         probe: Segments trained at the base schedule before the decision (at least 1, fewer than `segments`).
+        low, high: Per observation entry, the range the decision clips it to (None: the observation's own bounds).
 
     Raises:
         ConfigError: For another observation layout or action space, or `probe` out of range.
@@ -61,7 +64,7 @@ class ProbePolicy(LinearPolicy):
     algo: ClassVar[str] = "probe"
 
     def __init__(self, weights: Any, observation_space: spaces.Box, action_space: spaces.Box,
-                 segments: int, probe: int = 1) -> None:
+                 segments: int, probe: int = 1, low: Any = None, high: Any = None) -> None:
         super().__init__(weights, observation_space, action_space)
         if self.weights.shape[1] - 1 != len(RESIDUAL_OBSERVATION_NAMES):
             raise ConfigError(f"a probe policy reads Schedule-v1's {len(RESIDUAL_OBSERVATION_NAMES)}-entry residual "
@@ -72,6 +75,18 @@ class ProbePolicy(LinearPolicy):
         self.probe = check_int("probe policy probe segments", probe, 1)
         if self.probe >= self.segments:
             raise ConfigError(f"a probe of {probe} segments leaves no decision in a run of {segments}")
+        dim = self.weights.shape[1] - 1
+        self.low = self._bound("low", low, np.broadcast_to(observation_space.low, (dim,)), dim)
+        self.high = self._bound("high", high, np.broadcast_to(observation_space.high, (dim,)), dim)
+        if np.any(self.low > self.high):
+            raise ConfigError("a probe policy's clip range has low above high")
+
+    @staticmethod
+    def _bound(name: str, value: Any, default: np.ndarray, dim: int) -> np.ndarray:
+        bound = np.array(default if value is None else value, dtype=np.float64).reshape(-1)
+        if bound.shape != (dim,) or not np.isfinite(bound).all():
+            raise ConfigError(f"a probe policy's clip {name} needs {dim} finite numbers, one per observation entry")
+        return bound
 
     def act(self, observation: Any) -> np.ndarray:
         obs = np.asarray(observation, np.float64).reshape(-1)
@@ -79,14 +94,15 @@ class ProbePolicy(LinearPolicy):
         if index < self.probe:
             value = 0.0
         elif index == self.probe:
-            return super().act(obs)
+            return super().act(np.clip(obs, self.low, self.high))
         else:  # hold: the observation carries the action taken last (exactly, as float32)
             value = float(np.clip(obs[_LAST_ACTION], -1.0, 1.0))
         return np.full(self.action_space.shape, value, dtype=self.action_space.dtype)
 
     # ------------------------------------------------------------------ files
     def to_dict(self, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
-        return {**super().to_dict(provenance), "segments": self.segments, "probe": self.probe}
+        return {**super().to_dict(provenance), "segments": self.segments, "probe": self.probe,
+                "low": self.low.tolist(), "high": self.high.tolist()}
 
     @classmethod
     def load(cls, path: str | Path, observation_space: spaces.Box, action_space: spaces.Box,
@@ -101,7 +117,9 @@ class ProbePolicy(LinearPolicy):
         weights = require(data, "weights", list, source)
         segments = require(data, "segments", int, source)
         probe = require(data, "probe", int, source)
+        low = require(data, "low", list, source) if "low" in data else None  # files before clipping: none
+        high = require(data, "high", list, source) if "high" in data else None
         try:
-            return cls(weights, observation_space, action_space, segments, probe)
+            return cls(weights, observation_space, action_space, segments, probe, low, high)
         except (ConfigError, ValueError, TypeError) as exc:
             raise PolicyFormatError(f"{source}: {exc}") from exc

@@ -8,7 +8,9 @@ only learn the training distribution's average answer (×1.6–2 of onecycle, ri
 tasks and wrong for others). Timing changes within a run were never worth more than noise.
 
 So the policy here (``policies.probe_policy.ProbePolicy``) trains the first segment at the base
-schedule, then reads that segment's statistics once and holds one factor to the end. Because it has
+schedule, then reads that segment's statistics once and holds one factor to the end; the
+statistics are clipped to the range the table covered, so a run unlike every training run gets the
+decision at the edge of what was measured rather than a linear extrapolation. Because it has
 a single decision, its learning problem is a contextual bandit with full information, which needs
 no credit assignment and no exploration noise: for every training task drawn (one child seed),
 every factor of a grid (``2^a``, ``a`` in ``linspace(-1, 1, grid)`` times ``log2 scale``) is
@@ -129,6 +131,15 @@ class ProbeFit:
     def value(self, features: np.ndarray, gains: np.ndarray) -> float:
         """The mean gain (points) of the fitted policy on a table."""
         return float(interpolated_gain(self.actions(features), gains, self.grid).mean())
+
+    def raw_range(self, features: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The clip range over Schedule-v1's whole observation: the features' range in the table, the
+        observation's own bounds (`low`, `high`) for the entries the policy does not read."""
+        lo, hi = np.array(low, np.float64), np.array(high, np.float64)
+        for k, name in enumerate(FEATURES):
+            i = RESIDUAL_OBSERVATION_NAMES.index(name)
+            lo[i], hi[i] = features[:, k].min(), features[:, k].max()
+        return lo, hi
 
     def raw_weights(self) -> np.ndarray:
         """The weights over Schedule-v1's whole observation (standardisation folded in), bias last."""
@@ -296,7 +307,10 @@ class ProbeController(Controller):
         for row, action in zip(self.rows, fit.actions(features)):
             row["decision"] = round(float(action), 6)
         self.fit_value = fit.value(features, gains)
-        self.policy = ProbePolicy(fit.raw_weights(), obs_space, act_space, segments, self.probe)
+        dim = len(RESIDUAL_OBSERVATION_NAMES)
+        low, high = fit.raw_range(features, np.broadcast_to(obs_space.low, (dim,)),
+                                  np.broadcast_to(obs_space.high, (dim,)))
+        self.policy = ProbePolicy(fit.raw_weights(), obs_space, act_space, segments, self.probe, low, high)
 
     def summary(self) -> dict[str, Any]:
         grid = grid_actions(self.grid)

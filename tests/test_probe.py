@@ -49,6 +49,13 @@ def test_probe_policy_probes_at_the_base_decides_once_and_holds() -> None:
     # later decisions repeat the last action exactly, whatever the statistics say now
     for left in (4 / 6, 3 / 6, 1 / 6):
         assert policy.act(_obs(left, last_action=decided, val_loss=-5.0))[0] == decided
+    # the decision reads the observation clipped to the fitted range: beyond it, the edge's decision
+    low, high = np.full(DIM, -10.0), np.full(DIM, 10.0)
+    low[LOSS], high[LOSS] = -0.5, 0.2
+    clipped = ProbePolicy(weights, OBS, ACT, segments=6, low=low, high=high)
+    assert clipped.act(_obs(5 / 6, val_loss=3.0))[0] == pytest.approx(math.tanh(0.5), abs=1e-6)
+    assert clipped.act(_obs(5 / 6, val_loss=-3.0))[0] == pytest.approx(math.tanh(-0.9), abs=1e-6)
+    assert clipped.act(_obs(5 / 6, val_loss=0.1))[0] == pytest.approx(math.tanh(0.3), abs=1e-6)
     two = ProbePolicy(weights, OBS, ACT, segments=6, probe=2)
     assert two.act(_obs(5 / 6, val_loss=0.2))[0] == 0.0 and two.act(_obs(4 / 6, val_loss=0.2))[0] == decided
 
@@ -60,10 +67,16 @@ def test_probe_policy_refuses_bad_settings_and_round_trips(tmp_path) -> None:
         ProbePolicy(np.zeros((1, DIM + 1)), OBS, ACT, segments=3, probe=3)
     with pytest.raises(ConfigError, match="segments"):
         ProbePolicy(np.zeros((1, DIM + 1)), OBS, ACT, segments=1)
-    policy = ProbePolicy(np.linspace(-1, 1, DIM + 1).reshape(1, -1), OBS, ACT, segments=4, probe=1)
+    with pytest.raises(ConfigError, match="low above high"):
+        ProbePolicy(np.zeros((1, DIM + 1)), OBS, ACT, segments=4, low=np.ones(DIM), high=np.zeros(DIM))
+    with pytest.raises(ConfigError, match="finite"):
+        ProbePolicy(np.zeros((1, DIM + 1)), OBS, ACT, segments=4, low=[0.0] * 3)
+    low = np.linspace(-2, -1, DIM)
+    policy = ProbePolicy(np.linspace(-1, 1, DIM + 1).reshape(1, -1), OBS, ACT, segments=4, probe=1, low=low)
     path = policy.save(tmp_path / "p.json")
     loaded = ProbePolicy.load(path, OBS, ACT)
     assert np.array_equal(loaded.weights, policy.weights) and (loaded.segments, loaded.probe) == (4, 1)
+    assert np.array_equal(loaded.low, low) and np.array_equal(loaded.high, np.full(DIM, 10.0))
     data = json.loads(path.read_text())
     del data["segments"]
     (tmp_path / "bad.json").write_text(json.dumps(data))
@@ -192,6 +205,11 @@ def test_probe_search_tabulates_shared_episodes_and_exports_a_closed_loop_contro
     assert len(table["cross_validation_by_pair"]) == len(table["cross_validation"])
     adaptive = AdaptiveSchedule.load(tmp_path / "run" / "controller.json")
     assert adaptive.algo == "probe" and adaptive.model.segments == 3
+    # the decision's clip range is the table's range of each feature it reads
+    for name in FEATURES:
+        seen = [row["features"][name] for row in table["tasks"]]
+        i = RESIDUAL_OBSERVATION_NAMES.index(name)
+        assert (adaptive.model.low[i], adaptive.model.high[i]) == pytest.approx((min(seen), max(seen)))
     run = train_run(digits, TrainConfig(model="mlp", batch_size=32, seed=0), 1, schedule=adaptive, progress=False)
     factors = [h["factor"] for h in run.history]
     assert len(factors) == 3 and factors[0] == 1.0 and factors[1] == factors[2] and 0.5 <= factors[1] <= 2.0
