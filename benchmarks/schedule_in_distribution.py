@@ -102,8 +102,11 @@ def main() -> int:
     arms = [a for a in args.arms.split(",") if a]
     started = (time.perf_counter(), time.process_time())
     jobs = [(i, task, args.controller, arms) for i, task in enumerate(tasks)]
-    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        results = list(pool.map(_one, jobs))
+    if args.jobs <= 1:
+        results = [_one(job) for job in jobs]
+    else:
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            results = list(pool.map(_one, jobs))
     acc = {label: [] for label in ["controller", *arms]}
     for result in results:
         for row in result["rows"]:

@@ -295,6 +295,21 @@ def test_zero_shot_records_a_residual_controllers_factors(tmp_path, monkeypatch)
     assert all(0.25 <= x <= 4.0 for f in controller["factors"] for x in f) and "factors" not in plain
 
 
+def test_in_distribution_pairs_arms_on_drawn_tasks(tmp_path, monkeypatch):
+    out = tmp_path / "ind.json"
+    monkeypatch.setattr("sys.argv", ["x", "--quick", "--controller", "zoo:adaptive", "--arms", "onecycle,linear",
+                                     "--jobs", "1", "--out", str(out)])
+    assert _script("schedule_in_distribution").main() == 0
+    record = json.loads(out.read_text())
+    assert len(record["tasks"]) == 2 and [t["seed"] for t in record["tasks"]] == [1000, 1001]
+    assert all(t["task"]["model"] == "mlp" for t in record["tasks"])  # drawn from the given spec
+    rows = {r["arm"]: r for r in record["summary"]}
+    best = [max(r["test_accuracy"] for r in t["rows"] if r["arm"] != "controller") for t in record["tasks"]]
+    assert rows["best hand-made (per task)"]["mean"] == pytest.approx(sum(best) / 2)
+    assert rows["onecycle"]["controller_minus_arm"]["n"] == 2
+    assert len(record["tasks"][0]["rows"][0]["factors"]) == 6  # the controller's decisions
+
+
 def test_zero_shot_scales_an_arms_peak(tmp_path, monkeypatch):
     out = tmp_path / "zs.json"
     script = _script("schedule_zero_shot")
