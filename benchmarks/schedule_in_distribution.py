@@ -3,12 +3,13 @@
 `schedule_zero_shot.py` asks the issue's question: tasks outside the training distribution (another model,
 size, number of epochs). This asks the easier one a user of `policysearch schedule --tasks` meets first:
 tasks of the same kind, never trained on. `--tasks SPEC` is the controller's training spec; `--n-tasks`
-tasks are drawn from it with `--task-seed` (a stream the training run never used: its episodes were
-drawn from the env's seeded generator, these from `TaskSampler.tasks(n, seed)`), each trained once per
-arm from the same seed (same initial weights and batch order) and scored on the TEST split, which no
-search saw. Reported: test accuracy per task and arm, and the paired difference controller - arm with a
-bootstrap 95 % CI over tasks (`policysearch.stats.paired_bootstrap`); "best hand-made" is, per task, the
-best of the hand-made arms on that task's test split — an oracle no user has, so a conservative bar.
+tasks are drawn from it with `--task-seed` (a stream the training run never used: its episodes were drawn
+from the env's seeded generator, these from `TaskSampler.tasks(n, seed)`), each trained once per arm from
+the same seed (`--task-seed` + the task's index: same initial weights and batch order) and scored on the
+TEST split, which no search saw. Reported: test accuracy per task and arm, and the paired difference
+controller - arm with a bootstrap 95 % CI over tasks (`policysearch.stats.paired_bootstrap`);
+"best hand-made" is, per task, the best of the hand-made arms on that task's test split — an oracle no
+user has, so a conservative bar.
 
 Prints a table to stderr and ONE JSON line to stdout; `--out FILE` also writes it.
 
@@ -37,7 +38,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--controller", required=False, help="the closed-loop controller (sidecar or zoo:NAME)")
     p.add_argument("--tasks", default=None, help="the controller's training task spec (policysearch schedule --tasks)")
     p.add_argument("--n-tasks", type=int, default=30)
-    p.add_argument("--task-seed", type=int, default=1000, help="the sampler's seed for the drawn tasks")
+    p.add_argument("--task-seed", type=int, default=1000,
+                   help="the sampler's seed for the drawn tasks; task i trains from seed task-seed + i")
     p.add_argument("--arms", default=",".join(("onecycle", "linear", "cosine")), help="hand-made schedules")
     p.add_argument("--jobs", type=int, default=2, help="tasks trained at once, one process each (one torch thread)")
     p.add_argument("--out", default=None)
@@ -57,8 +59,8 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def _one(job: tuple[int, dict[str, Any], str, list[str]]) -> dict[str, Any]:
-    """Every arm on one drawn task, from one seed (the task's index): test accuracy per arm."""
+def _one(job: tuple[int, dict[str, Any], str, list[str], int]) -> dict[str, Any]:
+    """Every arm on one drawn task, from one seed (`--task-seed` + the task's index): test accuracy per arm."""
     import dataclasses
 
     import torch
@@ -68,11 +70,12 @@ def _one(job: tuple[int, dict[str, Any], str, list[str]]) -> dict[str, Any]:
     from policysearch.trainer import TrainConfig, train_run
 
     torch.set_num_threads(1)
-    index, task, controller, arms = job
+    index, task, controller, arms, task_seed = job
+    seed = task_seed + index
     data = prepare(task["dataset"], val_size=300 if task["dataset"] == "digits" else 500,
                    train_size=task["train_size"], seed=0)
     config = TrainConfig(model=task["model"], batch_size=task["batch_size"], weight_decay=task["weight_decay"],
-                         seed=1000 + index)
+                         seed=seed)
     rows = []
     for label, spec in zip(["controller", *arms], [controller, *arms]):
         name, scale = split_scale(spec)
@@ -87,7 +90,7 @@ def _one(job: tuple[int, dict[str, Any], str, list[str]]) -> dict[str, Any]:
         rows.append(row)
     print(f"task {index} ({task}): " + ", ".join(f"{r['arm']} {r['test_accuracy']:.4f}" for r in rows),
           file=sys.stderr, flush=True)
-    return {"task": task, "seed": 1000 + index, "train_images": len(data.y_train), "test_images": len(data.y_test),
+    return {"task": task, "seed": seed, "train_images": len(data.y_train), "test_images": len(data.y_test),
             "rows": rows}
 
 
@@ -101,7 +104,7 @@ def main() -> int:
     tasks = [t.to_dict() for t in sampler.tasks(args.n_tasks, seed=args.task_seed)]
     arms = [a for a in args.arms.split(",") if a]
     started = (time.perf_counter(), time.process_time())
-    jobs = [(i, task, args.controller, arms) for i, task in enumerate(tasks)]
+    jobs = [(i, task, args.controller, arms, args.task_seed) for i, task in enumerate(tasks)]
     if args.jobs <= 1:
         results = [_one(job) for job in jobs]
     else:

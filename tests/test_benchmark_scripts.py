@@ -301,7 +301,7 @@ def test_in_distribution_pairs_arms_on_drawn_tasks(tmp_path, monkeypatch):
                                      "--jobs", "1", "--out", str(out)])
     assert _script("schedule_in_distribution").main() == 0
     record = json.loads(out.read_text())
-    assert len(record["tasks"]) == 2 and [t["seed"] for t in record["tasks"]] == [1000, 1001]
+    assert len(record["tasks"]) == 2 and [t["seed"] for t in record["tasks"]] == [1000, 1001]  # task-seed + i
     assert all(t["task"]["model"] == "mlp" for t in record["tasks"])  # drawn from the given spec
     rows = {r["arm"]: r for r in record["summary"]}
     best = [max(r["test_accuracy"] for r in t["rows"] if r["arm"] != "controller") for t in record["tasks"]]
