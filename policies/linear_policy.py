@@ -101,7 +101,14 @@ class LinearPolicy:
         source = source or str(path)
         data = unwrap(read_json(path), cls.KIND, cls.FORMAT_VERSION, source)
         weights = require(data, "weights", list, source)
+        extra = cls._extra_fields(data, source)
         try:
-            return cls(weights, observation_space, action_space)
+            return cls(weights, observation_space, action_space, **extra)
         except (ConfigError, ValueError, TypeError) as exc:
-            raise PolicyFormatError(f"{source}: field 'weights': {exc}") from exc
+            where = "" if extra else "field 'weights': "  # a subclass's error may name another field
+            raise PolicyFormatError(f"{source}: {where}{exc}") from exc
+
+    @classmethod
+    def _extra_fields(cls, data: dict[str, Any], source: str) -> dict[str, Any]:
+        """A subclass's further constructor arguments, read from its file (none here)."""
+        return {}

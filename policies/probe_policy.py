@@ -16,14 +16,13 @@ does (``AdaptiveSchedule``, ``AdaptiveLRCallback``, ``train_run``). Stored as pl
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from policysearch.checks import check_int
-from policysearch.errors import ConfigError, PolicyFormatError
-from policysearch.policies.artifact import read_json, require, unwrap
+from policysearch.errors import ConfigError
+from policysearch.policies.artifact import require
 from policysearch.policies.linear_policy import LinearPolicy
 from policysearch.policies.schedule_space import RESIDUAL_OBSERVATION_NAMES
 
@@ -105,21 +104,10 @@ class ProbePolicy(LinearPolicy):
                 "low": self.low.tolist(), "high": self.high.tolist()}
 
     @classmethod
-    def load(cls, path: str | Path, observation_space: spaces.Box, action_space: spaces.Box,
-             source: str | None = None) -> ProbePolicy:
-        """Read a file written by :meth:`save`.
-
-        Raises:
-            PolicyFormatError: If the file is malformed or does not fit the spaces.
-        """
-        source = source or str(path)
-        data = unwrap(read_json(path), cls.KIND, cls.FORMAT_VERSION, source)
-        weights = require(data, "weights", list, source)
-        segments = require(data, "segments", int, source)
-        probe = require(data, "probe", int, source)
-        low = require(data, "low", list, source) if "low" in data else None  # files before clipping: none
-        high = require(data, "high", list, source) if "high" in data else None
-        try:
-            return cls(weights, observation_space, action_space, segments, probe, low, high)
-        except (ConfigError, ValueError, TypeError) as exc:
-            raise PolicyFormatError(f"{source}: {exc}") from exc
+    def _extra_fields(cls, data: dict[str, Any], source: str) -> dict[str, Any]:
+        """`segments`, `probe` and the clip range (absent from files written before it: no clipping)."""
+        fields = {"segments": require(data, "segments", int, source), "probe": require(data, "probe", int, source)}
+        for name in ("low", "high"):
+            if name in data:
+                fields[name] = require(data, name, list, source)
+        return fields

@@ -236,6 +236,18 @@ class OptunaController(Controller):
                     self.study.tell(trial, value if self.objectives else float(value))
 
 
+def check_controller_env(name: str, base: Any) -> None:
+    """Refuse an env that controller `name` cannot drive, before a run opens anything (most take any env).
+
+    Raises:
+        ConfigError: For `probe` on anything but Schedule-v1 with a base schedule.
+    """
+    if name == "probe":
+        from policysearch.probe import check_env
+
+        check_env(base)
+
+
 def make_controller(name: str, episode_length: int, tensorboard_log: str | None = None,
                     verbose: int = 0, out_dir: Path | None = None, objectives: Sequence[Objective] = (),
                     population: int | None = None, es_tasks: int | None = None) -> Controller:

@@ -536,7 +536,7 @@ def run_search(
     Raises:
         ConfigError: The folder holds another run (see above) or is in use; no episode completed.
     """
-    from policysearch.controllers import make_controller
+    from policysearch.controllers import check_controller_env, make_controller
     from policysearch.policies.artifact import provenance
     from policysearch.population import DEFAULT_POPULATION
     from policysearch.tracking import search_tracking
@@ -548,10 +548,7 @@ def run_search(
     if es_tasks is not None and controller_name != "es":
         raise ConfigError(f"es_tasks is {es_tasks}, but only controller 'es' runs shared episodes per generation")
     base = as_search_env(env)
-    if controller_name == "probe":  # it drives only a residual schedule env: say so before anything is written
-        from policysearch.probe import check_env
-
-        check_env(base)
+    check_controller_env(controller_name, base)  # before anything is written
     out = Path(out_dir) if out_dir else None
     goals = as_objectives(objectives)
     tracker, sb3_log, own_tracker = search_tracking(tracker, tensorboard, out)  # tracking hook
