@@ -71,14 +71,17 @@ ZOO_PREFIX = "zoo:"
 
 
 def zoo_names() -> tuple[str, ...]:
-    """The closed-loop controllers shipped in ``policies/zoo/`` (names for ``zoo:NAME``)."""
+    """The controllers shipped in ``policies/zoo/`` (names for ``zoo:NAME``): closed-loop controllers
+    (`AdaptiveSchedule`) and peak rules (`PeakRule`)."""
+    from policysearch.policies.peak_rule import PeakRule
+
     names = []
     for path in sorted(ZOO_DIR.glob("*.json")):
         try:
             kind = read_json(path).get("kind")
         except (PolicyFormatError, AttributeError):
             continue
-        if kind == AdaptiveSchedule.KIND:
+        if kind in (AdaptiveSchedule.KIND, PeakRule.KIND):
             names.append(path.stem)
     return tuple(names)
 
@@ -453,18 +456,21 @@ class AdaptiveLRCallback:
 
 def resolve_schedule(spec: str | Path, base_lr: float, trust_pickle: bool = False) -> Any:
     """What `--schedule` names: a built-in schedule, "hypergradient" (online hypergradient descent
-    from `base_lr`), a `LearnedSchedule` JSON file (open loop), or an `AdaptiveSchedule` (closed
-    loop) given by its JSON sidecar, its controller zip (loaded without executing anything from it
-    unless `trust_pickle`) or ``zoo:NAME`` (shipped in ``policies/zoo/``)."""
+    from `base_lr`), a `LearnedSchedule` JSON file (open loop), a `PeakRule` JSON file (the peak
+    picked at the run's start), or an `AdaptiveSchedule` (closed loop) given by its JSON sidecar,
+    its controller zip (loaded without executing anything from it unless `trust_pickle`) or
+    ``zoo:NAME`` (shipped in ``policies/zoo/``, either kind)."""
     from policysearch.policies.schedule import load_schedule
 
     if str(spec) == "hypergradient":
         from policysearch.policies.hypergradient import Hypergradient
 
         return Hypergradient(base_lr)
-    if str(spec).startswith(ZOO_PREFIX):
+    from policysearch.policies.peak_rule import PeakRule
+
+    path = resolve_zoo(spec)
+    if str(spec).startswith(ZOO_PREFIX) and read_json(path).get("kind") != PeakRule.KIND:
         return AdaptiveSchedule.load(spec, trust_pickle)
-    path = Path(spec)
     if path.suffix == ".zip":
         path = path.with_suffix(".json")
         if not path.is_file():
@@ -478,4 +484,6 @@ def resolve_schedule(spec: str | Path, base_lr: float, trust_pickle: bool = Fals
         kind = data.get("kind") if isinstance(data, dict) else None
         if kind == AdaptiveSchedule.KIND:
             return AdaptiveSchedule.load(path, trust_pickle)
+        if kind == PeakRule.KIND:
+            return PeakRule.load(path)
     return load_schedule(str(spec), base_lr=base_lr)

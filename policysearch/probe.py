@@ -36,6 +36,7 @@ Schedule-v1 as an ``AdaptiveSchedule`` (``algo: probe``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -150,11 +151,15 @@ class ProbeFit:
         return row.reshape(1, -1)
 
 
-def cross_validate(features: np.ndarray, gains: np.ndarray, groups: list[str], grid: np.ndarray,
-                   penalties: tuple[float, ...] = PENALTIES, seed: int = 0) -> list[dict[str, Any]]:
+def cross_validate(features: np.ndarray, gains: np.ndarray, groups: list[str], grid: np.ndarray | None,
+                   penalties: tuple[float, ...] = PENALTIES, seed: int = 0,
+                   fit: Callable[[np.ndarray, np.ndarray, float], Any] | None = None) -> list[dict[str, Any]]:
     """For each penalty, the mean over groups of the gain on a group of a fit on the other groups.
 
-    With fewer than two groups (one task), five interleaved folds of the rows stand in for them."""
+    With fewer than two groups (one task), five interleaved folds of the rows stand in for them.
+    `fit(features, gains, penalty)` makes the fitted policy (anything with ``value(features, gains)``);
+    None: a `ProbeFit` over `grid`."""
+    make = fit or (lambda f, g, penalty: ProbeFit(f, g, grid, penalty, seed))
     names = sorted(set(groups))
     if len(names) < 2:
         folds = [str(i % 5) for i in range(len(groups))]
@@ -167,8 +172,8 @@ def cross_validate(features: np.ndarray, gains: np.ndarray, groups: list[str], g
             test = groups_arr == name
             if test.all() or not test.any():
                 continue
-            fit = ProbeFit(features[~test], gains[~test], grid, penalty, seed)
-            per_group[name] = fit.value(features[test], gains[test])
+            model = make(features[~test], gains[~test], penalty)
+            per_group[name] = model.value(features[test], gains[test])
         out.append({"penalty": penalty, "value": float(np.mean(list(per_group.values()))) if per_group else math.nan,
                     "per_group": per_group})
     return out

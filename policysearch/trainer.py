@@ -429,6 +429,7 @@ class RunResult:
     diverged: str | None = None
     model: nn.Module | None = None
     range_test: dict[str, Any] | None = None  # peak="range-test": the test's suggestion, steps and images
+    selection: dict[str, Any] | None = None  # a peak rule's decision: factor, features, the estimate's images
 
 
 def train_run(
@@ -442,6 +443,7 @@ def train_run(
     tracker: Tracker | None = None,
     run_name: str = "",
     peak: str = "default",
+    test: bool = True,
 ) -> RunResult:
     """Train a fresh model for `epochs` with a policy and an LR schedule, then report val and test.
 
@@ -461,12 +463,15 @@ def train_run(
             run's initial weights (`policysearch.lr_range`) and uses the LR it suggests as the base
             LR, the run giving up as many steps as the test took (same images in all). A closed-loop
             controller trained with a range-test peak implies it.
+        test: evaluate the test split (False: its metrics are NaN, for searches that must not see it).
     """
     from tqdm.auto import tqdm
 
     tracker = tracker or Tracker()
     probe = max(1, len(data.y_train) // config.batch_size)
     total = max(1, round(epochs * probe))
+    if hasattr(schedule, "select") and peak != "default":
+        raise ConfigError(f"a peak rule picks the peak itself; drop peak={peak!r}")
     range_test = _range_test(data, config, schedule, total, peak)
     if range_test is not None:  # the run peaks where the test says, and gives up the test's steps
         tested = range_test.suggestion()
@@ -476,6 +481,10 @@ def train_run(
     trainer = Trainer(data, config, total_steps=total)
     if range_test is not None:  # the test's images are this run's cost
         trainer.cost.add(range_test.seconds, range_test.images, trainer.train_flops_per_image)
+    selection = None
+    if hasattr(schedule, "select"):  # a peak rule: measures the start (a copy of the model), picks the schedule
+        schedule, selection = schedule.select(trainer.model, data, config, total)
+        trainer.cost.add(selection["seconds"], selection["images"], trainer.train_flops_per_image)
     history: list[dict[str, float]] = []
     tracker.on_train_start(run_name, {"config": asdict(config), "epochs": epochs, "steps": total,  # tracking hook
                                       "augment": getattr(augment, "name", None), "schedule": _schedule_name(schedule),
@@ -497,14 +506,14 @@ def train_run(
                 bar.set_postfix(loss=f"{stats.train_loss:.4f}", lr=f"{stats.lr:.3g}")
     nan = {k: float("nan") for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "ece", "nll")}
     val = nan if trainer.diverged else trainer.evaluate("val")
-    test = nan if trainer.diverged else trainer.evaluate("test")
+    test_metrics = nan if trainer.diverged or not test else trainer.evaluate("test")
     cost = trainer.cost.to_dict()
     if hasattr(schedule, "callback"):  # tracking hook: the closed loop's history is known at its end
         for epoch, record in enumerate(history, start=1):
             tracker.on_epoch_end(run_name, epoch, record)
-    tracker.on_train_end(run_name, {"val": val, "test": test, "cost": cost, "diverged": trainer.diverged})
-    return RunResult(val, test, cost, asdict(config), history, trainer.diverged, trainer.model,
-                     None if range_test is None else range_test.summary())
+    tracker.on_train_end(run_name, {"val": val, "test": test_metrics, "cost": cost, "diverged": trainer.diverged})
+    return RunResult(val, test_metrics, cost, asdict(config), history, trainer.diverged, trainer.model,
+                     None if range_test is None else range_test.summary(), selection)
 
 
 def _range_test(data: DeviceData, config: TrainConfig, schedule: Any, total: int, peak: str) -> Any:

@@ -13,7 +13,7 @@ from typing import Any
 from policysearch import __version__
 from policysearch.cli import arguments as a
 from policysearch.cli.runs import add_compare_parser
-from policysearch.cli.searching import cmd_augment, cmd_compress, cmd_demo, cmd_schedule
+from policysearch.cli.searching import cmd_augment, cmd_compress, cmd_demo, cmd_peak_rule, cmd_schedule
 from policysearch.cli.tracking import add_tracking_args, tracking_session
 from policysearch.cli.training import cmd_datasets, cmd_evaluate, cmd_models, cmd_train
 from policysearch.errors import PolicySearchError
@@ -53,6 +53,10 @@ EXAMPLES = {
   policysearch train --dataset digits --model resnet --schedule zoo:adaptive               # the shipped controller
   policysearch train --dataset digits --schedule runs/digits-lr/schedule.json      # open loop
   policysearch train --dataset digits --schedule runs/digits-lr/controller.json    # closed loop""",
+    "peak-rule": """\
+  policysearch peak-rule --tasks cheap --n-tasks 150 --workers 2 --out runs/peak-rule
+  policysearch train --dataset fashion-mnist --model cnn --schedule runs/peak-rule/rule.json
+  policysearch train --dataset digits --model cnn --epochs 30 --schedule zoo:peak-rule   # the shipped rule""",
     "compress": """\
   policysearch train --dataset digits --model resnet --epochs 15 --save teacher.pt
   policysearch compress --checkpoint teacher.pt --flops 0.5 --budget 20 --out runs/digits-half
@@ -178,6 +182,29 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: %(default)s)")
     a.add_output_args(p)
     p.set_defaults(func=cmd_schedule)
+
+    p = sub.add_parser("peak-rule", help="learn once, over a task distribution, which factor of the default peak LR "
+                                        "to train at, from the curvature at the run's start")
+    p.add_argument("--tasks", default="cheap", metavar="SPEC",
+                   help="the task distribution: a preset (cheap, default) or 'pairs=digits:mlp,fashion-mnist:cnn;"
+                        "train-sizes=1000,2000;epochs=3-20;batch=64,128;wd=0,5e-4;val-size=500' (default: %(default)s)")
+    p.add_argument("--n-tasks", type=a.positive_int, default=150, metavar="N",
+                   help="tasks drawn; each trains every factor from one seed (default: %(default)s)")
+    p.add_argument("--factors", type=a.positive_number, nargs="+", default=[1.0, 2 ** 0.5, 2.0], metavar="F",
+                   help="factors of the model's default peak to choose from, 1 among them (default: 1 1.414 2)")
+    p.add_argument("--base", default="onecycle",
+                   type=a.name_of("base schedule", a._fixed("onecycle", "linear", "cosine", "warmup-cosine")),
+                   help="the schedule the factor scales: {names} (default: %(default)s)")
+    p.add_argument("--seed", type=a.seed_int, default=0, help="seed of the task stream (default: %(default)s)")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="where local data sets are (default: the usual places)")
+    p.add_argument("--out", default="runs/peak-rule", metavar="DIR",
+                   help="run folder: settings, table.jsonl, rule.json, summary.json (default: %(default)s)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out (trains only missing tasks)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out (default: refuse)")
+    a.add_parallel_args(p, search=False)
+    a.add_output_args(p)
+    p.set_defaults(func=cmd_peak_rule)
 
     p = sub.add_parser("compress", help="learn per-layer pruning ratios (AMC), prune for real, distil from the teacher")
     p.add_argument("--checkpoint", required=True, metavar="FILE",

@@ -371,3 +371,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"search": result.summary, "results": entries})
     return 0
+
+
+def cmd_peak_rule(args: argparse.Namespace) -> int:
+    """Learn a peak rule over a task distribution (`policysearch.peak_rule_search`)."""
+    from policysearch.envs.schedule_tasks import TaskSampler
+    from policysearch.peak_rule_search import learn_peak_rule
+    from policysearch.report import format_table
+
+    sampler = TaskSampler.parse(args.tasks)  # refused now, before anything runs
+    factors = tuple(float(f) for f in args.factors)
+    rule, summary = learn_peak_rule(
+        sampler, args.n_tasks, args.out, seed=args.seed, base=args.base, factors=factors, workers=args.workers,
+        threads=args.threads_per_worker, data_dir=args.data_dir, resume=args.resume, overwrite=args.overwrite,
+        progress=show_progress(args))
+    fit = summary["fit"]
+    names = [f"x{f:.3g}" for f in rule.factors]
+    rows = [{"pair": pair, **{f"gain {n}": g for n, g in zip(names, gains)},
+             **{f"chose {n}": c for n, c in zip(names, fit["choices_by_pair"][pair])}}
+            for pair, gains in fit["mean_gain_per_factor_by_pair"].items()]
+    print(format_table(rows), file=sys.stderr if args.json else sys.stdout)
+    cv = {str(c["penalty"]): round(c["value"], 3) for c in fit["cross_validation"]}
+    pairs = {str(c["penalty"]): round(c["value"], 3) for c in fit["cross_validation_by_pair"]}
+    lines = [f"{summary['tasks_trained']} tasks x {len(rule.factors)} factors = {summary['child_trainings']} "
+             f"trainings, {summary['train_tflops']} TFLOPs, {summary['child_seconds'] / 60:.1f} child-minutes",
+             f"gain over factor 1 (points), 5-fold CV by penalty: {cv}",
+             f"leave-one-pair-out CV: {pairs}",
+             f"chosen penalty {fit['penalty']}; in-sample gain {fit['in_sample_gain']:+.3f}",
+             f"wrote {args.out}/rule.json; use it: policysearch train --schedule {args.out}/rule.json"]
+    print("\n".join(lines), file=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        emit_json({k: v for k, v in summary.items() if k != "rows"})
+    return 0

@@ -1,0 +1,144 @@
+"""``PeakRule``: a learned choice of a hand-made schedule's peak LR, made once at the run's start.
+
+Before the first step, the rule measures the curvature at the run's initial weights
+(`policysearch.sharpness`: a few gradients on 64 training images), reads three features — ``log10(lr
+* sharpness)``, ``log10(total steps)`` and whether the optimizer is adaptive — and picks, from a
+short list of factors of the model's default peak (1 among them), the one whose predicted gain over
+factor 1 is highest: ``score_k = W_k . clip(z) + b_k`` with ``z`` the standardised features and
+``score = 0`` for factor 1. The run then follows the base schedule (onecycle by default) at
+``factor x`` the default peak. Factor 1 is the base schedule itself, bit for bit, so where the rule
+sees nothing worth changing it returns the hand-made schedule.
+
+`policysearch.peak_rule_search` learns it from a table of outcomes over a task distribution.
+Stored as plain JSON (``kind: "peak_rule"``); `train_run` (hence ``policysearch train --schedule
+FILE`` and the benchmarks) applies it, and a plain loop calls :meth:`PeakRule.select`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from policysearch.checks import check_choice
+from policysearch.errors import ConfigError, PolicyFormatError
+from policysearch.policies.artifact import read_json, read_provenance, require, unwrap, wrap, write_json
+
+__all__ = ["PeakRule"]
+
+_BASES = ("onecycle", "linear", "cosine", "warmup-cosine")
+
+
+class PeakRule:
+    """Pick a factor of the default peak LR from the run's start statistics (module docstring).
+
+    Args:
+        base: The named schedule the factor scales.
+        factors: The factors to choose from, 1 among them.
+        features: The names of the features read (``policysearch.sharpness.START_FEATURES``).
+        mean, std: Standardisation of each feature.
+        weights: ``(len(factors), len(features))`` score weights on standardised features (factor 1's
+            row all zero).
+        biases: One per factor (factor 1's zero).
+        low, high: The range each feature is clipped to before scoring (the table's range).
+        images, iterations: The curvature estimate's batch and power-iteration steps.
+    """
+
+    KIND: ClassVar[str] = "peak_rule"
+    FORMAT_VERSION: ClassVar[int] = 1
+
+    def __init__(self, base: str, factors: list[float], features: list[str], mean: Any, std: Any, weights: Any,
+                 biases: Any, low: Any, high: Any, images: int = 64, iterations: int = 6,
+                 provenance: dict[str, Any] | None = None) -> None:
+        from policysearch.sharpness import START_FEATURES
+
+        self.base = check_choice("peak rule base schedule", base, _BASES)
+        self.factors = [float(f) for f in factors]
+        if not self.factors or any(not np.isfinite(f) or f <= 0 for f in self.factors):
+            raise ConfigError(f"peak rule factors {factors!r}: expected positive numbers")
+        if 1.0 not in self.factors:
+            raise ConfigError("peak rule factors need 1 (the base schedule at the default peak) among them")
+        self.features = [str(f) for f in features]
+        for name in self.features:
+            check_choice("peak rule feature", name, START_FEATURES)
+        k, d = len(self.factors), len(self.features)
+        self.mean, self.std = self._array("mean", mean, (d,)), self._array("std", std, (d,))
+        if np.any(self.std <= 0):
+            raise ConfigError("peak rule std: expected positive numbers")
+        self.weights = self._array("weights", weights, (k, d))
+        self.biases = self._array("biases", biases, (k,))
+        self.low, self.high = self._array("low", low, (d,)), self._array("high", high, (d,))
+        if np.any(self.low > self.high):
+            raise ConfigError("peak rule clip range has low above high")
+        self.images, self.iterations = int(images), int(iterations)
+        if self.images < 1 or self.iterations < 1:
+            raise ConfigError("peak rule images and iterations: expected positive integers")
+        self.provenance = provenance or {}
+
+    @staticmethod
+    def _array(name: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
+        try:
+            arr = np.array(value, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"peak rule {name}: expected numbers ({exc})") from exc
+        if arr.shape != shape or not np.isfinite(arr).all():
+            raise ConfigError(f"peak rule {name}: expected finite numbers of shape {shape}, got shape {arr.shape}")
+        return arr
+
+    # ------------------------------------------------------------------ deciding
+    def scores(self, values: dict[str, float]) -> np.ndarray:
+        """Each factor's predicted gain over factor 1 (points) for these feature values."""
+        x = np.array([float(values[name]) for name in self.features])
+        z = (np.clip(x, self.low, self.high) - self.mean) / self.std
+        return self.weights @ z + self.biases
+
+    def choose(self, values: dict[str, float]) -> float:
+        """The factor with the highest score (factor 1 on a tie: the base schedule unless a change pays)."""
+        scores = self.scores(values)
+        one = self.factors.index(1.0)
+        best = int(np.argmax(scores))
+        return self.factors[best] if scores[best] > scores[one] else 1.0
+
+    def select(self, model: Any, data: Any, config: Any, total_steps: int) -> tuple[Any, dict[str, Any]]:
+        """The schedule for a run of `total_steps` of `model` (initial weights) on `data` with
+        `config` (its ``lr`` the default peak, ``seed`` the batch the curvature is measured on), and a
+        record of the decision (factor, features, scores, the estimate and its images)."""
+        from policysearch.policies.schedule import named_schedule
+        from policysearch.sharpness import start_statistics
+
+        stats = start_statistics(model, data, config.seed, self.images, self.iterations)
+        values = stats.features(float(config.lr), total_steps, config.optimizer)
+        factor = self.choose(values)
+        record = {"factor": factor, "peak_lr": float(config.lr) * factor, "features": values,
+                  "scores": [round(float(s), 6) for s in self.scores(values)], **stats.to_dict()}
+        return named_schedule(self.base, float(config.lr) * factor), record
+
+    # ------------------------------------------------------------------ files
+    def to_dict(self) -> dict[str, Any]:
+        body = {"base": self.base, "factors": self.factors, "features": self.features,
+                "mean": self.mean.tolist(), "std": self.std.tolist(), "weights": self.weights.tolist(),
+                "biases": self.biases.tolist(), "low": self.low.tolist(), "high": self.high.tolist(),
+                "images": self.images, "iterations": self.iterations}
+        return wrap(self.KIND, self.FORMAT_VERSION, body, self.provenance)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the rule as JSON (atomically); return the path."""
+        return write_json(Path(path), self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<dict>") -> PeakRule:
+        data = unwrap(data, cls.KIND, cls.FORMAT_VERSION, source)
+        fields = {name: require(data, name, list, source)
+                  for name in ("factors", "features", "mean", "std", "weights", "biases", "low", "high")}
+        base = require(data, "base", str, source)
+        images = require(data, "images", int, source)
+        iterations = require(data, "iterations", int, source)
+        try:
+            return cls(base, images=images, iterations=iterations, provenance=read_provenance(data, source), **fields)
+        except ConfigError as exc:
+            raise PolicyFormatError(f"{source}: {exc}") from exc
+
+    @classmethod
+    def load(cls, path: str | Path) -> PeakRule:
+        return cls.from_dict(read_json(path), str(path))
