@@ -11,7 +11,8 @@ sees nothing worth changing it returns the hand-made schedule.
 
 `policysearch.peak_rule_search` learns it from a table of outcomes over a task distribution.
 Stored as plain JSON (``kind: "peak_rule"``); `train_run` (hence ``policysearch train --schedule
-FILE`` and the benchmarks) applies it, and a plain loop calls :meth:`PeakRule.select`.
+FILE`` and the benchmarks) applies it, and a plain loop calls :meth:`PeakRule.factor_for` (one batch,
+the model before its first step) and trains its schedule at that factor of its peak.
 """
 
 from __future__ import annotations
@@ -113,6 +114,15 @@ class PeakRule:
         record = {"factor": factor, "peak_lr": float(config.lr) * factor, "features": values,
                   "scores": [round(float(s), 6) for s in self.scores(values)], **stats.to_dict()}
         return named_schedule(self.base, float(config.lr) * factor), record
+
+    def factor_for(self, model: Any, x: Any, y: Any, lr: float, total_steps: int, optimizer: str = "sgd") -> float:
+        """The factor for a plain training loop: `model` at its initial weights, one batch `x`, `y`
+        (about ``self.images`` images, normalised as the loop feeds them), the default peak `lr`, the
+        run's `total_steps` and optimizer ("sgd" or "adamw"). Train at ``factor * lr``."""
+        from policysearch.sharpness import batch_statistics
+
+        stats = batch_statistics(model, x, y, 0, self.iterations)
+        return self.choose(stats.features(float(lr), int(total_steps), optimizer))
 
     # ------------------------------------------------------------------ files
     def to_dict(self) -> dict[str, Any]:

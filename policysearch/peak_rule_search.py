@@ -227,7 +227,8 @@ def learn_peak_rule(sampler: Any, n_tasks: int, out: str | Path, seed: int = 0, 
         from policysearch.policies.artifact import read_json
 
         saved = read_json(out / "settings.json")
-        if saved != settings:
+        # The task stream does not depend on its length: a resumed run may extend or cut --n-tasks.
+        if not isinstance(saved, dict) or {**saved, "n_tasks": n_tasks} != settings:
             raise ConfigError(f"--resume: the run in {out} has other settings ({out / 'settings.json'})")
         if table_path.is_file():
             rows, torn = read_jsonl(table_path)
@@ -235,6 +236,8 @@ def learn_peak_rule(sampler: Any, n_tasks: int, out: str | Path, seed: int = 0, 
                 print(f"note: {torn}", flush=True)
                 text = "".join(json_dumps(r) + "\n" for r in rows)
                 atomic_write(table_path, lambda f: f.write(text.encode("utf-8")))
+        rows = [r for r in rows if r["index"] < n_tasks]  # rows beyond a cut stay in the file, unused
+        write_json(out / "settings.json", settings)
     else:
         for name in existing:
             (out / name).unlink()

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 
 from policysearch.checks import check_int
 
-__all__ = ["DEFAULT_IMAGES", "DEFAULT_ITERATIONS", "START_FEATURES", "StartStatistics", "start_statistics"]
+__all__ = ["DEFAULT_IMAGES", "DEFAULT_ITERATIONS", "START_FEATURES", "StartStatistics", "batch_statistics",
+           "start_statistics"]
 
 DEFAULT_IMAGES = 128
 DEFAULT_ITERATIONS = 8
@@ -95,27 +96,30 @@ def _hvp_power_iteration(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
     return abs(value) if math.isfinite(value) else math.inf, float(loss.detach()), grad_norm
 
 
+def batch_statistics(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int = 0,
+                     iterations: int = DEFAULT_ITERATIONS) -> StartStatistics:
+    """The curvature of `model` (its current weights, a copy in train mode) on the batch `x`, `y`
+    (inputs as the model takes them, integer labels): for a plain training loop. Neither `model` nor
+    any RNG state outside this call changes."""
+    check_int("sharpness iterations", iterations, 1)
+    start = time.perf_counter()
+    net = copy.deepcopy(model).train()  # train mode, as SGD sees it; the copy's norm statistics may move
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        sharpness, loss, grad_norm = _hvp_power_iteration(net, x, y, seed, iterations)
+    # A Hessian-vector product costs about two backward passes: count each as two images' training.
+    return StartStatistics(sharpness=sharpness, loss=loss, grad_norm=grad_norm, images=len(y) * (1 + 2 * iterations),
+                           seconds=time.perf_counter() - start)
+
+
 def start_statistics(model: torch.nn.Module, data: Any, seed: int, images: int = DEFAULT_IMAGES,
                      iterations: int = DEFAULT_ITERATIONS) -> StartStatistics:
-    """Estimate the curvature of `model` (its current weights) on `images` training images of `data`
-    drawn by `seed`, with `iterations` power-iteration steps (see the module docstring).
-
-    Neither `model` nor any RNG state outside this call changes.
-    """
+    """`batch_statistics` on `images` training images of `data` (policysearch's device-resident
+    splits) drawn by `seed`, normalised as the trainer does."""
     from policysearch.evaluate import normalise
 
     check_int("sharpness images", images, 1)
-    check_int("sharpness iterations", iterations, 1)
-    start = time.perf_counter()
     device = data.x_train.device
-    net = copy.deepcopy(model).train()  # train mode, as SGD sees it; the copy's norm statistics may move
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        gen = torch.Generator(device=device).manual_seed(seed)
-        n = min(images, len(data.y_train))
-        idx = torch.randperm(len(data.y_train), generator=gen, device=device)[:n]
-        x = normalise(data.x_train[idx].float().div_(255.0), data)
-        y = data.y_train[idx]
-        sharpness, loss, grad_norm = _hvp_power_iteration(net, x, y, seed, iterations)
-    # A Hessian-vector product costs about two backward passes: count each as two images' training.
-    return StartStatistics(sharpness=sharpness, loss=loss, grad_norm=grad_norm, images=n * (1 + 2 * iterations),
-                           seconds=time.perf_counter() - start)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    idx = torch.randperm(len(data.y_train), generator=gen, device=device)[:min(images, len(data.y_train))]
+    x = normalise(data.x_train[idx].float().div_(255.0), data)
+    return batch_statistics(model, x, data.y_train[idx], seed, iterations)

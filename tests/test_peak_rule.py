@@ -168,8 +168,11 @@ def test_learn_peak_rule_writes_a_table_resumes_and_refuses_another_run(tmp_path
     assert len(again) == 3 and again[:2] == lines[:2]
     assert json.loads(again[-1])["gains"] == json.loads(lines[2])["gains"]
     assert resumed["tasks_trained"] == 3
+    # the stream does not depend on its length: cut to two tasks (the third row stays in the file, unused)
+    _, cut = learn_peak_rule(sampler, 2, out, factors=(1.0, 2.0), resume=True, progress=False)
+    assert cut["tasks_trained"] == 2 and len((out / "table.jsonl").read_text().splitlines()) == 3
     with pytest.raises(ConfigError, match="other settings"):
-        learn_peak_rule(sampler, 4, out, factors=(1.0, 2.0), resume=True, progress=False)
+        learn_peak_rule(sampler, 2, out, factors=(1.0, 1.5), resume=True, progress=False)
     with pytest.raises(ConfigError, match="need 1"):
         learn_peak_rule(sampler, 3, tmp_path / "x", factors=(1.5, 2.0), progress=False)
 
@@ -187,3 +190,15 @@ def test_cli_learns_a_rule_and_train_uses_it(tmp_path, capsys) -> None:
                  "--no-progress"]) == 0
     assert main(["peak-rule", "--tasks", TINY, "--n-tasks", "2", "--factors", "1.5", "2", "--out",
                  str(tmp_path / "bad"), "--no-progress"]) != 0
+
+
+def test_factor_for_a_plain_loop_reads_one_batch(digits) -> None:
+    from policysearch.evaluate import normalise
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    x = normalise(digits.x_train[:128].float() / 255.0, digits)
+    y = digits.y_train[:128]
+    rule = _rule([0.0, -1.0], weights=[[0, 0, 0], [-4.0, 0, 0]])  # factor 2 where lr * sharpness is low
+    assert rule.factor_for(model, x, y, lr=1e-4, total_steps=100) == 2.0
+    assert rule.factor_for(model, x, y, lr=10.0, total_steps=100) == 1.0
