@@ -15,6 +15,9 @@ Protocol:
   e.g. `--controller onecycle@range-test` puts onecycle at the tested peak in the controller's slot.
 - `NAME@xF`: NAME peaking at F times the model's default LR (e.g. `onecycle@x1.8`), to check whether a
   controller that learned a near-constant factor does anything a higher `--lr` does not.
+- `NAME@equal-images` (with a peak rule as `--controller`): NAME trained for as many more images as the
+  rule's curvature estimate cost on that seed (fractional epochs), so that both process the same images.
+- `--task` also takes the second held-out set (`FRESH`), fixed before the peak rule was evaluated.
 - Seeds `--seed .. --seed + --seeds - 1`; a seed fixes the initial weights and the batch order, the
   same for every arm (paired). Test accuracy of each run; per arm mean ± std; the paired difference
   controller - arm with a bootstrap 95 % CI (`policysearch.stats.paired_bootstrap`).
@@ -79,6 +82,9 @@ RANGE_SUFFIX = "@range-test"
 # "X@xF" (an arm, or the controller): X peaking at F times the model's default LR, e.g. onecycle@x1.8,
 # to check whether a controller that learned a near-constant factor is just a higher peak.
 SCALE_MARK = "@x"
+# "X@equal-images" (an arm, with a peak rule as the controller): X trained for the run's images plus the
+# images the rule's curvature estimate cost on the same seed, so that both arms process as many.
+EQUAL_SUFFIX = "@equal-images"
 
 
 def split_scale(spec: str) -> tuple[str, float]:
@@ -154,12 +160,18 @@ def run_task(name: str, spec: tuple, controller: str, arms: list[str], seeds: li
                 acc[label].append(reused[label][seeds.index(seed)])
                 continue
             t0 = time.perf_counter()
+            run_epochs = epochs
+            if spec_name.endswith(EQUAL_SUFFIX):  # the peak rule's estimate of this seed, as training images
+                if not selections or label == "controller":
+                    raise SystemExit(f"{spec_name}: needs a peak rule as --controller (its images this seed)")
+                run_epochs = epochs + selections[-1]["images"] / len(data.y_train)
+                spec_name = spec_name.removesuffix(EQUAL_SUFFIX)
             peak = "range-test" if spec_name.endswith(RANGE_SUFFIX) else "default"
             spec_name, scale = split_scale(spec_name.removesuffix(RANGE_SUFFIX))
             run_config = dataclasses.replace(config, lr=config.lr * scale) if scale != 1.0 else config
             # fresh per run (hypergradient keeps state)
             schedule = resolve_schedule(spec_name, base_lr=run_config.lr)
-            result = train_run(data, run_config, epochs, schedule=schedule, progress=False, peak=peak)
+            result = train_run(data, run_config, run_epochs, schedule=schedule, progress=False, peak=peak)
             seconds[label] += time.perf_counter() - t0
             if result.range_test is not None:  # the test's steps came out of the run: equal images
                 peaks.setdefault(label, []).append(result.range_test)

@@ -15,7 +15,7 @@ from torch import nn
 from policysearch.data import prepare
 from policysearch.errors import ConfigError, PolicyFormatError
 from policysearch.peak_rule_search import FILES, ArmFit, fit_rule, learn_peak_rule
-from policysearch.policies.adaptive import resolve_schedule
+from policysearch.policies.adaptive import ZOO_DIR, resolve_schedule
 from policysearch.policies.peak_rule import PeakRule
 from policysearch.policies.schedule import named_schedule
 from policysearch.sharpness import START_FEATURES, start_statistics
@@ -188,6 +188,11 @@ def test_cli_learns_a_rule_and_train_uses_it(tmp_path, capsys) -> None:
     assert summary["child_trainings"] == 4 and summary["fit"]["penalty"] is not None
     assert main(["train", "--dataset", "digits", "--epochs", "1", "--schedule", str(out / "rule.json"),
                  "--no-progress"]) == 0
+    assert "peak rule: x" in capsys.readouterr().out
+    assert main(["train", "--dataset", "digits", "--epochs", "1", "--schedule", "zoo:peak-rule", "--no-progress",
+                 "--json"]) == 0
+    shipped = json.loads(capsys.readouterr().out)["peak_rule"]
+    assert shipped["factor"] in PeakRule.load(ZOO_DIR / "peak-rule.json").factors
     assert main(["peak-rule", "--tasks", TINY, "--n-tasks", "2", "--factors", "1.5", "2", "--out",
                  str(tmp_path / "bad"), "--no-progress"]) != 0
 

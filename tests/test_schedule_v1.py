@@ -22,6 +22,7 @@ from policysearch.policies.adaptive import (
     zoo_names,
 )
 from policysearch.policies.hypergradient import Hypergradient
+from policysearch.policies.peak_rule import PeakRule
 from policysearch.policies.schedule import ProgressLR, named_schedule
 from policysearch.policies.schedule_space import RESIDUAL_OBSERVATION_NAMES
 from policysearch.trainer import TrainConfig, Trainer
@@ -252,10 +253,15 @@ def test_zoo_names_resolve_and_load_offline(monkeypatch):
     with pytest.raises(UnknownNameError, match="Did you mean 'adaptive'"):
         AdaptiveSchedule.load("zoo:adaptiv")
     # Every shipped controller loads offline and sets a finite LR for a fresh run.
-    assert "adaptive-linear" in zoo_names()
+    assert "adaptive-linear" in zoo_names() and "peak-rule" in zoo_names()
     for name in zoo_names():
-        controller = AdaptiveSchedule.load(f"zoo:{name}")
-        assert controller.provenance["held_out_results"] and 0.0 < controller.lr_for(stats, base_lr=0.05) < 1.0
+        controller = resolve_schedule(f"zoo:{name}", base_lr=0.05)
+        assert controller.provenance["held_out_results"]
+        if isinstance(controller, PeakRule):  # chooses one of its factors of the default peak
+            values = {"log_lr_sharpness": -1.0, "log_steps": 2.5, "adaptive": 0.0}
+            assert controller.choose(values) in controller.factors
+        else:
+            assert 0.0 < controller.lr_for(stats, base_lr=0.05) < 1.0
     assert AdaptiveSchedule.load("zoo:adaptive-linear").space.base == "linear"
 
 

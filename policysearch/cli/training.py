@@ -47,6 +47,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         r = result.range_test
         print(f"peak LR {r['peak_lr']:.4g} from an LR range test ({r['steps']} steps, {r['images']:,} images, "
               f"rule {r['rule']}); the run trained {r['steps']} steps fewer, so the images add up to the same")
+    if result.selection is not None:
+        sel = result.selection
+        print(f"peak rule: x{sel['factor']:.3g} the default peak (LR {sel['peak_lr']:.4g}); lr x sharpness "
+              f"{10 ** sel['features']['log_lr_sharpness']:.3g} at the initial weights ({sel['images']:,} images, "
+              f"counted in the cost)")
     print(format_table(rows, columns=list(rows[-1])))  # the test row may have the attack columns too
     if args.robustness is not None:
         print(f"fgsm / pgd: test accuracy under attack at eps {args.robustness:g} ([0, 1] pixels; PGD 10 steps)")
@@ -59,7 +64,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"checkpoint not saved to {args.save}: the training diverged", file=sys.stderr)
     elif args.save:
         info = {"dataset": data.describe(), "config": result.config, "augment": policy.to_dict(),
-                "schedule": schedule.to_dict() if hasattr(schedule, "lr_at") else {"closed_loop": args.schedule},
+                "schedule": (schedule.to_dict() if hasattr(schedule, "lr_at") else
+                             {"peak_rule": args.schedule, "selection": result.selection} if result.selection
+                             else {"closed_loop": args.schedule}),
                 "test": result.test, "val": result.val,
                 "mean": data.mean.tolist(), "std": data.std.tolist()}
         save_checkpoint(args.save, result.model, config.model, data.input_shape, data.num_classes, info)
@@ -69,7 +76,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         emit_json({"val": result.val, "test": result.test, "cost": cost, "dataset": data.describe(),
                    "config": result.config, "augment": augment, "schedule": args.schedule,
                    "epochs": args.epochs, "seed": args.seed, "diverged": result.diverged,
-                   "range_test": result.range_test, **extra})
+                   "range_test": result.range_test, "peak_rule": result.selection, **extra})
     return EXIT_DIVERGED if result.diverged else 0
 
 
