@@ -107,34 +107,34 @@ def _worker_init(threads: int) -> None:
 def task_row(job: dict[str, Any]) -> dict[str, Any]:
     """Train every factor on one task from one seed; return the table row (validation only)."""
     from policysearch.data import prepare
-    from policysearch.envs.schedule_tasks import Task
     from policysearch.policies.schedule import named_schedule
     from policysearch.sharpness import start_statistics
     from policysearch.trainer import TrainConfig, Trainer, train_run
 
     start = time.perf_counter()
-    task = Task(**job["task"])
-    key = (task.dataset, task.train_size, job["val_size"], job["data_dir"])
+    task = job["task"]  # a Task's fields (the engine does not import envs/: the caller samples them)
+    key = (task["dataset"], task["train_size"], job["val_size"], job["data_dir"])
     if key not in _DATA:
-        val = min(job["val_size"], 300) if task.dataset == "digits" else job["val_size"]
-        _DATA[key] = prepare(task.dataset, val_size=val, train_size=task.train_size, seed=0, data_dir=job["data_dir"])
+        val = min(job["val_size"], 300) if task["dataset"] == "digits" else job["val_size"]
+        _DATA[key] = prepare(task["dataset"], val_size=val, train_size=task["train_size"], seed=0,
+                             data_dir=job["data_dir"])
     data = _DATA[key]
-    config = TrainConfig(model=task.model, batch_size=task.batch_size, weight_decay=task.weight_decay,
+    config = TrainConfig(model=task["model"], batch_size=task["batch_size"], weight_decay=task["weight_decay"],
                          seed=job["child_seed"])
-    total = max(1, round(task.epochs * max(1, len(data.y_train) // task.batch_size)))
+    total = max(1, round(task["epochs"] * max(1, len(data.y_train) // task["batch_size"])))
     model = Trainer(data, config, total_steps=total).model  # the run's initial weights (from the seed alone)
     stats = start_statistics(model, data, config.seed, job["images"], job["iterations"])
     accuracy, diverged, images, flops = [], [], 0, 0.0
     for factor in job["factors"]:
         peak = float(config.lr) * factor
-        result = train_run(data, dataclasses.replace(config, lr=peak), task.epochs,
+        result = train_run(data, dataclasses.replace(config, lr=peak), task["epochs"],
                            schedule=named_schedule(job["base"], peak), progress=False, test=False)
         diverged.append(bool(result.diverged))
         accuracy.append(0.0 if result.diverged else float(result.val["accuracy"]))
         images += int(result.cost["images"])
         flops += float(result.cost["train_flops"])
     ref = accuracy[job["factors"].index(1.0)]
-    label = task.label()
+    label = job["label"]
     return {"index": job["index"], "task": label, "group": task_group(label), "spec": job["task"],
             "child_seed": job["child_seed"], "total_steps": total,
             "features": stats.features(float(config.lr), total, config.optimizer), "start": stats.to_dict(),
@@ -150,7 +150,7 @@ def _jobs(sampler: Any, n_tasks: int, seed: int, settings: dict[str, Any]) -> li
     for i in range(n_tasks):
         task = sampler.sample(rng)
         child_seed = int(rng.integers(0, 2**31 - 1))
-        jobs.append({"index": i, "task": task.to_dict(), "child_seed": child_seed, **settings})
+        jobs.append({"index": i, "task": task.to_dict(), "label": task.label(), "child_seed": child_seed, **settings})
     return jobs
 
 
