@@ -74,6 +74,8 @@ def test_transfer_refuses_a_pattern_that_matches_nothing(tmp_path):
                                           "--out", str(tmp_path)])
 
 
+# The compress benchmark's search steps train and distil for real (20-125 s each here): `make test-all`.
+@pytest.mark.slow
 def test_compress_final_step_reproduces_a_search_runs_comparison_and_adds_lengths(tmp_path):
     """`--steps final` rebuilds the plans of a previous run from its benchmark.json and distils them
     again: at the same length its figures are the search run's, bit for bit."""
@@ -122,6 +124,8 @@ def test_compress_final_step_reproduces_a_search_runs_comparison_and_adds_length
     assert [r["val_accuracy"] for r in val["results"].values()] != [r["test_accuracy"] for r in one.values()]
 
 
+# The compress benchmark's search steps train and distil for real (20-125 s each here): `make test-all`.
+@pytest.mark.slow
 def test_compress_local_step_pits_compass_search_against_random_search_and_reuses_final_runs(tmp_path, monkeypatch):
     """`--steps local`: compass searches from uniform and random search at equal candidates on the same
     batch orders; `--reuse-final` takes identical final runs from a record instead of training them."""
@@ -170,6 +174,8 @@ def test_compress_final_step_needs_an_existing_plans_file(tmp_path):
         compress.main(["--steps", "final", "--plans-from", str(tmp_path / "missing.json"), "--out", str(tmp_path)])
 
 
+# The compress benchmark's search steps train and distil for real (20-125 s each here): `make test-all`.
+@pytest.mark.slow
 def test_compress_searches_in_worker_processes_match_serial_ones(tmp_path, monkeypatch):
     """`--jobs 2` runs whole searches side by side: each search keeps its seed and its budget, and finds
     what the serial run finds (adaptive-BN scores up to float rounding between processes)."""
@@ -211,6 +217,8 @@ def test_compress_searches_in_worker_processes_match_serial_ones(tmp_path, monke
         assert chosen == (candidate["ratios"] if match["kept"] else duel["results"]["uniform"]["ratios"])
 
 
+# The compress benchmark's search steps train and distil for real (20-125 s each here): `make test-all`.
+@pytest.mark.slow
 def test_compress_neighbours_step_scores_uniform_against_plans_next_to_it(tmp_path):
     """`--steps neighbours`: each group's channels times and divided by the factor, the others refilled
     to the same FLOPs target, all distilled with the validation batch orders and compared with uniform."""
