@@ -207,3 +207,15 @@ def test_factor_for_a_plain_loop_reads_one_batch(digits) -> None:
     rule = _rule([0.0, -1.0], weights=[[0, 0, 0], [-4.0, 0, 0]])  # factor 2 where lr * sharpness is low
     assert rule.factor_for(model, x, y, lr=1e-4, total_steps=100) == 2.0
     assert rule.factor_for(model, x, y, lr=10.0, total_steps=100) == 1.0
+
+
+def test_example_uses_the_shipped_rule_in_a_plain_loop() -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "zoo_peak_rule_loop.py"
+    spec = importlib.util.spec_from_file_location("zoo_peak_rule_loop", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    factor, accuracy = module.main(epochs=1)
+    assert factor in PeakRule.load(ZOO_DIR / "peak-rule.json").factors and 0.0 <= accuracy <= 1.0
