@@ -468,9 +468,8 @@ def resolve_schedule(spec: str | Path, base_lr: float, trust_pickle: bool = Fals
         return Hypergradient(base_lr)
     from policysearch.policies.peak_rule import PeakRule
 
+    zoo = str(spec).startswith(ZOO_PREFIX)
     path = resolve_zoo(spec)
-    if str(spec).startswith(ZOO_PREFIX) and read_json(path).get("kind") != PeakRule.KIND:
-        return AdaptiveSchedule.load(spec, trust_pickle)
     if path.suffix == ".zip":
         path = path.with_suffix(".json")
         if not path.is_file():
@@ -482,8 +481,8 @@ def resolve_schedule(spec: str | Path, base_lr: float, trust_pickle: bool = Fals
         except PolicyFormatError:
             data = None  # let the schedule loader report the problem precisely
         kind = data.get("kind") if isinstance(data, dict) else None
-        if kind == AdaptiveSchedule.KIND:
-            return AdaptiveSchedule.load(path, trust_pickle)
         if kind == PeakRule.KIND:
-            return PeakRule.load(path)
+            return PeakRule.from_dict(data, str(path))
+        if kind == AdaptiveSchedule.KIND or zoo:  # a zoo name is a controller of one kind or the other
+            return AdaptiveSchedule.load(spec if zoo else path, trust_pickle)
     return load_schedule(str(spec), base_lr=base_lr)

@@ -37,6 +37,7 @@ import numpy as np
 
 from policysearch.errors import ConfigError
 from policysearch.files import append_line, atomic_write, check_output_dir, json_dumps, read_jsonl, write_json
+from policysearch.policies.artifact import provenance, read_json
 from policysearch.policies.peak_rule import PeakRule
 from policysearch.probe import CV_FOLDS, cross_validate, one_standard_error_choice, task_group
 from policysearch.sharpness import DEFAULT_IMAGES, DEFAULT_ITERATIONS, START_FEATURES
@@ -224,8 +225,6 @@ def learn_peak_rule(sampler: Any, n_tasks: int, out: str | Path, seed: int = 0, 
     table_path = out / "table.jsonl"
     rows: list[dict[str, Any]] = []
     if resume and (out / "settings.json").is_file():
-        from policysearch.policies.artifact import read_json
-
         saved = read_json(out / "settings.json")
         # The task stream does not depend on its length: a resumed run may extend or cut --n-tasks.
         if not isinstance(saved, dict) or {**saved, "n_tasks": n_tasks} != settings:
@@ -265,8 +264,6 @@ def learn_peak_rule(sampler: Any, n_tasks: int, out: str | Path, seed: int = 0, 
     finally:
         bar.close()
     rows.sort(key=lambda r: r["index"])
-    from policysearch.policies.artifact import provenance
-
     rule, report = fit_rule(rows, factors_list, base, images, iterations,
                             provenance(tasks=sampler.to_dict(), n_tasks=n_tasks, seed=seed))
     rule.save(out / "rule.json")
