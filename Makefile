@@ -21,8 +21,12 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
-lint: install  # ruff: style, import order, likely bugs (configured in pyproject.toml)
+# ruff (style, import order, likely bugs), then import-linter's layer and no-cycle contracts
+# (pyproject.toml) on the package as installed: envs/ and policies/ are mapped in by package-dir.
+lint: install
 	$(BIN)/ruff check .
+	rm -rf build/view && $(BIN)/pip install -q --no-deps --no-build-isolation --target build/view .
+	cd build/view && PYTHONPATH=. ../../$(BIN)/lint-imports ../../pyproject.toml
 
 test-all: install  # includes the slow tests that really train
 	$(BIN)/python -m pytest -q -m ""

@@ -38,13 +38,13 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from policysearch.compare import compare, seed_values
+from policysearch.analysis.compare import compare, seed_values
+from policysearch.analysis.stats import nested_bootstrap, paired_bootstrap
 from policysearch.data import prepare
 from policysearch.files import write_json
 from policysearch.metrics import reward_value
 from policysearch.search import Budget, run_search
-from policysearch.stats import nested_bootstrap, paired_bootstrap
-from policysearch.trainer import TrainConfig
+from policysearch.train.trainer import TrainConfig
 
 METRICS = ("accuracy", "nll")
 

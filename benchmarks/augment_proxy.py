@@ -32,10 +32,10 @@ import numpy as np
 import torch
 from scipy import stats
 
-from policysearch.compare import compare
+from policysearch.analysis.compare import compare
 from policysearch.data import prepare
 from policysearch.files import write_json
-from policysearch.trainer import TrainConfig
+from policysearch.train.trainer import TrainConfig
 
 
 def _policies(count: int, seed: int, builtins: list[str]) -> list[Any]:

@@ -57,11 +57,11 @@ def main() -> int:
     import gymnasium as gym
 
     import policysearch  # noqa: F401  (registers the envs)
-    from policysearch.compare import compare, comparison_rows
+    from policysearch.analysis.compare import compare, comparison_rows
+    from policysearch.analysis.report import format_table
     from policysearch.data import load_dataset, prepare
-    from policysearch.report import format_table
     from policysearch.search import Budget, read_episodes, run_search
-    from policysearch.trainer import TrainConfig
+    from policysearch.train.trainer import TrainConfig
 
     out = Path(args.out)
     raw = load_dataset(args.dataset)

@@ -28,13 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from policysearch.compare import compare, seed_values
+from policysearch.analysis.compare import compare, seed_values
+from policysearch.analysis.report import format_table
+from policysearch.analysis.stats import nested_bootstrap, paired_bootstrap
 from policysearch.data import prepare
 from policysearch.errors import ConfigError
 from policysearch.files import write_json
-from policysearch.report import format_table
-from policysearch.stats import nested_bootstrap, paired_bootstrap
-from policysearch.trainer import TrainConfig
+from policysearch.train.trainer import TrainConfig
 
 METRICS = ("accuracy", "nll")
 

@@ -33,7 +33,7 @@ Steps (`--steps`, default both):
   largest common ratio that meets the FLOPs target (`PlanSpace.shifted_counts`); every such plan and
   uniform distilled for the final length with `--neighbour-seeds` batch orders from `--rerank-seed` and
   scored on the validation split; the paired difference of each from uniform.
-- `local`: `--searches` compass searches from uniform (`policysearch.refine.refine_plan`, what
+- `local`: `--searches` compass searches from uniform (`policysearch.compression.refine.refine_plan`, what
   `policysearch compress --controller local` runs): search k scores each plan by `--local-steps`
   distillation steps on `--neighbour-seeds` batch orders from `--rerank-seed` + 100 k (validation split)
   and moves only when the best neighbour wins again on as many fresh orders (+ 1000), scored there by
@@ -158,10 +158,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def get_teacher(args: argparse.Namespace, full: Any) -> tuple[Any, dict[str, Any]]:
-    from policysearch.checkpoint import load_checkpoint, save_checkpoint
-    from policysearch.evaluate import evaluate
     from policysearch.policies.schedule import named_schedule
-    from policysearch.trainer import TrainConfig, train_run
+    from policysearch.train.checkpoint import load_checkpoint, save_checkpoint
+    from policysearch.train.evaluate import evaluate
+    from policysearch.train.recipe import train_run
+    from policysearch.train.trainer import TrainConfig
 
     path = Path(args.teacher)
     if path.exists():
@@ -185,9 +186,9 @@ def get_teacher(args: argparse.Namespace, full: Any) -> tuple[Any, dict[str, Any
 
 
 def correlation(args: argparse.Namespace, teacher: Any, full: Any, target: float) -> dict[str, Any]:
-    from policysearch.distill import distill
+    from policysearch.compression.distill import distill
+    from policysearch.compression.pruning import adaptive_bn, proxy_correlation, val_accuracy
     from policysearch.policies.compress import CompressionPlan
-    from policysearch.pruning import adaptive_bn, proxy_correlation, val_accuracy
 
     example = torch.zeros(1, *full.input_shape)
     plans = [CompressionPlan.random(teacher, example, flops_target=target, min_keep=args.min_keep, seed=s)
@@ -221,8 +222,8 @@ def correlation(args: argparse.Namespace, teacher: Any, full: Any, target: float
 
 
 def search(args: argparse.Namespace, teacher: Any, full: Any, target: float) -> dict[str, Any]:
-    from policysearch.compare import in_processes
     from policysearch.files import write_json
+    from policysearch.processes import in_processes
 
     uniform = _uniform(args, teacher, full, target)
     settings = {key: getattr(args, key) for key in ("teacher_model", "min_keep", "bn_batches", "val_images", "budget",
@@ -255,8 +256,8 @@ def _one_search(controller: str, k: int, target: float, settings: dict[str, Any]
     import gymnasium as gym
 
     import policysearch  # noqa: F401  (registers the envs in a worker process)
+    from policysearch.compression.pruning import rerank, top_plans
     from policysearch.policies.compress import CompressionPlan
-    from policysearch.pruning import rerank, top_plans
     from policysearch.search import Budget, run_search
 
     example = torch.zeros(1, *full.input_shape)
@@ -321,8 +322,8 @@ def _with_ratios(uniform: Any, ratios: dict[str, float], teacher: Any, full: Any
 def duel(args: argparse.Namespace, teacher: Any, full: Any, target: float) -> dict[str, Any]:
     """Each search's best non-uniform candidate against uniform at the final length, on validation
     with the re-ranking's batch order; the winner is the search's choice, then compared on test."""
+    from policysearch.compression.pruning import distilled_accuracies
     from policysearch.errors import ConfigError
-    from policysearch.pruning import distilled_accuracies
 
     record = json.loads(Path(args.plans_from).read_text())
     searches = record.get("searches") or record.get("targets", {}).get(f"{target:g}", {}).get("searches")
@@ -362,9 +363,9 @@ def neighbours(args: argparse.Namespace, teacher: Any, full: Any, target: float)
     """Uniform against the plans next to it at the same FLOPs (one group's channels times or divided by
     `--neighbour-factor`), all distilled for the final length on validation batch orders from
     `--rerank-seed`: if none beats uniform, uniform is a local optimum of what the search is after."""
-    from policysearch.policies.compress import PlanSpace
-    from policysearch.pruning import distilled_accuracies
-    from policysearch.stats import paired_bootstrap
+    from policysearch.analysis.stats import paired_bootstrap
+    from policysearch.channels.space import PlanSpace
+    from policysearch.compression.pruning import distilled_accuracies
 
     example = torch.zeros(1, *full.input_shape)
     uniform = _uniform(args, teacher, full, target)
@@ -406,8 +407,8 @@ def neighbours(args: argparse.Namespace, teacher: Any, full: Any, target: float)
 def local_searches(args: argparse.Namespace, teacher: Any, full: Any, target: float) -> dict[str, Any]:
     """Compass searches from uniform against random search at equal candidates, both scored by the
     same distillation on the same batch orders; then the chosen plans on the final comparison."""
+    from policysearch.compression.refine import DistilledScore, pick_confirmed, refine_plan
     from policysearch.policies.compress import CompressionPlan
-    from policysearch.refine import DistilledScore, pick_confirmed, refine_plan
 
     example = torch.zeros(1, *full.input_shape)
     uniform = _uniform(args, teacher, full, target)
@@ -480,7 +481,7 @@ def final_comparison(args: argparse.Namespace, teacher: Any, full: Any, target: 
     accuracy, drop from the teacher, paired bootstrap CIs against uniform (and against random search):
     over the seeds, and over the seeds and the scored images (`seeds_and_images`). Each run's per-image
     correctness is kept (`correct_bits`: base64 of `numpy.packbits`, in the split's order)."""
-    from policysearch.pruning import accuracy_of, distilled_correct, val_accuracy
+    from policysearch.compression.pruning import accuracy_of, distilled_correct, val_accuracy
 
     split = args.final_split
     teacher_acc = val_accuracy(teacher, full, split=split)
@@ -541,7 +542,7 @@ def final_comparison(args: argparse.Namespace, teacher: Any, full: Any, target: 
 def plot_final(length: dict[str, Any], target: float, epochs: float, split: str, out: Path) -> Path | None:
     """One final comparison as a figure, ``final-<target>-<epochs>ep.png`` in `out`: each plan's paired
     differences from uniform per seed, with the CIs over seeds and over seeds and images."""
-    from policysearch.plots import plot_paired_differences
+    from policysearch.analysis.plots import plot_paired_differences
 
     results, compared = length["results"], length["paired_differences"]
     base = results["uniform"][f"{split}_accuracy"]
@@ -613,7 +614,7 @@ def _reusable_runs(args: argparse.Namespace, target: float, epochs: float, steps
 
 def _compared(name: str, other: str, finals: dict[str, list[float]], correct: dict[str, list[Any]]) -> dict[str, Any]:
     """`name` - `other` over the paired seeds, and (when no run diverged) over the seeds and the images."""
-    from policysearch.stats import paired_bootstrap, seeds_and_images
+    from policysearch.analysis.stats import paired_bootstrap, seeds_and_images
 
     out: dict[str, Any] = paired_bootstrap(finals[name], finals[other])
     if all(c is not None for c in (*correct[name], *correct[other])):
@@ -642,7 +643,7 @@ def _unpacked(bits: str, images: int) -> Any:
 def pooled_differences(finals: dict[str, list[float]]) -> dict[str, Any]:
     """Each controller over its independent searches (``name#k``), pooled by a nested bootstrap (searches,
     then paired seeds): against uniform, and against random search (search k paired with search k)."""
-    from policysearch.stats import nested_bootstrap
+    from policysearch.analysis.stats import nested_bootstrap
 
     by_controller: dict[str, list[list[float]]] = {}
     for name, accs in finals.items():

@@ -39,7 +39,7 @@ from policysearch.device import resolve_device
 from policysearch.errors import DatasetNotFoundError, MissingExtraError, PolicySearchError
 from policysearch.models import build_model
 from policysearch.policies.augment import builtin_policy
-from policysearch.trainer import TrainConfig, Trainer
+from policysearch.train.trainer import TrainConfig, Trainer
 
 DEFAULT_DATASET = "fashion-mnist"
 FALLBACK_DATASET = "digits"

@@ -1,9 +1,9 @@
-"""How the LR range test's rule and length were chosen (`policysearch.lr_range`): on tasks of the LR
+"""How the LR range test's rule and length were chosen (`policysearch.train.lr_range`): on tasks of the LR
 controllers' training distribution only, never on the zero-shot benchmark's held-out tasks.
 
 For each task: onecycle at 0.5, 1 and 2 x the model's default peak LR, 3 seeds, validation accuracy
 (which side of the default is better), and the range test of every seed at each length in
-`--steps`, read by each rule in `policysearch.lr_range.RULES`, as a multiple of the default peak. A
+`--steps`, read by each rule in `policysearch.train.lr_range.RULES`, as a multiple of the default peak. A
 rule "agrees" on a task when its median suggestion lies on the same side of the default (above,
 below, or within a factor 1.2 of it when the default is best) as the best of the three scales; its
 regret is the validation accuracy lost by training at the scale nearest to that median instead of
@@ -42,9 +42,10 @@ def side(scale: float) -> int:
 
 def run_task(task: tuple, seeds: int, lengths: list[int]) -> dict[str, Any]:
     from policysearch.data import prepare
-    from policysearch.lr_range import RULES, lr_range_test
     from policysearch.policies.schedule import named_schedule
-    from policysearch.trainer import TrainConfig, train_run
+    from policysearch.train.lr_range import RULES, lr_range_test
+    from policysearch.train.recipe import train_run
+    from policysearch.train.trainer import TrainConfig
 
     dataset, size, model, epochs, batch = task
     data = prepare(dataset, val_size=300 if dataset == "digits" else 500, train_size=size, seed=0)
@@ -84,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
+    from policysearch.analysis.report import finish_record, format_table
     from policysearch.files import check_output_file
-    from policysearch.report import finish_record, format_table
 
     if args.out:
         check_output_file(args.out, "--out")

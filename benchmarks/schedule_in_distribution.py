@@ -7,7 +7,7 @@ tasks are drawn from it with `--task-seed` (a stream the training run never used
 from the env's seeded generator, these from `TaskSampler.tasks(n, seed)`), each trained once per arm from
 the same seed (`--task-seed` + the task's index: same initial weights and batch order) and scored on the
 TEST split, which no search saw. Reported: test accuracy per task and arm, and the paired difference
-controller - arm with a bootstrap 95 % CI over tasks (`policysearch.stats.paired_bootstrap`);
+controller - arm with a bootstrap 95 % CI over tasks (`policysearch.analysis.stats.paired_bootstrap`);
 "best hand-made" is, per task, the best of the hand-made arms on that task's test split — an oracle no
 user has, so a conservative bar.
 
@@ -67,7 +67,8 @@ def _one(job: tuple[int, dict[str, Any], str, list[str], int]) -> dict[str, Any]
 
     from policysearch.data import prepare
     from policysearch.policies.adaptive import resolve_schedule
-    from policysearch.trainer import TrainConfig, train_run
+    from policysearch.train.recipe import train_run
+    from policysearch.train.trainer import TrainConfig
 
     torch.set_num_threads(1)
     index, task, controller, arms, task_seed = job
@@ -96,9 +97,9 @@ def _one(job: tuple[int, dict[str, Any], str, list[str], int]) -> dict[str, Any]
 
 def main() -> int:
     args = parse_args()
+    from policysearch.analysis.report import finish_record, format_table
+    from policysearch.analysis.stats import paired_bootstrap
     from policysearch.envs.schedule_tasks import TaskSampler
-    from policysearch.report import finish_record, format_table
-    from policysearch.stats import paired_bootstrap
 
     sampler = TaskSampler.parse(args.tasks)
     tasks = [t.to_dict() for t in sampler.tasks(args.n_tasks, seed=args.task_seed)]

@@ -93,10 +93,10 @@ def search(dataset: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
 def main() -> int:
     args = parse_args()
     import policysearch  # noqa: F401  (registers the envs)
-    from policysearch.compare import compare, comparison_rows
+    from policysearch.analysis.compare import compare, comparison_rows
+    from policysearch.analysis.report import format_table
     from policysearch.data import prepare
-    from policysearch.report import format_table
-    from policysearch.trainer import TrainConfig
+    from policysearch.train.trainer import TrainConfig
 
     out = Path(args.out)
     searches = {args.dataset: search(args.dataset, args, out / f"search-{args.dataset}")}
@@ -123,7 +123,7 @@ def main() -> int:
     acc = {e["schedule"]: e["test"]["accuracy"]["mean"] for e in entries}
     best_hand = max((b for b in args.baselines.split(",") if b), key=lambda b: acc[b])
     # Paired by seed (same initial weights and batch order): each learned arm minus the best hand-made one.
-    from policysearch.stats import paired_bootstrap
+    from policysearch.analysis.stats import paired_bootstrap
 
     per_seed = {e["schedule"]: [r["test"]["accuracy"] if not r["diverged"] else 0.0 for r in e["runs"]]
                 for e in entries}

@@ -20,7 +20,7 @@ Protocol:
 - `--task` also takes the second held-out set (`FRESH`), fixed before the peak rule was evaluated.
 - Seeds `--seed .. --seed + --seeds - 1`; a seed fixes the initial weights and the batch order, the
   same for every arm (paired). Test accuracy of each run; per arm mean ± std; the paired difference
-  controller - arm with a bootstrap 95 % CI (`policysearch.stats.paired_bootstrap`).
+  controller - arm with a bootstrap 95 % CI (`policysearch.analysis.stats.paired_bootstrap`).
 
 Prints a table per task to stderr and ONE JSON line to stdout; `--out FILE` also writes the JSON.
 
@@ -76,7 +76,7 @@ HAND_MADE = ("onecycle", "linear", "cosine", "warmup-cosine")
 # An arm (or the controller) named "X@range-test" first runs an LR range test from the run's initial
 # weights and then trains X peaking at the LR it suggests, for the run's steps minus the test's
 # (`train_run(peak="range-test")`): every arm trains on the same number of images. The test's rule
-# and length (`policysearch.lr_range`) were chosen on tasks of the controllers' training
+# and length (`policysearch.train.lr_range`) were chosen on tasks of the controllers' training
 # distribution, never on these held-out tasks.
 RANGE_SUFFIX = "@range-test"
 # "X@xF" (an arm, or the controller): X peaking at F times the model's default LR, e.g. onecycle@x1.8,
@@ -136,10 +136,11 @@ def reused_rows(path: str, name: str, arms: list[str], seeds: list[int]) -> dict
 
 def run_task(name: str, spec: tuple, controller: str, arms: list[str], seeds: list[int],
              reuse: str | None = None) -> dict[str, Any]:
+    from policysearch.analysis.stats import paired_bootstrap
     from policysearch.data import prepare
     from policysearch.policies.adaptive import resolve_schedule
-    from policysearch.stats import paired_bootstrap
-    from policysearch.trainer import TrainConfig, train_run
+    from policysearch.train.recipe import train_run
+    from policysearch.train.trainer import TrainConfig
 
     dataset, train_size, model, epochs, batch, decay, novelty = spec
     data = prepare(dataset, val_size=300 if dataset == "digits" else 1000, train_size=train_size, seed=0)
@@ -224,7 +225,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
-    from policysearch.report import finish_record, format_table
+    from policysearch.analysis.report import finish_record, format_table
 
     tasks = dict(HELD_OUT, **FRESH, quick=("digits", None, "mlp", 5, 128, 5e-4, "script check"))
     names = [t for t in args.task.split(",") if t]

@@ -21,7 +21,7 @@ from policysearch.envs.base import ChildConfig, ChildTrainingEnv, state_fields
 from policysearch.errors import ConfigError
 from policysearch.metrics import cost_units, reward_value
 from policysearch.policies.augment import TRIVIAL_OPS, AugmentPolicy
-from policysearch.search_env import MODES
+from policysearch.envs.contract import MODES
 
 __all__ = ["AugmentEnv", "AugmentEnvV0", "AugmentSpace", "FullSpace", "SmallSpace"]
 

@@ -4,7 +4,7 @@
   takes. An env accepts them flat (`gym.make(id, dataset="digits", model="cnn")`) or as one
   `child=ChildConfig(...)` object; flat ones override the object's fields.
 - `ChildEnv`: a Gymnasium env implementing the search contract
-  (`policysearch.search_env.SearchEnv`) around a child model: argument checks, the
+  (`policysearch.envs.contract.SearchEnv`) around a child model: argument checks, the
   device-resident data, each episode's child seed, `describe()` and `export_files()`.
   Compress-v0 builds on it directly: its episode is one decision per layer, then one fine-tune.
 - `ChildTrainingEnv`: adds segmented training (`episode_length` segments of `steps_per_segment`
@@ -51,7 +51,7 @@ class ChildConfig:
         batch_size: The child's batch size.
         lr: The child's base learning rate; None: the model's (Augment-v0 only).
         optimizer: "sgd", "adamw"; None: the model's (not Compress-v0).
-        weight_decay, label_smoothing, amp: As in `policysearch.trainer.TrainConfig` (not Compress-v0).
+        weight_decay, label_smoothing, amp: As in `policysearch.train.trainer.TrainConfig` (not Compress-v0).
         episode_length: Segments per child training (not Compress-v0: one step per layer).
         steps_per_segment: Optimizer steps per segment; None: one epoch of the training split
             (not Compress-v0).
@@ -113,7 +113,7 @@ class ChildEnv(gym.Env):
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
     ENV_ID = ""
     UNUSED_CHILD_FIELDS: ClassVar[tuple[str, ...]] = ()
-    mode = "schedule"  # one episode is one child training (see policysearch.search_env.MODES)
+    mode = "schedule"  # one episode is one child training (see policysearch.envs.contract.MODES)
 
     @classmethod
     def _child_config(cls, child: ChildConfig | None, kwargs: dict[str, Any]) -> ChildConfig:
@@ -196,7 +196,7 @@ class ChildEnv(gym.Env):
         built with the same arguments continues bit-identically on the CPU (same rewards,
         observations, infos and weights for the same actions).
 
-        Holds only tensors and plain values (`policysearch.checkpoint.save_child_state` writes it,
+        Holds only tensors and plain values (`policysearch.train.checkpoint.save_child_state` writes it,
         `load_child_state` reads it with ``torch.load(weights_only=True)``):
 
         - "kind", "format_version", "env_id": the header `set_state` checks;
@@ -209,8 +209,8 @@ class ChildEnv(gym.Env):
           optimizer, step, batch order, the generator of batches / augmentation / mixup, cost;
         - "episode": the env's own fields (segment index, last action and metrics, ...).
         """
-        from policysearch.checkpoint import CHILD_STATE_KIND, CHILD_STATE_VERSION
         from policysearch.files import json_safe
+        from policysearch.train.checkpoint import CHILD_STATE_KIND, CHILD_STATE_VERSION
 
         rng, obs = self._np_random, self._current_observation()
         return {
@@ -238,7 +238,7 @@ class ChildEnv(gym.Env):
             ConfigError: The state is of another env, format version or settings (data set, model,
                 segments, action space, ...), or lacks a field; the message names which.
         """
-        from policysearch.checkpoint import child_state_problem
+        from policysearch.train.checkpoint import child_state_problem
 
         problem = child_state_problem(state, self.ENV_ID)
         if problem:
@@ -330,7 +330,7 @@ class ChildTrainingEnv(ChildEnv):
 
     def _setup_child_training(self, child: ChildConfig, data: Any) -> None:
         """The child's training config (checked before any data is loaded), the data, and the segments."""
-        from policysearch.trainer import TrainConfig
+        from policysearch.train.trainer import TrainConfig
 
         self.config = TrainConfig(model=child.model, batch_size=child.batch_size, lr=child.lr,
                                   optimizer=child.optimizer, weight_decay=child.weight_decay,
@@ -354,7 +354,7 @@ class ChildTrainingEnv(ChildEnv):
         return self.trainer
 
     def _build_trainer(self, seed: int, total_steps: int | None = None) -> Any:
-        from policysearch.trainer import Trainer
+        from policysearch.train.trainer import Trainer
 
         config = dataclasses.replace(self.config, seed=seed)
         steps = total_steps if total_steps is not None else self.steps_per_segment * self.episode_length

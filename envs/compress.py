@@ -21,14 +21,12 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 from torch import nn
 
+from policysearch.channels.groups import CRITERIA
+from policysearch.channels.space import PlanSpace
 from policysearch.checks import check_choice, check_int, check_lr, check_number
 from policysearch.envs.base import ChildConfig, ChildEnv, state_fields
 from policysearch.errors import ConfigError
-from policysearch.policies.compress import (
-    CRITERIA,
-    CompressionPlan,
-    PlanSpace,
-)
+from policysearch.policies.compress import CompressionPlan
 
 __all__ = ["OBSERVATION_NAMES", "PROXIES", "REWARDS", "CompressEnv", "PlanSpace"]
 
@@ -132,7 +130,7 @@ class CompressEnv(ChildEnv):
     - `uniform_first`: the first episode is the uniform plan (candidate 0).
     - `finetune_steps` (default: one epoch of the training split), `finetune_lr`,
       `temperature`, `alpha`, `batch_size`*: the distillation fine-tune of `proxy="distill"`
-      (see `policysearch.distill`).
+      (see `policysearch.compression.distill`).
     - `reward`: "acc" or "error_log_flops".
     - `divergence_penalty`*: reward of a diverged fine-tune.
     - `seed`: seeds the episode stream at construction, so that `reset()` without a seed is
@@ -178,10 +176,10 @@ class CompressEnv(ChildEnv):
         **child_kwargs: Any,
     ) -> None:
         super().__init__()
-        from policysearch.distill import _check_kd
-        from policysearch.evaluate import evaluate
+        from policysearch.channels.groups import require_torch_pruning
+        from policysearch.compression.distill import _check_kd
         from policysearch.metrics import count_parameters, flops_per_image
-        from policysearch.policies.compress import require_torch_pruning
+        from policysearch.train.evaluate import evaluate
 
         # Everything checkable without data or tracing is checked first.
         child = self._child_config(child, child_kwargs)
@@ -216,7 +214,7 @@ class CompressEnv(ChildEnv):
 
         ckpt = None
         if checkpoint is not None:
-            from policysearch.checkpoint import load_checkpoint
+            from policysearch.train.checkpoint import load_checkpoint
 
             ckpt = load_checkpoint(checkpoint)
             teacher = ckpt.build()
@@ -378,9 +376,9 @@ class CompressEnv(ChildEnv):
         """Prune, score by the proxy (adaptive BN, or a short distillation); fills `info`, returns the reward."""
         import time
 
-        from policysearch.distill import distill
-        from policysearch.metrics import count_parameters, flops_per_image
-        from policysearch.pruning import adaptive_bn, measure_latency, val_accuracy
+        from policysearch.compression.distill import distill
+        from policysearch.compression.pruning import adaptive_bn, val_accuracy
+        from policysearch.metrics import count_parameters, flops_per_image, measure_latency
 
         plan = self._plan()
         start = time.perf_counter()

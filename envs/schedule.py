@@ -24,11 +24,11 @@ from policysearch.checks import MAX_LR
 from policysearch.envs.base import ChildConfig, ChildTrainingEnv, state_fields
 from policysearch.envs.schedule_tasks import Task, TaskSampler
 from policysearch.errors import ConfigError
-from policysearch.lr_range import DEFAULT_STEPS
 from policysearch.metrics import cost_units, reward_value
 from policysearch.policies.adaptive import OBSERVATION_NAMES, ScheduleSpace
 from policysearch.policies.augment import AugmentPolicy
 from policysearch.policies.schedule import LOG10_LR_MIN, LearnedSchedule
+from policysearch.train.lr_range import DEFAULT_STEPS
 
 __all__ = ["OBSERVATION_NAMES", "ScheduleEnv", "ScheduleEnvV0", "ScheduleSpace", "Task", "TaskSampler"]
 
@@ -147,7 +147,7 @@ class ScheduleEnv(ChildTrainingEnv):
       `model`, `train_size`, `batch_size`, `weight_decay` come from each task (leave them unset).
     - `peak`, `range_steps`: where the base's peak LR comes from (v1): "default" (the model's LR) or
       "range-test": every reset runs an LR range test of `range_steps` steps from the episode's child's
-      initial weights (`policysearch.lr_range`) and the base peaks at its suggestion (`info["peak_lr"]`;
+      initial weights (`policysearch.train.lr_range`) and the base peaks at its suggestion (`info["peak_lr"]`;
       the test's FLOPs are charged to the first step). The exported controller carries it, and
       `train_run` then runs the test and gives up its steps, so a run's images stay the same.
 
@@ -284,7 +284,7 @@ class ScheduleEnv(ChildTrainingEnv):
         seed) and take its suggestion as the base's peak; its FLOPs are charged to the first step."""
         self._peak, self._range_flops = None, 0.0
         if self.space.peak == "range-test":
-            from policysearch.lr_range import lr_range_test
+            from policysearch.train.lr_range import lr_range_test
 
             test = lr_range_test(self.data, self.trainer.config, steps=self.space.range_steps)
             self._peak = test.suggestion()

@@ -5,8 +5,7 @@ Imported lazily: `from policysearch.policies import AugmentPolicy` loads only wh
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from policysearch._lazy import lazy_names
 
 _LAZY = {
     "AugmentPolicy": "policysearch.policies.augment",
@@ -22,9 +21,4 @@ _LAZY = {
 }
 
 __all__ = list(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'policysearch.policies' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

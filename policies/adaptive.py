@@ -20,7 +20,7 @@ A controller of Schedule-v1 (residual) scales a base schedule (onecycle or linea
 at the optimizer's LR when the callback is built: build the optimizer with your model's usual peak
 LR. A controller trained with ``peak="range-test"`` (``adaptive.space.peak``) expects that peak to
 come from an LR range test of the run: ``train_run`` runs it; in a plain loop pass its suggestion
-as ``base_lr=`` (``policysearch.lr_range``). ``AdaptiveSchedule.load("zoo:adaptive")`` loads the
+as ``base_lr=`` (``policysearch.train.lr_range``). ``AdaptiveSchedule.load("zoo:adaptive")`` loads the
 controller shipped in ``policies/zoo/``.
 
 Example::
@@ -54,6 +54,7 @@ from policysearch.policies.artifact import read_json, read_provenance, require, 
 from policysearch.policies.linear_policy import WEIGHTS_SUFFIX
 
 # The observation / action contract lives in its own module; re-exported here, where users meet it.
+from policysearch.policies.schedule_kinds import CLOSED_LOOP
 from policysearch.policies.schedule_space import OBSERVATION_NAMES, ScheduleSpace
 
 __all__ = ["ALGOS", "CONTROLLER_ALGOS", "OBSERVATION_NAMES", "ZOO_DIR", "AdaptiveLRCallback", "AdaptiveSchedule",
@@ -119,6 +120,7 @@ class AdaptiveSchedule:
     """
 
     KIND: ClassVar[str] = "adaptive_lr_controller"
+    SCHEDULE_KIND: ClassVar[str] = CLOSED_LOOP
     FORMAT_VERSION: ClassVar[int] = 1
 
     def __init__(

@@ -26,20 +26,33 @@ writing plan files does not.
 from __future__ import annotations
 
 import copy
-import importlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from torch import nn
 
+from policysearch.channels.budget import PlanBudget
+from policysearch.channels.groups import (
+    CRITERIA,
+    ChannelGroup,
+    channel_groups,
+    classifier_head,
+    device_of,
+    kept_channels,
+    prunable_layers,
+    require_torch_pruning,
+    trace_groups,
+)
+from policysearch.channels.space import PlanSpace
 from policysearch.checks import check_choice, check_int, check_number, check_shape
-from policysearch.errors import ConfigError, MissingExtraError, PolicyFormatError
+from policysearch.errors import ConfigError, PolicyFormatError
 from policysearch.policies.artifact import JsonArtefact, read_provenance, require, unwrap, wrap
 
+# The channel groups and the plan space live in `policysearch.channels`; re-exported here, where
+# plan users have always found them.
 __all__ = [
     "CRITERIA",
     "ChannelGroup",
@@ -50,378 +63,6 @@ __all__ = [
     "kept_channels",
     "prunable_layers",
 ]
-
-CRITERIA: dict[str, int] = {"l2": 2, "l1": 1}
-"""Pruning criteria by name: the norm degree p of torch-pruning's group magnitude importance."""
-
-SUPPORTED = "mlp, cnn, resnet, and other Conv2d / Linear / BatchNorm networks (incl. residual sums)"
-
-
-def require_torch_pruning(purpose: str) -> Any:
-    """Import torch-pruning, or raise MissingExtraError naming the ``prune`` extra."""
-    try:
-        return importlib.import_module("torch_pruning")
-    except ImportError as exc:
-        raise MissingExtraError("torch_pruning", "prune", purpose) from exc
-
-
-def kept_channels(channels: int, keep: float) -> int:
-    """Channels a group of `channels` keeps at ratio `keep`: rounded, at least one, at most all.
-
-    Never zero, so no layer is pruned away and the network always stays connected.
-    """
-    return min(channels, max(1, round(channels * keep)))
-
-
-@dataclass(frozen=True)
-class ChannelGroup:
-    """Output channels that must be pruned together, and the layers they touch.
-
-    Attributes:
-        name: the leader: the group's first producer in ``named_modules()`` order.
-        kind: "conv" or "linear" (the leader's type).
-        channels: number of channels in the group.
-        in_features: the leader's input channels (Conv2d) or features (Linear).
-        kernel_size: the leader's kernel size (1 for a Linear).
-        stride: the leader's stride (1 for a Linear).
-        producers: Conv2d / Linear layers whose output channels are these channels.
-        consumers: ``(layer, count)``: Conv2d / Linear layers that read these channels and how
-            many of their input features are tied to the group (a Linear after a flatten reads
-            each channel several times).
-    """
-
-    name: str
-    kind: str
-    channels: int
-    in_features: int
-    kernel_size: int
-    stride: int
-    producers: tuple[str, ...]
-    consumers: tuple[tuple[str, int], ...]
-
-
-def classifier_head(model: nn.Module) -> tuple[str, nn.Module]:
-    """The classifier head: the last Conv2d / Linear in ``named_modules()`` order (never pruned)."""
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    if not layers:
-        raise ConfigError(f"{type(model).__name__} has no Conv2d or Linear layer to prune; supported: {SUPPORTED}")
-    return layers[-1]
-
-
-def _check_supported(model: nn.Module) -> None:
-    """Reject what the channel / FLOPs accounting does not cover, before torch-pruning sees it."""
-    for name, m in model.named_modules():
-        if isinstance(m, nn.MultiheadAttention):
-            raise ConfigError(
-                f"{type(model).__name__} has attention ({name!r}); pruning transformer widths (e.g. the 'vit' "
-                f"model) is not supported. Supported: {SUPPORTED}"
-            )
-        if isinstance(m, nn.Conv2d) and m.groups != 1:
-            raise ConfigError(
-                f"layer {name!r} is a grouped / depthwise convolution (groups={m.groups}); only groups=1 is "
-                f"supported. Supported: {SUPPORTED}"
-            )
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
-def _trace(model: nn.Module, example_inputs: torch.Tensor) -> tuple[Any, list[tuple[ChannelGroup, nn.Module, Any]]]:
-    """Build torch-pruning's dependency graph of `model` and its channel groups in module order.
-
-    Returns:
-        The graph and, per group, ``(ChannelGroup, leader module, the leader's out-channel pruning fn)``.
-    """
-    tp = require_torch_pruning("compression (channel pruning)")
-    _check_supported(model)
-    head_name, head = classifier_head(model)
-    was_training = model.training
-    frozen = [p for p in model.parameters() if not p.requires_grad]
-    try:
-        # Tracing runs a forward pass: eval mode keeps batch-norm running statistics untouched,
-        # and autograd must be on, frozen parameters included (the graph is read from grad_fn's).
-        model.eval()
-        for p in frozen:
-            p.requires_grad_(True)
-        with torch.enable_grad():
-            dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, verbose=False)
-        raw_groups = list(dg.get_all_groups(ignored_layers=[head], root_module_types=[nn.Conv2d, nn.Linear]))
-    except Exception as exc:  # torch-pruning raises many types on graphs it cannot follow
-        raise ConfigError(
-            f"torch-pruning could not trace {type(model).__name__} ({type(exc).__name__}: {exc}); "
-            f"supported: {SUPPORTED}"
-        ) from exc
-    finally:
-        model.train(was_training)
-        for p in frozen:
-            p.requires_grad_(False)
-    order = {m: i for i, (_, m) in enumerate(model.named_modules())}
-    names = {m: n for n, m in model.named_modules()}
-    layer_types = (nn.Conv2d, nn.Linear)
-    out: list[tuple[ChannelGroup, nn.Module, Any]] = []
-    for group in raw_groups:
-        producers: dict[nn.Module, int] = {}
-        consumers: dict[nn.Module, int] = {}
-        for dep, idxs in group:
-            module = dep.target.module
-            if not isinstance(module, layer_types):
-                continue
-            if dg.is_out_channel_pruning_fn(dep.handler):
-                producers[module] = len(idxs)
-            elif dg.is_in_channel_pruning_fn(dep.handler):
-                consumers[module] = consumers.get(module, 0) + len(idxs)
-        if not producers:
-            continue
-        leader = min(producers, key=order.__getitem__)
-        if leader is head:
-            continue
-        is_conv = isinstance(leader, nn.Conv2d)
-        info = ChannelGroup(
-            name=names[leader],
-            kind="conv" if is_conv else "linear",
-            channels=int(producers[leader]),
-            in_features=int(leader.in_channels if is_conv else leader.in_features),
-            kernel_size=int(leader.kernel_size[0]) if is_conv else 1,
-            stride=int(leader.stride[0]) if is_conv else 1,
-            producers=tuple(names[m] for m in sorted(producers, key=order.__getitem__)),
-            consumers=tuple((names[m], n) for m, n in sorted(consumers.items(), key=lambda kv: order[kv[0]])),
-        )
-        pruner = dg.get_pruner_of_module(leader)
-        out.append((info, leader, pruner.prune_out_channels))
-    if not out:
-        raise ConfigError(
-            f"{type(model).__name__} has no prunable channels besides its classifier head {head_name!r}; "
-            f"supported: {SUPPORTED}"
-        )
-    out.sort(key=lambda item: order[item[1]])
-    return dg, out
-
-
-def channel_groups(model: nn.Module, example_inputs: torch.Tensor) -> list[ChannelGroup]:
-    """The channel groups of `model` that a plan can prune, in module order.
-
-    Args:
-        model: the network (not modified; traced in eval mode).
-        example_inputs: a batch it accepts, e.g. ``torch.zeros(1, C, H, W)`` on its device.
-
-    Raises:
-        MissingExtraError: torch-pruning is not installed.
-        ConfigError: the model has attention or grouped convolutions, or cannot be traced.
-    """
-    _, groups = _trace(model, example_inputs)
-    return [g for g, _, _ in groups]
-
-
-def prunable_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[tuple[str, nn.Module]]:
-    """``(name, module)`` of each channel group's leader: the layers a plan gives a keep ratio.
-
-    Conv2d and Linear layers except the classifier head; layers coupled to an earlier one (a
-    ResNet block's second conv and shortcut) are not listed separately, they follow their leader.
-    See `channel_groups` for the members of each group.
-    """
-    modules = dict(model.named_modules())
-    return [(g.name, modules[g.name]) for g in channel_groups(model, example_inputs)]
-
-
-def _layer_flops(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
-    """Forward FLOPs of one image in each Conv2d / Linear layer, counted as torch's FlopCounterMode
-    counts them (2 per multiply-add, no bias), from the output shapes of one forward pass."""
-    flops: dict[str, int] = {}
-
-    def hook(name: str) -> Any:
-        def record(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-            per_image = output.numel() // output.shape[0]
-            if isinstance(module, nn.Conv2d):
-                kh, kw = module.kernel_size
-                macs = per_image * (module.in_channels // module.groups) * kh * kw
-            else:
-                macs = per_image * module.in_features  # type: ignore[operator]
-            flops[name] = flops.get(name, 0) + 2 * int(macs)
-
-        return record
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
-               if isinstance(m, (nn.Conv2d, nn.Linear))]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    return flops
-
-
-class _FlopsModel:
-    """Forward FLOPs of the pruned model as a function of each group's kept fraction.
-
-    A Conv2d / Linear layer's FLOPs scale with the fraction of its input features kept times the
-    fraction of its output features kept, so with f_g the fraction group g keeps:
-
-        FLOPs(f) = sum_layers F_l * (1 - sum_g a_lg + sum_g a_lg f_g) * (1 - sum_g b_lg + sum_g b_lg f_g)
-
-    where a_lg (b_lg) is the share of layer l's input (output) features tied to group g. This is
-    exact for integer channel counts, and affine in any one f_g (no layer reads and writes the
-    same group), which is what makes AMC's action clipping a closed-form bound.
-    """
-
-    def __init__(self, model: nn.Module, layer_flops: dict[str, int], groups: Sequence[ChannelGroup]) -> None:
-        modules = dict(model.named_modules())
-        self.terms: list[tuple[float, list[tuple[int, float]], list[tuple[int, float]]]] = []
-        ins: dict[str, list[tuple[int, float]]] = {}
-        outs: dict[str, list[tuple[int, float]]] = {}
-        for gi, g in enumerate(groups):
-            for name in g.producers:
-                m = modules[name]
-                width = m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
-                outs.setdefault(name, []).append((gi, g.channels / width))
-            for name, count in g.consumers:
-                m = modules[name]
-                width = m.in_channels if isinstance(m, nn.Conv2d) else m.in_features
-                ins.setdefault(name, []).append((gi, count / width))
-        self.touch = [0.0] * len(groups)  # FLOPs of the layers each group's channels feed or come from
-        for name, flops in layer_flops.items():
-            a, b = ins.get(name, []), outs.get(name, [])
-            if {g for g, _ in a} & {g for g, _ in b}:
-                raise ConfigError(f"layer {name!r} reads and writes the same channel group; not supported")
-            self.terms.append((float(flops), a, b))
-            for g in {g for g, _ in a} | {g for g, _ in b}:
-                self.touch[g] += flops
-        self.total = self(np.ones(len(groups)))
-
-    def __call__(self, fractions: Sequence[float] | np.ndarray) -> float:
-        total = 0.0
-        for flops, a, b in self.terms:
-            fin = 1.0 - sum(s for _, s in a) + sum(s * fractions[g] for g, s in a)
-            fout = 1.0 - sum(s for _, s in b) + sum(s * fractions[g] for g, s in b)
-            total += flops * fin * fout
-        return total
-
-
-class PlanSpace:
-    """What a plan of `model` may choose: its channel groups, each group's kept-count bounds, and the
-    exact FLOPs model behind AMC's clip. Shared by the env and the `CompressionPlan.uniform` /
-    `CompressionPlan.random` constructors, so that all three clip the same way."""
-
-    def __init__(self, model: nn.Module, example: torch.Tensor, flops_target: float, min_keep: float,
-                 max_keep: float = 1.0) -> None:
-        check_number("flops_target (a fraction of the teacher's FLOPs)", flops_target, 0.0, 1.0, low_open=True)
-        check_number("min_keep", min_keep, 0.0, 1.0, low_open=True)
-        check_number("max_keep", max_keep, 0.0, 1.0, low_open=True)
-        if min_keep > max_keep:
-            raise ConfigError(f"min_keep is {min_keep!r}, expected at most max_keep ({max_keep!r})")
-        self.groups = channel_groups(model, example)
-        self.flops_model = _FlopsModel(model, _layer_flops(model, example), self.groups)
-        self.min_keep, self.max_keep = float(min_keep), float(max_keep)
-        self.min_count = [max(1, math.ceil(g.channels * min_keep - 1e-9)) for g in self.groups]
-        self.max_count = [max(lo, math.floor(g.channels * max_keep + 1e-9))
-                          for g, lo in zip(self.groups, self.min_count)]
-        self.target_flops = flops_target * self.flops_model.total
-
-    def fractions(self, counts: Sequence[int]) -> list[float]:
-        """Kept fractions of `counts` (decided groups) with every later group at its minimum."""
-        done = [c / g.channels for c, g in zip(counts, self.groups)]
-        return done + [lo / g.channels for g, lo in zip(self.groups[len(done):], self.min_count[len(done):])]
-
-    def flops_ok(self, counts: Sequence[int]) -> bool:
-        return self.flops_model([c / g.channels for c, g in zip(counts, self.groups)]) <= self.target_flops
-
-    def max_allowed(self, counts: Sequence[int]) -> int:
-        """The most channels the next group may keep, later groups at their minimum (AMC's clip)."""
-        i = len(counts)
-        g = self.groups[i]
-        fractions = self.fractions(counts)
-        fractions[i] = 0.0
-        base = self.flops_model(fractions)
-        fractions[i] = 1.0
-        slope = self.flops_model(fractions) - base
-        if slope <= 0:
-            return g.channels
-        allowed = min(g.channels, math.floor((self.target_flops - base) / slope * g.channels + 1e-9))
-        while allowed > self.min_count[i]:
-            fractions[i] = allowed / g.channels
-            if self.flops_model(fractions) <= self.target_flops:
-                break
-            allowed -= 1
-        return max(allowed, self.min_count[i])
-
-    def clip(self, wanted: Sequence[int]) -> list[int]:
-        """AMC's clip of a whole vector of wanted counts, group by group."""
-        counts: list[int] = []
-        for i, w in enumerate(wanted):
-            w = min(self.max_count[i], max(self.min_count[i], int(w)))
-            counts.append(max(self.min_count[i], min(w, self.max_allowed(counts))))
-        return counts
-
-    def uniform_counts(self, ratio: float, fixed: Mapping[int, int] | None = None,
-                       base: Sequence[int] | None = None) -> list[int]:
-        """Every group at one keep ratio (rounded, within its bounds), not clipped; the groups in
-        `fixed` (index -> kept count) keep that count instead. With `base` (kept counts), `ratio`
-        multiplies those counts instead of the full widths: the plan's shape scaled."""
-        widths = [g.channels for g in self.groups] if base is None else list(base)
-        counts = [min(hi, max(lo, round(w * ratio)))
-                  for w, lo, hi in zip(widths, self.min_count, self.max_count)]
-        for index, count in (fixed or {}).items():
-            if not self.min_count[index] <= count <= self.max_count[index]:
-                raise ConfigError(f"group {self.groups[index].name} cannot keep {count} channels: its bounds are "
-                                  f"{self.min_count[index]}..{self.max_count[index]}")
-            counts[index] = count
-        return counts
-
-    def largest_uniform(self, ok: Any = None, cap: float = 1.0, fixed: Mapping[int, int] | None = None,
-                        base: Sequence[int] | None = None) -> float:
-        """The largest common keep ratio <= `cap` whose counts meet the FLOPs target (and `ok(counts)`);
-        with `fixed`, the ratio of the other groups; with `base`, the largest multiplier of those
-        counts (`cap` ignored) (see `uniform_counts`)."""
-        def feasible(r: float) -> bool:
-            counts = self.uniform_counts(r, fixed, base)
-            return self.flops_ok(counts) and (ok is None or ok(counts))
-
-        lo, hi = self.min_keep, min(cap, self.max_keep)
-        if base is not None:  # from every group at its minimum to every group at its maximum
-            lo = min(m / max(1, b) for m, b in zip(self.min_count, base))
-            hi = max(m / max(1, b) for m, b in zip(self.max_count, base))
-        if feasible(hi):
-            return hi
-        if not feasible(lo):
-            raise ConfigError(f"no uniform keep ratio >= min_keep={self.min_keep} meets the targets; "
-                              "raise the targets or lower min_keep")
-        for _ in range(30):  # bisection: FLOPs and parameters grow with the ratio
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if feasible(mid) else (lo, mid)
-        return lo
-
-    def shifted_counts(self, counts: Sequence[int], index: int, factor: float) -> list[int]:
-        """`counts` with group `index`'s count times `factor` (rounded, within its bounds) and every other
-        group at the largest common keep ratio that meets the FLOPs target: a plan at the same budget
-        that moves FLOPs into (factor > 1) or out of one group. Used to test whether a plan is a local
-        optimum of the accuracy after fine-tuning."""
-        return self._moved(counts, index, factor, None, base=None)
-
-    def moved_counts(self, counts: Sequence[int], index: int, factor: float, ok: Any = None) -> list[int]:
-        """`counts` with group `index`'s count times `factor` (rounded, within its bounds) and every other
-        group's count times the largest common multiplier that meets the FLOPs target (and `ok`): one
-        step of a coordinate search from any plan, which keeps the other groups' proportions (from a
-        uniform plan, `shifted_counts` up to rounding)."""
-        return self._moved(counts, index, factor, ok, base=counts)
-
-    def _moved(self, counts: Sequence[int], index: int, factor: float, ok: Any,
-               base: Sequence[int] | None) -> list[int]:
-        """Group `index` at its count times `factor`; the others at the largest common ratio of `base`
-        (None: the full widths) that meets the targets."""
-        check_number("factor", factor, 0.0, None, low_open=True)
-        fixed = {index: min(self.max_count[index], max(self.min_count[index], round(counts[index] * factor)))}
-        return self.uniform_counts(self.largest_uniform(ok, fixed=fixed, base=base), fixed, base=base)
-
-    def random_counts(self, rng: np.random.Generator) -> list[int]:
-        """Uniform random keep ratios in [min_keep, max_keep] per group, clipped group by group as the env does."""
-        wanted = [round(g.channels * (self.min_keep + rng.uniform() * (self.max_keep - self.min_keep)))
-                  for g in self.groups]
-        return self.clip(wanted)
 
 
 @dataclass(frozen=True)
@@ -551,7 +192,7 @@ class CompressionPlan(JsonArtefact):
             ConfigError: a target is out of reach with `min_keep`, or an argument is invalid.
         """
         space = PlanSpace(model, example_inputs, flops_target, min_keep, max_keep)
-        budget = _Budget(cls, model, example_inputs, space, flops_target, params_target, latency_target,
+        budget = PlanBudget(cls, model, example_inputs, space, flops_target, params_target, latency_target,
                          latency_batch, criterion, model_name)
         ratio = space.largest_uniform(budget.params_ok)
         for _ in range(200):
@@ -580,7 +221,7 @@ class CompressionPlan(JsonArtefact):
 
         check_int("tries", tries, 1)
         space = PlanSpace(model, example_inputs, flops_target, min_keep, max_keep)
-        budget = _Budget(cls, model, example_inputs, space, flops_target, params_target, latency_target,
+        budget = PlanBudget(cls, model, example_inputs, space, flops_target, params_target, latency_target,
                          latency_batch, criterion, model_name)
         rng = np.random.default_rng(seed)
         for draw in range(tries):
@@ -610,7 +251,7 @@ class CompressionPlan(JsonArtefact):
         check_number("factor", factor, 1.0, None, low_open=True)
         space = PlanSpace(model, example_inputs, self.flops_target, min_keep, max_keep)
         others = sorted(int(b) for b in self.teacher_latency_ms if str(b) != "1")
-        budget = _Budget(type(self), model, example_inputs, space, self.flops_target, self.params_target,
+        budget = PlanBudget(type(self), model, example_inputs, space, self.flops_target, self.params_target,
                          self.latency_target, others[-1] if others else None, self.criterion, self.model)
         kept = self.kept()
         missing = [g.name for g in space.groups if g.name not in kept]
@@ -662,8 +303,8 @@ class CompressionPlan(JsonArtefact):
         # torch-pruning replaces pruned parameters with new (trainable) ones; freezing is restored by name.
         frozen = {n for n, p in student.named_parameters() if not p.requires_grad}
         example = example_inputs if example_inputs is not None else torch.zeros(1, *self.input_shape,
-                                                                                 device=_device_of(student))
-        dg, groups = _trace(student, example)
+                                                                                 device=device_of(student))
+        dg, groups = trace_groups(student, example)
         leaders = {g.name: (g, m, fn) for g, m, fn in groups}
         for name in self.ratios:
             check_choice("prunable layer", name, leaders)
@@ -776,74 +417,3 @@ class CompressionPlan(JsonArtefact):
 
 def _optional(data: Mapping[str, Any], key: str, kind: Any, default: Any, source: str) -> Any:
     return require(data, key, kind, source) if key in data else default
-
-
-class _Budget:
-    """Checks a vector of kept counts against the parameter and latency targets, by measurement."""
-
-    def __init__(self, cls: type[CompressionPlan], model: nn.Module, example: torch.Tensor, space: Any,
-                 flops_target: float, params_target: float, latency_target: float, latency_batch: int | None,
-                 criterion: str, model_name: str | None) -> None:
-        from policysearch.metrics import count_parameters
-
-        check_number("params_target (a fraction of the model's parameters)", params_target, 0.0, 1.0, low_open=True)
-        check_number("latency_target (a fraction of the model's CPU latency)", latency_target, 0.0, 1.0,
-                     low_open=True)
-        if latency_batch is not None:
-            check_int("latency_batch", latency_batch, 1)
-        check_choice("pruning criterion", criterion, CRITERIA)
-        self.cls, self.model, self.example, self.space = cls, model, example, space
-        self.params_target, self.latency_target = float(params_target), float(latency_target)
-        self.batches = sorted({1, latency_batch or 1})
-        self.criterion = criterion
-        self.model_name = model_name or type(model).__name__
-        with torch.no_grad():
-            was_training = model.training
-            model.eval()
-            self.num_classes = int(model(example).shape[-1])
-            model.train(was_training)
-        self.teacher_params = count_parameters(model)
-        self.teacher_flops = round(space.flops_model.total)
-        self.flops_target = float(flops_target)
-        self.teacher_latency: dict[str, float] = {}
-        if self.latency_target < 1.0:
-            from policysearch.pruning import measure_latency
-
-            self.teacher_latency = measure_latency(model, tuple(example.shape[1:]), self.batches)
-        self._params_cache: dict[tuple[int, ...], int] = {}
-
-    def plan(self, counts: list[int], provenance: dict[str, Any], **figures: Any) -> CompressionPlan:
-        groups = self.space.groups
-        return self.cls(ratios={g.name: c / g.channels for g, c in zip(groups, counts)},
-                        channels={g.name: g.channels for g in groups}, model=self.model_name,
-                        input_shape=tuple(self.example.shape[1:]),  # type: ignore[arg-type]
-                        num_classes=self.num_classes, criterion=self.criterion, flops_target=self.flops_target,
-                        teacher_flops=self.teacher_flops, teacher_params=self.teacher_params,
-                        params_target=self.params_target, latency_target=self.latency_target,
-                        teacher_latency_ms=dict(self.teacher_latency), provenance=provenance, **figures)
-
-    def params_of(self, counts: list[int]) -> int:
-        from policysearch.metrics import count_parameters
-
-        key = tuple(counts)
-        if key not in self._params_cache:
-            self._params_cache[key] = count_parameters(self.plan(counts, {}).apply(self.model, self.example))
-        return self._params_cache[key]
-
-    def params_ok(self, counts: list[int]) -> bool:
-        return self.params_target >= 1.0 or self.params_of(counts) <= self.params_target * self.teacher_params
-
-    def measured(self, counts: list[int], provenance: dict[str, Any]) -> CompressionPlan | None:
-        """The plan of `counts` with its FLOPs, parameters (and latency) measured; None if a target fails."""
-        from policysearch.metrics import count_parameters, flops_per_image
-
-        student = self.plan(counts, {}).apply(self.model, self.example)
-        flops = int(flops_per_image(student, tuple(self.example.shape[1:]), device=self.example.device)["forward"])
-        params = count_parameters(student)
-        latency: dict[str, float] = {}
-        if self.teacher_latency:
-            from policysearch.pruning import measure_latency
-
-            latency = measure_latency(student, tuple(self.example.shape[1:]), self.batches)
-        plan = self.plan(counts, provenance, flops=flops, params=params, latency_ms=latency)
-        return plan if plan.meets_targets() else None

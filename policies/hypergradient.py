@@ -25,12 +25,13 @@ any training loop works unchanged::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from policysearch.checks import check_lr, check_number
 from policysearch.errors import ConfigError
+from policysearch.policies.schedule_kinds import ONLINE
 
 __all__ = ["HYPER_LR", "Hypergradient", "HypergradientState"]
 
@@ -57,6 +58,8 @@ class Hypergradient:
             (:data:`HYPER_LR`: 1e-3 for SGD, 1e-7 for Adam / AdamW), decided in :meth:`attach`.
         name: A short label for reports.
     """
+
+    SCHEDULE_KIND: ClassVar[str] = ONLINE
 
     def __init__(self, base_lr: float, hyper_lr: float | None = None, name: str = "hypergradient") -> None:
         self.base_lr = check_lr("base_lr", base_lr)

@@ -1,6 +1,6 @@
 """``LinearPolicy``: a feedback controller with one weight per observation entry, ``a = tanh(W [obs, 1])``.
 
-The controller `es` (``policysearch.es``) learns one by CMA-ES instead of by gradient: a handful of
+The controller `es` (``policysearch.contrib.es``) learns one by CMA-ES instead of by gradient: a handful of
 weights that read the env's observation (for Schedule-v1: progress, losses, their trends, gradient
 norms, remaining budget, run length) and set the action. All-zero weights give the centre action,
 which on Schedule-v1 is the base schedule itself, so a search starts there.

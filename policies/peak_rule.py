@@ -9,7 +9,7 @@ factor 1 is highest: ``score_k = W_k . clip(z) + b_k`` with ``z`` the standardis
 ``factor x`` the default peak. Factor 1 is the base schedule itself, bit for bit, so where the rule
 sees nothing worth changing it returns the hand-made schedule.
 
-`policysearch.peak_rule_search` learns it from a table of outcomes over a task distribution.
+`policysearch.contrib.peak_rule_search` learns it from a table of outcomes over a task distribution.
 Stored as plain JSON (``kind: "peak_rule"``); `train_run` (hence ``policysearch train --schedule
 FILE`` and the benchmarks) applies it, and a plain loop calls :meth:`PeakRule.factor_for` (one batch,
 the model before its first step) and trains its schedule at that factor of its peak.
@@ -25,6 +25,7 @@ import numpy as np
 from policysearch.checks import check_choice
 from policysearch.errors import ConfigError, PolicyFormatError
 from policysearch.policies.artifact import read_json, read_provenance, require, unwrap, wrap, write_json
+from policysearch.policies.schedule_kinds import PEAK_RULE
 
 __all__ = ["PeakRule"]
 
@@ -47,6 +48,7 @@ class PeakRule:
     """
 
     KIND: ClassVar[str] = "peak_rule"
+    SCHEDULE_KIND: ClassVar[str] = PEAK_RULE
     FORMAT_VERSION: ClassVar[int] = 1
 
     def __init__(self, base: str, factors: list[float], features: list[str], mean: Any, std: Any, weights: Any,

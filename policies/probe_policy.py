@@ -5,7 +5,7 @@ factor 1), then takes ONE decision from the statistics those segments left,
 ``a = tanh(W [clip(obs, low, high), 1])`` (a ``LinearPolicy``'s rule on the observation clipped to
 the range its weights were fitted on: a run unlike every training run gets the decision of the
 nearest edge of that range, not an extrapolation), and holds that factor to the end. The
-controller `probe` (``policysearch.probe``) learns ``W``; see there why one held decision.
+controller `probe` (``policysearch.contrib.probe``) learns ``W``; see there why one held decision.
 
 It reads where it is in the run from the observation itself (Schedule-v1's, the residual layout of
 ``policies.schedule_space``): ``segments_left`` gives the decision's index and ``lr_factor`` the

@@ -28,6 +28,7 @@ import torch
 from policysearch.checks import MAX_LR, check_choice, check_int, check_lr, check_number
 from policysearch.errors import ConfigError, PolicyFormatError, UnknownNameError
 from policysearch.policies.artifact import JsonArtefact, read_provenance, require, unwrap, wrap
+from policysearch.policies.schedule_kinds import OPEN_LOOP
 
 __all__ = [
     "INTERPOLATIONS",
@@ -76,6 +77,7 @@ class LearnedSchedule(JsonArtefact):
     """
 
     KIND: ClassVar[str] = "lr_schedule"
+    SCHEDULE_KIND: ClassVar[str] = OPEN_LOOP
     FORMAT_VERSION: ClassVar[int] = 1
 
     progress: tuple[float, ...]

@@ -19,7 +19,6 @@ import numpy as np
 
 from policysearch.checks import MAX_LR, check_choice, check_int, check_lr, check_number
 from policysearch.errors import ConfigError, PolicyFormatError
-from policysearch.lr_range import DEFAULT_STEPS
 from policysearch.policies.artifact import require
 from policysearch.policies.schedule import LOG10_LR_MIN
 
@@ -29,8 +28,10 @@ __all__ = ["BASES", "OBSERVATION_NAMES", "PEAKS", "RESIDUAL_OBSERVATION_NAMES", 
 BASES: tuple[str, ...] = ("onecycle", "linear")
 # Where a residual base schedule's peak LR comes from: the run's own LR ("default": the model's default
 # or whatever the optimizer was built with) or an LR range test at the run's start ("range-test",
-# `policysearch.lr_range`), whose steps the run then gives up so that its images stay the same.
+# `policysearch.train.lr_range`), whose steps the run then gives up so that its images stay the same.
 PEAKS: tuple[str, ...] = ("default", "range-test")
+#: Steps of an LR range test (`policysearch.train.lr_range`) when a space peaks by one.
+DEFAULT_RANGE_STEPS = 20
 
 # The order of the observation vector; the sidecar stores it and loading checks it, so a file
 # written for another layout fails loudly instead of feeding the controller shuffled inputs.
@@ -125,7 +126,7 @@ class ScheduleSpace:
     base: str | None = None
     scale: float = 4.0
     peak: str = "default"
-    range_steps: int = DEFAULT_STEPS
+    range_steps: int = DEFAULT_RANGE_STEPS
 
     def __post_init__(self) -> None:
         values = {
@@ -309,7 +310,7 @@ class ScheduleSpace:
         scale = require(dict(data), "scale", (int, float), source) if base is not None else 4.0
         peak = data.get("peak", "default")
         check_choice(f"{source}: field 'peak'", peak, PEAKS, error=PolicyFormatError)
-        range_steps = require(dict(data), "range_steps", int, source) if peak != "default" else DEFAULT_STEPS
+        range_steps = require(dict(data), "range_steps", int, source) if peak != "default" else DEFAULT_RANGE_STEPS
         expected = RESIDUAL_OBSERVATION_NAMES if base is not None else OBSERVATION_NAMES
         names = require(obs, "names", list, obs_source)
         if tuple(names) != expected:

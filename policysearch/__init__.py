@@ -5,8 +5,7 @@ Importing the package is cheap: torch and the other heavy modules load on first 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from policysearch._lazy import lazy_names
 
 __version__ = "0.1.0"
 
@@ -19,13 +18,17 @@ _LAZY = {
     "load_dataset": "policysearch.data",
     "from_tensors": "policysearch.data",
     "build_model": "policysearch.models",
-    "Trainer": "policysearch.trainer",
-    "TrainConfig": "policysearch.trainer",
+    "Trainer": "policysearch.train.trainer",
+    "TrainConfig": "policysearch.train.trainer",
+    "train_run": "policysearch.train.recipe",
+    "evaluate": "policysearch.train.evaluate",
     "classification_metrics": "policysearch.metrics",
     "AdaptiveSchedule": "policysearch.policies.adaptive",
     "CompressionPlan": "policysearch.policies.compress",
-    "Budget": "policysearch.search",
-    "run_search": "policysearch.search",
+    "Budget": "policysearch.search.vecenv",
+    "run_search": "policysearch.search.driver",
+    "compare": "policysearch.analysis.compare",
+    "paired_bootstrap": "policysearch.analysis.stats",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -52,7 +55,4 @@ def _register_envs() -> None:
 _register_envs()
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'policysearch' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

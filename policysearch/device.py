@@ -13,11 +13,15 @@ data is on, so a requested device is never silently ignored and the data is neve
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+from typing import Any
+
 import torch
+from torch import nn
 
 from policysearch.errors import ConfigError
 
-__all__ = ["DEVICE_TYPES", "device_for_data", "resolve_device", "same_device"]
+__all__ = ["DEVICE_TYPES", "autocast", "device_for_data", "resolve_device", "same_device", "to_device"]
 
 #: Device types a run may use (``"cuda"`` also as ``"cuda:N"``).
 DEVICE_TYPES = ("cpu", "cuda", "mps")
@@ -121,3 +125,18 @@ def device_for_data(
             f"(prepare(..., device={str(dev)!r}))"
         )
     return data_device
+
+
+def to_device(model: nn.Module, device: torch.device) -> nn.Module:
+    """Move `model` to `device` in place; on CUDA also to channels_last, the layout it trains and runs in."""
+    model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def autocast(device: torch.device, amp: bool = True) -> Any:
+    """bf16 autocast on CUDA when `amp`; a no-op context elsewhere."""
+    if device.type == "cuda" and amp:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()

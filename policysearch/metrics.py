@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import statistics
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -34,6 +35,8 @@ __all__ = [
     "count_parameters",
     "flops_per_image",
     "format_mean_std",
+    "latency_ms",
+    "measure_latency",
     "peak_memory_mb",
     "reward_value",
     "summarize",
@@ -53,8 +56,8 @@ HIGHER_IS_BETTER: dict[str, bool] = {
 
 #: The scalars a search may maximise: a metric, negated when lower is better, or an accuracy under attack.
 REWARD_METRICS: tuple[str, ...] = ("accuracy", "macro_f1", "neg_ece", "neg_nll", "fgsm_accuracy")
-#: Reward metrics measured under an adversarial attack (`policysearch.robustness`), by attack name:
-#: `policysearch.evaluate.evaluate(..., reward_metric=...)` adds them to the metrics when asked.
+#: Reward metrics measured under an adversarial attack (`policysearch.train.robustness`), by attack name:
+#: `policysearch.train.evaluate.evaluate(..., reward_metric=...)` adds them to the metrics when asked.
 ATTACK_REWARD_METRICS: dict[str, str] = {"fgsm_accuracy": "fgsm"}
 #: The units of a search's cost term, which `cost_weight` multiplies.
 COST_METRICS: tuple[str, ...] = ("seconds", "tflops")
@@ -64,7 +67,7 @@ def reward_value(metrics: dict[str, float], reward_metric: str) -> float:
     """The scalar a search maximises: accuracy, macro F1, -ECE, -NLL or FGSM accuracy.
 
     An attack metric (`ATTACK_REWARD_METRICS`) must be in `metrics`: evaluate with
-    ``reward_metric=...`` (`policysearch.evaluate.evaluate`, `Trainer.evaluate`) so the attack runs.
+    ``reward_metric=...`` (`policysearch.train.evaluate.evaluate`, `Trainer.evaluate`) so the attack runs.
     """
     check_choice("reward metric", reward_metric, REWARD_METRICS)
     if reward_metric.startswith("neg_"):
@@ -313,3 +316,41 @@ def format_mean_std(values: Sequence[float], digits: int = 4) -> str:
     """``"0.9123 ± 0.0021"`` for the mean and sample std of ``values``."""
     mean, std = summarize(values)
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+# ---------------------------------------------------------------------- latency
+@torch.inference_mode()
+def latency_ms(model: nn.Module, input_shape: tuple[int, int, int], batch: int, repeats: int = 30) -> float:
+    """Median CPU wall time of one forward pass at `batch` images, in milliseconds."""
+    model = model.to("cpu").eval()
+    x = torch.rand(batch, *input_shape)
+    for _ in range(5):  # warm-up: allocator, kernel selection
+        model(x)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(x)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def measure_latency(model: nn.Module, input_shape: Sequence[int], batches: Sequence[int] = (1,),
+                    repeats: int = 20) -> dict[str, float]:
+    """Median CPU wall milliseconds of one forward pass, per batch size: ``{"1": ms, "64": ms}``.
+
+    The model is measured on the CPU (a copy, when it lives elsewhere), in eval mode, after warm-up passes.
+    """
+    check_int("repeats", repeats, 1)
+    param = next(model.parameters(), None)
+    on_cpu = param is None or param.device.type == "cpu"
+    was_training = model.training
+    subject = model if on_cpu else _cpu_copy(model)
+    out = {str(b): latency_ms(subject, tuple(input_shape), int(b), repeats=repeats) for b in batches}  # type: ignore[arg-type]
+    model.train(was_training)
+    return out
+
+
+def _cpu_copy(model: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(model).to("cpu")

@@ -6,7 +6,7 @@ that bound (Cohen et al., ICLR 2021, "edge of stability"; Lewkowycz et al. 2020,
 phase just above ``2 / lambda_0``). So ``lr * lambda_max`` at the initial weights is a dimensionless
 measure of how close a model's default peak LR already is to the largest one its run can take, the
 same quantity for any model, data set or size — which is what a rule learned on some tasks and used
-on others needs (`policies.peak_rule`, `policysearch.peak_rule_search`).
+on others needs (`policies.peak_rule`, `policysearch.contrib.peak_rule_search`).
 
 ``lambda_max`` is estimated by power iteration on exact Hessian-vector products (double backward;
 attention through its plain kernel, as the fused ones have no second derivative) on one fixed batch
@@ -115,7 +115,7 @@ def start_statistics(model: torch.nn.Module, data: Any, seed: int, images: int =
                      iterations: int = DEFAULT_ITERATIONS) -> StartStatistics:
     """`batch_statistics` on `images` training images of `data` (policysearch's device-resident
     splits) drawn by `seed`, normalised as the trainer does."""
-    from policysearch.evaluate import normalise
+    from policysearch.data.preprocess import normalise
 
     check_int("sharpness images", images, 1)
     device = data.x_train.device

@@ -3,10 +3,10 @@
 `Tracker` is a narrow plug-in base in the manner of SB3's and Optuna's callbacks: every method is
 a no-op, a writer overrides what it needs. Call order:
 
-- a search (`policysearch.search.run_search`): `on_search_start(params)`; for every env step
+- a search (`policysearch.search.driver.run_search`): `on_search_start(params)`; for every env step
   `on_segment_end(step, env_step)`; after every child training `on_episode_end(record, totals)`;
   then `on_search_end(summary)`;
-- a training (`policysearch.trainer.train_run`; `evaluate` runs one per policy, schedule and seed):
+- a training (`policysearch.train.recipe.train_run`; `evaluate` runs one per policy, schedule and seed):
   `on_train_start(name, params)`, `on_epoch_end(name, epoch, record)` after every epoch,
   `on_train_end(name, result)`. `name` is "" for a lone training, else the training's label;
 - `close(failed)` once, after the command wrote its last file (an MLflow run uploads its artefacts then).

@@ -55,10 +55,10 @@ def _variants(good: Path, field: str, folder: Path) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
-    from policysearch.checkpoint import save_checkpoint
     from policysearch.models import build_model
     from policysearch.policies.augment import builtin_policy
     from policysearch.policies.schedule import LearnedSchedule
+    from policysearch.train.checkpoint import save_checkpoint
 
     folder = tmp_path_factory.mktemp("bad")
     policy = builtin_policy("cropflip").save(folder / "policy.json")

@@ -129,7 +129,7 @@ def test_compress_final_step_reproduces_a_search_runs_comparison_and_adds_length
 def test_compress_local_step_pits_compass_search_against_random_search_and_reuses_final_runs(tmp_path, monkeypatch):
     """`--steps local`: compass searches from uniform and random search at equal candidates on the same
     batch orders; `--reuse-final` takes identical final runs from a record instead of training them."""
-    import policysearch.pruning
+    import policysearch.compression.pruning
 
     compress = _script("compress")
     first = tmp_path / "local"
@@ -147,13 +147,13 @@ def test_compress_local_step_pits_compass_search_against_random_search_and_reuse
     assert set(record["results"]) == {"uniform", "local#0", "local#1", "random#0", "random#1"}
     assert "local#0 - random#0" in record["paired_differences"]
     trained = []
-    real = policysearch.pruning.distilled_correct
+    real = policysearch.compression.pruning.distilled_correct
 
     def counting(plans, teacher, data, steps, *args, **kwargs):
         trained.append((len(plans), steps))
         return real(plans, teacher, data, steps, *args, **kwargs)
 
-    monkeypatch.setattr(policysearch.pruning, "distilled_correct", counting)
+    monkeypatch.setattr(policysearch.compression.pruning, "distilled_correct", counting)
     again = tmp_path / "again"
     assert compress.main([*argv[:-2], "--searches", "1", "--reuse-final", str(first / "benchmark.json"),
                           "--out", str(again)]) == 0

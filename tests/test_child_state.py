@@ -17,16 +17,16 @@ import pytest
 import torch
 
 import policysearch  # noqa: F401  (registers the envs)
-from policysearch.checkpoint import (
+from policysearch.errors import ConfigError, PolicyFormatError
+from policysearch.policies.augment import AugmentPolicy, trivial_augment
+from policysearch.train.checkpoint import (
     CHILD_STATE_KIND,
     CHILD_STATE_VERSION,
     load_child_state,
     save_checkpoint,
     save_child_state,
 )
-from policysearch.errors import ConfigError, PolicyFormatError
-from policysearch.policies.augment import AugmentPolicy, trivial_augment
-from policysearch.trainer import TrainConfig, Trainer
+from policysearch.train.trainer import TrainConfig, Trainer
 
 # 400 training images / batch 32 = 12 steps an epoch: 3 segments of 5 steps cross an epoch boundary,
 # so the saved batch order and cursor matter.

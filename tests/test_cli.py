@@ -104,8 +104,8 @@ def test_train_json_reports_metrics_cost_and_dataset(capsys: pytest.CaptureFixtu
 def test_train_save_writes_a_checkpoint_that_reproduces_test_accuracy(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    from policysearch.checkpoint import load_checkpoint
     from policysearch.data import load_dataset
+    from policysearch.train.checkpoint import load_checkpoint
 
     path = tmp_path / "model.pt"
     code, out, err = run_cli(["train", *FAST, "--save", str(path), "--json"], capsys)
@@ -129,9 +129,9 @@ def test_train_save_writes_a_checkpoint_that_reproduces_test_accuracy(
 
 
 def test_train_uses_policy_and_schedule_files(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    from policysearch.checkpoint import load_checkpoint
     from policysearch.policies.augment import AugmentPolicy
     from policysearch.policies.schedule import LearnedSchedule
+    from policysearch.train.checkpoint import load_checkpoint
 
     policy = AugmentPolicy([[("rotate", 0.8, 3)], [("shear_x", 0.5, 6)]], crop=0.125, flip=0.5, name="mine")
     policy_path = policy.save(tmp_path / "my_policy.json")
@@ -396,7 +396,7 @@ def test_demo_defaults_to_pbt_on_a_few_hundred_images(capsys: pytest.CaptureFixt
 
 def test_compress_command_prunes_a_saved_teacher(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     pytest.importorskip("torch_pruning")
-    from policysearch.checkpoint import load_checkpoint
+    from policysearch.train.checkpoint import load_checkpoint
 
     teacher = tmp_path / "teacher.pt"
     code, _, err = run_cli(["train", *FAST, "--model", "cnn", "--save", str(teacher)], capsys)

@@ -108,19 +108,22 @@ def test_every_option_has_help_that_shows_its_default_and_every_command_examples
 
 
 def test_help_lists_the_registries_names() -> None:
-    from policysearch.controllers import CONTROLLERS
     from policysearch.data import DATASETS
     from policysearch.metrics import REWARD_METRICS
     from policysearch.models import MODELS
     from policysearch.policies.augment import BUILTIN_POLICIES
     from policysearch.policies.schedule import SCHEDULES
+    from policysearch.search.controllers.registry import controller_names
 
     subs = _subparsers(build_parser())
     evaluate = " ".join(subs["evaluate"].format_help().split())
     augment = " ".join(subs["augment"].format_help().split())
+    compress = " ".join(subs["compress"].format_help().split())
     for names, text in ((DATASETS, evaluate), (MODELS, evaluate), (BUILTIN_POLICIES, evaluate),
-                        (SCHEDULES, evaluate), (CONTROLLERS, augment), (REWARD_METRICS, augment)):
+                        (SCHEDULES, evaluate), (controller_names("env"), augment), (controller_names(), compress),
+                        (REWARD_METRICS, augment)):
         assert ", ".join(names) in text, names
+    assert "uniform" not in augment.split("--controller")[1].split("--budget")[0]  # a plan searcher drives no env
 
 
 def test_building_the_parser_and_top_level_help_import_no_torch() -> None:
@@ -131,7 +134,7 @@ def test_building_the_parser_and_top_level_help_import_no_torch() -> None:
 
 # ---------------------------------------------------------------------- labels
 def test_files_are_labelled_by_their_name_when_it_is_unique_else_by_path(tmp_path: Path) -> None:
-    from policysearch.compare import policy_labels
+    from policysearch.analysis.compare import policy_labels
     from policysearch.policies.augment import AugmentPolicy, builtin_policy
 
     for folder in ("a", "b"):

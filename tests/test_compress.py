@@ -25,7 +25,7 @@ SHAPE = (1, 8, 8)
 @pytest.fixture(scope="module")
 def teachers(digits):
     """A briefly trained cnn and residual resnet on 8x8 digits (seconds on one core)."""
-    from policysearch.trainer import TrainConfig, Trainer
+    from policysearch.train.trainer import TrainConfig, Trainer
 
     out = {}
     for name in ("cnn", "resnet"):
@@ -164,8 +164,8 @@ def test_plan_json_round_trip_and_bad_files(tmp_path, teachers):
 
 
 def test_kd_loss_kl_term_is_zero_when_student_equals_teacher():
-    from policysearch.distill import kd_loss
-    from policysearch.trainer import soft_cross_entropy
+    from policysearch.compression.distill import kd_loss
+    from policysearch.train.trainer import soft_cross_entropy
 
     g = torch.Generator().manual_seed(0)
     z = torch.randn(16, 10, generator=g)
@@ -183,7 +183,7 @@ def test_kd_loss_kl_term_is_zero_when_student_equals_teacher():
 
 
 def test_distill_is_seeded_and_counts_its_cost(digits, teachers):
-    from policysearch.distill import distill
+    from policysearch.compression.distill import distill
 
     plan = _half_plan(teachers["cnn"], "cnn")
     runs = []
@@ -196,7 +196,7 @@ def test_distill_is_seeded_and_counts_its_cost(digits, teachers):
 
 
 def test_distill_reports_a_diverging_loss(digits, teachers):
-    from policysearch.distill import distill
+    from policysearch.compression.distill import distill
 
     student = _half_plan(teachers["cnn"], "cnn").apply(teachers["cnn"])
     with torch.no_grad():
@@ -246,7 +246,7 @@ def test_seed_argument_makes_unseeded_resets_reproducible(make):
 
 
 def test_diverging_finetune_ends_the_episode_with_a_penalty(make, monkeypatch, caplog):
-    import policysearch.distill as distill_module
+    import policysearch.compression.distill as distill_module
 
     def diverging(*args, **kwargs):
         return distill_module.DistillStats(1, 64, 0.0, float("nan"), 1.0, diverged="loss became nan at step 1")
@@ -288,7 +288,7 @@ def test_bad_settings_fail_at_construction(make, digits, teachers):
 
 
 def test_env_loads_a_checkpoint(tmp_path, digits, teachers):
-    from policysearch.checkpoint import save_checkpoint
+    from policysearch.train.checkpoint import save_checkpoint
 
     path = save_checkpoint(tmp_path / "cnn.pt", teachers["cnn"], "cnn", SHAPE, 10, {"dataset": digits.describe()})
     env = gym.make("policysearch/Compress-v0", checkpoint=path, data=digits, **TINY)
@@ -297,7 +297,7 @@ def test_env_loads_a_checkpoint(tmp_path, digits, teachers):
 
 def test_env_implements_the_search_contract_on_the_shared_base(make, digits, teachers):
     from policysearch.envs.base import ChildConfig, ChildEnv
-    from policysearch.search_env import SuggestsEpisodes, as_search_env
+    from policysearch.envs.contract import SuggestsEpisodes, as_search_env
 
     env = make(child=ChildConfig(child_seed=5, split_seed=1), divergence_penalty=2.0)
     base = as_search_env(env)

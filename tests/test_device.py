@@ -11,7 +11,7 @@ import torch
 
 from policysearch.device import device_for_data, resolve_device, same_device
 from policysearch.errors import ConfigError
-from policysearch.trainer import TrainConfig, Trainer
+from policysearch.train.trainer import TrainConfig, Trainer
 
 
 @pytest.fixture

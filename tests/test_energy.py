@@ -1,4 +1,4 @@
-"""Energy and emissions (policysearch.energy): the stated estimate, and CodeCarbon when it is installed."""
+"""Energy and emissions (policysearch.train.energy): the stated estimate, and CodeCarbon when it is installed."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from policysearch.energy import CARBON_INTENSITY_G_PER_KWH, WATTS_PER_CPU_THREAD, EnergyMeter, estimate_energy
 from policysearch.errors import ConfigError
+from policysearch.train.energy import CARBON_INTENSITY_G_PER_KWH, WATTS_PER_CPU_THREAD, EnergyMeter, estimate_energy
 
 
 def test_the_estimate_is_seconds_times_the_stated_power(monkeypatch) -> None:

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
+from policysearch.contrib.es import LinearESController, default_population
 from policysearch.errors import ConfigError, PolicyFormatError
-from policysearch.es import LinearESController, default_population
 from policysearch.policies.linear_policy import LinearPolicy
 from policysearch.search import Budget, run_search
 
@@ -126,7 +126,8 @@ def _schedule_env(digits):
 
 def test_es_search_exports_a_closed_loop_controller(digits, tmp_path) -> None:
     from policysearch.policies.adaptive import AdaptiveSchedule, resolve_schedule
-    from policysearch.trainer import TrainConfig, train_run
+    from policysearch.train.recipe import train_run
+    from policysearch.train.trainer import TrainConfig
 
     population, tasks = 4, 2
     budget = 2 * (population + 1) * tasks  # two generations

@@ -1,12 +1,12 @@
-"""policysearch.evaluate: one model on one split, the same figures whoever calls it."""
+"""policysearch.train.evaluate: one model on one split, the same figures whoever calls it."""
 
 import pytest
 import torch
 
 from policysearch.errors import ConfigError
-from policysearch.evaluate import evaluate, predict
 from policysearch.metrics import METRIC_NAMES, classification_metrics
-from policysearch.trainer import TrainConfig, Trainer
+from policysearch.train.evaluate import evaluate, predict
+from policysearch.train.trainer import TrainConfig, Trainer
 
 
 @pytest.fixture(scope="module")

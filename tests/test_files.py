@@ -74,7 +74,7 @@ def test_write_json_is_strict(tmp_path: Path) -> None:
 
 
 def test_checkpoint_write_failure_keeps_the_good_checkpoint(tmp_path: Path, monkeypatch) -> None:
-    from policysearch.checkpoint import load_checkpoint, save_checkpoint
+    from policysearch.train.checkpoint import load_checkpoint, save_checkpoint
 
     path = tmp_path / "m.pt"
     model = torch.nn.Linear(4, 3)
@@ -128,7 +128,7 @@ def test_output_checks_name_the_option(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------- loaders execute nothing
 def test_checkpoint_with_a_pickle_payload_is_refused_and_not_run(tmp_path: Path) -> None:
-    from policysearch.checkpoint import load_checkpoint
+    from policysearch.train.checkpoint import load_checkpoint
 
     marker = tmp_path / "ran"
     path = tmp_path / "evil.pt"
@@ -140,7 +140,7 @@ def test_checkpoint_with_a_pickle_payload_is_refused_and_not_run(tmp_path: Path)
 
 @pytest.mark.parametrize("field", ["input_shape", "state_dict", "num_classes"])
 def test_checkpoint_missing_field_names_it(tmp_path: Path, field: str) -> None:
-    from policysearch.checkpoint import load_checkpoint, save_checkpoint
+    from policysearch.train.checkpoint import load_checkpoint, save_checkpoint
 
     path = save_checkpoint(tmp_path / "m.pt", torch.nn.Linear(4, 3), "mlp", (1, 2, 2), 3)
     raw = torch.load(path, weights_only=True)
@@ -151,7 +151,7 @@ def test_checkpoint_missing_field_names_it(tmp_path: Path, field: str) -> None:
 
 
 def test_checkpoint_weights_that_do_not_fit_are_a_format_error(tmp_path: Path) -> None:
-    from policysearch.checkpoint import load_checkpoint, save_checkpoint
+    from policysearch.train.checkpoint import load_checkpoint, save_checkpoint
 
     path = save_checkpoint(tmp_path / "m.pt", torch.nn.Linear(4, 3), "mlp", (1, 8, 8), 10)
     with pytest.raises(PolicyFormatError, match="do not fit model 'mlp'"):

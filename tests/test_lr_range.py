@@ -8,8 +8,9 @@ import math
 import pytest
 
 from policysearch.errors import ConfigError
-from policysearch.lr_range import lr_range_test
-from policysearch.trainer import TrainConfig, train_run
+from policysearch.train.lr_range import lr_range_test
+from policysearch.train.recipe import train_run
+from policysearch.train.trainer import TrainConfig
 
 
 def test_sweep_is_exponential_between_its_bounds_and_counts_its_images(digits):

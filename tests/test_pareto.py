@@ -12,8 +12,8 @@ import pytest
 
 from policysearch.cli import main
 from policysearch.errors import ConfigError, UnknownNameError
-from policysearch.pareto import Objective, as_objectives, pareto_front, pareto_summary, parse_objectives
 from policysearch.search import Budget, run_search
+from policysearch.search.pareto import Objective, as_objectives, pareto_front, pareto_summary, parse_objectives
 
 MAX, MIN = "maximize", "minimize"
 
@@ -164,7 +164,7 @@ def test_pareto_command_on_an_existing_run(capsys: pytest.CaptureFixture[str], d
 
 def test_multi_objective_batches_tell_each_trial_its_own_workers_child(digits, tmp_path: Path) -> None:
     optuna = pytest.importorskip("optuna")
-    from policysearch.pareto import batch_trial_values
+    from policysearch.search.pareto import batch_trial_values
 
     out = tmp_path / "run"
     result = run_search(_static_env(digits), "tpe", Budget(child_trainings=4), out, progress=False, workers=2,

@@ -12,14 +12,15 @@ import pytest
 import torch
 from torch import nn
 
+from policysearch.contrib.peak_rule_search import FILES, ArmFit, fit_rule, learn_peak_rule
 from policysearch.data import prepare
 from policysearch.errors import ConfigError, PolicyFormatError
-from policysearch.peak_rule_search import FILES, ArmFit, fit_rule, learn_peak_rule
 from policysearch.policies.adaptive import ZOO_DIR, resolve_schedule
 from policysearch.policies.peak_rule import PeakRule
 from policysearch.policies.schedule import named_schedule
 from policysearch.sharpness import START_FEATURES, start_statistics
-from policysearch.trainer import TrainConfig, train_run
+from policysearch.train.recipe import train_run
+from policysearch.train.trainer import TrainConfig
 
 TINY = "pairs=digits:mlp;epochs=1-1;batch=128;wd=0;val-size=100"
 
@@ -45,7 +46,7 @@ def test_sharpness_is_the_top_hessian_eigenvalue_and_touches_nothing(digits) -> 
     assert torch.equal(torch.get_rng_state(), rng_before)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     # the exact Hessian of the same batch's loss (softmax regression: small enough to form)
-    from policysearch.evaluate import normalise
+    from policysearch.data.preprocess import normalise
 
     gen = torch.Generator().manual_seed(3)
     idx = torch.randperm(len(digits.y_train), generator=gen)[:32]
@@ -198,7 +199,7 @@ def test_cli_learns_a_rule_and_train_uses_it(tmp_path, capsys) -> None:
 
 
 def test_factor_for_a_plain_loop_reads_one_batch(digits) -> None:
-    from policysearch.evaluate import normalise
+    from policysearch.data.preprocess import normalise
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))

@@ -1,4 +1,5 @@
-"""Plots (policysearch.plots): written, one panel per metric, every seed shown, axes that say what they show."""
+"""Plots (policysearch.analysis.plots): written, one panel per metric, every seed shown, axes that say what
+they show."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from policysearch.plots import COMPARISON_METRICS, comparison_figure, plot_comparison, plot_search
+from policysearch.analysis.plots import COMPARISON_METRICS, comparison_figure, plot_comparison
+from policysearch.search.plots import plot_search
 
 
 def _entries() -> list[dict]:
@@ -46,19 +48,19 @@ def test_comparison_has_a_panel_per_metric_every_seed_and_a_caption(tmp_path: Pa
 
 def test_search_plot_names_the_metric_and_validation_size_and_takes_a_random_baseline(tmp_path: Path,
                                                                                        monkeypatch) -> None:
-    import policysearch.plots as plots
+    import policysearch.search.plots as plots
 
     episodes = [{"episode": i, "score": 0.8 + 0.01 * i, "metric": 0.8 + 0.01 * i, "diverged": None} for i in range(8)]
     random_run = [{**e, "score": 0.78, "metric": 0.78} for e in episodes]
     seen = {}
-    save = plots._save
+    save = plots.save_figure
 
     def keep(plt, fig, path, layout=True):  # look at the axes before the figure is closed
         ax = fig.axes[0]
         seen["ylabel"], seen["labels"] = ax.get_ylabel(), [line.get_label() for line in ax.lines]
         return save(plt, fig, path, layout)
 
-    monkeypatch.setattr(plots, "_save", keep)
+    monkeypatch.setattr(plots, "save_figure", keep)
     path = plot_search(episodes, tmp_path / "search.png", metric="macro_f1", val_size=288, random_episodes=random_run)
     assert path is not None and path.stat().st_size > 10_000
     assert "validation macro_f1" in seen["ylabel"] and "288 images" in seen["ylabel"]
@@ -69,7 +71,7 @@ def test_search_plot_names_the_metric_and_validation_size_and_takes_a_random_bas
 def test_paired_differences_show_every_seed_both_intervals_and_zero(tmp_path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    from policysearch.plots import paired_differences_figure, plot_paired_differences
+    from policysearch.analysis.plots import paired_differences_figure, plot_paired_differences
 
     rows = [{"label": "local#0", "differences": [0.001, 0.002, 0.0, 0.001], "ci": (0.0005, 0.0015),
              "ci_images": (-0.002, 0.004)},

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from policysearch.errors import ConfigError
-from policysearch.population import PBTController, explore, truncation_pairs
 from policysearch.search import Budget, SearchVecEnv, run_search
-from policysearch.workers import ProcessPool
+from policysearch.search.controllers.pbt import PBTController, explore, truncation_pairs
+from policysearch.search.workers import ProcessPool
 
 
 def _env(digits, episode_length: int = 4):
@@ -88,7 +88,7 @@ def test_pbt_needs_a_population_and_segments(digits) -> None:
 
 
 def test_population_takes_turns_in_one_process(digits, tmp_path) -> None:
-    from policysearch.workers import SerialPool
+    from policysearch.search.workers import SerialPool
 
     result = run_search(_env(digits, episode_length=2), "pbt", Budget(child_trainings=4), tmp_path, seed=0,
                         progress=False, population=4)

@@ -11,10 +11,7 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-from policysearch.errors import ConfigError, PolicyFormatError
-from policysearch.policies.probe_policy import ProbePolicy, decision_index
-from policysearch.policies.schedule_space import RESIDUAL_OBSERVATION_NAMES
-from policysearch.probe import (
+from policysearch.contrib.probe import (
     FEATURES,
     ProbeController,
     ProbeFit,
@@ -23,6 +20,9 @@ from policysearch.probe import (
     one_standard_error_choice,
     task_group,
 )
+from policysearch.errors import ConfigError, PolicyFormatError
+from policysearch.policies.probe_policy import ProbePolicy, decision_index
+from policysearch.policies.schedule_space import RESIDUAL_OBSERVATION_NAMES
 from policysearch.search import Budget, run_search
 
 DIM = len(RESIDUAL_OBSERVATION_NAMES)
@@ -182,7 +182,8 @@ def _schedule_env(digits, episode_length: int = 3):
 
 def test_probe_search_tabulates_shared_episodes_and_exports_a_closed_loop_controller(digits, tmp_path) -> None:
     from policysearch.policies.adaptive import AdaptiveSchedule
-    from policysearch.trainer import TrainConfig, train_run
+    from policysearch.train.recipe import train_run
+    from policysearch.train.trainer import TrainConfig
 
     result = run_search(_schedule_env(digits), "probe", Budget(child_trainings=10), tmp_path / "run", seed=0,
                         progress=False)

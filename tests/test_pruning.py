@@ -13,10 +13,17 @@ import torch
 from torch import nn
 
 import policysearch  # noqa: F401  (registers the envs)
+from policysearch.compression.pruning import (
+    adaptive_bn,
+    distilled_accuracies,
+    proxy_correlation,
+    rerank,
+    top_plans,
+    val_accuracy,
+)
 from policysearch.errors import ConfigError
 from policysearch.metrics import count_parameters
 from policysearch.policies.compress import CompressionPlan
-from policysearch.pruning import adaptive_bn, distilled_accuracies, proxy_correlation, rerank, top_plans, val_accuracy
 from policysearch.search import Budget, run_search
 
 SHAPE = (1, 8, 8)
@@ -50,7 +57,7 @@ class UserResNet(nn.Module):
 def trained(digits):
     """A briefly trained registered resnet and a user's residual net on 8x8 digits."""
     from policysearch.models import build_model
-    from policysearch.trainer import TrainConfig, Trainer
+    from policysearch.train.trainer import TrainConfig, Trainer
 
     out = {}
     for name, model in (("resnet", None), ("user", None)):
@@ -121,7 +128,7 @@ def test_uniform_and_random_plans_meet_the_flops_and_params_targets(trained, nam
 
 @pytest.mark.parametrize("name", ["resnet", "user"])
 def test_shifted_counts_move_flops_into_or_out_of_one_group_at_the_same_target(trained, name):
-    from policysearch.policies.compress import PlanSpace
+    from policysearch.channels.space import PlanSpace
 
     teacher = trained[name]
     space = PlanSpace(teacher, _example(), 0.4, 0.1)
@@ -148,7 +155,7 @@ def test_shifted_counts_move_flops_into_or_out_of_one_group_at_the_same_target(t
 
 @pytest.mark.parametrize("name", ["resnet", "user"])
 def test_moved_counts_scale_the_other_groups_together_to_the_largest_size_at_the_target(trained, name):
-    from policysearch.policies.compress import PlanSpace
+    from policysearch.channels.space import PlanSpace
 
     teacher = trained[name]
     space = PlanSpace(teacher, _example(), 0.4, 0.1)
@@ -190,17 +197,17 @@ def test_neighbours_meet_every_target_of_the_plan_and_record_their_move(trained)
 
 def _fake_scores(monkeypatch, score):
     """Replace the distillation by `score(kept, seed)`: the search's logic without training."""
-    import policysearch.pruning
+    import policysearch.compression.pruning
 
     def fake(plans, teacher, data, steps, lr, seeds, split="test", workers=1):
         assert split == "val"  # the search never reads the test split
         return [[score(p.kept(), s) for s in seeds] for p in plans]
 
-    monkeypatch.setattr(policysearch.pruning, "distilled_accuracies", fake)
+    monkeypatch.setattr(policysearch.compression.pruning, "distilled_accuracies", fake)
 
 
 def test_refine_plan_climbs_to_a_better_plan_and_only_moves_when_fresh_seeds_confirm(digits, trained, monkeypatch):
-    from policysearch.refine import refine_plan
+    from policysearch.compression.refine import refine_plan
 
     teacher = trained["resnet"]
     start = CompressionPlan.uniform(teacher, _example(), flops_target=0.5)
@@ -224,8 +231,8 @@ def test_refine_plan_climbs_to_a_better_plan_and_only_moves_when_fresh_seeds_con
 
 
 def test_refine_plan_confirms_at_its_own_length_where_the_short_score_misleads(digits, trained, monkeypatch):
-    import policysearch.pruning
-    from policysearch.refine import refine_plan
+    import policysearch.compression.pruning
+    from policysearch.compression.refine import refine_plan
 
     teacher = trained["resnet"]
     start = CompressionPlan.uniform(teacher, _example(), flops_target=0.5)
@@ -238,7 +245,7 @@ def test_refine_plan_confirms_at_its_own_length_where_the_short_score_misleads(d
         sign = 1 if steps == 3 else -1
         return [[0.5 + sign * p.kept()[first] / 1000 for _ in seeds] for p in plans]
 
-    monkeypatch.setattr(policysearch.pruning, "distilled_accuracies", fake)
+    monkeypatch.setattr(policysearch.compression.pruning, "distilled_accuracies", fake)
     short = refine_plan(start, teacher, digits, steps=3, seeds=[0, 1], confirm_seeds=[2], rounds=2)
     assert short.plan.kept() != start.kept() and set(trained_steps) == {3}
     trained_steps.clear()
@@ -252,7 +259,7 @@ def test_refine_plan_confirms_at_its_own_length_where_the_short_score_misleads(d
 
 
 def test_refine_plan_really_distils_and_counts_its_cost(digits, trained):
-    from policysearch.refine import refine_plan
+    from policysearch.compression.refine import refine_plan
 
     teacher = trained["resnet"]
     start = CompressionPlan.uniform(teacher, _example(), flops_target=0.5)
@@ -365,7 +372,7 @@ def test_top_plans_add_the_uniform_candidate_0_when_the_proxy_ranked_it_lower(tr
 
 
 def test_proxy_correlation_runs_on_a_tiny_model(digits, trained):
-    from policysearch.distill import distill
+    from policysearch.compression.distill import distill
 
     teacher = trained["resnet"]
     plans = [CompressionPlan.random(teacher, _example(), flops_target=0.5, min_keep=0.2, seed=s) for s in range(5)]
@@ -389,7 +396,7 @@ def test_proxy_correlation_runs_on_a_tiny_model(digits, trained):
 
 
 def test_distilled_accuracies_pair_seeds_train_equal_plans_once_and_agree_across_workers(digits, trained):
-    from policysearch.distill import distill
+    from policysearch.compression.distill import distill
 
     teacher = trained["resnet"]
     uniform = CompressionPlan.uniform(teacher, _example(), flops_target=0.5, min_keep=0.2)
@@ -423,7 +430,7 @@ def test_worker_distillations_leave_the_shared_teacher_untouched(digits, trained
     """Regression: a teacher passed to spawned workers lives in shared memory; each worker's FLOPs
     count ran a train-mode forward on it and restored it, and two workers doing so at once left its
     batch norm statistics drifting in every process (a digits teacher fell from 97.8 % to 91.9 %)."""
-    from policysearch.pruning import distilled_correct
+    from policysearch.compression.pruning import distilled_correct
 
     teacher = trained["resnet"]
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
@@ -436,7 +443,7 @@ def test_worker_distillations_leave_the_shared_teacher_untouched(digits, trained
 
 def test_in_processes_returns_results_in_the_order_of_the_arguments():
     """The exact bookkeeping behind the worker path: results match their arguments, whatever finishes first."""
-    from policysearch.compare import in_processes
+    from policysearch.processes import in_processes
 
     args = [(base, 3) for base in range(7, 0, -1)]
     assert in_processes(pow, args, workers=2) == [base ** 3 for base in range(7, 0, -1)]
@@ -457,17 +464,17 @@ def test_a_foreign_residual_model_compresses_through_the_api(digits, trained):
 
 
 def test_a_foreign_residual_model_compresses_through_the_cli(tmp_path, trained, capsys, monkeypatch):
-    import policysearch.pruning
+    import policysearch.compression.pruning
     from policysearch.cli import main
 
     calls = []
-    real_rerank = policysearch.pruning.rerank
+    real_rerank = policysearch.compression.pruning.rerank
 
     def recording_rerank(*args, **kwargs):
         calls.append({**kwargs, "plans": args[0]})
         return real_rerank(*args, **kwargs)
 
-    monkeypatch.setattr(policysearch.pruning, "rerank", recording_rerank)
+    monkeypatch.setattr(policysearch.compression.pruning, "rerank", recording_rerank)
     path = tmp_path / "user.pt"
     torch.save(trained["user"], path)
     out = tmp_path / "run"
@@ -490,8 +497,8 @@ def test_a_foreign_residual_model_compresses_through_the_cli(tmp_path, trained, 
 
 
 def test_cli_uniform_controller_is_a_one_line_baseline(tmp_path, digits, trained, capsys):
-    from policysearch.checkpoint import save_checkpoint
     from policysearch.cli import main
+    from policysearch.train.checkpoint import save_checkpoint
 
     ckpt = save_checkpoint(tmp_path / "t.pt", trained["resnet"], "resnet", SHAPE, 10)
     out = tmp_path / "u"
@@ -504,8 +511,8 @@ def test_cli_uniform_controller_is_a_one_line_baseline(tmp_path, digits, trained
 
 
 def test_cli_local_controller_searches_from_uniform_and_records_the_search(tmp_path, trained, capsys):
-    from policysearch.checkpoint import save_checkpoint
     from policysearch.cli import main
+    from policysearch.train.checkpoint import save_checkpoint
 
     ckpt = save_checkpoint(tmp_path / "t.pt", trained["resnet"], "resnet", SHAPE, 10)
     out = tmp_path / "l"

@@ -104,7 +104,7 @@ def test_every_finished_episode_leaves_a_usable_artefact_and_a_true_summary(digi
 
 
 def test_a_second_search_into_a_locked_folder_is_refused(tmp_path) -> None:
-    from policysearch.runstore import RunStore
+    from policysearch.search.runstore import RunStore
 
     first = RunStore(tmp_path, {"a": 1})
     try:

@@ -1,4 +1,4 @@
-"""FGSM / PGD accuracy (policysearch.robustness) against cases worked out by hand, and as a reward metric."""
+"""FGSM / PGD accuracy (policysearch.train.robustness) against cases worked out by hand, and as a reward metric."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from policysearch.errors import ConfigError, UnknownNameError
-from policysearch.robustness import attack_accuracy, fgsm, pgd
+from policysearch.train.robustness import attack_accuracy, fgsm, pgd
 
 
 def _linear() -> nn.Linear:
@@ -45,8 +45,8 @@ def test_pgd_stays_in_the_ball_and_matches_the_hand_case() -> None:
 
 
 def test_attack_accuracy_at_eps_zero_is_clean_and_attacks_only_lower_it(digits) -> None:
-    from policysearch.evaluate import evaluate
-    from policysearch.trainer import TrainConfig, Trainer
+    from policysearch.train.evaluate import evaluate
+    from policysearch.train.trainer import TrainConfig, Trainer
 
     trainer = Trainer(digits, TrainConfig(model="mlp", batch_size=64, seed=0), total_steps=20)
     trainer.train_segment(20)

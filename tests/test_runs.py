@@ -9,8 +9,8 @@ from pathlib import Path
 import gymnasium as gym
 import pytest
 
+from policysearch.analysis.runs import best_so_far, compare_runs, rolling_mean
 from policysearch.cli import main
-from policysearch.runs import best_so_far, compare_runs, rolling_mean
 from policysearch.search import Budget, run_search
 
 

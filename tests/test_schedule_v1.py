@@ -25,7 +25,7 @@ from policysearch.policies.hypergradient import Hypergradient
 from policysearch.policies.peak_rule import PeakRule
 from policysearch.policies.schedule import ProgressLR, named_schedule
 from policysearch.policies.schedule_space import RESIDUAL_OBSERVATION_NAMES
-from policysearch.trainer import TrainConfig, Trainer
+from policysearch.train.trainer import TrainConfig, Trainer
 
 TINY = {"model": "mlp", "episode_length": 3, "steps_per_segment": 4, "batch_size": 32}
 CENTRE = np.zeros(1, dtype=np.float32)
@@ -228,7 +228,7 @@ def test_hypergradient_updates_the_lr_by_the_gradient_dot_product():
 
 
 def test_hypergradient_trains_through_train_run(digits):
-    from policysearch.trainer import train_run
+    from policysearch.train.recipe import train_run
 
     hd = resolve_schedule("hypergradient", base_lr=0.05)
     result = train_run(digits, TrainConfig(model="mlp", batch_size=64), 1, schedule=hd, progress=False)

@@ -1,4 +1,4 @@
-"""Tests for policysearch/search_env.py (the search contract) and envs/base.py (ChildConfig, the shared env base)."""
+"""Tests for envs/contract.py (the search contract) and envs/base.py (ChildConfig, the shared env base)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import policysearch  # noqa: F401  (registers the envs)
 from policysearch.envs.base import ChildConfig
 from policysearch.errors import ConfigError, UnknownNameError
 from policysearch.search import Budget, run_search
-from policysearch.search_env import SearchEnv, SuggestsEpisodes, as_search_env
+from policysearch.envs.contract import SearchEnv, SuggestsEpisodes, as_search_env
 
 TINY = {"model": "mlp", "episode_length": 2, "steps_per_segment": 2, "batch_size": 32}
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from policysearch.analysis.stats import nested_bootstrap, paired_bootstrap, seeds_and_images
 from policysearch.errors import ConfigError
-from policysearch.stats import nested_bootstrap, paired_bootstrap, seeds_and_images
 
 
 def test_paired_bootstrap_mean_and_interval() -> None:

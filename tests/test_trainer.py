@@ -7,7 +7,8 @@ from policysearch.errors import ConfigError, DivergenceError, UnknownNameError
 from policysearch.models import MODELS, build_model
 from policysearch.policies.augment import builtin_policy
 from policysearch.policies.schedule import named_schedule
-from policysearch.trainer import TrainConfig, Trainer, soft_cross_entropy, train_run
+from policysearch.train.recipe import train_run
+from policysearch.train.trainer import TrainConfig, Trainer, soft_cross_entropy
 
 
 @pytest.mark.parametrize("name", list(MODELS))

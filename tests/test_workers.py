@@ -13,7 +13,7 @@ from search_helpers import stable as _stable
 
 from policysearch.errors import ConfigError
 from policysearch.search import Budget, SearchVecEnv, read_episodes, run_search
-from policysearch.workers import ProcessPool, make_pool
+from policysearch.search.workers import ProcessPool, make_pool
 
 
 class Sleeper(gym.Env):
@@ -61,7 +61,7 @@ def test_a_killed_worker_is_retried_and_the_search_goes_on(digits) -> None:
 
 
 def test_a_killed_shared_process_restores_every_member_it_held(digits) -> None:
-    from policysearch.workers import SharedProcessPool
+    from policysearch.search.workers import SharedProcessPool
 
     env = _env(digits)
     pool = SharedProcessPool([lambda: gym.make(env.spec).unwrapped] * 2, 4)
@@ -82,7 +82,7 @@ def test_a_killed_shared_process_restores_every_member_it_held(digits) -> None:
 
 
 def test_a_shared_pool_answers_each_member_whatever_the_order_asked(digits) -> None:
-    from policysearch.workers import SharedProcessPool
+    from policysearch.search.workers import SharedProcessPool
 
     env = _env(digits)
     pool = SharedProcessPool([lambda: gym.make(env.spec).unwrapped] * 2, 5)
@@ -195,7 +195,7 @@ def test_cli_search_and_evaluate_with_two_workers(tmp_path, capsys) -> None:
 
 def test_a_lost_ray_actor_is_replaced_and_its_child_retried(digits) -> None:
     ray = pytest.importorskip("ray")
-    from policysearch.workers import RayPool
+    from policysearch.search.workers import RayPool
 
     env = _env(digits)
     spec = env.spec
@@ -229,7 +229,7 @@ def test_workers_ignore_sigint_and_sigterm_and_finish_their_call() -> None:
 
 @pytest.mark.parametrize("shared", [False, True])
 def test_closing_kills_a_worker_still_busy_with_a_call(shared) -> None:
-    from policysearch.workers import SharedProcessPool
+    from policysearch.search.workers import SharedProcessPool
 
     pool = SharedProcessPool([Sleeper] * 2, 3) if shared else ProcessPool(Sleeper, 2)
     pids = {pool.pid(i) for i in range(pool.n)}

@@ -128,10 +128,10 @@ def _models() -> Iterable[str]:
     return MODELS
 
 
-def _controllers() -> Iterable[str]:
-    from policysearch.controllers import CONTROLLERS
+def _controllers(drives: str | None) -> Iterable[str]:
+    from policysearch.search.controllers.registry import controller_names
 
-    return CONTROLLERS
+    return controller_names(drives)
 
 
 def _reward_metrics() -> Iterable[str]:
@@ -266,13 +266,13 @@ def add_child_args(g: Any) -> None:
 
 
 def add_search_args(p: argparse.ArgumentParser, budget: int = 20, segmented: bool = True,
-                    extra_controllers: tuple[str, ...] = ()) -> None:
+                    drives: str | None = "env") -> None:
     """Options of every search; `segmented` adds those of the envs that train a child in segments
-    (Augment-v0, Schedule-v0), which Compress-v0 does not read and so does not show;
-    `extra_controllers` are names one command accepts besides the controllers (compress: uniform)."""
+    (Augment-v0, Schedule-v0), which Compress-v0 does not read and so does not show; `drives` limits
+    ``--controller`` to the registry's env controllers ("env") or takes plan searchers too (None: compress)."""
     g = p.add_argument_group("search")
     g.add_argument("--controller", default="ppo",
-                   type=name_of("controller", lambda: (*_controllers(), *extra_controllers)),
+                   type=name_of("controller", lambda: _controllers(drives)),
                    help="the searcher: {names}; random is the baseline every claim must beat (default: %(default)s)")
     g.add_argument("--budget", type=positive_int, default=budget, metavar="N",
                    help="child trainings (default: %(default)s)")
@@ -332,7 +332,7 @@ def add_robustness_arg(p: argparse.ArgumentParser) -> None:
 
 
 def add_parallel_args(p: argparse.ArgumentParser, search: bool = True) -> None:
-    """How many children train at once, and where (`policysearch.workers`)."""
+    """How many children train at once, and where (`policysearch.search.workers`)."""
     g = p.add_argument_group("parallel children")
     g.add_argument("--workers", type=positive_int, default=1, metavar="N",
                    help="trainings at once, each in its own worker process (default: %(default)s: in this process)")
@@ -410,7 +410,7 @@ def prepare_data(args: argparse.Namespace, dataset: str | None = None) -> Any:
 
 def train_config(args: argparse.Namespace, seed: int = 0) -> Any:
     """The `TrainConfig` the training options describe."""
-    from policysearch.trainer import TrainConfig
+    from policysearch.train.trainer import TrainConfig
 
     return TrainConfig(
         model=args.model, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
@@ -431,7 +431,7 @@ def child_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def budget(args: argparse.Namespace) -> Any:
-    from policysearch.search import Budget
+    from policysearch.search.vecenv import Budget
 
     return Budget(child_trainings=args.budget, env_steps=args.budget_steps, seconds=args.budget_time)
 

@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-pickle", action="store_true",
                    help="also accept a pickled nn.Module (runs code from the file: only for files you trust)")
     a.add_data_args(p, default_dataset=None)
-    a.add_search_args(p, budget=20, segmented=False, extra_controllers=("uniform", "local"))
+    a.add_search_args(p, budget=20, segmented=False, drives=None)
     a.add_parallel_args(p)
     g = p.add_argument_group("compression")
     g.add_argument("--flops", type=a.fraction, default=0.5, metavar="FRACTION",

@@ -48,10 +48,10 @@ def add_compare_parser(sub: Any) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from policysearch.analysis.report import format_table
+    from policysearch.analysis.run_plots import plot_runs
+    from policysearch.analysis.runs import compare_runs
     from policysearch.files import check_output_file
-    from policysearch.report import format_table
-    from policysearch.run_plots import plot_runs
-    from policysearch.runs import compare_runs
 
     plot = check_output_file(args.plot, "--plot")
     rows, series, notes = compare_runs(args.runs, window=args.window)
@@ -70,10 +70,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_pareto(args: argparse.Namespace) -> int:
+    from policysearch.analysis.report import format_table
+    from policysearch.analysis.runs import load_run
     from policysearch.files import check_output_dir
-    from policysearch.pareto import write_pareto
-    from policysearch.report import format_table
-    from policysearch.runs import load_run
+    from policysearch.search.pareto import write_pareto
 
     out = check_output_dir(args.out or args.run, "--out")
     run = load_run(args.run)

@@ -25,14 +25,14 @@ from policysearch.cli.arguments import (
 from policysearch.errors import ConfigError, PolicySearchError
 
 EXIT_INTERRUPTED = 130  # stopped by SIGINT / SIGTERM: the run folder is consistent and resumable
-DEMO_POPULATION = 8  # pbt members in the demo (policysearch.population.DEFAULT_POPULATION's reasoning)
+DEMO_POPULATION = 8  # pbt members in the demo (policysearch.search.controllers.pbt.DEFAULT_POPULATION's reasoning)
 
 
 def out_dir(args: argparse.Namespace, command: str, dataset: str, run: str = "") -> Path:
     """The run folder: ``--out``, or ``runs/<command>-<dataset>-<controller>``; checked, not created.
     An existing run in it (in its sub-folder `run`) needs ``--resume`` or ``--overwrite``."""
     from policysearch.files import check_output_dir
-    from policysearch.runstore import check_run_folder
+    from policysearch.search.runstore import check_run_folder
 
     out = check_output_dir(args.out or f"runs/{command}-{dataset}-{args.controller}", "--out")
     check_run_folder(out / run, args.resume, args.overwrite)
@@ -40,7 +40,7 @@ def out_dir(args: argparse.Namespace, command: str, dataset: str, run: str = "")
 
 
 def search_report(result: Any) -> None:
-    from policysearch.report import format_table
+    from policysearch.analysis.report import format_table
 
     s = result.summary
     print(format_table([{
@@ -56,7 +56,7 @@ def search_command(args: argparse.Namespace, data: Any, make_env: Callable[[Any]
                    artefact_name: str, budget_override: Any = None) -> tuple[Any, Any]:
     """Make the env on `data`, search until the budget is spent, print the report; (env, result)."""
     from policysearch.cli.tracking import command_tracker
-    from policysearch.search import run_search
+    from policysearch.search.driver import run_search
 
     env = make_env(data)
     result = run_search(env, args.controller, budget_override or budget(args), out, seed=args.seed,
@@ -112,7 +112,7 @@ def cmd_augment(args: argparse.Namespace) -> int:
 def cmd_schedule(args: argparse.Namespace) -> int:
     import gymnasium as gym
 
-    from policysearch.plots import plot_schedules
+    from policysearch.analysis.plots import plot_schedules
     from policysearch.policies.augment import load_policy
 
     if not args.lr_min < args.lr_max:
@@ -171,8 +171,8 @@ def load_teacher(path: str, trust_pickle: bool) -> tuple[Any, str | None, dict[s
     """The teacher module, its registered model name (None for a pickled module) and checkpoint info."""
     import torch
 
-    from policysearch.checkpoint import load_checkpoint
     from policysearch.errors import PolicyFormatError
+    from policysearch.train.checkpoint import load_checkpoint
 
     try:
         ckpt = load_checkpoint(path)
@@ -216,11 +216,13 @@ def cmd_compress(args: argparse.Namespace) -> int:
     import gymnasium as gym
     import torch
 
-    from policysearch.checkpoint import save_checkpoint
-    from policysearch.distill import finish
+    from policysearch.analysis.report import format_table
+    from policysearch.compression.distill import finish
     from policysearch.files import write_json
     from policysearch.policies.compress import CompressionPlan
-    from policysearch.report import format_table
+    from policysearch.search.controllers.base import ControllerSettings
+    from policysearch.search.controllers.registry import controller_info, make_controller
+    from policysearch.train.checkpoint import save_checkpoint
 
     teacher, model_name, info = load_teacher(args.checkpoint, args.trust_pickle)
     dataset = args.dataset or (info.get("dataset") or {}).get("name") or "digits"
@@ -229,14 +231,15 @@ def cmd_compress(args: argparse.Namespace) -> int:
     _check_teacher_fits(teacher, info, data, args.checkpoint)
     targets = {"flops_target": args.flops, "params_target": args.params, "latency_target": args.latency,
                "latency_batch": args.latency_batch, "min_keep": args.min_keep, "criterion": args.criterion}
-    if args.controller in ("uniform", "local"):  # the baseline (one keep ratio everywhere), or a search from it
+    searches_plans = controller_info(args.controller).drives == "plan"
+    if searches_plans:  # from the uniform plan (one keep ratio everywhere), on the teacher itself
         teacher = teacher.to(data.device).eval()
         plan = CompressionPlan.uniform(teacher, torch.zeros(1, *data.input_shape, device=data.device),
                                        model_name=model_name, **targets)
         out.mkdir(parents=True, exist_ok=True)
-        summary_base: dict[str, Any] = {"controller": args.controller, "files": {"artefact": "plan.json"}}
-        if args.controller == "local":
-            plan, summary_base["local_search"] = _local_search(args, plan, teacher, data)
+        searcher = make_controller(args.controller, ControllerSettings(options=_compass_options(args)))
+        plan, found = searcher.search(plan, teacher, data)
+        summary_base: dict[str, Any] = {"controller": args.controller, "files": {"artefact": "plan.json"}, **found}
         plan.save(out / "plan.json")
     else:
         _, result = search_command(
@@ -253,7 +256,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         plan = result.artefact
         summary_base = dict(result.summary)
         if args.rerank_top > 1:
-            from policysearch.pruning import rerank, top_plans
+            from policysearch.compression.pruning import rerank, top_plans
 
             candidates = top_plans(result.episodes, args.rerank_top)
             print(f"re-ranking {len(candidates)} plans (the {args.rerank_top} best by the proxy, plus uniform if not "
@@ -288,9 +291,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
     summary = {**summary_base, "comparison": report, "files": {**summary_base["files"], "model": "model.pt"}}
     write_json(out / "summary.json", summary)
     print(f"wrote {out}/: plan.json, model.pt, summary.json"
-          + ("" if args.controller in ("uniform", "local") else ", episodes.jsonl, search.png"))
+          + ("" if searches_plans else ", episodes.jsonl, search.png"))
     if model_name is not None:
-        print(f"load it: policysearch.checkpoint.load_checkpoint('{out / 'model.pt'}').build()")
+        print(f"load it: policysearch.train.checkpoint.load_checkpoint('{out / 'model.pt'}').build()")
     else:  # a user's own architecture: policysearch cannot rebuild it by name
         print(f"load it: student = CompressionPlan.load('{out / 'plan.json'}').apply(your_model, example_batch); "
               f"student.load_state_dict(torch.load('{out / 'model.pt'}', weights_only=True)['state_dict'])")
@@ -299,33 +302,23 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
-def _local_search(args: argparse.Namespace, uniform: Any, teacher: Any, data: Any) -> tuple[Any, dict[str, Any]]:
-    """`--controller local`: compass search from the uniform plan (`policysearch.refine`), on the
+def _compass_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--local-*`` options as the compass search's settings (`--controller local`); on the
     validation split with batch orders that are not the final distillation's (`--seed`)."""
-    from policysearch.refine import refine_plan
-
-    seeds = [args.seed + 1000 + k for k in range(args.local_seeds)]
-    confirm = [args.seed + 2000 + k for k in range(args.local_confirm_seeds)]
-    confirm_steps = args.local_confirm_steps or args.local_steps
-    print(f"compass search from the uniform plan: each neighbour distilled {args.local_steps} steps x "
-          f"{len(seeds)} batch orders, a move confirmed on {len(confirm)} fresh ones ({confirm_steps} steps), "
-          "validation split ...")
-    result = refine_plan(uniform, teacher, data, steps=args.local_steps, seeds=seeds, confirm_seeds=confirm,
-                         factor=args.local_factor, rounds=args.local_rounds, lr=args.finetune_lr,
-                         min_keep=args.min_keep, workers=args.workers, progress=print, confirm_steps=confirm_steps)
-    summary = result.summary()
-    print(f"local search: {summary['moves']} moves, {result.distillations} distillations "
-          f"({result.images:,} images), {result.seconds / 60:.1f} min; validation {result.start_val_accuracy:.4f} "
-          f"(uniform) -> {result.val_accuracy:.4f}")
-    return result.plan, summary
+    if args.controller != "local":
+        return {}
+    return {"steps": args.local_steps, "seeds": args.local_seeds, "confirm_seeds": args.local_confirm_seeds,
+            "confirm_steps": args.local_confirm_steps, "factor": args.local_factor, "rounds": args.local_rounds,
+            "lr": args.finetune_lr, "min_keep": args.min_keep, "workers": args.workers, "seed": args.seed,
+            "progress": print}
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from policysearch.analysis.compare import compare, comparison_rows
+    from policysearch.analysis.plots import plot_comparison
+    from policysearch.analysis.report import format_table
     from policysearch.cli.training import check_policies
-    from policysearch.compare import compare, comparison_rows
     from policysearch.files import write_json
-    from policysearch.plots import plot_comparison
-    from policysearch.report import format_table
 
     config = train_config(args)
     if args.controller == "pbt" and args.population is None and args.backend == "local":
@@ -359,7 +352,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         verdict = "beats" if learned > best_base["test"]["accuracy"]["mean"] else "does not beat"
         print(f"the learned policy {verdict} the best baseline ({best_base['augment']}) on mean test accuracy")
         if len(seeds) >= 2:  # the same seeds (initial weights, data order) for every policy: paired
-            from policysearch.stats import paired_bootstrap
+            from policysearch.analysis.stats import paired_bootstrap
 
             per_seed = [[(run.get("test") or {}).get("accuracy") for run in e["runs"]] for e in (entries[0], best_base)]
             if all(len(v) == len(seeds) and None not in v for v in per_seed):  # a diverged run leaves no pair
@@ -374,10 +367,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_peak_rule(args: argparse.Namespace) -> int:
-    """Learn a peak rule over a task distribution (`policysearch.peak_rule_search`)."""
+    """Learn a peak rule over a task distribution (`policysearch.contrib.peak_rule_search`)."""
+    from policysearch.analysis.report import format_table
+    from policysearch.contrib.peak_rule_search import learn_peak_rule
     from policysearch.envs.schedule_tasks import TaskSampler
-    from policysearch.peak_rule_search import learn_peak_rule
-    from policysearch.report import format_table
 
     sampler = TaskSampler.parse(args.tasks)  # refused now, before anything runs
     factors = tuple(float(f) for f in args.factors)

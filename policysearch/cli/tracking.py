@@ -58,8 +58,8 @@ class _MLflow(_NeedsExtra):
 
 
 def objective_list(text: str) -> tuple[Any, ...]:
-    """``--objectives``: names checked at parse time (`policysearch.pareto.parse_objectives`)."""
-    from policysearch.pareto import parse_objectives
+    """``--objectives``: names checked at parse time (`policysearch.search.pareto.parse_objectives`)."""
+    from policysearch.search.pareto import parse_objectives
 
     try:
         return parse_objectives(text)
@@ -88,7 +88,7 @@ def check_tracking_options(args: argparse.Namespace) -> None:
     """What the parser cannot check alone, before any work: CMA-ES with several objectives."""
     objectives = getattr(args, "objectives", None)
     if objectives:
-        from policysearch.pareto import study_options
+        from policysearch.search.pareto import study_options
 
         study_options(objectives, getattr(args, "controller", ""))
 

@@ -12,14 +12,15 @@ EXIT_DIVERGED = 3
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from policysearch.checkpoint import save_checkpoint
-    from policysearch.compare import policy_label, robustness_settings
-    from policysearch.energy import EnergyMeter
+    from policysearch.analysis.compare import policy_label, robustness_settings
+    from policysearch.analysis.report import format_table
     from policysearch.files import check_output_file
     from policysearch.policies.adaptive import resolve_schedule
     from policysearch.policies.augment import load_policy
-    from policysearch.report import format_table
-    from policysearch.trainer import train_run
+    from policysearch.policies.schedule_kinds import OPEN_LOOP, schedule_kind
+    from policysearch.train.checkpoint import save_checkpoint
+    from policysearch.train.energy import EnergyMeter
+    from policysearch.train.recipe import train_run
 
     # Everything that can be refused is refused before the data is loaded and the model trained.
     if args.save:
@@ -34,7 +35,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                            tracker=tracker, peak=args.peak)
     cost = {**result.cost, **meter.stop()}
     if args.robustness is not None and not result.diverged:
-        from policysearch.robustness import attack_accuracy
+        from policysearch.train.robustness import attack_accuracy
 
         result.test.update(attack_accuracy(result.model, data, "test", args.robustness, seed=args.seed))
     rows = [{"split": split, **metrics} for split, metrics in (("val", result.val), ("test", result.test))]
@@ -64,7 +65,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"checkpoint not saved to {args.save}: the training diverged", file=sys.stderr)
     elif args.save:
         info = {"dataset": data.describe(), "config": result.config, "augment": policy.to_dict(),
-                "schedule": (schedule.to_dict() if hasattr(schedule, "lr_at") else
+                "schedule": (schedule.to_dict() if schedule_kind(schedule) == OPEN_LOOP else
                              {"peak_rule": args.schedule, "selection": result.selection} if result.selection
                              else {"closed_loop": args.schedule}),
                 "test": result.test, "val": result.val,
@@ -92,8 +93,8 @@ def check_policies(augments: list[str], schedules: list[str], base_lr: float) ->
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from policysearch.compare import compare, comparison_rows
-    from policysearch.report import format_table
+    from policysearch.analysis.compare import compare, comparison_rows
+    from policysearch.analysis.report import format_table
 
     seeds = list(range(args.seed, args.seed + args.seeds))
     config = train_config(args)
@@ -115,8 +116,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
+    from policysearch.analysis.report import format_table
     from policysearch.data import dataset_status
-    from policysearch.report import format_table
 
     rows = dataset_status(args.data_dir)
     print(format_table(rows))
@@ -126,8 +127,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from policysearch.analysis.report import format_table
     from policysearch.models import model_table
-    from policysearch.report import format_table
 
     rows = model_table()
     print(format_table(rows))

@@ -1,0 +1,41 @@
+"""Plain function calls in worker processes, results in the order asked.
+
+Used where whole trainings are independent (a comparison's seeds, a re-ranking's distillations):
+no env, no state to move, so a process pool of fresh interpreters is all it takes. The children of a
+search run on `policysearch.search.workers` instead, which keeps envs alive between steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["in_processes"]
+
+
+def in_processes(fn: Any, args: list[tuple[Any, ...]], workers: int, threads: int | None = 1,
+                 progress: bool = False, desc: str = "evaluate") -> list[Any]:
+    """Run `fn` (a module-level function) on each argument tuple in `workers` spawned processes (one
+    torch thread each by default); results come back in the order of `args`, so tables do not depend
+    on timing. With one worker the calls run here, in order, at the caller's thread count."""
+    if workers == 1:
+        return [fn(*a) for a in args]
+    import concurrent.futures
+    import multiprocessing
+
+    from tqdm.auto import tqdm
+
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked OpenMP state
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_set_threads,
+                                                initargs=(threads,)) as pool:
+        futures = [pool.submit(fn, *a) for a in args]
+        with tqdm(total=len(futures), disable=not progress, unit="run", desc=desc) as bar:
+            for _ in concurrent.futures.as_completed(futures):
+                bar.update(1)
+        return [f.result() for f in futures]
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)

@@ -1,0 +1,201 @@
+"""A search's run folder as a durable store: nothing lost, nothing mixed up, resumable.
+
+- ``run.json``: the run id and what defines the run (controller, seed, env settings, artefact
+  name); a resumed run must match it, field for field.
+- ``episodes.jsonl``: every finished episode, one fsynced line each, carrying the run id.
+- ``inflight.pt``: the episode in flight: its steps so far and the env's child state after the last
+  one (``torch.load(weights_only=True)``), so a resumed run restarts it from its last segment.
+- ``.lock``: held (``fcntl.flock``) while a search writes; the operating system releases it when the
+  process dies, even by SIGKILL, so a crash never leaves a stale lock behind.
+
+Resume is replay: the controller runs again from its seed; every step already in the log is
+answered from the log (no child is trained twice), then the in-flight child's state is restored
+and the search goes on live. Controllers are deterministic for a seed, so a resumed run's log and
+artefact equal those of a run that was never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from policysearch.errors import ConfigError
+from policysearch.files import atomic_path, json_safe, read_jsonl, write_json
+
+RUN_FILE, EPISODES_FILE, INFLIGHT_FILE, LOCK_FILE = "run.json", "episodes.jsonl", "inflight.pt", ".lock"
+# What a run folder may hold; `--overwrite` removes exactly these (never anything else of the user's).
+RUN_FILES = (RUN_FILE, EPISODES_FILE, INFLIGHT_FILE, "summary.json", "search.png", "controller.zip",
+             "controller.json", "policy.json", "schedule.json", "schedule.png", "plan.json", "model.pt",
+             "comparison.json", "comparison.png", "pareto.json", "pareto.png", "optuna.db")
+
+
+def now() -> str:
+    """The current time, ISO 8601 in UTC."""
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def git_commit() -> str | None:
+    """The commit of the policysearch source tree, when it is a git checkout (else None)."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def check_run_folder(out: str | Path, resume: bool = False, overwrite: bool = False) -> list[str]:
+    """The run files `out` holds; raise ConfigError when there are some and neither `resume` nor
+    `overwrite` says what to do with them (a run is never overwritten silently)."""
+    out = Path(out)
+    existing = [name for name in RUN_FILES if (out / name).exists()] if out.is_dir() else []
+    if existing and not (resume or overwrite):
+        shown = ", ".join(existing[:4]) + (", ..." if len(existing) > 4 else "")
+        raise ConfigError(f"--out {out} already holds a run ({shown}); "
+                          "pass --resume to continue it or --overwrite to replace it")
+    return existing
+
+
+class RunStore:
+    """Open `out` for a search defined by `identity` (JSON-able), taking its lock.
+
+    Args:
+        out: The run folder (created if missing).
+        identity: What defines the run; a resumed run's identity must be equal.
+        resume: Continue the run in `out` (its log is replayed); a folder without a run starts afresh.
+        overwrite: Replace the run in `out` (only the run's own files are removed).
+
+    Raises:
+        ConfigError: Another search holds the folder; `out` holds a run and neither `resume` nor
+            `overwrite` is set; or the run in `out` is not the run described by `identity`.
+    """
+
+    def __init__(self, out: Path, identity: dict[str, Any], resume: bool = False, overwrite: bool = False) -> None:
+        if resume and overwrite:
+            raise ConfigError("--resume and --overwrite both given, expected one of them")
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = self._lock()
+        try:
+            self._open(json_safe(identity), resume, overwrite)
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ opening
+    def _lock(self) -> int:
+        import fcntl
+
+        fd = os.open(self.out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise ConfigError(f"--out {self.out} is in use by another search ({holder}); "
+                              "wait for it to finish or choose another folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        return fd
+
+    def _open(self, identity: dict[str, Any], resume: bool, overwrite: bool) -> None:
+        existing = check_run_folder(self.out, resume, overwrite)
+        if overwrite:
+            for name in existing:
+                (self.out / name).unlink()
+        self.episodes: list[dict[str, Any]] = []
+        self.inflight: dict[str, Any] | None = None
+        self.torn: str | None = None
+        meta_path = self.out / RUN_FILE
+        if resume and meta_path.is_file():
+            from policysearch.policies.artifact import read_json
+
+            meta = read_json(meta_path)
+            self._check_identity(meta.get("identity", {}), identity)
+            self.run_id = str(meta["run_id"])
+            self.started = str(meta.get("started"))
+            self.resumes = [*meta.get("resumes", []), now()]
+            if (self.out / EPISODES_FILE).is_file():
+                self.episodes, self.torn = read_jsonl(self.out / EPISODES_FILE)
+                if self.torn:  # drop the torn line for good, so appends start on a clean line
+                    from policysearch.files import append_line, atomic_write
+
+                    atomic_write(self.out / EPISODES_FILE, lambda f: None)
+                    for record in self.episodes:
+                        append_line(self.out / EPISODES_FILE, record)
+            self.inflight = self._load_inflight()
+        else:
+            if resume:
+                print(f"note: --out {self.out} holds no run to resume; starting a new one", file=sys.stderr)
+            with contextlib.suppress(FileNotFoundError):
+                (self.out / INFLIGHT_FILE).unlink()
+            from policysearch.files import atomic_write
+
+            atomic_write(self.out / EPISODES_FILE, lambda f: None)  # a fresh, empty log
+            self.run_id, self.started, self.resumes = uuid.uuid4().hex[:12], now(), []
+        self.identity = identity
+        write_json(meta_path, {"run_id": self.run_id, "started": self.started, "resumes": self.resumes,
+                               "identity": identity})
+
+    @staticmethod
+    def _check_identity(stored: dict[str, Any], given: dict[str, Any]) -> None:
+        for key in sorted(set(stored) | set(given)):
+            if stored.get(key) != given.get(key):
+                raise ConfigError(
+                    f"--resume: the run in the folder was made with {key}={stored.get(key)!r}, this command "
+                    f"gives {given.get(key)!r}; resume with the same settings (or use --overwrite)"
+                )
+
+    def _load_inflight(self) -> dict[str, Any] | None:
+        import torch
+
+        path = self.out / INFLIGHT_FILE
+        if not path.is_file():
+            return None
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # a damaged in-flight file costs one child, never the run
+            print(f"note: {path} is unreadable; its episode restarts from the beginning", file=sys.stderr)
+            return None
+        if not isinstance(state, dict) or state.get("episodes") != len(self.episodes):
+            return None
+        return state
+
+    # ------------------------------------------------------------------ writing
+    def append_episode(self, record: dict[str, Any]) -> None:
+        from policysearch.files import append_line
+
+        append_line(self.out / EPISODES_FILE, {**record, "run_id": self.run_id})
+
+    def save_inflight(self, inflight: dict[str, Any]) -> None:
+        """Keep the episodes in flight: ``{"episodes": finished so far, "workers": {i: {"steps", "state"}}}``."""
+        import torch
+
+        if not inflight.get("workers"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.out / INFLIGHT_FILE).unlink()
+            return
+        with atomic_path(self.out / INFLIGHT_FILE) as tmp:
+            torch.save({**inflight, "workers": {i: {**json_safe({k: v for k, v in w.items() if k != "state"}),
+                                                    "state": w["state"]}
+                                                for i, w in inflight["workers"].items()}}, tmp)
+
+    def record(self) -> dict[str, Any]:
+        """What summary.json says about the run itself."""
+        from policysearch.policies.artifact import provenance
+
+        return {"run_id": self.run_id, "started": self.started, "resumes": self.resumes, "ended": now(),
+                "command": sys.argv, "versions": provenance(), "git_commit": git_commit()}
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
