@@ -2,7 +2,7 @@
 
     python benchmarks/recompute_claims.py            # prints one JSON object, writes results/claims.json
 
-Every interval comes from ``policysearch.stats`` (the same paired / nested bootstrap the benchmarks
+Every interval comes from ``policysearch.analysis.stats`` (the same paired / nested bootstrap the benchmarks
 use: 10,000 resamples, seed 0), so a figure that is only re-read reproduces the stored one exactly.
 Differences are in points of test accuracy (100 x the fraction). What is recomputed:
 
@@ -26,12 +26,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-try:
-    from policysearch.stats import nested_bootstrap, paired_bootstrap
-    STATS = "policysearch.stats"
-except ImportError:  # the layout issue moves it
-    from policysearch.analysis.stats import nested_bootstrap, paired_bootstrap
-    STATS = "policysearch.analysis.stats"
+from policysearch.analysis.stats import nested_bootstrap, paired_bootstrap
+
+STATS = "policysearch.analysis.stats"
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ZS = RESULTS / "schedule_zero_shot"
