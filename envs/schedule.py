@@ -7,6 +7,9 @@ linear decay to zero) and can draw a new task (data set, model, epochs, ...) eve
 task. The observation / action contract lives in `policysearch.policies.adaptive.ScheduleSpace`, so
 that a controller exported from this env (`AdaptiveSchedule`) rebuilds the exact same observation
 outside it.
+
+Size (~530 lines): one env class, most of it the model card and v1's residual / task / export
+logic that must agree step for step with `AdaptiveSchedule`; v0 is a thin subclass.
 """
 
 from __future__ import annotations

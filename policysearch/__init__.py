@@ -5,6 +5,7 @@ Importing the package is cheap: torch and the other heavy modules load on first 
 
 from __future__ import annotations
 
+from policysearch import _compat
 from policysearch._lazy import lazy_names
 
 __version__ = "0.1.0"
@@ -56,3 +57,4 @@ _register_envs()
 
 
 __getattr__, __dir__ = lazy_names(__name__, _LAZY)
+_compat.install()  # the 0.1 import paths (policysearch.trainer, ...), for one release

@@ -380,6 +380,9 @@ def test_demo_runs_search_then_comparison(capsys: pytest.CaptureFixture[str], tm
     assert all(len(r["runs"]) == 2 for r in result["results"])
     assert (tmp_path / "search" / "policy.json").is_file() and (tmp_path / "comparison.json").is_file()
     assert "learned policy" in err and "±" in err
+    saved = json.loads((tmp_path / "comparison.json").read_text())  # what benchmarks/results/demo.json holds
+    assert saved["command"].startswith("policysearch demo") and saved["verdict"]["line"] in err
+    assert saved["verdict"]["best_baseline"] in ("none", "trivial") and saved["verdict"]["difference_points"]["n"] == 2
 
 
 def test_demo_defaults_to_pbt_on_a_few_hundred_images(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -66,3 +66,23 @@ def test_every_subpackage_is_listed_for_the_wheel():
     found = {"policysearch." + str(p.parent.relative_to(root / "policysearch")).replace("/", ".")
              for p in (root / "policysearch").rglob("__init__.py") if p.parent != root / "policysearch"}
     assert found <= listed, f"missing from pyproject.toml packages: {sorted(found - listed)}"
+
+
+def test_old_import_paths_still_work_with_a_deprecation_warning():
+    import importlib
+
+    with pytest.warns(DeprecationWarning, match="policysearch.trainer moved to policysearch.train.trainer"):
+        old = importlib.import_module("policysearch.trainer")
+    from policysearch.train.recipe import train_run
+    from policysearch.train.trainer import Trainer
+
+    assert old.train_run is train_run and old.Trainer is Trainer  # a split module serves both halves
+    with pytest.warns(DeprecationWarning):
+        from policysearch.stats import paired_bootstrap
+    from policysearch.analysis.stats import paired_bootstrap as new
+
+    assert paired_bootstrap is new
+    with pytest.raises(AttributeError, match="moved to policysearch.train.trainer"):
+        old.no_such_name  # noqa: B018
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("policysearch.no_such_module")

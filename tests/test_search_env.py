@@ -8,9 +8,9 @@ import pytest
 
 import policysearch  # noqa: F401  (registers the envs)
 from policysearch.envs.base import ChildConfig
+from policysearch.envs.contract import SearchEnv, SuggestsEpisodes, as_search_env
 from policysearch.errors import ConfigError, UnknownNameError
 from policysearch.search import Budget, run_search
-from policysearch.envs.contract import SearchEnv, SuggestsEpisodes, as_search_env
 
 TINY = {"model": "mlp", "episode_length": 2, "steps_per_segment": 2, "batch_size": 32}
 

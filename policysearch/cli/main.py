@@ -373,6 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    # The command line as given, for the files a command writes (sys.argv is the host's under a test or API call).
+    args.command_line = " ".join(["policysearch", *(sys.argv[1:] if argv is None else argv)])
     verbosity = getattr(args, "verbose", 0) - getattr(args, "quiet", 0)
     # Under --json the object is the only thing on stdout: everything else printed goes to stderr.
     json_mode = bool(getattr(args, "json", False))

@@ -343,27 +343,42 @@ def cmd_demo(args: argparse.Namespace) -> int:
                       progress=show_progress(args), workers=args.workers, threads_per_worker=args.threads_per_worker)
     entries[0]["augment"] = "learned"
     print(format_table(comparison_rows(entries)))
-    write_json(out / "comparison.json", {"dataset": data.describe(), "search": result.summary, "results": entries})
     png = plot_comparison(entries, out / "comparison.png", title=f"{data.name}: learned policy vs baselines",
                           note=f"{len(data.y_test)} test images, {config.model}")
-    learned = entries[0]["test"]["accuracy"]["mean"]
-    best_base = max(entries[1:], key=lambda e: e["test"]["accuracy"]["mean"]) if len(entries) > 1 else None
-    if best_base is not None:
-        verdict = "beats" if learned > best_base["test"]["accuracy"]["mean"] else "does not beat"
-        print(f"the learned policy {verdict} the best baseline ({best_base['augment']}) on mean test accuracy")
-        if len(seeds) >= 2:  # the same seeds (initial weights, data order) for every policy: paired
-            from policysearch.analysis.stats import paired_bootstrap
-
-            per_seed = [[(run.get("test") or {}).get("accuracy") for run in e["runs"]] for e in (entries[0], best_base)]
-            if all(len(v) == len(seeds) and None not in v for v in per_seed):  # a diverged run leaves no pair
-                d = paired_bootstrap(*per_seed)
-                print(f"learned minus {best_base['augment']}: {100 * d['mean']:+.2f} points of test accuracy, "
-                      f"95 % bootstrap CI [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] over {d['n']} paired seeds")
+    verdict = _demo_verdict(entries, seeds)
+    if verdict:
+        print(verdict["line"])
+    write_json(out / "comparison.json", {"command": args.command_line,
+                                         "dataset": data.describe(), "search": result.summary, "verdict": verdict,
+                                         "results": entries})
     print(f"wrote {out}/: search/ (policy.json, episodes.jsonl, summary.json, controller, search.png), "
           f"comparison.json{', comparison.png' if png else ''}")
     if args.json:
         emit_json({"search": result.summary, "results": entries})
     return 0
+
+
+def _demo_verdict(entries: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any] | None:
+    """The learned policy minus the best baseline on mean test accuracy, with a paired bootstrap CI
+    when every seed of both finished (the same seeds: initial weights and data order are paired)."""
+    from policysearch.analysis.stats import paired_bootstrap
+
+    if len(entries) < 2:
+        return None
+    learned = entries[0]["test"]["accuracy"]["mean"]
+    best = max(entries[1:], key=lambda e: e["test"]["accuracy"]["mean"])
+    beats = bool(learned > best["test"]["accuracy"]["mean"])
+    verdict: dict[str, Any] = {"best_baseline": best["augment"], "beats": beats}
+    line = (f"the learned policy {'beats' if beats else 'does not beat'} the best baseline "
+            f"({best['augment']}) on mean test accuracy")
+    per_seed = [[(run.get("test") or {}).get("accuracy") for run in e["runs"]] for e in (entries[0], best)]
+    if len(seeds) >= 2 and all(len(v) == len(seeds) and None not in v for v in per_seed):  # a diverged run: no pair
+        d = paired_bootstrap(*per_seed)
+        verdict["difference_points"] = {k: 100 * d[k] for k in ("mean", "low", "high")} | {"n": d["n"]}
+        line += (f"; learned minus {best['augment']}: {100 * d['mean']:+.2f} points, 95 % bootstrap CI "
+                 f"[{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] over {d['n']} paired seeds")
+    verdict["line"] = line
+    return verdict
 
 
 def cmd_peak_rule(args: argparse.Namespace) -> int:

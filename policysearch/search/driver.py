@@ -19,10 +19,10 @@ from typing import Any
 
 import gymnasium as gym
 
+from policysearch.envs.contract import as_search_env
 from policysearch.errors import ConfigError
 from policysearch.files import read_jsonl, write_json
 from policysearch.policies.artifact import provenance
-from policysearch.envs.contract import as_search_env
 from policysearch.search.controllers.base import ControllerSettings
 from policysearch.search.controllers.pbt import DEFAULT_POPULATION
 from policysearch.search.controllers.registry import check_controller_env, check_settings, make_controller

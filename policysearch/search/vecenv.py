@@ -19,9 +19,9 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv
 
+from policysearch.envs.contract import SearchEnv, as_search_env
 from policysearch.errors import ConfigError
 from policysearch.metrics import cost_units
-from policysearch.envs.contract import SearchEnv, as_search_env
 from policysearch.search.runstore import RunStore
 from policysearch.search.workers import InProcessPool, WorkerPool
 from policysearch.tracking import Tracker

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from policysearch.checks import check_choice
-from policysearch.errors import ConfigError, MissingExtraError
 from policysearch.envs.contract import SuggestsEpisodes
+from policysearch.errors import ConfigError, MissingExtraError
 from policysearch.search.controllers.base import Controller, ControllerSettings
 from policysearch.search.pareto import Objective, batch_trial_values, study_options
 from policysearch.tracking import create_study, optuna_storage
