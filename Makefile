@@ -18,8 +18,8 @@ install: $(BIN)/policysearch
 demo: install
 	$(BIN)/policysearch demo --overwrite
 
-test: install
-	$(BIN)/python -m pytest -q
+test: install  # both cores: tests in two processes (pytest-xdist), one torch thread each
+	$(BIN)/python -m pytest -q -n 2
 
 # ruff (style, import order, likely bugs), then import-linter's layer and no-cycle contracts
 # (pyproject.toml) on the package as installed: envs/ and policies/ are mapped in by package-dir.
@@ -29,7 +29,7 @@ lint: install
 	cd build/view && PYTHONPATH=. ../../$(BIN)/lint-imports ../../pyproject.toml
 
 test-all: install  # includes the slow tests that really train
-	$(BIN)/python -m pytest -q -m ""
+	$(BIN)/python -m pytest -q -n 2 -m ""
 
 bench: install
 	$(BIN)/python benchmarks/inner_loop.py

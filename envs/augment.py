@@ -18,10 +18,11 @@ from gymnasium import spaces
 from policysearch.checks import check_choice
 from policysearch.envs.augment_space import SPACES, AugmentSpace, FullSpace, SmallSpace
 from policysearch.envs.base import ChildConfig, ChildTrainingEnv, state_fields
+from policysearch.envs.contract import MODES
 from policysearch.errors import ConfigError
 from policysearch.metrics import cost_units, reward_value
 from policysearch.policies.augment import TRIVIAL_OPS, AugmentPolicy
-from policysearch.envs.contract import MODES
+from policysearch.policies.schedule import load_schedule
 
 __all__ = ["AugmentEnv", "AugmentEnvV0", "AugmentSpace", "FullSpace", "SmallSpace"]
 
@@ -124,7 +125,6 @@ class AugmentEnv(ChildTrainingEnv):
         **child_kwargs: Any,
     ) -> None:
         super().__init__()
-        from policysearch.policies.schedule import load_schedule
 
         child = self._child_config(child, child_kwargs)
         check_choice("mode", mode, MODES)

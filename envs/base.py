@@ -31,8 +31,13 @@ import gymnasium as gym
 import numpy as np
 
 from policysearch.checks import check_choice, check_int, check_number
+from policysearch.data import prepare
+from policysearch.device import device_for_data, resolve_device
 from policysearch.errors import ConfigError
+from policysearch.files import json_safe
 from policysearch.metrics import COST_METRICS, REWARD_METRICS
+from policysearch.train.checkpoint import CHILD_STATE_KIND, CHILD_STATE_VERSION, child_state_problem
+from policysearch.train.trainer import TrainConfig, Trainer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,8 +144,6 @@ class ChildEnv(gym.Env):
 
     def _setup_child(self, child: ChildConfig, data: Any) -> None:
         """Prepare the data once (unless `data` is given) and set the contract's fields from `child`."""
-        from policysearch.data import prepare
-        from policysearch.device import device_for_data, resolve_device
 
         self.child_config = child
         if data is not None:
@@ -209,8 +212,6 @@ class ChildEnv(gym.Env):
           optimizer, step, batch order, the generator of batches / augmentation / mixup, cost;
         - "episode": the env's own fields (segment index, last action and metrics, ...).
         """
-        from policysearch.files import json_safe
-        from policysearch.train.checkpoint import CHILD_STATE_KIND, CHILD_STATE_VERSION
 
         rng, obs = self._np_random, self._current_observation()
         return {
@@ -238,7 +239,6 @@ class ChildEnv(gym.Env):
             ConfigError: The state is of another env, format version or settings (data set, model,
                 segments, action space, ...), or lacks a field; the message names which.
         """
-        from policysearch.train.checkpoint import child_state_problem
 
         problem = child_state_problem(state, self.ENV_ID)
         if problem:
@@ -255,8 +255,6 @@ class ChildEnv(gym.Env):
         self.last_seconds = float(last_seconds)
 
     def _check_settings(self, theirs: Any) -> None:
-        from policysearch.files import json_safe
-
         if not isinstance(theirs, dict):
             raise ConfigError(f"set_state: field 'settings' is a {type(theirs).__name__}, expected a dict")
         ours = json_safe(self.describe())
@@ -330,7 +328,6 @@ class ChildTrainingEnv(ChildEnv):
 
     def _setup_child_training(self, child: ChildConfig, data: Any) -> None:
         """The child's training config (checked before any data is loaded), the data, and the segments."""
-        from policysearch.train.trainer import TrainConfig
 
         self.config = TrainConfig(model=child.model, batch_size=child.batch_size, lr=child.lr,
                                   optimizer=child.optimizer, weight_decay=child.weight_decay,
@@ -354,8 +351,6 @@ class ChildTrainingEnv(ChildEnv):
         return self.trainer
 
     def _build_trainer(self, seed: int, total_steps: int | None = None) -> Any:
-        from policysearch.train.trainer import Trainer
-
         config = dataclasses.replace(self.config, seed=seed)
         steps = total_steps if total_steps is not None else self.steps_per_segment * self.episode_length
         return Trainer(self.data, config, total_steps=steps)

@@ -21,12 +21,17 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 from torch import nn
 
-from policysearch.channels.groups import CRITERIA
+from policysearch.channels.groups import CRITERIA, require_torch_pruning
 from policysearch.channels.space import PlanSpace
 from policysearch.checks import check_choice, check_int, check_lr, check_number
+from policysearch.compression.distill import _check_kd, distill
+from policysearch.compression.pruning import adaptive_bn, val_accuracy
 from policysearch.envs.base import ChildConfig, ChildEnv, state_fields
 from policysearch.errors import ConfigError
+from policysearch.metrics import count_parameters, flops_per_image, measure_latency
 from policysearch.policies.compress import CompressionPlan
+from policysearch.train.checkpoint import load_checkpoint
+from policysearch.train.evaluate import evaluate
 
 __all__ = ["OBSERVATION_NAMES", "PROXIES", "REWARDS", "CompressEnv", "PlanSpace"]
 
@@ -176,10 +181,6 @@ class CompressEnv(ChildEnv):
         **child_kwargs: Any,
     ) -> None:
         super().__init__()
-        from policysearch.channels.groups import require_torch_pruning
-        from policysearch.compression.distill import _check_kd
-        from policysearch.metrics import count_parameters, flops_per_image
-        from policysearch.train.evaluate import evaluate
 
         # Everything checkable without data or tracing is checked first.
         child = self._child_config(child, child_kwargs)
@@ -214,7 +215,6 @@ class CompressEnv(ChildEnv):
 
         ckpt = None
         if checkpoint is not None:
-            from policysearch.train.checkpoint import load_checkpoint
 
             ckpt = load_checkpoint(checkpoint)
             teacher = ckpt.build()
@@ -376,9 +376,6 @@ class CompressEnv(ChildEnv):
         """Prune, score by the proxy (adaptive BN, or a short distillation); fills `info`, returns the reward."""
         import time
 
-        from policysearch.compression.distill import distill
-        from policysearch.compression.pruning import adaptive_bn, val_accuracy
-        from policysearch.metrics import count_parameters, flops_per_image, measure_latency
 
         plan = self._plan()
         start = time.perf_counter()

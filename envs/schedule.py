@@ -23,15 +23,18 @@ from typing import Any, ClassVar
 import numpy as np
 from gymnasium import spaces
 
-from policysearch.checks import MAX_LR
+from policysearch.checks import MAX_LR, check_choice
+from policysearch.data import prepare
+from policysearch.device import resolve_device
 from policysearch.envs.base import ChildConfig, ChildTrainingEnv, state_fields
 from policysearch.envs.schedule_tasks import Task, TaskSampler
 from policysearch.errors import ConfigError
 from policysearch.metrics import cost_units, reward_value
-from policysearch.policies.adaptive import OBSERVATION_NAMES, ScheduleSpace
-from policysearch.policies.augment import AugmentPolicy
-from policysearch.policies.schedule import LOG10_LR_MIN, LearnedSchedule
-from policysearch.train.lr_range import DEFAULT_STEPS
+from policysearch.models import MODELS
+from policysearch.policies.adaptive import CONTROLLER_ALGOS, OBSERVATION_NAMES, AdaptiveSchedule, ScheduleSpace
+from policysearch.policies.augment import AugmentPolicy, load_policy
+from policysearch.policies.schedule import LOG10_LR_MIN, LearnedSchedule, named_schedule
+from policysearch.train.lr_range import DEFAULT_STEPS, lr_range_test
 
 __all__ = ["OBSERVATION_NAMES", "ScheduleEnv", "ScheduleEnvV0", "ScheduleSpace", "Task", "TaskSampler"]
 
@@ -183,8 +186,6 @@ class ScheduleEnv(ChildTrainingEnv):
         **child_kwargs: Any,
     ) -> None:
         super().__init__()
-        from policysearch.checks import check_choice
-        from policysearch.policies.augment import load_policy
 
         child = self._child_config(child, child_kwargs)
         self.reward_kind = check_choice("schedule reward", reward, REWARDS)
@@ -232,8 +233,6 @@ class ScheduleEnv(ChildTrainingEnv):
     # ------------------------------------------------------------------ tasks
     def _task_data(self, task: Task, child: ChildConfig | None = None) -> Any:
         """The prepared data of a task's data set and size (prepared once, then kept)."""
-        from policysearch.data import prepare
-        from policysearch.device import resolve_device
 
         child = child or self.child_config
         key = (task.dataset, task.train_size)
@@ -248,7 +247,6 @@ class ScheduleEnv(ChildTrainingEnv):
     def _switch_task(self, task: Task) -> None:
         """Train `task` from the next child on: its data, model (default optimizer and LR), batch
         size, weight decay, and its epochs spread over the episode's segments."""
-        from policysearch.models import MODELS
 
         self.data = self._task_data(task)
         spec = MODELS[task.model]
@@ -287,7 +285,6 @@ class ScheduleEnv(ChildTrainingEnv):
         seed) and take its suggestion as the base's peak; its FLOPs are charged to the first step."""
         self._peak, self._range_flops = None, 0.0
         if self.space.peak == "range-test":
-            from policysearch.train.lr_range import lr_range_test
 
             test = lr_range_test(self.data, self.trainer.config, steps=self.space.range_steps)
             self._peak = test.suggestion()
@@ -450,7 +447,6 @@ class ScheduleEnv(ChildTrainingEnv):
         the base schedule (onecycle, linear) scaled as a whole, its peak tuned within the factor's
         bounds; v0: a hand-made family (cosine or onecycle) and its peak LR in [lr_min, lr_max] (log
         scale), each segment getting the family's LR at the segment's middle."""
-        from policysearch.policies.schedule import named_schedule
 
         if self.space.residual:  # v1: the base schedule times one factor: its peak LR, tuned
             factor = np.array([trial.suggest_float("peak_factor", -1.0, 1.0)], dtype=np.float32)
@@ -508,7 +504,6 @@ class ScheduleEnv(ChildTrainingEnv):
         """The closed-loop export: for an SB3 or `es` controller, `controller.json` (the observation /
         action contract it was trained with, an `AdaptiveSchedule` sidecar) next to its `controller.zip`
         (`es`: `controller.weights.json`)."""
-        from policysearch.policies.adaptive import CONTROLLER_ALGOS, AdaptiveSchedule
 
         algo = CONTROLLER_ALGOS.get(controller)
         if controller_path is None or algo is None:

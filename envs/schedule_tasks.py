@@ -24,7 +24,9 @@ from typing import Any
 import numpy as np
 
 from policysearch.checks import check_choice, check_int, check_number
+from policysearch.data import DATASETS
 from policysearch.errors import ConfigError
+from policysearch.models import MODELS
 
 __all__ = ["TASK_PRESETS", "Task", "TaskSampler"]
 
@@ -74,9 +76,6 @@ class TaskSampler:
     val_size: int = 1000
 
     def __post_init__(self) -> None:
-        from policysearch.data import DATASETS
-        from policysearch.models import MODELS
-
         pairs = tuple((str(d), str(m)) for d, m in self.pairs)
         if not pairs:
             raise ConfigError("tasks: no (data set, model) pair to draw from")

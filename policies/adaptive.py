@@ -46,12 +46,18 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from policysearch.checks import check_choice, check_int
+from policysearch.checks import check_choice, check_int, check_lr
 from policysearch.errors import ConfigError, PolicyFormatError
+from policysearch.files import atomic_path
 from policysearch.metrics import REWARD_METRICS
 from policysearch.policies.artifact import provenance as make_provenance
 from policysearch.policies.artifact import read_json, read_provenance, require, unwrap, wrap, write_json
-from policysearch.policies.linear_policy import WEIGHTS_SUFFIX
+from policysearch.policies.hypergradient import Hypergradient
+from policysearch.policies.linear_policy import WEIGHTS_SUFFIX, LinearPolicy
+from policysearch.policies.peak_rule import PeakRule
+from policysearch.policies.probe_policy import ProbePolicy
+from policysearch.policies.sb3_zip import load_sb3_policy
+from policysearch.policies.schedule import load_schedule
 
 # The observation / action contract lives in its own module; re-exported here, where users meet it.
 from policysearch.policies.schedule_kinds import CLOSED_LOOP
@@ -74,7 +80,6 @@ ZOO_PREFIX = "zoo:"
 def zoo_names() -> tuple[str, ...]:
     """The controllers shipped in ``policies/zoo/`` (names for ``zoo:NAME``): closed-loop controllers
     (`AdaptiveSchedule`) and peak rules (`PeakRule`)."""
-    from policysearch.policies.peak_rule import PeakRule
 
     names = []
     for path in sorted(ZOO_DIR.glob("*.json")):
@@ -237,7 +242,6 @@ class AdaptiveSchedule:
         prefix = path / "controller" if path.is_dir() else path.with_suffix("") if path.suffix == ".json" else path
         prefix.parent.mkdir(parents=True, exist_ok=True)
         zip_path = prefix.with_name(prefix.name + _MODEL_SUFFIX.get(self.algo, ".zip"))
-        from policysearch.files import atomic_path
 
         with atomic_path(zip_path) as tmp:
             self.model.save(tmp)
@@ -299,11 +303,9 @@ def _load_model(path: str | Path, algo: str, source: str, space: ScheduleSpace, 
     observation_space = spaces.Box(-space.clip, space.clip, shape=(space.dim,), dtype=np.float32)
     action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
     if algo == "linear":  # plain JSON weights: nothing to unpickle
-        from policysearch.policies.linear_policy import LinearPolicy
 
         return LinearPolicy.load(path, observation_space, action_space, source=f"{source} ({path})")
     if algo == "probe":  # plain JSON too
-        from policysearch.policies.probe_policy import ProbePolicy
 
         policy = ProbePolicy.load(path, observation_space, action_space, source=f"{source} ({path})")
         if policy.segments != space.segments:
@@ -311,7 +313,6 @@ def _load_model(path: str | Path, algo: str, source: str, space: ScheduleSpace, 
                                     f"sidecar says {space.segments}")
         return policy
     if not trust_pickle:
-        from policysearch.policies.sb3_zip import load_sb3_policy
 
         return load_sb3_policy(path, algo, observation_space, action_space, source=f"{source} ({path})")
     import warnings
@@ -373,7 +374,6 @@ class AdaptiveLRCallback:
         self.base = None
         self.action = 0.0
         if adaptive.space.residual:
-            from policysearch.checks import check_lr
 
             peak = check_lr("base_lr", base_lr if base_lr is not None else float(optimizer.param_groups[0]["lr"]))
             self.base_lr = peak
@@ -462,13 +462,10 @@ def resolve_schedule(spec: str | Path, base_lr: float, trust_pickle: bool = Fals
     picked at the run's start), or an `AdaptiveSchedule` (closed loop) given by its JSON sidecar,
     its controller zip (loaded without executing anything from it unless `trust_pickle`) or
     ``zoo:NAME`` (shipped in ``policies/zoo/``, either kind)."""
-    from policysearch.policies.schedule import load_schedule
 
     if str(spec) == "hypergradient":
-        from policysearch.policies.hypergradient import Hypergradient
 
         return Hypergradient(base_lr)
-    from policysearch.policies.peak_rule import PeakRule
 
     zoo = str(spec).startswith(ZOO_PREFIX)
     path = resolve_zoo(spec)

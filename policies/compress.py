@@ -49,6 +49,7 @@ from policysearch.channels.groups import (
 from policysearch.channels.space import PlanSpace
 from policysearch.checks import check_choice, check_int, check_number, check_shape
 from policysearch.errors import ConfigError, PolicyFormatError
+from policysearch.models import build_model
 from policysearch.policies.artifact import JsonArtefact, read_provenance, require, unwrap, wrap
 
 # The channel groups and the plan space live in `policysearch.channels`; re-exported here, where
@@ -339,7 +340,6 @@ class CompressionPlan(JsonArtefact):
     def build(self, state_dict: Mapping[str, torch.Tensor] | None = None) -> nn.Module:
         """The pruned architecture of a registered model (`model` a name in `policysearch.models`),
         optionally loaded with a pruned state dict (shapes do not depend on the unpruned weights)."""
-        from policysearch.models import build_model
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # the weights are replaced or pruned; only shapes matter here

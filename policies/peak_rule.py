@@ -25,7 +25,9 @@ import numpy as np
 from policysearch.checks import check_choice
 from policysearch.errors import ConfigError, PolicyFormatError
 from policysearch.policies.artifact import read_json, read_provenance, require, unwrap, wrap, write_json
+from policysearch.policies.schedule import named_schedule
 from policysearch.policies.schedule_kinds import PEAK_RULE
+from policysearch.sharpness import START_FEATURES, batch_statistics, start_statistics
 
 __all__ = ["PeakRule"]
 
@@ -54,7 +56,6 @@ class PeakRule:
     def __init__(self, base: str, factors: list[float], features: list[str], mean: Any, std: Any, weights: Any,
                  biases: Any, low: Any, high: Any, images: int = 64, iterations: int = 6,
                  provenance: dict[str, Any] | None = None) -> None:
-        from policysearch.sharpness import START_FEATURES
 
         self.base = check_choice("peak rule base schedule", base, _BASES)
         self.factors = [float(f) for f in factors]
@@ -107,8 +108,6 @@ class PeakRule:
         """The schedule for a run of `total_steps` of `model` (initial weights) on `data` with
         `config` (its ``lr`` the default peak, ``seed`` the batch the curvature is measured on), and a
         record of the decision (factor, features, scores, the estimate and its images)."""
-        from policysearch.policies.schedule import named_schedule
-        from policysearch.sharpness import start_statistics
 
         stats = start_statistics(model, data, config.seed, self.images, self.iterations)
         values = stats.features(float(config.lr), total_steps, config.optimizer)
@@ -121,7 +120,6 @@ class PeakRule:
         """The factor for a plain training loop: `model` at its initial weights, one batch `x`, `y`
         (about ``self.images`` images, normalised as the loop feeds them), the default peak `lr`, the
         run's `total_steps` and optimizer ("sgd" or "adamw"). Train at ``factor * lr``."""
-        from policysearch.sharpness import batch_statistics
 
         stats = batch_statistics(model, x, y, 0, self.iterations)
         return self.choose(stats.features(float(lr), int(total_steps), optimizer))

@@ -24,6 +24,7 @@ import torch
 from gymnasium import spaces
 
 from policysearch.errors import PolicyFormatError
+from policysearch.files import atomic_write
 
 __all__ = ["SafeSB3Policy", "load_sb3_policy"]
 
@@ -57,7 +58,6 @@ class SafeSB3Policy:
 
     def save(self, path: str | Path) -> None:
         """Write the zip exactly as it was read (atomically)."""
-        from policysearch.files import atomic_write
 
         atomic_write(path, lambda f: f.write(self._raw))
 

@@ -20,7 +20,7 @@ import numpy as np
 from policysearch.checks import MAX_LR, check_choice, check_int, check_lr, check_number
 from policysearch.errors import ConfigError, PolicyFormatError
 from policysearch.policies.artifact import require
-from policysearch.policies.schedule import LOG10_LR_MIN
+from policysearch.policies.schedule import LOG10_LR_MIN, named_schedule
 
 __all__ = ["BASES", "OBSERVATION_NAMES", "PEAKS", "RESIDUAL_OBSERVATION_NAMES", "ScheduleSpace"]
 
@@ -170,7 +170,6 @@ class ScheduleSpace:
     # ------------------------------------------------------------------ residual action
     def base_schedule(self, base_lr: float) -> Any:
         """Residual mode: the base schedule (a ``LearnedSchedule``) peaking at ``base_lr``."""
-        from policysearch.policies.schedule import named_schedule
 
         if self.base is None:
             raise ConfigError("base_schedule: this space has no base schedule (it sets absolute LRs)")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from policysearch.errors import ConfigError
+from policysearch.files import atomic_path
 
 __all__ = ["best_so_far", "pyplot", "rolling_mean", "save_figure"]
 
@@ -34,7 +35,6 @@ def save_figure(plt: Any, fig: Any, path: str | Path, layout: bool = True) -> Pa
     """Write `fig` through a temporary file (format from the suffix), close it, return the path."""
     if layout:
         fig.tight_layout()
-    from policysearch.files import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from policysearch.checks import check_int
+from policysearch.data.preprocess import normalise
 
 __all__ = ["DEFAULT_IMAGES", "DEFAULT_ITERATIONS", "START_FEATURES", "StartStatistics", "batch_statistics",
            "start_statistics"]
@@ -115,7 +116,6 @@ def start_statistics(model: torch.nn.Module, data: Any, seed: int, images: int =
                      iterations: int = DEFAULT_ITERATIONS) -> StartStatistics:
     """`batch_statistics` on `images` training images of `data` (policysearch's device-resident
     splits) drawn by `seed`, normalised as the trainer does."""
-    from policysearch.data.preprocess import normalise
 
     check_int("sharpness images", images, 1)
     device = data.x_train.device

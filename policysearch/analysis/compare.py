@@ -19,7 +19,9 @@ from policysearch.policies.adaptive import resolve_schedule
 from policysearch.policies.augment import AugmentPolicy, load_policy
 from policysearch.processes import in_processes
 from policysearch.tracking import Tracker, replay_training
+from policysearch.train.energy import EnergyMeter
 from policysearch.train.recipe import train_run
+from policysearch.train.robustness import DEFAULT_PGD_STEPS, attack_accuracy
 from policysearch.train.trainer import TrainConfig
 
 
@@ -125,7 +127,6 @@ def compare(
 def _one_run(data: DeviceData, config: TrainConfig, epochs: float, policy: Any, schedule: Any,
              robustness: float | None, progress: bool, description: str) -> dict[str, Any]:
     """One training of the comparison: its metrics, cost and energy (a worker process runs it too)."""
-    from policysearch.train.energy import EnergyMeter
 
     with EnergyMeter(data.device) as meter:
         result = train_run(data, config, epochs, policy, schedule, progress=progress, description=description)
@@ -138,7 +139,6 @@ def _one_run(data: DeviceData, config: TrainConfig, epochs: float, policy: Any, 
 
 def robustness_settings(eps: float) -> dict[str, Any]:
     """What "fgsm_accuracy" / "pgd_accuracy" mean in a report: the attacks' settings."""
-    from policysearch.train.robustness import DEFAULT_PGD_STEPS
 
     return {"epsilon": eps, "units": "[0, 1] pixels, un-normalised image", "split": "test",
             "pgd_steps": DEFAULT_PGD_STEPS, "pgd_step_size": 2.5 * eps / DEFAULT_PGD_STEPS, "pgd_random_start": True}
@@ -147,7 +147,6 @@ def robustness_settings(eps: float) -> dict[str, Any]:
 def _attacked(result: Any, data: DeviceData, eps: float) -> dict[str, float]:
     if result.diverged:
         return {"fgsm_accuracy": float("nan"), "pgd_accuracy": float("nan")}
-    from policysearch.train.robustness import attack_accuracy
 
     return attack_accuracy(result.model, data, "test", eps, seed=result.config.get("seed", 0))
 

@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from policysearch.errors import UnknownNameError
 from policysearch.figures import pyplot, save_figure
+from policysearch.policies.schedule import named_schedule
 
 #: The panels of `plot_comparison`: the test metrics every comparison reports.
 COMPARISON_METRICS: tuple[str, ...] = ("accuracy", "macro_f1", "ece", "nll")
@@ -46,7 +48,6 @@ def comparison_figure(entries: Sequence[dict[str, Any]], title: str = "", metric
     Returns:
         A matplotlib Figure (None when matplotlib is missing).
     """
-    from policysearch.errors import UnknownNameError
 
     if interval not in ("std", "ci95"):
         raise UnknownNameError("interval", interval, ("std", "ci95"))
@@ -110,7 +111,6 @@ def plot_schedules(learned: Any, base_lr: float, path: str | Path, title: str = 
     plt = pyplot()
     if plt is None:
         return None
-    from policysearch.policies.schedule import named_schedule
 
     grid = [i / 400 for i in range(401)]
     fig, ax = plt.subplots(figsize=(6.4, 3.8))

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from policysearch.checks import is_number
+from policysearch.files import write_json
 
 
 def _cell(value: Any) -> str:
@@ -48,7 +49,6 @@ def finish_record(record: dict[str, Any], out: str | None, started: tuple[float,
 
     import torch
 
-    from policysearch.files import write_json
 
     record.update(environment={"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                                "python": platform.python_version()},

@@ -18,6 +18,7 @@ from typing import Any
 
 from policysearch.errors import ConfigError, PolicyFormatError
 from policysearch.figures import best_so_far, rolling_mean
+from policysearch.search.driver import read_episodes
 
 __all__ = ["Run", "best_so_far", "compare_runs", "load_run", "rolling_mean", "run_row", "run_series"]
 
@@ -43,7 +44,6 @@ def load_run(path: str | Path) -> Run:
         ConfigError: `path` is not a folder with an episodes.jsonl.
         PolicyFormatError: summary.json or episodes.jsonl is damaged (a torn last line is not damage).
     """
-    from policysearch.search.driver import read_episodes
 
     folder = Path(path)
     if not folder.is_dir():

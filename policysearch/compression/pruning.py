@@ -27,9 +27,13 @@ import torch
 from torch import nn
 
 from policysearch.checks import check_int
+from policysearch.compression.distill import distill
 from policysearch.data import DeviceData
 from policysearch.data.preprocess import normalise
 from policysearch.device import autocast, to_device
+from policysearch.errors import ConfigError
+from policysearch.policies.compress import CompressionPlan
+from policysearch.processes import in_processes
 
 __all__ = [
     "accuracy_of",
@@ -139,7 +143,6 @@ def top_plans(episodes: Sequence[Mapping[str, Any]], k: int = 5, with_first: boo
     search) comes last when the proxy did not place it among the `k`: a re-ranking then returns uniform
     unless some candidate beats it after the short fine-tune too, not only on the proxy.
     """
-    from policysearch.policies.compress import CompressionPlan
 
     done = [e for e in episodes if e.get("steps") and "plan" in e["steps"][-1]]
     ranked = sorted(done, key=lambda e: (-float(e["score"]), e["episode"]))
@@ -170,7 +173,6 @@ def rerank(plans: Sequence[Any], teacher: nn.Module, data: DeviceData, steps: in
     Returns:
         ``{"index", "plan", "val_accuracy", "seconds"}`` per plan, best first (ties: the earlier plan).
     """
-    from policysearch.compression.distill import distill
 
     check_int("steps", steps, 0)
     teacher = teacher.to(data.device).eval()
@@ -190,7 +192,6 @@ def _distilled_correct(plan: Any, teacher: nn.Module, data: DeviceData, steps: i
                        split: str) -> np.ndarray | None:
     import copy
 
-    from policysearch.compression.distill import distill
 
     # In a spawned worker the teacher's tensors are shared memory, seen by every worker and the parent:
     # work on a private copy so that nothing done here can reach them.
@@ -219,7 +220,6 @@ def distilled_correct(plans: Sequence[Any], teacher: nn.Module, data: DeviceData
     keys = [tuple(sorted(plan.kept().items())) for plan in plans]
     distinct = dict(zip(keys, plans))
     jobs = [(plan, teacher, data, steps, lr, seed, split) for plan in distinct.values() for seed in seeds]
-    from policysearch.processes import in_processes
 
     done = in_processes(_distilled_correct, jobs, workers)
     by_key = {key: done[i * len(seeds):(i + 1) * len(seeds)] for i, key in enumerate(distinct)}
@@ -264,7 +264,6 @@ def proxy_correlation(
     from scipy import stats
 
     if len(plans) < 3:
-        from policysearch.errors import ConfigError
 
         raise ConfigError(f"proxy_correlation needs at least 3 plans, got {len(plans)}")
     teacher = teacher.to(data.device).eval()

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from policysearch.checks import check_int, check_number
+from policysearch.compression.pruning import distilled_accuracies
 from policysearch.data import DeviceData
 
 DISTILL_BATCH = 128  # images per distillation step in `pruning.distilled_accuracies` (`distill`'s default)
@@ -85,8 +86,6 @@ class DistilledScore:
         return tuple(sorted(plan.kept().items()))
 
     def __call__(self, plans: Sequence[Any], seeds: Sequence[int]) -> list[float]:
-        from policysearch.compression.pruning import distilled_accuracies
-
         todo = {self.key(p): p for p in plans if any(s not in self.accuracies.get(self.key(p), {}) for s in seeds)}
         if todo:
             accs = distilled_accuracies(list(todo.values()), self.teacher, self.data, self.steps, self.lr, list(seeds),

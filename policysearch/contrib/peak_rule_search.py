@@ -36,11 +36,15 @@ from typing import Any
 import numpy as np
 
 from policysearch.contrib.probe import CV_FOLDS, cross_validate, one_standard_error_choice, task_group
+from policysearch.data import prepare
 from policysearch.errors import ConfigError
 from policysearch.files import append_line, atomic_write, check_output_dir, json_dumps, read_jsonl, write_json
 from policysearch.policies.artifact import provenance, read_json
 from policysearch.policies.peak_rule import PeakRule
-from policysearch.sharpness import DEFAULT_IMAGES, DEFAULT_ITERATIONS, START_FEATURES
+from policysearch.policies.schedule import named_schedule
+from policysearch.sharpness import DEFAULT_IMAGES, DEFAULT_ITERATIONS, START_FEATURES, start_statistics
+from policysearch.train.recipe import train_run
+from policysearch.train.trainer import TrainConfig, Trainer
 
 __all__ = ["DEFAULT_FACTORS", "PENALTIES", "ArmFit", "learn_peak_rule"]
 
@@ -107,11 +111,6 @@ def _worker_init(threads: int) -> None:
 
 def task_row(job: dict[str, Any]) -> dict[str, Any]:
     """Train every factor on one task from one seed; return the table row (validation only)."""
-    from policysearch.data import prepare
-    from policysearch.policies.schedule import named_schedule
-    from policysearch.sharpness import start_statistics
-    from policysearch.train.recipe import train_run
-    from policysearch.train.trainer import TrainConfig, Trainer
 
     start = time.perf_counter()
     task = job["task"]  # a Task's fields (the engine does not import envs/: the caller samples them)

@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from policysearch.errors import ConfigError, UnknownNameError
+from policysearch.files import write_json
+from policysearch.search.plots import plot_pareto
 
 __all__ = [
     "OBJECTIVES",
@@ -210,8 +212,6 @@ def write_pareto(out: Path | None, episodes: Sequence[dict[str, Any]], objective
         artefact_name: the run's artefact file name, whose stem names the front's files.
         title: the plot's title.
     """
-    from policysearch.files import write_json
-    from policysearch.search.plots import plot_pareto
 
     result = pareto_summary(episodes, objectives)
     if out is None:

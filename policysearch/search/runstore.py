@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from policysearch.errors import ConfigError
-from policysearch.files import atomic_path, json_safe, read_jsonl, write_json
+from policysearch.files import append_line, atomic_path, atomic_write, json_safe, read_jsonl, write_json
+from policysearch.policies.artifact import provenance, read_json
 
 RUN_FILE, EPISODES_FILE, INFLIGHT_FILE, LOCK_FILE = "run.json", "episodes.jsonl", "inflight.pt", ".lock"
 # What a run folder may hold; `--overwrite` removes exactly these (never anything else of the user's).
@@ -116,7 +117,6 @@ class RunStore:
         self.torn: str | None = None
         meta_path = self.out / RUN_FILE
         if resume and meta_path.is_file():
-            from policysearch.policies.artifact import read_json
 
             meta = read_json(meta_path)
             self._check_identity(meta.get("identity", {}), identity)
@@ -126,7 +126,6 @@ class RunStore:
             if (self.out / EPISODES_FILE).is_file():
                 self.episodes, self.torn = read_jsonl(self.out / EPISODES_FILE)
                 if self.torn:  # drop the torn line for good, so appends start on a clean line
-                    from policysearch.files import append_line, atomic_write
 
                     atomic_write(self.out / EPISODES_FILE, lambda f: None)
                     for record in self.episodes:
@@ -137,7 +136,6 @@ class RunStore:
                 print(f"note: --out {self.out} holds no run to resume; starting a new one", file=sys.stderr)
             with contextlib.suppress(FileNotFoundError):
                 (self.out / INFLIGHT_FILE).unlink()
-            from policysearch.files import atomic_write
 
             atomic_write(self.out / EPISODES_FILE, lambda f: None)  # a fresh, empty log
             self.run_id, self.started, self.resumes = uuid.uuid4().hex[:12], now(), []
@@ -171,8 +169,6 @@ class RunStore:
 
     # ------------------------------------------------------------------ writing
     def append_episode(self, record: dict[str, Any]) -> None:
-        from policysearch.files import append_line
-
         append_line(self.out / EPISODES_FILE, {**record, "run_id": self.run_id})
 
     def save_inflight(self, inflight: dict[str, Any]) -> None:
@@ -190,7 +186,6 @@ class RunStore:
 
     def record(self) -> dict[str, Any]:
         """What summary.json says about the run itself."""
-        from policysearch.policies.artifact import provenance
 
         return {"run_id": self.run_id, "started": self.started, "resumes": self.resumes, "ended": now(),
                 "command": sys.argv, "versions": provenance(), "git_commit": git_commit()}

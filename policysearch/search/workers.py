@@ -32,6 +32,8 @@ from typing import Any
 
 import gymnasium
 
+from policysearch.checks import check_choice, check_int
+from policysearch.device import resolve_device
 from policysearch.errors import ConfigError, MissingExtraError
 
 BACKENDS = ("local", "ray")
@@ -39,7 +41,6 @@ BACKENDS = ("local", "ray")
 
 class WorkerDied(RuntimeError):
     """The worker running a child is gone; the message says how."""
-
 
 class WorkerPool(abc.ABC):
     """N workers, each holding one env. Call order per round: `submit` for some slots, then
@@ -440,12 +441,10 @@ def make_pool(env: Any, workers: int = 1, backend: str = "local", env_fn: Callab
     local workers over devices round-robin (``["cuda:0", "cuda:1"]`` on a two-GPU host).
     `population`: children held at once when it differs from `workers` (more than the local
     workers: a `SerialPool` of that many copies with one worker, else a `SharedProcessPool`)."""
-    from policysearch.checks import check_choice, check_int
 
     check_int("workers", workers, 1)
     check_choice("backend", backend, BACKENDS)
     if devices:
-        from policysearch.device import resolve_device
 
         devices = [str(resolve_device(d)) for d in devices]  # unknown or absent devices fail here
     if population is not None and population != workers:

@@ -17,6 +17,9 @@ from torch import nn
 
 from policysearch.checks import check_int, check_shape, is_int
 from policysearch.errors import ConfigError, PolicyFormatError
+from policysearch.files import atomic_path
+from policysearch.models import build_model
+from policysearch.policies.compress import CompressionPlan
 
 CHECKPOINT_KIND = "policysearch_checkpoint"
 CHECKPOINT_VERSION = 1
@@ -37,10 +40,8 @@ class Checkpoint:
         """A registered model with the saved weights; a compressed one (its plan in `info`) is
         rebuilt with the pruned architecture first."""
         if self.info.get("plan"):
-            from policysearch.policies.compress import CompressionPlan
 
             return CompressionPlan.from_dict(self.info["plan"], source="checkpoint plan").build(self.state_dict)
-        from policysearch.models import build_model
 
         model = build_model(self.model_name, self.input_shape, self.num_classes)
         try:
@@ -58,7 +59,6 @@ def save_checkpoint(
     path: str | Path, model: nn.Module, model_name: str, input_shape: tuple[int, int, int], num_classes: int,
     info: dict[str, Any] | None = None,
 ) -> Path:
-    from policysearch.files import atomic_path
 
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -147,7 +147,6 @@ def save_child_state(state: dict[str, Any], path: str | Path) -> Path:
     Raises:
         ConfigError: `state` is not a child-training state.
     """
-    from policysearch.files import atomic_path
 
     problem = child_state_problem(state)
     if problem:

@@ -28,7 +28,7 @@ import os
 import time
 from typing import Any
 
-from policysearch.errors import ConfigError
+from policysearch.errors import ConfigError, MissingExtraError
 
 __all__ = ["CARBON_INTENSITY_G_PER_KWH", "ENERGY_MODES", "GPU_WATTS", "WATTS_PER_CPU_THREAD", "EnergyMeter",
            "energy_mode", "estimate_energy", "estimated_power_w"]
@@ -144,7 +144,6 @@ class EnergyMeter:
             import importlib.util
 
             if importlib.util.find_spec("codecarbon") is None:
-                from policysearch.errors import MissingExtraError
 
                 raise MissingExtraError("codecarbon", "energy", "measuring energy (POLICYSEARCH_ENERGY=codecarbon)")
         self._started = time.perf_counter()

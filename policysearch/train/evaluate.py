@@ -20,6 +20,7 @@ from policysearch.data import DeviceData
 from policysearch.data.preprocess import normalise
 from policysearch.device import autocast, to_device
 from policysearch.metrics import ATTACK_REWARD_METRICS, classification_metrics
+from policysearch.train.robustness import REWARD_EPSILON, attack_accuracy
 
 __all__ = ["EVAL_BATCH_SIZE", "evaluate", "predict"]
 
@@ -65,7 +66,6 @@ def evaluate(
     logits, y = predict(model, data, split, batch_size=batch_size, amp=amp)
     metrics = classification_metrics(logits, y, data.num_classes)
     if reward_metric in ATTACK_REWARD_METRICS:
-        from policysearch.train.robustness import REWARD_EPSILON, attack_accuracy
 
         metrics.update(attack_accuracy(model, data, split, REWARD_EPSILON, (ATTACK_REWARD_METRICS[reward_metric],)))
     return metrics

@@ -20,6 +20,7 @@ from typing import Any
 from policysearch.checks import check_choice, check_int, check_lr, check_number
 from policysearch.errors import ConfigError
 from policysearch.policies.schedule_space import DEFAULT_RANGE_STEPS
+from policysearch.train.trainer import Trainer
 
 __all__ = ["DEFAULT_RULE", "DEFAULT_STEPS", "RULES", "RangeTest", "lr_range_test"]
 
@@ -86,7 +87,6 @@ def lr_range_test(data: Any, config: Any, steps: int = DEFAULT_STEPS, lr_low: fl
     config's LR / 100 and x 10), and stop once the smoothed loss exceeds `stop_factor` x its minimum
     or turns NaN. The run itself is not touched.
     """
-    from policysearch.train.trainer import Trainer
 
     check_int("range-test steps", steps, 5)
     check_number("range-test smoothing", smoothing, 0.0, 1.0, high_open=True)

@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from policysearch.checks import check_int, check_number
+from policysearch.data.preprocess import normalise
+from policysearch.device import to_device
 from policysearch.errors import UnknownNameError
 
 __all__ = ["ATTACKS", "DEFAULT_PGD_STEPS", "REWARD_EPSILON", "attack_accuracy", "fgsm", "pgd"]
@@ -107,8 +109,6 @@ def attack_accuracy(model: nn.Module, data: Any, split: str, eps: float, attacks
         seed: seeds PGD's random starts (one generator for the whole split).
         batch_size: images per attacked batch (figures do not depend on it).
     """
-    from policysearch.data.preprocess import normalise
-    from policysearch.device import to_device
 
     eps = check_number("eps", eps, 0.0, 1.0)
     for name in attacks:
