@@ -215,7 +215,6 @@ class CompressEnv(ChildEnv):
 
         ckpt = None
         if checkpoint is not None:
-
             ckpt = load_checkpoint(checkpoint)
             teacher = ckpt.build()
             model_name = ckpt.model_name

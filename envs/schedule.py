@@ -285,7 +285,6 @@ class ScheduleEnv(ChildTrainingEnv):
         seed) and take its suggestion as the base's peak; its FLOPs are charged to the first step."""
         self._peak, self._range_flops = None, 0.0
         if self.space.peak == "range-test":
-
             test = lr_range_test(self.data, self.trainer.config, steps=self.space.range_steps)
             self._peak = test.suggestion()
             self._range_flops = test.images * self.trainer.train_flops_per_image

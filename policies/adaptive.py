@@ -313,7 +313,6 @@ def _load_model(path: str | Path, algo: str, source: str, space: ScheduleSpace, 
                                     f"sidecar says {space.segments}")
         return policy
     if not trust_pickle:
-
         return load_sb3_policy(path, algo, observation_space, action_space, source=f"{source} ({path})")
     import warnings
 
@@ -374,7 +373,6 @@ class AdaptiveLRCallback:
         self.base = None
         self.action = 0.0
         if adaptive.space.residual:
-
             peak = check_lr("base_lr", base_lr if base_lr is not None else float(optimizer.param_groups[0]["lr"]))
             self.base_lr = peak
             self.base = adaptive.space.base_schedule(peak)
@@ -464,7 +462,6 @@ def resolve_schedule(spec: str | Path, base_lr: float, trust_pickle: bool = Fals
     ``zoo:NAME`` (shipped in ``policies/zoo/``, either kind)."""
 
     if str(spec) == "hypergradient":
-
         return Hypergradient(base_lr)
 
     zoo = str(spec).startswith(ZOO_PREFIX)

@@ -264,7 +264,6 @@ def proxy_correlation(
     from scipy import stats
 
     if len(plans) < 3:
-
         raise ConfigError(f"proxy_correlation needs at least 3 plans, got {len(plans)}")
     teacher = teacher.to(data.device).eval()
     example = torch.zeros(1, *data.input_shape, device=data.device)

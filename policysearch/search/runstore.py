@@ -117,7 +117,6 @@ class RunStore:
         self.torn: str | None = None
         meta_path = self.out / RUN_FILE
         if resume and meta_path.is_file():
-
             meta = read_json(meta_path)
             self._check_identity(meta.get("identity", {}), identity)
             self.run_id = str(meta["run_id"])

@@ -445,7 +445,6 @@ def make_pool(env: Any, workers: int = 1, backend: str = "local", env_fn: Callab
     check_int("workers", workers, 1)
     check_choice("backend", backend, BACKENDS)
     if devices:
-
         devices = [str(resolve_device(d)) for d in devices]  # unknown or absent devices fail here
     if population is not None and population != workers:
         check_int("population", population, 1)

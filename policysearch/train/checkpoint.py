@@ -40,7 +40,6 @@ class Checkpoint:
         """A registered model with the saved weights; a compressed one (its plan in `info`) is
         rebuilt with the pruned architecture first."""
         if self.info.get("plan"):
-
             return CompressionPlan.from_dict(self.info["plan"], source="checkpoint plan").build(self.state_dict)
 
         model = build_model(self.model_name, self.input_shape, self.num_classes)

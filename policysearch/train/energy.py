@@ -144,7 +144,6 @@ class EnergyMeter:
             import importlib.util
 
             if importlib.util.find_spec("codecarbon") is None:
-
                 raise MissingExtraError("codecarbon", "energy", "measuring energy (POLICYSEARCH_ENERGY=codecarbon)")
         self._started = time.perf_counter()
         return self

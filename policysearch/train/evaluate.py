@@ -66,6 +66,5 @@ def evaluate(
     logits, y = predict(model, data, split, batch_size=batch_size, amp=amp)
     metrics = classification_metrics(logits, y, data.num_classes)
     if reward_metric in ATTACK_REWARD_METRICS:
-
         metrics.update(attack_accuracy(model, data, split, REWARD_EPSILON, (ATTACK_REWARD_METRICS[reward_metric],)))
     return metrics
