@@ -36,6 +36,8 @@ from policysearch.device import device_for_data, resolve_device
 from policysearch.errors import ConfigError
 from policysearch.files import json_safe
 from policysearch.metrics import COST_METRICS, REWARD_METRICS
+from policysearch.models import resolve_model
+from policysearch.models.weights import read_weights
 from policysearch.train.checkpoint import CHILD_STATE_KIND, CHILD_STATE_VERSION, child_state_problem
 from policysearch.train.trainer import TrainConfig, Trainer
 
@@ -47,7 +49,12 @@ class ChildConfig:
     Attributes:
         dataset: "digits", "fashion-mnist", "cifar10"; None: "digits" (Compress-v0: the
             checkpoint's data set). Ignored when the env is given `data=`, a prepared DeviceData.
-        model: A registered model name (not Compress-v0: its teacher is the model).
+        model: Any form `policysearch.models.resolve_model` takes (a name, ``"module:function"``, a
+            file, ``"torchvision:NAME"``, ``"timm:NAME"``, a factory or an ``nn.Module`` template);
+            kept as the resolved name (not Compress-v0: its teacher is the model).
+        weights: A weights file every child starts from (`policysearch.models.weights`; not Compress-v0).
+        normalize: How the inputs are normalised when the env prepares the data itself
+            (`policysearch.data.preprocess`); data given as `data=` carries its own.
         train_size: Cap on the training split (proxy tasks); None: all of it.
         val_size: The validation split carved from the training data: a fraction or a count.
         data_dir: Folder with the data set's files.
@@ -72,7 +79,9 @@ class ChildConfig:
     """
 
     dataset: str | None = None
-    model: str = "cnn"
+    model: Any = "cnn"
+    weights: str | None = None
+    normalize: str = "standardize"
     train_size: int | None = None
     val_size: float | int = 0.1
     data_dir: str | None = None
@@ -93,7 +102,11 @@ class ChildConfig:
     child_seed: int | None = None
 
     def __post_init__(self) -> None:
-        # Values are checked, not normalised: describe() reports them as given.
+        # Values are checked, not normalised: describe() reports them as given; only a model given as
+        # an object is kept by its name, which is what a run records and worker processes resolve.
+        object.__setattr__(self, "model", resolve_model(self.model).name)
+        if self.weights is not None:
+            object.__setattr__(self, "weights", str(self.weights))
         check_choice("reward metric", self.reward_metric, REWARD_METRICS)
         check_choice("cost metric", self.cost_metric, COST_METRICS)
         check_int("episode_length", self.episode_length, 1)
@@ -150,7 +163,7 @@ class ChildEnv(gym.Env):
             device_for_data(child.device, data.device)  # `device` names the data's device ("auto" follows it), or raise
         self.data = data if data is not None else prepare(
             child.dataset or "digits", val_size=child.val_size, train_size=child.train_size, seed=child.split_seed,
-            device=resolve_device(child.device), data_dir=child.data_dir,
+            device=resolve_device(child.device), data_dir=child.data_dir, normalize=child.normalize,
         )
         self.reward_metric = child.reward_metric
         self.cost_metric, self.cost_weight = child.cost_metric, child.cost_weight
@@ -182,8 +195,10 @@ class ChildEnv(gym.Env):
     # ------------------------------------------------------------------ search contract
     def describe(self) -> dict[str, Any]:
         """The settings that define this env's rewards, for provenance."""
+        data = self.data.describe()
         return {"env_id": self.ENV_ID, "mode": self.mode, **self.spec_kwargs,
-                "dataset_fingerprint": self.data.fingerprint, "split": self.data.split}
+                "dataset_fingerprint": self.data.fingerprint, "split": self.data.split,
+                **{k: data[k] for k in ("classes", "normalization", "label_map") if k in data}}
 
     def export_files(self, out_dir: Path, controller_path: Path | None, controller: str,
                      provenance: dict[str, Any]) -> dict[str, str]:
@@ -329,8 +344,8 @@ class ChildTrainingEnv(ChildEnv):
     def _setup_child_training(self, child: ChildConfig, data: Any) -> None:
         """The child's training config (checked before any data is loaded), the data, and the segments."""
 
-        self.config = TrainConfig(model=child.model, batch_size=child.batch_size, lr=child.lr,
-                                  optimizer=child.optimizer, weight_decay=child.weight_decay,
+        self.config = TrainConfig(model=child.model, weights=child.weights, batch_size=child.batch_size,
+                                  lr=child.lr, optimizer=child.optimizer, weight_decay=child.weight_decay,
                                   label_smoothing=child.label_smoothing, amp=child.amp, device=str(child.device))
         self._setup_child(child, data)
         steps_per_segment = child.steps_per_segment
@@ -343,6 +358,8 @@ class ChildTrainingEnv(ChildEnv):
             "cost_weight": child.cost_weight, "cost_metric": child.cost_metric, "batch_size": child.batch_size,
             "lr": self.config.lr, "optimizer": self.config.optimizer, "child_seed": child.child_seed,
         }
+        if child.weights is not None:  # the file's content is part of what the children start from
+            self.spec_kwargs["weights"] = read_weights(child.weights).record()
         self.trainer: Any = None
 
     def _new_trainer(self, total_steps: int | None = None) -> Any:

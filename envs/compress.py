@@ -26,6 +26,7 @@ from policysearch.channels.space import PlanSpace
 from policysearch.checks import check_choice, check_int, check_lr, check_number
 from policysearch.compression.distill import _check_kd, distill
 from policysearch.compression.pruning import adaptive_bn, val_accuracy
+from policysearch.compression.teacher import check_teacher
 from policysearch.envs.base import ChildConfig, ChildEnv, state_fields
 from policysearch.errors import ConfigError
 from policysearch.metrics import count_parameters, flops_per_image, measure_latency
@@ -150,8 +151,8 @@ class CompressEnv(ChildEnv):
 
     ENV_ID = "policysearch/Compress-v0"
     # The teacher is the model; an episode is one decision per layer, then one distillation fine-tune.
-    UNUSED_CHILD_FIELDS = ("model", "lr", "optimizer", "episode_length", "steps_per_segment", "reward_metric",
-                           "cost_weight", "cost_metric", "weight_decay", "label_smoothing", "amp")
+    UNUSED_CHILD_FIELDS = ("model", "weights", "lr", "optimizer", "episode_length", "steps_per_segment",
+                           "reward_metric", "cost_weight", "cost_metric", "weight_decay", "label_smoothing", "amp")
 
     def __init__(
         self,
@@ -233,17 +234,11 @@ class CompressEnv(ChildEnv):
             )
         if len(data.y_train) < batch_size:
             raise ConfigError(f"batch_size={batch_size} exceeds the {len(data.y_train)} training images; lower it")
+        check_teacher(teacher, data, f"checkpoint {checkpoint}" if checkpoint is not None else "the teacher")
         # The env owns its teacher: the caller's module is neither moved nor pruned.
         self.teacher = copy.deepcopy(teacher).to(data.device).eval()
         self.model_name = model_name or type(teacher).__name__
         self.example = torch.zeros(1, *data.input_shape, device=data.device)
-        with torch.no_grad():
-            out = self.teacher(self.example)
-        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, data.num_classes):
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ConfigError(
-                f"the teacher maps a {data.input_shape} image to {shape}, expected (1, {data.num_classes})"
-            )
 
         # Groups, per-layer FLOPs and the FLOPs model; the measured total must match it exactly,
         # or the budget guarantee would rest on a wrong count.

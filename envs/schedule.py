@@ -30,7 +30,7 @@ from policysearch.envs.base import ChildConfig, ChildTrainingEnv, state_fields
 from policysearch.envs.schedule_tasks import Task, TaskSampler
 from policysearch.errors import ConfigError
 from policysearch.metrics import cost_units, reward_value
-from policysearch.models import MODELS
+from policysearch.models import resolve_model
 from policysearch.policies.adaptive import CONTROLLER_ALGOS, OBSERVATION_NAMES, AdaptiveSchedule, ScheduleSpace
 from policysearch.policies.augment import AugmentPolicy, load_policy
 from policysearch.policies.schedule import LOG10_LR_MIN, LearnedSchedule, named_schedule
@@ -249,7 +249,7 @@ class ScheduleEnv(ChildTrainingEnv):
         size, weight decay, and its epochs spread over the episode's segments."""
 
         self.data = self._task_data(task)
-        spec = MODELS[task.model]
+        spec = resolve_model(task.model)
         self.config = dataclasses.replace(self._base_config, model=task.model, batch_size=task.batch_size,
                                           weight_decay=task.weight_decay, lr=spec.lr, optimizer=spec.optimizer)
         per_epoch = max(1, len(self.data.y_train) // task.batch_size)

@@ -26,7 +26,7 @@ import numpy as np
 from policysearch.checks import check_choice, check_int, check_number
 from policysearch.data import DATASETS
 from policysearch.errors import ConfigError
-from policysearch.models import MODELS
+from policysearch.models import resolve_model
 
 __all__ = ["TASK_PRESETS", "Task", "TaskSampler"]
 
@@ -81,7 +81,7 @@ class TaskSampler:
             raise ConfigError("tasks: no (data set, model) pair to draw from")
         for dataset, model in pairs:
             check_choice("data set", dataset, DATASETS)
-            check_choice("model", model, MODELS)
+            resolve_model(model)  # any form a run takes; an unknown one fails here
         object.__setattr__(self, "pairs", pairs)
         sizes = tuple(check_int("tasks: train size", s, 100) for s in self.train_sizes)
         low, high = (check_int("tasks: epochs", e, 1) for e in self.epochs)

@@ -50,6 +50,7 @@ from policysearch.checks import check_choice, check_int, check_lr
 from policysearch.errors import ConfigError, PolicyFormatError
 from policysearch.files import atomic_path
 from policysearch.metrics import REWARD_METRICS
+from policysearch.policies import zoo as shipped
 from policysearch.policies.artifact import provenance as make_provenance
 from policysearch.policies.artifact import read_json, read_provenance, require, unwrap, wrap, write_json
 from policysearch.policies.hypergradient import Hypergradient
@@ -57,14 +58,16 @@ from policysearch.policies.linear_policy import WEIGHTS_SUFFIX, LinearPolicy
 from policysearch.policies.peak_rule import PeakRule
 from policysearch.policies.probe_policy import ProbePolicy
 from policysearch.policies.sb3_zip import load_sb3_policy
-from policysearch.policies.schedule import load_schedule
+from policysearch.policies.schedule import LearnedSchedule, load_schedule
 
 # The observation / action contract lives in its own module; re-exported here, where users meet it.
 from policysearch.policies.schedule_kinds import CLOSED_LOOP
 from policysearch.policies.schedule_space import OBSERVATION_NAMES, ScheduleSpace
 
 __all__ = ["ALGOS", "CONTROLLER_ALGOS", "OBSERVATION_NAMES", "ZOO_DIR", "AdaptiveLRCallback", "AdaptiveSchedule",
-           "ScheduleSpace", "resolve_zoo", "zoo_names"]
+           "ScheduleSpace", "resolve_schedule", "resolve_zoo", "zoo_names"]
+
+ZOO_DIR = shipped.ZOO_DIR
 
 ALGOS: tuple[str, ...] = ("ppo", "sac", "a2c", "linear", "probe")
 # The controller (search) name that learns each kind: `es` a linear policy, `probe` a probe policy.
@@ -72,38 +75,24 @@ CONTROLLER_ALGOS: dict[str, str] = {"ppo": "ppo", "sac": "sac", "a2c": "a2c", "e
 # The controller file beside the sidecar: an SB3 zip, or a linear (probe) policy's weights as JSON.
 _MODEL_SUFFIX: dict[str, str] = {"linear": WEIGHTS_SUFFIX, "probe": WEIGHTS_SUFFIX}
 
-# Controllers shipped with the package: `zoo:NAME` is policies/zoo/NAME.json (the sidecar) and its zip.
-ZOO_DIR = Path(__file__).parent / "zoo"
-ZOO_PREFIX = "zoo:"
+# Everything `--schedule zoo:NAME` takes: closed-loop controllers, peak rules and open-loop schedules.
+_SCHEDULE_KINDS = ("adaptive_lr_controller", "peak_rule", "lr_schedule")
 
 
 def zoo_names() -> tuple[str, ...]:
     """The controllers shipped in ``policies/zoo/`` (names for ``zoo:NAME``): closed-loop controllers
     (`AdaptiveSchedule`) and peak rules (`PeakRule`)."""
-
-    names = []
-    for path in sorted(ZOO_DIR.glob("*.json")):
-        try:
-            kind = read_json(path).get("kind")
-        except (PolicyFormatError, AttributeError):
-            continue
-        if kind in (AdaptiveSchedule.KIND, PeakRule.KIND):
-            names.append(path.stem)
-    return tuple(names)
+    return shipped.zoo_names(_SCHEDULE_KINDS)
 
 
 def resolve_zoo(spec: str | Path) -> Path:
-    """The sidecar path of ``zoo:NAME`` (any other spec is returned as a path, unchanged).
+    """The sidecar path of a shipped controller ``zoo:NAME`` (any other spec is returned as a path).
 
     Raises:
         UnknownNameError: For a NAME the zoo does not ship ("Did you mean ...").
     """
-    text = str(spec)
-    if not text.startswith(ZOO_PREFIX):
-        return Path(spec)
-    name = text[len(ZOO_PREFIX):]
-    check_choice("zoo controller (zoo:NAME)", name, zoo_names())
-    return ZOO_DIR / f"{name}.json"
+    return shipped.resolve_zoo(spec, _SCHEDULE_KINDS)
+
 
 class AdaptiveSchedule:
     """A trained controller that picks the LR of each segment from the run's statistics.
@@ -261,7 +250,7 @@ class AdaptiveSchedule:
             PolicyFormatError: If either file is missing or malformed; the message names the field.
         """
         source = str(path)
-        path = resolve_zoo(path)
+        path = shipped.resolve_zoo(path, (cls.KIND,))
         data = unwrap(read_json(path), cls.KIND, cls.FORMAT_VERSION, source)
         name = require(data, "name", str, source)
         algo = require(data, "algo", str, source)
@@ -464,7 +453,7 @@ def resolve_schedule(spec: str | Path, base_lr: float, trust_pickle: bool = Fals
     if str(spec) == "hypergradient":
         return Hypergradient(base_lr)
 
-    zoo = str(spec).startswith(ZOO_PREFIX)
+    zoo = shipped.is_zoo(spec)
     path = resolve_zoo(spec)
     if path.suffix == ".zip":
         path = path.with_suffix(".json")
@@ -479,6 +468,8 @@ def resolve_schedule(spec: str | Path, base_lr: float, trust_pickle: bool = Fals
         kind = data.get("kind") if isinstance(data, dict) else None
         if kind == PeakRule.KIND:
             return PeakRule.from_dict(data, str(path))
-        if kind == AdaptiveSchedule.KIND or zoo:  # a zoo name is a controller of one kind or the other
-            return AdaptiveSchedule.load(spec if zoo else path, trust_pickle)
+        if kind == AdaptiveSchedule.KIND:
+            return AdaptiveSchedule.load(path, trust_pickle)
+        if zoo:  # a shipped open-loop schedule
+            return LearnedSchedule.load(path)
     return load_schedule(str(spec), base_lr=base_lr)

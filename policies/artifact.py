@@ -15,6 +15,7 @@ from typing import Any
 from policysearch.checks import is_int
 from policysearch.errors import PolicyFormatError
 from policysearch.files import write_json
+from policysearch.policies.zoo import resolve_zoo
 
 
 def provenance(**extra: Any) -> dict[str, Any]:
@@ -123,6 +124,6 @@ class JsonArtefact:
 
     @classmethod
     def load(cls, path: str | Path) -> Any:
-        """Read a file written by `save`; a missing, non-JSON or malformed file raises
-        PolicyFormatError naming the problem."""
-        return cls.from_dict(read_json(path), source=str(path))
+        """Read a file written by `save`, or a shipped one as ``zoo:NAME``; a missing, non-JSON or
+        malformed file raises PolicyFormatError naming the problem."""
+        return cls.from_dict(read_json(resolve_zoo(path, (cls.KIND,))), source=str(path))

@@ -43,10 +43,11 @@ import torch
 from torch import nn
 
 from policysearch.checks import check_choice, check_int, check_number, check_probability, is_int
-from policysearch.errors import ConfigError, PolicyFormatError, UnknownNameError
+from policysearch.errors import ConfigError, PolicyFormatError, PolicyInputError, UnknownNameError
 from policysearch.policies import ops
 from policysearch.policies.artifact import JsonArtefact, read_provenance, require, unwrap, wrap
 from policysearch.policies.ops import MAGNITUDE_SCALES, NUM_BINS, OP_NAMES, OPS, TRIVIAL_OPS, OpSpec, apply_ops
+from policysearch.policies.zoo import is_zoo, zoo_names
 
 # The op table lives with its kernels in `ops`; its names stay importable from here.
 __all__ = [
@@ -179,6 +180,7 @@ class AugmentPolicy(JsonArtefact, nn.Module):
         # A policy is fixed once built; the trainer asks this every segment (every step in closed loop).
         self.is_identity = self._compute_is_identity()
         self.last_subpolicy: torch.Tensor | None = None  # per-sample choice of the last call, for replay
+        self._inputs_checked = False  # off the CPU, values are checked on the first call only
 
     # ------------------------------------------------------------------ tables
     def _build_tables(self) -> None:
@@ -233,7 +235,13 @@ class AugmentPolicy(JsonArtefact, nn.Module):
 
         Returns:
             The augmented images and soft targets (B, num_classes) whose rows sum to one.
+
+        Raises:
+            PolicyInputError: `x` is not a float32 (B, C, H, W) batch in [0, 1], or `y` not int64 labels
+                in 0..num_classes-1 (values are checked on the CPU at every call, on other devices at
+                the first, to add no synchronisation to a training step).
         """
+        self._check_batch(x, y, num_classes)
         policy = self.at(progress)
         targets = torch.nn.functional.one_hot(y, num_classes).to(x.dtype)
         if policy.crop > 0:
@@ -248,6 +256,31 @@ class AugmentPolicy(JsonArtefact, nn.Module):
         if policy.mixup[0] > 0 or policy.cutmix[0] > 0:
             x, targets = policy._apply_mix(x, targets, generator)
         return x, targets
+
+    def _check_batch(self, x: Any, y: Any, num_classes: int) -> None:
+        if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+            raise PolicyInputError(f"the policy takes a tensor batch and tensor labels, got {type(x).__name__} and "
+                                   f"{type(y).__name__}")
+        if x.dim() != 4:
+            hint = "; add the batch dimension with x[None]" if x.dim() == 3 else ""
+            raise PolicyInputError(f"the policy takes a batch of shape (B, C, H, W), got shape {tuple(x.shape)}{hint}")
+        if x.dtype != torch.float32:
+            hint = (" (uint8 pixels: pass x.float() / 255)" if x.dtype == torch.uint8 else
+                    " (convert with x.float())" if x.is_floating_point() else "")
+            raise PolicyInputError(f"the policy takes float32 images in [0, 1], got {x.dtype}{hint}")
+        if y.dtype != torch.int64 or y.shape != (x.shape[0],):
+            raise PolicyInputError(f"the policy takes int64 labels of shape ({x.shape[0]},), got {y.dtype} of shape "
+                                   f"{tuple(y.shape)}")
+        if x.device.type != "cpu" and self._inputs_checked:
+            return
+        self._inputs_checked = True
+        if x.numel() and (float(x.min()) < -1e-4 or float(x.max()) > 1 + 1e-4):
+            scale = " (0..255 pixels: divide by 255)" if float(x.max()) > 2 else " (undo any normalisation first)"
+            raise PolicyInputError(f"the policy takes images in [0, 1], got values in [{float(x.min()):.3g}, "
+                                   f"{float(x.max()):.3g}]{scale}; normalise after augmenting")
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+            raise PolicyInputError(f"labels must be 0..{num_classes - 1} (num_classes={num_classes}), got "
+                                   f"{int(y.min())}..{int(y.max())}")
 
     def _apply_subpolicies(self, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
         b, dev = x.shape[0], x.device
@@ -482,12 +515,13 @@ def _kornia_lists(sub_policies: Sequence[SubPolicy]) -> list[list[tuple[str, flo
 
 
 def load_policy(spec: str | Path | AugmentPolicy) -> AugmentPolicy:
-    """A built-in name, a JSON file path, or an AugmentPolicy (returned as is)."""
+    """A built-in name, ``zoo:NAME`` (a shipped policy), a JSON file path, or an AugmentPolicy (returned as is)."""
     if isinstance(spec, AugmentPolicy):
         return spec
     text = str(spec)
     if text in BUILTIN_POLICIES:
         return builtin_policy(text)
-    if text.endswith(".json") or Path(text).exists():
+    if is_zoo(text) or text.endswith(".json") or Path(text).exists():
         return AugmentPolicy.load(text)
-    raise UnknownNameError("augmentation policy", text, BUILTIN_POLICIES)
+    raise UnknownNameError("augmentation policy", text,
+                           (*BUILTIN_POLICIES, *(f"zoo:{n}" for n in zoo_names((AugmentPolicy.KIND,)))))

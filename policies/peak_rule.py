@@ -27,6 +27,7 @@ from policysearch.errors import ConfigError, PolicyFormatError
 from policysearch.policies.artifact import read_json, read_provenance, require, unwrap, wrap, write_json
 from policysearch.policies.schedule import named_schedule
 from policysearch.policies.schedule_kinds import PEAK_RULE
+from policysearch.policies.zoo import resolve_zoo
 from policysearch.sharpness import START_FEATURES, batch_statistics, start_statistics
 
 __all__ = ["PeakRule"]
@@ -151,4 +152,5 @@ class PeakRule:
 
     @classmethod
     def load(cls, path: str | Path) -> PeakRule:
-        return cls.from_dict(read_json(path), str(path))
+        """Read a rule written by `save`, or ``"zoo:peak-rule"`` (shipped)."""
+        return cls.from_dict(read_json(resolve_zoo(path, (cls.KIND,))), str(path))

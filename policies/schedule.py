@@ -29,6 +29,7 @@ from policysearch.checks import MAX_LR, check_choice, check_int, check_lr, check
 from policysearch.errors import ConfigError, PolicyFormatError, UnknownNameError
 from policysearch.policies.artifact import JsonArtefact, read_provenance, require, unwrap, wrap
 from policysearch.policies.schedule_kinds import OPEN_LOOP
+from policysearch.policies.zoo import is_zoo, zoo_names
 
 __all__ = [
     "INTERPOLATIONS",
@@ -418,7 +419,8 @@ def load_schedule(spec: str, base_lr: float, total_steps: int | None = None) -> 
     """A built-in schedule by name, or a :class:`LearnedSchedule` JSON file by path.
 
     Args:
-        spec: A name from :data:`SCHEDULES`, or a path (ending in ``.json`` or existing).
+        spec: A name from :data:`SCHEDULES`, a path (ending in ``.json`` or existing), or ``zoo:NAME``
+            of a shipped open-loop schedule (a shipped controller or peak rule: `resolve_schedule`).
         base_lr: Peak LR for built-in schedules; ignored for files, which hold absolute LRs.
         total_steps: Passed to :func:`named_schedule`; ignored for files.
 
@@ -428,6 +430,6 @@ def load_schedule(spec: str, base_lr: float, total_steps: int | None = None) -> 
     """
     if spec in SCHEDULES:
         return named_schedule(spec, base_lr, total_steps)
-    if str(spec).endswith(".json") or Path(spec).exists():
-        return LearnedSchedule.load(spec)
-    raise UnknownNameError("schedule", spec, SCHEDULES)
+    if is_zoo(spec) or str(spec).endswith(".json") or Path(spec).exists():
+        return LearnedSchedule.load(spec)  # zoo:NAME of another kind: the message names its loader
+    raise UnknownNameError("schedule", spec, (*SCHEDULES, *(f"zoo:{n}" for n in zoo_names((LearnedSchedule.KIND,)))))

@@ -37,6 +37,11 @@ class PolicyFormatError(PolicySearchError, ValueError):
     """A policy / schedule / plan file is malformed; the message names the field."""
 
 
+class PolicyInputError(PolicySearchError, ValueError):
+    """An artefact (a policy, schedule or plan) was handed a batch, label or value it cannot take; the
+    message names the form it expects."""
+
+
 class DivergenceError(PolicySearchError, FloatingPointError):
     """A child training produced a NaN or infinite loss."""
 

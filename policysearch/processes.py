@@ -7,26 +7,41 @@ search run on `policysearch.search.workers` instead, which keeps envs alive betw
 
 from __future__ import annotations
 
+import pickle
+from collections.abc import Callable
 from typing import Any
+
+from policysearch.errors import ConfigError
 
 __all__ = ["in_processes"]
 
 
 def in_processes(fn: Any, args: list[tuple[Any, ...]], workers: int, threads: int | None = 1,
-                 progress: bool = False, desc: str = "evaluate") -> list[Any]:
+                 progress: bool = False, desc: str = "evaluate",
+                 setup: tuple[Callable[..., Any], tuple[Any, ...]] | None = None) -> list[Any]:
     """Run `fn` (a module-level function) on each argument tuple in `workers` spawned processes (one
     torch thread each by default); results come back in the order of `args`, so tables do not depend
-    on timing. With one worker the calls run here, in order, at the caller's thread count."""
+    on timing. With one worker the calls run here, in order, at the caller's thread count.
+
+    `setup` is ``(function, args)`` each process calls first (e.g. `policysearch.models.restore_models`
+    with the models only this process knows); it must pickle, else a ConfigError says why, before any work.
+    """
     if workers == 1:
         return [fn(*a) for a in args]
+    if setup is not None:
+        try:
+            pickle.dumps(setup)
+        except Exception as exc:
+            raise ConfigError(f"{desc}: what worker processes need cannot be sent to them ({type(exc).__name__}: "
+                              f"{exc}); define factories at module level, or use one worker") from None
     import concurrent.futures
     import multiprocessing
 
     from tqdm.auto import tqdm
 
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked OpenMP state
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_set_threads,
-                                                initargs=(threads,)) as pool:
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_start,
+                                                initargs=(threads, setup)) as pool:
         futures = [pool.submit(fn, *a) for a in args]
         with tqdm(total=len(futures), disable=not progress, unit="run", desc=desc) as bar:
             for _ in concurrent.futures.as_completed(futures):
@@ -34,8 +49,10 @@ def in_processes(fn: Any, args: list[tuple[Any, ...]], workers: int, threads: in
         return [f.result() for f in futures]
 
 
-def _set_threads(threads: int | None) -> None:
+def _start(threads: int | None, setup: tuple[Callable[..., Any], tuple[Any, ...]] | None) -> None:
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
+    if setup is not None:
+        setup[0](*setup[1])

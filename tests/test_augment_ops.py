@@ -4,6 +4,7 @@ and two ops match a reference built here from torch / kornia primitives."""
 import pytest
 import torch
 
+from policysearch.errors import PolicyInputError
 from policysearch.policies.augment import NUM_BINS, OP_NAMES, OPS, AugmentPolicy, apply_ops
 
 
@@ -137,6 +138,11 @@ def test_erasing_keeps_shape_dtype_range_replays_and_is_identity_at_zero(dtype):
     assert 0.5 < float(touched) < 0.9  # p = 0.7 per sample
     y = torch.zeros(64, dtype=torch.long)
     policy = AugmentPolicy(erasing=0.0)
-    assert policy.is_identity and torch.equal(policy(x, y, 2, generator=torch.Generator())[0], x)
-    out, _ = AugmentPolicy(erasing=0.7)(x, y, 2, generator=torch.Generator().manual_seed(5))
-    assert torch.equal(out, a)  # the policy is the kernel, drawn from the same generator
+    if dtype == torch.float32:
+        assert policy.is_identity and torch.equal(policy(x, y, 2, generator=torch.Generator())[0], x)
+    else:  # the policy module takes the float32 batches a training loop feeds a model, and says so
+        with pytest.raises(PolicyInputError, match="float32 images in \\[0, 1\\], got torch.float64"):
+            policy(x, y, 2, generator=torch.Generator())
+    if dtype == torch.float32:
+        out, _ = AugmentPolicy(erasing=0.7)(x, y, 2, generator=torch.Generator().manual_seed(5))
+        assert torch.equal(out, a)  # the policy is the kernel, drawn from the same generator

@@ -478,7 +478,9 @@ def test_a_foreign_residual_model_compresses_through_the_cli(tmp_path, trained, 
     path = tmp_path / "user.pt"
     torch.save(trained["user"], path)
     out = tmp_path / "run"
-    args = ["compress", "--checkpoint", str(path), "--trust-pickle", "--dataset", "digits", "--flops", "0.5",
+    # A pickled module records nothing about its inputs: the user says how it was trained (--normalize).
+    args = ["compress", "--checkpoint", str(path), "--trust-pickle", "--normalize", "standardize", "--dataset",
+            "digits", "--flops", "0.5",
             "--controller", "random", "--budget", "3", "--bn-batches", "2", "--rerank-top", "2", "--rerank-steps",
             "2", "--finetune-epochs", "0.1", "--batch-size", "64", "--val-images", "50", "--out", str(out)]
     assert main(args) == 0

@@ -15,6 +15,7 @@ from typing import Any
 
 from policysearch.data import DeviceData
 from policysearch.metrics import METRIC_NAMES, summarize
+from policysearch.models import restore_models, shipped_models
 from policysearch.policies.adaptive import resolve_schedule
 from policysearch.policies.augment import AugmentPolicy, load_policy
 from policysearch.processes import in_processes
@@ -107,7 +108,8 @@ def compare(
     args = [(data, dataclasses.replace(base, seed=seed), epochs, policy, schedule, robustness,
              progress and workers == 1, f"[{k}/{total}] {aug}/{sched} seed {seed}")
             for k, (aug, policy, sched, schedule, seed) in enumerate(jobs, start=1)]
-    runs = in_processes(_one_run, args, workers, threads_per_worker, progress)
+    runs = in_processes(_one_run, args, workers, threads_per_worker, progress,
+                        setup=(restore_models, (shipped_models(),)))  # a user's model, known only here
     for (aug, _, sched, _, seed), run in zip(jobs, runs):  # tracking hook: each training's curves, replayed
         replay_training(tracker or Tracker(), f"{aug}-{sched}-seed{seed}", run.pop("history"), run,
                         {"augment": aug, "schedule": sched, "seed": seed, "epochs": epochs,

@@ -128,6 +128,39 @@ def _models() -> Iterable[str]:
     return MODELS
 
 
+def model_arg(text: str) -> str:
+    """A model name (checked now, with "did you mean"), or an import path / ``torchvision:`` / ``timm:``
+    form, which the command resolves before any data is loaded."""
+    if ":" in text:
+        return text
+    return name_of("model", _models)(text)
+
+
+model_arg.names = _models  # type: ignore[attr-defined]
+
+
+def image_size(text: str) -> tuple[int, int]:
+    """``H`` or ``HxW``."""
+    from policysearch.data.folder import parse_image_size
+    from policysearch.errors import PolicySearchError
+
+    try:
+        return parse_image_size(text)
+    except PolicySearchError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def normalization(text: str) -> Any:
+    """A named normalisation or given ``MEAN,STD`` values."""
+    from policysearch.data.preprocess import parse_normalization
+    from policysearch.errors import PolicySearchError
+
+    try:
+        return parse_normalization(text)
+    except PolicySearchError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _controllers(drives: str | None) -> Iterable[str]:
     from policysearch.search.controllers.registry import controller_names
 
@@ -222,9 +255,20 @@ def name_list(text: str) -> list[str]:
 # ---------------------------------------------------------------------- option groups
 def add_data_args(p: argparse.ArgumentParser, default_dataset: str | None = "digits") -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default=default_dataset, type=name_of("dataset", _datasets),
-                   help="the data set: {names}" + ("" if default_dataset else
-                                                    " (default: the one the checkpoint was trained on)"))
+    which = g.add_mutually_exclusive_group()
+    which.add_argument("--dataset", default=default_dataset, type=name_of("dataset", _datasets),
+                       help="a built-in data set: {names}" + ("" if default_dataset else
+                                                              " (default: the one the checkpoint was trained on)"))
+    which.add_argument("--data", default=None, metavar="SOURCE",
+                       help="your own data instead: an image folder (a sub-folder per class, optionally under "
+                            "train/ and test/), an .npz (x_train, y_train[, x_test, y_test, class_names]), or "
+                            "module:function returning arrays or a torch Dataset (default: none: --dataset)")
+    g.add_argument("--image-size", type=image_size, default=None, metavar="H[xW]",
+                   help="resize an image folder's images; required when their sizes differ (default: their own size)")
+    g.add_argument("--normalize", type=normalization, default=None, metavar="HOW",
+                   help="how the model's inputs are normalised: standardize (the training split's per-channel "
+                        "mean and std), none (raw [0, 1] pixels), imagenet, or MEAN,STD (default: what the "
+                        "weights file records, else standardize)")
     g.add_argument("--data-dir", default=None, metavar="DIR",
                    help="folder with the data set's files (default: $POLICYSEARCH_DATA, the cache, system folders)")
     g.add_argument("--train-size", type=positive_int, default=None, metavar="N",
@@ -238,13 +282,22 @@ def add_data_args(p: argparse.ArgumentParser, default_dataset: str | None = "dig
     g.add_argument("--no-download", action="store_true", help="never try the network for missing data")
 
 
-def add_train_args(p: argparse.ArgumentParser, epochs: float | None = 10) -> None:
+def add_train_args(p: argparse.ArgumentParser, epochs: float | None = 10, zero_epochs: bool = False) -> None:
+    """The model and its training; `zero_epochs` lets ``--epochs 0`` score a given model (``--weights``)."""
     g = p.add_argument_group("training")
-    g.add_argument("--model", default="cnn", type=name_of("model", _models),
-                   help="the network: {names} (default: %(default)s)")
+    g.add_argument("--model", default="cnn", type=model_arg,
+                   help="the network: {names}, or your own as module:function or file.py:function (a factory "
+                        "taking the input shape and the class count), torchvision:NAME or timm:NAME "
+                        "(default: %(default)s)")
+    g.add_argument("--weights", default=None, metavar="FILE",
+                   help="start from these weights: a state dict (torch.save(model.state_dict(), FILE)) or a "
+                        "`train --save` checkpoint, read without running code from it (default: none: the seeded "
+                        "initial weights)")
     if epochs is not None:
-        g.add_argument("--epochs", type=positive_number, default=epochs, metavar="E",
-                       help="passes over the training split (default: %(default)s)")
+        g.add_argument("--epochs", type=non_negative_number if zero_epochs else positive_number, default=epochs,
+                       metavar="E", help="passes over the training split" + (
+                           "; 0 scores the --weights model as it is" if zero_epochs else "")
+                       + " (default: %(default)s)")
     add_child_args(g)
 
 
@@ -266,7 +319,7 @@ def add_child_args(g: Any) -> None:
 
 
 def add_search_args(p: argparse.ArgumentParser, budget: int = 20, segmented: bool = True,
-                    drives: str | None = "env") -> None:
+                    drives: str | None = "env") -> Any:
     """Options of every search; `segmented` adds those of the envs that train a child in segments
     (Augment-v0, Schedule-v0), which Compress-v0 does not read and so does not show; `drives` limits
     ``--controller`` to the registry's env controllers ("env") or takes plan searchers too (None: compress)."""
@@ -304,9 +357,7 @@ def add_search_args(p: argparse.ArgumentParser, budget: int = 20, segmented: boo
     g.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --out: logged children are not trained again")
     g.add_argument("--overwrite", action="store_true", help="replace the run in --out (default: refuse)")
-    from policysearch.cli.tracking import add_tracking_args
-
-    add_tracking_args(g, search=True)  # --tensorboard [DIR], --mlflow [URI], --objectives
+    return g  # the command adds the tracking options here (`policysearch.cli.tracking.add_tracking_args`)
 
 
 def add_augment_space_args(p: argparse.ArgumentParser) -> None:
@@ -396,15 +447,67 @@ def show_progress(args: argparse.Namespace) -> bool:
 
 
 # ---------------------------------------------------------------------- parsed options -> objects
-def prepare_data(args: argparse.Namespace, dataset: str | None = None) -> Any:
-    """The device-resident data the options describe (`dataset` overrides ``--dataset``)."""
-    from policysearch.data import prepare
+def data_name(args: argparse.Namespace) -> str:
+    """What the data is called in run folder names: the built-in name, or the stem of ``--data``."""
+    if getattr(args, "data", None):
+        text = str(args.data).rstrip("/")
+        return os.path.splitext(os.path.basename(text.rpartition(":")[2] if ":" in text else text))[0] or "data"
+    return args.dataset or "digits"
+
+
+def data_option(args: argparse.Namespace) -> str:
+    """The data option of this command line, for the "use it:" hints."""
+    return f"--data {args.data}" if getattr(args, "data", None) else f"--dataset {args.dataset or 'digits'}"
+
+
+def input_normalization(args: argparse.Namespace, recorded: dict[str, Any] | None = None,
+                        what: str | None = None) -> Any:
+    """How the model's inputs are normalised: ``--normalize``; else what the model's weights record
+    (`recorded`, or the ``--weights`` file's); else "standardize" for a model trained here. Weights
+    that record nothing (a plain state dict, a pickled module) need ``--normalize``: guessing would
+    score the model on inputs it was not trained on, silently.
+
+    Raises:
+        ConfigError: weights without a recorded normalisation and no ``--normalize``.
+    """
+    from policysearch.data.preprocess import Normalization
+    from policysearch.errors import ConfigError
+
+    if getattr(args, "normalize", None) is not None:
+        return args.normalize
+    weights = getattr(args, "weights", None)
+    if recorded is None and weights:
+        from policysearch.models.weights import read_weights
+
+        recorded = read_weights(weights).normalization
+        what = what or f"--weights {weights}"
+        if recorded is None:
+            raise ConfigError(f"{what} is a plain state dict: it does not record how the model expects its inputs; "
+                              "pass --normalize none (raw [0, 1] pixels), standardize (the data's per-channel mean "
+                              "and std), imagenet, or MEAN,STD")
+    if recorded is not None:
+        return Normalization.from_dict(recorded, what or "the weights' normalization")
+    return "standardize"
+
+
+def prepare_data(args: argparse.Namespace, dataset: str | None = None, normalize: Any = None) -> Any:
+    """The device-resident data the options describe: ``--data`` (a user's own), or `dataset` (overrides
+    ``--dataset``); normalised as `normalize` says (default: `input_normalization`)."""
+    from policysearch.data import load_data, prepare
     from policysearch.device import resolve_device
 
+    normalize = normalize if normalize is not None else input_normalization(args)  # refused before any loading
+    source: Any = dataset or args.dataset or "digits"
+    if getattr(args, "data", None):
+        source = load_data(args.data, args.image_size, seed=args.split_seed)
+    elif getattr(args, "image_size", None) is not None:
+        from policysearch.errors import ConfigError
+
+        raise ConfigError("--image-size resizes the images of --data FOLDER; a built-in data set has its own size")
     return prepare(
-        dataset or args.dataset, val_size=args.val_size, train_size=args.train_size, seed=args.split_seed,
+        source, val_size=args.val_size, train_size=args.train_size, seed=args.split_seed,
         device=resolve_device(args.device), data_dir=args.data_dir, download=not args.no_download,
-        test_size=args.test_size,
+        test_size=args.test_size, normalize=normalize,
     )
 
 
@@ -413,7 +516,8 @@ def train_config(args: argparse.Namespace, seed: int = 0) -> Any:
     from policysearch.train.trainer import TrainConfig
 
     return TrainConfig(
-        model=args.model, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+        model=args.model, weights=getattr(args, "weights", None), batch_size=args.batch_size,
+        optimizer=args.optimizer, lr=args.lr,
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, seed=seed,
         device=args.device, amp=not args.no_amp,
     )
@@ -422,7 +526,8 @@ def train_config(args: argparse.Namespace, seed: int = 0) -> Any:
 def child_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The `ChildConfig` fields the options set, for the envs that train a child in segments."""
     return dict(
-        model=args.model, device=args.device, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+        model=args.model, weights=getattr(args, "weights", None), device=args.device, batch_size=args.batch_size,
+        lr=args.lr, optimizer=args.optimizer,
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, amp=not args.no_amp,
         episode_length=args.episode_length, steps_per_segment=args.steps_per_segment,
         reward_metric=args.reward_metric, cost_weight=args.cost_weight, cost_metric=args.cost_metric,

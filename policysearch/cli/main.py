@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one model with a policy and a schedule; report val/test metrics and cost")
     a.add_data_args(p)
-    a.add_train_args(p)
+    a.add_train_args(p, zero_epochs=True)
     p.add_argument("--augment", default="none", type=a.name_or_file(a._augment_policies),
                    help="augmentation policy: {names}, or a policy JSON file (default: %(default)s)")
     p.add_argument("--schedule", default="cosine", type=a.name_or_file(a._train_schedules),
@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="train every policy x schedule combination with K seeds; mean ± std")
     a.add_data_args(p)
-    a.add_train_args(p)
+    a.add_train_args(p, zero_epochs=True)
     p.add_argument("--augment", default="none,cropflip,trivial", type=a.names_or_files(a._augment_policies),
                    metavar="POLICY,...",
                    help="comma-separated policies: {names}, or policy JSON files (default: %(default)s)")
@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("augment", help="search an augmentation policy with an RL or baseline controller")
     a.add_data_args(p)
     a.add_train_args(p, epochs=None)
-    a.add_search_args(p)
+    add_tracking_args(a.add_search_args(p), search=True)  # --tensorboard [DIR], --mlflow [URI], --objectives
     a.add_parallel_args(p)
     p.add_argument("--schedule", default="cosine", type=a.name_or_file(a._schedules),
                    help="the child's LR schedule: {names}, or a schedule JSON file (default: %(default)s)")
@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schedule", help="search a learning-rate schedule (open- and closed-loop export)")
     a.add_data_args(p)
     a.add_train_args(p, epochs=None)
-    a.add_search_args(p)
+    add_tracking_args(a.add_search_args(p), search=True)
     a.add_parallel_args(p)
     p.add_argument("--base", default="onecycle", type=a.name_of("base schedule", a._fixed("onecycle", "linear",
                                                                                           "none")),
@@ -207,12 +207,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_peak_rule)
 
     p = sub.add_parser("compress", help="learn per-layer pruning ratios (AMC), prune for real, distil from the teacher")
-    p.add_argument("--checkpoint", required=True, metavar="FILE",
-                   help="teacher: a file written by `policysearch train --save` (required)")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="also accept a pickled nn.Module (runs code from the file: only for files you trust)")
+    g = p.add_argument_group("teacher: --checkpoint FILE, or --model with --weights")
+    g.add_argument("--checkpoint", default=None, metavar="FILE",
+                   help="a file written by `policysearch train --save` (its model, weights and normalisation) "
+                        "(default: none)")
+    g.add_argument("--model", default=None, type=a.model_arg,
+                   help="your own network: {names}, module:function, file.py:function, torchvision:NAME or "
+                        "timm:NAME, built for the data, then loaded with --weights (default: none)")
+    g.add_argument("--weights", default=None, metavar="FILE",
+                   help="the teacher's trained weights for --model: a state dict, read without running code "
+                        "(default: none)")
+    g.add_argument("--trust-pickle", action="store_true",
+                   help="also accept a pickled nn.Module as --checkpoint (runs code from the file: only for files "
+                        "you trust)")
     a.add_data_args(p, default_dataset=None)
-    a.add_search_args(p, budget=20, segmented=False, drives=None)
+    add_tracking_args(a.add_search_args(p, budget=20, segmented=False, drives=None), search=True)
     a.add_parallel_args(p)
     g = p.add_argument_group("compression")
     g.add_argument("--flops", type=a.fraction, default=0.5, metavar="FRACTION",
@@ -276,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job on the embedded digits set: search, then compare with baselines")
     a.add_data_args(p)
     a.add_train_args(p, epochs=150)
-    a.add_search_args(p, budget=8)
+    add_tracking_args(a.add_search_args(p, budget=8), search=True)
     a.add_parallel_args(p)
     # Few images trained for long, where augmentation could pay; pbt, the controller that won the
     # headroom benchmark: 8 members taking turns in 2 worker processes (both cores of a small machine,

@@ -16,7 +16,10 @@ from typing import Any
 from policysearch.cli.arguments import (
     budget,
     child_kwargs,
+    data_name,
+    data_option,
     emit_json,
+    input_normalization,
     parallel_kwargs,
     prepare_data,
     show_progress,
@@ -98,12 +101,12 @@ def _check_augment_options(args: argparse.Namespace) -> None:
 
 def cmd_augment(args: argparse.Namespace) -> int:
     _check_augment_options(args)
-    out = out_dir(args, "augment", args.dataset)
+    out = out_dir(args, "augment", data_name(args))
     data = prepare_data(args)
     _, result = search_command(args, data, augment_env_factory(args), out, "policy.json")
     print(f"policy: {result.artefact.describe()}")
     print(f"wrote {out}/: {', '.join(v for v in result.summary['files'].values() if v)}, summary.json")
-    print(f"use it: policysearch train --dataset {args.dataset} --augment {out / 'policy.json'}")
+    print(f"use it: policysearch train {data_option(args)} --augment {out / 'policy.json'}")
     if args.json:
         emit_json(result.summary)
     return EXIT_INTERRUPTED if result.summary["stopped_by"] else 0
@@ -131,7 +134,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         raise ConfigError(f"--peak {args.peak} needs a base schedule: --base onecycle or linear, not none")
     if args.paired_reward and args.base == "none":
         raise ConfigError("--paired-reward needs a base schedule: --base onecycle or linear, not none")
-    out = out_dir(args, "schedule", "tasks" if tasks else args.dataset)
+    out = out_dir(args, "schedule", "tasks" if tasks else data_name(args))
     data = prepare_data(args) if tasks is None else None
     kwargs = child_kwargs(args)
     del kwargs["lr"]  # the searched quantity: Schedule-v1 sets it
@@ -160,7 +163,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     lrs = ", ".join(f"{lr:.3g}" for lr in result.artefact.lrs([i / segments for i in range(segments)]))
     print(f"learned LRs per segment: {lrs}")
     print(f"wrote {out}/: {', '.join(files)}, summary.json")
-    print(f"use it: policysearch train --dataset {args.dataset} --schedule {out / 'schedule.json'}"
+    print(f"use it: policysearch train {data_option(args)} --schedule {out / 'schedule.json'}"
           + (f"  (closed loop: --schedule {out / closed_loop})" if closed_loop else ""))
     if args.json:
         emit_json(result.summary)
@@ -168,10 +171,11 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 
 def load_teacher(path: str, trust_pickle: bool) -> tuple[Any, str | None, dict[str, Any]]:
-    """The teacher module, its registered model name (None for a pickled module) and checkpoint info."""
+    """The teacher module, its model name (None for a pickled module) and checkpoint info."""
     import torch
 
     from policysearch.errors import PolicyFormatError
+    from policysearch.imports import first_line
     from policysearch.train.checkpoint import load_checkpoint
 
     try:
@@ -185,29 +189,63 @@ def load_teacher(path: str, trust_pickle: bool) -> tuple[Any, str | None, dict[s
     try:
         module = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # a corrupt file fails in many ways; say which file and why, in one line
-        raise PolicyFormatError(f"{path}: cannot be read as a pickled module ({type(exc).__name__})") from None
+        hint = (" (the module that defines the model's class must be importable: run from its folder or install "
+                "it)" if isinstance(exc, (ModuleNotFoundError, AttributeError)) else "")
+        raise PolicyFormatError(f"{path}: cannot be read as a pickled module ({type(exc).__name__}: "
+                                f"{first_line(exc)}){hint}") from None
     if not isinstance(module, torch.nn.Module):
         raise PolicySearchError(f"{path}: holds a {type(module).__name__}, expected a torch.nn.Module")
     return module, None, {}
 
 
-def _check_teacher_fits(teacher: Any, info: dict[str, Any], data: Any, checkpoint: str) -> None:
-    """The data's images must be what the teacher was built for (before any search)."""
-    import torch
+def _compress_teacher(args: argparse.Namespace) -> tuple[Any, str | None, dict[str, Any], str]:
+    """What ``--checkpoint`` or ``--model`` with ``--weights`` name, checked before any data is loaded:
+    the checkpoint's module (None for --model: it is built for the data), its model name, the
+    checkpoint's info, and how messages name the teacher."""
+    if args.checkpoint and (args.model or args.weights):
+        raise ConfigError("the teacher is --checkpoint FILE, or --model with --weights: not both")
+    if not args.checkpoint and not (args.model and args.weights):
+        raise ConfigError("name the teacher: --checkpoint FILE (from `policysearch train --save`), or your own "
+                          "network as --model MODEL --weights FILE (a state dict)")
+    if not args.checkpoint:
+        from policysearch.models import resolve_model
+        from policysearch.models.weights import read_weights
 
-    shape = info.get("input_shape")
-    if shape is not None and tuple(shape) != tuple(data.input_shape):
-        raise ConfigError(f"--dataset {data.name} has images of shape {tuple(data.input_shape)}, but the teacher "
-                          f"{checkpoint} takes {tuple(shape)}; pass the data set it was trained on")
-    try:
-        with torch.inference_mode():
-            logits = teacher.eval()(torch.zeros(1, *data.input_shape))
-    except RuntimeError as exc:
-        raise ConfigError(f"--dataset {data.name}: the teacher {checkpoint} cannot take its images of shape "
-                          f"{tuple(data.input_shape)} ({' '.join(str(exc).split())[:120]})") from None
-    if logits.shape[-1] != data.num_classes:
-        raise ConfigError(f"--dataset {data.name} has {data.num_classes} classes, but the teacher {checkpoint} "
-                          f"predicts {logits.shape[-1]}")
+        read_weights(args.weights)  # a bad file fails before the data is loaded
+        return None, resolve_model(args.model).name, {}, f"--model {args.model} --weights {args.weights}"
+    teacher, model_name, info = load_teacher(args.checkpoint, args.trust_pickle)
+    return teacher, model_name, info, f"--checkpoint {args.checkpoint}"
+
+
+def _teacher_on_data(args: argparse.Namespace, teacher: Any, model_name: str | None, info: dict[str, Any],
+                     what: str) -> tuple[Any, Any]:
+    """The data, normalised as the teacher expects, and the teacher checked against it."""
+    from policysearch.compression.teacher import check_teacher
+    from policysearch.models.weights import recorded_normalization
+
+    if teacher is None:  # --model with --weights: normalised as the file records, or as --normalize says
+        from policysearch.models import build_model
+        from policysearch.models.weights import load_weights
+
+        data = prepare_data(args)
+        teacher = build_model(model_name, data.input_shape, data.num_classes)
+        load_weights(teacher, args.weights)
+    else:
+        # A policysearch checkpoint that records nothing was trained standardized (the only way there
+        # was); a pickled module (no model name) says nothing about its inputs.
+        recorded = recorded_normalization(info)
+        if recorded is None and model_name is None and args.normalize is None:
+            raise ConfigError(f"{what} is a pickled module: it does not record how it expects its inputs; pass "
+                              "--normalize none (raw [0, 1] pixels), standardize (the data's per-channel mean and "
+                              "std), imagenet, or MEAN,STD")
+        dataset = args.dataset or (info.get("dataset") or {}).get("name") or "digits"
+        data = prepare_data(args, dataset, input_normalization(args, recorded, what))
+        shape = info.get("input_shape")
+        if shape is not None and tuple(shape) != tuple(data.input_shape):
+            raise ConfigError(f"{data_option(args)} has images of shape {tuple(data.input_shape)}, but the teacher "
+                              f"{args.checkpoint} takes {tuple(shape)}; pass the data it was trained on")
+    check_teacher(teacher, data, what)
+    return teacher, data
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
@@ -224,11 +262,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
     from policysearch.search.controllers.registry import controller_info, make_controller
     from policysearch.train.checkpoint import save_checkpoint
 
-    teacher, model_name, info = load_teacher(args.checkpoint, args.trust_pickle)
-    dataset = args.dataset or (info.get("dataset") or {}).get("name") or "digits"
-    out = out_dir(args, "compress", dataset)
-    data = prepare_data(args, dataset)
-    _check_teacher_fits(teacher, info, data, args.checkpoint)
+    teacher, model_name, info, what = _compress_teacher(args)
+    named = args.dataset or (info.get("dataset") or {}).get("name") or "digits"
+    out = out_dir(args, "compress", data_name(args) if args.data else named)
+    teacher, data = _teacher_on_data(args, teacher, model_name, info, what)
     targets = {"flops_target": args.flops, "params_target": args.params, "latency_target": args.latency,
                "latency_batch": args.latency_batch, "min_keep": args.min_keep, "criterion": args.criterion}
     searches_plans = controller_info(args.controller).drives == "plan"
@@ -325,7 +362,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         args.population = max(DEMO_POPULATION, args.workers)  # over --workers processes, 4 members each by default
     check_policies(args.baselines, [args.schedule], config.lr)  # refused now, not after the search
     _check_augment_options(args)
-    out = out_dir(args, "demo", args.dataset, run="search")
+    out = out_dir(args, "demo", data_name(args), run="search")
     data = prepare_data(args)
     print(f"1/2 searching an augmentation policy for {data.name} ({len(data.y_train)} train / {len(data.y_val)} val "
           f"images) with {args.controller}, {args.budget} child trainings of {args.search_epochs:g} epochs")

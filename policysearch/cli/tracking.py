@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from policysearch.cli.arguments import data_name
 from policysearch.errors import PolicySearchError
 
 _OPEN: list[Any] = []  # the trackers of the running command, closed by `tracking_session`
@@ -94,7 +95,7 @@ def check_tracking_options(args: argparse.Namespace) -> None:
 
 
 def _train_name(args: argparse.Namespace) -> str:
-    return f"{args.command}-{args.dataset}-{args.model}"
+    return f"{args.command}-{data_name(args)}-{args.model}"
 
 
 def command_tracker(args: argparse.Namespace, out: Path | None = None, artefacts: tuple[Any, ...] = ()) -> Any:

@@ -11,6 +11,14 @@ from policysearch.cli.tracking import command_tracker
 EXIT_DIVERGED = 3
 
 
+def check_zero_epochs(args: argparse.Namespace) -> None:
+    """``--epochs 0`` scores a trained model: it needs ``--weights``."""
+    if args.epochs == 0 and not args.weights:
+        from policysearch.errors import ConfigError
+
+        raise ConfigError("--epochs 0 scores the model as it is: give its trained weights with --weights FILE")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from policysearch.analysis.compare import policy_label, robustness_settings
     from policysearch.analysis.report import format_table
@@ -25,6 +33,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     # Everything that can be refused is refused before the data is loaded and the model trained.
     if args.save:
         check_output_file(args.save, "--save")
+    check_zero_epochs(args)
     config = train_config(args, seed=args.seed)
     policy = load_policy(args.augment)
     schedule = resolve_schedule(args.schedule, base_lr=config.lr, trust_pickle=args.trust_pickle)
@@ -97,6 +106,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from policysearch.analysis.report import format_table
 
     seeds = list(range(args.seed, args.seed + args.seeds))
+    check_zero_epochs(args)
     config = train_config(args)
     check_policies(args.augment, args.schedule, config.lr)
     data = prepare_data(args)

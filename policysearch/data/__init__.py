@@ -40,13 +40,21 @@ Modules: :mod:`~policysearch.data.raw` (RawDataset, fingerprint, array checks),
 :mod:`~policysearch.data.sources` (one record per named data set), :mod:`~policysearch.data.formats`
 (IDX and safe pickle readers), :mod:`~policysearch.data.download` (fetch with checksum, safe tar
 extraction), :mod:`~policysearch.data.lookup` (search order, load_dataset, dataset_status),
-:mod:`~policysearch.data.user` (user tensors and datasets), :mod:`~policysearch.data.splits`
-(split arithmetic), :mod:`~policysearch.data.resident` (DeviceData, prepare).
+:mod:`~policysearch.data.user` (user tensors and datasets), :mod:`~policysearch.data.folder` (image
+folders, decoded once and cached), :mod:`~policysearch.data.inputs` (``--data SOURCE``: folder, .npz,
+module:function), :mod:`~policysearch.data.preprocess` (the normalisation every model input gets),
+:mod:`~policysearch.data.splits` (split arithmetic), :mod:`~policysearch.data.resident` (DeviceData, prepare).
+
+Your own data: `load_data` (a folder, an ``.npz`` or ``module:function``), `from_tensors` or
+`from_torch_dataset`, then `prepare`.
 """
 
 from __future__ import annotations
 
+from policysearch.data.folder import from_image_folder
+from policysearch.data.inputs import from_function, from_npz, load_data
 from policysearch.data.lookup import dataset_status, load_dataset
+from policysearch.data.preprocess import NORMALIZATIONS, Normalization
 from policysearch.data.raw import ArrayLike, RawDataset
 from policysearch.data.resident import DeviceData, prepare
 from policysearch.data.sources import DATASETS
@@ -55,12 +63,18 @@ from policysearch.data.user import from_tensors, from_torch_dataset
 
 __all__ = [
     "DATASETS",
+    "NORMALIZATIONS",
     "ArrayLike",
     "DeviceData",
+    "Normalization",
     "RawDataset",
     "dataset_status",
+    "from_function",
+    "from_image_folder",
+    "from_npz",
     "from_tensors",
     "from_torch_dataset",
+    "load_data",
     "load_dataset",
     "prepare",
     "stratified_split",

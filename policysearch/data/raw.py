@@ -35,6 +35,9 @@ class RawDataset:
             y_test (in that order). It is the data set's version: one changed pixel or label
             changes it.
         source: Where the data came from (a folder, ``"scikit-learn"``, ``"tensors"``, ...).
+        label_map: The user's label value of each class index, when the labels were remapped to
+            0..K-1 (labels 0, 1, 7, 9 became 0..3: ``{0: 0, 1: 1, 7: 2, 9: 3}``); None when the
+            labels already were class indices. Written into every run record and artefact.
 
     Raises:
         ConfigError: On construction, if dtypes, shapes, lengths or label range are wrong.
@@ -48,6 +51,7 @@ class RawDataset:
     classes: list[str]
     fingerprint: str
     source: str
+    label_map: dict[int, int] | None = None
 
     def __post_init__(self) -> None:
         # Cheap structural checks only; a RawDataset built by hand must fail here, not deep
@@ -118,6 +122,7 @@ def make_raw(
     y_test: torch.Tensor,
     classes: Sequence[str],
     source: str,
+    label_map: dict[int, int] | None = None,
 ) -> RawDataset:
     """A :class:`RawDataset` with its fingerprint computed from the four tensors."""
     return RawDataset(
@@ -129,6 +134,7 @@ def make_raw(
         classes=list(classes),
         fingerprint=fingerprint(x_train, y_train, x_test, y_test),
         source=source,
+        label_map=label_map,
     )
 
 
@@ -219,4 +225,7 @@ def labels_to_int64(a: ArrayLike, what: str) -> np.ndarray:
         )
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
         raise ConfigError(f"{what} must hold integer class labels; got dtype {arr.dtype}.")
+    if arr.size and int(arr.min()) < 0:
+        raise ConfigError(f"{what} holds the label {int(arr.min())}; class labels must be integers >= 0 "
+                          "(an 'ignore' label such as -1 has no place in classification data).")
     return arr.astype(np.int64)

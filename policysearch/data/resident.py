@@ -15,6 +15,7 @@ import torch
 
 from policysearch.checks import check_choice, is_int
 from policysearch.data.lookup import load_dataset
+from policysearch.data.preprocess import Normalization, normalization_for
 from policysearch.data.raw import RawDataset
 from policysearch.data.sources import DATASETS
 from policysearch.data.splits import stratified_split, stratified_subset
@@ -34,8 +35,8 @@ _SPLITS = ("train", "val", "test")
 class DeviceData:
     """A data set split into train / val / test, resident on the training device.
 
-    Images stay uint8 (a quarter of float32's memory); the trainer converts batches and
-    normalises them with ``mean`` and ``std``.
+    Images stay uint8 (a quarter of float32's memory); every path that feeds a model converts a
+    batch to [0, 1] and normalises it with ``mean`` and ``std`` (`policysearch.data.preprocess.normalise`).
 
     Attributes:
         name: Data set name.
@@ -44,12 +45,17 @@ class DeviceData:
         x_val: Validation images carved from the training data; y_val their labels.
         x_test: Test images (never used during search); y_test their labels.
         classes: Class names.
-        mean: float32 (C,) per-channel mean of ``x_train / 255``, on ``device``.
-        std: float32 (C,) per-channel standard deviation of ``x_train / 255``, at least 1e-3.
+        mean: float32 (C,) what `normalise` subtracts from ``x / 255``, on ``device``
+            (``normalization.mean``: by default the training split's per-channel mean).
+        std: float32 (C,) what it divides by (by default the training split's std, at least 1e-3).
         split: ``{"seed", "train_size", "val_size", "test_size"}``: the seed and the sizes
             actually used.
         device: Where the tensors live.
         source: Where the data set's files were read from (the folder actually used).
+        normalization: How pixels are normalised (`Normalization`: kind, mean, std); recorded in
+            every run and artefact.
+        label_map: The user's label value of each class index when labels were remapped (see
+            `RawDataset.label_map`), else None.
     """
 
     name: str
@@ -66,6 +72,12 @@ class DeviceData:
     split: dict[str, int]
     device: torch.device
     source: str = ""  # where the files were read from (a folder, "scikit-learn", "tensors", ...)
+    normalization: Normalization | None = None
+    label_map: dict[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.normalization is None:  # built by hand from mean / std: record them as given
+            self.normalization = Normalization("given", tuple(self.mean.tolist()), tuple(self.std.tolist()))
 
     @property
     def num_classes(self) -> int:
@@ -104,14 +116,19 @@ class DeviceData:
 
     def describe(self) -> dict[str, Any]:
         """JSON-able summary for run configs and provenance."""
-        return {
+        record: dict[str, Any] = {
             "name": self.name,
             "fingerprint": self.fingerprint,
             "split": dict(self.split),
             "input_shape": list(self.input_shape),
             "num_classes": self.num_classes,
+            "classes": list(self.classes),
             "source": self.source,
+            "normalization": self.normalization.to_dict() if self.normalization else None,
         }
+        if self.label_map is not None:
+            record["label_map"] = {str(k): v for k, v in self.label_map.items()}
+        return record
 
     def __repr__(self) -> str:
         s = self.split
@@ -121,26 +138,6 @@ class DeviceData:
             f"classes={self.num_classes}, device={self.device}, "
             f"fingerprint={self.fingerprint[:12]}…)"
         )
-
-
-def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std of uint8 images scaled to [0, 1], via 256-bin histograms.
-
-    Histograms are exact for uint8 and avoid a float copy of the whole training set.
-    """
-    levels = torch.arange(256, dtype=torch.float64) / 255.0
-    means, stds = [], []
-    for c in range(x.shape[1]):
-        hist = torch.bincount(x[:, c].reshape(-1), minlength=256).to(torch.float64)
-        total = hist.sum()
-        mean = (hist * levels).sum() / total
-        var = (hist * (levels - mean) ** 2).sum() / total
-        means.append(mean)
-        stds.append(var.sqrt())
-    return (
-        torch.stack(means).to(torch.float32),
-        torch.stack(stds).to(torch.float32).clamp_min(1e-3),
-    )
 
 
 def prepare(
@@ -153,6 +150,7 @@ def prepare(
     data_dir: str | Path | None = None,
     download: bool = True,
     test_size: int | None = None,
+    normalize: str | Normalization | tuple[Any, Any] = "standardize",
 ) -> DeviceData:
     """Split a data set and move it to the training device, once.
 
@@ -169,6 +167,9 @@ def prepare(
         download: Passed to :func:`load_dataset` when ``data`` is a name.
         test_size: If given, a stratified subsample of the test split of this size, with a
             fixed seed (0) so every run is scored on the same images; None keeps all.
+        normalize: How a model's inputs are normalised (`policysearch.data.preprocess`):
+            "standardize" (the training split's per-channel mean and std), "none" (raw [0, 1]
+            pixels), "imagenet", ``"MEAN,STD"``, or ``(mean, std)`` sequences.
 
     Returns:
         The device-resident splits, channel statistics of the training part, and the split
@@ -202,7 +203,8 @@ def prepare(
 
     # Index on the CPU, then copy each part to the device once.
     x_train, y_train = raw.x_train[train_idx], raw.y_train[train_idx]
-    mean, std = _channel_stats(x_train)
+    norm = normalization_for(normalize, x_train)
+    mean, std = torch.tensor(norm.mean, dtype=torch.float32), torch.tensor(norm.std, dtype=torch.float32)
     return DeviceData(
         name=raw.name,
         fingerprint=raw.fingerprint,
@@ -223,4 +225,6 @@ def prepare(
         },
         device=dev,
         source=str(raw.source),
+        normalization=norm,
+        label_map=raw.label_map,
     )

@@ -1,12 +1,14 @@
 """User data: wrap tensors, arrays or a torch ``Dataset`` as a :class:`~policysearch.data.RawDataset`.
 
 Images are converted once, here, to uint8 (N, C, H, W) (see :func:`from_tensors` for what is
-accepted); labels without class names are compacted to 0..K-1; without a test set a stratified one
-is carved with the caller's ``seed``.
+accepted); labels without class names are compacted to 0..K-1, the mapping kept in
+``RawDataset.label_map`` (and said in the log); without a test set a stratified one is carved with
+the caller's ``seed`` (and the log says so).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +21,8 @@ from policysearch.data.splits import stratified_split
 from policysearch.errors import ConfigError
 
 __all__ = ["from_tensors", "from_torch_dataset"]
+
+log = logging.getLogger(__name__)
 
 
 def _from_arrays(
@@ -56,6 +60,7 @@ def _from_arrays(
         raise ConfigError("x_train is empty.")
 
     all_labels = np.concatenate(list(ys.values()))
+    label_map: dict[int, int] | None = None
     if classes is not None:
         class_names = [str(c) for c in classes]
         if all_labels.min() < 0 or all_labels.max() >= len(class_names):
@@ -70,6 +75,10 @@ def _from_arrays(
         class_names = [str(int(v)) for v in values]
         if not np.array_equal(values, np.arange(len(values))):
             ys = {part: np.searchsorted(values, y) for part, y in ys.items()}
+            label_map = {int(v): i for i, v in enumerate(values)}
+            log.info("%s: labels %s mapped to class indices 0..%d (kept as the data's label_map)", name,
+                     ", ".join(str(int(v)) for v in values[:12]) + (" ..." if len(values) > 12 else ""),
+                     len(values) - 1)
 
     x_tr, y_tr = torch.from_numpy(xs["train"]), torch.from_numpy(ys["train"])
     if "test" in xs:
@@ -77,7 +86,9 @@ def _from_arrays(
     else:
         keep, held = stratified_split(y_tr, test_fraction, None, seed)
         x_tr, y_tr, x_te, y_te = x_tr[keep], y_tr[keep], x_tr[held], y_tr[held]
-    return make_raw(name, x_tr, y_tr, x_te, y_te, class_names, source)
+        log.info("%s has no test split: %d images (%.0f %%, stratified, seed %d) carved from its training data "
+                 "as the test split", name, len(held), 100 * test_fraction, seed)
+    return make_raw(name, x_tr, y_tr, x_te, y_te, class_names, source, label_map)
 
 
 def from_tensors(

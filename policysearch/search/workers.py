@@ -35,6 +35,8 @@ import gymnasium
 from policysearch.checks import check_choice, check_int
 from policysearch.device import resolve_device
 from policysearch.errors import ConfigError, MissingExtraError
+from policysearch.imports import first_line
+from policysearch.models import restore_models, shipped_models
 
 BACKENDS = ("local", "ray")
 
@@ -422,7 +424,10 @@ def env_factory(env: Any, device: str | None = None) -> Callable[[], Any]:
                           "build their copies), or pass env_fn=")
     import gymnasium as gym
 
+    models = shipped_models()  # models only this process can resolve (registered, factories, templates)
+
     def make() -> Any:
+        restore_models(models)
         if device is None:
             return gym.make(spec).unwrapped
         kwargs = dict(spec.kwargs)
@@ -460,8 +465,28 @@ def make_pool(env: Any, workers: int = 1, backend: str = "local", env_fn: Callab
     if backend == "local" and workers == 1 and not devices:
         return InProcessPool(env)
     if backend == "ray":
-        return RayPool(env_fn or env_factory(env), workers, num_cpus=num_cpus, num_gpus=num_gpus,
-                       address=ray_address, threads=threads)
+        return RayPool(check_crosses(env_fn or env_factory(env), backend), workers, num_cpus=num_cpus,
+                       num_gpus=num_gpus, address=ray_address, threads=threads)
     if devices and env_fn is None:
-        return ProcessPool([env_factory(env, devices[i % len(devices)]) for i in range(workers)], workers, threads)
-    return ProcessPool(env_fn or env_factory(env), workers, threads=threads)
+        fns = [check_crosses(env_factory(env, devices[i % len(devices)]), backend) for i in range(workers)]
+        return ProcessPool(fns, workers, threads)
+    return ProcessPool(check_crosses(env_fn or env_factory(env), backend), workers, threads=threads)
+
+
+def check_crosses(env_fn: Callable[[], Any], backend: str) -> Callable[[], Any]:
+    """`env_fn`, once it is known to pickle the way worker processes receive it (cloudpickle: SB3's
+    SubprocVecEnv and Ray both use it), so that a model, data set or env argument that cannot be sent
+    is refused before the first child trains, with the reason.
+
+    Raises:
+        ConfigError: it does not pickle (e.g. an object holding a lock or an open file).
+    """
+    import cloudpickle
+
+    try:
+        cloudpickle.dumps(env_fn)
+    except Exception as exc:
+        raise ConfigError(f"the env cannot be sent to {backend} worker processes ({type(exc).__name__}: "
+                          f"{first_line(exc)}): give the model as 'module:function' or 'file.py:function', "
+                          "keep unpicklable objects out of the env's arguments, or use one worker") from None
+    return env_fn

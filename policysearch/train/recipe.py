@@ -60,7 +60,8 @@ def train_run(
     Args:
         data: device-resident splits.
         config: training settings; its lr is the base LR of named schedules.
-        epochs: passes over the training split (fractions allowed).
+        epochs: passes over the training split (fractions allowed); 0 scores the model as built (from
+            ``config.weights``: a trained model) without training it.
         augment: augmentation policy (None: none).
         schedule: any schedule of `policysearch.policies.schedule_kinds`: open loop (``lr_at(progress)``:
             a LearnedSchedule), closed loop (an AdaptiveSchedule), online (Hypergradient) or a peak rule
@@ -78,8 +79,12 @@ def train_run(
     from tqdm.auto import tqdm
 
     tracker = tracker or Tracker()
+    if not epochs >= 0:
+        raise ConfigError(f"epochs is {epochs!r}, expected a number >= 0 (0: score the model without training)")
     probe = max(1, len(data.y_train) // config.batch_size)
     total = max(1, round(epochs * probe))
+    if epochs == 0:
+        schedule, peak = None, "default"  # nothing trains: no schedule to follow, no peak to find
     kind = schedule_kind(schedule)
     if kind == PEAK_RULE and peak != "default":
         raise ConfigError(f"a peak rule picks the peak itself; drop peak={peak!r}")
@@ -102,7 +107,9 @@ def train_run(
                                       "augment": getattr(augment, "name", None), "schedule": _schedule_name(schedule),
                                       "dataset": data.name, "dataset_fingerprint": data.fingerprint})
     with tqdm(total=total, desc=description, disable=not progress, leave=False, unit="step") as bar:
-        if kind == CLOSED_LOOP:  # an AdaptiveSchedule sets the LR from live statistics
+        if epochs == 0:
+            pass  # scored as built
+        elif kind == CLOSED_LOOP:  # an AdaptiveSchedule sets the LR from live statistics
             _train_closed_loop(trainer, total, augment, schedule, bar, history)
         else:
             if kind == ONLINE:  # a Hypergradient: its optimizer hooks set the LR

@@ -26,7 +26,8 @@ from policysearch.data.preprocess import normalise
 from policysearch.device import autocast, device_for_data, resolve_device, to_device
 from policysearch.errors import ConfigError, DivergenceError
 from policysearch.metrics import Cost, count_parameters, flops_per_image, peak_memory_mb
-from policysearch.models import MODELS, build_model
+from policysearch.models import build_model, resolve_model
+from policysearch.models.weights import load_weights
 from policysearch.policies.augment import AugmentPolicy
 from policysearch.train.evaluate import EVAL_BATCH_SIZE, evaluate, predict
 
@@ -39,7 +40,11 @@ class TrainConfig:
     """How a child model is trained (everything but the policy being searched).
 
     Attributes:
-        model: a name from `policysearch.models.MODELS`.
+        model: a built-in or registered name, ``"module:function"``, ``"file.py:function"``,
+            ``"torchvision:NAME"``, ``"timm:NAME"``, a factory or an ``nn.Module`` template
+            (`policysearch.models.resolve_model`); stored as the resolved name.
+        weights: a weights file (`policysearch.models.weights`) loaded into every model built from
+            this config, after its seeded initialisation: training starts from it.
         batch_size: images per optimizer step.
         optimizer: "sgd" (Nesterov momentum) or "adamw"; None takes the model's default.
         lr: base learning rate; None takes the model's default.
@@ -56,6 +61,7 @@ class TrainConfig:
     """
 
     model: str = "cnn"
+    weights: str | None = None
     batch_size: int = 128
     optimizer: str | None = None
     lr: float | None = None
@@ -68,12 +74,15 @@ class TrainConfig:
     eval_batch_size: int = EVAL_BATCH_SIZE
 
     def __post_init__(self) -> None:
-        check_choice("model", self.model, MODELS)
+        spec = resolve_model(self.model)
+        self.model = spec.name  # the config stays JSON-able: a factory or template is known by its name
+        if self.weights is not None:
+            self.weights = str(self.weights)
         if self.optimizer is None:
-            self.optimizer = MODELS[self.model].optimizer
+            self.optimizer = spec.optimizer
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         if self.lr is None:
-            self.lr = MODELS[self.model].lr
+            self.lr = spec.lr
         check_lr("lr", self.lr)
         check_int("batch_size", self.batch_size, 1)
         check_int("eval_batch_size", self.eval_batch_size, 1)
@@ -145,6 +154,8 @@ class Trainer:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(config.seed)
                 model = build_model(config.model, data.input_shape, data.num_classes)
+            if config.weights is not None:
+                load_weights(model, config.weights)
         self.model = to_device(model, self.device)
         self.cuda = self.device.type == "cuda"
         self.optimizer = self._make_optimizer()

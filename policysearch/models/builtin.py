@@ -1,21 +1,15 @@
-"""Model registry: small image classifiers that train in seconds to minutes on a CPU.
+"""The built-in networks: small image classifiers that train in seconds to minutes on a CPU.
 
-``build_model(name, input_shape, num_classes)`` builds any of them for any image size, so the same
-name works on 8x8 digits, 28x28 Fashion-MNIST and 32x32 CIFAR-10. No dropout anywhere: every source
-of randomness in training goes through the trainer's seeded generators.
+Each is built for any image size (C, H, W), so the same name works on 8x8 digits, 28x28
+Fashion-MNIST, 32x32 CIFAR-10 and 64x64 RGB images. No dropout anywhere: every source of randomness
+in training goes through the trainer's seeded generators.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from policysearch.checks import check_choice, check_int, check_shape
-from policysearch.errors import ConfigError
 
 
 class MLP(nn.Module):
@@ -130,43 +124,3 @@ class TinyViT(nn.Module):
         x = self.patch_embed(x).flatten(2).transpose(1, 2)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
         return self.head(self.norm(self.encoder(x))[:, 0])
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    factory: Callable[[tuple[int, int, int], int], nn.Module]
-    description: str
-    optimizer: str  # what it trains well with by default
-    lr: float
-
-
-MODELS: dict[str, ModelSpec] = {
-    spec.name: spec
-    for spec in (
-        ModelSpec("mlp", MLP, "2 hidden layers (256, 128)", "sgd", 0.05),
-        ModelSpec("cnn", SmallCNN, "conv32-pool-conv64-pool-fc128 with batch norm", "sgd", 0.05),
-        ModelSpec("resnet", SmallResNet, "ResNet-8: stem + 3 residual stages (16/32/64)", "sgd", 0.1),
-        ModelSpec("vit", TinyViT, "tiny ViT: dim 64, depth 2, 4 heads", "adamw", 2e-3),
-    )
-}
-
-
-def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
-    """Build a registered model for images of `input_shape` (C, H, W) and `num_classes` classes."""
-    check_choice("model", name, MODELS)
-    shape = check_shape("input_shape", input_shape)
-    check_int("num_classes", num_classes, 2)
-    if name == "cnn" and min(shape[1:]) < 4:
-        raise ConfigError(f"model 'cnn' pools twice and needs images of at least 4x4, got {shape[1:]}")
-    return MODELS[name].factory(shape, num_classes)  # type: ignore[arg-type]
-
-
-def model_table() -> list[dict[str, object]]:
-    """One row per model with its parameter count on 28x28 grey images, for `policysearch models`."""
-    rows = []
-    for spec in MODELS.values():
-        params = sum(p.numel() for p in spec.factory((1, 28, 28), 10).parameters())
-        rows.append({"model": spec.name, "description": spec.description, "params (1x28x28, 10 classes)": params,
-                     "default optimizer": f"{spec.optimizer} lr={spec.lr:g}"})
-    return rows

@@ -1,0 +1,61 @@
+"""The teacher a compression starts from, checked against the data before any search: a module with
+finite float32 weights on a real device that maps the data's images to its classes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from policysearch.errors import ConfigError
+from policysearch.imports import first_line
+
+__all__ = ["check_teacher"]
+
+
+def check_teacher(teacher: Any, data: Any, what: str = "the teacher") -> None:
+    """Refuse a teacher that would make every later figure wrong or crash deep inside a search.
+
+    Args:
+        teacher: the trained network (left as it is: its mode is restored, nothing is moved).
+        data: a `DeviceData` (its image shape and class count).
+        what: how messages name the teacher (e.g. its file).
+
+    Raises:
+        ConfigError: not an nn.Module; weights on the meta device, not floating point, not float32, or
+            not finite; images it cannot take; outputs that are not one score per class.
+    """
+    if not isinstance(teacher, nn.Module):
+        raise ConfigError(f"{what} is a {type(teacher).__name__}, expected a torch.nn.Module")
+    tensors = [*teacher.named_parameters(), *teacher.named_buffers()]
+    for name, t in tensors:
+        if t.device.type == "meta":
+            raise ConfigError(f"{what} has no weights ({name!r} is on the meta device); load its weights first")
+    for name, p in teacher.named_parameters():
+        if not p.is_floating_point():
+            raise ConfigError(f"{what}: parameter {name!r} is {p.dtype}; a trained network has floating-point "
+                              "weights")
+        if p.dtype != torch.float32:
+            raise ConfigError(f"{what}: parameter {name!r} is {p.dtype}; training and distillation run in float32: "
+                              "convert it with teacher.float()")
+    for name, t in tensors:
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ConfigError(f"{what}: {name!r} holds NaN or infinite values; a teacher must be a trained, "
+                              "finite network")
+    device = next((p.device for p in teacher.parameters()), torch.device("cpu"))
+    shape = tuple(data.input_shape)
+    was_training = teacher.training
+    try:
+        teacher.eval()
+        with torch.no_grad():
+            out = teacher(torch.zeros(1, *shape, device=device))
+    except Exception as exc:
+        raise ConfigError(f"{what} cannot take the data's images of shape {shape} (C, H, W): {type(exc).__name__}: "
+                          f"{first_line(exc)}") from None
+    finally:
+        teacher.train(was_training)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, data.num_classes):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(f"{what} maps a {shape} image to {got}; the data ({data.name}) has {data.num_classes} "
+                          f"classes: expected (1, {data.num_classes})")

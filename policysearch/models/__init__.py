@@ -1,0 +1,23 @@
+"""Networks: the built-in ones, your own (an import path, a file, a factory or an instance), and
+torchvision's or timm's, all resolved to one `ModelSpec` by `resolve_model` and built by `build_model`.
+
+    from policysearch.models import build_model, register_model
+"""
+
+from __future__ import annotations
+
+from policysearch.models.builtin import MLP, SmallCNN, SmallResNet, TinyViT
+from policysearch.models.registry import (
+    MODELS,
+    ModelSpec,
+    build_model,
+    check_shippable,
+    model_table,
+    register_model,
+    resolve_model,
+    restore_models,
+    shipped_models,
+)
+
+__all__ = ["MLP", "MODELS", "ModelSpec", "SmallCNN", "SmallResNet", "TinyViT", "build_model", "check_shippable",
+           "model_table", "register_model", "resolve_model", "restore_models", "shipped_models"]

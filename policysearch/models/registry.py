@@ -1,0 +1,308 @@
+"""Every way to name a network, resolved to one `ModelSpec`: a name runs, files and worker processes share.
+
+A model is given as
+
+- a built-in or registered name: ``"cnn"``, or one added with `register_model`;
+- an import path ``"package.module:function"`` or a file ``"path/to/models.py:function"``: a factory
+  called as ``function(input_shape, num_classes)`` (``input_shape`` is ``(C, H, W)``);
+- ``"torchvision:NAME"`` / ``"timm:NAME"``: that architecture, untrained, its first layer and its
+  classifier fitted to the data's channels and classes (extras ``torchvision`` / ``timm``);
+- in Python, also a factory (a function or an ``nn.Module`` class taking ``(input_shape, num_classes)``)
+  or an ``nn.Module`` instance (a template: each child is a deep copy, its layers re-initialised
+  from the child's seed with ``reset_parameters``).
+
+Every form resolves to a spec whose ``name`` is a string (the factory's import path where it has one),
+so a `TrainConfig` stays plain JSON. What exists only in this process (a registered name, a factory
+defined in a script or a notebook, a template) is *shipped* to worker processes and Ray actors with
+the run (`shipped_models` / `restore_models`); one that cannot be pickled is refused before the first
+child, with the reason (`check_shippable`).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import importlib.util
+import pickle
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from policysearch.checks import check_choice, check_int, check_lr, check_shape
+from policysearch.errors import ConfigError, UnknownNameError
+from policysearch.imports import ImportPath, first_line, import_path
+from policysearch.models.builtin import MLP, SmallCNN, SmallResNet, TinyViT
+
+__all__ = ["MODELS", "ModelSpec", "build_model", "check_shippable", "model_table", "register_model",
+           "resolve_model", "restore_models", "shipped_models"]
+
+Factory = Callable[[tuple[int, int, int], int], nn.Module]
+OPTIMIZERS = ("sgd", "adamw")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A network and how it trains by default.
+
+    Attributes:
+        name: how runs, files and worker processes name it (a registry key or an import path).
+        factory: ``factory(input_shape, num_classes) -> nn.Module``.
+        description: one line for ``policysearch models``.
+        optimizer: the default optimizer ("sgd" or "adamw") when a run sets none.
+        lr: the default base learning rate.
+        source: "builtin", "registered", "import", "torchvision", "timm", "callable" or "template".
+    """
+
+    name: str
+    factory: Factory
+    description: str = ""
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    source: str = "registered"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ConfigError(f"model name is {self.name!r}, expected a non-empty string")
+        if not callable(self.factory):
+            raise ConfigError(f"model {self.name!r}: factory is a {type(self.factory).__name__}, expected a "
+                              "callable factory(input_shape, num_classes) -> nn.Module")
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_lr("lr", self.lr)
+
+
+#: The built-in models, and those added with `register_model` (by name).
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec("mlp", MLP, "2 hidden layers (256, 128)", "sgd", 0.05, "builtin"),
+        ModelSpec("cnn", SmallCNN, "conv32-pool-conv64-pool-fc128 with batch norm", "sgd", 0.05, "builtin"),
+        ModelSpec("resnet", SmallResNet, "ResNet-8: stem + 3 residual stages (16/32/64)", "sgd", 0.1, "builtin"),
+        ModelSpec("vit", TinyViT, "tiny ViT: dim 64, depth 2, 4 heads", "adamw", 2e-3, "builtin"),
+    )
+}
+_BUILTIN = frozenset(MODELS)
+# Specs resolved in this process that another process cannot rebuild from the name alone
+# (registered names, factories and templates): shipped with the run to its workers.
+_LOCAL: dict[str, ModelSpec] = {}
+FORMS = ("a built-in or registered name", "'package.module:function'", "'path/to/file.py:function'",
+         "'torchvision:NAME'", "'timm:NAME'")
+
+
+def register_model(name: str, factory: Factory, *, description: str = "", optimizer: str = "sgd",
+                   lr: float = 0.05, replace: bool = False) -> ModelSpec:
+    """Add a model by name, for ``model=name`` in Python (worker processes and Ray actors included).
+
+    Args:
+        name: the key; not a built-in name, and without ":" (which marks import paths).
+        factory: ``factory(input_shape, num_classes) -> nn.Module``.
+        description, optimizer, lr: as in `ModelSpec`.
+        replace: allow replacing a registered (not a built-in) name.
+
+    Raises:
+        ConfigError: a built-in or taken name, or a bad field.
+    """
+    if not isinstance(name, str) or ":" in name or not name.strip():
+        raise ConfigError(f"model name is {name!r}: expected a non-empty name without ':' (':' marks import paths)")
+    if name in _BUILTIN:
+        raise ConfigError(f"model {name!r} is built in; register yours under another name")
+    if name in MODELS and not replace:
+        raise ConfigError(f"model {name!r} is already registered; pass replace=True to replace it")
+    spec = ModelSpec(name, factory, description, optimizer, lr, "registered")
+    MODELS[name] = _LOCAL[name] = spec
+    return spec
+
+
+def resolve_model(model: Any) -> ModelSpec:
+    """The spec of any accepted form of model (see the module docstring).
+
+    Raises:
+        UnknownNameError: an unknown name (with a "did you mean").
+        ConfigError: an import path that does not import, a torchvision / timm name that does not exist,
+            or a value of another type; the message names it and the accepted forms.
+        MissingExtraError: torchvision or timm is not installed.
+    """
+    if isinstance(model, ModelSpec):
+        return model
+    if isinstance(model, nn.Module):
+        return _local(ModelSpec(f"template:{type(model).__name__}", _Template(model),
+                                f"copies of a {type(model).__name__} instance, re-initialised per child",
+                                source="template"))
+    if isinstance(model, str):
+        return _resolve_name(model.strip())
+    if callable(model):
+        path = _import_path(model)
+        if path is not None:
+            return _resolve_name(path)
+        qualname = getattr(model, "__qualname__", type(model).__name__)
+        return _local(ModelSpec(f"callable:{qualname}", model, f"the factory {qualname}", source="callable"))
+    raise ConfigError(f"model is a {type(model).__name__}; expected {', '.join(FORMS)}, a factory "
+                      "(input_shape, num_classes) -> nn.Module, or an nn.Module instance")
+
+
+def _resolve_name(name: str) -> ModelSpec:
+    if name in MODELS:
+        return MODELS[name]
+    if name in _LOCAL:
+        return _LOCAL[name]
+    prefix, sep, rest = name.partition(":")
+    if not sep:
+        raise UnknownNameError("model", name, tuple(MODELS))
+    if not prefix or not rest:
+        raise ConfigError(f"model {name!r}: expected {', '.join(FORMS[1:])}")
+    if prefix in ("torchvision", "timm"):
+        from policysearch.models.external import hub_spec
+
+        return hub_spec(prefix, rest)
+    factory = ImportedFactory(import_path(prefix, rest, f"model {name!r}"))
+    return _local(ModelSpec(name, factory, f"{rest} from {prefix}", source="import"))
+
+
+def _local(spec: ModelSpec) -> ModelSpec:
+    _LOCAL[spec.name] = spec
+    return spec
+
+
+def _import_path(fn: Any) -> str | None:
+    """``"module:qualname"`` when `fn` can be imported back by it in any process, else None."""
+    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
+    if not module or module == "__main__" or "<" in qualname:
+        return None
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError):
+        return None
+    return f"{module}:{qualname}" if obj is fn else None
+
+
+class _Template:
+    """Copies of a module instance, each re-initialised (``reset_parameters``) from the caller's RNG."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __call__(self, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+        model = copy.deepcopy(self.module)
+        for layer in model.modules():
+            reset = getattr(layer, "reset_parameters", None)
+            if callable(reset):
+                reset()
+        return model
+
+
+class ImportedFactory:
+    """A factory found by import path or file (`policysearch.imports.ImportPath`): plain data, so it
+    pickles and imports again in a worker process, even where the module is not on its path."""
+
+    def __init__(self, path: ImportPath) -> None:
+        self.path = path
+
+    def __call__(self, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+        return self.path.load()(input_shape, num_classes)
+
+
+_CHECKED: set[tuple[str, tuple[int, int, int], int]] = set()
+
+
+def build_model(model: Any, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """Build `model` (any form `resolve_model` takes) for images of `input_shape` (C, H, W) and `num_classes`.
+
+    The first build of a (model, shape, classes) in a process is checked by one forward pass on a
+    zero batch: a network that cannot take the images or does not output ``num_classes`` scores is
+    refused here, in one line, instead of failing inside training.
+
+    Raises:
+        ConfigError: the model cannot be built for this data (the message says why).
+    """
+    spec = resolve_model(model)
+    shape = check_shape("input_shape", input_shape)
+    check_int("num_classes", num_classes, 2)
+    if spec.name == "cnn" and min(shape[1:]) < 4:
+        raise ConfigError(f"model 'cnn' pools twice and needs images of at least 4x4, got {shape[1:]}")
+    try:
+        net = spec.factory(shape, num_classes)  # type: ignore[arg-type]
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"model {spec.name!r} could not be built for images {shape} and {num_classes} classes: "
+                          f"{type(exc).__name__}: {first_line(exc)}") from None
+    if not isinstance(net, nn.Module):
+        raise ConfigError(f"model {spec.name!r}: its factory returned a {type(net).__name__}, expected an nn.Module")
+    key = (spec.name, shape, int(num_classes))
+    if key not in _CHECKED:
+        _check_forward(net, spec.name, shape, num_classes)
+        _CHECKED.add(key)
+    return net
+
+
+def _check_forward(net: nn.Module, name: str, shape: tuple[int, int, int], num_classes: int) -> None:
+    param = next(net.parameters(), None)
+    if param is not None and not param.is_floating_point():
+        raise ConfigError(f"model {name!r} has {param.dtype} parameters; expected floating point")
+    device = param.device if param is not None else torch.device("cpu")
+    was_training = net.training
+    try:
+        net.eval()
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            out = net(torch.zeros(2, *shape, device=device))
+    except Exception as exc:
+        raise ConfigError(f"model {name!r} cannot take images of shape {shape} (C, H, W): {type(exc).__name__}: "
+                          f"{first_line(exc)}") from None
+    finally:
+        net.train(was_training)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(f"model {name!r} returns {got} for a batch of 2 images; expected class scores of shape "
+                          f"(2, {num_classes}) for the data's {num_classes} classes")
+
+
+def shipped_models() -> dict[str, ModelSpec]:
+    """The specs this process resolved that other processes cannot rebuild from a name (send them along)."""
+    return dict(_LOCAL)
+
+
+def restore_models(specs: Mapping[str, ModelSpec]) -> None:
+    """Make `specs` (from `shipped_models` in the parent) resolvable here (a worker process, a Ray actor)."""
+    for name, spec in specs.items():
+        _LOCAL.setdefault(name, spec)
+        if spec.source == "registered":
+            MODELS.setdefault(name, spec)
+
+
+def check_shippable(specs: Mapping[str, ModelSpec], names: list[str], backend: str = "local") -> None:
+    """Refuse, before any child trains, a model in `names` that cannot cross to a worker process.
+
+    Raises:
+        ConfigError: the spec does not pickle (a lambda, a function defined inside another); says why.
+    """
+    for name in names:
+        spec = specs.get(name)
+        if spec is None:
+            continue
+        try:
+            if backend == "ray":
+                import ray.cloudpickle as cloudpickle  # Ray's own serializer: it takes lambdas too
+
+                cloudpickle.dumps(spec)
+            else:
+                pickle.dumps(spec)
+        except Exception as exc:
+            raise ConfigError(
+                f"model {name!r} cannot be sent to {backend} worker processes ({type(exc).__name__}: "
+                f"{first_line(exc)}); define the factory at module level and pass 'module:function' or "
+                "'file.py:function', or use one worker") from None
+
+
+def model_table() -> list[dict[str, object]]:
+    """One row per registered model with its parameter count on 28x28 grey images, for `policysearch models`."""
+    rows = []
+    for spec in MODELS.values():
+        params = sum(p.numel() for p in spec.factory((1, 28, 28), 10).parameters())
+        rows.append({"model": spec.name, "description": spec.description, "params (1x28x28, 10 classes)": params,
+                     "default optimizer": f"{spec.optimizer} lr={spec.lr:g}"})
+    return rows
+
