@@ -170,6 +170,8 @@ def check(paths: list[tuple[Path, str]]) -> tuple[int, list[str]]:
                 if exc.code not in (0, None):
                     message = err.getvalue().strip().splitlines()
                     problems.append(f"{where}: {ex.text}\n    {message[-1] if message else f'exit {exc.code}'}")
+            except Exception as exc:  # a type function that breaks is a problem to report, not a crash
+                problems.append(f"{where}: {ex.text}\n    {type(exc).__name__}: {exc}")
     return seen, problems
 
 
