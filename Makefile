@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-all lint install bench docs
+.PHONY: demo test test-all lint install bench docs docs-examples
 
 $(BIN)/policysearch: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +42,7 @@ bench: install
 # `build/docs-venv/bin/mkdocs serve -f docs/mkdocs.yml` after `make docs`.
 DOCS_VENV ?= build/docs-venv
 DOCS_BIN := $(DOCS_VENV)/bin
-DOCS_EXTRA := import sys; exec("try: import tomllib\nexcept ImportError: from pip._vendor import tomli as tomllib"); \
-	print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["docs"])
+DOCS_EXTRA := import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["docs"])
 
 $(DOCS_BIN)/mkdocs: pyproject.toml
 	$(PYTHON) -m venv $(DOCS_VENV)
@@ -55,3 +54,6 @@ docs: $(DOCS_BIN)/mkdocs
 	rm -rf build/view
 	$(DOCS_BIN)/pip install -q --no-deps --no-build-isolation --target build/view .
 	NO_MKDOCS_2_WARNING=1 $(DOCS_BIN)/mkdocs build --strict -f docs/mkdocs.yml
+
+docs-examples: install  # runs every example of the guides, each page in a fresh folder (CI runs it)
+	$(BIN)/python docs/run_examples.py

@@ -99,7 +99,7 @@ def _decode(paths: list[Path], size: tuple[int, int] | None) -> tuple[np.ndarray
     try:
         from PIL import Image
     except ImportError as exc:
-        raise MissingExtraError("PIL", "images", "reading an image folder (Pillow)") from exc
+        raise MissingExtraError("PIL", "all", "reading an image folder (Pillow, a dependency)") from exc
     images: list[Any] = []
     for p in paths:
         try:

@@ -11,7 +11,6 @@ from policysearch.models.registry import (
     MODELS,
     ModelSpec,
     build_model,
-    check_shippable,
     model_table,
     register_model,
     resolve_model,
@@ -19,5 +18,5 @@ from policysearch.models.registry import (
     shipped_models,
 )
 
-__all__ = ["MLP", "MODELS", "ModelSpec", "SmallCNN", "SmallResNet", "TinyViT", "build_model", "check_shippable",
+__all__ = ["MLP", "MODELS", "ModelSpec", "SmallCNN", "SmallResNet", "TinyViT", "build_model",
            "model_table", "register_model", "resolve_model", "restore_models", "shipped_models"]

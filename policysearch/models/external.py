@@ -11,7 +11,7 @@ from typing import Any
 from torch import nn
 
 from policysearch.errors import ConfigError, MissingExtraError
-from policysearch.models.registry import ModelSpec
+from policysearch.models.spec import ModelSpec
 
 __all__ = ["hub_spec"]
 

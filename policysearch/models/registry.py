@@ -15,63 +15,28 @@ Every form resolves to a spec whose ``name`` is a string (the factory's import p
 so a `TrainConfig` stays plain JSON. What exists only in this process (a registered name, a factory
 defined in a script or a notebook, a template) is *shipped* to worker processes and Ray actors with
 the run (`shipped_models` / `restore_models`); one that cannot be pickled is refused before the first
-child, with the reason (`check_shippable`).
+child, with the reason (`policysearch.search.workers.check_crosses`).
 """
 
 from __future__ import annotations
 
 import copy
 import importlib
-import importlib.util
-import pickle
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from policysearch.checks import check_choice, check_int, check_lr, check_shape
+from policysearch.checks import check_int, check_shape
 from policysearch.errors import ConfigError, UnknownNameError
 from policysearch.imports import ImportPath, first_line, import_path
 from policysearch.models.builtin import MLP, SmallCNN, SmallResNet, TinyViT
+from policysearch.models.external import hub_spec
+from policysearch.models.spec import Factory, ModelSpec
 
-__all__ = ["MODELS", "ModelSpec", "build_model", "check_shippable", "model_table", "register_model",
+__all__ = ["MODELS", "ModelSpec", "build_model", "model_table", "register_model",
            "resolve_model", "restore_models", "shipped_models"]
-
-Factory = Callable[[tuple[int, int, int], int], nn.Module]
-OPTIMIZERS = ("sgd", "adamw")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A network and how it trains by default.
-
-    Attributes:
-        name: how runs, files and worker processes name it (a registry key or an import path).
-        factory: ``factory(input_shape, num_classes) -> nn.Module``.
-        description: one line for ``policysearch models``.
-        optimizer: the default optimizer ("sgd" or "adamw") when a run sets none.
-        lr: the default base learning rate.
-        source: "builtin", "registered", "import", "torchvision", "timm", "callable" or "template".
-    """
-
-    name: str
-    factory: Factory
-    description: str = ""
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    source: str = "registered"
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name.strip():
-            raise ConfigError(f"model name is {self.name!r}, expected a non-empty string")
-        if not callable(self.factory):
-            raise ConfigError(f"model {self.name!r}: factory is a {type(self.factory).__name__}, expected a "
-                              "callable factory(input_shape, num_classes) -> nn.Module")
-        check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        check_lr("lr", self.lr)
-
 
 #: The built-in models, and those added with `register_model` (by name).
 MODELS: dict[str, ModelSpec] = {
@@ -153,8 +118,6 @@ def _resolve_name(name: str) -> ModelSpec:
     if not prefix or not rest:
         raise ConfigError(f"model {name!r}: expected {', '.join(FORMS[1:])}")
     if prefix in ("torchvision", "timm"):
-        from policysearch.models.external import hub_spec
-
         return hub_spec(prefix, rest)
     factory = ImportedFactory(import_path(prefix, rest, f"model {name!r}"))
     return _local(ModelSpec(name, factory, f"{rest} from {prefix}", source="import"))
@@ -271,30 +234,6 @@ def restore_models(specs: Mapping[str, ModelSpec]) -> None:
         _LOCAL.setdefault(name, spec)
         if spec.source == "registered":
             MODELS.setdefault(name, spec)
-
-
-def check_shippable(specs: Mapping[str, ModelSpec], names: list[str], backend: str = "local") -> None:
-    """Refuse, before any child trains, a model in `names` that cannot cross to a worker process.
-
-    Raises:
-        ConfigError: the spec does not pickle (a lambda, a function defined inside another); says why.
-    """
-    for name in names:
-        spec = specs.get(name)
-        if spec is None:
-            continue
-        try:
-            if backend == "ray":
-                import ray.cloudpickle as cloudpickle  # Ray's own serializer: it takes lambdas too
-
-                cloudpickle.dumps(spec)
-            else:
-                pickle.dumps(spec)
-        except Exception as exc:
-            raise ConfigError(
-                f"model {name!r} cannot be sent to {backend} worker processes ({type(exc).__name__}: "
-                f"{first_line(exc)}); define the factory at module level and pass 'module:function' or "
-                "'file.py:function', or use one worker") from None
 
 
 def model_table() -> list[dict[str, object]]:

@@ -2,6 +2,7 @@
 robustness under attack, the LR range test, checkpoints and the energy meter.
 
     from policysearch.train import TrainConfig, train_run
+    from policysearch.train.evaluate import evaluate   # one model on one split
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ _LAZY = {
     "TrainConfig": "policysearch.train.trainer",
     "RunResult": "policysearch.train.recipe",
     "train_run": "policysearch.train.recipe",
-    "evaluate": "policysearch.train.evaluate",
-    "predict": "policysearch.train.evaluate",
     "lr_range_test": "policysearch.train.lr_range",
     "load_checkpoint": "policysearch.train.checkpoint",
     "save_checkpoint": "policysearch.train.checkpoint",
