@@ -16,6 +16,8 @@ Each side runs warm-up steps first (worker start-up, allocator, cuDNN autotuning
 Prints one JSON line on stdout; progress and notes go to stderr::
 
     python benchmarks/inner_loop.py --steps 60
+    # larger RGB images: Fashion-MNIST upscaled (bilinear) to 64x64 with three tinted channels
+    python benchmarks/inner_loop.py --shape 3x64x64 --train-size 4000 --steps 30 --batch-size 64
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from policysearch.data import DeviceData, prepare
+from policysearch.data import DeviceData, RawDataset, load_dataset, prepare
+from policysearch.data.raw import make_raw
 from policysearch.device import resolve_device
 from policysearch.errors import DatasetNotFoundError, MissingExtraError, PolicySearchError
 from policysearch.models import build_model
@@ -66,6 +69,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="DataLoader worker processes for the baseline (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads in the main process (default: torch's)")
+    p.add_argument("--shape", default=None, metavar="CxHxW",
+                   help="resize the images to HxW (bilinear) and give them C channels (1 or 3: the grey image "
+                        "tinted per channel), e.g. 3x64x64 (default: the data set's own)")
+    p.add_argument("--train-size", type=int, default=None, help="cap the training images (default: all)")
     args = p.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 1 or args.workers < 0:
         p.error(f"--steps {args.steps} --warmup {args.warmup} --batch-size {args.batch_size} --workers {args.workers}: "
@@ -77,15 +84,42 @@ def load_data(args: argparse.Namespace, device: torch.device) -> DeviceData:
     """The requested data set; the default falls back to digits (with a note) when it is not installed."""
     name = args.dataset or DEFAULT_DATASET
     # A small validation split: this benchmark never evaluates, it only needs training images.
-    kwargs: dict[str, Any] = dict(val_size=0.02, seed=SEED, device=device, data_dir=args.data_dir, download=False)
+    kwargs: dict[str, Any] = dict(val_size=0.02, seed=SEED, device=device, train_size=args.train_size)
     try:
-        return prepare(name, **kwargs)
+        raw = load_dataset(name, data_dir=args.data_dir, download=False)
     except DatasetNotFoundError:
         if args.dataset is not None:  # asked for by name: say so rather than measure something else
             raise
         note(f"{DEFAULT_DATASET} is not available locally (downloads are off here); falling back to "
              f"{FALLBACK_DATASET}: 8x8 images, so rates are not comparable with 28x28 runs")
-        return prepare(FALLBACK_DATASET, **kwargs)
+        raw = load_dataset(FALLBACK_DATASET)
+    if args.shape is not None:
+        raw = reshaped(raw, args.shape, args.train_size)
+    return prepare(raw, **kwargs)
+
+
+def reshaped(raw: RawDataset, shape: str, cap: int | None) -> RawDataset:
+    """`raw` at C x H x W: bilinear resize, the grey image tinted per channel (a fixed colour per class
+    would be a shortcut; a fixed tint per channel is not). Only the first `cap` (x 1.1) training images."""
+    try:
+        c, h, w = (int(v) for v in shape.lower().split("x"))
+    except ValueError:
+        raise PolicySearchError(f"--shape {shape!r}: expected CxHxW, e.g. 3x64x64") from None
+    if c not in (1, 3) or min(h, w) < 4:
+        raise PolicySearchError(f"--shape {shape!r}: expected 1 or 3 channels and sizes of at least 4")
+    keep = len(raw.x_train) if cap is None else min(len(raw.x_train), int(cap * 1.1) + 1)
+
+    def convert(x: torch.Tensor) -> torch.Tensor:
+        out = []
+        for start in range(0, len(x), 2048):  # in chunks: the float copy of a whole set would not fit
+            grey = x[start:start + 2048, :1].float()
+            big = F.interpolate(grey, size=(h, w), mode="bilinear", align_corners=False)
+            tint = torch.tensor([1.0, 0.8, 0.6][:c]).view(1, c, 1, 1)
+            out.append((big * tint).round().clamp(0, 255).to(torch.uint8))
+        return torch.cat(out)
+
+    return make_raw(f"{raw.name}-{c}x{h}x{w}", convert(raw.x_train[:keep]), raw.y_train[:keep].clone(),
+                    convert(raw.x_test[:1000]), raw.y_test[:1000].clone(), raw.classes, f"{raw.source} resized")
 
 
 def make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
@@ -245,6 +279,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
         "dataset": data.name,
+        "input_shape": list(data.input_shape),
+        "train_images": len(data.y_train),
         "model": args.model,
         "batch_size": args.batch_size,
         "steps": args.steps,

@@ -172,7 +172,8 @@ class AdaptiveSchedule:
             provenance = make_provenance(
                 env_id=info.get("env_id"), dataset=info.get("dataset"),
                 dataset_fingerprint=info.get("dataset_fingerprint"), model=info.get("model"),
-                reward_metric=info.get("reward_metric"),
+                reward_metric=info.get("reward_metric"), classes=info.get("classes"),
+                label_map=info.get("label_map"), normalization=info.get("normalization"),
             )
         return cls(model, base.space, base.reward_metric, model_algo,
                    search_steps_per_segment=base.steps_per_segment, provenance=provenance)

@@ -319,13 +319,22 @@ def format_mean_std(values: Sequence[float], digits: int = 4) -> str:
 
 
 # ---------------------------------------------------------------------- latency
+_WARM_SECONDS = 0.05  # warm-up time before a latency is timed
+
+
 @torch.inference_mode()
 def latency_ms(model: nn.Module, input_shape: tuple[int, int, int], batch: int, repeats: int = 30) -> float:
-    """Median CPU wall time of one forward pass at `batch` images, in milliseconds."""
+    """Median CPU wall time of one forward pass at `batch` images, in milliseconds, measured warm.
+
+    The first passes of a shape in a process pay for the allocator, kernel selection and the thread
+    pool (a first pass seen at 92 ms against 7 ms after): the warm-up runs at least 5 passes and at
+    least 0.05 s (at most 200 passes) before anything is timed."""
     model = model.to("cpu").eval()
     x = torch.rand(batch, *input_shape)
-    for _ in range(5):  # warm-up: allocator, kernel selection
+    started, passes = time.perf_counter(), 0
+    while passes < 5 or (time.perf_counter() - started < _WARM_SECONDS and passes < 200):
         model(x)
+        passes += 1
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

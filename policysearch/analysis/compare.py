@@ -108,8 +108,8 @@ def compare(
     args = [(data, dataclasses.replace(base, seed=seed), epochs, policy, schedule, robustness,
              progress and workers == 1, f"[{k}/{total}] {aug}/{sched} seed {seed}")
             for k, (aug, policy, sched, schedule, seed) in enumerate(jobs, start=1)]
-    runs = in_processes(_one_run, args, workers, threads_per_worker, progress,
-                        setup=(restore_models, (shipped_models(),)))  # a user's model, known only here
+    shipped = {name: spec for name, spec in shipped_models().items() if name == base.model}  # known only here
+    runs = in_processes(_one_run, args, workers, threads_per_worker, progress, setup=(restore_models, (shipped,)))
     for (aug, _, sched, _, seed), run in zip(jobs, runs):  # tracking hook: each training's curves, replayed
         replay_training(tracker or Tracker(), f"{aug}-{sched}-seed{seed}", run.pop("history"), run,
                         {"augment": aug, "schedule": sched, "seed": seed, "epochs": epochs,

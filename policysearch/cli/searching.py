@@ -314,7 +314,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
                                       for r in ranked]
     print(f"best plan keeps {plan.flops_fraction:.3f} of the FLOPs ({args.flops:g} asked); distilling it for "
           f"{args.finetune_epochs:g} epochs ...")
-    student, report = finish(plan, teacher, data, args.finetune_epochs, args.finetune_lr, seed=args.seed)
+    student, report = finish(plan, teacher, data, args.finetune_epochs, args.finetune_lr, seed=args.seed,
+                             batch_size=args.batch_size)
     rows = []
     for key, label in (("test_accuracy", "test accuracy"), ("test_macro_f1", "test macro F1"), ("flops", "FLOPs"),
                        ("params", "parameters"), ("file_bytes", "file bytes"),

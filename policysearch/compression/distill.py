@@ -194,8 +194,8 @@ def model_card(model: nn.Module, data: DeviceData) -> dict[str, Any]:
 
 
 def finish(plan: Any, teacher: nn.Module, data: DeviceData, epochs: float, lr: float, seed: int = 0,
-           temperature: float = 4.0, alpha: float = 0.9) -> tuple[nn.Module, dict[str, Any]]:
-    """Apply `plan` to `teacher`, distil the student for `epochs`, and compare the two.
+           temperature: float = 4.0, alpha: float = 0.9, batch_size: int = 128) -> tuple[nn.Module, dict[str, Any]]:
+    """Apply `plan` to `teacher`, distil the student for `epochs` in batches of `batch_size`, and compare the two.
 
     Returns:
         The student and ``{"teacher": card, "student": card, "finetune": {...}, "ratios": {...}}``
@@ -204,8 +204,9 @@ def finish(plan: Any, teacher: nn.Module, data: DeviceData, epochs: float, lr: f
     teacher = teacher.to(data.device).eval()
     example = torch.zeros(1, *data.input_shape, device=data.device)
     student = plan.apply(teacher, example)
-    steps = max(0, round(epochs * max(1, len(data.y_train) // 128)))
-    stats = distill(student, teacher, data, steps=steps, lr=lr, temperature=temperature, alpha=alpha, seed=seed)
+    steps = max(0, round(epochs * max(1, len(data.y_train) // batch_size)))
+    stats = distill(student, teacher, data, steps=steps, lr=lr, temperature=temperature, alpha=alpha, seed=seed,
+                    batch_size=batch_size)
     cards = {"teacher": model_card(teacher, data), "student": model_card(student, data)}
     ratios = {key: cards["student"][key] / cards["teacher"][key]
               for key in ("flops", "params", "file_bytes", "latency_ms_batch1", "latency_ms_batch64")}

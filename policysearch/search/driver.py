@@ -132,6 +132,9 @@ def run_search(
             env_id=env_info.get("env_id"), dataset=env_info.get("dataset"),
             dataset_fingerprint=env_info.get("dataset_fingerprint"), model=env_info.get("model"),
             reward_metric=env_info.get("reward_metric"), controller=controller_name, seed=seed,
+            # what a user needs to apply the artefact to their own data: its classes, label mapping, inputs
+            classes=env_info.get("classes"), label_map=env_info.get("label_map"),
+            normalization=env_info.get("normalization"),
             budget=asdict(budget), episodes=len(recorder.episodes), child_trainings=recorder.child_trainings,
             run_id=store.run_id if store else None,
         )

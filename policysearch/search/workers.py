@@ -36,7 +36,7 @@ from policysearch.checks import check_choice, check_int
 from policysearch.device import resolve_device
 from policysearch.errors import ConfigError, MissingExtraError
 from policysearch.imports import first_line
-from policysearch.models import restore_models, shipped_models
+from policysearch.models import resolve_model, restore_models, shipped_models
 
 BACKENDS = ("local", "ray")
 
@@ -424,7 +424,7 @@ def env_factory(env: Any, device: str | None = None) -> Callable[[], Any]:
                           "build their copies), or pass env_fn=")
     import gymnasium as gym
 
-    models = shipped_models()  # models only this process can resolve (registered, factories, templates)
+    models = _models_used(spec.kwargs)  # those only this process can resolve (registered, factories, templates)
 
     def make() -> Any:
         restore_models(models)
@@ -437,6 +437,16 @@ def env_factory(env: Any, device: str | None = None) -> Callable[[], Any]:
         return gym.make(spec.id, **kwargs).unwrapped
 
     return make
+
+
+def _models_used(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The specs of the models an env's arguments name that only this process can resolve."""
+    names = set()
+    for value in (kwargs.get("model"), getattr(kwargs.get("child"), "model", None)):
+        if value is not None:
+            names.add(resolve_model(value).name)
+    names.update(model for _, model in getattr(kwargs.get("tasks"), "pairs", ()))
+    return {name: spec for name, spec in shipped_models().items() if name in names}
 
 
 def make_pool(env: Any, workers: int = 1, backend: str = "local", env_fn: Callable[[], Any] | None = None,
