@@ -7,7 +7,12 @@ from collections.abc import Iterable
 
 
 class PolicySearchError(Exception):
-    """Base class of every error policysearch raises on purpose."""
+    """Base class of every error policysearch raises on purpose.
+
+    `exit_code` is the command line's exit status for it: 2 (bad input) unless a subclass says otherwise.
+    """
+
+    exit_code = 2
 
 
 class ConfigError(PolicySearchError, ValueError):
@@ -35,6 +40,16 @@ class DatasetNotFoundError(PolicySearchError, FileNotFoundError):
 
 class PolicyFormatError(PolicySearchError, ValueError):
     """A policy / schedule / plan file is malformed; the message names the field."""
+
+
+class FileWriteError(PolicySearchError, OSError):
+    """A file could not be written (a full disk, no permission); what was there before is left whole."""
+
+
+class SearchInterrupted(PolicySearchError):
+    """A search stopped by SIGINT / SIGTERM before it had anything to export; the run folder resumes."""
+
+    exit_code = 130
 
 
 class DivergenceError(PolicySearchError, FloatingPointError):
