@@ -171,6 +171,7 @@ def load_teacher(path: str, trust_pickle: bool) -> tuple[Any, str | None, dict[s
     """The teacher module, its registered model name (None for a pickled module) and checkpoint info."""
     import torch
 
+    from policysearch.checks import check_tensors
     from policysearch.errors import PolicyFormatError
     from policysearch.train.checkpoint import load_checkpoint
 
@@ -188,6 +189,7 @@ def load_teacher(path: str, trust_pickle: bool) -> tuple[Any, str | None, dict[s
         raise PolicyFormatError(f"{path}: cannot be read as a pickled module ({type(exc).__name__})") from None
     if not isinstance(module, torch.nn.Module):
         raise PolicySearchError(f"{path}: holds a {type(module).__name__}, expected a torch.nn.Module")
+    check_tensors(path, module.state_dict())  # finite weights, before any work
     return module, None, {}
 
 
