@@ -342,6 +342,9 @@ class ChildTrainingEnv(ChildEnv):
             "steps_per_segment": steps_per_segment, "reward_metric": child.reward_metric,
             "cost_weight": child.cost_weight, "cost_metric": child.cost_metric, "batch_size": child.batch_size,
             "lr": self.config.lr, "optimizer": self.config.optimizer, "child_seed": child.child_seed,
+            # What the child trains with and how a diverged one is scored: part of a run's identity too.
+            "weight_decay": child.weight_decay, "label_smoothing": child.label_smoothing, "amp": child.amp,
+            "divergence_penalty": child.divergence_penalty,
         }
         self.trainer: Any = None
 

@@ -36,6 +36,7 @@ def out_dir(args: argparse.Namespace, command: str, dataset: str, run: str = "")
 
     out = check_output_dir(args.out or f"runs/{command}-{dataset}-{args.controller}", "--out")
     check_run_folder(out / run, args.resume, args.overwrite)
+    args.run_folder = out / run  # for the resume hint of an interrupted command
     return out
 
 
