@@ -584,3 +584,11 @@ def test_train_stopped_by_sigterm_exits_130_with_a_message(tmp_path) -> None:
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 130, proc.stderr
     assert "Traceback" not in proc.stderr and "interrupted by SIGTERM" in proc.stderr
+
+
+def test_nan_controller_weights_are_refused_with_trust_pickle_too(files) -> None:
+    from policysearch.errors import PolicyFormatError
+    from policysearch.policies.adaptive import AdaptiveSchedule
+
+    with pytest.warns(UserWarning, match="trust_pickle"), pytest.raises(PolicyFormatError, match="NaN"):
+        AdaptiveSchedule.load(files["controller-nan"], trust_pickle=True)

@@ -211,8 +211,13 @@ class RunStore:
             return
         path, theirs, ours = differ
         dotted = ".".join(path)
-        option = _OPTIONS.get(dotted) or (f"--{path[-1].replace('_', '-')}" if len(path) <= 2
-                                          else f"the setting {dotted}")
+        if dotted in _OPTIONS:
+            option = _OPTIONS[dotted]
+        elif len(path) <= 2:
+            option = f"--{path[-1].replace('_', '-')}"
+        else:
+            option = f"the search space's {'.'.join(path[2:])}" if path[:2] == ("env", "space") else \
+                f"the setting {dotted}"
         raise ConfigError(f"--resume: {option}: {_short(theirs)} in the run, {_short(ours)} given; resume with "
                           "the run's settings, or pass --overwrite instead of --resume to start a new run")
 
