@@ -255,3 +255,29 @@ def test_a_kill_at_any_moment_of_the_log_repair_leaves_every_logged_line(tmp_pat
         raise AssertionError("the resume never finished")
     assert n > 3 and log == whole  # killed several times; at last the torn line dropped, nothing else
     assert not list(out.glob(".*.tmp*"))
+
+
+@pytest.mark.parametrize("change", ["older", "other"])
+def test_an_in_flight_child_is_restored_or_the_resume_refused(digits, tmp_path, change) -> None:
+    """A state written before weight decay was part of the settings is restored as it was; one of other
+    settings is refused, never replaced silently by a fresh child."""
+    import torch
+
+    budget = Budget(child_trainings=2)
+    whole = run_search(_env(digits), "random", budget, tmp_path / "whole", seed=1, progress=False)
+    with pytest.raises(Crash):
+        run_search(CrashAt(_env(digits), 2), "random", budget, tmp_path / "cut", seed=1, progress=False)
+    path = tmp_path / "cut" / "inflight.pt"
+    inflight = torch.load(path, weights_only=True)
+    settings = inflight["workers"][0]["state"]["settings"]
+    if change == "older":
+        del settings["weight_decay"], settings["label_smoothing"]
+    else:
+        settings["steps_per_segment"] = 99
+    torch.save(inflight, path)
+    if change == "other":
+        with pytest.raises(ConfigError, match="other settings|cannot be restored"):
+            run_search(_env(digits), "random", budget, tmp_path / "cut", seed=1, progress=False, resume=True)
+        return
+    resumed = run_search(_env(digits), "random", budget, tmp_path / "cut", seed=1, progress=False, resume=True)
+    assert _stable(resumed.episodes) == _stable(whole.episodes)
