@@ -208,6 +208,8 @@ class ChildEnv(gym.Env):
     # ------------------------------------------------------------------ child state
     # `describe()` keys a state need not share with the env it is set into (e.g. where a file was read from).
     STATE_FREE_SETTINGS: ClassVar[tuple[str, ...]] = ()
+    # `describe()` keys added after states were first written: a state without one predates it.
+    SETTINGS_ADDED_LATER: ClassVar[tuple[str, ...]] = ("weight_decay", "label_smoothing", "amp", "divergence_penalty")
 
     def get_state(self) -> dict[str, Any]:
         """The whole state of the child and its episode, as a copy: after `set_state` of it, an env
@@ -274,7 +276,8 @@ class ChildEnv(gym.Env):
             raise ConfigError(f"set_state: field 'settings' is a {type(theirs).__name__}, expected a dict")
         ours = json_safe(self.describe())
         differ = [k for k in sorted(set(ours) | set(theirs))
-                  if k not in self.STATE_FREE_SETTINGS and ours.get(k) != theirs.get(k)]
+                  if k not in self.STATE_FREE_SETTINGS and ours.get(k) != theirs.get(k)
+                  and not (k in self.SETTINGS_ADDED_LATER and k not in theirs)]
         if differ:
             shown = "; ".join(f"{k} is {_short(theirs.get(k))} in the state, {_short(ours.get(k))} here"
                               for k in differ[:3])
@@ -357,6 +360,9 @@ class ChildTrainingEnv(ChildEnv):
             "steps_per_segment": steps_per_segment, "reward_metric": child.reward_metric,
             "cost_weight": child.cost_weight, "cost_metric": child.cost_metric, "batch_size": child.batch_size,
             "lr": self.config.lr, "optimizer": self.config.optimizer, "child_seed": child.child_seed,
+            # What the child trains with and how a diverged one is scored: part of a run's identity too.
+            "weight_decay": child.weight_decay, "label_smoothing": child.label_smoothing, "amp": child.amp,
+            "divergence_penalty": child.divergence_penalty,
         }
         if child.weights is not None:  # the file's content is part of what the children start from
             self.spec_kwargs["weights"] = read_weights(child.weights).record()

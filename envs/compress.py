@@ -23,7 +23,7 @@ from torch import nn
 
 from policysearch.channels.groups import CRITERIA, require_torch_pruning
 from policysearch.channels.space import PlanSpace
-from policysearch.checks import check_choice, check_int, check_lr, check_number
+from policysearch.checks import check_choice, check_int, check_lr, check_number, check_tensors
 from policysearch.compression.distill import _check_kd, distill
 from policysearch.compression.pruning import adaptive_bn, val_accuracy
 from policysearch.compression.teacher import check_teacher
@@ -222,6 +222,7 @@ class CompressEnv(ChildEnv):
             if child.dataset is None:
                 child = dataclasses.replace(child, dataset=(ckpt.info.get("dataset") or {}).get("name"))
         assert teacher is not None
+        check_tensors("teacher", teacher.state_dict(), error=ConfigError)  # NaN weights score as a perfect student
         self._setup_child(child, data)
         # Fixed by this env's design: the search ranks students by accuracy; the FLOPs budget is a constraint.
         self.reward_metric, self.cost_metric, self.cost_weight = "accuracy", "tflops", 0.0

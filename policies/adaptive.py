@@ -46,7 +46,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from policysearch.checks import check_choice, check_int, check_lr
+from policysearch.checks import check_choice, check_int, check_lr, check_tensors
 from policysearch.errors import ConfigError, PolicyFormatError
 from policysearch.files import atomic_path
 from policysearch.metrics import REWARD_METRICS
@@ -311,9 +311,11 @@ def _load_model(path: str | Path, algo: str, source: str, space: ScheduleSpace, 
     warnings.warn(f"{path}: loading with SB3's unpickling loader (trust_pickle=True): the file can run code",
                   stacklevel=3)
     try:
-        return getattr(sb3, algo.upper()).load(str(path), device="cpu")
+        model = getattr(sb3, algo.upper()).load(str(path), device="cpu")
     except (OSError, ValueError, KeyError, RuntimeError, zipfile.BadZipFile) as exc:
         raise PolicyFormatError(f"{source}: cannot load {path} as an SB3 {algo.upper()} model ({exc})") from exc
+    check_tensors(f"{source} ({path})", model.policy.state_dict())  # NaN weights would fail mid-training
+    return model
 
 
 class AdaptiveLRCallback:

@@ -7,14 +7,13 @@ policysearch's search code. Each artefact class defines ``KIND``, ``FORMAT_VERSI
 
 from __future__ import annotations
 
-import json
 import platform
 from pathlib import Path
 from typing import Any
 
 from policysearch.checks import is_int
 from policysearch.errors import PolicyFormatError
-from policysearch.files import write_json
+from policysearch.files import read_json, write_json  # read_json: every artefact's reader, kept importable here
 from policysearch.policies.zoo import resolve_zoo
 
 
@@ -83,28 +82,6 @@ def read_provenance(data: dict[str, Any], source: str) -> dict[str, Any]:
 
 def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
     return types if isinstance(types, tuple) else (types,)
-
-
-def read_json(path: str | Path) -> Any:
-    """Decode a JSON file; a missing, binary, non-UTF-8 or malformed file raises PolicyFormatError."""
-    path = Path(path)
-    if not path.is_file():
-        raise PolicyFormatError(f"{path}: no such file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise PolicyFormatError(f"{path}: not a text (UTF-8) file: byte {exc.start} cannot be decoded") from None
-    try:
-        return json.loads(text, parse_constant=_refuse_constant)
-    except json.JSONDecodeError as exc:
-        where = f"line {exc.lineno}, column {exc.colno}"
-        raise PolicyFormatError(f"{path}: not valid JSON ({exc.msg} at {where})") from None
-    except ValueError as exc:  # NaN / Infinity: not JSON, and never a meaningful policy value
-        raise PolicyFormatError(f"{path}: {exc}") from None
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"holds {name}, which is not valid JSON (write a finite number or null)")
 
 
 class JsonArtefact:

@@ -67,14 +67,27 @@ ERASING_RATIO = (0.3, 3.3)
 
 SubPolicy = tuple[tuple[str, float, int | None], ...]
 
+# Bounds on a policy's size: every op of a sub-policy runs on every batch, so one of thousands of ops
+# would make a one-epoch run take minutes. Published policies use 1-3 ops per sub-policy, at most a
+# few hundred sub-policies (RandAugment with N = 3 ops: 21,952).
+MAX_OPS_PER_SUB_POLICY = 16
+MAX_SUB_POLICIES = 100_000
+MAX_SCHEDULE_PIECES = 1_000
+MAX_MIX_ALPHA = 100.0  # Beta(alpha, alpha) is already a point mass at 0.5 long before; 1e308 breaks it
+
 
 def _check_subpolicies(raw: Any, source: str = "sub_policies") -> tuple[SubPolicy, ...]:
     if not isinstance(raw, (list, tuple)):
         raise ConfigError(f"{source} is a {type(raw).__name__}, expected a list of sub-policies")
+    if len(raw) > MAX_SUB_POLICIES:
+        raise ConfigError(f"{source} holds {len(raw):,} sub-policies, expected at most {MAX_SUB_POLICIES:,}")
     checked = []
     for i, sub in enumerate(raw):
         if not isinstance(sub, (list, tuple)):
             raise ConfigError(f"{source}[{i}] is {sub!r}, expected a list of (op_name, probability, magnitude_bin)")
+        if len(sub) > MAX_OPS_PER_SUB_POLICY:
+            raise ConfigError(f"{source}[{i}] holds {len(sub):,} ops, expected at most {MAX_OPS_PER_SUB_POLICY} "
+                              "(each runs on every image of every batch)")
         entries = []
         for j, entry in enumerate(sub):
             where = f"{source}[{i}][{j}]"
@@ -98,7 +111,8 @@ def _check_mix(label: str, value: Any) -> tuple[float, float]:
     so a message reads the same from a constructor and from a file."""
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         raise ConfigError(f"{label} is {value!r}, expected (probability, alpha)")
-    return check_probability(f"{label}.p", value[0]), check_number(f"{label}.alpha", value[1], 0.0, low_open=True)
+    return (check_probability(f"{label}.p", value[0]),
+            check_number(f"{label}.alpha", value[1], 0.0, MAX_MIX_ALPHA, low_open=True))
 
 
 def _check_interval(label: str, value: Any, high: float | None) -> tuple[float, float]:
@@ -166,6 +180,8 @@ class AugmentPolicy(JsonArtefact, nn.Module):
         self.provenance = dict(provenance or {})
         self.starts: tuple[float, ...] = ()
         self.pieces = nn.ModuleList()
+        if schedule and len(schedule) > MAX_SCHEDULE_PIECES:
+            raise ConfigError(f"schedule holds {len(schedule):,} pieces, expected at most {MAX_SCHEDULE_PIECES:,}")
         if schedule:
             starts = [check_number(f"schedule[{i}] start", s, 0.0, 1.0, high_open=True)
                       for i, (s, _) in enumerate(schedule)]

@@ -390,7 +390,7 @@ class CompressionPlan(JsonArtefact):
         shape = require(data, "input_shape", list, source)
         prov = read_provenance(data, source)
         try:
-            return cls(
+            plan = cls(
                 ratios=dict(ratios),
                 channels=dict(channels),
                 criterion=require(data, "criterion", str, source),
@@ -412,6 +412,17 @@ class CompressionPlan(JsonArtefact):
         except ConfigError as exc:
             # Validation messages already name the field; add where the bad value came from.
             raise PolicyFormatError(f"{source}: {exc}") from exc
+        if data.get("kept_channels") is not None:  # derived from channels x ratios; a file that disagrees is refused
+            written = require(data, "kept_channels", dict, source)
+            for name, count in plan.kept().items():
+                if written.get(name) != count:
+                    raise PolicyFormatError(
+                        f"{source}: field 'kept_channels[{name!r}]' is {written.get(name)!r}, but channels x ratios "
+                        f"keep {count}; kept_channels is derived: change 'ratios' (or drop kept_channels)")
+            extra = sorted(set(written) - set(plan.kept()))
+            if extra:
+                raise PolicyFormatError(f"{source}: field 'kept_channels' names {extra[0]!r}, which 'ratios' does not")
+        return plan
 
 
 

@@ -14,7 +14,6 @@ users who trust it can still open it with SB3 (``PPO.load``) for further trainin
 from __future__ import annotations
 
 import io
-import json
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,9 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from policysearch.checks import check_tensors, is_int
 from policysearch.errors import PolicyFormatError
-from policysearch.files import atomic_write
+from policysearch.files import MAX_JSON_BYTES, atomic_write, parse_json
 
 __all__ = ["SafeSB3Policy", "load_sb3_policy"]
 
@@ -35,6 +35,10 @@ _ACTIVATIONS = {f"<class 'torch.nn.modules.activation.{name}'>": getattr(torch.n
 _NETWORK_KEYS = {"net_arch", "log_std_init", "use_sde", "ortho_init", "full_std", "use_expln", "squash_output",
                  "share_features_extractor", "normalize_images", "n_critics", "clip_mean", "activation_fn"}
 _TRAINING_KEYS = {"optimizer_class", "optimizer_kwargs"}
+# Bounds checked before anything is inflated or allocated: a controller is kilobytes (a few small layers).
+MAX_ZIP_BYTES = 64 * 2**20
+MAX_MEMBER_BYTES = {"data": MAX_JSON_BYTES, "policy.pth": 32 * 2**20}
+MAX_LAYER_WIDTH, MAX_LAYERS = 4096, 16
 _POLICY_MODULES = {"ppo": "stable_baselines3.common.policies", "a2c": "stable_baselines3.common.policies",
                    "sac": "stable_baselines3.sac.policies"}
 
@@ -77,6 +81,10 @@ def _readable_policy_kwargs(entry: Any, source: str) -> dict[str, Any]:
                 f"{source}: the controller's policy_kwargs set {key!r}, which this loader cannot rebuild "
                 "without unpickling; load it with --trust-pickle (trust_pickle=True) only if you trust the file"
             )
+        if key == "net_arch":
+            _check_net_arch(value, source)
+        if key == "n_critics" and (not is_int(value) or not 1 <= value <= 16):
+            raise PolicyFormatError(f"{source}: policy_kwargs 'n_critics' is {value!r}, expected an int in 1..16")
         if key == "activation_fn":
             if value not in _ACTIVATIONS:
                 raise PolicyFormatError(f"{source}: activation {value!r} is not one of {sorted(_ACTIVATIONS)}")
@@ -85,6 +93,31 @@ def _readable_policy_kwargs(entry: Any, source: str) -> dict[str, Any]:
     if kwargs.get("use_sde"):
         raise PolicyFormatError(f"{source}: controllers trained with use_sde are not supported by the safe loader")
     return kwargs
+
+
+def _check_net_arch(value: Any, source: str) -> None:
+    """SB3's ``net_arch``: a list of layer widths, or a dict of such lists (``pi`` / ``vf`` / ``qf``),
+    bounded, so a crafted zip cannot make the loader allocate a huge network."""
+    lists = value.values() if isinstance(value, dict) else [value]
+    for widths in lists:
+        if not isinstance(widths, list) or len(widths) > MAX_LAYERS or \
+                not all(is_int(w) and 1 <= w <= MAX_LAYER_WIDTH for w in widths):
+            raise PolicyFormatError(f"{source}: policy_kwargs 'net_arch' is {str(value)[:80]}, expected at most "
+                                    f"{MAX_LAYERS} layer widths in 1..{MAX_LAYER_WIDTH} (a list, or a dict of lists)")
+
+
+def _read_member(archive: zipfile.ZipFile, name: str, source: str) -> bytes:
+    """A member of the zip, its size checked against `MAX_MEMBER_BYTES` before it is inflated."""
+    info = archive.getinfo(name)
+    limit = MAX_MEMBER_BYTES[name]
+    if info.file_size > limit:
+        raise PolicyFormatError(f"{source}: its member {name!r} inflates to {info.file_size:,} bytes, expected at "
+                                f"most {limit:,} (a controller is kilobytes); not read")
+    with archive.open(info) as f:
+        data = f.read(limit + 1)  # the header's size is not trusted either
+    if len(data) > limit:
+        raise PolicyFormatError(f"{source}: its member {name!r} inflates to more than {limit:,} bytes; not read")
+    return data
 
 
 def load_sb3_policy(path: str | Path, algo: str, observation_space: spaces.Box, action_space: spaces.Box,
@@ -99,12 +132,18 @@ def load_sb3_policy(path: str | Path, algo: str, observation_space: spaces.Box, 
     if algo not in _POLICY_MODULES:
         raise PolicyFormatError(f"{source}: algorithm {algo!r}, expected one of {', '.join(_POLICY_MODULES)}")
     try:
+        size = Path(path).stat().st_size
+        if size > MAX_ZIP_BYTES:
+            raise PolicyFormatError(f"{source}: {size:,} bytes, expected a controller zip of at most "
+                                    f"{MAX_ZIP_BYTES:,}; not read")
         raw = Path(path).read_bytes()
         with zipfile.ZipFile(io.BytesIO(raw)) as archive:
-            data = json.loads(archive.read("data"))
-            weights = torch.load(io.BytesIO(archive.read("policy.pth")), map_location="cpu", weights_only=True)
-    except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            data = parse_json(_read_member(archive, "data", source), f"{source}: its 'data'", strict_numbers=False)
+            pth = _read_member(archive, "policy.pth", source)
+    except (OSError, KeyError, zipfile.BadZipFile, NotImplementedError, EOFError) as exc:
         raise PolicyFormatError(f"{source}: not a stable-baselines3 zip ({type(exc).__name__}: {exc})") from None
+    try:
+        weights = torch.load(io.BytesIO(pth), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch's weights-only unpickler refuses anything but tensors
         raise PolicyFormatError(f"{source}: policy.pth holds more than tensors ({type(exc).__name__})") from None
     if not isinstance(data, dict) or not isinstance(weights, dict):
@@ -120,6 +159,14 @@ def load_sb3_policy(path: str | Path, algo: str, observation_space: spaces.Box, 
         from stable_baselines3.common.policies import ActorCriticPolicy as policy_type
     try:
         policy = policy_type(observation_space, action_space, lambda _: 0.0, **kwargs)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise PolicyFormatError(f"{source}: its settings do not make an {algo.upper()} policy ({detail})") from None
+    # Every weight finite (NaN weights fail mid-training otherwise); names, shapes and dtypes as the policy's.
+    check_tensors(source, weights)
+    check_tensors(f"{source}: the weights do not fit an {algo.upper()} policy for these spaces", weights,
+                  policy.state_dict())
+    try:
         policy.load_state_dict(weights)
     except (RuntimeError, TypeError, ValueError) as exc:
         detail = " ".join(str(exc).split())[:300]

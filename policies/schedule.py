@@ -49,6 +49,7 @@ INTERPOLATIONS: tuple[str, ...] = ("linear", "log-linear", "cosine", "step")
 # (OneCycleLR ends at base_lr / 2.5e5, i.e. 4e-9 for base_lr = 1e-3).
 LOG10_LR_MIN = -12.0
 LOG10_LR_MAX = math.log10(MAX_LR)  # 3.0
+MAX_KNOTS = 10_000  # a schedule's size bound (a knot per step of a long run is far below it)
 
 
 def _float_tuple(field_name: str, values: Any) -> tuple[float, ...]:
@@ -96,6 +97,8 @@ class LearnedSchedule(JsonArtefact):
 
         if len(progress) < 2:
             raise ConfigError(f"progress has {len(progress)} knot(s), expected at least 2 (0.0 and 1.0)")
+        if len(progress) > MAX_KNOTS:
+            raise ConfigError(f"progress has {len(progress):,} knots, expected at most {MAX_KNOTS:,}")
         if progress[0] != 0.0 or progress[-1] != 1.0:
             raise ConfigError(
                 f"progress runs from {progress[0]!r} to {progress[-1]!r}, expected it to start at 0.0 and end at 1.0"
@@ -111,8 +114,9 @@ class LearnedSchedule(JsonArtefact):
             )
         for i, v in enumerate(log10_lr):
             if not LOG10_LR_MIN <= v <= LOG10_LR_MAX:
+                lr = f" (LR {10.0 ** v:.3g})" if abs(v) < 300 else ""  # 10 ** 1e308 overflows
                 raise ConfigError(
-                    f"log10_lr[{i}] is {v!r} (LR {10.0 ** v:.3g}), expected within "
+                    f"log10_lr[{i}] is {v!r}{lr}, expected within "
                     f"[{LOG10_LR_MIN}, {LOG10_LR_MAX}]; give log10 of the LR, e.g. -3 for 1e-3"
                 )
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from policysearch.errors import ConfigError, UnknownNameError, did_you_mean
+from policysearch.errors import ConfigError, PolicyFormatError, UnknownNameError, did_you_mean
 
 __all__ = [
     "MAX_LR",
@@ -24,6 +24,7 @@ __all__ = [
     "check_number",
     "check_probability",
     "check_shape",
+    "check_tensors",
     "is_int",
     "is_number",
 ]
@@ -41,6 +42,13 @@ def is_int(value: Any) -> bool:
 def is_number(value: Any) -> bool:
     """A real number (int or float, Python or numpy), but not a bool."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond a float's range (JSON allows any number of digits)
+        return False
 
 
 def _bounds(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
@@ -67,7 +75,7 @@ def check_number(name: str, value: Any, low: float | None = None, high: float | 
 
     ``low_open`` / ``high_open`` exclude the bound itself (``low=0, low_open=True``: positive).
     """
-    ok = is_number(value) and math.isfinite(value)
+    ok = is_number(value) and _finite(value)
     if ok and low is not None:
         ok = value > low if low_open else value >= low
     if ok and high is not None:
@@ -117,3 +125,39 @@ def check_choice(kind: str, value: Any, known: Iterable[str], error: type[Except
     if issubclass(error, UnknownNameError):
         raise error(kind, str(value), known)
     raise error(f"{kind} is {value!r}, expected one of {', '.join(known)}.{did_you_mean(str(value), known)}")
+
+
+def check_tensors(name: str, tensors: Any, expected: Mapping[str, Any] | None = None,
+                  error: type[Exception] = PolicyFormatError) -> None:
+    """Weights fit to compute with: a mapping of names to tensors, every floating one finite; with
+    `expected` (a model's ``state_dict()``, on the ``meta`` device too, so nothing is allocated to
+    check), exactly its names, each with its shape and dtype (``load_state_dict`` would cast an
+    int64 tensor silently, or allocate a model a file only claims).
+
+    Raises:
+        `error` naming `name` (the file) and the first tensor at fault.
+    """
+    import torch  # here, not at the top: this module is imported before torch is needed
+
+    if not isinstance(tensors, Mapping) or not all(isinstance(t, torch.Tensor) for t in tensors.values()):
+        raise error(f"{name}: its weights are not a mapping of names to tensors")
+    if expected is not None:
+        missing = [k for k in expected if k not in tensors]
+        extra = [k for k in tensors if k not in expected]
+        if missing or extra:
+            listed = "; ".join(f"{label} {', '.join(repr(k) for k in keys[:3])}{', ...' if len(keys) > 3 else ''}"
+                               for label, keys in (("missing", missing), ("unexpected", extra)) if keys)
+            raise error(f"{name}: {listed}")
+        for key, want in expected.items():
+            got = tensors[key]
+            if tuple(got.shape) != tuple(want.shape):
+                raise error(f"{name}: weight {key!r} has shape {tuple(got.shape)}, the model expects "
+                            f"{tuple(want.shape)}")
+            if got.dtype != want.dtype:
+                raise error(f"{name}: weight {key!r} is {str(got.dtype).replace('torch.', '')}, the model expects "
+                            f"{str(want.dtype).replace('torch.', '')}")
+    for key, tensor in tensors.items():
+        if (tensor.is_floating_point() or tensor.is_complex()) and tensor.device.type != "meta" \
+                and not bool(torch.isfinite(tensor).all()):
+            raise error(f"{name}: weight {key!r} holds NaN or infinite values (the training that wrote it "
+                        "diverged); use weights saved before it diverged, or train again")

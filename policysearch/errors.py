@@ -7,7 +7,12 @@ from collections.abc import Iterable
 
 
 class PolicySearchError(Exception):
-    """Base class of every error policysearch raises on purpose."""
+    """Base class of every error policysearch raises on purpose.
+
+    `exit_code` is the command line's exit status for it: 2 (bad input) unless a subclass says otherwise.
+    """
+
+    exit_code = 2
 
 
 class ConfigError(PolicySearchError, ValueError):
@@ -40,6 +45,16 @@ class PolicyFormatError(PolicySearchError, ValueError):
 class PolicyInputError(PolicySearchError, ValueError):
     """An artefact (a policy, schedule or plan) was handed a batch, label or value it cannot take; the
     message names the form it expects."""
+
+
+class FileWriteError(PolicySearchError, OSError):
+    """A file could not be written (a full disk, no permission); what was there before is left whole."""
+
+
+class SearchInterrupted(PolicySearchError):
+    """A search stopped by SIGINT / SIGTERM before it had anything to export; the run folder resumes."""
+
+    exit_code = 130
 
 
 class DivergenceError(PolicySearchError, FloatingPointError):

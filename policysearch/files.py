@@ -4,11 +4,19 @@
   over the target (``os.replace`` is atomic on POSIX and Windows). A crash, a full disk or a kill
   leaves either the old file or the new one, never a truncated mix; the folder is fsynced too,
   so the rename itself survives a power cut.
-- Append-only logs (``episodes.jsonl``) write one whole line per ``write`` call, then fsync.
-  Their reader skips a torn last line (a kill in the middle of an append) and reports it; a bad
-  line anywhere else is an error, since that is damage, not an interrupted append.
+- Append-only logs (``episodes.jsonl``) write one whole line per ``write`` call, then fsync; an
+  append that fails (a full disk) is cut back off. Their reader skips a torn last line (a kill in
+  the middle of an append) and reports it; a bad line anywhere else is an error, since that is
+  damage, not an interrupted append. `repair_jsonl` drops a torn line by rewriting the file
+  atomically, so a kill during the repair leaves every whole line.
+- A write that fails for want of space or permission raises `FileWriteError` (one line, exit 2),
+  and leaves the old file whole.
+- Files in a run folder are opened without following symbolic links (``O_NOFOLLOW``) and must be
+  plain files (`open_regular`, `check_regular`): a link planted there never redirects a write.
 - JSON on disk is strict: NaN and infinities are written as ``null`` (``allow_nan=False``), as
-  browsers, ``jq`` and most JSON libraries reject them.
+  browsers, ``jq`` and most JSON libraries reject them. JSON is read by one reader (`parse_json`,
+  `read_json`) that refuses NaN, infinities, numbers out of a float's range, duplicate keys,
+  nesting deeper than `MAX_JSON_DEPTH` and files larger than `MAX_JSON_BYTES`.
 - Output paths (``--save``, ``--out``) are checked before any training starts, so a bad path
   costs a second, not a training run.
 """
@@ -16,29 +24,46 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
+import glob
 import json
 import math
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from policysearch.errors import ConfigError, PolicyFormatError
+from policysearch.errors import ConfigError, FileWriteError, PolicyFormatError
 
 __all__ = [
+    "MAX_JSON_BYTES",
+    "MAX_JSON_DEPTH",
     "append_line",
     "atomic_path",
     "atomic_write",
     "check_output_dir",
     "check_output_file",
+    "check_regular",
     "json_dumps",
     "json_safe",
+    "open_regular",
+    "parse_json",
+    "read_json",
     "read_jsonl",
+    "remove_stale_temporaries",
+    "repair_jsonl",
     "write_json",
 ]
+
+#: Deepest nesting of arrays and objects any file may hold (policysearch's own files stay under 10):
+#: deeper input is refused before it is parsed, so it can never exhaust the interpreter's stack.
+MAX_JSON_DEPTH = 64
+#: Largest JSON file (or JSON-lines line) read: policysearch's own are kilobytes.
+MAX_JSON_BYTES = 64 * 2**20
 
 
 def json_safe(obj: Any) -> Any:
@@ -57,6 +82,97 @@ def json_safe(obj: Any) -> Any:
 def json_dumps(obj: Any, indent: int | None = None) -> str:
     """Strict JSON text of `obj` (NaN / inf as null); raises TypeError for non-JSON objects."""
     return json.dumps(json_safe(obj), indent=indent, allow_nan=False)
+
+
+# ---------------------------------------------------------------------- reading JSON
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def _too_deep(text: str) -> bool:
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return False
+    depth = 0
+    for char in _NOT_BRACKET.sub("", _STRING.sub("", text)):
+        depth += 1 if char in "[{" else -1
+        if depth > MAX_JSON_DEPTH:
+            return True
+    return False
+
+
+class _Refused(ValueError):
+    """A value JSON allows but policysearch does not: raised inside the decoder, reported with the source."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _Refused(f"holds {name}, which is not valid JSON (write a finite number or null)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Refused(f"holds the number {text[:40]}, beyond the range of a float (at most about 1.8e308)")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _Refused(f"holds the key {key[:60]!r} twice in one object (which one is meant?)")
+            seen.add(key)
+    return obj
+
+
+def parse_json(text: str | bytes, source: str, strict_numbers: bool = True) -> Any:
+    """Decode strict JSON: NaN / Infinity, numbers beyond a float's range, a key twice in one
+    object and nesting deeper than `MAX_JSON_DEPTH` are refused, each as a PolicyFormatError that
+    names `source` (what every loader of policysearch reads files with). ``strict_numbers=False``
+    lets NaN / Infinity through, for another library's format (an SB3 zip's ``data``)."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PolicyFormatError(f"{source}: not a text (UTF-8) file: byte {exc.start} cannot be decoded") from None
+    if len(text) > MAX_JSON_BYTES:
+        raise PolicyFormatError(f"{source}: {len(text):,} characters of JSON, expected at most {MAX_JSON_BYTES:,} "
+                                "(policysearch's files are kilobytes)")
+    if _too_deep(text):
+        raise PolicyFormatError(f"{source}: nested more than {MAX_JSON_DEPTH} levels deep, "
+                                "expected a policysearch file (a few levels)")
+    try:
+        if not strict_numbers:
+            return json.loads(text, object_pairs_hook=_unique_keys)
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float,
+                          object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as exc:
+        raise PolicyFormatError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+                                ) from None
+    except (_Refused, RecursionError) as exc:
+        raise PolicyFormatError(f"{source}: {exc}") from None
+    except ValueError as exc:  # an integer of thousands of digits, and the like
+        raise PolicyFormatError(f"{source}: not valid JSON ({str(exc)[:120]})") from None
+
+
+def read_json(path: str | Path) -> Any:
+    """Decode a JSON file with `parse_json`; a missing, oversized, binary, non-UTF-8 or malformed
+    file raises PolicyFormatError naming it. Its size is checked before it is read."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = None
+    if size is None or not path.is_file():
+        raise PolicyFormatError(f"{path}: no such file")
+    if size > MAX_JSON_BYTES:
+        raise PolicyFormatError(f"{path}: {size:,} bytes, expected a JSON file of at most {MAX_JSON_BYTES:,}")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise PolicyFormatError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    return parse_json(raw, str(path))
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -91,9 +207,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     on any error removed, leaving what was at `path` untouched. The temporary name keeps the
     suffix so that writers that choose a format by suffix behave the same."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = _mode_for(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mode = _mode_for(path)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -103,11 +222,36 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         # mkstemp makes the file private (0600); the result gets the mode a plain open() would give it.
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        converted = _write_error(path, exc) if isinstance(exc, (OSError, RuntimeError)) else None
+        if converted is not None:
+            raise converted from exc
         raise
     _fsync_dir(path.parent)
+
+
+#: Why a write fails that a user can mend (space, quota, permission, a read-only file system).
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG, errno.EIO}
+
+
+def _write_error(path: Path, exc: BaseException) -> FileWriteError | None:
+    """The one-line FileWriteError for a failed write of `path`, or None when `exc` is not one.
+    torch.save reports a full disk as a RuntimeError ("... file write failed")."""
+    if isinstance(exc, FileWriteError):
+        return None
+    if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+        reason = exc.strerror or str(exc)
+        hint = "; free some space and run the command again" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+    elif isinstance(exc, RuntimeError) and "write failed" in str(exc):
+        reason, hint = "the write failed (is the disk full?)", ""
+    else:
+        return None
+    error = FileWriteError(f"cannot write {path}: {reason} (nothing was half-written: what was there before is "
+                           f"whole){hint}")
+    error.errno = exc.errno if isinstance(exc, OSError) else None
+    return error
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
@@ -127,12 +271,51 @@ def write_json(path: str | Path, data: Any) -> Path:
 
 def append_line(path: str | Path, record: Any) -> None:
     """Append `record` as one strict-JSON line with a single write, then fsync, so a crash leaves
-    at most a torn last line, which `read_jsonl` skips."""
+    at most a torn last line, which `read_jsonl` skips. The file is opened without following a
+    symbolic link; a write that fails (a full disk) is cut back off, so nothing half-written stays.
+
+    Raises:
+        ConfigError: `path` is a symbolic link or not a plain file.
+        FileWriteError: The line could not be written.
+    """
+    path = Path(path)
     line = (json_dumps(record) + "\n").encode("utf-8")
-    with open(path, "ab") as f:
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
+    fd = open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)  # the log as it was: no half line left behind
+            converted = _write_error(path, exc)
+            if converted is not None:
+                raise converted from exc
+            raise
+    finally:
+        os.close(fd)
+
+
+def _split_lines(raw: bytes, path: Path) -> tuple[list[Any], str | None, int]:
+    """The records of a JSON-lines file's bytes, a note on a torn last line, and the length of
+    the whole lines (the bytes worth keeping)."""
+    lines = raw.split(b"\n")
+    records: list[Any] = []
+    keep = 0
+    for number, line in enumerate(lines, start=1):
+        last = number == len(lines)  # no newline after it: an append that may never have finished
+        if line.strip():
+            try:
+                records.append(parse_json(line, f"{path}: line {number}"))
+            except PolicyFormatError as exc:
+                if last:
+                    return records, f"{path}: skipped a torn last line {number} ({len(line)} bytes)", keep
+                raise PolicyFormatError(str(exc)) from None
+        keep += len(line) + (0 if last else 1)
+    return records, None, keep
 
 
 def read_jsonl(path: str | Path) -> tuple[list[Any], str | None]:
@@ -145,19 +328,102 @@ def read_jsonl(path: str | Path) -> tuple[list[Any], str | None]:
     path = Path(path)
     if not path.is_file():
         raise PolicyFormatError(f"{path}: no such file")
-    raw = path.read_bytes()
-    lines = raw.split(b"\n")
-    records: list[Any] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            if number == len(lines):  # no newline after it: an append that never finished
-                return records, f"{path}: skipped a torn last line {number} ({len(line)} bytes)"
-            raise PolicyFormatError(f"{path}: line {number} is not valid JSON ({exc})") from exc
-    return records, None
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise PolicyFormatError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    records, torn, _ = _split_lines(raw, path)
+    return records, torn
+
+
+def repair_jsonl(path: str | Path) -> tuple[list[Any], str | None]:
+    """`read_jsonl`, then make the file safe to append to: a torn last line is dropped and a last
+    line without its newline gets one, by an atomic rewrite (temporary file, fsync, rename), so a
+    kill at any moment of the repair leaves every whole line that was there.
+
+    Returns:
+        The records and the note on a dropped torn line (None when there was none).
+    """
+    path = Path(path)
+    fd = open_regular(path, os.O_RDONLY)
+    with os.fdopen(fd, "rb") as f:
+        raw = f.read()
+    records, torn, keep = _split_lines(raw, path)
+    fixed = raw[:keep]
+    if fixed and not fixed.endswith(b"\n"):
+        fixed += b"\n"
+    if fixed != raw:
+        atomic_write(path, lambda f: f.write(fixed))
+    return records, torn
+
+
+# ---------------------------------------------------------------------- files of a run folder
+def _link_message(path: Path) -> str:
+    try:
+        target = os.readlink(path)
+    except OSError:
+        target = "?"
+    return (f"{path} is a symbolic link (to {target}); policysearch never reads or writes a run's file through "
+            "a link: remove the link, or choose another folder")
+
+
+def check_regular(path: str | Path) -> None:
+    """Refuse `path` when it exists as anything but a plain file (a symbolic link, a folder, ...),
+    without following it. Creates nothing.
+
+    Raises:
+        ConfigError: naming the file and what it is.
+    """
+    path = Path(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise ConfigError(_link_message(path))
+    if not stat.S_ISREG(st.st_mode):
+        what = "a folder" if stat.S_ISDIR(st.st_mode) else "not a plain file"
+        raise ConfigError(f"{path} is {what}, expected a file policysearch writes: move it away, or choose "
+                          "another folder")
+
+
+def open_regular(path: str | Path, flags: int, mode: int = 0o644) -> int:
+    """``os.open`` that never follows a symbolic link at `path` and opens only a plain file.
+
+    Raises:
+        ConfigError: `path` is a link or not a plain file.
+        FileWriteError: It cannot be created or opened (no space, no permission).
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+            check_regular(path)
+        converted = _write_error(path, exc)
+        if converted is not None:
+            raise converted from exc
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        check_regular(path)
+        raise ConfigError(f"{path} is not a plain file")
+    return fd
+
+
+def remove_stale_temporaries(folder: str | Path, names: tuple[str, ...]) -> list[str]:
+    """Remove the temporary files `atomic_path` leaves when a process is killed while writing one of
+    `names` in `folder` (``.NAME.XXXX.tmpSUFFIX``); call it only while holding the folder's lock.
+    Returns the names removed."""
+    folder = Path(folder)
+    removed = []
+    for name in names:
+        for tmp in folder.glob(f".{glob.escape(name)}.*.tmp{glob.escape(Path(name).suffix)}"):
+            with contextlib.suppress(OSError):
+                if not stat.S_ISDIR(os.lstat(tmp).st_mode):
+                    tmp.unlink()
+                    removed.append(tmp.name)
+    return removed
 
 
 # ---------------------------------------------------------------------- early output checks
@@ -181,6 +447,11 @@ def _existing_ancestor(path: Path) -> Path:
 def _check_path(path: Path, option: str) -> None:
     if not str(path).strip():
         raise ConfigError(f"{option} is empty, expected a path")
+    for part in (path, *path.parents):
+        with contextlib.suppress(OSError):
+            if part.is_symlink() and not part.exists():
+                raise ConfigError(f"{option} is '{path}': '{part}' is a symbolic link to {os.readlink(part)!r}, "
+                                  "which does not exist; create its target or give another path")
     ancestor = _existing_ancestor(path)
     name_max = _name_max(ancestor)
     for part in path.parts:

@@ -334,8 +334,9 @@ def test_zero_shot_scales_an_arms_peak(tmp_path, monkeypatch):
 
 def test_inner_loop_runs_on_larger_rgb_images(capsys):
     pytest.importorskip("torchvision")
-    code = _script("inner_loop").main(["--dataset", "digits", "--shape", "3x24x24", "--train-size", "200", "--steps", "2",
-                            "--warmup", "0", "--workers", "0", "--batch-size", "16", "--device", "cpu"])
+    code = _script("inner_loop").main(["--dataset", "digits", "--shape", "3x24x24", "--train-size", "200",
+                                       "--steps", "2", "--warmup", "0", "--workers", "0", "--batch-size", "16",
+                                       "--device", "cpu"])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert result["input_shape"] == [3, 24, 24] and result["train_images"] <= 220

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -111,12 +112,12 @@ def test_read_provenance():
         read_provenance({"provenance": [1]}, "a.json")
 
 
-@pytest.mark.parametrize("value", [math.inf, math.nan, 0.0])
+@pytest.mark.parametrize("value", [math.inf, math.nan, 0.0, 1e308])
 @pytest.mark.parametrize("field", ["mixup", "cutmix"])
 def test_a_policy_with_a_bad_mix_alpha_is_refused_naming_the_field(field, value):
     data = AugmentPolicy(name="p").to_dict()
     data[field] = {"p": 0.5, "alpha": value}  # what a file holding Infinity / NaN would decode to
-    message = rf"{field}\.alpha is {value!r}, expected a finite number > 0$"
+    message = rf"{field}\.alpha is {re.escape(repr(value))}, expected a finite number > 0 and <= 100$"
     with pytest.raises(PolicyFormatError, match=rf"^p.json: {message}"):
         AugmentPolicy.from_dict(data, "p.json")
     with pytest.raises(ConfigError, match=rf"^{message}"):

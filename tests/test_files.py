@@ -15,11 +15,15 @@ import torch
 
 from policysearch.errors import ConfigError, PolicyFormatError
 from policysearch.files import (
+    MAX_JSON_DEPTH,
     append_line,
     atomic_write,
     check_output_dir,
     check_output_file,
+    check_regular,
+    parse_json,
     read_jsonl,
+    repair_jsonl,
     write_json,
 )
 
@@ -108,6 +112,77 @@ def test_bad_line_in_the_middle_is_an_error(tmp_path: Path) -> None:
     path.write_text('{"a": 1}\n{"a": \n{"a": 3}\n')
     with pytest.raises(PolicyFormatError, match="line 2"):
         read_jsonl(path)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('{"a": 1, "a": 2}', "holds the key 'a' twice"),
+    ("[" * 10_000 + "]" * 10_000, f"nested more than {MAX_JSON_DEPTH} levels"),
+    ('{"lr": 1e400}', "beyond the range of a float"),
+    ('{"lr": NaN}', "holds NaN"),
+    ('{"lr": -Infinity}', "holds -Infinity"),
+    ('{"a": 1', "not valid JSON"),
+])
+def test_the_json_reader_refuses_what_is_not_plain_data(text: str, message: str) -> None:
+    with pytest.raises(PolicyFormatError, match=f"^f.json: .*{message}"):
+        parse_json(text, "f.json")
+
+
+def test_the_json_reader_counts_brackets_outside_strings_only() -> None:
+    brackets = "[" * 1000
+    assert parse_json(json.dumps({"a": brackets, "b": [[1]]}), "f.json") == {"a": brackets, "b": [[1]]}
+    nested = "[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH
+    assert parse_json(nested, "f.json") is not None
+
+
+def test_a_failed_append_is_cut_back_off(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    path = tmp_path / "episodes.jsonl"
+    append_line(path, {"episode": 0})
+    before = path.read_bytes()
+    real_write = os.write
+
+    def half_then_full(fd, data):
+        real_write(fd, bytes(data[:5]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(OSError, match="No space left on device.*nothing was half-written"):
+        append_line(path, {"episode": 1})
+    assert path.read_bytes() == before
+
+
+def test_repair_keeps_every_whole_line_and_ends_the_file_with_a_newline(tmp_path: Path) -> None:
+    path = tmp_path / "episodes.jsonl"
+    path.write_bytes(b'{"a": 1}\n{"a": 2}')  # a last line whole but for its newline
+    records, torn = repair_jsonl(path)
+    assert records == [{"a": 1}, {"a": 2}] and torn is None and path.read_bytes() == b'{"a": 1}\n{"a": 2}\n'
+    path.write_bytes(b'{"a": 1}\n{"a": ')
+    records, torn = repair_jsonl(path)
+    assert records == [{"a": 1}] and "torn last line 2" in torn and path.read_bytes() == b'{"a": 1}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["episodes.jsonl"]
+
+
+def test_links_and_folders_are_never_written_through(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (tmp_path / "link").symlink_to(victim)
+    (tmp_path / "folder").mkdir()
+    for name, message in (("link", "symbolic link"), ("folder", "a folder")):
+        with pytest.raises(ConfigError, match=message):
+            check_regular(tmp_path / name)
+        with pytest.raises(ConfigError, match=message):
+            append_line(tmp_path / name, {"a": 1})
+    assert victim.read_text() == "precious"
+    check_regular(tmp_path / "absent")  # nothing there: nothing to refuse
+
+
+def test_a_dangling_link_as_output_path_is_refused_early(tmp_path: Path) -> None:
+    (tmp_path / "out").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match="--out .* symbolic link .* does not exist"):
+        check_output_dir(tmp_path / "out", "--out")
+    with pytest.raises(ConfigError, match="--save .* symbolic link"):
+        check_output_file(tmp_path / "out" / "m.pt", "--save")
 
 
 # ---------------------------------------------------------------------- early path checks

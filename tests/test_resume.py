@@ -3,6 +3,7 @@ a run folder is locked, never overwritten silently, and always holds a usable ar
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -200,3 +201,83 @@ def test_advance_only_reset_moves_the_stream_like_a_full_reset(digits) -> None:
     seeds_light = [light.reset(seed=4 if k == 0 else None, options={"advance_only": True})[1]["child_seed"]
                    for k in range(3)]
     assert seeds_light == seeds_full and light.trainer is None  # same stream, no child built
+
+
+def _resume_killed_at(out: Path, target: int) -> int:
+    """Resume the run in `out` in a forked child that SIGKILLs itself at its `target`-th call of a
+    file operation (every point where a resume changes a file); its exit status (0: it finished)."""
+    from policysearch.search.runstore import RunStore
+
+    pid = os.fork()
+    if pid == 0:  # the child: nothing but the resume, then out, without running the parent's cleanups
+        code = 1
+        try:
+            calls = [0]
+            for name in ("fsync", "replace", "rename", "unlink", "ftruncate", "truncate", "write", "open"):
+                real = getattr(os, name)
+
+                def hooked(*args, _real=real, **kwargs):
+                    calls[0] += 1
+                    if calls[0] == target:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    return _real(*args, **kwargs)
+
+                setattr(os, name, hooked)
+            with open(os.devnull, "w") as quiet, contextlib.redirect_stderr(quiet):
+                RunStore(out, {"a": 1}, resume=True).close()
+            code = 0
+        finally:
+            os._exit(code)
+    return os.waitpid(pid, 0)[1]
+
+
+def test_a_kill_at_any_moment_of_the_log_repair_leaves_every_logged_line(tmp_path) -> None:
+    """A 3,000-line log with a torn last line (what a crash leaves), resumed and SIGKILLed at each
+    file operation of the resume in turn: every line logged before stays, byte for byte."""
+    from policysearch.search.runstore import RunStore
+
+    out = tmp_path / "run"
+    store = RunStore(out, {"a": 1})
+    store.close()
+    whole = "".join(json.dumps({"episode": i, "metric": i / 3000, "steps": [{"reward": 0.5}], "run_id": store.run_id})
+                    + "\n" for i in range(3000)).encode()  # as 3,000 appends would write it, without their fsyncs
+    (out / "episodes.jsonl").write_bytes(whole)
+    with (out / "episodes.jsonl").open("ab") as f:
+        f.write(b'{"episode": 3000, "met')
+    for n in range(1, 200):
+        status = _resume_killed_at(out, n)
+        log = (out / "episodes.jsonl").read_bytes()
+        assert log.startswith(whole), f"killed at call {n}: the log holds {len(log.splitlines())} lines"
+        if status == 0:
+            break
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+    else:
+        raise AssertionError("the resume never finished")
+    assert n > 3 and log == whole  # killed several times; at last the torn line dropped, nothing else
+    assert not list(out.glob(".*.tmp*"))
+
+
+@pytest.mark.parametrize("change", ["older", "other"])
+def test_an_in_flight_child_is_restored_or_the_resume_refused(digits, tmp_path, change) -> None:
+    """A state written before weight decay was part of the settings is restored as it was; one of other
+    settings is refused, never replaced silently by a fresh child."""
+    import torch
+
+    budget = Budget(child_trainings=2)
+    whole = run_search(_env(digits), "random", budget, tmp_path / "whole", seed=1, progress=False)
+    with pytest.raises(Crash):
+        run_search(CrashAt(_env(digits), 2), "random", budget, tmp_path / "cut", seed=1, progress=False)
+    path = tmp_path / "cut" / "inflight.pt"
+    inflight = torch.load(path, weights_only=True)
+    settings = inflight["workers"][0]["state"]["settings"]
+    if change == "older":
+        del settings["weight_decay"], settings["label_smoothing"]
+    else:
+        settings["steps_per_segment"] = 99
+    torch.save(inflight, path)
+    if change == "other":
+        with pytest.raises(ConfigError, match="other settings|cannot be restored"):
+            run_search(_env(digits), "random", budget, tmp_path / "cut", seed=1, progress=False, resume=True)
+        return
+    resumed = run_search(_env(digits), "random", budget, tmp_path / "cut", seed=1, progress=False, resume=True)
+    assert _stable(resumed.episodes) == _stable(whole.episodes)

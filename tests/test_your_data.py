@@ -389,5 +389,5 @@ def test_weights_files_are_read_safely_and_checked(in_project, tmp_path):
     torch.save(broken, tmp_path / "inf.pt")
     with pytest.raises(PolicyFormatError, match="NaN or infinite"):
         read_weights(tmp_path / "inf.pt")
-    with pytest.raises(ConfigError, match="of another shape"):
+    with pytest.raises(ConfigError, match="has shape"):
         load_weights(mynets.small_cnn((1, 12, 12), 4), tmp_path / "ok.pt")

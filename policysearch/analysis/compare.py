@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from policysearch.data import DeviceData
+from policysearch.errors import PolicyFormatError
 from policysearch.metrics import METRIC_NAMES, summarize
 from policysearch.models import restore_models, shipped_models
 from policysearch.policies.adaptive import resolve_schedule
@@ -28,13 +29,13 @@ from policysearch.train.trainer import TrainConfig
 
 def _name_field(spec: str) -> str | None:
     """The `name` field of a policy / schedule file (a controller zip: of its JSON sidecar), if any."""
-    import json
+    from policysearch.files import read_json
 
     path = Path(spec)
     path = path.with_suffix(".json") if path.suffix == ".zip" else path
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = read_json(path)
+    except PolicyFormatError:
         return None
     name = data.get("name") if isinstance(data, dict) else None
     return name if isinstance(name, str) and name.strip() else None

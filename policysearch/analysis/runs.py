@@ -9,15 +9,15 @@ same validation metric with the same cost weight; `compare_runs` says when they 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from policysearch.errors import ConfigError, PolicyFormatError
+from policysearch.errors import ConfigError
 from policysearch.figures import best_so_far, rolling_mean
+from policysearch.files import read_json
 from policysearch.search.driver import read_episodes
 
 __all__ = ["Run", "best_so_far", "compare_runs", "load_run", "rolling_mean", "run_row", "run_series"]
@@ -52,10 +52,7 @@ def load_run(path: str | Path) -> Run:
         raise ConfigError(f"run {str(path)!r}: not a search's run folder (no episodes.jsonl)")
     summary = None
     if (folder / "summary.json").is_file():
-        try:
-            summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise PolicyFormatError(f"{folder / 'summary.json'}: not valid JSON ({exc})") from None
+        summary = read_json(folder / "summary.json")
     return Run(folder, read_episodes(folder / "episodes.jsonl"), summary, label=folder.name or str(folder))
 
 

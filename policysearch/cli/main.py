@@ -18,19 +18,21 @@ from policysearch.cli.tracking import add_tracking_args, tracking_session
 from policysearch.cli.training import cmd_datasets, cmd_evaluate, cmd_models, cmd_train
 from policysearch.errors import PolicySearchError
 
-EXIT_USAGE, EXIT_DIVERGED = 2, 3
+EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
 
 
 CONVENTIONS = """\
 conventions (every command):
-  --json        stdout holds only one JSON object; tables and messages go to stderr
+  --json        stdout holds only one JSON object; tables and messages go to stderr; on an error
+                it is {"error": {"message", "exit_code", ...}}
                   policysearch evaluate --augment none,trivial --json | jq '.results[].test.accuracy'
   -q / -v       log level: -q warnings only, -qq errors only, -v debug (policysearch), -vv debug (all)
   progress      bars on stderr, off with --no-progress, -q, TQDM_DISABLE=1 or when stderr is not a terminal
   energy        kWh and kg CO2e in every report: measured by CodeCarbon if installed (extra 'energy'),
                 else estimated from seconds x power ($POLICYSEARCH_POWER_W, $POLICYSEARCH_CARBON_INTENSITY);
                 POLICYSEARCH_ENERGY=estimate never starts CodeCarbon
-  exit status   0 ok, 2 bad input (one line naming it), 3 training diverged, 130 interrupted
+  exit status   0 ok, 2 bad input, a full disk or a denied write (one line naming it), 3 training
+                diverged, 130 interrupted by SIGINT or SIGTERM (a search says how to --resume)
 """
 
 #: Two or three runnable examples per sub-command, shown at the end of its --help.
@@ -88,7 +90,11 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        line = f"{self.prog}: error: {message} (see {self.prog} --help)"
+        _Parser.last_error = line
+        self.exit(EXIT_USAGE, line + "\n")
+
+    last_error: str | None = None  # the last usage error, for the --json error object
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -372,35 +378,95 @@ def configure_logging(verbosity: int) -> Iterator[None]:
         root.setLevel(saved[2])
 
 
+def _json_error(command: str | None, message: str, details: list[str], code: int, kind: str) -> None:
+    """Under --json, stdout holds one object on error too: ``{"error": {...}}`` (scripts test for it)."""
+    from policysearch.files import json_dumps
+
+    print(json_dumps({"error": {"command": command, "message": message, "details": details, "exit_code": code,
+                                "type": kind}}), file=sys.stdout, flush=True)
+
+
+@contextlib.contextmanager
+def _interrupt_on_sigterm() -> Iterator[None]:
+    """SIGTERM (`timeout`, a job scheduler, `kill`) stops a command as Ctrl-C does: as a
+    KeyboardInterrupt, so every command ends with exit status 130 and says what it leaves behind,
+    instead of dying silently with 143. A search replaces the handler while it runs (it finishes
+    the current step first)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted_line(args: argparse.Namespace, exc: KeyboardInterrupt) -> str:
+    """What an interrupted command leaves behind, and how to go on."""
+    from pathlib import Path
+
+    how = str(exc) if str(exc).startswith("SIG") else "SIGINT"
+    folder = getattr(args, "run_folder", None)
+    if folder is not None and (Path(folder) / "run.json").is_file():
+        return (f"interrupted by {how}; continue with the same command and --resume (run folder {folder})")
+    if args.command == "train":
+        return (f"interrupted by {how}; nothing was saved (--save is written when training ends): "
+                "run the command again")
+    return f"interrupted by {how}; nothing of it was kept: run the command again"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit status (0 ok, 2 user error, 3 diverged training, 130 interrupted)."""
     parser = build_parser()
+    raw = list(sys.argv[1:] if argv is None else argv)
+    _Parser.last_error = None
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 for a bad option (its message is printed), 0 for --help
-        return int(exc.code or 0)
+        code = int(exc.code or 0)
+        if code and "--json" in raw and _Parser.last_error:
+            _json_error(raw[0] if raw and not raw[0].startswith("-") else None, _Parser.last_error, [], code,
+                        "UsageError")
+        return code
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
     # The command line as given, for the files a command writes (sys.argv is the host's under a test or API call).
-    args.command_line = " ".join(["policysearch", *(sys.argv[1:] if argv is None else argv)])
+    args.command_line = " ".join(["policysearch", *raw])
     verbosity = getattr(args, "verbose", 0) - getattr(args, "quiet", 0)
     # Under --json the object is the only thing on stdout: everything else printed goes to stderr.
     json_mode = bool(getattr(args, "json", False))
     token = a.json_stream.set(sys.stdout if json_mode else None)
     redirect = contextlib.redirect_stdout(sys.stderr) if json_mode else contextlib.nullcontext()
+    failure: tuple[str, list[str], int, str] | None = None
     try:
         # tracking_session closes the command's trackers (MLflow uploads its artefacts) at the end
-        with configure_logging(verbosity), redirect, tracking_session(args):
+        with _interrupt_on_sigterm(), configure_logging(verbosity), redirect, tracking_session(args):
             return args.func(args)
     except PolicySearchError as exc:
         first, *details = str(exc).splitlines() or [type(exc).__name__]
-        print(f"policysearch {args.command}: error: {first}", file=sys.stderr)
-        for line in details:
-            print(f"  {line}" if line.strip() else "", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        code = getattr(exc, "exit_code", EXIT_USAGE)
+        failure = (first, details, code, type(exc).__name__)
+    except KeyboardInterrupt as exc:
+        failure = (_interrupted_line(args, exc), [], EXIT_INTERRUPTED, "Interrupted")
+    except OSError as exc:  # a full disk, a permission, a vanished file: one line, never a traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        failure = (f"{where}{exc.strerror or exc}", [], EXIT_USAGE, type(exc).__name__)
     finally:
         a.json_stream.reset(token)
+    first, details, code, kind = failure
+    label = "error: " if code == EXIT_USAGE else ""
+    print(f"policysearch {args.command}: {label}{first}", file=sys.stderr)
+    for line in details:
+        print(f"  {line}" if line.strip() else "", file=sys.stderr)
+    if json_mode:
+        _json_error(args.command, first, details, code, kind)
+    return code

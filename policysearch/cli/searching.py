@@ -39,6 +39,7 @@ def out_dir(args: argparse.Namespace, command: str, dataset: str, run: str = "")
 
     out = check_output_dir(args.out or f"runs/{command}-{dataset}-{args.controller}", "--out")
     check_run_folder(out / run, args.resume, args.overwrite)
+    args.run_folder = out / run  # for the resume hint of an interrupted command
     return out
 
 
@@ -174,6 +175,7 @@ def load_teacher(path: str, trust_pickle: bool) -> tuple[Any, str | None, dict[s
     """The teacher module, its model name (None for a pickled module) and checkpoint info."""
     import torch
 
+    from policysearch.checks import check_tensors
     from policysearch.errors import PolicyFormatError
     from policysearch.imports import first_line
     from policysearch.train.checkpoint import load_checkpoint
@@ -195,6 +197,7 @@ def load_teacher(path: str, trust_pickle: bool) -> tuple[Any, str | None, dict[s
                                 f"{first_line(exc)}){hint}") from None
     if not isinstance(module, torch.nn.Module):
         raise PolicySearchError(f"{path}: holds a {type(module).__name__}, expected a torch.nn.Module")
+    check_tensors(path, module.state_dict())  # finite weights, before any work
     return module, None, {}
 
 

@@ -38,7 +38,13 @@ import numpy as np
 from policysearch.contrib.probe import CV_FOLDS, cross_validate, one_standard_error_choice, task_group
 from policysearch.data import prepare
 from policysearch.errors import ConfigError
-from policysearch.files import append_line, atomic_write, check_output_dir, json_dumps, read_jsonl, write_json
+from policysearch.files import (
+    append_line,
+    check_output_dir,
+    check_regular,
+    repair_jsonl,
+    write_json,
+)
 from policysearch.policies.artifact import provenance, read_json
 from policysearch.policies.peak_rule import PeakRule
 from policysearch.policies.schedule import named_schedule
@@ -215,6 +221,8 @@ def learn_peak_rule(sampler: Any, n_tasks: int, out: str | Path, seed: int = 0, 
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite both given, expected one of them")
     out = check_output_dir(out, "--out")
+    for name in FILES:
+        check_regular(out / name)  # a planted link (or a folder) there is refused: nothing written through it
     existing = [name for name in FILES if (out / name).exists()]
     if existing and not (resume or overwrite):
         raise ConfigError(f"--out {out} already holds a run ({', '.join(existing)}); "
@@ -230,11 +238,9 @@ def learn_peak_rule(sampler: Any, n_tasks: int, out: str | Path, seed: int = 0, 
         if not isinstance(saved, dict) or {**saved, "n_tasks": n_tasks} != settings:
             raise ConfigError(f"--resume: the run in {out} has other settings ({out / 'settings.json'})")
         if table_path.is_file():
-            rows, torn = read_jsonl(table_path)
-            if torn:  # drop the torn line (rewritten whole, atomically) so the next append starts a line
+            rows, torn = repair_jsonl(table_path)  # a torn line dropped atomically, so the next append starts a line
+            if torn:
                 print(f"note: {torn}", flush=True)
-                text = "".join(json_dumps(r) + "\n" for r in rows)
-                atomic_write(table_path, lambda f: f.write(text.encode("utf-8")))
         rows = [r for r in rows if r["index"] < n_tasks]  # rows beyond a cut stay in the file, unused
         write_json(out / "settings.json", settings)
     else:

@@ -55,6 +55,9 @@ def _read_idx_header(f: io.BufferedIOBase, path: Path, ndim: int) -> tuple[int, 
 
 # A bound on what a header may promise, so a damaged header is an error, not a 10^15-byte allocation.
 _MAX_IDX_BYTES = 2**34
+# And on what a file of its size can hold, checked before anything is inflated: image files compress
+# about 2-5x (MNIST 4.8x); a gzip bomb (a tiny file inflating to gigabytes) compresses 1000x.
+_MAX_GZIP_RATIO, _SMALL_IDX_BYTES = 50, 64 * 2**20
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:
@@ -72,6 +75,12 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
                 raise ConfigError(
                     f"IDX file {path} declares dimensions {dims} ({size:,} bytes): expected at least one "
                     f"item and at most {_MAX_IDX_BYTES:,} bytes; it is damaged or not a data set file"
+                )
+            stored = path.stat().st_size
+            if size > (max(_SMALL_IDX_BYTES, _MAX_GZIP_RATIO * stored) if path.suffix == ".gz" else stored):
+                raise ConfigError(
+                    f"IDX file {path} declares dimensions {dims} ({size:,} bytes), more than its {stored:,} bytes "
+                    "on disk can hold; it is damaged (or a gzip bomb): not read. Delete it and get it again."
                 )
             out = np.empty(size, dtype=np.uint8)
             # readinto straight into the result: no second copy of a 47 MB image file.

@@ -51,7 +51,12 @@ def _search_roots(source: Source, data_dir: str | Path | None) -> list[tuple[Pat
         roots.append((Path(data_dir).expanduser(), subs))
     env = os.environ.get("POLICYSEARCH_DATA")
     if env:
-        roots.append((Path(env).expanduser(), subs))
+        root = Path(env).expanduser()
+        if not root.is_dir():  # a typo there would otherwise send every lookup elsewhere, silently
+            what = "a file" if root.exists() else "no such folder"
+            raise ConfigError(f"POLICYSEARCH_DATA is {env!r}: {what}, expected the folder holding your data sets; "
+                              "fix it or unset it")
+        roots.append((root, subs))
     # The cache and system folders are ours / the distribution's: only the layouts we write
     # need trying in the cache.
     roots.append((cache_dir(source.name), source.cache_subdirs))

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from policysearch.checks import check_tensors
 from policysearch.errors import ConfigError, PolicyFormatError
 from policysearch.imports import first_line
 
@@ -61,13 +62,8 @@ def read_weights(path: str | Path) -> WeightsFile:
     if not isinstance(obj, Mapping) or not obj:
         raise PolicyFormatError(f"{path}: holds a {type(obj).__name__}, expected a state dict (parameter name -> "
                                 "tensor), e.g. torch.save(model.state_dict(), path)")
-    state: dict[str, torch.Tensor] = {}
-    for name, value in obj.items():
-        if not isinstance(name, str) or not isinstance(value, torch.Tensor):
-            raise PolicyFormatError(f"{path}: entry {name!r} is a {type(value).__name__}, expected a tensor")
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise PolicyFormatError(f"{path}: tensor {name!r} holds NaN or infinite values")
-        state[name] = value
+    check_tensors(f"--weights {path}", obj)  # a mapping of names to tensors, every float finite
+    state = dict(obj)
     return WeightsFile(path, state, normalization, hashlib.sha256(data).hexdigest())
 
 
@@ -82,29 +78,15 @@ def recorded_normalization(info: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def load_weights(model: nn.Module, weights: str | Path | WeightsFile) -> WeightsFile:
-    """Load `weights` into `model` (in place), every name and shape checked first.
+    """Load `weights` into `model` (in place), every name, shape and dtype checked first.
 
     Raises:
-        ConfigError: names missing from or unknown to the model, or tensors of another shape or kind;
-            the message lists the first few.
+        ConfigError: a name missing from or unknown to the model, or a tensor of another shape or dtype.
     """
     found = weights if isinstance(weights, WeightsFile) else read_weights(weights)
-    own = model.state_dict()
-    missing = [k for k in own if k not in found.state_dict]
-    unknown = [k for k in found.state_dict if k not in own]
-    wrong = [f"{k} {tuple(v.shape)} (model: {tuple(own[k].shape)})" for k, v in found.state_dict.items()
-             if k in own and tuple(v.shape) != tuple(own[k].shape)]
-    kinds = [f"{k} ({v.dtype}, model: {own[k].dtype})" for k, v in found.state_dict.items()
-             if k in own and v.is_floating_point() != own[k].is_floating_point()]
-    problems = []
-    for what, names in (("missing", missing), ("not in the model", unknown), ("of another shape", wrong),
-                        ("of another kind", kinds)):
-        if names:
-            problems.append(f"{len(names)} {what}: {', '.join(names[:4])}{' ...' if len(names) > 4 else ''}")
-    if problems:
-        raise ConfigError(f"--weights {found.path}: does not fit {type(model).__name__} ({'; '.join(problems)}); "
-                          "build the model the weights were trained as (--model, and the data's channels and "
-                          "classes)")
+    check_tensors(f"--weights {found.path} does not fit {type(model).__name__} (build the model the weights were "
+                  "trained as: --model, and the data's channels and classes)", found.state_dict, model.state_dict(),
+                  error=ConfigError)
     with torch.no_grad():
-        model.load_state_dict({k: v.to(own[k].dtype) for k, v in found.state_dict.items()})
+        model.load_state_dict(found.state_dict)
     return found

@@ -20,7 +20,7 @@ from typing import Any
 import gymnasium as gym
 
 from policysearch.envs.contract import as_search_env
-from policysearch.errors import ConfigError
+from policysearch.errors import ConfigError, SearchInterrupted
 from policysearch.files import read_jsonl, write_json
 from policysearch.policies.artifact import provenance
 from policysearch.search.controllers.base import ControllerSettings
@@ -126,6 +126,12 @@ def run_search(
     env_info = base.describe()
     store = RunStore(out, {"controller": controller_name, "seed": seed, "env": env_info,
                            "artefact": artefact_name}, resume=resume, overwrite=overwrite) if out else None
+    if store is not None and store.episodes:
+        try:
+            _check_budget_covers_log(budget, store)
+        except BaseException:
+            store.close()
+            raise
 
     def search_provenance(recorder: SearchVecEnv) -> dict[str, Any]:
         return provenance(
@@ -213,6 +219,8 @@ def run_search(
             recorder.close()
             own_tracker.close()
         energy = meter.stop()
+        if recorder.best is None and recorder.stop_requested:
+            raise SearchInterrupted(_stopped_line(recorder, out, "before any episode finished"))
         if recorder.best is None:
             raise ConfigError(
                 f"the search finished {len(recorder.episodes)} episode(s) and none completed without diverging; "
@@ -252,10 +260,26 @@ def run_search(
         if store is not None:
             store.close()  # the lock goes with the process anyway; release it now for this one
     if recorder.stop_requested:
-        print(f"stopped by {recorder.stop_requested} after {len(recorder.episodes)} episode(s)"
-              + (f"; continue with the same command and --resume (run folder {out})" if out else ""),
-              file=sys.stderr)
+        print(_stopped_line(recorder, out, f"after {len(recorder.episodes)} episode(s)"), file=sys.stderr)
     return SearchResult(artefact, recorder.episodes, summary, out)
+
+
+def _stopped_line(recorder: SearchVecEnv, out: Path | None, when: str) -> str:
+    return (f"stopped by {recorder.stop_requested} {when}"
+            + (f"; continue with the same command and --resume (run folder {out})" if out else ""))
+
+
+def _check_budget_covers_log(budget: Budget, store: RunStore) -> None:
+    """A resumed run's budget must cover the episodes its log already holds: a smaller one would
+    leave a summary and an artefact that describe fewer episodes than the log."""
+    logged = len(store.episodes)
+    if budget.child_trainings is not None and budget.child_trainings < logged:
+        raise ConfigError(f"--resume: --budget is {budget.child_trainings}, but the run in {store.out} has logged "
+                          f"{logged} child trainings already; resume with --budget {logged} or more")
+    steps = sum(len(e.get("lived_steps") or e.get("steps") or []) for e in store.episodes)
+    if budget.env_steps is not None and budget.env_steps < steps:
+        raise ConfigError(f"--resume: --budget-steps is {budget.env_steps}, but the run in {store.out} has logged "
+                          f"{steps} env steps already; resume with --budget-steps {steps} or more")
 
 
 def _stop_on_signals(recorder: SearchVecEnv) -> dict[int, Any]:

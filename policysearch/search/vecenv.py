@@ -229,7 +229,10 @@ class SearchVecEnv(VecEnv):
         self._snapshot([i for i in live if not (results[i][2] or results[i][3])])
         for i in range(n):
             if self._restore[i] is not None and not self._replay[i]:
-                self.pool.call([i], "set_state", [(self._restore[i],)])
+                done = self.pool.call([i], "set_state", [(self._restore[i],)])[0]
+                if isinstance(done, Exception):  # never go on silently from a child that is not the logged one
+                    raise ConfigError(f"--resume: the child in flight on worker {i} cannot be restored from the run "
+                                      f"folder's inflight.pt ({done}); use --overwrite to start again")
                 self._states[i], self._restore[i] = self._restore[i], None
         # Finished children: record (in worker order, so the log's order is fixed), then reset.
         obs_out, rewards, dones, infos = [], np.zeros(n, dtype=np.float32), np.zeros(n, dtype=bool), []

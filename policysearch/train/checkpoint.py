@@ -8,6 +8,7 @@ Saved with torch.save but holding only tensors and plain values, so they load wi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from policysearch.checks import check_int, check_shape, is_int
+from policysearch.checks import check_int, check_shape, check_tensors, is_int
 from policysearch.errors import ConfigError, PolicyFormatError
 from policysearch.files import atomic_path
 from policysearch.models import build_model
@@ -25,6 +26,11 @@ CHECKPOINT_KIND = "policysearch_checkpoint"
 CHECKPOINT_VERSION = 1
 CHILD_STATE_KIND = "policysearch_child_state"
 CHILD_STATE_VERSION = 1
+# Bounds on what a checkpoint may claim, checked before anything is allocated: a damaged or crafted
+# header must be an error, not a terabyte allocation. Far above the image classifiers policysearch trains.
+MAX_INPUT_ELEMENTS = 2**24  # C x H x W of one image, e.g. 3 x 2048 x 2048
+MAX_CLASSES = 100_000
+MAX_MODEL_PARAMETERS = 2**28  # 1 GiB of float32 weights
 
 
 @dataclass
@@ -38,10 +44,30 @@ class Checkpoint:
 
     def build(self) -> nn.Module:
         """A registered model with the saved weights; a compressed one (its plan in `info`) is
-        rebuilt with the pruned architecture first."""
-        if self.info.get("plan"):
-            return CompressionPlan.from_dict(self.info["plan"], source="checkpoint plan").build(self.state_dict)
+        rebuilt with the pruned architecture first.
 
+        The architecture is first built on the ``meta`` device (no memory): its size is bounded and
+        the saved tensors must have its names, shapes and dtypes before the model is allocated.
+
+        Raises:
+            PolicyFormatError: The weights do not fit the model the file names, or it is too large.
+        """
+        with torch.device("meta"):
+            skeleton = build_model(self.model_name, self.input_shape, self.num_classes)
+        size = sum(p.numel() for p in skeleton.parameters())
+        if size > MAX_MODEL_PARAMETERS:
+            raise PolicyFormatError(
+                f"{self.source}: model {self.model_name!r} for input {self.input_shape} and {self.num_classes} classes "
+                f"would hold {size:,} parameters, expected at most {MAX_MODEL_PARAMETERS:,}; the file is damaged")
+        misfit = (f"{self.source}: its weights do not fit model {self.model_name!r} with input {self.input_shape} "
+                  f"and {self.num_classes} classes")
+        if self.info.get("plan"):
+            plan = CompressionPlan.from_dict(self.info["plan"], source=f"{self.source}: its plan")
+            model = plan.build()
+            check_tensors(misfit, self.state_dict, model.state_dict())
+            model.load_state_dict(self.state_dict)
+            return model
+        check_tensors(misfit, self.state_dict, skeleton.state_dict())
         model = build_model(self.model_name, self.input_shape, self.num_classes)
         try:
             model.load_state_dict(self.state_dict)
@@ -99,9 +125,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             got = "missing" if field not in raw else f"{type(raw[field]).__name__}"
             raise PolicyFormatError(f"{path}: field {field!r} is {got}, expected {kind.__name__}")
     shape = check_shape(f"{path}: field 'input_shape'", raw["input_shape"], error=PolicyFormatError)
-    check_int(f"{path}: field 'num_classes'", raw["num_classes"], 2, error=PolicyFormatError)
+    if math.prod(shape) > MAX_INPUT_ELEMENTS:
+        raise PolicyFormatError(f"{path}: field 'input_shape' is {list(shape)} ({math.prod(shape):,} values per "
+                                f"image), expected at most {MAX_INPUT_ELEMENTS:,}; the file is damaged")
+    check_int(f"{path}: field 'num_classes'", raw["num_classes"], 2, MAX_CLASSES, error=PolicyFormatError)
     if not all(isinstance(v, torch.Tensor) for v in raw["state_dict"].values()):
         raise PolicyFormatError(f"{path}: field 'state_dict' holds non-tensor values")
+    check_tensors(str(path), raw["state_dict"])  # finite weights, before any work is done with them
     return Checkpoint(raw["model"], shape, raw["num_classes"], raw["state_dict"], raw["info"], str(path))
 
 
