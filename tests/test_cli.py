@@ -385,6 +385,7 @@ def test_demo_runs_search_then_comparison(capsys: pytest.CaptureFixture[str], tm
     assert saved["verdict"]["best_baseline"] in ("none", "trivial") and saved["verdict"]["difference_points"]["n"] == 2
 
 
+@pytest.mark.slow  # 13 s; test_demo_runs_search_then_comparison runs the demo end to end in the default run
 def test_demo_defaults_to_pbt_on_a_few_hundred_images(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     argv = ["demo", "--model", "mlp", "--budget", "8", "--search-epochs", "1", "--epochs", "1",
             "--seeds", "2", "--baselines", "none", "--out", str(tmp_path), "--no-progress", "--json"]

@@ -32,7 +32,9 @@ def _env(digits, mode: str = "schedule"):
                     episode_length=1 if mode == "static" else 2, steps_per_segment=2, batch_size=32)
 
 
-@pytest.mark.parametrize(("controller", "mode"), [("random", "schedule"), ("ppo", "schedule"), ("tpe", "static")])
+@pytest.mark.parametrize(("controller", "mode"), [
+    pytest.param("random", "schedule", marks=pytest.mark.slow),  # the ppo case covers the same schedule-mode path
+    ("ppo", "schedule"), ("tpe", "static")])
 def test_two_workers_are_deterministic_for_a_seed(digits, tmp_path, controller, mode) -> None:
     runs = [run_search(_env(digits, mode), controller, Budget(child_trainings=4), tmp_path / f"run{k}", seed=1,
                        progress=False, workers=2) for k in range(2)]
@@ -159,6 +161,7 @@ def test_workers_need_a_spec_or_a_factory(digits) -> None:
         make_pool(AugmentEnv(data=digits, model="mlp"), workers=2)
 
 
+@pytest.mark.slow  # 20 s; the default run reaches a local Ray in test_your_data.py (a user's model on Ray)
 def test_ray_backend_on_a_local_ray(digits, tmp_path) -> None:
     ray = pytest.importorskip("ray")
     try:
@@ -193,6 +196,7 @@ def test_cli_search_and_evaluate_with_two_workers(tmp_path, capsys) -> None:
         assert one["test"]["accuracy"]["mean"] == pytest.approx(two["test"]["accuracy"]["mean"], abs=1e-6)
 
 
+@pytest.mark.slow  # 17 s; a lost local worker is retried the same way in the default run
 def test_a_lost_ray_actor_is_replaced_and_its_child_retried(digits) -> None:
     ray = pytest.importorskip("ray")
     from policysearch.search.workers import RayPool
