@@ -48,6 +48,8 @@ class PeakRule:
         biases: One per factor (factor 1's zero).
         low, high: The range each feature is clipped to before scoring (the table's range).
         images, iterations: The curvature estimate's batch and power-iteration steps.
+        guard: Keep factor 1 (the base schedule itself) for a run whose features lie outside the
+            table the rule was fitted on (`low`, `high`): the rule decides only where it has seen data.
     """
 
     KIND: ClassVar[str] = "peak_rule"
@@ -56,7 +58,8 @@ class PeakRule:
 
     def __init__(self, base: str, factors: list[float], features: list[str], mean: Any, std: Any, weights: Any,
                  biases: Any, low: Any, high: Any, images: int = 64, iterations: int = 6,
-                 provenance: dict[str, Any] | None = None) -> None:
+                 provenance: dict[str, Any] | None = None, guard: bool = True) -> None:
+        self.guard = bool(guard)
 
         self.base = check_choice("peak rule base schedule", base, _BASES)
         self.factors = [float(f) for f in factors]
@@ -98,8 +101,16 @@ class PeakRule:
         z = (np.clip(x, self.low, self.high) - self.mean) / self.std
         return self.weights @ z + self.biases
 
+    def outside(self, values: dict[str, float]) -> list[str]:
+        """The features of `values` outside the range of the table the rule was fitted on."""
+        return [name for name, lo, hi in zip(self.features, self.low, self.high)
+                if not lo <= float(values[name]) <= hi]
+
     def choose(self, values: dict[str, float]) -> float:
-        """The factor with the highest score (factor 1 on a tie: the base schedule unless a change pays)."""
+        """The factor with the highest score (factor 1 on a tie: the base schedule unless a change pays);
+        with the guard, factor 1 for features outside the fitted table."""
+        if self.guard and self.outside(values):
+            return 1.0
         scores = self.scores(values)
         one = self.factors.index(1.0)
         best = int(np.argmax(scores))
@@ -114,7 +125,8 @@ class PeakRule:
         values = stats.features(float(config.lr), total_steps, config.optimizer)
         factor = self.choose(values)
         record = {"factor": factor, "peak_lr": float(config.lr) * factor, "features": values,
-                  "scores": [round(float(s), 6) for s in self.scores(values)], **stats.to_dict()}
+                  "scores": [round(float(s), 6) for s in self.scores(values)], "guard": self.guard,
+                  "outside_table": self.outside(values), **stats.to_dict()}
         return named_schedule(self.base, float(config.lr) * factor), record
 
     def factor_for(self, model: Any, x: Any, y: Any, lr: float, total_steps: int, optimizer: str = "sgd") -> float:

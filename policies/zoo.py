@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -19,6 +20,15 @@ __all__ = ["ZOO_DIR", "ZOO_PREFIX", "is_zoo", "resolve_zoo", "zoo_kinds", "zoo_n
 
 ZOO_DIR = Path(__file__).parent / "zoo"
 ZOO_PREFIX = "zoo:"
+
+#: Shipped files kept to reproduce recorded results, with why a user should not pick them: loading one
+#: by its zoo name warns (it stays loadable: the results that name it can be checked).
+NOT_RECOMMENDED = {
+    "adaptive": "it lost 4.7 points to onecycle on a held-out task (Fashion-MNIST 2k, CNN: 0.8051 vs 0.8521); "
+                "use zoo:peak-rule (guarded) or `policysearch schedule`",
+    "adaptive-linear": "the closed-loop LR controllers lose up to 8.65 points outside their training distribution; "
+                       "use zoo:peak-rule (guarded) or `policysearch schedule`",
+}
 
 #: Which loader takes a kind: named in the message when a loader is given another kind's zoo name.
 LOADERS = {
@@ -74,4 +84,6 @@ def resolve_zoo(spec: str | Path, kinds: Iterable[str] | None = None) -> Path:
     if wanted is not None and kind not in wanted:
         raise ConfigError(f"{text} is a {kind}, not a {' or '.join(wanted)}: load it with "
                           f"{LOADERS.get(kind, 'its own loader')}")
+    if name in NOT_RECOMMENDED:
+        warnings.warn(f"{text} is not recommended: {NOT_RECOMMENDED[name]}", UserWarning, stacklevel=3)
     return ZOO_DIR / f"{name}.json"

@@ -30,6 +30,9 @@ _LAZY = {
     "run_search": "policysearch.search.driver",
     "compare": "policysearch.analysis.compare",
     "paired_bootstrap": "policysearch.analysis.stats",
+    "find_augmentation": "policysearch.protocol.jobs",
+    "find_schedule": "policysearch.protocol.jobs",
+    "compress_model": "policysearch.protocol.compress",
 }
 
 __all__ = ["__version__", *_LAZY]

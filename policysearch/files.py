@@ -79,9 +79,9 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
-def json_dumps(obj: Any, indent: int | None = None) -> str:
+def json_dumps(obj: Any, indent: int | None = None, sort_keys: bool = False) -> str:
     """Strict JSON text of `obj` (NaN / inf as null); raises TypeError for non-JSON objects."""
-    return json.dumps(json_safe(obj), indent=indent, allow_nan=False)
+    return json.dumps(json_safe(obj), indent=indent, allow_nan=False, sort_keys=sort_keys)
 
 
 # ---------------------------------------------------------------------- reading JSON

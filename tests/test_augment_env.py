@@ -315,7 +315,8 @@ def test_v1_child_state_continues_bit_identically(make, variant):
 def test_cli_augment_searches_augment_v1_and_takes_space(capsys, tmp_path):
     from policysearch.cli import main
 
-    argv = ["augment", "--dataset", "digits", "--train-size", "300", "--model", "mlp", "--controller", "random",
+    argv = ["augment", "--search-only",
+            "--dataset", "digits", "--train-size", "300", "--model", "mlp", "--controller", "random",
             "--budget", "1", "--episode-length", "1", "--steps-per-segment", "2", "--no-progress"]
     assert main([*argv, "--space", "small", "--out", str(tmp_path / "a")]) == 0
     policy = AugmentPolicy.load(tmp_path / "a" / "policy.json")

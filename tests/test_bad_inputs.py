@@ -389,7 +389,7 @@ RUN = ["--controller", "random", "--budget", "4", "--episode-length", "1", "--st
 
 
 def _search(out: Path, *extra: str) -> list[str]:
-    return ["augment", *TINY, *RUN, "--out", str(out), *extra]
+    return ["augment", "--search-only", *TINY, *RUN, "--out", str(out), *extra]
 
 
 @pytest.fixture(scope="module")

@@ -340,7 +340,8 @@ def test_absurd_lr_is_rejected_before_training(capsys: pytest.CaptureFixture[str
 
 def test_schedule_command_exports_open_and_closed_loop(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     out = tmp_path / "sched"
-    argv = ["schedule", "--dataset", "digits", "--train-size", "300", "--model", "mlp", "--controller", "ppo",
+    argv = ["schedule", "--search-only",
+            "--dataset", "digits", "--train-size", "300", "--model", "mlp", "--controller", "ppo",
             "--budget", "3", "--episode-length", "2", "--steps-per-segment", "2", "--out", str(out), "--no-progress"]
     code, stdout, err = run_cli(argv, capsys)
     assert code == 0, err
@@ -357,7 +358,8 @@ def test_schedule_command_exports_open_and_closed_loop(capsys: pytest.CaptureFix
 
 def test_augment_command_writes_a_policy_train_accepts(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     out = tmp_path / "aug"
-    argv = ["augment", "--dataset", "digits", "--train-size", "300", "--model", "mlp", "--controller", "random",
+    argv = ["augment", "--search-only",
+            "--dataset", "digits", "--train-size", "300", "--model", "mlp", "--controller", "random",
             "--budget", "2", "--episode-length", "2", "--steps-per-segment", "2", "--out", str(out), "--no-progress",
             "--json"]
     code, stdout, err = run_cli(argv, capsys)

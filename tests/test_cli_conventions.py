@@ -28,7 +28,8 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 @pytest.mark.parametrize("argv", [
     ["train", *FAST],
     ["evaluate", *FAST, "--augment", "none", "--seeds", "1"],
-    ["augment", "--dataset", "digits", "--train-size", "300", "--model", "mlp", "--controller", "random",
+    ["augment", "--search-only",
+     "--dataset", "digits", "--train-size", "300", "--model", "mlp", "--controller", "random",
      "--budget", "1", "--episode-length", "1", "--steps-per-segment", "1", "--out", "{tmp}/aug"],
     ["models"],
 ], ids=["train", "evaluate", "augment", "models"])

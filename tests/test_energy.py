@@ -69,7 +69,8 @@ def test_train_and_search_reports_carry_energy(capsys, tmp_path) -> None:
     assert cost["energy_kwh"] > 0 and cost["co2e_kg"] > 0 and cost["energy_source"] == "estimated"
     assert "kWh" in captured.err and "(estimated)" in captured.err
     out = tmp_path / "run"
-    argv = ["augment", "--dataset", "digits", "--train-size", "300", "--model", "mlp", "--controller", "random",
+    argv = ["augment", "--search-only",
+            "--dataset", "digits", "--train-size", "300", "--model", "mlp", "--controller", "random",
             "--budget", "1", "--episode-length", "1", "--steps-per-segment", "1", "--out", str(out)]
     assert main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())

@@ -160,7 +160,8 @@ def test_cli_es_options(capsys, tmp_path) -> None:
     from policysearch.cli import main
 
     out = tmp_path / "es"
-    argv = ["schedule", "--dataset", "digits", "--train-size", "300", "--model", "mlp", "--controller", "es",
+    argv = ["schedule", "--search-only",
+            "--dataset", "digits", "--train-size", "300", "--model", "mlp", "--controller", "es",
             "--population", "4", "--es-tasks", "1", "--budget", "5", "--episode-length", "2",
             "--steps-per-segment", "2", "--out", str(out), "--no-progress"]
     assert main(argv) == 0, capsys.readouterr().err
@@ -169,7 +170,8 @@ def test_cli_es_options(capsys, tmp_path) -> None:
     assert main(["train", "--dataset", "digits", "--train-size", "300", "--epochs", "1", "--model", "mlp",
                  "--no-progress", "--schedule", str(out / "controller.json")]) == 0
     capsys.readouterr()
-    code = main(["schedule", "--dataset", "digits", "--controller", "ppo", "--es-tasks", "2", "--budget", "1",
+    code = main(["schedule", "--search-only",
+                 "--dataset", "digits", "--controller", "ppo", "--es-tasks", "2", "--budget", "1",
                  "--out", str(tmp_path / "x"), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and "es_tasks" in err and "Traceback" not in err

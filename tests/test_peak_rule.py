@@ -79,6 +79,19 @@ def test_rule_keeps_factor_one_unless_another_scores_higher_and_clips() -> None:
     assert rule.choose({**values, "log_lr_sharpness": 0.5}) == 1.0
     assert rule.choose({**values, "log_lr_sharpness": 1.5}) == 2.0
     assert rule.scores({**values, "log_lr_sharpness": 50.0})[1] == pytest.approx(1.0)  # clipped at 2
+    # The guard: outside the fitted table the rule keeps factor 1 (the base schedule itself) ...
+    assert rule.outside({**values, "log_lr_sharpness": 50.0}) == ["log_lr_sharpness"]
+    assert rule.choose({**values, "log_lr_sharpness": 50.0}) == 1.0
+    rule.guard = False  # ... and without it, it extrapolates from the table's edge
+    assert rule.choose({**values, "log_lr_sharpness": 50.0}) == 2.0
+
+
+def test_the_shipped_closed_loop_controllers_warn_when_loaded_by_name() -> None:
+    from policysearch.policies.adaptive import resolve_schedule
+
+    with pytest.warns(UserWarning, match="zoo:adaptive is not recommended: it lost 4.7 points"):
+        resolve_schedule("zoo:adaptive", base_lr=0.05)
+    assert resolve_schedule("zoo:peak-rule", base_lr=0.05).guard  # the offered zero-shot rule is guarded
 
 
 def test_rule_files_roundtrip_and_malformed_files_are_refused(tmp_path) -> None:

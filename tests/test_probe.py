@@ -248,7 +248,8 @@ def test_cli_probe_trains_and_its_controller_drives_train(capsys, tmp_path) -> N
     from policysearch.cli import main
 
     out = tmp_path / "probe"
-    argv = ["schedule", "--dataset", "digits", "--train-size", "300", "--model", "mlp", "--controller", "probe",
+    argv = ["schedule", "--search-only",
+            "--dataset", "digits", "--train-size", "300", "--model", "mlp", "--controller", "probe",
             "--budget", "10", "--episode-length", "2", "--steps-per-segment", "2", "--out", str(out), "--no-progress"]
     assert main(argv) == 0, capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())

@@ -117,7 +117,8 @@ def test_a_second_search_into_a_locked_folder_is_refused(tmp_path) -> None:
 
 
 def _cli(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "policysearch.cli", "augment", "--dataset", "digits", "--train-size", "200",
+    return [sys.executable, "-m", "policysearch.cli", "augment", "--search-only",
+            "--dataset", "digits", "--train-size", "200",
             "--model", "mlp", "--controller", "random", "--budget", "6", "--episode-length", "2",
             "--steps-per-segment", "3", "--batch-size", "32", "--out", str(out), "--no-progress", *extra]
 

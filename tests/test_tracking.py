@@ -168,7 +168,8 @@ def test_cli_mlflow_default_store_in_the_run_folder(capsys: pytest.CaptureFixtur
     from mlflow import MlflowClient
 
     out = tmp_path / "aug"
-    argv = ["augment", "--dataset", "digits", "--train-size", "300", "--model", "mlp", "--controller", "random",
+    argv = ["augment", "--search-only",
+            "--dataset", "digits", "--train-size", "300", "--model", "mlp", "--controller", "random",
             "--budget", "1", "--episode-length", "1", "--steps-per-segment", "1", "--out", str(out), "--no-progress",
             "--mlflow", "--json"]
     assert main(argv) == 0

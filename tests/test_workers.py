@@ -181,7 +181,7 @@ def test_cli_search_and_evaluate_with_two_workers(tmp_path, capsys) -> None:
     from policysearch.cli import main
 
     tiny = ["--dataset", "digits", "--train-size", "300", "--model", "mlp", "--no-progress", "--workers", "2"]
-    assert main(["augment", *tiny, "--controller", "random", "--budget", "2", "--episode-length", "1",
+    assert main(["augment", "--search-only", *tiny, "--controller", "random", "--budget", "2", "--episode-length", "1",
                  "--steps-per-segment", "2", "--out", str(tmp_path / "run"), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["workers"]["n"] == 2 and summary["episodes"] >= 2

@@ -270,16 +270,19 @@ def test_every_job_on_a_users_folder_and_model_from_the_cli(in_project, capsys):
     assert code == 0, err
     scored = json.loads(out)["results"][0]["test"]["accuracy"]["mean"]
     assert scored == pytest.approx(trained["test"]["accuracy"], abs=1e-9)  # the same model, scored the same
+    # The whole protocol, small: 2 children, the best re-ranked against two baselines, 2 paired test seeds.
     code, out, err = _run(["augment", "--data", "rgb", "--model", "mynets:small_cnn", "--controller", "random",
                            "--budget", "2", "--episode-length", "2", "--workers", "2", "--out", "runs/aug",
-                           "--overwrite"], capsys)
+                           "--overwrite", "--epochs", "2", "--top", "1", "--seeds", "2", "--baselines", "none,erasing"],
+                          capsys)
     assert code == 0, err
     assert "--data rgb" in out
     policy = json.loads(Path("runs/aug/policy.json").read_text())
     assert policy["provenance"]["classes"] == [f"class-{k}" for k in range(4)]
     assert policy["provenance"]["normalization"]["kind"] == "standardize"
     code, _, err = _run(["schedule", "--data", "rgb", "--model", "mynets:small_cnn", "--controller", "random",
-                         "--budget", "2", "--episode-length", "2", "--out", "runs/sch", "--overwrite"], capsys)
+                         "--budget", "2", "--out", "runs/sch", "--overwrite", "--epochs", "2", "--top", "1",
+                         "--no-compare", "--baselines", "onecycle"], capsys)
     assert code == 0, err
     pytest.importorskip("torch_pruning")
     code, out, err = _run(["compress", "--data", "rgb", "--model", "mynets:small_cnn", "--weights", "cnn.pt",
@@ -294,8 +297,8 @@ def test_the_exported_policy_in_a_plain_loop_on_the_users_batches(in_project, ca
     from policysearch.policies import load_policy
 
     if not Path("runs/aug/policy.json").exists():
-        assert main(["augment", "--data", "rgb", "--model", "mynets:small_cnn", "--controller", "random",
-                     "--budget", "1", "--episode-length", "1", "--out", "runs/aug", "--overwrite",
+        assert main(["augment", "--search-only", "--data", "rgb", "--model", "mynets:small_cnn", "--controller",
+                     "random", "--budget", "1", "--episode-length", "1", "--out", "runs/aug", "--overwrite",
                      "--batch-size", "32", "--no-progress"]) == 0
     policy = load_policy("runs/aug/policy.json")
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 12 * 12, 4))

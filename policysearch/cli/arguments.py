@@ -193,10 +193,11 @@ def _schedules() -> Iterable[str]:
 
 def _train_schedules() -> Iterable[str]:
     """What `train` / `evaluate` take besides files: the named schedules, the online hypergradient
-    rule and the shipped closed-loop controller."""
+    rule and the shipped zero-shot peak rule (guarded; the shipped closed-loop controllers stay loadable
+    by name, with a warning, but are not offered)."""
     from policysearch.policies.schedule import SCHEDULES
 
-    return (*SCHEDULES, "hypergradient", "zoo:adaptive")
+    return (*SCHEDULES, "hypergradient", "zoo:peak-rule")
 
 
 def _ops() -> Iterable[str]:
@@ -318,17 +319,18 @@ def add_child_args(g: Any) -> None:
     g.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
 
 
-def add_search_args(p: argparse.ArgumentParser, budget: int = 20, segmented: bool = True,
-                    drives: str | None = "env") -> Any:
+def add_search_args(p: argparse.ArgumentParser, budget: int | None = 20, segmented: bool = True,
+                    drives: str | None = "env", controller: str | None = "ppo") -> Any:
     """Options of every search; `segmented` adds those of the envs that train a child in segments
     (Augment-v0, Schedule-v0), which Compress-v0 does not read and so does not show; `drives` limits
     ``--controller`` to the registry's env controllers ("env") or takes plan searchers too (None: compress)."""
     g = p.add_argument_group("search")
-    g.add_argument("--controller", default="ppo",
+    g.add_argument("--controller", default=controller,
                    type=name_of("controller", lambda: _controllers(drives)),
-                   help="the searcher: {names}; random is the baseline every claim must beat (default: %(default)s)")
+                   help="the searcher: {names}; random is the baseline every claim must beat"
+                        + (" (default: %(default)s)" if controller else " (default: the --effort's)"))
     g.add_argument("--budget", type=positive_int, default=budget, metavar="N",
-                   help="child trainings (default: %(default)s)")
+                   help="child trainings" + (" (default: %(default)s)" if budget else " (default: the --effort's)"))
     g.add_argument("--budget-steps", type=positive_int, default=None, metavar="N",
                    help="also stop after this many env steps (default: no limit)")
     g.add_argument("--budget-time", type=positive_number, default=None, metavar="SECONDS",
@@ -358,6 +360,28 @@ def add_search_args(p: argparse.ArgumentParser, budget: int = 20, segmented: boo
                    help="continue the interrupted run in --out: logged children are not trained again")
     g.add_argument("--overwrite", action="store_true", help="replace the run in --out (default: refuse)")
     return g  # the command adds the tracking options here (`policysearch.cli.tracking.add_tracking_args`)
+
+
+def add_protocol_args(p: argparse.ArgumentParser, baselines: str, evidence: str) -> None:
+    """The protocol's options (`policysearch.protocol`): how much work each phase does, the baselines."""
+    g = p.add_argument_group("protocol: search, re-rank the top candidates with the baselines on fresh seeds, choose "
+                             "on validation, compare on the test split over paired seeds, export the best")
+    g.add_argument("--effort", default="standard", type=name_of("effort", _fixed("quick", "standard", "thorough")),
+                   help="{names}: sizes the search, the re-ranking and the comparison; " + evidence
+                        + " (default: %(default)s)")
+    g.add_argument("--top", type=int_at_least(0), default=None, metavar="K",
+                   help="distinct search candidates re-ranked on validation (default: the --effort's)")
+    g.add_argument("--rerank-seeds", type=positive_int, default=None, metavar="N",
+                   help="fresh seeds every candidate and baseline trains with on validation (default: the --effort's)")
+    g.add_argument("--seeds", type=positive_int, default=None, metavar="N",
+                   help="paired seeds of the final comparison on the test split (default: the --effort's)")
+    g.add_argument("--baselines", default=baselines, type=name_list, metavar="LIST",
+                   help="the hand-made arms the search must beat on validation to be exported, and that the "
+                        "final comparison reports (default: %(default)s)")
+    g.add_argument("--no-compare", action="store_true",
+                   help="skip the final comparison on the test split (the choice on validation is still made)")
+    g.add_argument("--search-only", action="store_true",
+                   help="only the search: export its best episode without re-ranking or baselines")
 
 
 def add_augment_space_args(p: argparse.ArgumentParser) -> None:

@@ -146,10 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_output_args(p)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("augment", help="search an augmentation policy with an RL or baseline controller")
+    p = sub.add_parser("augment", help="find an augmentation policy that beats the hand-made ones (or keep the best "
+                                       "of those): search, re-rank, compare, export")
     a.add_data_args(p)
-    a.add_train_args(p, epochs=None)
-    add_tracking_args(a.add_search_args(p), search=True)  # --tensorboard [DIR], --mlflow [URI], --objectives
+    a.add_train_args(p, epochs=20)
+    # --tensorboard [DIR], --mlflow [URI], --objectives
+    add_tracking_args(a.add_search_args(p, budget=None, controller=None), search=True)
+    a.add_protocol_args(p, "none,cropflip,erasing,trivial",
+                        "standard is the headroom benchmark's protocol: tpe, 4 children, the top 3 re-ranked on 1 "
+                        "fresh seed, 5 paired seeds (benchmarks/RESULTS.md)")
     a.add_parallel_args(p)
     p.add_argument("--schedule", default="cosine", type=a.name_or_file(a._schedules),
                    help="the child's LR schedule: {names}, or a schedule JSON file (default: %(default)s)")
@@ -157,11 +162,17 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_output_args(p)
     p.set_defaults(func=cmd_augment)
 
-    p = sub.add_parser("schedule", help="search a learning-rate schedule (open- and closed-loop export)")
+    p = sub.add_parser("schedule", help="find an LR schedule that beats onecycle, cosine and linear decay (or keep the "
+                                        "best of those): search, re-rank, compare, export")
     a.add_data_args(p)
-    a.add_train_args(p, epochs=None)
-    add_tracking_args(a.add_search_args(p), search=True)
+    a.add_train_args(p, epochs=20)
+    add_tracking_args(a.add_search_args(p, budget=None, controller=None), search=True)
+    a.add_protocol_args(p, "onecycle,cosine,linear",
+                        "standard: tpe over the peak LR (one segment), 8 children, the top 3 re-ranked, 5 paired "
+                        "seeds; per-task searches tied onecycle in the benchmarks, so the best hand-made schedule "
+                        "is often what comes out")
     a.add_parallel_args(p)
+    p.set_defaults(episode_length=None)  # the protocol searches the peak (1 segment); --search-only: 4
     p.add_argument("--base", default="onecycle", type=a.name_of("base schedule", a._fixed("onecycle", "linear",
                                                                                           "none")),
                    help="residual actions (Schedule-v1) scale this base schedule, peaking at the model's LR: "
@@ -227,7 +238,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also accept a pickled nn.Module as --checkpoint (runs code from the file: only for files "
                         "you trust)")
     a.add_data_args(p, default_dataset=None)
-    add_tracking_args(a.add_search_args(p, budget=20, segmented=False, drives=None), search=True)
+    add_tracking_args(a.add_search_args(p, budget=20, segmented=False, drives=None, controller="local"), search=True)
+    g = p.add_argument_group("protocol: from the uniform plan, choose on validation, compare on the test split")
+    g.add_argument("--effort", default="standard", type=a.name_of("effort", a._fixed("quick", "standard", "thorough")),
+                   help="{names}: sizes the compass search and the comparison; standard is the search that beat "
+                        "uniform pruning in the benchmarks (benchmarks/RESULTS.md) (default: %(default)s)")
+    g.add_argument("--seeds", type=a.positive_int, default=None, metavar="N",
+                   help="paired seeds of the final comparison with uniform on the test split (default: the "
+                        "--effort's)")
+    g.add_argument("--no-compare", action="store_true",
+                   help="skip the final comparison with uniform on the test split")
     a.add_parallel_args(p)
     g = p.add_argument_group("compression")
     g.add_argument("--flops", type=a.fraction, default=0.5, metavar="FRACTION",
@@ -265,13 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--finetune-epochs", type=a.non_negative_number, default=3, metavar="E",
                    help="final distillation of the best plan (default: %(default)s)")
     g = p.add_argument_group("controller local: compass search from the uniform plan, scored by distillation")
-    g.add_argument("--local-steps", type=a.positive_int, default=150, metavar="N",
-                   help="distillation steps per candidate and seed (default: %(default)s)")
-    g.add_argument("--local-seeds", type=a.positive_int, default=2, metavar="N",
-                   help="batch orders every candidate is scored on, validation split (default: %(default)s)")
-    g.add_argument("--local-confirm-seeds", type=a.positive_int, default=2, metavar="N",
+    g.add_argument("--local-steps", type=a.positive_int, default=None, metavar="N",
+                   help="distillation steps per candidate and seed (default: the --effort's; 150 at standard)")
+    g.add_argument("--local-seeds", type=a.positive_int, default=None, metavar="N",
+                   help="batch orders every candidate is scored on, validation split (default: the --effort's; 2 at "
+                        "standard)")
+    g.add_argument("--local-confirm-seeds", type=a.positive_int, default=None, metavar="N",
                    help="fresh batch orders on which the best neighbour must beat the current plan again before "
-                        "the search moves (default: %(default)s)")
+                        "the search moves (default: the --effort's; 2 at standard)")
     g.add_argument("--local-confirm-steps", type=a.positive_int, default=None, metavar="N",
                    help="distillation steps of that confirmation: a short score can favour plans that learn fast "
                         "over those that end best; the final length (3 epochs = 1263 steps on Fashion-MNIST) "
@@ -279,8 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--local-factor", type=a.number_in(1.0, None, low_open=True), default=1.5, metavar="F",
                    help="first step: one group's channels times or divided by F, the others rescaled to the "
                         "targets; halved (in log space) when no neighbour wins (default: %(default)s)")
-    g.add_argument("--local-rounds", type=a.int_at_least(0), default=3, metavar="N",
-                   help="at most this many moves (default: %(default)s)")
+    g.add_argument("--local-rounds", type=a.int_at_least(0), default=None, metavar="N",
+                   help="at most this many moves (default: the --effort's; 3 at standard)")
     g.add_argument("--batch-size", type=a.positive_int, default=128, metavar="N",
                    help="images per step (default: %(default)s)")
     g.add_argument("--device", default="auto", type=a.device_name,
@@ -293,9 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_train_args(p, epochs=150)
     add_tracking_args(a.add_search_args(p, budget=8), search=True)
     a.add_parallel_args(p)
-    # Few images trained for long, where augmentation could pay; pbt, the controller that won the
-    # headroom benchmark: 8 members taking turns in 2 worker processes (both cores of a small machine,
-    # which also train the comparison), one generation, 8 policy segments.
+    # Few images trained for long, where augmentation could pay; pbt: its population trains once and starts
+    # every member at no augmentation: 8 members taking turns in 2 worker processes (both cores of a small
+    # machine, which also train the comparison), one generation, 8 policy segments.
     p.set_defaults(val_size=0.2, out="runs/demo", train_size=300, controller="pbt", episode_length=8, workers=2)
     p.add_argument("--search-epochs", type=a.positive_number, default=150, metavar="E",
                    help="length of one child training (default: %(default)s)")

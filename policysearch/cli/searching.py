@@ -102,15 +102,66 @@ def _check_augment_options(args: argparse.Namespace) -> None:
 
 def cmd_augment(args: argparse.Namespace) -> int:
     _check_augment_options(args)
-    out = out_dir(args, "augment", data_name(args))
+    if _search_only(args, "augment"):
+        out = out_dir(args, "augment", data_name(args))
+        data = prepare_data(args)
+        _, result = search_command(args, data, augment_env_factory(args), out, "policy.json")
+        print(f"policy: {result.artefact.describe()}")
+        print(f"wrote {out}/: {', '.join(v for v in result.summary['files'].values() if v)}, summary.json")
+        print(f"use it: policysearch train {data_option(args)} --augment {out / 'policy.json'}")
+        if args.json:
+            emit_json(result.summary)
+        return EXIT_INTERRUPTED if result.summary["stopped_by"] else 0
+    from policysearch.protocol.jobs import find_augmentation
+
+    out = out_dir(args, "augment", data_name(args), run="search")
     data = prepare_data(args)
-    _, result = search_command(args, data, augment_env_factory(args), out, "policy.json")
-    print(f"policy: {result.artefact.describe()}")
-    print(f"wrote {out}/: {', '.join(v for v in result.summary['files'].values() if v)}, summary.json")
-    print(f"use it: policysearch train {data_option(args)} --augment {out / 'policy.json'}")
+    result = find_augmentation(
+        data, config=train_config(args), epochs=args.epochs, schedule=args.schedule, segments=args.episode_length,
+        space=args.space, reward_metric=args.reward_metric, baselines=args.baselines,
+        env_options={"ops": tuple(args.ops) if args.ops else None, "ops_per_sample": args.ops_per_sample,
+                     "magnitude_scale": args.magnitude_scale, "cost_weight": args.cost_weight,
+                     "cost_metric": args.cost_metric},
+        **_protocol_kwargs(args, out))
+    return _protocol_report(args, result, out, f"--augment {out / 'policy.json'}")
+
+
+def _search_only(args: argparse.Namespace, job: str) -> bool:
+    """Whether this run is the search alone (``--search-only``, or what the protocol does not cover);
+    sets the effort's controller and budget where none was given."""
+    from policysearch.protocol.effort import plan_for
+
+    plan = plan_for(job, args.effort)
+    args.controller = args.controller or plan.controller
+    args.budget = args.budget or plan.budget
+    reasons = [r for r, present in (
+        ("--search-only", args.search_only), ("--mode static", getattr(args, "mode", "schedule") == "static"),
+        ("--objectives", bool(getattr(args, "objectives", None))), ("--tasks", getattr(args, "tasks", None)),
+        ("--base none", getattr(args, "base", None) == "none")) if present]
+    if reasons:
+        return True
+    if getattr(args, "steps_per_segment", None) is not None:
+        raise ConfigError("--steps-per-segment is set by --epochs and --episode-length when the command runs the "
+                          "whole protocol; drop it, or add --search-only")
+    return False
+
+
+def _protocol_kwargs(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    return dict(effort=args.effort, controller=args.controller, budget=args.budget, top=args.top,
+                rerank_seeds=args.rerank_seeds, seeds=args.seeds, compare=not args.no_compare, out=out,
+                resume=args.resume, overwrite=args.overwrite, workers=args.workers, seed=args.seed,
+                budget_seconds=args.budget_time, progress=show_progress(args), say=print)
+
+
+def _protocol_report(args: argparse.Namespace, result: Any, out: Path, use: str) -> int:
+    result.report(print)
+    files = ", ".join(f for f in (result.artefact_name, "protocol.json", "comparison.png", "trainings.jsonl")
+                      if (out / f).exists())
+    print(f"wrote {out}/: {files}, search/")
+    print(f"use it: policysearch train {data_option(args)} {use}")
     if args.json:
-        emit_json(result.summary)
-    return EXIT_INTERRUPTED if result.summary["stopped_by"] else 0
+        emit_json(result.to_dict())
+    return 0
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
@@ -135,6 +186,24 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         raise ConfigError(f"--peak {args.peak} needs a base schedule: --base onecycle or linear, not none")
     if args.paired_reward and args.base == "none":
         raise ConfigError("--paired-reward needs a base schedule: --base onecycle or linear, not none")
+    search_only = _search_only(args, "schedule")
+    if args.episode_length is None:  # the protocol searches the peak (one segment); a search alone, 4 segments
+        args.episode_length = 4 if search_only else 1
+    if not search_only:
+        from policysearch.protocol.jobs import find_schedule
+
+        if args.lr is not None:
+            raise ConfigError("--lr: the schedule search and the hand-made baselines peak at the model's default LR; "
+                              "drop --lr (the searched factor scales it)")
+        out = out_dir(args, "schedule", data_name(args), run="search")
+        data = prepare_data(args)
+        result = find_schedule(
+            data, config=train_config(args), epochs=args.epochs, augment=args.augment, segments=args.episode_length,
+            base=args.base, scale=args.scale, reward_metric=args.reward_metric, baselines=args.baselines,
+            env_options={"peak": args.peak, "reward": "vs-base" if args.paired_reward else "gain",
+                         "cost_weight": args.cost_weight, "cost_metric": args.cost_metric},
+            **_protocol_kwargs(args, out))
+        return _protocol_report(args, result, out, f"--schedule {out / 'schedule.json'}")
     out = out_dir(args, "schedule", "tasks" if tasks else data_name(args))
     data = prepare_data(args) if tasks is None else None
     kwargs = child_kwargs(args)
@@ -255,32 +324,36 @@ def cmd_compress(args: argparse.Namespace) -> int:
     import dataclasses
 
     import gymnasium as gym
-    import torch
 
     from policysearch.analysis.report import format_table
     from policysearch.compression.distill import finish
     from policysearch.files import write_json
-    from policysearch.policies.compress import CompressionPlan
-    from policysearch.search.controllers.base import ControllerSettings
-    from policysearch.search.controllers.registry import controller_info, make_controller
+    from policysearch.search.controllers.registry import controller_info
     from policysearch.train.checkpoint import save_checkpoint
 
     teacher, model_name, info, what = _compress_teacher(args)
     named = args.dataset or (info.get("dataset") or {}).get("name") or "digits"
     out = out_dir(args, "compress", data_name(args) if args.data else named)
     teacher, data = _teacher_on_data(args, teacher, model_name, info, what)
-    targets = {"flops_target": args.flops, "params_target": args.params, "latency_target": args.latency,
-               "latency_batch": args.latency_batch, "min_keep": args.min_keep, "criterion": args.criterion}
     searches_plans = controller_info(args.controller).drives == "plan"
-    if searches_plans:  # from the uniform plan (one keep ratio everywhere), on the teacher itself
-        teacher = teacher.to(data.device).eval()
-        plan = CompressionPlan.uniform(teacher, torch.zeros(1, *data.input_shape, device=data.device),
-                                       model_name=model_name, **targets)
+    student = report = None
+    if searches_plans:  # the protocol: from the uniform plan, chosen on validation, compared on test
+        from policysearch.protocol.compress import compress_model
+
+        protocol = compress_model(
+            teacher, data, flops=args.flops, params=args.params, latency=args.latency,
+            latency_batch=args.latency_batch, min_keep=args.min_keep, criterion=args.criterion, model_name=model_name,
+            effort=args.effort, controller=args.controller, seeds=args.seeds, compass=_compass_options(args),
+            finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr, batch_size=args.batch_size,
+            compare=not args.no_compare, workers=args.workers, seed=args.seed, say=print)
+        plan, student, report = protocol.artefact, protocol.student, protocol.report
         out.mkdir(parents=True, exist_ok=True)
-        searcher = make_controller(args.controller, ControllerSettings(options=_compass_options(args)))
-        plan, found = searcher.search(plan, teacher, data)
-        summary_base: dict[str, Any] = {"controller": args.controller, "files": {"artefact": "plan.json"}, **found}
         plan.save(out / "plan.json")
+        if protocol.comparison is not None:
+            print(format_table(protocol.table()))
+        print(protocol.verdict["line"])
+        summary_base: dict[str, Any] = {"controller": args.controller, "files": {"artefact": "plan.json"},
+                                        "protocol": protocol.to_dict(), **protocol.search}
     else:
         _, result = search_command(
             args, data, lambda d: gym.make(
@@ -315,10 +388,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
             plan.save(out / "plan.json")
             summary_base["rerank"] = [{"search_rank": r["index"] + 1, "val_accuracy": r["val_accuracy"]}
                                       for r in ranked]
-    print(f"best plan keeps {plan.flops_fraction:.3f} of the FLOPs ({args.flops:g} asked); distilling it for "
-          f"{args.finetune_epochs:g} epochs ...")
-    student, report = finish(plan, teacher, data, args.finetune_epochs, args.finetune_lr, seed=args.seed,
-                             batch_size=args.batch_size)
+    if student is None or report is None:
+        print(f"best plan keeps {plan.flops_fraction:.3f} of the FLOPs ({args.flops:g} asked); distilling it for "
+              f"{args.finetune_epochs:g} epochs ...")
+        student, report = finish(plan, teacher, data, args.finetune_epochs, args.finetune_lr, seed=args.seed,
+                                 batch_size=args.batch_size)
     rows = []
     for key, label in (("test_accuracy", "test accuracy"), ("test_macro_f1", "test macro F1"), ("flops", "FLOPs"),
                        ("params", "parameters"), ("file_bytes", "file bytes"),
@@ -344,14 +418,12 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
 
 def _compass_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``--local-*`` options as the compass search's settings (`--controller local`); on the
-    validation split with batch orders that are not the final distillation's (`--seed`)."""
+    """The ``--local-*`` options given (the others come from --effort), for the compass search."""
     if args.controller != "local":
         return {}
-    return {"steps": args.local_steps, "seeds": args.local_seeds, "confirm_seeds": args.local_confirm_seeds,
-            "confirm_steps": args.local_confirm_steps, "factor": args.local_factor, "rounds": args.local_rounds,
-            "lr": args.finetune_lr, "min_keep": args.min_keep, "workers": args.workers, "seed": args.seed,
-            "progress": print}
+    given = {"steps": args.local_steps, "seeds": args.local_seeds, "confirm_seeds": args.local_confirm_seeds,
+             "confirm_steps": args.local_confirm_steps, "factor": args.local_factor, "rounds": args.local_rounds}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

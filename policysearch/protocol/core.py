@@ -1,0 +1,236 @@
+"""The protocol every job runs after its search: re-rank on validation with fresh seeds, choose on
+validation only among the search's candidates *and* the hand-made baselines, compare the choice with
+every baseline on the test split over paired seeds, and say in one line what that showed.
+
+Seeds are kept apart on purpose: the search draws its children's seeds from ``seed``; the re-ranking
+uses ``seed + 10_000 + i``, the final comparison ``seed + 20_000 + i``: nobody chooses on the runs
+that report the result, and the test split is read only by the final comparison.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from policysearch.analysis.report import format_table
+from policysearch.analysis.stats import paired_bootstrap
+from policysearch.data import DeviceData
+from policysearch.files import write_json
+from policysearch.metrics import HIGHER_IS_BETTER, reward_value
+from policysearch.protocol.effort import Plan
+from policysearch.protocol.trainings import Job, Ledger
+from policysearch.train.trainer import TrainConfig, Trainer
+
+__all__ = ["RERANK_SEED", "TEST_SEED", "Arm", "ProtocolResult", "choose_on_validation", "compare_on_test",
+           "estimate", "verdict_line"]
+
+RERANK_SEED, TEST_SEED = 10_000, 20_000
+
+
+@dataclass(frozen=True)
+class Arm:
+    """A contender: a searched candidate or a hand-made baseline, as the artefact a run trains with."""
+
+    label: str
+    augment: Any
+    schedule: Any
+    searched: bool
+    artefact: Any  # what the command exports if this arm is chosen
+    search_score: float | None = None
+
+
+def choose_on_validation(ledger: Ledger, arms: Sequence[Arm], seeds: int, seed: int,
+                         metric: str) -> tuple[Arm, list[dict[str, Any]]]:
+    """Train every arm with the same `seeds` fresh seeds (paired), score `metric` on validation, and
+    choose the best mean; a tie goes to a baseline (hand-made), then to the earlier arm.
+
+    Returns:
+        The chosen arm and one row per arm (label, searched, per-seed validation scores, mean).
+    """
+    fresh = [seed + RERANK_SEED + i for i in range(seeds)]
+    jobs = [Job(a.label, a.augment, a.schedule, s, test=False) for a in arms for s in fresh]
+    results = ledger.run(jobs, "re-ranking on validation")
+    rows = []
+    for k, arm in enumerate(arms):
+        runs = results[k * seeds:(k + 1) * seeds]
+        scores = [float("-inf") if r["diverged"] else reward_value(r["val"], metric) for r in runs]
+        rows.append({"arm": arm.label, "searched": arm.searched, "search_score": arm.search_score,
+                     "val_scores": scores, "val_mean": float(np.mean(scores)), "seeds": fresh})
+    best = max(range(len(arms)), key=lambda k: (rows[k]["val_mean"], not arms[k].searched, -k))
+    for k, row in enumerate(rows):
+        row["chosen"] = k == best
+    return arms[best], rows
+
+
+def compare_on_test(ledger: Ledger, chosen: Arm, baselines: Sequence[Arm], seeds: int, seed: int,
+                    metric: str = "accuracy") -> dict[str, Any]:
+    """The chosen arm and every other arm in `baselines` (the hand-made ones, and the best searched
+    candidate when a hand-made one was chosen) trained with `seeds` paired seeds, scored on the test split.
+
+    Returns:
+        ``{"seeds", "metric", "arms": {label: {"per_seed", "mean", "std"}}, "differences": {baseline:
+        paired bootstrap of chosen - baseline, in points}}``.
+    """
+    paired = [seed + TEST_SEED + i for i in range(seeds)]
+    arms = [chosen, *[b for b in baselines if b.label != chosen.label]]
+    jobs = [Job(a.label, a.augment, a.schedule, s, test=True) for a in arms for s in paired]
+    results = ledger.run(jobs, "comparison on the test split")
+    table: dict[str, Any] = {}
+    for k, arm in enumerate(arms):
+        runs = results[k * seeds:(k + 1) * seeds]
+        values = [float("nan") if r["diverged"] else float(r["test"][metric]) for r in runs]
+        table[arm.label] = {"per_seed": values, "mean": float(np.mean(values)),
+                            "std": float(np.std(values, ddof=1)) if seeds > 1 else 0.0,
+                            "searched": arm.searched}
+    differences = {}
+    sign = 1.0 if HIGHER_IS_BETTER.get(metric, True) else -1.0
+    for arm in arms[1:]:
+        a, b = table[chosen.label]["per_seed"], table[arm.label]["per_seed"]
+        if seeds >= 2 and all(math.isfinite(v) for v in (*a, *b)):
+            d = paired_bootstrap(a, b)
+            differences[arm.label] = {k: sign * 100 * d[k] for k in ("mean", "low", "high")} | {"n": d["n"]}
+        else:
+            differences[arm.label] = None
+    return {"seeds": paired, "metric": metric, "arms": table, "differences": differences}
+
+
+def verdict_line(chosen: Arm, comparison: dict[str, Any] | None, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What the protocol showed, in one line (and its parts, for the summary JSON)."""
+    best_searched = max((r for r in rows if r["searched"]), key=lambda r: r["val_mean"], default=None)
+    if not chosen.searched:
+        searched = (f"the best searched candidate scored {best_searched['val_mean']:.4f} on validation against "
+                    f"{chosen.label}'s {next(r['val_mean'] for r in rows if r['arm'] == chosen.label):.4f}"
+                    if best_searched else "no searched candidate finished")
+        return {"exported": chosen.label, "searched_won": False,
+                "line": f"keep {chosen.label}: the search did not beat it on validation ({searched})"}
+    if comparison is None:
+        return {"exported": chosen.label, "searched_won": True,
+                "line": f"{chosen.label} chosen on validation over every baseline (no test comparison: --no-compare)"}
+    diffs = {k: v for k, v in comparison["differences"].items() if v is not None}
+    metric, n = comparison["metric"], len(comparison["seeds"])
+    if not diffs:
+        return {"exported": chosen.label, "searched_won": True,
+                "line": f"{chosen.label} chosen on validation; too few seeds for a confidence interval on test"}
+    # The strongest baseline on test is the one that matters: name it, with the CI of the difference.
+    others = {k: comparison["arms"][k]["mean"] for k in diffs}
+    strongest = max(others, key=others.get) if HIGHER_IS_BETTER.get(metric, True) else min(others, key=others.get)
+    d = diffs[strongest]
+    beats_all = all(v["low"] > 0 for v in diffs.values())
+    ci = f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] points of test {metric} over {n} paired seeds"
+    if beats_all:
+        line = f"{chosen.label} beats every baseline; the strongest, {strongest}, by {ci}"
+    elif d["high"] < 0:
+        line = f"{chosen.label} was chosen on validation but loses to {strongest} on test: {ci}"
+    else:
+        line = f"{chosen.label} was chosen on validation; against {strongest} on test it is not resolved: {ci}"
+    return {"exported": chosen.label, "searched_won": True, "beats_every_baseline": beats_all,
+            "strongest_baseline": strongest, "difference_points": d, "line": line}
+
+
+def estimate(data: DeviceData, config: TrainConfig, epochs: float, trainings: int) -> dict[str, Any]:
+    """The cost of `trainings` trainings of `epochs`: seconds (from timing three optimizer steps of a
+    child here, after one untimed step, and one pass over the validation split), images and training FLOPs."""
+    steps = max(1, round(epochs * max(1, len(data.y_train) // config.batch_size)))
+    with torch.random.fork_rng(devices=[]):
+        trainer = Trainer(data, config, total_steps=steps)
+        trainer.train_segment(1, None, None)
+        started = time.perf_counter()
+        trainer.train_segment(3, None, None)
+        per_step = (time.perf_counter() - started) / 3
+        started = time.perf_counter()
+        trainer.evaluate("val")
+        per_evaluation = time.perf_counter() - started
+    images = trainings * steps * config.batch_size
+    return {"trainings": trainings, "steps_per_training": steps,
+            "seconds": round((per_step * steps + 2 * per_evaluation) * trainings, 1),
+            "images": images, "train_flops": float(images * trainer.train_flops_per_image)}
+
+
+@dataclass
+class ProtocolResult:
+    """What a protocol found, chose, compared and cost.
+
+    Attributes:
+        job: "augment", "schedule" or "compress".
+        artefact: what is exported: the searched artefact or the chosen baseline's.
+        chosen: the chosen arm's label ("learned" or a baseline's name).
+        verdict: ``{"line": ..., "exported": ..., ...}``.
+        ranking: one row per arm of the validation re-ranking.
+        comparison: the final paired comparison on the test split (None with ``compare=False``).
+        cost: per phase and in all: trainings, images, seconds, training FLOPs.
+        plan: the phases' sizes; search: the search's summary.
+        folder: where it was saved (None until `save`).
+    """
+
+    job: str
+    artefact: Any
+    chosen: str
+    verdict: dict[str, Any]
+    ranking: list[dict[str, Any]]
+    comparison: dict[str, Any] | None
+    cost: dict[str, Any]
+    plan: Plan
+    search: dict[str, Any] = field(default_factory=dict)
+    estimate: dict[str, Any] = field(default_factory=dict)
+    folder: Path | None = None
+    artefact_name: str = "policy.json"
+
+    def table(self) -> list[dict[str, Any]]:
+        """The comparison as table rows: each arm's test mean ± std and its difference from the chosen one."""
+        if self.comparison is None:
+            return [{"arm": r["arm"], "validation": r["val_mean"], "chosen": "yes" if r["chosen"] else ""}
+                    for r in self.ranking]
+        metric = self.comparison["metric"]
+        rows = []
+        for label, arm in self.comparison["arms"].items():
+            d = self.comparison["differences"].get(label)
+            rows.append({"arm": label + (" (exported)" if label == self.chosen else ""),
+                         f"test {metric}": f"{arm['mean']:.4f} ± {arm['std']:.4f}",
+                         f"{self.chosen} − arm, points [95 % CI]": (
+                             "" if label == self.chosen else "n/a" if d is None
+                             else f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]")})
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"job": self.job, "chosen": self.chosen, "verdict": self.verdict, "plan": self.plan.__dict__,
+                "estimate": self.estimate, "ranking": self.ranking, "comparison": self.comparison,
+                "cost": self.cost, "search": self.search, "files": {"artefact": self.artefact_name}}
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the exported artefact, ``protocol.json`` and (with matplotlib) ``comparison.png``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.artefact.save(folder / self.artefact_name)
+        record = self.to_dict()
+        if self.comparison is not None:
+            png = plot_protocol(self, folder / "comparison.png")
+            record["files"]["plot"] = png.name if png else None
+        write_json(folder / "protocol.json", record)
+        self.folder = folder
+        return folder
+
+    def report(self, say: Callable[[str], None] = print) -> None:
+        say(format_table(self.table()))
+        say(self.verdict["line"])
+
+
+def plot_protocol(result: ProtocolResult, path: Path) -> Path | None:
+    """Every seed of every arm of the final comparison, mean ± std, the exported arm first."""
+    from policysearch.analysis.plots import plot_comparison
+
+    comparison = result.comparison
+    assert comparison is not None
+    metric = comparison["metric"]
+    entries = [{"augment": label, "schedule": "", "seeds": comparison["seeds"],
+                "runs": [{"test": {metric: v}} for v in arm["per_seed"]],
+                "test": {metric: {"mean": arm["mean"], "std": arm["std"]}}}
+               for label, arm in comparison["arms"].items()]
+    return plot_comparison(entries, path, title=f"{result.job}: exported {result.chosen}", metrics=(metric,),
+                           note=result.verdict["line"][:120])

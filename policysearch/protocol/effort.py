@@ -1,0 +1,78 @@
+"""What `--effort quick | standard | thorough` means for each job, and the evidence behind ``standard``.
+
+A plan sizes every phase of the protocol: the search (its controller and budget in child trainings
+of the full target length), the re-ranking of the search's top candidates against the baselines on
+validation with fresh seeds, and the final paired comparison on the test split.
+
+Evidence (benchmarks/RESULTS.md):
+
+- augmentation: the headroom benchmark's protocol (Fashion-MNIST 1,000 images, 40 epochs): 4 children
+  of the full length, the top 3 re-trained on one fresh seed and chosen on validation, 5 paired seeds.
+  Of the four controllers tried there, ``tpe`` (a final policy held or ramped up) was the only one
+  whose chosen policies beat random erasing at 95 % (+0.40 [+0.06, +0.75]; [-0.01, +0.84] after
+  correcting for the four), and on the residual net it beat ``pbt`` (+0.99 [+0.32, +1.60]); every
+  controller, random search included, beat no augmentation once re-ranked: most of the gain is the
+  protocol and the space, which is why the command also compares with the hand-made policies and
+  keeps the best of them when the search does not win on validation.
+- schedules: three per-task searches (PPO per segment, TPE over the peak, PBT) all tied onecycle at
+  the model's default peak (within 0.1 point, 10 seeds): the default searches the peak with ``tpe``
+  (one segment: onecycle times a factor) and keeps the best of the found schedule, onecycle, cosine
+  and linear decay on validation.
+- compression: the compass search scored by distillation (``local``) is the only searcher that beat
+  uniform pruning (+0.10 [+0.07, +0.13] points for its main plan at 50 % FLOPs); it moves from the
+  uniform plan only when fresh seeds confirm the move, so it keeps uniform when nothing is better.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from policysearch.checks import check_choice, check_int
+
+__all__ = ["EFFORTS", "Plan", "plan_for"]
+
+EFFORTS = ("quick", "standard", "thorough")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much work each phase of the protocol does.
+
+    Attributes:
+        controller: the searcher (a name of the controller registry).
+        budget: child trainings of the search (full target length each).
+        top: search candidates re-ranked on validation (distinct, best search score first).
+        rerank_seeds: fresh seeds each candidate and baseline is trained with on validation.
+        seeds: paired seeds of the final comparison on the test split.
+    """
+
+    controller: str
+    budget: int
+    top: int
+    rerank_seeds: int
+    seeds: int
+
+    def __post_init__(self) -> None:
+        check_int("budget", self.budget, 1)
+        check_int("top", self.top, 0)
+        check_int("rerank seeds", self.rerank_seeds, 1)
+        check_int("seeds", self.seeds, 1)
+
+
+PLANS: dict[str, dict[str, Plan]] = {
+    "augment": {"quick": Plan("tpe", 4, 2, 1, 3), "standard": Plan("tpe", 4, 3, 1, 5),
+                "thorough": Plan("tpe", 8, 4, 2, 10)},
+    "schedule": {"quick": Plan("tpe", 4, 2, 1, 3), "standard": Plan("tpe", 8, 3, 1, 5),
+                 "thorough": Plan("tpe", 12, 4, 2, 10)},
+    "compress": {"quick": Plan("local", 1, 0, 1, 3), "standard": Plan("local", 1, 0, 2, 5),
+                 "thorough": Plan("local", 1, 0, 3, 10)},
+}
+
+
+def plan_for(job: str, effort: str = "standard", **overrides: int | str | None) -> Plan:
+    """The plan of `job` at `effort`, with the fields given in `overrides` (None: keep the preset)."""
+    check_choice("job", job, PLANS)
+    check_choice("effort", effort, EFFORTS)
+    preset = PLANS[job][effort]
+    fields = {k: v for k, v in overrides.items() if v is not None}
+    return Plan(**{**preset.__dict__, **fields})

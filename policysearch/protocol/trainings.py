@@ -1,0 +1,116 @@
+"""The trainings a protocol runs after its search, kept in a ledger so that a cut run resumes.
+
+Every re-ranking and comparison training is one `Job` (an augmentation policy and an LR schedule,
+trained from one seed for the target length): its result is appended to ``trainings.jsonl`` (one
+fsynced line) as soon as it is known, keyed by the job's content, so a resumed protocol trains only
+what is missing and a changed policy or setting is never mistaken for a finished one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from policysearch.files import append_line, json_dumps, read_jsonl
+from policysearch.models import restore_models, shipped_models
+from policysearch.processes import in_processes
+from policysearch.train.recipe import train_run
+from policysearch.train.trainer import TrainConfig
+
+__all__ = ["Job", "Ledger"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training: `arm` (a label), its augmentation policy and LR schedule objects, a seed, and whether
+    the test split is scored (only the final comparison scores it)."""
+
+    arm: str
+    augment: Any
+    schedule: Any
+    seed: int
+    test: bool
+
+    def key(self, setting: str) -> str:
+        """What identifies the job's result: the arm, the content of its artefacts, seed, split, setting."""
+        content = json_dumps([_content(self.augment), _content(self.schedule), setting], sort_keys=True)
+        digest = hashlib.sha256(content.encode()).hexdigest()[:16]
+        return f"{self.arm}|{digest}|seed={self.seed}|{'test' if self.test else 'val'}"
+
+
+def _content(obj: Any) -> Any:
+    if obj is None or isinstance(obj, str):
+        return obj
+    to_dict = getattr(obj, "to_dict", None)
+    return to_dict() if callable(to_dict) else repr(obj)
+
+
+def _train(data: Any, config: TrainConfig, epochs: float, job: Job) -> dict[str, Any]:
+    """One training of the ledger (module level: a worker process runs it)."""
+    result = train_run(data, dataclasses.replace(config, seed=job.seed), epochs, job.augment, job.schedule,
+                       progress=False, test=job.test)
+    return {"arm": job.arm, "seed": job.seed, "val": result.val, "test": result.test if job.test else None,
+            "cost": result.cost, "diverged": result.diverged}
+
+
+class Ledger:
+    """The protocol's trainings, done or to do, in `folder`/trainings.jsonl (None: in memory only).
+
+    Args:
+        folder: the protocol's folder.
+        data, config, epochs: what every job trains on, with, and for how long.
+        workers: trainings at once (worker processes, one torch thread each).
+        progress: called with one line per finished batch of trainings.
+    """
+
+    def __init__(self, folder: Path | None, data: Any, config: TrainConfig, epochs: float, workers: int = 1,
+                 progress: Callable[[str], None] | None = None) -> None:
+        self.path = folder / "trainings.jsonl" if folder is not None else None
+        self.data, self.config, self.epochs, self.workers = data, config, epochs, workers
+        self.progress = progress or (lambda line: None)
+        self.setting = json_dumps({"data": data.fingerprint, "split": data.split, "epochs": epochs,
+                                   "config": dataclasses.asdict(config)}, sort_keys=True)
+        self.done: dict[str, dict[str, Any]] = {}
+        if self.path is not None and self.path.is_file():
+            records, torn = read_jsonl(self.path)
+            if torn:
+                warnings.warn(torn, stacklevel=2)
+            self.done = {r["key"]: r for r in records if isinstance(r, dict) and "key" in r}
+
+    def run(self, jobs: Sequence[Job], phase: str) -> list[dict[str, Any]]:
+        """The results of `jobs`, in order: those in the ledger read back, the others trained now."""
+        keyed = [(job, job.key(self.setting)) for job in jobs]
+        todo = [(job, key) for job, key in keyed if key not in self.done]
+        if len(todo) < len(keyed):
+            self.progress(f"{phase}: {len(keyed) - len(todo)} of {len(keyed)} trainings read back from the ledger")
+        shipped = {n: s for n, s in shipped_models().items() if n == self.config.model}
+        batch = max(1, self.workers)
+        if todo:
+            self.progress(f"{phase}: {len(todo)} trainings ...")
+        report_every = max(batch, len(todo) // 4)
+        for start in range(0, len(todo), batch):  # a batch at a time, so each result is saved as it lands
+            chunk = todo[start:start + batch]
+            results = in_processes(_train, [(self.data, self.config, self.epochs, job) for job, _ in chunk],
+                                   min(self.workers, len(chunk)), setup=(restore_models, (shipped,)), desc=phase)
+            for (_job, key), result in zip(chunk, results):
+                record = {"key": key, "phase": phase, **result}
+                self.done[key] = record
+                if self.path is not None:
+                    append_line(self.path, record)
+            done = min(start + batch, len(todo))
+            if done == len(todo) or done // report_every != (done - len(chunk)) // report_every:
+                self.progress(f"{phase}: {done} of {len(todo)} trainings done")
+        return [self.done[key] for _, key in keyed]
+
+    def summary(self) -> dict[str, Any]:
+        """Trainings, images, seconds and training FLOPs of every job in the ledger."""
+        costs = [r.get("cost") or {} for r in self.done.values()]
+        return {"trainings": len(costs), "images": sum(int(c.get("images", 0)) for c in costs),
+                "seconds": round(sum(float(c.get("seconds", 0.0)) for c in costs), 2),
+                "train_flops": sum(float(c.get("train_flops", 0.0)) for c in costs)}
+
