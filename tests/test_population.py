@@ -65,8 +65,9 @@ def test_exploit_copies_the_whole_child(digits) -> None:
 
 
 def test_pbt_search_starts_at_the_centre_exports_the_inherited_schedule_and_is_deterministic(digits, tmp_path):
+    # 4 members in 2 worker processes (2 each, taking turns): the processes and the copies between them
     runs = [run_search(_env(digits), "pbt", Budget(child_trainings=4), tmp_path / f"r{k}", seed=5, progress=False,
-                       workers=4) for k in range(2)]
+                       workers=2, population=4) for k in range(2)]
     first = runs[0]
     for record in first.episodes:
         assert record["steps"][0]["controller_action"] == [0.0] * len(record["steps"][0]["controller_action"])
