@@ -56,4 +56,4 @@ docs: $(DOCS_BIN)/mkdocs
 	NO_MKDOCS_2_WARNING=1 $(DOCS_BIN)/mkdocs build --strict -f docs/mkdocs.yml
 
 docs-examples: install  # runs every example of the guides, each page in a fresh folder (CI runs it)
-	$(BIN)/python docs/run_examples.py
+	$(BIN)/python docs/run_examples.py --jobs 2

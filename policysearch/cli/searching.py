@@ -127,23 +127,21 @@ def cmd_augment(args: argparse.Namespace) -> int:
 
 
 def _search_only(args: argparse.Namespace, job: str) -> bool:
-    """Whether this run is the search alone (``--search-only``, or what the protocol does not cover);
-    sets the effort's controller and budget where none was given."""
+    """Whether this run is the search alone (``--search-only``, or what the protocol does not cover:
+    static mode, several objectives, a task distribution, absolute LRs); the protocol's controller and
+    budget come from --effort, a search alone keeps the search's own defaults (ppo, 20 children)."""
     from policysearch.protocol.effort import plan_for
 
+    alone = bool(args.search_only or getattr(args, "mode", "schedule") == "static"
+                 or getattr(args, "objectives", None) or getattr(args, "tasks", None)
+                 or getattr(args, "base", None) == "none")
     plan = plan_for(job, args.effort)
-    args.controller = args.controller or plan.controller
-    args.budget = args.budget or plan.budget
-    reasons = [r for r, present in (
-        ("--search-only", args.search_only), ("--mode static", getattr(args, "mode", "schedule") == "static"),
-        ("--objectives", bool(getattr(args, "objectives", None))), ("--tasks", getattr(args, "tasks", None)),
-        ("--base none", getattr(args, "base", None) == "none")) if present]
-    if reasons:
-        return True
-    if getattr(args, "steps_per_segment", None) is not None:
+    args.controller = args.controller or ("ppo" if alone else plan.controller)
+    args.budget = args.budget or (20 if alone else plan.budget)
+    if not alone and getattr(args, "steps_per_segment", None) is not None:
         raise ConfigError("--steps-per-segment is set by --epochs and --episode-length when the command runs the "
                           "whole protocol; drop it, or add --search-only")
-    return False
+    return alone
 
 
 def _protocol_kwargs(args: argparse.Namespace, out: Path) -> dict[str, Any]:
