@@ -126,7 +126,7 @@ def test_compress_model_keeps_uniform_unless_the_search_beats_it(small, tmp_path
         assert searched.comparison["differences"]["uniform"]["n"] == 2
     with pytest.raises(ConfigError, match="plan searcher"):
         compress_model(teacher, small, controller="ppo", say=lambda line: None)
-    with pytest.raises(ConfigError, match="cannot take the data's images"):
+    with pytest.raises(ConfigError, match="cannot take images of shape"):
         compress_model(build_model("cnn", (3, 8, 8), 10), small, say=lambda line: None)
 
 

@@ -356,7 +356,7 @@ def test_compress_checks_the_teacher_against_the_data_before_any_search(in_proje
 
     data = prepare(load_data("grey"))  # one channel
     rgb_teacher = mynets.small_cnn((3, 10, 10), 4)
-    with pytest.raises(ConfigError, match="cannot take the data's images of shape \\(1, 10, 10\\)"):
+    with pytest.raises(ConfigError, match="cannot take images of shape \\(1, 10, 10\\)"):
         check_teacher(rgb_teacher, data)
     with pytest.raises(ConfigError, match="float64.*teacher.float\\(\\)"):
         check_teacher(mynets.small_cnn((1, 10, 10), 4).double(), data)
@@ -369,7 +369,7 @@ def test_compress_checks_the_teacher_against_the_data_before_any_search(in_proje
         nan[0].weight.fill_(float("nan"))
     with pytest.raises(ConfigError, match="NaN"):
         check_teacher(nan, data)
-    with pytest.raises(ConfigError, match="3 classes|\\(1, 3\\)"):
+    with pytest.raises(ConfigError, match="expected class scores of shape \\(2, 4\\)"):
         check_teacher(mynets.small_cnn((1, 10, 10), 3), data)
     check_teacher(mynets.small_cnn((1, 10, 10), 4), data)  # the right one passes
 

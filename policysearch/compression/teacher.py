@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from policysearch.errors import ConfigError
-from policysearch.imports import first_line
+from policysearch.models.registry import check_outputs
 
 __all__ = ["check_teacher"]
 
@@ -43,19 +43,4 @@ def check_teacher(teacher: Any, data: Any, what: str = "the teacher") -> None:
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise ConfigError(f"{what}: {name!r} holds NaN or infinite values; a teacher must be a trained, "
                               "finite network")
-    device = next((p.device for p in teacher.parameters()), torch.device("cpu"))
-    shape = tuple(data.input_shape)
-    was_training = teacher.training
-    try:
-        teacher.eval()
-        with torch.no_grad():
-            out = teacher(torch.zeros(1, *shape, device=device))
-    except Exception as exc:
-        raise ConfigError(f"{what} cannot take the data's images of shape {shape} (C, H, W): {type(exc).__name__}: "
-                          f"{first_line(exc)}") from None
-    finally:
-        teacher.train(was_training)
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, data.num_classes):
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ConfigError(f"{what} maps a {shape} image to {got}; the data ({data.name}) has {data.num_classes} "
-                          f"classes: expected (1, {data.num_classes})")
+    check_outputs(teacher, what, tuple(data.input_shape), data.num_classes)

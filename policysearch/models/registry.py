@@ -206,6 +206,17 @@ def _check_forward(net: nn.Module, name: str, shape: tuple[int, int, int], num_c
     param = next(net.parameters(), None)
     if param is not None and not param.is_floating_point():
         raise ConfigError(f"model {name!r} has {param.dtype} parameters; expected floating point")
+    check_outputs(net, f"model {name!r}", shape, num_classes)
+
+
+def check_outputs(net: nn.Module, what: str, shape: tuple[int, int, int], num_classes: int) -> None:
+    """One forward pass of a zero batch (eval mode, no gradient, no RNG touched, the mode restored):
+    `net` must take images of `shape` and return ``num_classes`` scores per image.
+
+    Raises:
+        ConfigError: naming `what`, the shape, and what came out instead.
+    """
+    param = next(net.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     was_training = net.training
     try:
@@ -213,13 +224,13 @@ def _check_forward(net: nn.Module, name: str, shape: tuple[int, int, int], num_c
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             out = net(torch.zeros(2, *shape, device=device))
     except Exception as exc:
-        raise ConfigError(f"model {name!r} cannot take images of shape {shape} (C, H, W): {type(exc).__name__}: "
+        raise ConfigError(f"{what} cannot take images of shape {shape} (C, H, W): {type(exc).__name__}: "
                           f"{first_line(exc)}") from None
     finally:
         net.train(was_training)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ConfigError(f"model {name!r} returns {got} for a batch of 2 images; expected class scores of shape "
+        raise ConfigError(f"{what} returns {got} for a batch of 2 images; expected class scores of shape "
                           f"(2, {num_classes}) for the data's {num_classes} classes")
 
 
