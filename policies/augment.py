@@ -27,6 +27,9 @@ from here), so adding an op is adding one entry; nothing else hard-codes ranges 
 Operations follow PIL's semantics (what AutoAugment was searched with); kornia's own wrappers differ
 in a few scalings (e.g. they read shear fractions as degrees / 180), so a policy run through kornia's
 AutoAugment is the same policy with kornia's op implementations, not a bit-identical replay.
+
+Why one module of some 540 lines: the file format, its checks and the batched application are one
+class (`AugmentPolicy`); the hand-made policies and `load_policy` at the end are built from it.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def test_without_a_terminal_stderr_holds_no_progress_bar(capsys) -> None:
 
 
 def test_progress_follows_the_terminal_tqdm_disable_and_the_flags(monkeypatch) -> None:
-    from policysearch.cli.arguments import show_progress
+    from policysearch.cli.options import show_progress
 
     args = argparse.Namespace(no_progress=False, quiet=0)
     monkeypatch.delenv("TQDM_DISABLE", raising=False)

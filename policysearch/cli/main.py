@@ -12,8 +12,10 @@ from typing import Any
 
 from policysearch import __version__
 from policysearch.cli import arguments as a
+from policysearch.cli.compressing import cmd_compress
+from policysearch.cli.options import json_stream
 from policysearch.cli.runs import add_compare_parser
-from policysearch.cli.searching import cmd_augment, cmd_compress, cmd_demo, cmd_peak_rule, cmd_schedule
+from policysearch.cli.searching import cmd_augment, cmd_demo, cmd_peak_rule, cmd_schedule
 from policysearch.cli.tracking import add_tracking_args, tracking_session
 from policysearch.cli.training import cmd_datasets, cmd_evaluate, cmd_models, cmd_train
 from policysearch.errors import PolicySearchError
@@ -465,7 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     verbosity = getattr(args, "verbose", 0) - getattr(args, "quiet", 0)
     # Under --json the object is the only thing on stdout: everything else printed goes to stderr.
     json_mode = bool(getattr(args, "json", False))
-    token = a.json_stream.set(sys.stdout if json_mode else None)
+    token = json_stream.set(sys.stdout if json_mode else None)
     redirect = contextlib.redirect_stdout(sys.stderr) if json_mode else contextlib.nullcontext()
     failure: tuple[str, list[str], int, str] | None = None
     try:
@@ -482,7 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         failure = (f"{where}{exc.strerror or exc}", [], EXIT_USAGE, type(exc).__name__)
     finally:
-        a.json_stream.reset(token)
+        json_stream.reset(token)
     first, details, code, kind = failure
     label = "error: " if code == EXIT_USAGE else ""
     print(f"policysearch {args.command}: {label}{first}", file=sys.stderr)

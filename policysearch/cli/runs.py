@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from policysearch.cli.arguments import add_output_args, emit_json, positive_int
+from policysearch.cli.arguments import add_output_args, positive_int
+from policysearch.cli.options import emit_json
 
 EXAMPLES = {
     "compare": """\

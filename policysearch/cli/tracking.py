@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from policysearch.cli.arguments import data_name
+from policysearch.cli.options import data_name
 from policysearch.errors import PolicySearchError
 
 _OPEN: list[Any] = []  # the trackers of the running command, closed by `tracking_session`

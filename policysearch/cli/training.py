@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from policysearch.cli.arguments import emit_json, prepare_data, show_progress, train_config
+from policysearch.cli.options import emit_json, prepare_data, show_progress, train_config
 from policysearch.cli.tracking import command_tracker
 
 EXIT_DIVERGED = 3

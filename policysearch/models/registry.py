@@ -15,7 +15,7 @@ Every form resolves to a spec whose ``name`` is a string (the factory's import p
 so a `TrainConfig` stays plain JSON. What exists only in this process (a registered name, a factory
 defined in a script or a notebook, a template) is *shipped* to worker processes and Ray actors with
 the run (`shipped_models` / `restore_models`); one that cannot be pickled is refused before the first
-child, with the reason (`policysearch.search.workers.check_crosses`).
+child, with the reason (`policysearch.search.shipping.check_crosses`).
 """
 
 from __future__ import annotations

@@ -35,8 +35,7 @@ import gymnasium
 from policysearch.checks import check_choice, check_int
 from policysearch.device import resolve_device
 from policysearch.errors import ConfigError, MissingExtraError
-from policysearch.imports import first_line
-from policysearch.models import resolve_model, restore_models, shipped_models
+from policysearch.search.shipping import check_crosses, env_factory
 
 BACKENDS = ("local", "ray")
 
@@ -414,41 +413,6 @@ class _RayEnvActor:
         return os.getpid()
 
 
-def env_factory(env: Any, device: str | None = None) -> Callable[[], Any]:
-    """A picklable function that builds a copy of `env`: `gymnasium.make` of its spec (every
-    registered policysearch env made with `gymnasium.make` has one), on `device` if given (its
-    prepared data moved there)."""
-    spec = getattr(env, "spec", None) or getattr(getattr(env, "unwrapped", None), "spec", None)
-    if spec is None:
-        raise ConfigError("workers > 1 need an env made with gymnasium.make(...) (its spec is how workers "
-                          "build their copies), or pass env_fn=")
-    import gymnasium as gym
-
-    models = _models_used(spec.kwargs)  # those only this process can resolve (registered, factories, templates)
-
-    def make() -> Any:
-        restore_models(models)
-        if device is None:
-            return gym.make(spec).unwrapped
-        kwargs = dict(spec.kwargs)
-        if kwargs.get("data") is not None:
-            kwargs["data"] = kwargs["data"].to(device)
-        kwargs["device"] = device
-        return gym.make(spec.id, **kwargs).unwrapped
-
-    return make
-
-
-def _models_used(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The specs of the models an env's arguments name that only this process can resolve."""
-    names = set()
-    for value in (kwargs.get("model"), getattr(kwargs.get("child"), "model", None)):
-        if value is not None:
-            names.add(resolve_model(value).name)
-    names.update(model for _, model in getattr(kwargs.get("tasks"), "pairs", ()))
-    return {name: spec for name, spec in shipped_models().items() if name in names}
-
-
 def make_pool(env: Any, workers: int = 1, backend: str = "local", env_fn: Callable[[], Any] | None = None,
               threads: int | None = 1, ray_address: str | None = None, num_cpus: float = 1,
               num_gpus: float = 0, devices: list[str] | None = None, population: int | None = None) -> WorkerPool:
@@ -481,22 +445,3 @@ def make_pool(env: Any, workers: int = 1, backend: str = "local", env_fn: Callab
         fns = [check_crosses(env_factory(env, devices[i % len(devices)]), backend) for i in range(workers)]
         return ProcessPool(fns, workers, threads)
     return ProcessPool(check_crosses(env_fn or env_factory(env), backend), workers, threads=threads)
-
-
-def check_crosses(env_fn: Callable[[], Any], backend: str) -> Callable[[], Any]:
-    """`env_fn`, once it is known to pickle the way worker processes receive it (cloudpickle: SB3's
-    SubprocVecEnv and Ray both use it), so that a model, data set or env argument that cannot be sent
-    is refused before the first child trains, with the reason.
-
-    Raises:
-        ConfigError: it does not pickle (e.g. an object holding a lock or an open file).
-    """
-    import cloudpickle
-
-    try:
-        cloudpickle.dumps(env_fn)
-    except Exception as exc:
-        raise ConfigError(f"the env cannot be sent to {backend} worker processes ({type(exc).__name__}: "
-                          f"{first_line(exc)}): give the model as 'module:function' or 'file.py:function', "
-                          "keep unpicklable objects out of the env's arguments, or use one worker") from None
-    return env_fn
