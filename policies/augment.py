@@ -351,7 +351,8 @@ class AugmentPolicy(JsonArtefact, nn.Module):
 
         kornia's AutoAugment takes only the sub-policies (and draws one per batch, not per sample);
         crop, flip, erasing and mixup / cutmix are not part of it (kornia's RandomCrop,
-        RandomHorizontalFlip, RandomErasing, RandomMixUpV2 and RandomCutMixV2 do them).
+        RandomHorizontalFlip, RandomErasing, RandomMixUpV2 and RandomCutMixV2 do them). kornia's colour
+        ops take 3 channels: a grey batch goes in as ``x.expand(-1, 3, -1, -1)`` and back by ``.mean(1)``.
 
         Args:
             phase: index of one phase (`phases`: the schedule's pieces, from ``starts[phase]`` on).
