@@ -20,13 +20,12 @@ Differences are in points of test accuracy (100 x the fraction). What is recompu
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from policysearch.analysis.stats import nested_bootstrap, paired_bootstrap
+from policysearch.files import write_json
 
 STATS = "policysearch.analysis.stats"
 
@@ -346,18 +345,8 @@ def main() -> int:
         "claim_4_tpe_minus_pbt": pbt_vs_tpe(),
         "claim_5_lr_controllers_in_distribution": in_distribution(),
     }
-    out = RESULTS / "claims.json"
+    write_json(RESULTS / "claims.json", record)
     payload = json.dumps(record, indent=1)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".claims.", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(payload + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     print(payload)
     return 0
 

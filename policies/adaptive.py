@@ -293,10 +293,8 @@ def _load_model(path: str | Path, algo: str, source: str, space: ScheduleSpace, 
     observation_space = spaces.Box(-space.clip, space.clip, shape=(space.dim,), dtype=np.float32)
     action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
     if algo == "linear":  # plain JSON weights: nothing to unpickle
-
         return LinearPolicy.load(path, observation_space, action_space, source=f"{source} ({path})")
     if algo == "probe":  # plain JSON too
-
         policy = ProbePolicy.load(path, observation_space, action_space, source=f"{source} ({path})")
         if policy.segments != space.segments:
             raise PolicyFormatError(f"{source}: the probe policy decides in runs of {policy.segments} segments, the "

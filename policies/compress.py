@@ -17,7 +17,7 @@ Example::
 
     plan = CompressionPlan.load("runs/compress/plan.json")
     student = plan.apply(teacher)          # smaller model, same interface
-    student.load_state_dict(torch.load("student.pt"))
+    student.load_state_dict(torch.load("student.pt", weights_only=True))
 
 Needs the ``prune`` extra (torch-pruning) to apply a plan or list a model's groups; reading and
 writing plan files does not.

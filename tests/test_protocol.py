@@ -184,3 +184,35 @@ def test_the_policy_a_protocol_exports_trains_in_a_plain_run(small, tmp_path):
     result = train_run(small, TrainConfig(model="mlp", batch_size=32), 1, policy, progress=False)
     assert 0.0 <= result.test["accuracy"] <= 1.0 and torch.isfinite(torch.tensor(result.val["nll"]))
     assert Path(tmp_path / "p" / "protocol.json").is_file()
+
+
+def test_the_ledger_in_worker_processes_saves_each_training_and_matches_one_process(small, tmp_path):
+    from policysearch.policies import load_policy
+    from policysearch.protocol.trainings import Job, Ledger
+    from policysearch.train.trainer import TrainConfig
+
+    config = TrainConfig(model="mlp", seed=0)
+    jobs = [Job(name, load_policy(name), None, seed, test=False) for name in ("none", "erasing") for seed in (1, 2)]
+    here = Ledger(None, small, config, epochs=1).run(jobs, "here")
+    said = []
+    ledger = Ledger(tmp_path, small, config, epochs=1, workers=2, progress=said.append)
+    there = ledger.run(jobs, "there")
+    # Same seeds, same figures, in the order asked, whichever process trained them and whenever it finished.
+    assert [(r["arm"], r["seed"], r["val"]) for r in there] == [(r["arm"], r["seed"], r["val"]) for r in here]
+    lines = (tmp_path / "trainings.jsonl").read_text().splitlines()
+    assert len(lines) == len(jobs) and said[-1] == "there: 4 of 4 trainings done"
+    # Read back, not trained again.
+    assert Ledger(tmp_path, small, config, epochs=1).run(jobs, "again") == there
+
+
+def test_the_paired_comparison_signs_differences_for_the_chosen_arm():
+    from policysearch.protocol.core import paired_comparison
+
+    values = {"learned": [0.90, 0.92, 0.91], "none": [0.88, 0.90, 0.89], "trivial": [0.91, float("nan"), 0.90]}
+    table = paired_comparison(values, "learned", [1, 2, 3], "accuracy", {"learned"})
+    d = table["differences"]["none"]
+    assert d["mean"] == pytest.approx(2.0) and d["low"] > 0 and d["n"] == 3  # points, chosen minus the other
+    assert table["differences"]["trivial"] is None and "learned" not in table["differences"]  # a diverged seed
+    assert table["arms"]["learned"]["searched"] and not table["arms"]["none"]["searched"]
+    losses = paired_comparison({"a": [0.3, 0.4], "b": [0.5, 0.6]}, "a", [1, 2], "nll", {"a"})
+    assert losses["differences"]["b"]["mean"] == pytest.approx(20.0)  # a lower loss favours the chosen arm

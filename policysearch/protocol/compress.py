@@ -9,7 +9,6 @@ exported and its student distilled, with a one-line verdict. The CLI's ``compres
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +18,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from policysearch.analysis.stats import paired_bootstrap
 from policysearch.compression.distill import finish
 from policysearch.compression.pruning import distilled_accuracies
 from policysearch.compression.teacher import check_teacher
@@ -27,10 +25,11 @@ from policysearch.data import DeviceData
 from policysearch.errors import ConfigError
 from policysearch.files import check_output_dir
 from policysearch.policies.compress import CompressionPlan
-from policysearch.protocol.core import RERANK_SEED, TEST_SEED, ProtocolResult
+from policysearch.protocol.core import RERANK_SEED, TEST_SEED, ProtocolResult, interval_text, paired_comparison
 from policysearch.protocol.effort import plan_for
 from policysearch.search.controllers.base import ControllerSettings, PlanSearcher
 from policysearch.search.controllers.registry import controller_info, controller_names, make_controller
+from policysearch.train.trainer import training_steps
 
 __all__ = ["COMPASS_EFFORT", "CompressionResult", "compress_model"]
 
@@ -108,7 +107,7 @@ def compress_model(teacher: nn.Module, data: DeviceData, *, flops: float = 0.5, 
                                                                    else {}))
     assert isinstance(searcher, PlanSearcher)
     found, summary = searcher.search(uniform, teacher, data)
-    steps = max(1, round(finetune_epochs * max(1, len(data.y_train) // batch_size)))
+    steps = training_steps(data, batch_size, finetune_epochs)
     arms = {"searched": found, "uniform": uniform}
     ranking: list[dict[str, Any]] = []
     chosen_label = "uniform"
@@ -130,13 +129,7 @@ def compress_model(teacher: nn.Module, data: DeviceData, *, flops: float = 0.5, 
         paired = [seed + TEST_SEED + i for i in range(plan.seeds)]
         test = distilled_accuracies([found, uniform], teacher, data, steps, finetune_lr, paired, split="test",
                                     workers=workers)
-        table = {label: {"per_seed": s, "mean": float(np.nanmean(s)), "std": float(np.nanstd(s, ddof=1))
-                         if len(s) > 1 else 0.0, "searched": label == "searched"} for label, s in zip(arms, test)}
-        diff = None
-        if len(paired) >= 2 and all(math.isfinite(v) for row in test for v in row):
-            d = paired_bootstrap(test[0], test[1])
-            diff = {k: 100 * d[k] for k in ("mean", "low", "high")} | {"n": d["n"]}
-        comparison = {"seeds": paired, "metric": "accuracy", "arms": table, "differences": {"uniform": diff}}
+        comparison = paired_comparison(dict(zip(arms, test)), "searched", paired, "accuracy", {"searched"})
     verdict = _verdict(chosen_label, comparison, ranking, flops)
     student, report = (finish(chosen, teacher, data, finetune_epochs, finetune_lr, seed=seed, batch_size=batch_size)
                        if distil else (None, None))
@@ -165,7 +158,7 @@ def _verdict(chosen: str, comparison: dict[str, Any] | None, ranking: list[dict[
         return {"exported": "searched", "searched_won": True,
                 "line": "the searched plan was chosen on validation over uniform (no test comparison)"}
     n = len(comparison["seeds"]) if comparison else 0
-    ci = f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] points of test accuracy over {n} paired seeds"
+    ci = interval_text(d, n, "accuracy")
     if d["low"] > 0:
         line = f"the searched plan beats uniform pruning at {flops:g} of the FLOPs by {ci}"
     elif d["high"] < 0:

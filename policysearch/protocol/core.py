@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,10 +26,10 @@ from policysearch.files import write_json
 from policysearch.metrics import HIGHER_IS_BETTER, reward_value
 from policysearch.protocol.effort import Plan
 from policysearch.protocol.trainings import Job, Ledger
-from policysearch.train.trainer import TrainConfig, Trainer
+from policysearch.train.trainer import TrainConfig, Trainer, training_steps
 
 __all__ = ["RERANK_SEED", "TEST_SEED", "Arm", "ProtocolResult", "choose_on_validation", "compare_on_test",
-           "estimate", "verdict_line"]
+           "estimate", "interval_text", "paired_comparison", "verdict_line"]
 
 RERANK_SEED, TEST_SEED = 10_000, 20_000
 
@@ -82,23 +82,35 @@ def compare_on_test(ledger: Ledger, chosen: Arm, baselines: Sequence[Arm], seeds
     arms = [chosen, *[b for b in baselines if b.label != chosen.label]]
     jobs = [Job(a.label, a.augment, a.schedule, s, test=True) for a in arms for s in paired]
     results = ledger.run(jobs, "comparison on the test split")
-    table: dict[str, Any] = {}
-    for k, arm in enumerate(arms):
-        runs = results[k * seeds:(k + 1) * seeds]
-        values = [float("nan") if r["diverged"] else float(r["test"][metric]) for r in runs]
-        table[arm.label] = {"per_seed": values, "mean": float(np.mean(values)),
-                            "std": float(np.std(values, ddof=1)) if seeds > 1 else 0.0,
-                            "searched": arm.searched}
-    differences = {}
+    values = {arm.label: [float("nan") if r["diverged"] else float(r["test"][metric])
+                          for r in results[k * seeds:(k + 1) * seeds]] for k, arm in enumerate(arms)}
+    return paired_comparison(values, chosen.label, paired, metric, {a.label for a in arms if a.searched})
+
+
+def paired_comparison(values: dict[str, list[float]], chosen: str, seeds: list[int], metric: str,
+                      searched: Collection[str]) -> dict[str, Any]:
+    """The comparison table of per-seed test scores (`values`: arm -> one score per paired seed, the
+    chosen arm among them): each arm's mean and std, and the paired bootstrap of chosen - every other arm
+    in points, signed so that positive favours the chosen (None with under two seeds or a diverged run)."""
+    table = {label: {"per_seed": v, "mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
+                     "searched": label in searched} for label, v in values.items()}
     sign = 1.0 if HIGHER_IS_BETTER.get(metric, True) else -1.0
-    for arm in arms[1:]:
-        a, b = table[chosen.label]["per_seed"], table[arm.label]["per_seed"]
-        if seeds >= 2 and all(math.isfinite(v) for v in (*a, *b)):
-            d = paired_bootstrap(a, b)
-            differences[arm.label] = {k: sign * 100 * d[k] for k in ("mean", "low", "high")} | {"n": d["n"]}
+    differences: dict[str, Any] = {}
+    for label, other in values.items():
+        if label == chosen:
+            continue
+        mine = values[chosen]
+        if len(seeds) >= 2 and all(math.isfinite(v) for v in (*mine, *other)):
+            d = paired_bootstrap(mine, other)
+            differences[label] = {k: sign * 100 * d[k] for k in ("mean", "low", "high")} | {"n": d["n"]}
         else:
-            differences[arm.label] = None
-    return {"seeds": paired, "metric": metric, "arms": table, "differences": differences}
+            differences[label] = None
+    return {"seeds": seeds, "metric": metric, "arms": table, "differences": differences}
+
+
+def interval_text(d: dict[str, Any], n: int, metric: str) -> str:
+    """A difference with its CI, as the verdict lines say it."""
+    return f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] points of test {metric} over {n} paired seeds"
 
 
 def verdict_line(chosen: Arm, comparison: dict[str, Any] | None, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -123,7 +135,7 @@ def verdict_line(chosen: Arm, comparison: dict[str, Any] | None, rows: Sequence[
     strongest = max(others, key=others.get) if HIGHER_IS_BETTER.get(metric, True) else min(others, key=others.get)
     d = diffs[strongest]
     beats_all = all(v["low"] > 0 for v in diffs.values())
-    ci = f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] points of test {metric} over {n} paired seeds"
+    ci = interval_text(d, n, metric)
     if beats_all:
         line = f"{chosen.label} beats every baseline; the strongest, {strongest}, by {ci}"
     elif d["high"] < 0:
@@ -137,7 +149,7 @@ def verdict_line(chosen: Arm, comparison: dict[str, Any] | None, rows: Sequence[
 def estimate(data: DeviceData, config: TrainConfig, epochs: float, trainings: int) -> dict[str, Any]:
     """The cost of `trainings` trainings of `epochs`: seconds (from timing three optimizer steps of a
     child here, after one untimed step, and one pass over the validation split), images and training FLOPs."""
-    steps = max(1, round(epochs * max(1, len(data.y_train) // config.batch_size)))
+    steps = training_steps(data, config.batch_size, epochs)
     with torch.random.fork_rng(devices=[]):
         trainer = Trainer(data, config, total_steps=steps)
         trainer.train_segment(1, None, None)

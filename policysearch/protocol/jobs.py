@@ -34,7 +34,7 @@ from policysearch.protocol.effort import plan_for
 from policysearch.protocol.trainings import Ledger
 from policysearch.search.driver import run_search
 from policysearch.search.vecenv import Budget
-from policysearch.train.trainer import TrainConfig
+from policysearch.train.trainer import TrainConfig, training_steps
 
 __all__ = ["AUGMENT_BASELINES", "SCHEDULE_BASELINES", "find_augmentation", "find_schedule"]
 
@@ -140,7 +140,7 @@ def _run(job: str, data: DeviceData, model: Any, *, epochs: float, effort: str, 
                     seeds=seeds)
     config = _config(config, model)
     folder = check_output_dir(out, "out") if out is not None else None
-    steps = max(1, round(epochs * max(1, len(data.y_train) // config.batch_size)))
+    steps = training_steps(data, config.batch_size, epochs)
     if steps < segments:
         raise ConfigError(f"{steps} training steps cannot hold {segments} segments; train longer or use fewer")
     trainings = plan.budget + (plan.top + len(baselines)) * plan.rerank_seeds + (
@@ -172,8 +172,8 @@ def _run(job: str, data: DeviceData, model: Any, *, epochs: float, effort: str, 
     for episode in scored:  # distinct candidates: two episodes with the same artefact are one candidate
         artefact = base_env.export(episode["steps"], {**result.artefact.provenance,
                                                       "chosen_episode": episode["episode"]})
-        text = repr(artefact.to_dict()["body"] if "body" in artefact.to_dict() else
-                    {k: v for k, v in artefact.to_dict().items() if k != "provenance"})
+        saved = artefact.to_dict()
+        text = repr(saved["body"] if "body" in saved else {k: v for k, v in saved.items() if k != "provenance"})
         if text not in seen:
             seen.add(text)
             distinct.append((episode, artefact))

@@ -89,22 +89,24 @@ class Ledger:
         if len(todo) < len(keyed):
             self.progress(f"{phase}: {len(keyed) - len(todo)} of {len(keyed)} trainings read back from the ledger")
         shipped = {n: s for n, s in shipped_models().items() if n == self.config.model}
-        batch = max(1, self.workers)
         if todo:
             self.progress(f"{phase}: {len(todo)} trainings ...")
-        report_every = max(batch, len(todo) // 4)
-        for start in range(0, len(todo), batch):  # a batch at a time, so each result is saved as it lands
-            chunk = todo[start:start + batch]
-            results = in_processes(_train, [(self.data, self.config, self.epochs, job) for job, _ in chunk],
-                                   min(self.workers, len(chunk)), setup=(restore_models, (shipped,)), desc=phase)
-            for (_job, key), result in zip(chunk, results):
-                record = {"key": key, "phase": phase, **result}
-                self.done[key] = record
-                if self.path is not None:
-                    append_line(self.path, record)
-            done = min(start + batch, len(todo))
-            if done == len(todo) or done // report_every != (done - len(chunk)) // report_every:
-                self.progress(f"{phase}: {done} of {len(todo)} trainings done")
+        report_every = max(self.workers, len(todo) // 4)
+        finished = 0
+
+        def save(i: int, result: dict[str, Any]) -> None:  # as each training lands: a cut run loses none
+            nonlocal finished
+            record = {"key": todo[i][1], "phase": phase, **result}
+            self.done[todo[i][1]] = record
+            if self.path is not None:
+                append_line(self.path, record)
+            finished += 1
+            if finished == len(todo) or finished % report_every == 0:
+                self.progress(f"{phase}: {finished} of {len(todo)} trainings done")
+
+        in_processes(_train, [(self.data, self.config, self.epochs, job) for job, _ in todo],
+                     max(1, min(self.workers, len(todo))), setup=(restore_models, (shipped,)), desc=phase,
+                     on_result=save)
         return [self.done[key] for _, key in keyed]
 
     def summary(self) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from policysearch.policies.schedule_kinds import CLOSED_LOOP, ONLINE, OPEN_LOOP,
 from policysearch.policies.schedule_space import PEAKS
 from policysearch.tracking import Tracker
 from policysearch.train.lr_range import DEFAULT_STEPS, lr_range_test
-from policysearch.train.trainer import TrainConfig, Trainer
+from policysearch.train.trainer import TrainConfig, Trainer, training_steps
 
 __all__ = ["RunResult", "train_run"]
 
@@ -81,8 +81,7 @@ def train_run(
     tracker = tracker or Tracker()
     if not epochs >= 0:
         raise ConfigError(f"epochs is {epochs!r}, expected a number >= 0 (0: score the model without training)")
-    probe = max(1, len(data.y_train) // config.batch_size)
-    total = max(1, round(epochs * probe))
+    total = training_steps(data, config.batch_size, epochs)
     if epochs == 0:
         schedule, peak = None, "default"  # nothing trains: no schedule to follow, no peak to find
     kind = schedule_kind(schedule)

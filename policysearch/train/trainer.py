@@ -35,6 +35,12 @@ OPTIMIZERS = ("sgd", "adamw")
 LRSpec = float | Callable[[float], float] | None
 
 
+def training_steps(data: DeviceData, batch_size: int, epochs: float) -> int:
+    """Optimizer steps in `epochs` passes over the training split (at least one; a partial last batch is
+    dropped, as the trainer's epochs do)."""
+    return max(1, round(epochs * max(1, len(data.y_train) // batch_size)))
+
+
 @dataclass
 class TrainConfig:
     """How a child model is trained (everything but the policy being searched).
@@ -183,7 +189,7 @@ class Trainer:
 
     @property
     def steps_per_epoch(self) -> int:
-        return max(1, len(self.data.y_train) // self.config.batch_size)
+        return training_steps(self.data, self.config.batch_size, 1)
 
     @property
     def lr(self) -> float:
