@@ -72,6 +72,15 @@ FRESH: dict[str, tuple[str, int | None, str, int, int, float, str]] = {
     "vit-fashion2k": ("fashion-mnist", 2_000, "vit", 5, 128, 5e-4,
                       "a model-data pair never trained on (the vit on Fashion-MNIST)"),
 }
+# The zero-shot tasks of benchmarks/preregistered/product_defaults.md (issue 31), committed before any
+# of them ran: the guarded `zoo:peak-rule` against onecycle and onecycle@equal-images, 10 seeds from 1000.
+# Batch size and weight decay are the product's (TrainConfig's) defaults.
+PREREGISTERED: dict[str, tuple[str, int | None, str, int, int, float, str]] = {
+    "Z1": ("fashion-mnist", 3_000, "mlp", 8, 128, 5e-4, "issue 31's first held-out check (3 seeds there)"),
+    "Z2": ("fashion-mnist", 2_000, "cnn", 10, 128, 5e-4, "issue 31's second held-out check (3 seeds there)"),
+    "Z3": ("digits", None, "resnet", 20, 128, 5e-4, "a residual net on another data set"),
+    "Z4": ("fashion-mnist", 2_000, "vit", 10, 128, 5e-4, "where the unguarded rule lost 1.44 points at equal images"),
+}
 HAND_MADE = ("onecycle", "linear", "cosine", "warmup-cosine")
 # An arm (or the controller) named "X@range-test" first runs an LR range test from the run's initial
 # weights and then trains X peaking at the LR it suggests, for the run's steps minus the test's
@@ -104,7 +113,8 @@ def split_scale(spec: str) -> tuple[str, float]:
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default=",".join(HELD_OUT),
-                   help=f"comma-separated held-out tasks: {', '.join(HELD_OUT)}; the second set: {', '.join(FRESH)}")
+                   help=f"comma-separated held-out tasks: {', '.join(HELD_OUT)}; the second set: {', '.join(FRESH)}; "
+                        f"issue 31's pre-registered set: {', '.join(PREREGISTERED)}")
     p.add_argument("--controller", default="zoo:adaptive", help="the closed-loop controller (zoo:NAME or sidecar)")
     p.add_argument("--arms", default=",".join((*HAND_MADE, "hypergradient")),
                    help="the other arms: named schedules and/or hypergradient")
@@ -227,11 +237,11 @@ def main() -> int:
     torch.set_num_threads(1)
     from policysearch.analysis.report import finish_record, format_table
 
-    tasks = dict(HELD_OUT, **FRESH, quick=("digits", None, "mlp", 5, 128, 5e-4, "script check"))
+    tasks = dict(HELD_OUT, **FRESH, **PREREGISTERED, quick=("digits", None, "mlp", 5, 128, 5e-4, "script check"))
     names = [t for t in args.task.split(",") if t]
     for t in names:
         if t not in tasks:
-            print(f"unknown task {t!r}; known: {', '.join([*HELD_OUT, *FRESH])}", file=sys.stderr)
+            print(f"unknown task {t!r}; known: {', '.join([*HELD_OUT, *FRESH, *PREREGISTERED])}", file=sys.stderr)
             return 2
     if args.out:
         from policysearch.files import check_output_file

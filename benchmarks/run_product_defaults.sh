@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Runs the pre-registered evidence of issue 31 (benchmarks/preregistered/product_defaults.md) in its
+# order, one command at a time; a cut run resumes where it stopped (each protocol keeps a ledger; a
+# step whose protocol.json / JSON exists is skipped). Output under benchmarks/results/product/.
+#
+#   bash benchmarks/run_product_defaults.sh            # everything (hours on two CPU cores)
+#   bash benchmarks/run_product_defaults.sh Z1 R2      # only these steps
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=benchmarks/results/product
+FOLDER=$OUT/fashion-rgb32
+mkdir -p "$OUT"
+STEPS=("$@")
+[ ${#STEPS[@]} -eq 0 ] && STEPS=(Z1 Z2 Z3 Z4 R2 R3 R1)
+
+protocol() {  # protocol NAME COMMAND...: a product command with its defaults, resumed if cut
+  local name=$1; shift
+  local dir=$OUT/$name
+  if [ -f "$dir/protocol.json" ]; then echo "== $name: done, skipped"; return; fi
+  local resume=()
+  [ -d "$dir" ] && resume=(--resume)
+  echo "== $name: $* --workers 2 --out $dir ${resume[*]}  ($(date -u +%H:%M:%S))"
+  policysearch "$@" --seed 0 --workers 2 --out "$dir" "${resume[@]}"
+}
+
+teacher() {  # teacher FILE ARGS...: the network compress starts from
+  local file=$1; shift
+  if [ -f "$file" ]; then echo "== teacher $file: done, skipped"; return; fi
+  echo "== teacher $file: train $*  ($(date -u +%H:%M:%S))"
+  policysearch train "$@" --seed 0 --save "$file"
+}
+
+zero_shot() {
+  local file=$OUT/$1-zero-shot.json
+  if [ -f "$file" ]; then echo "== $1: done, skipped"; return; fi
+  echo "== $1: zero-shot ($(date -u +%H:%M:%S))"
+  python benchmarks/schedule_zero_shot.py --task "$1" --controller zoo:peak-rule \
+    --arms onecycle,onecycle@equal-images --seeds 10 --seed 1000 --out "$file"
+}
+
+for step in "${STEPS[@]}"; do
+  case $step in
+    Z1|Z2|Z3|Z4) zero_shot "$step" ;;
+    R1)
+      R1=(--dataset fashion-mnist --train-size 2000 --model resnet --epochs 30)
+      protocol R1-augment augment "${R1[@]}"
+      protocol R1-schedule schedule "${R1[@]}"
+      teacher "$OUT/R1-teacher.pt" "${R1[@]}"
+      protocol R1-compress compress --checkpoint "$OUT/R1-teacher.pt" --train-size 2000 --flops 0.5 ;;
+    R2)
+      R2=(--dataset digits --train-size 500 --model cnn --epochs 60)
+      protocol R2-augment augment "${R2[@]}"
+      protocol R2-schedule schedule "${R2[@]}"
+      teacher "$OUT/R2-teacher.pt" "${R2[@]}"
+      protocol R2-compress compress --checkpoint "$OUT/R2-teacher.pt" --train-size 500 --flops 0.5 ;;
+    R3)
+      [ -d "$FOLDER" ] || python benchmarks/make_image_folder.py --out "$FOLDER"
+      R3=(--data "$FOLDER" --model benchmarks/user_models.py:small_cnn --epochs 20)
+      protocol R3-augment augment "${R3[@]}"
+      protocol R3-schedule schedule "${R3[@]}"
+      teacher "$OUT/R3-teacher.pt" "${R3[@]}"
+      protocol R3-compress compress --checkpoint "$OUT/R3-teacher.pt" --data "$FOLDER" --flops 0.5 ;;
+    *) echo "unknown step $step (Z1-Z4, R1-R3)" >&2; exit 2 ;;
+  esac
+done
