@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from policysearch.errors import ConfigError
+from policysearch.tasks import get_task
 
 __all__ = ["ArrayLike", "RawDataset", "describe_array", "fingerprint", "images_to_nchw_uint8", "labels_to_int64",
            "make_raw", "to_numpy"]
@@ -27,7 +28,9 @@ class RawDataset:
     Attributes:
         name: Data set name (one of :data:`~policysearch.data.DATASETS`, or the name given for user data).
         x_train: uint8 images, shape (N, C, H, W), CPU.
-        y_train: int64 labels in ``[0, len(classes))``, shape (N,).
+        y_train: the targets, as the task (`policysearch.tasks`) wants them: int64 labels in
+            ``[0, len(classes))``, shape (N,) for classification; uint8 masks (N, H, W) for segmentation;
+            uint8 clean images (N, C, H, W) for restoration.
         x_test: uint8 images, shape (M, C, H, W), same (C, H, W) as ``x_train``.
         y_test: int64 labels, shape (M,).
         classes: Class names; label ``k`` is ``classes[k]``.
@@ -38,6 +41,7 @@ class RawDataset:
         label_map: The user's label value of each class index, when the labels were remapped to
             0..K-1 (labels 0, 1, 7, 9 became 0..3: ``{0: 0, 1: 1, 7: 2, 9: 3}``); None when the
             labels already were class indices. Written into every run record and artefact.
+        task: "classification", "segmentation" or "restoration" (`policysearch.tasks.TASKS`).
 
     Raises:
         ConfigError: On construction, if dtypes, shapes, lengths or label range are wrong.
@@ -52,10 +56,12 @@ class RawDataset:
     fingerprint: str
     source: str
     label_map: dict[int, int] | None = None
+    task: str = "classification"
 
     def __post_init__(self) -> None:
         # Cheap structural checks only; a RawDataset built by hand must fail here, not deep
         # inside a training step an hour later.
+        task = get_task(self.task)
         for part in ("train", "test"):
             x, y = getattr(self, f"x_{part}"), getattr(self, f"y_{part}")
             if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or x.dim() != 4:
@@ -63,22 +69,14 @@ class RawDataset:
                     f"RawDataset {self.name!r}: x_{part} must be a uint8 tensor of shape "
                     f"(N, C, H, W); got {describe_array(x)}. Use from_tensors() to convert."
                 )
-            if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or y.dim() != 1:
-                raise ConfigError(
-                    f"RawDataset {self.name!r}: y_{part} must be an int64 tensor of shape (N,); "
-                    f"got {describe_array(y)}. Use from_tensors() to convert."
-                )
-            if len(x) != len(y):
+            if isinstance(y, torch.Tensor) and len(x) != len(y):
                 raise ConfigError(
                     f"RawDataset {self.name!r}: x_{part} has {len(x)} images but y_{part} has "
-                    f"{len(y)} labels."
+                    f"{len(y)} targets."
                 )
-            if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(self.classes)):
-                raise ConfigError(
-                    f"RawDataset {self.name!r}: y_{part} holds labels {int(y.min())}.."
-                    f"{int(y.max())}, expected 0..{len(self.classes) - 1} "
-                    f"({len(self.classes)} classes)."
-                )
+            problem = task.check_targets(x, y, len(self.classes), f"y_{part}")
+            if problem:
+                raise ConfigError(f"RawDataset {self.name!r} ({task.name}): {problem}; got {describe_array(y)}.")
         if len(self.x_train) == 0:
             raise ConfigError(f"RawDataset {self.name!r}: the training part is empty.")
         if tuple(self.x_train.shape[1:]) != tuple(self.x_test.shape[1:]):
@@ -101,9 +99,11 @@ class RawDataset:
         )
 
 
-def fingerprint(*tensors: torch.Tensor) -> str:
-    """sha256 over each tensor's shape and raw bytes, in order."""
+def fingerprint(*tensors: torch.Tensor, task: str = "classification") -> str:
+    """sha256 over each tensor's shape and raw bytes, in order (and the task, unless classification)."""
     h = hashlib.sha256()
+    if task != "classification":
+        h.update(f"task={task};".encode())
     for t in tensors:
         h.update(repr(tuple(t.shape)).encode())
         arr = t.detach().cpu().contiguous().numpy()
@@ -123,8 +123,10 @@ def make_raw(
     classes: Sequence[str],
     source: str,
     label_map: dict[int, int] | None = None,
+    task: str = "classification",
 ) -> RawDataset:
-    """A :class:`RawDataset` with its fingerprint computed from the four tensors."""
+    """A :class:`RawDataset` with its fingerprint computed from the four tensors (and, for a task other than
+    classification, its name: the same arrays read as another task are another data set)."""
     return RawDataset(
         name=name,
         x_train=x_train,
@@ -132,9 +134,10 @@ def make_raw(
         x_test=x_test,
         y_test=y_test,
         classes=list(classes),
-        fingerprint=fingerprint(x_train, y_train, x_test, y_test),
+        fingerprint=fingerprint(x_train, y_train, x_test, y_test, task=task),
         source=source,
         label_map=label_map,
+        task=task,
     )
 
 

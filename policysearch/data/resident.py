@@ -21,6 +21,7 @@ from policysearch.data.sources import DATASETS
 from policysearch.data.splits import stratified_split, stratified_subset
 from policysearch.device import resolve_device
 from policysearch.errors import ConfigError
+from policysearch.tasks import get_task
 
 __all__ = ["DeviceData", "prepare"]
 
@@ -56,6 +57,8 @@ class DeviceData:
             every run and artefact.
         label_map: The user's label value of each class index when labels were remapped (see
             `RawDataset.label_map`), else None.
+        task: What the targets are (`policysearch.tasks`): "classification" (y int64 labels (N,)),
+            "segmentation" (y uint8 masks (N, H, W)) or "restoration" (y uint8 clean images (N, C, H, W)).
     """
 
     name: str
@@ -74,6 +77,7 @@ class DeviceData:
     source: str = ""  # where the files were read from (a folder, "scikit-learn", "tensors", ...)
     normalization: Normalization | None = None
     label_map: dict[int, int] | None = None
+    task: str = "classification"
 
     def __post_init__(self) -> None:
         if self.normalization is None:  # built by hand from mean / std: record them as given
@@ -83,6 +87,11 @@ class DeviceData:
     def num_classes(self) -> int:
         """Number of classes."""
         return len(self.classes)
+
+    @property
+    def output_size(self) -> int:
+        """The model's output channels: class scores, or image channels for restoration."""
+        return get_task(self.task).output_size(self.num_classes, self.input_shape[0])
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -126,6 +135,8 @@ class DeviceData:
             "source": self.source,
             "normalization": self.normalization.to_dict() if self.normalization else None,
         }
+        if self.task != "classification":  # records of classification data stay as they were
+            record["task"] = self.task
         if self.label_map is not None:
             record["label_map"] = {str(k): v for k, v in self.label_map.items()}
         return record
@@ -188,7 +199,8 @@ def prepare(
             f"data must be a data set name ({', '.join(DATASETS)}) or a RawDataset; got "
             f"{type(data).__name__}. Wrap tensors with from_tensors()."
         )
-    train_idx, val_idx = stratified_split(raw.y_train, val_size, train_size, seed)
+    task = get_task(raw.task)
+    train_idx, val_idx = stratified_split(task.split_key(raw.y_train), val_size, train_size, seed)
 
     x_test, y_test = raw.x_test, raw.y_test
     if test_size is not None:
@@ -198,7 +210,7 @@ def prepare(
                 "(or None: all of them)."
             )
         if int(test_size) < len(y_test):
-            keep = stratified_subset(y_test, int(test_size), _TEST_SUBSET_SEED)
+            keep = stratified_subset(task.split_key(y_test), int(test_size), _TEST_SUBSET_SEED)
             x_test, y_test = x_test[keep], y_test[keep]
 
     # Index on the CPU, then copy each part to the device once.
@@ -227,4 +239,5 @@ def prepare(
         source=str(raw.source),
         normalization=norm,
         label_map=raw.label_map,
+        task=task.name,
     )

@@ -10,6 +10,7 @@ from policysearch.models.builtin import MLP, SmallCNN, SmallResNet, TinyViT
 from policysearch.models.registry import (
     MODELS,
     ModelSpec,
+    build_for_data,
     build_model,
     model_table,
     register_model,

@@ -34,6 +34,7 @@ from policysearch.imports import ImportPath, first_line, import_path
 from policysearch.models.builtin import MLP, SmallCNN, SmallResNet, TinyViT
 from policysearch.models.external import hub_spec
 from policysearch.models.spec import Factory, ModelSpec
+from policysearch.tasks import get_task
 
 __all__ = ["MODELS", "ModelSpec", "build_model", "model_table", "register_model",
            "resolve_model", "restore_models", "shipped_models"]
@@ -168,15 +169,18 @@ class ImportedFactory:
         return self.path.load()(input_shape, num_classes)
 
 
-_CHECKED: set[tuple[str, tuple[int, int, int], int]] = set()
+_CHECKED: set[tuple[str, tuple[int, int, int], tuple[int, ...]]] = set()
 
 
-def build_model(model: Any, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
-    """Build `model` (any form `resolve_model` takes) for images of `input_shape` (C, H, W) and `num_classes`.
+def build_model(model: Any, input_shape: tuple[int, int, int], num_classes: int,
+                output_shape: tuple[int, ...] | None = None) -> nn.Module:
+    """Build `model` (any form `resolve_model` takes) for images of `input_shape` (C, H, W) and `num_classes`
+    outputs (class scores; for restoration, image channels).
 
-    The first build of a (model, shape, classes) in a process is checked by one forward pass on a
-    zero batch: a network that cannot take the images or does not output ``num_classes`` scores is
-    refused here, in one line, instead of failing inside training.
+    The first build of a (model, shape, outputs) in a process is checked by one forward pass on a
+    zero batch: a network that cannot take the images or does not return `output_shape` per image
+    (default ``(num_classes,)``; a segmentation net ``(num_classes, H, W)``, see
+    `policysearch.tasks.Task.output_shape`) is refused here, in one line, instead of failing inside training.
 
     Raises:
         ConfigError: the model cannot be built for this data (the message says why).
@@ -195,23 +199,33 @@ def build_model(model: Any, input_shape: tuple[int, int, int], num_classes: int)
                           f"{type(exc).__name__}: {first_line(exc)}") from None
     if not isinstance(net, nn.Module):
         raise ConfigError(f"model {spec.name!r}: its factory returned a {type(net).__name__}, expected an nn.Module")
-    key = (spec.name, shape, int(num_classes))
+    expected = tuple(output_shape) if output_shape is not None else (int(num_classes),)
+    key = (spec.name, shape, expected)
     if key not in _CHECKED:
-        _check_forward(net, spec.name, shape, num_classes)
+        _check_forward(net, spec.name, shape, num_classes, expected)
         _CHECKED.add(key)
     return net
 
 
-def _check_forward(net: nn.Module, name: str, shape: tuple[int, int, int], num_classes: int) -> None:
+def build_for_data(model: Any, data: Any) -> nn.Module:
+    """`build_model` for a `DeviceData` (or anything with ``input_shape``, ``output_size`` and ``task``): the
+    outputs its task wants (class scores; a score map per class; an image)."""
+    outputs = data.output_size
+    return build_model(model, data.input_shape, outputs, get_task(data.task).output_shape(data.input_shape, outputs))
+
+
+def _check_forward(net: nn.Module, name: str, shape: tuple[int, int, int], num_classes: int,
+                   expected: tuple[int, ...]) -> None:
     param = next(net.parameters(), None)
     if param is not None and not param.is_floating_point():
         raise ConfigError(f"model {name!r} has {param.dtype} parameters; expected floating point")
-    check_outputs(net, f"model {name!r}", shape, num_classes)
+    check_outputs(net, f"model {name!r}", shape, num_classes, expected)
 
 
-def check_outputs(net: nn.Module, what: str, shape: tuple[int, int, int], num_classes: int) -> None:
+def check_outputs(net: nn.Module, what: str, shape: tuple[int, int, int], num_classes: int,
+                  output_shape: tuple[int, ...] | None = None) -> None:
     """One forward pass of a zero batch (eval mode, no gradient, no RNG touched, the mode restored):
-    `net` must take images of `shape` and return ``num_classes`` scores per image.
+    `net` must take images of `shape` and return `output_shape` per image (default: ``num_classes`` scores).
 
     Raises:
         ConfigError: naming `what`, the shape, and what came out instead.
@@ -228,10 +242,14 @@ def check_outputs(net: nn.Module, what: str, shape: tuple[int, int, int], num_cl
                           f"{first_line(exc)}") from None
     finally:
         net.train(was_training)
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
+    expected = (2, *(output_shape or (num_classes,)))
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ConfigError(f"{what} returns {got} for a batch of 2 images; expected class scores of shape "
-                          f"(2, {num_classes}) for the data's {num_classes} classes")
+        if output_shape is None or tuple(output_shape) == (num_classes,):
+            raise ConfigError(f"{what} returns {got} for a batch of 2 images; expected class scores of shape "
+                              f"(2, {num_classes}) for the data's {num_classes} classes")
+        raise ConfigError(f"{what} returns {got} for a batch of 2 images; expected {expected} (a dense "
+                          f"prediction: {output_shape[0]} channels at the input's size)")
 
 
 def shipped_models() -> dict[str, ModelSpec]:

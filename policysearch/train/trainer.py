@@ -26,7 +26,7 @@ from policysearch.data.preprocess import normalise
 from policysearch.device import autocast, device_for_data, resolve_device, to_device
 from policysearch.errors import ConfigError, DivergenceError
 from policysearch.metrics import Cost, count_parameters, flops_per_image, peak_memory_mb
-from policysearch.models import build_model, resolve_model
+from policysearch.models import build_for_data, resolve_model
 from policysearch.models.weights import load_weights
 from policysearch.policies.augment import AugmentPolicy
 from policysearch.train.evaluate import EVAL_BATCH_SIZE, evaluate, predict
@@ -159,7 +159,7 @@ class Trainer:
             # Initial weights come from the seed alone, without touching the global RNG state.
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(config.seed)
-                model = build_model(config.model, data.input_shape, data.num_classes)
+                model = build_for_data(config.model, data)
             if config.weights is not None:
                 load_weights(model, config.weights)
         self.model = to_device(model, self.device)

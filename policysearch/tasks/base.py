@@ -1,0 +1,84 @@
+"""The task protocol: what differs between classification, segmentation and restoration."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+__all__ = ["IGNORE_INDEX", "Accumulator", "Task"]
+
+IGNORE_INDEX = 255
+"""Mask value of pixels without a label (outside the image after a geometric op, erased, or so marked by
+the user, as in Pascal VOC's masks); excluded from the loss and the metrics."""
+
+
+class Accumulator:
+    """Collects a split's outputs batch by batch, then gives the task's metrics (`result`)."""
+
+    def add(self, output: torch.Tensor, target: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def result(self) -> dict[str, float]:
+        raise NotImplementedError
+
+
+class Task:
+    """One kind of prediction. Subclasses set the class attributes and implement the methods.
+
+    Attributes:
+        name: "classification", "segmentation" or "restoration".
+        target_kind: how augmentation treats the target: "label" (one per image), "mask" (moves with
+            the geometric ops, nearest-neighbour, `IGNORE_INDEX` where pixels come from outside;
+            photometric ops leave it), "image" (every op applies to input and target alike).
+        metric_names: the headline metrics of tables, in order.
+        higher_is_better: the direction of every metric `accumulator` reports.
+        default_metric: what a search maximises and the protocol compares unless told otherwise.
+    """
+
+    name: str = ""
+    target_kind: str = ""
+    metric_names: tuple[str, ...] = ()
+    higher_is_better: ClassVar[dict[str, bool]] = {}
+    default_metric: str = ""
+
+    # ------------------------------------------------------------------ data
+    def check_targets(self, x: torch.Tensor, y: Any, num_classes: int, what: str) -> str | None:
+        """None when `y` holds valid targets of images `x` (uint8 NCHW), else what is wrong (one line)."""
+        raise NotImplementedError
+
+    def split_key(self, y: torch.Tensor) -> torch.Tensor:
+        """The labels the train / val split stratifies by (a constant: a plain seeded split)."""
+        return torch.zeros(len(y), dtype=torch.int64)
+
+    def output_size(self, num_classes: int, channels: int) -> int:
+        """The model's output channels (class scores, or image channels)."""
+        return num_classes
+
+    def output_shape(self, input_shape: tuple[int, int, int], num_classes: int) -> tuple[int, ...]:
+        """What the model returns per image."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ training
+    def batch_target(self, y: torch.Tensor) -> torch.Tensor:
+        """A batch of stored targets in the form augmentation and the loss take."""
+        return y
+
+    def plain_target(self, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+        """The training target of an un-augmented batch (classification: one-hot)."""
+        return target
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor, data: Any, label_smoothing: float = 0.0) -> torch.Tensor:
+        """The training loss of a batch (`data` gives the normalisation, for image targets)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ evaluation
+    def accumulator(self, data: Any) -> Accumulator:
+        """A fresh collector of one split's metrics."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {"task": self.name, "metrics": list(self.metric_names), "default_metric": self.default_metric}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
