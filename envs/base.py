@@ -38,6 +38,7 @@ from policysearch.files import json_safe
 from policysearch.metrics import COST_METRICS, REWARD_METRICS
 from policysearch.models import resolve_model
 from policysearch.models.weights import read_weights
+from policysearch.tasks import get_task
 from policysearch.train.checkpoint import CHILD_STATE_KIND, CHILD_STATE_VERSION, child_state_problem
 from policysearch.train.trainer import TrainConfig, Trainer
 
@@ -67,7 +68,9 @@ class ChildConfig:
         episode_length: Segments per child training (not Compress-v0: one step per layer).
         steps_per_segment: Optimizer steps per segment; None: one epoch of the training split
             (not Compress-v0).
-        reward_metric: "accuracy", "macro_f1", "neg_ece", "neg_nll", "fgsm_accuracy" (Compress-v0: accuracy).
+        reward_metric: None: the data's task default (accuracy; miou; psnr). Classification: "accuracy",
+            "macro_f1", "neg_ece", "neg_nll", "fgsm_accuracy"; segmentation: "miou", "pixel_accuracy",
+            "neg_nll"; restoration: "psnr", "ssim", "neg_mse" (Compress-v0: the task default).
         cost_weight: Reward -= cost_weight x the cost in `cost_metric` units (not Compress-v0).
         cost_metric: "seconds" or "tflops" (not Compress-v0).
         divergence_penalty: The reward of a diverged step is minus this.
@@ -95,7 +98,7 @@ class ChildConfig:
     amp: bool = True
     episode_length: int = 4
     steps_per_segment: int | None = None
-    reward_metric: str = "accuracy"
+    reward_metric: str | None = None
     cost_weight: float = 0.0
     cost_metric: str = "seconds"
     divergence_penalty: float = 1.0
@@ -107,7 +110,8 @@ class ChildConfig:
         object.__setattr__(self, "model", resolve_model(self.model).name)
         if self.weights is not None:
             object.__setattr__(self, "weights", str(self.weights))
-        check_choice("reward metric", self.reward_metric, REWARD_METRICS)
+        if self.reward_metric is not None:
+            check_choice("reward metric", self.reward_metric, REWARD_METRICS)
         check_choice("cost metric", self.cost_metric, COST_METRICS)
         check_int("episode_length", self.episode_length, 1)
         check_int("batch_size", self.batch_size, 1)
@@ -165,7 +169,7 @@ class ChildEnv(gym.Env):
             child.dataset or "digits", val_size=child.val_size, train_size=child.train_size, seed=child.split_seed,
             device=resolve_device(child.device), data_dir=child.data_dir, normalize=child.normalize,
         )
-        self.reward_metric = child.reward_metric
+        self.reward_metric = get_task(self.data.task).reward_metric(child.reward_metric)
         self.cost_metric, self.cost_weight = child.cost_metric, child.cost_weight
         self.divergence_penalty, self.child_seed = child.divergence_penalty, child.child_seed
         self.spec_kwargs: dict[str, Any] = {}
@@ -357,7 +361,7 @@ class ChildTrainingEnv(ChildEnv):
         self.episode_length, self.steps_per_segment = child.episode_length, steps_per_segment
         self.spec_kwargs = {
             "dataset": self.data.name, "model": child.model, "episode_length": child.episode_length,
-            "steps_per_segment": steps_per_segment, "reward_metric": child.reward_metric,
+            "steps_per_segment": steps_per_segment, "reward_metric": self.reward_metric,
             "cost_weight": child.cost_weight, "cost_metric": child.cost_metric, "batch_size": child.batch_size,
             "lr": self.config.lr, "optimizer": self.config.optimizer, "child_seed": child.child_seed,
             # What the child trains with and how a diverged one is scored: part of a run's identity too.

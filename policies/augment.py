@@ -51,12 +51,13 @@ from policysearch.policies import ops
 from policysearch.policies.artifact import JsonArtefact, read_provenance, require, unwrap, wrap
 from policysearch.policies.ops import MAGNITUDE_SCALES, NUM_BINS, OP_NAMES, OPS, TRIVIAL_OPS, OpSpec, apply_ops
 from policysearch.policies.zoo import is_zoo, zoo_names
+from policysearch.tasks import IGNORE_INDEX
 
 # The op table lives with its kernels in `ops`; its names stay importable from here.
 __all__ = [
     "BUILTIN_POLICIES", "ERASING_RATIO", "ERASING_SCALE", "MAGNITUDE_SCALES", "NUM_BINS", "OPS", "OP_NAMES",
-    "TRIVIAL_OPS", "AugmentPolicy", "OpSpec", "apply_ops", "builtin_policy", "load_policy", "rand_augment",
-    "trivial_augment",
+    "TARGET_KINDS", "TRIVIAL_OPS", "AugmentPolicy", "OpSpec", "apply_ops", "builtin_policy", "load_policy",
+    "rand_augment", "trivial_augment",
 ]
 
 
@@ -69,6 +70,9 @@ ERASING_RATIO = (0.3, 3.3)
 """Random erasing's default range of the box's aspect ratio (height / width), as above."""
 
 SubPolicy = tuple[tuple[str, float, int | None], ...]
+
+TARGET_KINDS = ("label", "mask", "image")
+"""What a policy's `forward` moves with the images (`policysearch.tasks.Task.target_kind`)."""
 
 # Bounds on a policy's size: every op of a sub-policy runs on every batch, so one of thousands of ops
 # would make a one-epoch run take minutes. Published policies use 1-3 ops per sub-policy, at most a
@@ -242,41 +246,63 @@ class AugmentPolicy(JsonArtefact, nn.Module):
         num_classes: int,
         progress: float | None = None,
         generator: torch.Generator | None = None,
+        *,
+        target_kind: str = "label",
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Augment a batch.
+        """Augment a batch and its targets together.
 
         Args:
             x: float images in [0, 1], shape (B, C, H, W).
-            y: int64 labels (B,).
-            num_classes: width of the soft targets.
+            y: the targets, as `target_kind` says: int64 labels (B,) ("label", classification); an
+                int64 mask (B, H, W) of class indices, `IGNORE_INDEX` for unlabelled pixels ("mask",
+                segmentation); a float image (B, C', H, W) in [0, 1] ("image", restoration).
+            num_classes: width of the soft targets; the classes of a mask.
             progress: training progress in [0, 1], for scheduled policies.
             generator: a torch.Generator on x's device; all randomness comes from it.
+            target_kind: "label", "mask" or "image" (`policysearch.tasks.Task.target_kind`).
+
+        How each op treats a dense target: crop, flip, the geometric ops (shear, translate, rotate) and
+        erasing's box move a mask or image target with the input (a mask nearest-neighbour, with
+        `IGNORE_INDEX` where pixels come from outside the image or were erased); the photometric ops
+        change the input only when the target is a mask, and both alike when it is an image (it shows
+        the same scene); cutmix pastes the partner's target region with its pixels; mixup is defined for
+        an image target (the same blend) and refused for a mask (a class index has no blend).
 
         Returns:
-            The augmented images and soft targets (B, num_classes) whose rows sum to one.
+            The augmented images and the targets: soft targets (B, num_classes) whose rows sum to one
+            for labels; the moved mask or image otherwise.
 
         Raises:
-            PolicyInputError: `x` is not a float32 (B, C, H, W) batch in [0, 1], or `y` not int64 labels
-                in 0..num_classes-1 (values are checked on the CPU at every call, on other devices at
-                the first, to add no synchronisation to a training step).
+            PolicyInputError: `x` is not a float32 (B, C, H, W) batch in [0, 1], `y` does not fit
+                `target_kind` (values are checked on the CPU at every call, on other devices at the
+                first, to add no synchronisation to a training step), or mixup meets a mask.
         """
-        self._check_batch(x, y, num_classes)
+        check_choice("target kind", target_kind, TARGET_KINDS)
+        self._check_batch(x, y, num_classes, target_kind)
         policy = self.at(progress)
-        targets = torch.nn.functional.one_hot(y, num_classes).to(x.dtype)
+        dense = target_kind != "label"
+        targets = y if dense else torch.nn.functional.one_hot(y, num_classes).to(x.dtype)
         if policy.crop > 0:
-            x = ops.random_shift(x, policy.crop, generator)
+            offsets, pad = ops.shift_offsets(x, policy.crop, generator)
+            x = ops.shift(x, offsets, pad)
+            if dense:
+                targets = ops.shift(targets, offsets, pad, IGNORE_INDEX if target_kind == "mask" else 0.0)
         if policy.flip > 0:
             flip = torch.rand(x.shape[0], device=x.device, generator=generator) < policy.flip
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            if dense:
+                turn = flip.view(-1, *([1] * (targets.dim() - 1)))
+                targets = torch.where(turn, targets.flip(-1), targets)
         if policy.sub_policies:
-            x = policy._apply_subpolicies(x, generator)
+            x, moved = policy._apply_subpolicies(x, targets if dense else None, target_kind, generator)
+            targets = moved if dense else targets
         if policy.erasing > 0:
-            x = ops.random_erasing(x, policy.erasing, policy.erasing_scale, policy.erasing_ratio, generator)
+            x, targets = policy._apply_erasing(x, targets, target_kind, generator)
         if policy.mixup[0] > 0 or policy.cutmix[0] > 0:
-            x, targets = policy._apply_mix(x, targets, generator)
+            x, targets = policy._apply_mix(x, targets, target_kind, generator)
         return x, targets
 
-    def _check_batch(self, x: Any, y: Any, num_classes: int) -> None:
+    def _check_batch(self, x: Any, y: Any, num_classes: int, target_kind: str = "label") -> None:
         if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
             raise PolicyInputError(f"the policy takes a tensor batch and tensor labels, got {type(x).__name__} and "
                                    f"{type(y).__name__}")
@@ -287,9 +313,17 @@ class AugmentPolicy(JsonArtefact, nn.Module):
             hint = (" (uint8 pixels: pass x.float() / 255)" if x.dtype == torch.uint8 else
                     " (convert with x.float())" if x.is_floating_point() else "")
             raise PolicyInputError(f"the policy takes float32 images in [0, 1], got {x.dtype}{hint}")
-        if y.dtype != torch.int64 or y.shape != (x.shape[0],):
-            raise PolicyInputError(f"the policy takes int64 labels of shape ({x.shape[0]},), got {y.dtype} of shape "
+        b, _, h, w = x.shape
+        if target_kind == "label" and (y.dtype != torch.int64 or y.shape != (b,)):
+            raise PolicyInputError(f"the policy takes int64 labels of shape ({b},), got {y.dtype} of shape "
                                    f"{tuple(y.shape)}")
+        if target_kind == "mask" and (y.dtype != torch.int64 or y.shape != (b, h, w)):
+            raise PolicyInputError(f"the policy takes an int64 mask of shape ({b}, {h}, {w}) with the images, got "
+                                   f"{y.dtype} of shape {tuple(y.shape)} (masks: pass mask.long())")
+        if target_kind == "image" and (y.dtype != torch.float32 or y.dim() != 4 or y.shape[0] != b
+                                       or y.shape[-2:] != x.shape[-2:]):
+            raise PolicyInputError(f"the policy takes a float32 target image of shape ({b}, C, {h}, {w}) with the "
+                                   f"images, got {y.dtype} of shape {tuple(y.shape)}")
         if x.device.type != "cpu" and self._inputs_checked:
             return
         self._inputs_checked = True
@@ -297,11 +331,17 @@ class AugmentPolicy(JsonArtefact, nn.Module):
             scale = " (0..255 pixels: divide by 255)" if float(x.max()) > 2 else " (undo any normalisation first)"
             raise PolicyInputError(f"the policy takes images in [0, 1], got values in [{float(x.min()):.3g}, "
                                    f"{float(x.max()):.3g}]{scale}; normalise after augmenting")
-        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        if target_kind == "label" and y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
             raise PolicyInputError(f"labels must be 0..{num_classes - 1} (num_classes={num_classes}), got "
                                    f"{int(y.min())}..{int(y.max())}")
+        if target_kind == "mask" and y.numel():
+            bad = (y < 0) | ((y >= num_classes) & (y != IGNORE_INDEX))
+            if bool(bad.any()):
+                raise PolicyInputError(f"mask values must be 0..{num_classes - 1} or {IGNORE_INDEX} (ignored), got "
+                                       f"{int(y[bad][0])}")
 
-    def _apply_subpolicies(self, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+    def _apply_subpolicies(self, x: torch.Tensor, target: torch.Tensor | None, target_kind: str,
+                           g: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         b, dev = x.shape[0], x.device
         choice = torch.randint(len(self.sub_policies), (b,), device=dev, generator=g)
         self.last_subpolicy = choice
@@ -312,11 +352,29 @@ class AugmentPolicy(JsonArtefact, nn.Module):
             safe_op = op.clamp(min=0)
             lo, hi = self._lo[safe_op], self._hi[safe_op]
             magnitude = lo + (hi - lo) * (self._bin[choice, stage] + u) / NUM_BINS
-            x = apply_ops(x, torch.where(applied, op, torch.full_like(op, -1)), magnitude)
-        return x
+            chosen = torch.where(applied, op, torch.full_like(op, -1))
+            if target is None:
+                x = apply_ops(x, chosen, magnitude)
+            else:
+                x, target = apply_ops(x, chosen, magnitude, target, target_kind, IGNORE_INDEX)
+        return x, target
+
+    def _apply_erasing(self, x: torch.Tensor, targets: torch.Tensor, target_kind: str,
+                       g: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        # The same draws as ops.random_erasing; a dense target loses the same box (a mask: ignored there).
+        u = torch.rand(6, x.shape[0], device=x.device, generator=g)
+        top, left, height, width = ops.erasing_boxes(u[1:], x.shape[-2], x.shape[-1], self.erasing_scale,
+                                                      self.erasing_ratio)
+        height = torch.where(u[0] < self.erasing, height, torch.zeros_like(height))
+        x = ops.erase(x, top, left, height, width)
+        if target_kind == "mask":
+            targets = ops.erase(targets[:, None], top, left, height, width, IGNORE_INDEX)[:, 0]
+        elif target_kind == "image":
+            targets = ops.erase(targets, top, left, height, width)
+        return x, targets
 
     def _apply_mix(
-        self, x: torch.Tensor, targets: torch.Tensor, g: torch.Generator | None
+        self, x: torch.Tensor, targets: torch.Tensor, target_kind: str, g: torch.Generator | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         # One scalar draw decides the op; lambda comes from numpy's Beta, seeded from `g`.
         draws = torch.rand(2, generator=g, device=x.device).cpu()
@@ -325,6 +383,9 @@ class AugmentPolicy(JsonArtefact, nn.Module):
         partner = x.flip(0)
         partner_targets = targets.flip(0)
         if u < self.mixup[0]:
+            if target_kind == "mask":
+                raise PolicyInputError("mixup blends two images, and a mask's class indices have no blend: a "
+                                       "segmentation policy takes cutmix (the pasted region brings its mask)")
             lam = float(rng.beta(self.mixup[1], self.mixup[1]))
             return lam * x + (1 - lam) * partner, lam * targets + (1 - lam) * partner_targets
         if u < self.mixup[0] + self.cutmix[0]:
@@ -336,6 +397,10 @@ class AugmentPolicy(JsonArtefact, nn.Module):
             x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
             x = x.clone()
             x[..., y0:y1, x0:x1] = partner[..., y0:y1, x0:x1]
+            if target_kind != "label":  # the pasted region brings its mask / target pixels
+                targets = targets.clone()
+                targets[..., y0:y1, x0:x1] = partner_targets[..., y0:y1, x0:x1]
+                return x, targets
             kept = 1 - (y1 - y0) * (x1 - x0) / (h * w)  # the box actually pasted, after clipping
             return x, kept * targets + (1 - kept) * partner_targets
         return x, targets
@@ -380,6 +445,32 @@ class AugmentPolicy(JsonArtefact, nn.Module):
         counts = [int(w * common) for w in weights]
         divisor = math.gcd(*counts)
         return [sub for subs, n in zip(lists, counts) for _ in range(n // divisor) for sub in subs]
+
+    def kornia_pipeline(self, data_keys: Sequence[str] = ("input",), phase: int | None = None) -> nn.Module:
+        """This policy as kornia augmentations, for a plain loop that uses kornia: one
+        ``kornia.augmentation.AugmentationSequential`` over `data_keys` (e.g. ``["input", "mask"]``:
+        kornia moves a mask with the geometric ops and leaves it out of the intensity ops).
+
+        Pieces: the shift as ``RandomAffine(translate=crop)`` (kornia's affine, zero fill; our pad-and-crop
+        shifts by whole pixels), ``RandomHorizontalFlip(flip)``, ``AutoAugment(kornia_policy(phase))``
+        (one sub-policy per batch, not per sample) and ``RandomErasing``. Mixup and cutmix are left out
+        (kornia's mix ops take labels, not masks): add ``RandomMixUpV2`` / ``RandomCutMixV2`` for labels.
+        A grey batch goes in as RGB (``x.expand(-1, 3, -1, -1)``): kornia's colour ops take 3 channels.
+        """
+        import kornia.augmentation as K
+        from kornia.augmentation.auto import AutoAugment
+
+        source = self.phases[phase if phase is not None else 0]  # a schedule's base ops: the first phase's
+        steps: list[nn.Module] = []
+        if source.crop > 0:
+            steps.append(K.RandomAffine(degrees=0.0, translate=(source.crop, source.crop), p=1.0))
+        if source.flip > 0:
+            steps.append(K.RandomHorizontalFlip(p=source.flip))
+        if any(p.sub_policies for p in self.phases):
+            steps.append(AutoAugment(policy=self.kornia_policy(phase)))
+        if source.erasing > 0:
+            steps.append(K.RandomErasing(p=source.erasing, scale=source.erasing_scale, ratio=source.erasing_ratio))
+        return K.AugmentationSequential(*steps, data_keys=list(data_keys))
 
     def kornia_subpolicies(self) -> list[list[tuple[str, float, int | None]]]:
         """`kornia_policy()`: the whole policy's sub-policies (kept for code written against it)."""

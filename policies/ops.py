@@ -21,13 +21,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 __all__ = [
     "MAGNITUDE_SCALES", "NUM_BINS", "OPS", "OP_NAMES", "TRIVIAL_OPS", "OpSpec", "apply_ops", "auto_contrast",
     "brightness", "color", "contrast", "equalize", "erase", "erasing_boxes", "invert", "posterize", "random_erasing",
-    "random_shift", "rotate", "sharpness", "shear_x", "shear_y", "solarize", "translate_x", "translate_y", "warp",
+    "random_shift", "rotate", "sharpness", "shear_x", "shear_y", "shift", "shift_offsets", "solarize", "translate_x",
+    "translate_y", "warp", "warp_mask",
 ]
 
 
@@ -164,17 +166,42 @@ def warp(x: torch.Tensor, mat: torch.Tensor) -> torch.Tensor:
     return kornia.geometry.transform.warp_affine(x, mat, (h, w), align_corners=True)
 
 
+def warp_mask(mask: torch.Tensor, mat: torch.Tensor, fill: int) -> torch.Tensor:
+    """Warp integer masks (B, H, W) by the same matrices as `warp`, nearest-neighbour; pixels that come
+    from outside the image get `fill` (the ignore index)."""
+    import kornia
+
+    h, w = mask.shape[-2:]
+    shifted = (mask.float() + 1.0)[:, None]  # 0 marks "from outside" after the zero-filled warp
+    out = kornia.geometry.transform.warp_affine(shifted, mat, (h, w), mode="nearest", align_corners=True)[:, 0]
+    return torch.where(out > 0.5, out - 1.0, torch.full_like(out, float(fill))).round().to(mask.dtype)
+
+
 # ---------------------------------------------------------------------- base ops: per sample, own sampling
-def random_shift(x: torch.Tensor, crop: float, g: torch.Generator | None) -> torch.Tensor:
-    """Pad with zeros and crop back at a random offset, per sample, with two gathers."""
+def shift_offsets(x: torch.Tensor, crop: float, g: torch.Generator | None) -> tuple[torch.Tensor, int]:
+    """Per-sample crop offsets ``(2, B)`` into the image padded by ``pad`` pixels, and ``pad``."""
+    pad = max(1, round(crop * max(x.shape[-2:])))
+    return torch.randint(0, 2 * pad + 1, (2, x.shape[0]), device=x.device, generator=g), pad
+
+
+def shift(x: torch.Tensor, offsets: torch.Tensor, pad: int, fill: float = 0.0) -> torch.Tensor:
+    """Pad (B, C, H, W) or (B, H, W) with `fill` and crop back at `offsets`, with two gathers."""
+    flat = x.dim() == 3
+    if flat:
+        x = x[:, None]
     b, c, h, w = x.shape
-    pad = max(1, round(crop * max(h, w)))
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    off = torch.randint(0, 2 * pad + 1, (2, b), device=x.device, generator=g)
-    rows = off[0][:, None] + torch.arange(h, device=x.device)
-    cols = off[1][:, None] + torch.arange(w, device=x.device)
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad), value=fill)
+    rows = offsets[0][:, None] + torch.arange(h, device=x.device)
+    cols = offsets[1][:, None] + torch.arange(w, device=x.device)
     out = padded.gather(2, rows[:, None, :, None].expand(b, c, h, w + 2 * pad))
-    return out.gather(3, cols[:, None, None, :].expand(b, c, h, w))
+    out = out.gather(3, cols[:, None, None, :].expand(b, c, h, w))
+    return out[:, 0] if flat else out
+
+
+def random_shift(x: torch.Tensor, crop: float, g: torch.Generator | None) -> torch.Tensor:
+    """Pad with zeros and crop back at a random offset, per sample."""
+    offsets, pad = shift_offsets(x, crop, g)
+    return shift(x, offsets, pad)
 
 
 def erasing_boxes(
@@ -299,7 +326,8 @@ TRIVIAL_OPS = tuple(name for name in OP_NAMES if name != "invert")
 _GEOMETRIC = torch.tensor([OPS[n].geometric for n in OP_NAMES])
 
 
-def apply_ops(x: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
+def apply_ops(x: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor, target: torch.Tensor | None = None,
+              target_kind: str = "label", fill: int = 255) -> Any:
     """Apply op ``OP_NAMES[op[i]]`` with ``magnitude[i]`` to sample i (``-1``: nothing), through the
     kernels of `OPS`: one call per colour op in use, and one warp for all geometric ops of the stage.
 
@@ -307,14 +335,21 @@ def apply_ops(x: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor) -> tor
         x: float images in [0, 1], shape (B, C, H, W).
         op: op indices into `OP_NAMES`, shape (B,), ``-1`` for no op.
         magnitude: per-sample magnitudes in the op's own unit, shape (B,).
+        target: a dense target that moves with the image: an integer mask (B, H, W) (`target_kind`
+            "mask": geometric ops only, nearest-neighbour, `fill` where pixels come from outside) or an
+            image (B, C', H, W) in [0, 1] ("image": every op, with the sample's magnitude).
+        target_kind: "label" (no target here), "mask" or "image".
+        fill: the mask value of pixels from outside the image (the ignore index).
 
     Returns:
-        A new batch in [0, 1] (``x`` itself when no sample gets an op).
+        A new batch in [0, 1] (``x`` itself when no sample gets an op); with a `target`, the pair
+        ``(x, target)``.
     """
     present = torch.unique(op[op >= 0]).tolist()
     if not present:
-        return x
+        return x if target is None else (x, target)
     out = x.clone()
+    moved = None if target is None else target.clone()
     geometric = (op >= 0) & _GEOMETRIC.to(op.device)[op.clamp(min=0)]
     if bool(geometric.any()):
         idx = geometric.nonzero().squeeze(1)
@@ -327,11 +362,17 @@ def apply_ops(x: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor) -> tor
                 chosen = sub_op == i
                 mat[chosen] = spec.kernel(m[chosen], h, w)
         out[idx] = warp(x[idx], mat)
+        if moved is not None and target_kind == "mask":
+            moved[idx] = warp_mask(moved[idx], mat, fill)
+        elif moved is not None:
+            moved[idx] = warp(moved[idx], mat)
     for i in present:
         spec = OPS[OP_NAMES[i]]
         if spec.geometric:
             continue
         idx = (op == i).nonzero().squeeze(1)
         out[idx] = spec.kernel(x[idx], magnitude[idx].to(x.dtype)).clamp(0.0, 1.0)
-    return out
+        if moved is not None and target_kind == "image":  # the target is the same scene: same op, same magnitude
+            moved[idx] = spec.kernel(moved[idx], magnitude[idx].to(x.dtype)).clamp(0.0, 1.0)
+    return out if target is None else (out, moved)
 

@@ -52,10 +52,17 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "macro_f1": True,
     "ece": False,
     "nll": False,
+    # dense tasks (policysearch.tasks)
+    "miou": True,
+    "pixel_accuracy": True,
+    "psnr": True,
+    "ssim": True,
+    "mse": False,
 }
 
 #: The scalars a search may maximise: a metric, negated when lower is better, or an accuracy under attack.
-REWARD_METRICS: tuple[str, ...] = ("accuracy", "macro_f1", "neg_ece", "neg_nll", "fgsm_accuracy")
+REWARD_METRICS: tuple[str, ...] = ("accuracy", "macro_f1", "neg_ece", "neg_nll", "fgsm_accuracy",
+                                   "miou", "pixel_accuracy", "psnr", "ssim", "neg_mse")
 #: Reward metrics measured under an adversarial attack (`policysearch.train.robustness`), by attack name:
 #: `policysearch.train.evaluate.evaluate(..., reward_metric=...)` adds them to the metrics when asked.
 ATTACK_REWARD_METRICS: dict[str, str] = {"fgsm_accuracy": "fgsm"}

@@ -6,6 +6,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from policysearch.errors import ConfigError
+
 __all__ = ["IGNORE_INDEX", "Accumulator", "Task"]
 
 IGNORE_INDEX = 255
@@ -34,6 +36,7 @@ class Task:
         metric_names: the headline metrics of tables, in order.
         higher_is_better: the direction of every metric `accumulator` reports.
         default_metric: what a search maximises and the protocol compares unless told otherwise.
+        reward_metrics: what a search may maximise on this task (a lower-is-better metric as ``neg_NAME``).
     """
 
     name: str = ""
@@ -41,6 +44,16 @@ class Task:
     metric_names: tuple[str, ...] = ()
     higher_is_better: ClassVar[dict[str, bool]] = {}
     default_metric: str = ""
+    reward_metrics: tuple[str, ...] = ()
+
+    def reward_metric(self, requested: str | None) -> str:
+        """`requested` when this task measures it, the task's default for None; else a ConfigError."""
+        if requested is None:
+            return self.default_metric
+        if requested not in self.reward_metrics:
+            raise ConfigError(f"reward metric {requested!r} is not measured on {self.name} data; choose one of "
+                              f"{', '.join(self.reward_metrics)} (default {self.default_metric})")
+        return requested
 
     # ------------------------------------------------------------------ data
     def check_targets(self, x: torch.Tensor, y: Any, num_classes: int, what: str) -> str | None:

@@ -36,8 +36,9 @@ class Classification(Task):
     name = "classification"
     target_kind = "label"
     metric_names = METRIC_NAMES
-    higher_is_better: ClassVar[dict[str, bool]] = dict(HIGHER_IS_BETTER)
+    higher_is_better: ClassVar[dict[str, bool]] = {k: HIGHER_IS_BETTER[k] for k in METRIC_NAMES}
     default_metric = "accuracy"
+    reward_metrics = ("accuracy", "macro_f1", "neg_ece", "neg_nll", "fgsm_accuracy")
 
     def check_targets(self, x: torch.Tensor, y: Any, num_classes: int, what: str) -> str | None:
         if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or y.dim() != 1:

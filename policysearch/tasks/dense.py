@@ -87,6 +87,7 @@ class Segmentation(Task):
     metric_names = ("miou", "pixel_accuracy", "nll")
     higher_is_better: ClassVar[dict[str, bool]] = {"miou": True, "pixel_accuracy": True, "nll": False}
     default_metric = "miou"
+    reward_metrics = ("miou", "pixel_accuracy", "neg_nll")
 
     def check_targets(self, x: torch.Tensor, y: Any, num_classes: int, what: str) -> str | None:
         if not isinstance(y, torch.Tensor) or y.dtype not in (torch.uint8, torch.int64) or y.dim() != 3:
@@ -144,6 +145,7 @@ class Restoration(Task):
     metric_names = ("psnr", "ssim", "mse")
     higher_is_better: ClassVar[dict[str, bool]] = {"psnr": True, "ssim": True, "mse": False}
     default_metric = "psnr"
+    reward_metrics = ("psnr", "ssim", "neg_mse")
 
     def check_targets(self, x: torch.Tensor, y: Any, num_classes: int, what: str) -> str | None:
         if not isinstance(y, torch.Tensor) or y.dtype != torch.uint8 or y.dim() != 4:

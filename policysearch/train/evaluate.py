@@ -19,7 +19,9 @@ from policysearch.checks import check_int
 from policysearch.data import DeviceData
 from policysearch.data.preprocess import normalise
 from policysearch.device import autocast, to_device
-from policysearch.metrics import ATTACK_REWARD_METRICS, classification_metrics
+from policysearch.errors import ConfigError
+from policysearch.metrics import ATTACK_REWARD_METRICS
+from policysearch.tasks import get_task
 from policysearch.train.robustness import REWARD_EPSILON, attack_accuracy
 
 __all__ = ["EVAL_BATCH_SIZE", "evaluate", "predict"]
@@ -57,14 +59,29 @@ def evaluate(
     model: nn.Module, data: DeviceData, split: str = "val", *, batch_size: int = EVAL_BATCH_SIZE, amp: bool = True,
     reward_metric: str | None = None,
 ) -> dict[str, float]:
-    """Accuracy, macro P / R / F1, ECE and NLL of `model` on "train", "val" or "test".
+    """The data's task metrics of `model` on "train", "val" or "test": accuracy, macro P / R / F1, ECE and
+    NLL (classification); mIoU, pixel accuracy, NLL and ``iou/<class>`` (segmentation); PSNR, SSIM and MSE
+    (restoration). Outputs are reduced batch by batch, so a split of dense outputs never sits in memory.
 
     Args and side effects as in `predict`; when `reward_metric` is measured under attack
     (`policysearch.metrics.ATTACK_REWARD_METRICS`, e.g. "fgsm_accuracy"), that figure is added, at
     `policysearch.train.robustness.REWARD_EPSILON`.
     """
-    logits, y = predict(model, data, split, batch_size=batch_size, amp=amp)
-    metrics = classification_metrics(logits, y, data.num_classes)
+    task = get_task(data.task)
+    check_int("batch_size", batch_size, 1)
+    model = to_device(model, data.device)
+    x_all, y_all = data.split_arrays(split)
+    model.eval()
+    scores = task.accumulator(data)
+    with torch.inference_mode():
+        for start in range(0, len(y_all), batch_size):
+            x = x_all[start : start + batch_size].float().div_(255.0)
+            with autocast(data.device, amp):
+                out = model(normalise(x, data)).float()
+            scores.add(out, task.batch_target(y_all[start : start + batch_size]))
+    metrics = scores.result()
     if reward_metric in ATTACK_REWARD_METRICS:
+        if task.target_kind != "label":
+            raise ConfigError(f"{reward_metric} is measured on classifiers; this is {task.name} data")
         metrics.update(attack_accuracy(model, data, split, REWARD_EPSILON, (ATTACK_REWARD_METRICS[reward_metric],)))
     return metrics

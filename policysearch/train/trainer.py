@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from policysearch.checks import MAX_LR as MAX_LR  # re-exported: the bound used to live here
@@ -29,6 +28,8 @@ from policysearch.metrics import Cost, count_parameters, flops_per_image, peak_m
 from policysearch.models import build_for_data, resolve_model
 from policysearch.models.weights import load_weights
 from policysearch.policies.augment import AugmentPolicy
+from policysearch.tasks import get_task
+from policysearch.tasks.classification import soft_cross_entropy as soft_cross_entropy  # re-exported
 from policysearch.train.evaluate import EVAL_BATCH_SIZE, evaluate, predict
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -116,13 +117,6 @@ class SegmentStats:
     augment_seconds: float = 0.0  # only measured with Trainer(profile=True)
 
 
-def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Cross-entropy against soft targets (mixup / cutmix), with optional label smoothing."""
-    if label_smoothing:
-        targets = targets * (1 - label_smoothing) + label_smoothing / targets.shape[1]
-    return -(targets * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
-
-
 class Trainer:
     """Trains one child model on `data`, segment by segment.
 
@@ -133,8 +127,10 @@ class Trainer:
             scheduled policies and LR schedules.
         model: an existing module to train instead of building `config.model`.
         profile: measure the augmentation's share of step time (adds device syncs).
-        loss_fn: ``loss_fn(logits, x, targets)`` replacing the soft-target cross-entropy, where x is
-            the normalised input batch (e.g. knowledge distillation feeds it to a teacher).
+        loss_fn: ``loss_fn(outputs, x, targets)`` replacing the task's loss (`policysearch.tasks`), where x
+            is the normalised input batch (e.g. knowledge distillation feeds it to a teacher) and targets
+            are soft targets (B, K) for classification, an int64 mask (B, H, W) for segmentation, the clean
+            image in [0, 1] (B, C, H, W) for restoration.
     """
 
     def __init__(
@@ -152,7 +148,8 @@ class Trainer:
                 f"batch_size={config.batch_size} exceeds the {len(data.y_train)} training images; lower --batch-size"
             )
         self.data, self.config, self.total_steps, self.profile = data, config, total_steps, profile
-        self.loss_fn = loss_fn or (lambda logits, x, target: soft_cross_entropy(logits, target, config.label_smoothing))
+        self.task = get_task(data.task)
+        self.loss_fn = loss_fn or (lambda out, x, target: self.task.loss(out, target, data, config.label_smoothing))
         # One device, decided once: the data's. A config naming another one is an error, not ignored.
         self.device = device_for_data(config.device, data.device, "TrainConfig.device")
         if model is None:
@@ -253,12 +250,13 @@ class Trainer:
                 self.set_lr(float(lr(self.progress)))
             idx = self._next_batch()
             x = data.x_train[idx].float().div_(255.0)
-            y = data.y_train[idx]
+            y = self.task.batch_target(data.y_train[idx])
             t0 = time.perf_counter() if self.profile else 0.0
             if augment is not None:
-                x, target = augment(x, y, nc, progress=self.progress, generator=self.generator)
+                x, target = augment(x, y, nc, progress=self.progress, generator=self.generator,
+                                    target_kind=self.task.target_kind)
             else:
-                target = F.one_hot(y, nc).float()
+                target = self.task.plain_target(y, nc)
             if self.profile:
                 if self.cuda:
                     torch.cuda.synchronize(self.device)
@@ -393,8 +391,9 @@ class Trainer:
         return predict(self.model, self.data, split, batch_size=self.config.eval_batch_size, amp=self.config.amp)
 
     def evaluate(self, split: str = "val", reward_metric: str | None = None) -> dict[str, float]:
-        """Accuracy, macro P / R / F1, ECE and NLL on "train", "val" or "test" (`policysearch.train.evaluate`),
-        plus the `reward_metric` when it is measured under attack (e.g. "fgsm_accuracy")."""
+        """The task's metrics on "train", "val" or "test" (`policysearch.train.evaluate`): accuracy, macro P / R /
+        F1, ECE and NLL for classification (plus the `reward_metric` when it is measured under attack, e.g.
+        "fgsm_accuracy"); mIoU, pixel accuracy and per-class IoU; PSNR and SSIM."""
         return evaluate(self.model, self.data, split, batch_size=self.config.eval_batch_size, amp=self.config.amp,
                         reward_metric=reward_metric)
 
