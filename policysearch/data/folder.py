@@ -26,7 +26,7 @@ from policysearch.data.user import from_tensors
 from policysearch.errors import ConfigError, MissingExtraError
 from policysearch.files import atomic_write
 
-__all__ = ["IMAGE_SUFFIXES", "from_image_folder", "parse_image_size"]
+__all__ = ["IMAGE_SUFFIXES", "from_image_folder", "parse_image_size", "read_cache", "write_cache"]
 
 log = logging.getLogger(__name__)
 
@@ -161,14 +161,7 @@ def from_image_folder(path: str | Path, image_size: tuple[int, int] | str | None
     started = time.perf_counter()
     key = _fingerprint(root, (train_files, test_files), size)
     cached = cache_dir("folders") / f"{key}.npz"
-    arrays: dict[str, np.ndarray] = {}
-    if cache and cached.is_file():
-        try:
-            with np.load(cached, allow_pickle=False) as f:
-                arrays = {k: f[k] for k in f.files}
-        except Exception as exc:  # a damaged cache file is rebuilt, never trusted
-            log.warning("%s: unreadable cache file (%s); decoding the images again", cached, exc)
-            arrays = {}
+    arrays = read_cache(cached) if cache else {}
     if not arrays:
         for part, files in (("train", train_files), ("test", test_files)):
             if files is None:
@@ -189,13 +182,26 @@ def from_image_folder(path: str | Path, image_size: tuple[int, int] | str | None
         log.info("%s: decoded %d images in %.1f s", root, sum(len(a) for k, a in arrays.items() if k[0] == "y"),
                  time.perf_counter() - started)
         if cache:
-            _write_cache(cached, arrays)
+            write_cache(cached, arrays)
     raw = from_tensors(arrays["x_train"], arrays["y_train"], arrays.get("x_test"), arrays.get("y_test"),
                        name=root.name, classes=classes, test_fraction=test_fraction, seed=seed)
     return dataclasses.replace(raw, source=str(root))
 
 
-def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def read_cache(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a folder's cache file; empty when there is none or it cannot be read."""
+    if not path.is_file():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except Exception as exc:  # a damaged cache file is rebuilt, never trusted
+        log.warning("%s: unreadable cache file (%s); decoding the images again", path, exc)
+        return {}
+
+
+def write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Save a folder's decoded arrays (atomically); a failure only costs the next run the decoding."""
     try:
         atomic_write(path, lambda f: np.savez(f, **arrays))
     except OSError as exc:  # a cache that cannot be written costs time next run, nothing else

@@ -150,7 +150,8 @@ def load_dataset(
     Args:
         name: One of :data:`~policysearch.data.DATASETS` (case-insensitive).
         data_dir: Folder searched first for the files (see the :mod:`policysearch.data` docstring
-            for the full search order). Ignored for ``digits``, which ships with scikit-learn.
+            for the full search order). Ignored for ``digits``, which ships with scikit-learn. A set
+            built from another (``fashion-scenes``: from ``fashion-mnist``) is looked for as that one.
         download: Fetch missing files from the official mirror into the user cache.
 
     Returns:
@@ -166,13 +167,25 @@ def load_dataset(
     source = get_source(name)
     if source.bundled:
         return source.read(None)
-    return source.read(_find_or_download(source, data_dir, download))
+    try:
+        folder = _find_or_download(_files_of(source), data_dir, download)
+    except DatasetNotFoundError as exc:
+        if not source.base:
+            raise
+        raise DatasetNotFoundError(f"data set {source.name!r} is built from {source.base!r}, whose files are "
+                                   f"needed: {exc}") from None
+    return source.read(folder)
+
+
+def _files_of(source: Source) -> Source:
+    """The record whose files `source` is read from: its base's for a set built from another."""
+    return SOURCES[source.base] if source.base else source
 
 
 def _status(source: Source, data_dir: str | Path | None) -> dict[str, Any]:
     c, h, w = source.shape
     row: dict[str, Any] = dict(
-        name=source.name, available=False, location=None, images="{}+{}".format(*source.images),
+        name=source.name, task=source.task, available=False, location=None, images="{}+{}".format(*source.images),
         shape=f"{c}x{h}x{w}", classes=len(source.classes),
     )
     if source.bundled:
@@ -182,9 +195,11 @@ def _status(source: Source, data_dir: str | Path | None) -> dict[str, Any]:
             return {**row, "note": f"{source.bundled} is not importable: {exc}"}
         return {**row, "available": True, "location": source.bundled, "images": "{}+{}".format(*counts),
                 "note": source.found_note}
-    folder = find_folder(source, data_dir)
+    files = _files_of(source)
+    folder = find_folder(files, data_dir)
     if folder is None:
-        return {**row, "note": source.fill(source.missing_note, cache=cache_dir(source.name))}
+        note = files.fill(files.missing_note, cache=cache_dir(files.name))
+        return {**row, "note": f"built from {files.name}, which is {note}" if source.base else note}
     row.update(available=True, location=str(folder), note=source.found_note)
     if source.count is not None:
         try:
@@ -202,7 +217,7 @@ def dataset_status(data_dir: str | Path | None = None) -> list[dict[str, Any]]:
 
     Returns:
         One dict per name in :data:`~policysearch.data.DATASETS`, in that order, with keys
-        ``name``, ``available`` (bool), ``location`` (folder, ``"scikit-learn"`` or None),
+        ``name``, ``task``, ``available`` (bool), ``location`` (folder, ``"scikit-learn"`` or None),
         ``images`` (``"train+test"`` counts), ``shape`` (``"CxHxW"``), ``classes`` (int) and
         ``note``.
     """

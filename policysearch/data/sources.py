@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from policysearch.data import derived
 from policysearch.data.formats import idx_count, read_idx, unpickle_arrays
 from policysearch.data.raw import RawDataset, make_raw
 from policysearch.data.splits import stratified_split
@@ -51,6 +52,10 @@ class Source:
         found_note: ``dataset_status`` note when the set is usable.
         missing_note: ``dataset_status`` note when it is not found; may use ``{cache}``, ``{url}``
             and ``{files}``.
+        base: For a set built from another named set's files (`policysearch.data.derived`), that set's
+            name: its files are found, downloaded and reported as the base's, and ``read`` gets the
+            base's folder. Empty for a set with files of its own.
+        task: What the targets are ("classification", "segmentation", "restoration"; `policysearch.tasks`).
     """
 
     name: str
@@ -68,6 +73,8 @@ class Source:
     how_to_get: str = ""
     found_note: str = ""
     missing_note: str = ""
+    base: str = ""
+    task: str = "classification"
 
     @property
     def cache_subdirs(self) -> tuple[str, ...]:
@@ -167,8 +174,8 @@ def _found_fashion_files(folder: Path) -> dict[str, Path]:
     return files
 
 
-def _read_fashion(folder: Path | None) -> RawDataset:
-    assert folder is not None  # a set on disk is always read from a folder
+def _fashion_arrays(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per part ("train", "test"): uint8 images (N, 28, 28) and int64 labels, checked."""
     files = _found_fashion_files(folder)
     parts = {}
     for part in ("train", "test"):
@@ -185,10 +192,14 @@ def _read_fashion(folder: Path | None) -> RawDataset:
                 f"{files[f'{part}_labels']} holds label {int(labels.max())}; Fashion-MNIST "
                 f"labels are 0..{len(_FASHION_CLASSES) - 1}."
             )
-        parts[part] = (
-            torch.from_numpy(images).unsqueeze(1),
-            torch.from_numpy(labels.astype(np.int64)),
-        )
+        parts[part] = (images, labels.astype(np.int64))
+    return parts
+
+
+def _read_fashion(folder: Path | None) -> RawDataset:
+    assert folder is not None  # a set on disk is always read from a folder
+    parts = {part: (torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y))
+             for part, (x, y) in _fashion_arrays(folder).items()}
     return make_raw(
         "fashion-mnist", *parts["train"], *parts["test"], _FASHION_CLASSES, str(folder)
     )
@@ -299,8 +310,64 @@ CIFAR10 = Source(
 )
 
 
+# --------------------------------------------------------------------------------------------
+# Dense-task sets composed from Fashion-MNIST (policysearch.data.derived)
+# --------------------------------------------------------------------------------------------
+
+
+def _read_scenes(folder: Path | None) -> RawDataset:
+    assert folder is not None  # the base set's folder
+    parts = _fashion_arrays(folder)
+    return derived.fashion_scenes(parts["train"], parts["test"], _FASHION_CLASSES, str(folder))
+
+
+def _read_denoise(folder: Path | None) -> RawDataset:
+    assert folder is not None
+    parts = _fashion_arrays(folder)
+    return derived.fashion_denoise(parts["train"][0], parts["test"][0], str(folder))
+
+
+def _read_sr2x(folder: Path | None) -> RawDataset:
+    assert folder is not None
+    parts = _fashion_arrays(folder)
+    return derived.fashion_sr2x(parts["train"][0], parts["test"][0], str(folder))
+
+
+FASHION_SCENES = Source(
+    name="fashion-scenes",
+    shape=(1, derived.SCENE_SIZE, derived.SCENE_SIZE),
+    images=derived.SCENE_COUNTS,
+    classes=("background", *_FASHION_CLASSES),
+    read=_read_scenes,
+    base="fashion-mnist",
+    task="segmentation",
+    found_note="synthetic scenes of 1-3 real Fashion-MNIST garments, fixed seed",
+)
+FASHION_DENOISE = Source(
+    name="fashion-denoise",
+    shape=(1, 28, 28),
+    images=(60000, 10000),
+    classes=(),
+    read=_read_denoise,
+    base="fashion-mnist",
+    task="restoration",
+    found_note=f"Fashion-MNIST + Gaussian noise (sigma {derived.NOISE_SIGMA:g}), fixed seed",
+)
+FASHION_SR2X = Source(
+    name="fashion-sr2x",
+    shape=(1, 28, 28),
+    images=(60000, 10000),
+    classes=(),
+    read=_read_sr2x,
+    base="fashion-mnist",
+    task="restoration",
+    found_note="Fashion-MNIST 2x super-resolution (2x2 area down, bilinear up)",
+)
+
+
 #: Every named data set, by name, in the order ``dataset_status`` lists them.
-SOURCES: dict[str, Source] = {s.name: s for s in (DIGITS, FASHION_MNIST, CIFAR10)}
+SOURCES: dict[str, Source] = {s.name: s for s in (DIGITS, FASHION_MNIST, CIFAR10, FASHION_SCENES, FASHION_DENOISE,
+                                                  FASHION_SR2X)}
 
 #: The names :func:`~policysearch.data.load_dataset` accepts.
 DATASETS: tuple[str, ...] = tuple(SOURCES)
