@@ -188,7 +188,8 @@ def test_datasets_lists_the_three_with_availability(capsys: pytest.CaptureFixtur
     code, out, err = run_cli(["datasets", "--json"], capsys)
     assert code == 0, err
     rows = last_json(out)
-    assert [r["name"] for r in rows] == ["digits", "fashion-mnist", "cifar10"]
+    assert [r["name"] for r in rows] == ["digits", "fashion-mnist", "cifar10", "fashion-scenes", "fashion-denoise",
+                                         "fashion-sr2x"]
     assert all(isinstance(r["available"], bool) for r in rows)
     assert rows[0]["available"] is True  # digits ships with scikit-learn
     table = err.splitlines()
