@@ -8,8 +8,8 @@ runs stay reproducible).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import math
 from typing import Any, ClassVar
 
 import numpy as np
@@ -23,6 +23,7 @@ from policysearch.errors import ConfigError
 from policysearch.metrics import cost_units, reward_value
 from policysearch.policies.augment import TRIVIAL_OPS, AugmentPolicy
 from policysearch.policies.schedule import load_schedule
+from policysearch.tasks import get_task
 
 __all__ = ["AugmentEnv", "AugmentEnvV0", "AugmentSpace", "FullSpace", "SmallSpace"]
 
@@ -130,6 +131,9 @@ class AugmentEnv(ChildTrainingEnv):
         check_choice("mode", mode, MODES)
         self.space = self._make_space(space, tuple(ops or TRIVIAL_OPS), ops_per_sample, magnitude_scale)
         self._setup_child_training(child, data)
+        self.target_kind = get_task(self.data.task).target_kind
+        if self.target_kind == "mask" and hasattr(self.space, "mixup"):  # a class index has no blend: no mixup
+            self.space = dataclasses.replace(self.space, mixup=False)
         self.mode = mode
         self.lr_schedule = load_schedule(lr_schedule, base_lr=self.config.lr or 0.1)
         self.action_space = self.space.box()
@@ -142,7 +146,7 @@ class AugmentEnv(ChildTrainingEnv):
         self._last_reward = 0.0
         self._metric = 0.0
         self._val: dict[str, float] = {}
-        self._train_loss = math.log(self.data.num_classes)
+        self._train_loss = get_task(self.data.task).loss_scale(self.data.num_classes)
 
     @staticmethod
     def _make_space(space: str, ops: tuple[str, ...], ops_per_sample: int, magnitude_scale: str) -> Any:
@@ -213,10 +217,10 @@ class AugmentEnv(ChildTrainingEnv):
         self._last_reward = 0.0
         self._val = self.trainer.evaluate("val", self.reward_metric)
         self._metric = reward_value(self._val, self.reward_metric)
-        self._train_loss = math.log(self.data.num_classes)
+        self._train_loss = get_task(self.data.task).loss_scale(self.data.num_classes)
 
     def _observation(self) -> np.ndarray:
-        scale = math.log(self.data.num_classes)
+        scale = get_task(self.data.task).loss_scale(self.data.num_classes)
         val_loss = self._val.get("nll", scale)
         head = [
             self.trainer.progress,

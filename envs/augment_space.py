@@ -165,6 +165,7 @@ class FullSpace(AugmentSpace):
     """
 
     max_erasing: float = 0.64
+    mixup: bool = True  # False for masks (segmentation): the mixup knob is inert, cutmix stays
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -183,7 +184,7 @@ class FullSpace(AugmentSpace):
             "op_strength": {op: round(_unit(a[k + i]), 4) for i, op in enumerate(self.ops)},
             "crop": round(float(np.clip(a[2 * k], 0.0, 1.0)) * self.max_crop, 4),
             "flip": round(_on(a[2 * k + 1]), 4),
-            "mixup": round(_on(a[2 * k + 2]) * self.max_mix, 4),
+            "mixup": round(_on(a[2 * k + 2]) * self.max_mix, 4) if self.mixup else 0.0,
             "cutmix": round(_on(a[2 * k + 3]) * self.max_mix, 4),
             "erasing": round(_on(a[2 * k + 4]), 4),
             "erasing_area": round(lo + _unit(a[2 * k + 5]) * (self.max_erasing - lo), 4),
@@ -225,6 +226,7 @@ class SmallSpace:
     max_mix: float = 0.5
     mixup_alpha: float = 1.0
     cutmix_alpha: float = 1.0
+    mixup: bool = True  # False for masks (segmentation): the mix knob is all cutmix
 
     def __post_init__(self) -> None:
         _check_ops_and_mix(self)
@@ -254,9 +256,10 @@ class SmallSpace:
         p, m = knobs["probability"], knobs["magnitude"]
         subs = _op_subpolicies(self.ops, dict.fromkeys(self.ops, p), dict.fromkeys(self.ops, m),
                                knobs["ops_per_sample"], self.magnitude_scale) if p > 0 else []
-        half = knobs["mix"] / 2
-        return AugmentPolicy(subs, erasing=knobs["erasing"], mixup=(half, self.mixup_alpha),
-                             cutmix=(half, self.cutmix_alpha), magnitude_scale=self.magnitude_scale, name=name)
+        mixup = knobs["mix"] / 2 if self.mixup else 0.0  # without mixup (masks) the mix knob is all cutmix
+        return AugmentPolicy(subs, erasing=knobs["erasing"], mixup=(mixup, self.mixup_alpha),
+                             cutmix=(knobs["mix"] - mixup, self.cutmix_alpha), magnitude_scale=self.magnitude_scale,
+                             name=name)
 
 
 SPACES = ("full", "small")

@@ -403,4 +403,7 @@ class ChildTrainingEnv(ChildEnv):
 
     def describe(self) -> dict[str, Any]:
         """The settings that define this env's rewards, its action mapping included, for provenance."""
-        return {**super().describe(), "space": dataclasses.asdict(self.space)}
+        record = dataclasses.asdict(self.space)
+        if record.get("mixup") is True:  # the augment spaces' switch, recorded only when off (masks): the
+            del record["mixup"]          # records, and so the identity, of earlier runs stay as they were
+        return {**super().describe(), "space": record}

@@ -34,6 +34,7 @@ from policysearch.models import resolve_model
 from policysearch.policies.adaptive import CONTROLLER_ALGOS, OBSERVATION_NAMES, AdaptiveSchedule, ScheduleSpace
 from policysearch.policies.augment import AugmentPolicy, load_policy
 from policysearch.policies.schedule import LOG10_LR_MIN, LearnedSchedule, named_schedule
+from policysearch.tasks import get_task
 from policysearch.train.lr_range import DEFAULT_STEPS, lr_range_test
 
 __all__ = ["OBSERVATION_NAMES", "ScheduleEnv", "ScheduleEnvV0", "ScheduleSpace", "Task", "TaskSampler"]
@@ -213,7 +214,8 @@ class ScheduleEnv(ChildTrainingEnv):
         self._setup_child_training(child, data)
         self._base_config = self.config
         self._first_data = self.data
-        self.space = ScheduleSpace(lr_min, lr_max, self.episode_length, loss_scale=math.log(self.data.num_classes),
+        self.space = ScheduleSpace(lr_min, lr_max, self.episode_length,
+                                   loss_scale=get_task(self.data.task).loss_scale(self.data.num_classes),
                                    base=base, scale=scale, peak=peak, range_steps=range_steps)
         self._peak: float | None = None  # the episode's base peak LR (None: the config's LR)
         self._range_flops = 0.0  # the episode's range-test FLOPs, charged to its first step
@@ -302,7 +304,8 @@ class ScheduleEnv(ChildTrainingEnv):
         self._segment, self._episode_steps = 0, []
         val = self.trainer.evaluate("val", self.reward_metric)
         # Only what is known before any training; ScheduleSpace fills the rest with its start values.
-        self._stats = {"progress": 0.0, "val_loss": val["nll"], "val_metric": reward_value(val, self.reward_metric),
+        self._stats = {"progress": 0.0, "val_loss": val[get_task(self.data.task).loss_metric],
+                       "val_metric": reward_value(val, self.reward_metric),
                        "segments_left": self.episode_length, "total_steps": self.trainer.total_steps, "action": 0.0}
         if self._shadow is not None:
             self._stats["base_val_metric"] = self._stats["val_metric"]  # identical children before training
@@ -364,7 +367,7 @@ class ScheduleEnv(ChildTrainingEnv):
         metric = reward_value(val, self.reward_metric)
         reward = metric - prev["val_metric"] - self.cost_weight * cost_units(self.cost_metric, stats.seconds,
                                                                                train_flops)
-        self._stats = {**new, "val_loss": val["nll"], "val_metric": metric}
+        self._stats = {**new, "val_loss": val[get_task(self.data.task).loss_metric], "val_metric": metric}
         if self._shadow is not None:
             reward -= self._shadow_gain(prev, info)
         info["val"] = dict(val)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from policysearch.checks import check_int
 from policysearch.data.preprocess import normalise
+from policysearch.tasks import get_task
 
 __all__ = ["DEFAULT_IMAGES", "DEFAULT_ITERATIONS", "START_FEATURES", "StartStatistics", "batch_statistics",
            "start_statistics"]
@@ -71,14 +72,14 @@ class StartStatistics:
 
 
 def _hvp_power_iteration(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int,
-                         iterations: int) -> tuple[float, float, float]:
+                         iterations: int, criterion: Any = None) -> tuple[float, float, float]:
     """(|top eigenvalue|, loss, gradient norm) by power iteration with exact Hessian-vector products."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     params = [p for p in net.parameters() if p.requires_grad]
     torch.manual_seed(seed)  # any dropout draws fixed by the seed (inside the caller's forked RNG)
     with sdpa_kernel(SDPBackend.MATH):  # the fused attention kernels have no second derivative
-        loss = F.cross_entropy(net(x).float(), y)
+        loss = criterion(net(x), y) if criterion is not None else F.cross_entropy(net(x).float(), y)
         grads = torch.autograd.grad(loss, params, create_graph=True)
     grad_norm = float(torch.sqrt(sum((g.detach() ** 2).sum() for g in grads)))
     v = [g.detach() for g in grads]  # start along the gradient (mostly in the top eigenspace at init)
@@ -98,15 +99,16 @@ def _hvp_power_iteration(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
 
 
 def batch_statistics(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int = 0,
-                     iterations: int = DEFAULT_ITERATIONS) -> StartStatistics:
+                     iterations: int = DEFAULT_ITERATIONS, criterion: Any = None) -> StartStatistics:
     """The curvature of `model` (its current weights, a copy in train mode) on the batch `x`, `y`
-    (inputs as the model takes them, integer labels): for a plain training loop. Neither `model` nor
-    any RNG state outside this call changes."""
+    (inputs as the model takes them, integer labels; or any targets with ``criterion(outputs, y)``, e.g. a
+    task's `criterion`): for a plain training loop. Neither `model` nor any RNG state outside this call
+    changes."""
     check_int("sharpness iterations", iterations, 1)
     start = time.perf_counter()
     net = copy.deepcopy(model).train()  # train mode, as SGD sees it; the copy's norm statistics may move
     with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-        sharpness, loss, grad_norm = _hvp_power_iteration(net, x, y, seed, iterations)
+        sharpness, loss, grad_norm = _hvp_power_iteration(net, x, y, seed, iterations, criterion)
     # A Hessian-vector product costs about two backward passes: count each as two images' training.
     return StartStatistics(sharpness=sharpness, loss=loss, grad_norm=grad_norm, images=len(y) * (1 + 2 * iterations),
                            seconds=time.perf_counter() - start)
@@ -122,4 +124,4 @@ def start_statistics(model: torch.nn.Module, data: Any, seed: int, images: int =
     gen = torch.Generator(device=device).manual_seed(seed)
     idx = torch.randperm(len(data.y_train), generator=gen, device=device)[:min(images, len(data.y_train))]
     x = normalise(data.x_train[idx].float().div_(255.0), data)
-    return batch_statistics(model, x, data.y_train[idx], seed, iterations)
+    return batch_statistics(model, x, data.y_train[idx], seed, iterations, get_task(data.task).criterion(data))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -37,6 +38,8 @@ class Task:
         higher_is_better: the direction of every metric `accumulator` reports.
         default_metric: what a search maximises and the protocol compares unless told otherwise.
         reward_metrics: what a search may maximise on this task (a lower-is-better metric as ``neg_NAME``).
+        loss_metric: the evaluated metric that is the training loss on a split (closed-loop LR controllers
+            and the schedule env observe it).
     """
 
     name: str = ""
@@ -45,6 +48,7 @@ class Task:
     higher_is_better: ClassVar[dict[str, bool]] = {}
     default_metric: str = ""
     reward_metrics: tuple[str, ...] = ()
+    loss_metric: str = "nll"
 
     def reward_metric(self, requested: str | None) -> str:
         """`requested` when this task measures it, the task's default for None; else a ConfigError."""
@@ -63,6 +67,11 @@ class Task:
     def split_key(self, y: torch.Tensor) -> torch.Tensor:
         """The labels the train / val split stratifies by (a constant: a plain seeded split)."""
         return torch.zeros(len(y), dtype=torch.int64)
+
+    def loss_scale(self, num_classes: int) -> float:
+        """A typical loss at the start, to put losses on a common scale in observations: log K for class
+        scores (an untrained net's cross-entropy)."""
+        return math.log(max(num_classes, 2))
 
     def output_size(self, num_classes: int, channels: int) -> int:
         """The model's output channels (class scores, or image channels)."""
@@ -84,6 +93,10 @@ class Task:
     def loss(self, output: torch.Tensor, target: torch.Tensor, data: Any, label_smoothing: float = 0.0) -> torch.Tensor:
         """The training loss of a batch (`data` gives the normalisation, for image targets)."""
         raise NotImplementedError
+
+    def criterion(self, data: Any) -> Any:
+        """``loss(outputs, stored_targets)`` of un-augmented batches, e.g. for curvature estimates."""
+        return lambda output, y: self.loss(output, self.plain_target(self.batch_target(y), data.num_classes), data)
 
     # ------------------------------------------------------------------ evaluation
     def accumulator(self, data: Any) -> Accumulator:

@@ -59,5 +59,8 @@ class Classification(Task):
     def loss(self, output: torch.Tensor, target: torch.Tensor, data: Any, label_smoothing: float = 0.0) -> torch.Tensor:
         return soft_cross_entropy(output, target, label_smoothing)
 
+    def criterion(self, data: Any) -> Any:
+        return lambda logits, y: F.cross_entropy(logits.float(), y)  # hard labels: torch's own, as it always was
+
     def accumulator(self, data: Any) -> Accumulator:
         return _Logits(data.num_classes)

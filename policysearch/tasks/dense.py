@@ -146,6 +146,7 @@ class Restoration(Task):
     higher_is_better: ClassVar[dict[str, bool]] = {"psnr": True, "ssim": True, "mse": False}
     default_metric = "psnr"
     reward_metrics = ("psnr", "ssim", "neg_mse")
+    loss_metric = "mse"
 
     def check_targets(self, x: torch.Tensor, y: Any, num_classes: int, what: str) -> str | None:
         if not isinstance(y, torch.Tensor) or y.dtype != torch.uint8 or y.dim() != 4:
@@ -157,6 +158,9 @@ class Restoration(Task):
 
     def output_size(self, num_classes: int, channels: int) -> int:
         return channels
+
+    def loss_scale(self, num_classes: int) -> float:
+        return 1.0  # the MSE of normalised images: about the variance, 1
 
     def output_shape(self, input_shape: tuple[int, int, int], num_classes: int) -> tuple[int, ...]:
         return tuple(input_shape)

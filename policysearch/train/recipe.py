@@ -20,6 +20,7 @@ from policysearch.policies.augment import AugmentPolicy
 from policysearch.policies.schedule import SCHEDULES, LearnedSchedule, named_schedule
 from policysearch.policies.schedule_kinds import CLOSED_LOOP, ONLINE, OPEN_LOOP, PEAK_RULE, schedule_kind
 from policysearch.policies.schedule_space import PEAKS
+from policysearch.tasks import get_task
 from policysearch.tracking import Tracker
 from policysearch.train.lr_range import DEFAULT_STEPS, lr_range_test
 from policysearch.train.trainer import TrainConfig, Trainer, training_steps
@@ -122,7 +123,7 @@ def train_run(
                 history.append({"step": trainer.step, "train_loss": stats.train_loss, "lr": stats.lr})
                 tracker.on_epoch_end(run_name, len(history), history[-1])  # tracking hook
                 bar.set_postfix(loss=f"{stats.train_loss:.4f}", lr=f"{stats.lr:.3g}")
-    nan = {k: float("nan") for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "ece", "nll")}
+    nan = {k: float("nan") for k in get_task(data.task).metric_names}
     val = nan if trainer.diverged else trainer.evaluate("val")
     test_metrics = nan if trainer.diverged or not test else trainer.evaluate("test")
     cost = trainer.cost.to_dict()
@@ -191,7 +192,7 @@ def _train_closed_loop(trainer: Trainer, total: int, augment: AugmentPolicy | No
 
     def val_nll_and_reward() -> tuple[float, float]:
         val = trainer.evaluate("val", adaptive.reward_metric)
-        return val["nll"], reward_value(val, adaptive.reward_metric)
+        return val[get_task(trainer.data.task).loss_metric], reward_value(val, adaptive.reward_metric)
 
     callback = adaptive.callback(trainer.optimizer, max(total, adaptive.segments), val_nll_and_reward)
     for _ in range(total):
