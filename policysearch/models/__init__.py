@@ -1,5 +1,6 @@
-"""Networks: the built-in ones, your own (an import path, a file, a factory or an instance), and
-torchvision's or timm's, all resolved to one `ModelSpec` by `resolve_model` and built by `build_model`.
+"""Networks: the built-in ones (classifiers, and the dense ``unet``), your own (an import path, a file, a
+factory or an instance), and torchvision's, timm's or segmentation-models-pytorch's, all resolved to one
+`ModelSpec` by `resolve_model` and built by `build_model`.
 
     from policysearch.models import build_model, register_model
 """
@@ -18,6 +19,7 @@ from policysearch.models.registry import (
     restore_models,
     shipped_models,
 )
+from policysearch.models.unet import UNet
 
-__all__ = ["MLP", "MODELS", "ModelSpec", "SmallCNN", "SmallResNet", "TinyViT", "build_model",
+__all__ = ["MLP", "MODELS", "ModelSpec", "SmallCNN", "SmallResNet", "TinyViT", "UNet", "build_for_data", "build_model",
            "model_table", "register_model", "resolve_model", "restore_models", "shipped_models"]

@@ -7,6 +7,8 @@ A model is given as
   called as ``function(input_shape, num_classes)`` (``input_shape`` is ``(C, H, W)``);
 - ``"torchvision:NAME"`` / ``"timm:NAME"``: that architecture, untrained, its first layer and its
   classifier fitted to the data's channels and classes (extras ``torchvision`` / ``timm``);
+- ``"smp:ARCH"`` / ``"smp:ARCH:ENCODER"``: a segmentation-models-pytorch network (``smp:Unet``,
+  ``smp:FPN``, ...), untrained, a dense model for segmentation and restoration (extra ``segmentation``);
 - in Python, also a factory (a function or an ``nn.Module`` class taking ``(input_shape, num_classes)``)
   or an ``nn.Module`` instance (a template: each child is a deep copy, its layers re-initialised
   from the child's seed with ``reset_parameters``).
@@ -34,6 +36,7 @@ from policysearch.imports import ImportPath, first_line, import_path
 from policysearch.models.builtin import MLP, SmallCNN, SmallResNet, TinyViT
 from policysearch.models.external import hub_spec
 from policysearch.models.spec import Factory, ModelSpec
+from policysearch.models.unet import UNet
 from policysearch.tasks import get_task
 
 __all__ = ["MODELS", "ModelSpec", "build_model", "model_table", "register_model",
@@ -47,6 +50,8 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("cnn", SmallCNN, "conv32-pool-conv64-pool-fc128 with batch norm", "sgd", 0.05, "builtin"),
         ModelSpec("resnet", SmallResNet, "ResNet-8: stem + 3 residual stages (16/32/64)", "sgd", 0.1, "builtin"),
         ModelSpec("vit", TinyViT, "tiny ViT: dim 64, depth 2, 4 heads", "adamw", 2e-3, "builtin"),
+        ModelSpec("unet", UNet, "U-Net (Ronneberger et al. 2015), small: 3 levels (16/32/64, 128 at the bottom), "
+                  "concatenated skips, bilinear up-sampling", "adamw", 1e-3, "builtin", dense=True),
     )
 }
 _BUILTIN = frozenset(MODELS)
@@ -54,17 +59,18 @@ _BUILTIN = frozenset(MODELS)
 # (registered names, factories and templates): shipped with the run to its workers.
 _LOCAL: dict[str, ModelSpec] = {}
 FORMS = ("a built-in or registered name", "'package.module:function'", "'path/to/file.py:function'",
-         "'torchvision:NAME'", "'timm:NAME'")
+         "'torchvision:NAME'", "'timm:NAME'", "'smp:ARCH'")
 
 
 def register_model(name: str, factory: Factory, *, description: str = "", optimizer: str = "sgd",
-                   lr: float = 0.05, replace: bool = False) -> ModelSpec:
+                   lr: float = 0.05, replace: bool = False, dense: bool = False) -> ModelSpec:
     """Add a model by name, for ``model=name`` in Python (worker processes and Ray actors included).
 
     Args:
         name: the key; not a built-in name, and without ":" (which marks import paths).
         factory: ``factory(input_shape, num_classes) -> nn.Module``.
-        description, optimizer, lr: as in `ModelSpec`.
+        description, optimizer, lr, dense: as in `ModelSpec` (``dense=True``: it returns
+            ``(B, num_classes, H, W)``, for segmentation and restoration).
         replace: allow replacing a registered (not a built-in) name.
 
     Raises:
@@ -76,7 +82,7 @@ def register_model(name: str, factory: Factory, *, description: str = "", optimi
         raise ConfigError(f"model {name!r} is built in; register yours under another name")
     if name in MODELS and not replace:
         raise ConfigError(f"model {name!r} is already registered; pass replace=True to replace it")
-    spec = ModelSpec(name, factory, description, optimizer, lr, "registered")
+    spec = ModelSpec(name, factory, description, optimizer, lr, "registered", dense=bool(dense))
     MODELS[name] = _LOCAL[name] = spec
     return spec
 
@@ -88,7 +94,7 @@ def resolve_model(model: Any) -> ModelSpec:
         UnknownNameError: an unknown name (with a "did you mean").
         ConfigError: an import path that does not import, a torchvision / timm name that does not exist,
             or a value of another type; the message names it and the accepted forms.
-        MissingExtraError: torchvision or timm is not installed.
+        MissingExtraError: torchvision, timm or segmentation-models-pytorch is not installed.
     """
     if isinstance(model, ModelSpec):
         return model
@@ -118,7 +124,7 @@ def _resolve_name(name: str) -> ModelSpec:
         raise UnknownNameError("model", name, tuple(MODELS))
     if not prefix or not rest:
         raise ConfigError(f"model {name!r}: expected {', '.join(FORMS[1:])}")
-    if prefix in ("torchvision", "timm"):
+    if prefix in ("torchvision", "timm", "smp"):
         return hub_spec(prefix, rest)
     factory = ImportedFactory(import_path(prefix, rest, f"model {name!r}"))
     return _local(ModelSpec(name, factory, f"{rest} from {prefix}", source="import"))
@@ -179,7 +185,7 @@ def build_model(model: Any, input_shape: tuple[int, int, int], num_classes: int,
 
     The first build of a (model, shape, outputs) in a process is checked by one forward pass on a
     zero batch: a network that cannot take the images or does not return `output_shape` per image
-    (default ``(num_classes,)``; a segmentation net ``(num_classes, H, W)``, see
+    (default ``(num_classes,)``, or ``(num_classes, H, W)`` for a dense model such as ``unet``; see
     `policysearch.tasks.Task.output_shape`) is refused here, in one line, instead of failing inside training.
 
     Raises:
@@ -187,7 +193,15 @@ def build_model(model: Any, input_shape: tuple[int, int, int], num_classes: int,
     """
     spec = resolve_model(model)
     shape = check_shape("input_shape", input_shape)
-    check_int("num_classes", num_classes, 2)
+    if output_shape is None:
+        output_shape = (int(num_classes), *shape[1:]) if spec.dense else (int(num_classes),)
+    expected = tuple(output_shape)
+    # A dense output of one channel is fine (restoration of grey images); one class is not.
+    check_int("num_classes", num_classes, 1 if len(expected) > 1 else 2)
+    if spec.dense and len(expected) == 1:
+        raise ConfigError(f"model {spec.name!r} predicts a map per pixel (for segmentation or restoration data), "
+                          f"but one score per class is wanted here (classification): choose a classifier such "
+                          f"as {', '.join(n for n, s in MODELS.items() if not s.dense)}")
     if spec.name == "cnn" and min(shape[1:]) < 4:
         raise ConfigError(f"model 'cnn' pools twice and needs images of at least 4x4, got {shape[1:]}")
     try:
@@ -199,7 +213,6 @@ def build_model(model: Any, input_shape: tuple[int, int, int], num_classes: int,
                           f"{type(exc).__name__}: {first_line(exc)}") from None
     if not isinstance(net, nn.Module):
         raise ConfigError(f"model {spec.name!r}: its factory returned a {type(net).__name__}, expected an nn.Module")
-    expected = tuple(output_shape) if output_shape is not None else (int(num_classes),)
     key = (spec.name, shape, expected)
     if key not in _CHECKED:
         _check_forward(net, spec.name, shape, num_classes, expected)
@@ -266,11 +279,13 @@ def restore_models(specs: Mapping[str, ModelSpec]) -> None:
 
 
 def model_table() -> list[dict[str, object]]:
-    """One row per registered model with its parameter count on 28x28 grey images, for `policysearch models`."""
+    """One row per registered model with what it predicts and its parameter count on 28x28 grey images, for
+    `policysearch models`."""
     rows = []
     for spec in MODELS.values():
         params = sum(p.numel() for p in spec.factory((1, 28, 28), 10).parameters())
-        rows.append({"model": spec.name, "description": spec.description, "params (1x28x28, 10 classes)": params,
-                     "default optimizer": f"{spec.optimizer} lr={spec.lr:g}"})
+        rows.append({"model": spec.name, "description": spec.description,
+                     "predicts": "a map per pixel (segmentation, restoration)" if spec.dense else "class scores",
+                     "params (1x28x28, 10 classes)": params, "default optimizer": f"{spec.optimizer} lr={spec.lr:g}"})
     return rows
 

@@ -26,7 +26,10 @@ class ModelSpec:
         description: one line for ``policysearch models``.
         optimizer: the default optimizer ("sgd" or "adamw") when a run sets none.
         lr: the default base learning rate.
-        source: "builtin", "registered", "import", "torchvision", "timm", "callable" or "template".
+        source: "builtin", "registered", "import", "torchvision", "timm", "smp", "callable" or "template".
+        dense: the network returns a map per output channel at the input's size, ``(B, num_classes, H, W)``
+            (segmentation: class scores per pixel; restoration: the image), not one score per class.
+            `policysearch.models.build_model` expects that shape from it by default.
     """
 
     name: str
@@ -35,6 +38,7 @@ class ModelSpec:
     optimizer: str = "sgd"
     lr: float = 0.05
     source: str = "registered"
+    dense: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
