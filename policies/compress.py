@@ -76,7 +76,8 @@ class CompressionPlan(JsonArtefact):
         channels: each listed group's channel count in the unpruned model (checked on apply).
         model: the model's name (a registered name such as "cnn", or a class name).
         input_shape: ``(C, H, W)`` of one input image.
-        num_classes: the classifier's outputs.
+        num_classes: the model's output channels: class scores, or for a dense model (``unet``) the
+            score maps of a segmentation or the channels of a restored image (1 for grey images).
         criterion: which channels go: "l2" or "l1" group magnitude (torch-pruning's
             ``GroupMagnitudeImportance(p)``).
         flops_target: the FLOPs budget as a fraction of the unpruned model's, in (0, 1].
@@ -140,7 +141,7 @@ class CompressionPlan(JsonArtefact):
         if not isinstance(self.model, str) or not self.model:
             raise ConfigError(f"model is {self.model!r}, expected a non-empty string")
         object.__setattr__(self, "input_shape", check_shape("input_shape", self.input_shape))
-        check_int("num_classes", self.num_classes, 2)
+        check_int("num_classes", self.num_classes, 1)  # 1: a dense model restoring grey images
         for name in ("teacher_flops", "teacher_params", "flops", "params"):
             check_int(name, getattr(self, name), 0)
         for name in ("params_target", "latency_target"):

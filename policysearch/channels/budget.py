@@ -38,7 +38,8 @@ class PlanBudget:
         with torch.no_grad():
             was_training = model.training
             model.eval()
-            self.num_classes = int(model(example).shape[-1])
+            # Dim 1: class scores (N, K), or a dense model's (N, K, H, W) maps.
+            self.num_classes = int(model(example).shape[1])
             model.train(was_training)
         self.teacher_params = count_parameters(model)
         self.teacher_flops = round(space.flops_model.total)

@@ -2,9 +2,11 @@
 
 In a plain network a group is one Conv2d / Linear layer; in a ResNet the layers that add into the
 same residual sum (the stem, each block's second conv, its projection shortcut) share their output
-channels and form one group. torch-pruning's ``DependencyGraph`` finds the groups (the ``prune``
-extra). A group is named after its *leader*: the first of its layers in ``model.named_modules()``
-order. `policysearch.policies.compress.CompressionPlan` gives each group a keep ratio.
+channels and form one group. A concatenation (a U-Net's skip connections) couples nothing: each
+concatenated producer stays its own group, and the layer reading the concatenation is a consumer of
+each, with as many input channels as that producer contributes. torch-pruning's ``DependencyGraph``
+finds the groups (the ``prune`` extra). A group is named after its *leader*: the first of its layers in
+``model.named_modules()`` order. `policysearch.policies.compress.CompressionPlan` gives each group a keep ratio.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ __all__ = ["CRITERIA", "SUPPORTED", "ChannelGroup", "channel_groups", "classifie
 CRITERIA: dict[str, int] = {"l2": 2, "l1": 1}
 """Pruning criteria by name: the norm degree p of torch-pruning's group magnitude importance."""
 
-SUPPORTED = "mlp, cnn, resnet, and other Conv2d / Linear / BatchNorm networks (incl. residual sums)"
+SUPPORTED = ("mlp, cnn, resnet, unet, and other Conv2d / Linear / BatchNorm networks (incl. residual sums and "
+             "concatenated skips)")
 
 
 def require_torch_pruning(purpose: str) -> Any:
@@ -71,7 +74,8 @@ class ChannelGroup:
 
 
 def classifier_head(model: nn.Module) -> tuple[str, nn.Module]:
-    """The classifier head: the last Conv2d / Linear in ``named_modules()`` order (never pruned)."""
+    """The classifier head: the last Conv2d / Linear in ``named_modules()`` order (never pruned); in a dense
+    model such as ``unet``, the output convolution (its channels are the classes or the image's channels)."""
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     if not layers:
         raise ConfigError(f"{type(model).__name__} has no Conv2d or Linear layer to prune; supported: {SUPPORTED}")

@@ -5,7 +5,13 @@ CPU latency).
 
 The loss is Hinton et al.'s (2015): ``alpha * T^2 * KL(softmax(t / T) || softmax(s / T)) +
 (1 - alpha) * CE(s, y)``. The T^2 factor keeps the soft term's gradients on the scale of the hard
-term's whatever the temperature.
+term's whatever the temperature. Dense tasks use the same mix, chosen by the data's task
+(`KD_LOSSES`, keyed by `policysearch.tasks.Task.target_kind`):
+
+- segmentation (`segmentation_kd_loss`): the KL per pixel over the class dimension, averaged over all
+  pixels, plus the per-pixel cross-entropy on the mask (`IGNORE_INDEX` pixels left out);
+- restoration (`restoration_kd_loss`): ``alpha * MSE(s, t) + (1 - alpha) * MSE(s, y)``, the target
+  normalised as the model's input is (the model predicts in normalised units).
 
 The student trains with the `Trainer` itself (seeded batch order on the device, input
 normalisation, optimizer with weight-decay groups, bf16 autocast on CUDA, divergence checks, cost
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,10 +36,12 @@ from policysearch.data import DeviceData
 from policysearch.device import device_for_data
 from policysearch.errors import ConfigError
 from policysearch.metrics import count_parameters, flops_per_image, latency_ms
+from policysearch.tasks import IGNORE_INDEX, get_task
 from policysearch.train.evaluate import evaluate
 from policysearch.train.trainer import TrainConfig, Trainer, soft_cross_entropy
 
-__all__ = ["DistillStats", "distill", "finish", "kd_loss", "model_card", "state_dict_bytes"]
+__all__ = ["KD_LOSSES", "DistillStats", "distill", "finish", "kd_loss", "kd_loss_for", "model_card",
+           "restoration_kd_loss", "segmentation_kd_loss", "state_dict_bytes"]
 
 
 def _check_kd(temperature: float, alpha: float) -> None:
@@ -78,6 +87,107 @@ def kd_loss(
             targets = F.one_hot(targets.long(), s.shape[1]).float()
         loss = loss + (1.0 - alpha) * soft_cross_entropy(s, targets)
     return loss
+
+
+def segmentation_kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    masks: torch.Tensor,
+    temperature: float = 4.0,
+    alpha: float = 0.9,
+) -> torch.Tensor:
+    """The distillation loss of a batch of segmentations (a scalar tensor): `kd_loss` per pixel.
+
+    Args:
+        student_logits: ``(N, K, H, W)`` class scores per pixel.
+        teacher_logits: the same shape; treated as constants.
+        masks: ``(N, H, W)`` integer class indices, `IGNORE_INDEX` (255) where no label applies.
+        temperature, alpha: as in `kd_loss`.
+
+    Returns:
+        ``alpha * T^2 * KL + (1 - alpha) * CE``: the KL of the teacher's softened class distribution to the
+        student's at each pixel, averaged over every pixel (the teacher has a prediction for unlabelled
+        pixels too); the cross-entropy summed over the labelled pixels and divided by their number (at
+        least 1), as the segmentation task's training loss is. The KL term is exactly 0 when the logits
+        are equal.
+    """
+    _check_kd(temperature, alpha)
+    if student_logits.shape != teacher_logits.shape or student_logits.ndim != 4:
+        raise ConfigError(
+            f"student scores {tuple(student_logits.shape)} and teacher scores {tuple(teacher_logits.shape)}: "
+            "expected the same (N, K, H, W) shape"
+        )
+    n, _, h, w = student_logits.shape
+    if tuple(masks.shape) != (n, h, w):
+        raise ConfigError(f"masks have shape {tuple(masks.shape)}, expected {(n, h, w)} (one per image)")
+    s, t = student_logits.float(), teacher_logits.detach().float()
+    log_p_student = F.log_softmax(s / temperature, dim=1)
+    log_p_teacher = F.log_softmax(t / temperature, dim=1)
+    kl = F.kl_div(log_p_student, log_p_teacher, reduction="sum", log_target=True) / (n * h * w)
+    loss = alpha * temperature**2 * kl
+    if alpha < 1.0:
+        masks = masks.long()
+        ce = F.cross_entropy(s, masks, ignore_index=IGNORE_INDEX, reduction="sum")
+        loss = loss + (1.0 - alpha) * ce / (masks != IGNORE_INDEX).sum().clamp(min=1)
+    return loss
+
+
+def restoration_kd_loss(
+    student_images: torch.Tensor,
+    teacher_images: torch.Tensor,
+    targets: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    alpha: float = 0.9,
+) -> torch.Tensor:
+    """The distillation loss of a batch of restored images (a scalar tensor).
+
+    Args:
+        student_images: ``(N, C, H, W)`` in the input's normalised units (what the model returns).
+        teacher_images: the same shape and units; treated as constants.
+        targets: ``(N, C, H, W)`` clean images as floats in [0, 1], un-normalised (the trainer's target).
+        mean, std: ``(C,)`` the data's normalisation (``data.mean``, ``data.std``), applied to `targets`.
+        alpha: weight of the teacher term in [0, 1]; ``1 - alpha`` weighs the target term.
+
+    Returns:
+        ``alpha * MSE(student, teacher) + (1 - alpha) * MSE(student, (targets - mean) / std)``; exactly 0
+        when the three agree.
+    """
+    _check_kd(1.0, alpha)
+    if student_images.shape != teacher_images.shape or student_images.ndim != 4:
+        raise ConfigError(
+            f"student images {tuple(student_images.shape)} and teacher images {tuple(teacher_images.shape)}: "
+            "expected the same (N, C, H, W) shape"
+        )
+    if targets.shape != student_images.shape:
+        raise ConfigError(f"targets have shape {tuple(targets.shape)}, expected the outputs' "
+                          f"{tuple(student_images.shape)}")
+    s = student_images.float()
+    loss = alpha * F.mse_loss(s, teacher_images.detach().float())
+    if alpha < 1.0:
+        normalised = (targets.float() - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+        loss = loss + (1.0 - alpha) * F.mse_loss(s, normalised)
+    return loss
+
+
+KdLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any, float, float], torch.Tensor]
+
+KD_LOSSES: dict[str, KdLoss] = {
+    "label": lambda s, t, y, data, temperature, alpha: kd_loss(s, t, y, temperature, alpha),
+    "mask": lambda s, t, y, data, temperature, alpha: segmentation_kd_loss(s, t, y, temperature, alpha),
+    "image": lambda s, t, y, data, temperature, alpha: restoration_kd_loss(s, t, y, data.mean, data.std, alpha),
+}
+"""The distillation loss of each kind of target (`policysearch.tasks.Task.target_kind`), called as
+``loss(student_out, teacher_out, target, data, temperature, alpha)``: what `distill` uses for the data's task."""
+
+
+def kd_loss_for(task: Any) -> KdLoss:
+    """The distillation loss of a task (a name, a `Task`, or None for classification): see `KD_LOSSES`."""
+    kind = get_task(task).target_kind
+    if kind not in KD_LOSSES:
+        raise ConfigError(f"no distillation loss for targets of kind {kind!r} (task {get_task(task).name!r}); "
+                          f"known: {', '.join(KD_LOSSES)}")
+    return KD_LOSSES[kind]
 
 
 @dataclass
@@ -130,7 +240,8 @@ def distill(
         data: device-resident splits; batches come from the training split.
         steps: optimizer steps (0 does nothing).
         lr: peak learning rate, decayed to 0 over `steps` on a half cosine.
-        temperature, alpha: see `kd_loss`.
+        temperature, alpha: see `kd_loss`; the loss is that of the data's task (`kd_loss_for`: per pixel for
+            segmentation, `restoration_kd_loss` for restoration, where the temperature plays no part).
         batch_size: images per step.
         seed: batch order and augmentation draws (a seeded torch.Generator, not the global RNG).
         augment: an `AugmentPolicy` applied to each batch (the teacher sees the augmented batch).
@@ -148,12 +259,13 @@ def distill(
     teacher_was_training = teacher.training
     teacher = teacher.to(dev).eval()
     teacher_flops = flops_per_image(teacher, data.input_shape, device=dev)["forward"]
+    kd = kd_loss_for(getattr(data, "task", None))
 
     def loss_fn(student_logits: torch.Tensor, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             teacher_logits = teacher(x)
         # Inference tensors cannot be saved for backward; a plain copy can (and is a constant).
-        return kd_loss(student_logits, teacher_logits.float().clone(), target, temperature, alpha)
+        return kd(student_logits, teacher_logits.float().clone(), target, data, temperature, alpha)
 
     trainer = Trainer(data, _config(data, lr, batch_size, seed, weight_decay), total_steps=max(steps, 1),
                       model=student, loss_fn=loss_fn)
