@@ -61,7 +61,14 @@ __all__ = [
 ]
 
 
-BUILTIN_POLICIES = ("none", "cropflip", "trivial", "randaugment", "autoaugment-cifar10", "erasing", "cropflip-erasing")
+BUILTIN_POLICIES = ("none", "cropflip", "trivial", "randaugment", "autoaugment-cifar10", "erasing", "cropflip-erasing",
+                    "cropflip-jitter")
+
+JITTER_OPS = ("brightness", "contrast", "color")
+JITTER_BINS = (3, 4, 5, 6)
+"""cropflip-jitter's photometric jitter: one of brightness, contrast and saturation per sample (p 0.8), a factor
+in [0.64, 1.36] (bins 3-6 of the standard 0.1-1.9 range): torchvision's ColorJitter(0.36, 0.36, 0.36) in
+spirit, one op at a time as a kornia sub-policy."""
 
 ERASING_SCALE = (0.02, 0.33)
 """Random erasing's default range of the erased area (fraction of the image): Zhong et al. 2020,
@@ -617,6 +624,9 @@ def builtin_policy(name: str) -> AugmentPolicy:
         return AugmentPolicy(name="erasing", erasing=0.5)
     if name == "cropflip-erasing":
         return AugmentPolicy(name="cropflip-erasing", erasing=0.5, **cropflip)
+    if name == "cropflip-jitter":  # the usual segmentation recipe: flip, shift, photometric jitter
+        jitter = [[(op, 0.8, b)] for op in JITTER_OPS for b in JITTER_BINS]
+        return AugmentPolicy(jitter, name="cropflip-jitter", **cropflip)
     raise UnknownNameError("augmentation policy", name, BUILTIN_POLICIES)
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "classification_metrics",
     "cost_units",
     "count_parameters",
+    "difference_unit",
     "flops_per_image",
     "format_mean_std",
     "latency_ms",
@@ -68,6 +69,12 @@ REWARD_METRICS: tuple[str, ...] = ("accuracy", "macro_f1", "neg_ece", "neg_nll",
 ATTACK_REWARD_METRICS: dict[str, str] = {"fgsm_accuracy": "fgsm"}
 #: The units of a search's cost term, which `cost_weight` multiplies.
 COST_METRICS: tuple[str, ...] = ("seconds", "tflops")
+
+
+def difference_unit(metric: str) -> tuple[float, str]:
+    """How a difference of `metric` is reported: (factor, unit). Fractions in [0, 1] (accuracy, mIoU,
+    SSIM, ...) in points (x 100), PSNR in dB as it is, MSE as it is."""
+    return {"psnr": (1.0, "dB"), "mse": (1.0, "MSE")}.get(metric, (100.0, "points"))
 
 
 def reward_value(metrics: dict[str, float], reward_metric: str) -> float:

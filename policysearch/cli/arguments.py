@@ -250,6 +250,10 @@ def name_list(text: str) -> list[str]:
     return items
 
 
+#: `policysearch.tasks.TASKS`, spelled out so that --help imports no torch (a test keeps the two equal).
+TASK_NAMES = ("classification", "segmentation", "restoration")
+
+
 # ---------------------------------------------------------------------- option groups
 def add_data_args(p: argparse.ArgumentParser, default_dataset: str | None = "digits") -> None:
     g = p.add_argument_group("data")
@@ -261,6 +265,11 @@ def add_data_args(p: argparse.ArgumentParser, default_dataset: str | None = "dig
                        help="your own data instead: an image folder (a sub-folder per class, optionally under "
                             "train/ and test/), an .npz (x_train, y_train[, x_test, y_test, class_names]), or "
                             "module:function returning arrays or a torch Dataset (default: none: --dataset)")
+    g.add_argument("--task", default=None, choices=TASK_NAMES,
+                   help="what the targets are: classification (a label per image), segmentation (a mask per image: "
+                        "a folder of images/ and masks/, or an .npz whose y are (N, H, W) masks), restoration (a "
+                        "clean image per degraded one, from an .npz) (default: the data's own: a built-in set's, "
+                        "a folder's layout, else classification)")
     g.add_argument("--image-size", type=image_size, default=None, metavar="H[xW]",
                    help="resize an image folder's images; required when their sizes differ (default: their own size)")
     g.add_argument("--normalize", type=normalization, default=None, metavar="HOW",
@@ -283,10 +292,10 @@ def add_data_args(p: argparse.ArgumentParser, default_dataset: str | None = "dig
 def add_train_args(p: argparse.ArgumentParser, epochs: float | None = 10, zero_epochs: bool = False) -> None:
     """The model and its training; `zero_epochs` lets ``--epochs 0`` score a given model (``--weights``)."""
     g = p.add_argument_group("training")
-    g.add_argument("--model", default="cnn", type=model_arg,
+    g.add_argument("--model", default=None, type=model_arg,
                    help="the network: {names}, or your own as module:function or file.py:function (a factory "
                         "taking the input shape and the class count), torchvision:NAME or timm:NAME "
-                        "(default: %(default)s)")
+                        "(default: cnn; unet for segmentation and restoration data)")
     g.add_argument("--weights", default=None, metavar="FILE",
                    help="start from these weights: a state dict (torch.save(model.state_dict(), FILE)) or a "
                         "`train --save` checkpoint, read without running code from it (default: none: the seeded "
@@ -340,9 +349,10 @@ def add_search_args(p: argparse.ArgumentParser, budget: int | None = 20, segment
                        help="segments per child training (default: %(default)s)")
         g.add_argument("--steps-per-segment", type=positive_int, default=None, metavar="N",
                        help="optimizer steps per segment (default: one epoch)")
-        g.add_argument("--reward-metric", default="accuracy", type=name_of("reward metric", _reward_metrics),
+        g.add_argument("--reward-metric", default=None, type=name_of("reward metric", _reward_metrics),
                        help="validation figure the search maximises: {names}; fgsm_accuracy is accuracy under "
-                            "FGSM at eps 8/255 (default: %(default)s)")
+                            "FGSM at eps 8/255; miou and pixel_accuracy on segmentation data, psnr, ssim and "
+                            "neg_mse on restoration data (default: accuracy; miou; psnr)")
         g.add_argument("--cost-weight", type=non_negative_number, default=0.0, metavar="W",
                        help="reward -= weight x cost (default: %(default)s)")
         g.add_argument("--cost-metric", default="tflops", type=name_of("cost metric", _cost_metrics),
@@ -359,8 +369,9 @@ def add_search_args(p: argparse.ArgumentParser, budget: int | None = 20, segment
     return g  # the command adds the tracking options here (`policysearch.cli.tracking.add_tracking_args`)
 
 
-def add_protocol_args(p: argparse.ArgumentParser, baselines: str, evidence: str) -> None:
-    """The protocol's options (`policysearch.protocol`): how much work each phase does, the baselines."""
+def add_protocol_args(p: argparse.ArgumentParser, baselines: str | None, evidence: str) -> None:
+    """The protocol's options (`policysearch.protocol`): how much work each phase does, the baselines (None:
+    the data's task's, `policysearch.tasks.Task.augment_baselines`)."""
     g = p.add_argument_group("protocol: search, re-rank the top candidates with the baselines on fresh seeds, choose "
                              "on validation, compare on the test split over paired seeds, export the best")
     g.add_argument("--effort", default="standard", type=name_of("effort", _fixed("quick", "standard", "thorough")),
@@ -374,7 +385,8 @@ def add_protocol_args(p: argparse.ArgumentParser, baselines: str, evidence: str)
                    help="paired seeds of the final comparison on the test split (default: the --effort's)")
     g.add_argument("--baselines", default=baselines, type=name_list, metavar="LIST",
                    help="the hand-made arms the search must beat on validation to be exported, and that the "
-                        "final comparison reports (default: %(default)s)")
+                        "final comparison reports (default: " + (baselines or "none,cropflip,erasing,trivial; for "
+                        "segmentation and restoration data none,cropflip,cropflip-jitter,trivial") + ")")
     g.add_argument("--no-compare", action="store_true",
                    help="skip the final comparison on the test split (the choice on validation is still made)")
     g.add_argument("--search-only", action="store_true",

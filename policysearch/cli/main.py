@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_train_args(p, epochs=20)
     # --tensorboard [DIR], --mlflow [URI], --objectives
     add_tracking_args(a.add_search_args(p, budget=None, controller=None), search=True)
-    a.add_protocol_args(p, "none,cropflip,erasing,trivial",
+    a.add_protocol_args(p, None,
                         "standard is the headroom benchmark's protocol: tpe, 4 children, the top 3 re-ranked on 1 "
                         "fresh seed, 5 paired seeds (benchmarks/RESULTS.md)")
     a.add_parallel_args(p)

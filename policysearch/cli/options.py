@@ -81,20 +81,49 @@ def prepare_data(args: argparse.Namespace, dataset: str | None = None, normalize
     ``--dataset``); normalised as `normalize` says (default: `input_normalization`)."""
     from policysearch.data import load_data, prepare
     from policysearch.device import resolve_device
+    from policysearch.errors import ConfigError
 
     normalize = normalize if normalize is not None else input_normalization(args)  # refused before any loading
+    if "model" in args and args.command != "compress":  # compress's --model is the teacher's (None: the checkpoint's)
+        settle_model(args)
     source: Any = dataset or args.dataset or "digits"
+    task = getattr(args, "task", None)
     if getattr(args, "data", None):
-        source = load_data(args.data, args.image_size, seed=args.split_seed)
+        source = load_data(args.data, args.image_size, task=task, seed=args.split_seed)
     elif getattr(args, "image_size", None) is not None:
-        from policysearch.errors import ConfigError
-
         raise ConfigError("--image-size resizes the images of --data FOLDER; a built-in data set has its own size")
-    return prepare(
+    data = prepare(
         source, val_size=args.val_size, train_size=args.train_size, seed=args.split_seed,
         device=resolve_device(args.device), data_dir=args.data_dir, download=not args.no_download,
         test_size=args.test_size, normalize=normalize,
     )
+    if task is not None and task != data.task:
+        raise ConfigError(f"--task {task}, but {data_option(args)} is {data.task} data")
+    return data
+
+
+def expected_task(args: argparse.Namespace) -> str:
+    """The task of the data the options name, known before loading it: ``--task``, a built-in set's own,
+    an image folder's layout (images/ and masks/: segmentation), else classification."""
+    if getattr(args, "task", None):
+        return args.task
+    if getattr(args, "data", None):
+        from policysearch.data.mask_folder import is_mask_folder
+
+        return "segmentation" if is_mask_folder(args.data) else "classification"
+    from policysearch.data.sources import SOURCES
+
+    source = SOURCES.get(getattr(args, "dataset", None) or "digits")
+    return source.task if source is not None else "classification"
+
+
+def settle_model(args: argparse.Namespace) -> str:
+    """``--model``, or its default for the data's task (cnn; unet for segmentation and restoration)."""
+    if args.model is None:
+        from policysearch.tasks import get_task
+
+        args.model = get_task(expected_task(args)).default_model
+    return args.model
 
 
 def train_config(args: argparse.Namespace, seed: int = 0) -> Any:
@@ -102,7 +131,7 @@ def train_config(args: argparse.Namespace, seed: int = 0) -> Any:
     from policysearch.train.trainer import TrainConfig
 
     return TrainConfig(
-        model=args.model, weights=getattr(args, "weights", None), batch_size=args.batch_size,
+        model=settle_model(args), weights=getattr(args, "weights", None), batch_size=args.batch_size,
         optimizer=args.optimizer, lr=args.lr,
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, seed=seed,
         device=args.device, amp=not args.no_amp,
@@ -112,7 +141,8 @@ def train_config(args: argparse.Namespace, seed: int = 0) -> Any:
 def child_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The `ChildConfig` fields the options set, for the envs that train a child in segments."""
     return dict(
-        model=args.model, weights=getattr(args, "weights", None), device=args.device, batch_size=args.batch_size,
+        model=settle_model(args), weights=getattr(args, "weights", None), device=args.device,
+        batch_size=args.batch_size,
         lr=args.lr, optimizer=args.optimizer,
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, amp=not args.no_amp,
         episode_length=args.episode_length, steps_per_segment=args.steps_per_segment,

@@ -23,7 +23,7 @@ from policysearch.analysis.report import format_table
 from policysearch.analysis.stats import paired_bootstrap
 from policysearch.data import DeviceData
 from policysearch.files import write_json
-from policysearch.metrics import HIGHER_IS_BETTER, reward_value
+from policysearch.metrics import HIGHER_IS_BETTER, difference_unit, reward_value
 from policysearch.protocol.effort import Plan
 from policysearch.protocol.trainings import Job, Ledger
 from policysearch.train.trainer import TrainConfig, Trainer, training_steps
@@ -76,7 +76,7 @@ def compare_on_test(ledger: Ledger, chosen: Arm, baselines: Sequence[Arm], seeds
 
     Returns:
         ``{"seeds", "metric", "arms": {label: {"per_seed", "mean", "std"}}, "differences": {baseline:
-        paired bootstrap of chosen - baseline, in points}}``.
+        paired bootstrap of chosen - baseline, in points (dB for PSNR: `difference_unit`)}}``.
     """
     paired = [seed + TEST_SEED + i for i in range(seeds)]
     arms = [chosen, *[b for b in baselines if b.label != chosen.label]]
@@ -95,6 +95,7 @@ def paired_comparison(values: dict[str, list[float]], chosen: str, seeds: list[i
     table = {label: {"per_seed": v, "mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
                      "searched": label in searched} for label, v in values.items()}
     sign = 1.0 if HIGHER_IS_BETTER.get(metric, True) else -1.0
+    factor, unit = difference_unit(metric)
     differences: dict[str, Any] = {}
     for label, other in values.items():
         if label == chosen:
@@ -102,15 +103,16 @@ def paired_comparison(values: dict[str, list[float]], chosen: str, seeds: list[i
         mine = values[chosen]
         if len(seeds) >= 2 and all(math.isfinite(v) for v in (*mine, *other)):
             d = paired_bootstrap(mine, other)
-            differences[label] = {k: sign * 100 * d[k] for k in ("mean", "low", "high")} | {"n": d["n"]}
+            differences[label] = {k: sign * factor * d[k] for k in ("mean", "low", "high")} | {"n": d["n"]}
         else:
             differences[label] = None
-    return {"seeds": seeds, "metric": metric, "arms": table, "differences": differences}
+    return {"seeds": seeds, "metric": metric, "unit": unit, "arms": table, "differences": differences}
 
 
 def interval_text(d: dict[str, Any], n: int, metric: str) -> str:
     """A difference with its CI, as the verdict lines say it."""
-    return f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] points of test {metric} over {n} paired seeds"
+    unit = difference_unit(metric)[1]
+    return f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] {unit} of test {metric} over {n} paired seeds"
 
 
 def verdict_line(chosen: Arm, comparison: dict[str, Any] | None, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -205,7 +207,7 @@ class ProtocolResult:
             d = self.comparison["differences"].get(label)
             rows.append({"arm": label + (" (exported)" if label == self.chosen else ""),
                          f"test {metric}": f"{arm['mean']:.4f} ± {arm['std']:.4f}",
-                         f"{self.chosen} − arm, points [95 % CI]": (
+                         f"{self.chosen} − arm, {difference_unit(metric)[1]} [95 % CI]": (
                              "" if label == self.chosen else "n/a" if d is None
                              else f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]")})
         return rows

@@ -34,11 +34,13 @@ from policysearch.protocol.effort import plan_for
 from policysearch.protocol.trainings import Ledger
 from policysearch.search.driver import run_search
 from policysearch.search.vecenv import Budget
+from policysearch.tasks import get_task
 from policysearch.train.trainer import TrainConfig, training_steps
 
 __all__ = ["AUGMENT_BASELINES", "SCHEDULE_BASELINES", "find_augmentation", "find_schedule"]
 
-#: The hand-made policies a searched one must beat (none: the floor; the usual recipes above it).
+#: The hand-made policies a searched one must beat on classification data (none: the floor; the usual
+#: recipes above it); each task names its own (`policysearch.tasks.Task.augment_baselines`).
 AUGMENT_BASELINES = ("none", "cropflip", "erasing", "trivial")
 #: The hand-made schedules a searched one must beat, at the model's default peak LR.
 SCHEDULE_BASELINES = ("onecycle", "cosine", "linear")
@@ -47,8 +49,8 @@ SCHEDULE_BASELINES = ("onecycle", "cosine", "linear")
 def find_augmentation(data: DeviceData, model: Any = None, *, epochs: float = 20, effort: str = "standard",
                       controller: str | None = None, budget: int | None = None, top: int | None = None,
                       rerank_seeds: int | None = None, seeds: int | None = None,
-                      baselines: Sequence[str] = AUGMENT_BASELINES, compare: bool = True, schedule: str = "cosine",
-                      segments: int = 4, space: str = "full", reward_metric: str = "accuracy",
+                      baselines: Sequence[str] | None = None, compare: bool = True, schedule: str = "cosine",
+                      segments: int = 4, space: str = "full", reward_metric: str | None = None,
                       config: TrainConfig | None = None, out: str | Path | None = None, resume: bool = False,
                       overwrite: bool = False, workers: int = 1, seed: int = 0, budget_seconds: float | None = None,
                       progress: bool = True, say: Callable[[str], None] | None = None,
@@ -62,12 +64,15 @@ def find_augmentation(data: DeviceData, model: Any = None, *, epochs: float = 20
         epochs: the target training length: every child, candidate and baseline trains this long.
         effort: "quick", "standard" or "thorough" (`policysearch.protocol.effort.PLANS`).
         controller, budget, top, rerank_seeds, seeds: override the effort's plan.
-        baselines: hand-made policies (names or files) compared and possibly exported.
+        baselines: hand-made policies (names or files) compared and possibly exported (None: the data's task's,
+            `policysearch.tasks.Task.augment_baselines`: none, cropflip, erasing, trivial for classification;
+            none, cropflip, cropflip-jitter, trivial for segmentation and restoration).
         compare: run the final paired comparison on the test split.
         schedule: the LR schedule every training follows.
         segments: policy decisions per training (Augment-v1's episode length).
         space: Augment-v1's search space ("full" or "small").
-        reward_metric: what the search and the re-ranking maximise on validation.
+        reward_metric: what the search and the re-ranking maximise on validation (None: the task's default:
+            accuracy, miou, psnr); the test comparison reports the task's default metric.
         config: training settings (model, batch size, optimizer, ...); `model` overrides its model.
         out: the folder (``search/`` inside, the exported ``policy.json``, ``protocol.json``,
             ``trainings.jsonl``); None keeps everything in memory.
@@ -79,6 +84,7 @@ def find_augmentation(data: DeviceData, model: Any = None, *, epochs: float = 20
         progress: progress bars; `say` receives the protocol's lines (default: stderr).
         env_options: further Augment-v1 arguments for the search (ops, ops_per_sample, magnitude_scale, ...).
     """
+    baselines = tuple(baselines) if baselines is not None else get_task(data.task).augment_baselines
     policies = [load_policy(b) for b in baselines]  # bad names fail before any work
     config = _config(config, model)
     lr_schedule = load_schedule(schedule, base_lr=config.lr)
@@ -96,7 +102,7 @@ def find_schedule(data: DeviceData, model: Any = None, *, epochs: float = 20, ef
                   controller: str | None = None, budget: int | None = None, top: int | None = None,
                   rerank_seeds: int | None = None, seeds: int | None = None,
                   baselines: Sequence[str] = SCHEDULE_BASELINES, compare: bool = True, augment: str = "none",
-                  segments: int = 1, base: str = "onecycle", scale: float = 4.0, reward_metric: str = "accuracy",
+                  segments: int = 1, base: str = "onecycle", scale: float = 4.0, reward_metric: str | None = None,
                   config: TrainConfig | None = None, out: str | Path | None = None, resume: bool = False,
                   overwrite: bool = False, workers: int = 1, seed: int = 0, budget_seconds: float | None = None,
                   progress: bool = True, say: Callable[[str], None] | None = None,
@@ -130,7 +136,7 @@ def _config(config: TrainConfig | None, model: Any) -> TrainConfig:
 def _run(job: str, data: DeviceData, model: Any, *, epochs: float, effort: str, controller: str | None,
          budget: int | None, top: int | None, rerank_seeds: int | None, seeds: int | None, compare: bool,
          config: TrainConfig | None, out: str | Path | None, resume: bool, overwrite: bool, workers: int, seed: int,
-         budget_seconds: float | None, progress: bool, say: Callable[[str], None] | None, reward_metric: str,
+         budget_seconds: float | None, progress: bool, say: Callable[[str], None] | None, reward_metric: str | None,
          env_kwargs: dict[str, Any], baselines: list[tuple[str, Any, Any, Any]],
          candidate: Callable[[Any], tuple[Any, Any]], artefact_name: str, segments: int) -> ProtocolResult:
     say = say or (lambda line: print(line, file=sys.stderr))
@@ -138,6 +144,8 @@ def _run(job: str, data: DeviceData, model: Any, *, epochs: float, effort: str, 
         raise ConfigError(f"epochs is {epochs!r}: the target training length, expected a positive number")
     plan = plan_for(job, effort, controller=controller, budget=budget, top=top, rerank_seeds=rerank_seeds,
                     seeds=seeds)
+    task = get_task(data.task)
+    reward_metric = task.reward_metric(reward_metric)  # one this task measures, before any work
     config = _config(config, model)
     folder = check_output_dir(out, "out") if out is not None else None
     steps = training_steps(data, config.batch_size, epochs)
@@ -191,7 +199,7 @@ def _run(job: str, data: DeviceData, model: Any, *, epochs: float, effort: str, 
     if not chosen.searched and arms:  # the table still shows what the search found, as "learned"
         best = max(arms, key=lambda a: next(r["val_mean"] for r in ranking if r["arm"] == a.label))
         others = [dataclasses.replace(best, label="learned"), *base_arms]
-    comparison = compare_on_test(ledger, chosen, others, plan.seeds, seed) if compare else None
+    comparison = compare_on_test(ledger, chosen, others, plan.seeds, seed, task.default_metric) if compare else None
     verdict = verdict_line(chosen, comparison, ranking)
     exported = _exported(chosen, job, result, ranking, verdict)
     search_cost = {k: result.summary[k] for k in ("child_trainings", "train_flops", "wall_seconds")}
@@ -214,7 +222,7 @@ def _exported(chosen: Arm, job: str, result: Any, ranking: list[dict[str, Any]],
     """A copy of the chosen arm's artefact, its provenance saying how it was chosen."""
     artefact = chosen.artefact
     prov = {**(artefact.provenance or {}), **{k: v for k, v in result.artefact.provenance.items()
-                                              if k in ("dataset", "dataset_fingerprint", "model", "classes",
+                                              if k in ("dataset", "dataset_fingerprint", "model", "classes", "task",
                                                        "label_map", "normalization", "env_id")},
             "protocol": {"job": job, "chosen": chosen.label, "searched": chosen.searched, "verdict": verdict["line"],
                          "validation": {r["arm"]: r["val_mean"] for r in ranking}}}

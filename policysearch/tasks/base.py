@@ -40,6 +40,7 @@ class Task:
         reward_metrics: what a search may maximise on this task (a lower-is-better metric as ``neg_NAME``).
         loss_metric: the evaluated metric that is the training loss on a split (closed-loop LR controllers
             and the schedule env observe it).
+        default_model: the built-in network the command line trains when ``--model`` is not given.
     """
 
     name: str = ""
@@ -49,6 +50,11 @@ class Task:
     default_metric: str = ""
     reward_metrics: tuple[str, ...] = ()
     loss_metric: str = "nll"
+    default_model: str = "unet"  # what --model defaults to on this task's data
+    #: The hand-made augmentation policies the augmentation protocol compares with (`builtin_policy` names):
+    #: for dense targets, the segmentation recipes — flip with a shift, the same with photometric jitter, and
+    #: TrivialAugment (its geometric ops move the target, its photometric ones touch the image only for masks).
+    augment_baselines: tuple[str, ...] = ("none", "cropflip", "cropflip-jitter", "trivial")
 
     def reward_metric(self, requested: str | None) -> str:
         """`requested` when this task measures it, the task's default for None; else a ConfigError."""

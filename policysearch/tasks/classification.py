@@ -38,6 +38,8 @@ class Classification(Task):
     metric_names = METRIC_NAMES
     higher_is_better: ClassVar[dict[str, bool]] = {k: HIGHER_IS_BETTER[k] for k in METRIC_NAMES}
     default_metric = "accuracy"
+    default_model = "cnn"
+    augment_baselines = ("none", "cropflip", "erasing", "trivial")
     reward_metrics = ("accuracy", "macro_f1", "neg_ece", "neg_nll", "fgsm_accuracy")
 
     def check_targets(self, x: torch.Tensor, y: Any, num_classes: int, what: str) -> str | None:
