@@ -202,7 +202,7 @@ class ChildEnv(gym.Env):
         data = self.data.describe()
         return {"env_id": self.ENV_ID, "mode": self.mode, **self.spec_kwargs,
                 "dataset_fingerprint": self.data.fingerprint, "split": self.data.split,
-                **{k: data[k] for k in ("classes", "normalization", "label_map") if k in data}}
+                **{k: data[k] for k in ("classes", "normalization", "label_map", "task") if k in data}}
 
     def export_files(self, out_dir: Path, controller_path: Path | None, controller: str,
                      provenance: dict[str, Any]) -> dict[str, str]:

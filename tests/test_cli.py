@@ -201,7 +201,7 @@ def test_datasets_lists_the_three_with_availability(capsys: pytest.CaptureFixtur
 def test_models_lists_the_registry(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_cli(["models", "--json"], capsys)
     assert code == 0, err
-    assert [r["model"] for r in last_json(out)] == ["mlp", "cnn", "resnet", "vit", "unet"]
+    assert [r["model"] for r in last_json(out)] == ["mlp", "cnn", "resnet", "vit", "unet", "unet-residual"]
     table = err.splitlines()
     for name in ("mlp", "cnn", "resnet", "vit"):
         assert any(line.startswith(f"| {name} ") for line in table), name

@@ -8,14 +8,16 @@ training, never during a search. (One model on one split is `policysearch.train.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from policysearch.analysis.stats import paired_bootstrap
 from policysearch.data import DeviceData
 from policysearch.errors import PolicyFormatError
-from policysearch.metrics import METRIC_NAMES, summarize
+from policysearch.metrics import HIGHER_IS_BETTER, difference_unit, summarize
 from policysearch.models import restore_models, shipped_models
 from policysearch.policies.adaptive import resolve_schedule
 from policysearch.policies.augment import AugmentPolicy, load_policy
@@ -158,7 +160,7 @@ def _aggregate(augment: str, schedule: str, seeds: list[int], runs: list[dict[st
     ok = [r for r in runs if not r["diverged"]] or runs
 
     def stats(split: str) -> dict[str, dict[str, float]]:
-        names = [m for m in ok[0][split] if m in METRIC_NAMES or m.endswith("_accuracy")]
+        names = [m for m in ok[0][split] if m in HIGHER_IS_BETTER or m.endswith("_accuracy")]  # not iou/<class>
         return {m: dict(zip(("mean", "std"), summarize([r[split][m] for r in ok]))) for m in names}
 
     cost: dict[str, Any] = {k: summarize([float(r["cost"][k]) for r in runs])[0]
@@ -174,16 +176,30 @@ def seed_values(entry: dict[str, Any], metric: str, split: str = "test") -> list
     return [float(run[split][metric]) for run in entry["runs"]]
 
 
+#: The columns of a comparison table, in order, as far as the entries hold them: classification's, then
+#: segmentation's and restoration's (`policysearch.tasks`), then accuracy under attack.
+TABLE_METRICS = ("accuracy", "macro_f1", "ece", "nll", "miou", "pixel_accuracy", "psnr", "ssim", "fgsm_accuracy",
+                 "pgd_accuracy")
+#: The headline metric of each task, the one whose paired differences get a CI column.
+HEADLINE_METRICS = ("accuracy", "miou", "psnr")
+
+
 def comparison_rows(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Table rows: test accuracy / macro F1 / ECE / NLL (and accuracy under attack, when measured) as
-    mean ± std, then the cost of one run: seconds, training TFLOPs and energy."""
+    """Table rows: the test metrics as mean ± std (accuracy / macro F1 / ECE / NLL; mIoU and pixel accuracy;
+    PSNR and SSIM; accuracy under attack, when measured); for dense tasks, each arm's paired difference from
+    the first arm in the headline metric (mIoU in points, PSNR in dB) with a bootstrap 95 % CI over the
+    seeds; then the cost of one run: seconds, training TFLOPs and energy."""
     rows = []
+    headline = next((m for m in HEADLINE_METRICS if entries and m in entries[0]["test"]), None)
     for e in entries:
         row: dict[str, Any] = {"augment": e["augment"], "schedule": e["schedule"], "seeds": len(e["seeds"])}
-        for metric in ("accuracy", "macro_f1", "ece", "nll", "fgsm_accuracy", "pgd_accuracy"):
+        for metric in TABLE_METRICS:
             if metric in e["test"]:
                 s = e["test"][metric]
                 row[f"test {metric}"] = f"{s['mean']:.4f} ± {s['std']:.4f}"
+        if headline is not None and headline != "accuracy" and len(entries) > 1:
+            row[f"{headline} − first arm, {difference_unit(headline)[1]} [95 % CI]"] = _difference_text(
+                e, entries[0], headline)
         cost = e["cost"]
         row["train s"] = f"{cost['seconds']:.1f}"
         row["train TFLOPs"] = f"{cost['train_flops'] / 1e12:.3g}"
@@ -193,3 +209,15 @@ def comparison_rows(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             row["diverged"] = e["diverged"]
         rows.append(row)
     return rows
+
+
+def _difference_text(entry: dict[str, Any], reference: dict[str, Any], metric: str) -> str:
+    """``+0.61 [+0.20, +1.02]``: entry - reference over their paired seeds, in the metric's unit."""
+    if entry is reference:
+        return ""
+    a, b = seed_values(entry, metric), seed_values(reference, metric)
+    if len(a) < 2 or len(a) != len(b) or not all(map(math.isfinite, (*a, *b))):
+        return "n/a"
+    d = paired_bootstrap(a, b)
+    factor = difference_unit(metric)[0]
+    return f"{factor * d['mean']:+.2f} [{factor * d['low']:+.2f}, {factor * d['high']:+.2f}]"

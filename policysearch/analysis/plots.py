@@ -17,6 +17,8 @@ from policysearch.policies.schedule import named_schedule
 
 #: The panels of `plot_comparison`: the test metrics every comparison reports.
 COMPARISON_METRICS: tuple[str, ...] = ("accuracy", "macro_f1", "ece", "nll")
+#: The panels for segmentation and restoration entries (`policysearch.tasks`), as far as they hold them.
+DENSE_COMPARISON_METRICS: tuple[str, ...] = ("miou", "pixel_accuracy", "psnr", "ssim")
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
          2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 
@@ -33,14 +35,15 @@ def _half_width(values: Sequence[float], interval: str) -> float:
     return (_T975[n - 2] if n - 2 < len(_T975) else 1.96) * std / math.sqrt(n)
 
 
-def comparison_figure(entries: Sequence[dict[str, Any]], title: str = "", metrics: Sequence[str] = COMPARISON_METRICS,
+def comparison_figure(entries: Sequence[dict[str, Any]], title: str = "", metrics: Sequence[str] | None = None,
                       interval: str = "std", note: str = "") -> Any:
     """The figure `plot_comparison` writes: one panel per metric, every seed a dot, the mean with whiskers.
 
     Args:
         entries: `policysearch.analysis.compare.compare` entries (their per-seed "runs" are plotted).
         title: the figure's title.
-        metrics: test metrics, one panel each.
+        metrics: test metrics, one panel each (None: `COMPARISON_METRICS`, or for segmentation and restoration
+            entries those of `DENSE_COMPARISON_METRICS` they hold).
         interval: "std" (± one sample standard deviation) or "ci95" (t-based 95 % confidence interval
             of the mean); the caption says which.
         note: appended to the caption (e.g. the data set and its test size).
@@ -51,6 +54,10 @@ def comparison_figure(entries: Sequence[dict[str, Any]], title: str = "", metric
 
     if interval not in ("std", "ci95"):
         raise UnknownNameError("interval", interval, ("std", "ci95"))
+    if metrics is None:
+        held = entries[0]["runs"][0]["test"] if entries and entries[0].get("runs") else {}
+        dense = [m for m in DENSE_COMPARISON_METRICS if m in held]
+        metrics = COMPARISON_METRICS if "accuracy" in held or not dense else dense
     plt = pyplot()
     if plt is None:
         return None
@@ -98,7 +105,7 @@ def comparison_figure(entries: Sequence[dict[str, Any]], title: str = "", metric
 
 
 def plot_comparison(entries: Sequence[dict[str, Any]], path: str | Path, title: str = "",
-                    metrics: Sequence[str] = COMPARISON_METRICS, interval: str = "std", note: str = "") -> Path | None:
+                    metrics: Sequence[str] | None = None, interval: str = "std", note: str = "") -> Path | None:
     """Write `comparison_figure` (every seed a dot, mean ± std or 95 % CI, one panel per metric) to `path`."""
     fig = comparison_figure(entries, title, metrics, interval, note)
     if fig is None:

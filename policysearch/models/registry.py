@@ -36,7 +36,7 @@ from policysearch.imports import ImportPath, first_line, import_path
 from policysearch.models.builtin import MLP, SmallCNN, SmallResNet, TinyViT
 from policysearch.models.external import hub_spec
 from policysearch.models.spec import Factory, ModelSpec
-from policysearch.models.unet import UNet
+from policysearch.models.unet import UNet, residual_unet
 from policysearch.tasks import get_task
 
 __all__ = ["MODELS", "ModelSpec", "build_model", "model_table", "register_model",
@@ -52,6 +52,8 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("vit", TinyViT, "tiny ViT: dim 64, depth 2, 4 heads", "adamw", 2e-3, "builtin"),
         ModelSpec("unet", UNet, "U-Net (Ronneberger et al. 2015), small: 3 levels (16/32/64, 128 at the bottom), "
                   "concatenated skips, bilinear up-sampling", "adamw", 1e-3, "builtin", dense=True),
+        ModelSpec("unet-residual", residual_unet, "the U-Net plus its input: learns a correction of the image "
+                  "(restoration: outputs = image channels)", "adamw", 1e-3, "builtin", dense=True),
     )
 }
 _BUILTIN = frozenset(MODELS)
@@ -279,13 +281,15 @@ def restore_models(specs: Mapping[str, ModelSpec]) -> None:
 
 
 def model_table() -> list[dict[str, object]]:
-    """One row per registered model with what it predicts and its parameter count on 28x28 grey images, for
-    `policysearch models`."""
+    """One row per registered model with what it predicts and its parameter count on 28x28 grey images (10
+    class scores, or one output map for a dense model), for `policysearch models`."""
     rows = []
     for spec in MODELS.values():
-        params = sum(p.numel() for p in spec.factory((1, 28, 28), 10).parameters())
+        outputs = 1 if spec.dense else 10  # a dense model: one output map (a restoring net returns the image)
+        params = sum(p.numel() for p in spec.factory((1, 28, 28), outputs).parameters())
         rows.append({"model": spec.name, "description": spec.description,
                      "predicts": "a map per pixel (segmentation, restoration)" if spec.dense else "class scores",
-                     "params (1x28x28, 10 classes)": params, "default optimizer": f"{spec.optimizer} lr={spec.lr:g}"})
+                     "params (1x28x28; 10 classes or 1 map)": params,
+                     "default optimizer": f"{spec.optimizer} lr={spec.lr:g}"})
     return rows
 

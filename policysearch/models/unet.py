@@ -99,3 +99,9 @@ class UNet(nn.Module):
             out = self.up[i](torch.cat([skip, out], dim=1))
         out = self.head(out)
         return out + x if self.residual else out
+
+
+def residual_unet(input_shape: tuple[int, int, int], num_classes: int) -> UNet:
+    """`UNet` with ``residual=True``: it starts as the identity on its input and learns the correction, the
+    usual form for denoising and super-resolution (the built-in ``unet-residual``, restoration's default)."""
+    return UNet(input_shape, num_classes, residual=True)

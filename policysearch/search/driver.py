@@ -141,6 +141,7 @@ def run_search(
             # what a user needs to apply the artefact to their own data: its classes, label mapping, inputs
             classes=env_info.get("classes"), label_map=env_info.get("label_map"),
             normalization=env_info.get("normalization"),
+            **({"task": env_info["task"]} if env_info.get("task") else {}),  # classification files stay as they were
             budget=asdict(budget), episodes=len(recorder.episodes), child_trainings=recorder.child_trainings,
             run_id=store.run_id if store else None,
         )

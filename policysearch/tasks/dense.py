@@ -147,6 +147,7 @@ class Restoration(Task):
     default_metric = "psnr"
     reward_metrics = ("psnr", "ssim", "neg_mse")
     loss_metric = "mse"
+    default_model = "unet-residual"  # starts as the identity: the degraded image, refined
 
     def check_targets(self, x: torch.Tensor, y: Any, num_classes: int, what: str) -> str | None:
         if not isinstance(y, torch.Tensor) or y.dtype != torch.uint8 or y.dim() != 4:
