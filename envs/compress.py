@@ -25,12 +25,13 @@ from policysearch.channels.groups import CRITERIA, require_torch_pruning
 from policysearch.channels.space import PlanSpace
 from policysearch.checks import check_choice, check_int, check_lr, check_number, check_tensors
 from policysearch.compression.distill import _check_kd, distill
-from policysearch.compression.pruning import adaptive_bn, val_accuracy
+from policysearch.compression.pruning import adaptive_bn, val_score
 from policysearch.compression.teacher import check_teacher
 from policysearch.envs.base import ChildConfig, ChildEnv, state_fields
 from policysearch.errors import ConfigError
-from policysearch.metrics import count_parameters, flops_per_image, measure_latency
+from policysearch.metrics import count_parameters, difference_unit, flops_per_image, measure_latency
 from policysearch.policies.compress import CompressionPlan
+from policysearch.tasks import get_task
 from policysearch.train.checkpoint import load_checkpoint
 from policysearch.train.evaluate import evaluate
 
@@ -55,6 +56,12 @@ OBSERVATION_NAMES: tuple[str, ...] = (
 )
 
 
+#: How far below every student within its targets one over a target scores (`CompressEnv`): the range of the
+#: score's unit, by `difference_unit`: a fraction (accuracy, mIoU) spans 1; PSNR of images in [0, 1] spans
+#: 0..100 dB (the task floors the MSE at 1e-10).
+SCORE_SPAN: dict[str, float] = {"points": 1.0, "dB": 100.0}
+
+
 def kept_ratio(kept: int, channels: int) -> float:
     """The keep ratio a plan records for `kept` of `channels` (``kept_channels`` inverts it exactly)."""
     return kept / channels
@@ -67,12 +74,16 @@ class CompressEnv(ChildEnv):
     An episode compresses the teacher once, one channel group per step (AMC, He et al. 2018). A
     group is a prunable layer, or, in a ResNet, the layers whose outputs add into the same residual
     sum (see `policysearch.policies.compress`); `episode_length` is the number of groups, in module
-    order, the classifier head excluded. At each step the action sets the group's keep ratio,
-    clipped so that the FLOPs target stays reachable. After the last group the teacher is pruned
-    structurally with torch-pruning (magnitude `criterion`; coupled channels stay consistent) and the
-    student is scored by the `proxy`: "adaptive-bn" (default; EagleEye, Li et al. 2020) recomputes its
-    BatchNorm statistics on `bn_batches` training batches (no gradient, weights untouched) and
-    validates; "distill" fine-tunes it for `finetune_steps` by knowledge distillation, then validates.
+    order, the classifier head (a dense model's output conv) excluded. The teacher may be a
+    classifier or a dense model (a ``unet`` on segmentation or restoration data): students are scored
+    by the data's task metric (`policysearch.tasks.Task.default_metric`: accuracy, mIoU or PSNR). At
+    each step the action sets the group's keep ratio, clipped so that the FLOPs target stays
+    reachable. After the last group the teacher is pruned structurally with torch-pruning (magnitude
+    `criterion`; coupled channels stay consistent) and the student is scored by the `proxy`:
+    "adaptive-bn" (default; EagleEye, Li et al. 2020) recomputes its BatchNorm statistics on
+    `bn_batches` training batches (no gradient, weights untouched) and validates; "distill"
+    fine-tunes it for `finetune_steps` by knowledge distillation (the task's distillation loss,
+    `policysearch.compression.distill.kd_loss_for`), then validates.
     With `uniform_first` (default) the env's first episode is the uniform plan whatever the actions
     (candidate 0: `CompressionPlan.uniform` under every target), so a search never ends below it.
 
@@ -105,11 +116,14 @@ class CompressEnv(ChildEnv):
 
     ## Rewards
     0 before the last step. At the last step, after pruning and scoring: `reward="acc"` gives
-    the student's validation accuracy (the FLOPs budget holds by construction; a student over the
-    `params_target` or `latency_target`, measured, scores its accuracy - 1, below every student
-    within them, and `info["meets_targets"]` is False);
-    `reward="error_log_flops"` gives AMC's `-(1 - accuracy) * ln(FLOPs per image)`.
-    `info["metric"]` is the validation accuracy either way (the search driver ranks by it). A
+    the student's validation score, the data's task metric (`reward_metric`: accuracy for a classifier,
+    mIoU for a segmentation, PSNR in dB for a restoration; `info["val"]` holds it under that name). The
+    FLOPs budget holds by construction; a student over the `params_target` or `latency_target`,
+    measured, scores its score minus the metric's range (accuracy - 1, mIoU - 1, PSNR - 100 dB;
+    `SCORE_SPAN`), below every student within them, and `info["meets_targets"]` is False.
+    `reward="error_log_flops"` gives AMC's `-(1 - accuracy) * ln(FLOPs per image)` (a metric that is a
+    fraction: accuracy or mIoU, not PSNR).
+    `info["metric"]` is the validation score either way (the search driver ranks by it). A
     diverging fine-tune (NaN / inf loss) ends the episode with `-divergence_penalty`, logged as
     a warning, with `info["diverged"]` saying where.
 
@@ -132,7 +146,8 @@ class CompressEnv(ChildEnv):
     - `params_target`, `latency_target`: parameter and CPU-latency budgets as fractions of the
       teacher's, in (0, 1]; latency is measured at batch 1 and `latency_batch`.
     - `proxy`: "adaptive-bn" or "distill"; `bn_batches`: adaptive-BN batches (of `batch_size`);
-      `val_images`: score on the first N validation images (None: all).
+      `val_images`: score on the first N validation images (None: all; a segmentation's mIoU is then
+      that of those images' pixels).
     - `uniform_first`: the first episode is the uniform plan (candidate 0).
     - `finetune_steps` (default: one epoch of the training split), `finetune_lr`,
       `temperature`, `alpha`, `batch_size`*: the distillation fine-tune of `proxy="distill"`
@@ -146,7 +161,9 @@ class CompressEnv(ChildEnv):
 
     ## Version History
     - v0: initial version; the adaptive-BN proxy, candidate 0 and the parameter / latency targets
-      were added later (`proxy="distill", uniform_first=False` gives the first rewards back).
+      were added later (`proxy="distill", uniform_first=False` gives the first rewards back); dense
+      teachers on segmentation and restoration data later still, scored by their task's metric (a
+      classifier's rewards unchanged).
     """
 
     ENV_ID = "policysearch/Compress-v0"
@@ -224,13 +241,19 @@ class CompressEnv(ChildEnv):
         assert teacher is not None
         check_tensors("teacher", teacher.state_dict(), error=ConfigError)  # NaN weights score as a perfect student
         self._setup_child(child, data)
-        # Fixed by this env's design: the search ranks students by accuracy; the FLOPs budget is a constraint.
-        self.reward_metric, self.cost_metric, self.cost_weight = "accuracy", "tflops", 0.0
+        # Fixed by this env's design: the search ranks students by the data's task metric (accuracy, mIoU,
+        # PSNR); the FLOPs budget is a constraint.
+        self.reward_metric = get_task(self.data.task).default_metric
+        self.cost_metric, self.cost_weight = "tflops", 0.0
+        self.score_span = SCORE_SPAN[difference_unit(self.reward_metric)[1]]
+        if reward == "error_log_flops" and difference_unit(self.reward_metric)[1] != "points":
+            raise ConfigError(f"reward='error_log_flops' is -(1 - score) x ln FLOPs, for a score that is a fraction; "
+                              f"students of {self.data.task} data are scored by {self.reward_metric}: use reward='acc'")
         data, batch_size = self.data, child.batch_size
-        if ckpt is not None and (tuple(ckpt.input_shape) != data.input_shape or ckpt.num_classes != data.num_classes):
+        if ckpt is not None and (tuple(ckpt.input_shape) != data.input_shape or ckpt.num_classes != data.output_size):
             raise ConfigError(
                 f"checkpoint {checkpoint} is for {ckpt.num_classes} classes of {tuple(ckpt.input_shape)} images, "
-                f"the data ({data.name}) has {data.num_classes} of {data.input_shape}; "
+                f"the data ({data.name}) has {data.output_size} of {data.input_shape}; "
                 "pass the dataset it was trained on"
             )
         if len(data.y_train) < batch_size:
@@ -272,7 +295,7 @@ class CompressEnv(ChildEnv):
         self.uniform_plan = CompressionPlan.uniform(
             self.teacher, self.example, flops_target=flops_target, params_target=params_target,
             latency_target=latency_target, latency_batch=latency_batch, min_keep=min_keep, max_keep=max_keep,
-            criterion=criterion, model_name=self.model_name)
+            criterion=criterion, model_name=self.model_name, task=data.task)
         self._uniform_counts = [self.uniform_plan.kept()[g.name] for g in self.groups]
         self.teacher_latency_ms = dict(self.uniform_plan.teacher_latency_ms)
         self._episodes_started = 0
@@ -363,8 +386,8 @@ class CompressEnv(ChildEnv):
             ratios={g.name: kept_ratio(c, g.channels) for g, c in zip(self.groups, self._counts)},
             channels={g.name: g.channels for g in self.groups},
             criterion=self.criterion, flops_target=self.flops_target, model=self.model_name,
-            input_shape=self.data.input_shape, num_classes=self.data.num_classes,
-            teacher_flops=self.teacher_flops, teacher_params=self.teacher_params,
+            input_shape=self.data.input_shape, num_classes=self.data.output_size,
+            teacher_flops=self.teacher_flops, teacher_params=self.teacher_params, task=self.data.task,
         )
 
     def _finish(self, info: dict[str, Any]) -> float:
@@ -400,13 +423,13 @@ class CompressEnv(ChildEnv):
                             self.divergence_penalty)
                 info["diverged"], info["val"] = stats.diverged, {}
                 return -self.divergence_penalty
-        accuracy = val_accuracy(student, self.data, self.val_images)
+        score = val_score(student, self.data, self.val_images)
         # Wall time stays out of `info` (and so out of determinism checks); the search driver reads it here.
         self.last_seconds = time.perf_counter() - start
         self.student = student
         # A student over a parameter or latency target scores below every student within them.
-        metric = accuracy if info["meets_targets"] else accuracy - 1.0
-        info["val"], info["metric"] = {"accuracy": accuracy}, metric
+        metric = score if info["meets_targets"] else score - self.score_span
+        info["val"], info["metric"] = {self.reward_metric: score}, metric
         if self.reward == "acc":
             return metric
         return -(1.0 - metric) * math.log(flops)

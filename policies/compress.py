@@ -51,6 +51,7 @@ from policysearch.checks import check_choice, check_int, check_number, check_sha
 from policysearch.errors import ConfigError, PolicyFormatError
 from policysearch.models import build_model
 from policysearch.policies.artifact import JsonArtefact, read_provenance, require, unwrap, wrap
+from policysearch.tasks import TASKS, get_task
 
 # The channel groups and the plan space live in `policysearch.channels`; re-exported here, where
 # plan users have always found them.
@@ -78,6 +79,10 @@ class CompressionPlan(JsonArtefact):
         input_shape: ``(C, H, W)`` of one input image.
         num_classes: the model's output channels: class scores, or for a dense model (``unet``) the
             score maps of a segmentation or the channels of a restored image (1 for grey images).
+        task: what the model predicts (`policysearch.tasks`): "classification" (one score per class),
+            "segmentation" (a score map per class) or "restoration" (an image); `build` asks it for the
+            output shape. None: not recorded (files written before dense tasks, plans made without data):
+            `build` then goes by the registered model (a dense one such as ``unet`` returns maps).
         criterion: which channels go: "l2" or "l1" group magnitude (torch-pruning's
             ``GroupMagnitudeImportance(p)``).
         flops_target: the FLOPs budget as a fraction of the unpruned model's, in (0, 1].
@@ -113,6 +118,7 @@ class CompressionPlan(JsonArtefact):
     latency_ms: dict[str, float] = field(default_factory=dict, compare=False)
     teacher_latency_ms: dict[str, float] = field(default_factory=dict, compare=False)
     provenance: dict[str, Any] = field(default_factory=dict, compare=False)
+    task: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.ratios, Mapping) or not self.ratios:
@@ -142,6 +148,8 @@ class CompressionPlan(JsonArtefact):
             raise ConfigError(f"model is {self.model!r}, expected a non-empty string")
         object.__setattr__(self, "input_shape", check_shape("input_shape", self.input_shape))
         check_int("num_classes", self.num_classes, 1)  # 1: a dense model restoring grey images
+        if self.task is not None:
+            check_choice("task", self.task, TASKS)
         for name in ("teacher_flops", "teacher_params", "flops", "params"):
             check_int(name, getattr(self, name), 0)
         for name in ("params_target", "latency_target"):
@@ -174,7 +182,7 @@ class CompressionPlan(JsonArtefact):
     def uniform(cls, model: nn.Module, example_inputs: torch.Tensor, *, flops_target: float = 0.5,
                 params_target: float = 1.0, latency_target: float = 1.0, latency_batch: int | None = None,
                 min_keep: float = 0.1, max_keep: float = 1.0, criterion: str = "l2",
-                model_name: str | None = None) -> CompressionPlan:
+                model_name: str | None = None, task: str | None = None) -> CompressionPlan:
         """One keep ratio for every channel group: the largest that meets every target.
 
         FLOPs are met exactly (the FLOPs model the env clips with), parameters by counting the pruned
@@ -189,13 +197,14 @@ class CompressionPlan(JsonArtefact):
             min_keep, max_keep: bounds of every group's keep ratio.
             criterion: "l2" or "l1" magnitude: which channels go.
             model_name: the plan's `model` (default: the class name).
+            task: what `model` predicts, recorded as the plan's `task` (e.g. ``data.task``; None: not recorded).
 
         Raises:
             ConfigError: a target is out of reach with `min_keep`, or an argument is invalid.
         """
         space = PlanSpace(model, example_inputs, flops_target, min_keep, max_keep)
         budget = PlanBudget(cls, model, example_inputs, space, flops_target, params_target, latency_target,
-                         latency_batch, criterion, model_name)
+                         latency_batch, criterion, model_name, task)
         ratio = space.largest_uniform(budget.params_ok)
         for _ in range(200):
             plan = budget.measured(space.uniform_counts(ratio), {"baseline": "uniform", "keep": ratio})
@@ -211,7 +220,7 @@ class CompressionPlan(JsonArtefact):
     def random(cls, model: nn.Module, example_inputs: torch.Tensor, *, flops_target: float = 0.5,
                params_target: float = 1.0, latency_target: float = 1.0, latency_batch: int | None = None,
                min_keep: float = 0.1, max_keep: float = 1.0, criterion: str = "l2", model_name: str | None = None,
-               seed: int = 0, tries: int = 100) -> CompressionPlan:
+               seed: int = 0, tries: int = 100, task: str | None = None) -> CompressionPlan:
         """A random plan: uniform keep ratios in [min_keep, max_keep] per group, clipped group by group
         to the FLOPs target as the env clips (AMC's rule); redrawn (up to `tries` times) until the
         parameter and latency targets hold too. Same arguments as `uniform`, plus the `seed`.
@@ -224,7 +233,7 @@ class CompressionPlan(JsonArtefact):
         check_int("tries", tries, 1)
         space = PlanSpace(model, example_inputs, flops_target, min_keep, max_keep)
         budget = PlanBudget(cls, model, example_inputs, space, flops_target, params_target, latency_target,
-                         latency_batch, criterion, model_name)
+                         latency_batch, criterion, model_name, task)
         rng = np.random.default_rng(seed)
         for draw in range(tries):
             counts = space.random_counts(rng)
@@ -254,7 +263,7 @@ class CompressionPlan(JsonArtefact):
         space = PlanSpace(model, example_inputs, self.flops_target, min_keep, max_keep)
         others = sorted(int(b) for b in self.teacher_latency_ms if str(b) != "1")
         budget = PlanBudget(type(self), model, example_inputs, space, self.flops_target, self.params_target,
-                         self.latency_target, others[-1] if others else None, self.criterion, self.model)
+                         self.latency_target, others[-1] if others else None, self.criterion, self.model, self.task)
         kept = self.kept()
         missing = [g.name for g in space.groups if g.name not in kept]
         if missing:
@@ -340,11 +349,15 @@ class CompressionPlan(JsonArtefact):
 
     def build(self, state_dict: Mapping[str, torch.Tensor] | None = None) -> nn.Module:
         """The pruned architecture of a registered model (`model` a name in `policysearch.models`),
-        optionally loaded with a pruned state dict (shapes do not depend on the unpruned weights)."""
+        optionally loaded with a pruned state dict (shapes do not depend on the unpruned weights). The model
+        is built for the plan's `task`, when recorded: it must return that task's output shape (class scores;
+        a map per output channel at the input's size)."""
 
+        output_shape = (None if self.task is None
+                        else get_task(self.task).output_shape(self.input_shape, self.num_classes))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # the weights are replaced or pruned; only shapes matter here
-            student = self.apply(build_model(self.model, self.input_shape, self.num_classes))
+            student = self.apply(build_model(self.model, self.input_shape, self.num_classes, output_shape))
         if state_dict is not None:
             student.load_state_dict(state_dict)
         return student
@@ -372,6 +385,8 @@ class CompressionPlan(JsonArtefact):
             "latency_ms": dict(self.latency_ms),
             "teacher_latency_ms": dict(self.teacher_latency_ms),
         }
+        if self.task is not None:  # older readers ignore it; older files lack it
+            body["task"] = self.task
         return wrap(self.KIND, self.FORMAT_VERSION, body, self.provenance)
 
     @classmethod
@@ -409,6 +424,7 @@ class CompressionPlan(JsonArtefact):
                 latency_ms=_optional(data, "latency_ms", dict, {}, source),
                 teacher_latency_ms=_optional(data, "teacher_latency_ms", dict, {}, source),
                 provenance=prov,
+                task=_optional(data, "task", str, None, source),
             )
         except ConfigError as exc:
             # Validation messages already name the field; add where the bad value came from.

@@ -203,7 +203,7 @@ def _fake_scores(monkeypatch, score):
         assert split == "val"  # the search never reads the test split
         return [[score(p.kept(), s) for s in seeds] for p in plans]
 
-    monkeypatch.setattr(policysearch.compression.refine, "distilled_accuracies", fake)  # where the search calls it
+    monkeypatch.setattr(policysearch.compression.refine, "distilled_scores", fake)  # where the search calls it
 
 
 def test_refine_plan_climbs_to_a_better_plan_and_only_moves_when_fresh_seeds_confirm(digits, trained, monkeypatch):
@@ -245,7 +245,7 @@ def test_refine_plan_confirms_at_its_own_length_where_the_short_score_misleads(d
         sign = 1 if steps == 3 else -1
         return [[0.5 + sign * p.kept()[first] / 1000 for _ in seeds] for p in plans]
 
-    monkeypatch.setattr(policysearch.compression.refine, "distilled_accuracies", fake)  # where the search calls it
+    monkeypatch.setattr(policysearch.compression.refine, "distilled_scores", fake)  # where the search calls it
     short = refine_plan(start, teacher, digits, steps=3, seeds=[0, 1], confirm_seeds=[2], rounds=2)
     assert short.plan.kept() != start.kept() and set(trained_steps) == {3}
     trained_steps.clear()

@@ -23,7 +23,7 @@ class PlanBudget:
 
     def __init__(self, cls: Any, model: nn.Module, example: torch.Tensor, space: Any,
                  flops_target: float, params_target: float, latency_target: float, latency_batch: int | None,
-                 criterion: str, model_name: str | None) -> None:
+                 criterion: str, model_name: str | None, task: str | None = None) -> None:
         check_number("params_target (a fraction of the model's parameters)", params_target, 0.0, 1.0, low_open=True)
         check_number("latency_target (a fraction of the model's CPU latency)", latency_target, 0.0, 1.0,
                      low_open=True)
@@ -35,6 +35,7 @@ class PlanBudget:
         self.batches = sorted({1, latency_batch or 1})
         self.criterion = criterion
         self.model_name = model_name or type(model).__name__
+        self.task = task  # what the model predicts, recorded in every plan
         with torch.no_grad():
             was_training = model.training
             model.eval()
@@ -57,7 +58,8 @@ class PlanBudget:
                         num_classes=self.num_classes, criterion=self.criterion, flops_target=self.flops_target,
                         teacher_flops=self.teacher_flops, teacher_params=self.teacher_params,
                         params_target=self.params_target, latency_target=self.latency_target,
-                        teacher_latency_ms=dict(self.teacher_latency), provenance=provenance, **figures)
+                        teacher_latency_ms=dict(self.teacher_latency), provenance=provenance, task=self.task,
+                        **figures)
 
     def params_of(self, counts: list[int]) -> int:
         key = tuple(counts)

@@ -1,5 +1,7 @@
 """The `compress` command: a teacher (a checkpoint, or --model with --weights), a plan searched
 under a FLOPs / parameter / latency budget, the student distilled and compared with the teacher.
+Classifiers and dense models (a ``unet`` on segmentation or restoration data) alike: students are
+scored by the data's task metric (accuracy, mIoU, PSNR).
 
 Every option and the teacher file are checked before the data is loaded; nothing is written
 before the search starts.
@@ -72,11 +74,11 @@ def _teacher_on_data(args: argparse.Namespace, teacher: Any, model_name: str | N
     from policysearch.models.weights import recorded_normalization
 
     if teacher is None:  # --model with --weights: normalised as the file records, or as --normalize says
-        from policysearch.models import build_model
+        from policysearch.models import build_for_data
         from policysearch.models.weights import load_weights
 
         data = prepare_data(args)
-        teacher = build_model(model_name, data.input_shape, data.num_classes)
+        teacher = build_for_data(model_name, data)  # class scores, or a dense model's maps for its task
         load_weights(teacher, args.weights)
     else:
         # A policysearch checkpoint that records nothing was trained standardized (the only way there
@@ -104,6 +106,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     from policysearch.analysis.report import format_table
     from policysearch.compression.distill import finish
     from policysearch.files import write_json
+    from policysearch.metrics import difference_unit
     from policysearch.search.controllers.registry import controller_info
     from policysearch.train.checkpoint import save_checkpoint
 
@@ -115,6 +118,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     student = report = None
     if searches_plans:  # the protocol: from the uniform plan, chosen on validation, compared on test
         from policysearch.protocol.compress import compress_model
+        from policysearch.protocol.core import ProtocolResult
 
         protocol = compress_model(
             teacher, data, flops=args.flops, params=args.params, latency=args.latency,
@@ -123,8 +127,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
             finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr, batch_size=args.batch_size,
             compare=not args.no_compare, workers=args.workers, seed=args.seed, say=print)
         plan, student, report = protocol.artefact, protocol.student, protocol.report
-        out.mkdir(parents=True, exist_ok=True)
-        plan.save(out / "plan.json")
+        # plan.json, protocol.json (and comparison.png) as the other jobs write them; model.pt comes below, with
+        # the data's record.
+        ProtocolResult.save(protocol, out)
         if protocol.comparison is not None:
             print(format_table(protocol.table()))
         print(protocol.verdict["line"])
@@ -145,7 +150,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         plan = result.artefact
         summary_base = dict(result.summary)
         if args.rerank_top > 1:
-            from policysearch.compression.pruning import rerank, top_plans
+            from policysearch.compression.pruning import rerank, score_metric, top_plans
 
             candidates = top_plans(result.episodes, args.rerank_top)
             print(f"re-ranking {len(candidates)} plans (the {args.rerank_top} best by the proxy, plus uniform if not "
@@ -154,35 +159,32 @@ def cmd_compress(args: argparse.Namespace) -> int:
             # the standard error (about 0.9 points at 91 %) exceeds the gaps between the best plans.
             ranked = rerank(candidates, teacher, data, args.rerank_steps, args.finetune_lr, seed=args.seed,
                             batch_size=args.batch_size)
-            print(format_table([{"search rank": r["index"] + 1, "val accuracy": r["val_accuracy"],
+            metric = score_metric(data)
+            key = f"val_{metric}"  # val_accuracy, val_miou, val_psnr
+            print(format_table([{"search rank": r["index"] + 1, f"val {metric}": r[key],
                                  "FLOPs": r["plan"].flops_fraction, "params": r["plan"].params_fraction}
                                 for r in ranked]))
             best = ranked[0]
             plan = dataclasses.replace(best["plan"], provenance={
                 **plan.provenance, "reranked": {"search_rank": best["index"] + 1, "steps": args.rerank_steps,
-                                                "val_accuracy": best["val_accuracy"], "candidates": len(ranked)}})
+                                                key: best[key], "candidates": len(ranked)}})
             plan.save(out / "plan.json")
-            summary_base["rerank"] = [{"search_rank": r["index"] + 1, "val_accuracy": r["val_accuracy"]}
-                                      for r in ranked]
+            summary_base["rerank"] = [{"search_rank": r["index"] + 1, key: r[key]} for r in ranked]
     if student is None or report is None:
         print(f"best plan keeps {plan.flops_fraction:.3f} of the FLOPs ({args.flops:g} asked); distilling it for "
               f"{args.finetune_epochs:g} epochs ...")
         student, report = finish(plan, teacher, data, args.finetune_epochs, args.finetune_lr, seed=args.seed,
                                  batch_size=args.batch_size)
-    rows = []
-    for key, label in (("test_accuracy", "test accuracy"), ("test_macro_f1", "test macro F1"), ("flops", "FLOPs"),
-                       ("params", "parameters"), ("file_bytes", "file bytes"),
-                       ("latency_ms_batch1", "CPU ms, batch 1"), ("latency_ms_batch64", "CPU ms, batch 64")):
-        t, st = report["teacher"][key], report["student"][key]
-        rows.append({"": label, "teacher": t, "student": st, "student / teacher": st / t if t else float("nan")})
-    print(format_table(rows))
-    print(f"test accuracy drop: {report['accuracy_drop_points']:.2f} points")
+    print(format_table(_card_rows(report)))
+    metric = report["metric"]
+    unit = difference_unit(metric)[1]
+    print(f"test {metric} drop: {report[f'{metric}_drop_{unit}']:.2f} {unit}")
     save_checkpoint(out / "model.pt", student, model_name or type(teacher).__name__, data.input_shape,
-                    data.num_classes, {"dataset": data.describe(), "plan": plan.to_dict(), "comparison": report})
+                    data.output_size, {"dataset": data.describe(), "plan": plan.to_dict(), "comparison": report})
     summary = {**summary_base, "comparison": report, "files": {**summary_base["files"], "model": "model.pt"}}
     write_json(out / "summary.json", summary)
     print(f"wrote {out}/: plan.json, model.pt, summary.json"
-          + ("" if searches_plans else ", episodes.jsonl, search.png"))
+          + (", protocol.json" if searches_plans else ", episodes.jsonl, search.png"))
     if model_name is not None:
         print(f"load it: policysearch.train.checkpoint.load_checkpoint('{out / 'model.pt'}').build()")
     else:  # a user's own architecture: policysearch cannot rebuild it by name
@@ -191,6 +193,23 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(summary)
     return 0
+
+
+_COST_ROWS = (("flops", "FLOPs"), ("params", "parameters"), ("file_bytes", "file bytes"),
+              ("latency_ms_batch1", "CPU ms, batch 1"), ("latency_ms_batch64", "CPU ms, batch 64"))
+_LABELS = {"macro_f1": "macro F1", "macro_precision": "macro precision", "macro_recall": "macro recall",
+           "ece": "ECE", "nll": "NLL", "miou": "mIoU", "pixel_accuracy": "pixel accuracy", "psnr": "PSNR (dB)",
+           "ssim": "SSIM", "mse": "MSE"}
+
+
+def _card_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Teacher and student side by side: every test metric of their cards (the data's task's), then the costs."""
+    quality = [(key, "test " + _LABELS.get(key[5:], key[5:])) for key in report["teacher"] if key.startswith("test_")]
+    rows = []
+    for key, label in (*quality, *_COST_ROWS):
+        t, st = report["teacher"][key], report["student"][key]
+        rows.append({"": label, "teacher": t, "student": st, "student / teacher": st / t if t else float("nan")})
+    return rows
 
 
 def _compass_options(args: argparse.Namespace) -> dict[str, Any]:

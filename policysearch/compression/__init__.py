@@ -12,6 +12,7 @@ from policysearch._lazy import lazy_names
 _LAZY = {
     "adaptive_bn": "policysearch.compression.pruning",
     "val_accuracy": "policysearch.compression.pruning",
+    "val_score": "policysearch.compression.pruning",
     "rerank": "policysearch.compression.pruning",
     "distill": "policysearch.compression.distill",
     "refine_plan": "policysearch.compression.refine",

@@ -1,7 +1,7 @@
 """Knowledge distillation: fine-tune a (pruned) student on the soft targets of its teacher; and the end
 of a compression job built on it (`finish`: prune the teacher by the best plan, distil it for longer,
-and compare teacher and student by their `model_card`: test quality, FLOPs, parameters, file size,
-CPU latency).
+and compare teacher and student by their `model_card`: test quality by the data's task metrics, FLOPs,
+parameters, file size, CPU latency).
 
 The loss is Hinton et al.'s (2015): ``alpha * T^2 * KL(softmax(t / T) || softmax(s / T)) +
 (1 - alpha) * CE(s, y)``. The T^2 factor keeps the soft term's gradients on the scale of the hard
@@ -35,13 +35,13 @@ from policysearch.checks import check_int, check_lr, check_number
 from policysearch.data import DeviceData
 from policysearch.device import device_for_data
 from policysearch.errors import ConfigError
-from policysearch.metrics import count_parameters, flops_per_image, latency_ms
+from policysearch.metrics import HIGHER_IS_BETTER, count_parameters, difference_unit, flops_per_image, latency_ms
 from policysearch.tasks import IGNORE_INDEX, get_task
 from policysearch.train.evaluate import evaluate
 from policysearch.train.trainer import TrainConfig, Trainer, soft_cross_entropy
 
-__all__ = ["KD_LOSSES", "DistillStats", "distill", "finish", "kd_loss", "kd_loss_for", "model_card",
-           "restoration_kd_loss", "segmentation_kd_loss", "state_dict_bytes"]
+__all__ = ["KD_LOSSES", "DistillStats", "card_metrics", "distill", "finish", "kd_loss", "kd_loss_for", "model_card",
+           "quality_drop", "restoration_kd_loss", "segmentation_kd_loss", "state_dict_bytes"]
 
 
 def _check_kd(temperature: float, alpha: float) -> None:
@@ -290,11 +290,16 @@ def state_dict_bytes(model: nn.Module) -> int:
 
 
 def model_card(model: nn.Module, data: DeviceData) -> dict[str, Any]:
-    """Test quality and deployment cost of one model."""
+    """Test quality and deployment cost of one model.
+
+    Quality is the data's task's headline metrics on the test split (`card_metrics`), each as
+    ``test_<metric>``: ``test_accuracy``, ``test_macro_f1``, ... for a classifier; ``test_miou``,
+    ``test_pixel_accuracy``, ``test_nll`` for a segmentation; ``test_psnr``, ``test_ssim``, ``test_mse`` for a
+    restoration.
+    """
     test = evaluate(model, data, "test")
     card = {
-        "test_accuracy": test["accuracy"],
-        "test_macro_f1": test["macro_f1"],
+        **{f"test_{name}": test[name] for name in card_metrics(data)},
         "flops": int(flops_per_image(model, data.input_shape, device=data.device)["forward"]),
         "params": count_parameters(model),
         "file_bytes": state_dict_bytes(model),
@@ -305,13 +310,23 @@ def model_card(model: nn.Module, data: DeviceData) -> dict[str, Any]:
     return card
 
 
+def card_metrics(data: DeviceData) -> tuple[str, ...]:
+    """The quality metrics a `model_card` of a model of `data` lists: its task's default metric first, then the
+    task's other headline metrics (`policysearch.tasks.Task.metric_names`)."""
+    task = get_task(data.task)
+    return (task.default_metric, *[m for m in task.metric_names if m != task.default_metric])
+
+
 def finish(plan: Any, teacher: nn.Module, data: DeviceData, epochs: float, lr: float, seed: int = 0,
            temperature: float = 4.0, alpha: float = 0.9, batch_size: int = 128) -> tuple[nn.Module, dict[str, Any]]:
     """Apply `plan` to `teacher`, distil the student for `epochs` in batches of `batch_size`, and compare the two.
 
     Returns:
-        The student and ``{"teacher": card, "student": card, "finetune": {...}, "ratios": {...}}``
-        where the ratios are student / teacher for FLOPs, parameters, file size and latency.
+        The student and ``{"teacher": card, "student": card, "metric": ..., "<metric>_drop_<unit>": ...,
+        "finetune": {...}, "ratios": {...}}`` where the ratios are student / teacher for FLOPs, parameters,
+        file size and latency, and the drop is the teacher's test figure of the data's task metric minus the
+        student's (positive: the student is worse) in points for fractions (``accuracy_drop_points``,
+        ``miou_drop_points``) and in dB for PSNR (``psnr_drop_dB``; `policysearch.metrics.difference_unit`).
     """
     teacher = teacher.to(data.device).eval()
     example = torch.zeros(1, *data.input_shape, device=data.device)
@@ -322,8 +337,17 @@ def finish(plan: Any, teacher: nn.Module, data: DeviceData, epochs: float, lr: f
     cards = {"teacher": model_card(teacher, data), "student": model_card(student, data)}
     ratios = {key: cards["student"][key] / cards["teacher"][key]
               for key in ("flops", "params", "file_bytes", "latency_ms_batch1", "latency_ms_batch64")}
-    report = {**cards, "ratios": ratios,
-              "accuracy_drop_points": 100 * (cards["teacher"]["test_accuracy"] - cards["student"]["test_accuracy"]),
+    report = {**cards, "ratios": ratios, **quality_drop(cards["teacher"], cards["student"], data),
               "finetune": {"epochs": epochs, "steps": stats.steps, "seconds": stats.seconds, "loss": stats.loss,
                            "diverged": stats.diverged}}
     return student, report
+
+
+def quality_drop(teacher_card: dict[str, Any], student_card: dict[str, Any], data: DeviceData) -> dict[str, Any]:
+    """``{"metric": m, "<m>_drop_<unit>": teacher - student}`` for the data's task metric m (positive: the
+    student is worse), in `policysearch.metrics.difference_unit`'s unit: points of accuracy or mIoU, dB of PSNR."""
+    metric = get_task(data.task).default_metric
+    factor, unit = difference_unit(metric)
+    sign = 1.0 if HIGHER_IS_BETTER.get(metric, True) else -1.0
+    drop = sign * factor * (teacher_card[f"test_{metric}"] - student_card[f"test_{metric}"])
+    return {"metric": metric, f"{metric}_drop_{unit}": drop}

@@ -4,16 +4,19 @@
   running statistics describe the unpruned network's activations; recomputing them on K training
   batches (train-mode forward passes, no gradient, nothing else changes) makes the pruned network's
   validation accuracy a usable proxy for its accuracy after fine-tuning.
-- `proxy_accuracy`: prune-time score of a student: adaptive BN, then accuracy on (a slice of) the
+- `val_score`: the score of a student: the data's task metric (`score_metric`: accuracy, mIoU or PSNR, the
+  task's ``default_metric``) on (the first images of) a split; `val_accuracy` / `correct_images` are the
+  classification figures image by image.
+- `proxy_score`: prune-time score of a student: adaptive BN, then `val_score` on (a slice of) the
   validation split.
-- `rerank`: distil a few candidates briefly and order them by validation accuracy (the last step of
+- `rerank`: distil a few candidates briefly and order them by their validation score (the last step of
   a search, before one plan is chosen).
 - `top_plans`: the best distinct plans of a search's episodes.
-- `distilled_correct` / `distilled_accuracies`: the final comparison of plans: each distilled with
-  each paired seed and scored on each image of a split (or as accuracies), in worker processes when
-  asked (one torch thread each).
+- `distilled_scores`: the comparison of plans: each distilled with each paired seed and scored on a split,
+  in worker processes when asked (one torch thread each); `distilled_correct` / `distilled_accuracies` the
+  same for classifiers, image by image (what a bootstrap over the images resamples) or as accuracies.
 - `proxy_correlation`: Spearman and Kendall rank correlation between each proxy's scores and the
-  accuracy after a longer fine-tune, over many plans (how the default proxy was chosen).
+  score after a longer fine-tune, over many plans (how the default proxy was chosen).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from policysearch.device import autocast, to_device
 from policysearch.errors import ConfigError
 from policysearch.policies.compress import CompressionPlan
 from policysearch.processes import in_processes
+from policysearch.tasks import get_task
 
 __all__ = [
     "accuracy_of",
@@ -41,11 +45,15 @@ __all__ = [
     "correct_images",
     "distilled_accuracies",
     "distilled_correct",
+    "distilled_scores",
     "proxy_accuracy",
     "proxy_correlation",
+    "proxy_score",
     "rerank",
+    "score_metric",
     "top_plans",
     "val_accuracy",
+    "val_score",
 ]
 
 PROXIES = ("adaptive-bn", "distill")
@@ -104,23 +112,32 @@ def adaptive_bn(model: nn.Module, data: DeviceData, batches: int = 50, batch_siz
     return len(order)
 
 
-def correct_images(model: nn.Module, data: DeviceData, images: int | None = None, split: str = "val") -> np.ndarray:
-    """Whether each of the first `images` of a split (None: all) is classified correctly, in the split's
-    order, as `policysearch.train.evaluate` feeds them: what a bootstrap over the scored images resamples."""
+def _feed(model: nn.Module, data: DeviceData, images: int | None, split: str,
+          take: Callable[[torch.Tensor, torch.Tensor], None]) -> None:
+    """``take(outputs, stored targets)`` for the first `images` of a split (None: all), batch by batch, in the
+    split's order, as `policysearch.train.evaluate` feeds them (eval mode meanwhile, the mode restored after)."""
     model = to_device(model, data.device)
     x_all, y_all = data.split_arrays(split)
     if images is not None:
         x_all, y_all = x_all[:images], y_all[:images]
     was_training = model.training
     model.eval()
-    correct = []
-    with torch.inference_mode():
-        for start in range(0, len(y_all), 1024):
-            x = x_all[start: start + 1024].float().div_(255.0)
-            with autocast(data.device):
-                logits = model(normalise(x, data))
-            correct.append((logits.argmax(1) == y_all[start: start + 1024]).cpu().numpy())
-    model.train(was_training)
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(y_all), 1024):
+                x = x_all[start: start + 1024].float().div_(255.0)
+                with autocast(data.device):
+                    out = model(normalise(x, data))
+                take(out, y_all[start: start + 1024])
+    finally:
+        model.train(was_training)
+
+
+def correct_images(model: nn.Module, data: DeviceData, images: int | None = None, split: str = "val") -> np.ndarray:
+    """Whether each of the first `images` of a split (None: all) is classified correctly, in the split's
+    order, as `policysearch.train.evaluate` feeds them: what a bootstrap over the scored images resamples."""
+    correct: list[np.ndarray] = []
+    _feed(model, data, images, split, lambda logits, y: correct.append((logits.argmax(1) == y).cpu().numpy()))
     return np.concatenate(correct) if correct else np.zeros(0, dtype=bool)
 
 
@@ -129,11 +146,40 @@ def val_accuracy(model: nn.Module, data: DeviceData, images: int | None = None, 
     return accuracy_of(correct_images(model, data, images, split))
 
 
-def proxy_accuracy(student: nn.Module, data: DeviceData, batches: int = 50, batch_size: int = 128, seed: int = 0,
-                   images: int | None = None) -> float:
-    """The adaptive-BN proxy: `adaptive_bn` on the training split, then `val_accuracy`."""
+def score_metric(data: DeviceData) -> str:
+    """What a compression scores students by on `data`: its task's default metric ("accuracy" for
+    classification, "miou" for segmentation, "psnr" for restoration; higher is better for each)."""
+    return get_task(data.task).default_metric
+
+
+#: The metrics scored here image by image, as compression always scored classifiers: accuracy, the share of
+#: images whose largest logit is the label's (`correct_images`, counted exactly), so that a classifier's
+#: scores are those of `val_accuracy` and `distilled_accuracies` bit for bit. Every other metric comes from
+#: the task's accumulator over the same batches, as `policysearch.train.evaluate` computes it.
+_BY_IMAGE = frozenset({"accuracy"})
+
+
+def val_score(model: nn.Module, data: DeviceData, images: int | None = None, split: str = "val") -> float:
+    """The data's task metric (`score_metric`) of `model` on the first `images` of a split (None: all): the
+    validation accuracy of a classifier, the mIoU of a segmentation over those images' pixels, the mean PSNR
+    of restored images. On a subset it is the same metric computed on that subset."""
+    metric = score_metric(data)
+    if metric in _BY_IMAGE:
+        return val_accuracy(model, data, images, split)
+    task = get_task(data.task)
+    scores = task.accumulator(data)
+    _feed(model, data, images, split, lambda out, y: scores.add(out.float(), task.batch_target(y)))
+    return float(scores.result()[metric])
+
+
+def proxy_score(student: nn.Module, data: DeviceData, batches: int = 50, batch_size: int = 128, seed: int = 0,
+                images: int | None = None) -> float:
+    """The adaptive-BN proxy: `adaptive_bn` on the training split, then `val_score`."""
     adaptive_bn(student, data, batches, batch_size, seed)
-    return val_accuracy(student, data, images)
+    return val_score(student, data, images)
+
+
+proxy_accuracy = proxy_score  # its name from when every student was a classifier
 
 
 def top_plans(episodes: Sequence[Mapping[str, Any]], k: int = 5, with_first: bool = True) -> list[Any]:
@@ -168,13 +214,17 @@ def top_plans(episodes: Sequence[Mapping[str, Any]], k: int = 5, with_first: boo
 def rerank(plans: Sequence[Any], teacher: nn.Module, data: DeviceData, steps: int, lr: float = 0.01,
            seed: int = 0, batch_size: int = 128, images: int | None = None,
            temperature: float = 4.0, alpha: float = 0.9) -> list[dict[str, Any]]:
-    """Distil each plan's student for `steps` (same seed for all) and score it on the validation split.
+    """Distil each plan's student for `steps` (same seed for all) and score it on the validation split
+    (`val_score`: the data's task metric, `score_metric`).
 
     Returns:
-        ``{"index", "plan", "val_accuracy", "seconds"}`` per plan, best first (ties: the earlier plan).
+        ``{"index", "plan", "val_<metric>", "seconds"}`` per plan (``val_accuracy`` for a classifier,
+        ``val_miou``, ``val_psnr``), best first (ties: the earlier plan); a diverged distillation scores -1,
+        below every real score (fractions, and PSNR of images clipped to [0, 1], are at least 0).
     """
 
     check_int("steps", steps, 0)
+    key = f"val_{score_metric(data)}"
     teacher = teacher.to(data.device).eval()
     example = torch.zeros(1, *data.input_shape, device=data.device)
     rows = []
@@ -183,13 +233,13 @@ def rerank(plans: Sequence[Any], teacher: nn.Module, data: DeviceData, steps: in
         student = plan.apply(teacher, example)
         stats = distill(student, teacher, data, steps, lr, temperature=temperature, alpha=alpha,
                         batch_size=batch_size, seed=seed)
-        acc = -1.0 if stats.diverged else val_accuracy(student, data, images)
-        rows.append({"index": i, "plan": plan, "val_accuracy": acc, "seconds": time.perf_counter() - start})
-    return sorted(rows, key=lambda r: (-r["val_accuracy"], r["index"]))
+        score = -1.0 if stats.diverged else val_score(student, data, images)
+        rows.append({"index": i, "plan": plan, key: score, "seconds": time.perf_counter() - start})
+    return sorted(rows, key=lambda r: (-r[key], r["index"]))
 
 
-def _distilled_correct(plan: Any, teacher: nn.Module, data: DeviceData, steps: int, lr: float, seed: int,
-                       split: str) -> np.ndarray | None:
+def _distilled(plan: Any, teacher: nn.Module, data: DeviceData, steps: int, lr: float, seed: int,
+               split: str, by_image: bool) -> np.ndarray | float | None:
     import copy
 
 
@@ -198,38 +248,59 @@ def _distilled_correct(plan: Any, teacher: nn.Module, data: DeviceData, steps: i
     teacher = copy.deepcopy(teacher)
     student = plan.apply(teacher, torch.zeros(1, *data.input_shape, device=data.device))
     stats = distill(student, teacher, data, steps, lr, seed=seed)
-    return None if stats.diverged else correct_images(student, data, split=split)
+    if by_image:
+        return None if stats.diverged else correct_images(student, data, split=split)
+    return float("nan") if stats.diverged else val_score(student, data, split=split)
 
 
-def distilled_correct(plans: Sequence[Any], teacher: nn.Module, data: DeviceData, steps: int, lr: float,
-                      seeds: Sequence[int], split: str = "test", workers: int = 1) -> list[list[np.ndarray | None]]:
-    """Distil every plan's student for `steps` with each seed and score it on each image of `split`.
-
-    A seed fixes the batch order, so plans are compared on paired seeds. Plans that keep the same
-    channels train once. With ``workers > 1`` the trainings run in that many spawned processes with one
-    torch thread each: the same trainings as a serial run, up to float rounding between processes
-    (which can flip an image or two).
-
-    Returns:
-        One list per plan, one boolean array per seed (`correct_images`; None where the distillation
-        diverged).
-    """
+def _distil_plans(plans: Sequence[Any], teacher: nn.Module, data: DeviceData, steps: int, lr: float,
+                  seeds: Sequence[int], split: str, workers: int, by_image: bool) -> list[list[Any]]:
     check_int("steps", steps, 1)
     check_int("workers", workers, 1)
     teacher = teacher.to(data.device).eval()
     keys = [tuple(sorted(plan.kept().items())) for plan in plans]
     distinct = dict(zip(keys, plans))
-    jobs = [(plan, teacher, data, steps, lr, seed, split) for plan in distinct.values() for seed in seeds]
+    jobs = [(plan, teacher, data, steps, lr, seed, split, by_image) for plan in distinct.values() for seed in seeds]
 
-    done = in_processes(_distilled_correct, jobs, workers)
+    done = in_processes(_distilled, jobs, workers)
     by_key = {key: done[i * len(seeds):(i + 1) * len(seeds)] for i, key in enumerate(distinct)}
     return [list(by_key[key]) for key in keys]
+
+
+def distilled_scores(plans: Sequence[Any], teacher: nn.Module, data: DeviceData, steps: int, lr: float,
+                     seeds: Sequence[int], split: str = "test", workers: int = 1) -> list[list[float]]:
+    """Distil every plan's student for `steps` with each seed and score it on `split` (`val_score`: the
+    data's task metric, `score_metric`).
+
+    A seed fixes the batch order, so plans are compared on paired seeds. Plans that keep the same
+    channels train once. With ``workers > 1`` the trainings run in that many spawned processes with one
+    torch thread each: the same trainings as a serial run, up to float rounding between processes.
+
+    Returns:
+        One list per plan, one score per seed (NaN where the distillation diverged); for a classifier the
+        accuracies of `distilled_accuracies` (the same runs, scored image by image).
+    """
+    if score_metric(data) in _BY_IMAGE:
+        return distilled_accuracies(plans, teacher, data, steps, lr, seeds, split, workers)
+    return _distil_plans(plans, teacher, data, steps, lr, seeds, split, workers, by_image=False)
+
+
+def distilled_correct(plans: Sequence[Any], teacher: nn.Module, data: DeviceData, steps: int, lr: float,
+                      seeds: Sequence[int], split: str = "test", workers: int = 1) -> list[list[np.ndarray | None]]:
+    """`distilled_scores` for classifiers, image by image: whether each image of `split` is classified
+    correctly (what a bootstrap over the images resamples).
+
+    Returns:
+        One list per plan, one boolean array per seed (`correct_images`; None where the distillation
+        diverged).
+    """
+    return _distil_plans(plans, teacher, data, steps, lr, seeds, split, workers, by_image=True)
 
 
 def distilled_accuracies(plans: Sequence[Any], teacher: nn.Module, data: DeviceData, steps: int, lr: float,
                          seeds: Sequence[int], split: str = "test", workers: int = 1) -> list[list[float]]:
     """`distilled_correct` as accuracies: one list per plan, one accuracy per seed (NaN where the
-    distillation diverged)."""
+    distillation diverged); classifiers only (`distilled_scores` for any task)."""
     return [[accuracy_of(c) for c in row]
             for row in distilled_correct(plans, teacher, data, steps, lr, seeds, split, workers)]
 
@@ -247,14 +318,15 @@ def proxy_correlation(
     final: Callable[[nn.Module, int], float],
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Rank correlation between each proxy's scores and the final accuracy, over `plans`.
+    """Rank correlation between each proxy's scores and the final score, over `plans`.
 
     Args:
         plans: CompressionPlans of `teacher` (20 or more for a meaningful figure).
         teacher: the unpruned network.
         data: its splits.
         proxies: name -> ``score(student, seed)``, called on a fresh pruned copy for each plan.
-        final: ``accuracy(student, seed)`` after the full fine-tune, on a fresh pruned copy.
+        final: ``score(student, seed)`` after the full fine-tune (e.g. `val_score` on the test split), on a
+            fresh pruned copy.
         seed: passed to every call (common random numbers across plans).
 
     Returns:

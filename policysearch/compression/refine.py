@@ -1,5 +1,5 @@
-"""Coordinate search around a compression plan, scored by what the plan is for: its accuracy after
-distillation.
+"""Coordinate search around a compression plan, scored by what the plan is for: its score after
+distillation (the data's task metric: accuracy, mIoU or PSNR; `policysearch.compression.pruning.score_metric`).
 
 Why: at moderate FLOPs targets the cheap episode proxies (adaptive BN, a few distillation steps)
 rank plans worse than the plans differ, and the uniform plan beats what an RL or random search
@@ -27,10 +27,10 @@ import torch
 from torch import nn
 
 from policysearch.checks import check_int, check_number
-from policysearch.compression.pruning import distilled_accuracies
+from policysearch.compression.pruning import distilled_scores, score_metric
 from policysearch.data import DeviceData
 
-DISTILL_BATCH = 128  # images per distillation step in `pruning.distilled_accuracies` (`distill`'s default)
+DISTILL_BATCH = 128  # images per distillation step in `pruning.distilled_scores` (`distill`'s default)
 
 
 @dataclass
@@ -39,46 +39,60 @@ class Refinement:
 
     Attributes:
         plan: the chosen plan (the start plan unless a neighbour won; its provenance records the search).
-        start_val_accuracy: the start plan's mean validation accuracy on the search seeds.
-        val_accuracy: the chosen plan's mean validation accuracy on the search seeds.
-        rounds: one record per round: step, candidates with their accuracies, the best, the
+        start_val_score: the start plan's mean validation score on the search seeds.
+        val_score: the chosen plan's mean validation score on the search seeds.
+        rounds: one record per round: step, candidates with their scores, the best, the
             confirmation and whether the search moved.
         distillations: student trainings run (search and confirmation); images: images they trained on.
         seconds: wall time.
         confirm_steps: distillation steps of each confirmation run.
+        metric: what the scores are: the data's task metric ("accuracy", "miou", "psnr"); records name
+            their scores after it (``val_accuracy``, ``val_miou``, ...).
     """
 
     plan: Any
-    start_val_accuracy: float
-    val_accuracy: float
+    start_val_score: float
+    val_score: float
     rounds: list[dict[str, Any]] = field(default_factory=list)
     distillations: int = 0
     images: int = 0
     seconds: float = 0.0
     confirm_steps: int | None = None
+    metric: str = "accuracy"
+
+    @property
+    def start_val_accuracy(self) -> float:
+        """`start_val_score` under its name from when every student was a classifier."""
+        return self.start_val_score
+
+    @property
+    def val_accuracy(self) -> float:
+        """`val_score` under its name from when every student was a classifier."""
+        return self.val_score
 
     def summary(self) -> dict[str, Any]:
-        """JSON-ready record (the plan as its ratios)."""
-        return {"ratios": self.plan.ratios, "kept": self.plan.kept(), "start_val_accuracy": self.start_val_accuracy,
-                "val_accuracy": self.val_accuracy, "moves": sum(r["moved"] for r in self.rounds),
+        """JSON-ready record (the plan as its ratios; scores as ``start_val_<metric>``, ``val_<metric>``)."""
+        return {"ratios": self.plan.ratios, "kept": self.plan.kept(), f"start_val_{self.metric}": self.start_val_score,
+                f"val_{self.metric}": self.val_score, "moves": sum(r["moved"] for r in self.rounds),
                 "rounds": self.rounds, "distillations": self.distillations, "images": self.images,
                 "confirm_steps": self.confirm_steps, "seconds": round(self.seconds, 1)}
 
 
 def _mean(values: Sequence[float]) -> float:
-    """Mean accuracy; a diverged run (NaN) makes the plan lose every comparison."""
+    """Mean score; a diverged run (NaN) makes the plan lose every comparison."""
     return -math.inf if any(math.isnan(v) for v in values) else sum(values) / len(values)
 
 
 class DistilledScore:
-    """Mean validation accuracy of plans after `steps` of distillation on given batch orders; a plan
-    (by its kept channels) is trained once per seed, and every training is counted."""
+    """Mean validation score of plans (the data's task metric, `metric`) after `steps` of distillation on
+    given batch orders; a plan (by its kept channels) is trained once per seed, and every training is counted."""
 
     def __init__(self, teacher: nn.Module, data: DeviceData, steps: int, lr: float = 0.01, workers: int = 1) -> None:
         check_int("steps", steps, 1)
         self.teacher = teacher.to(data.device).eval()
         self.data, self.steps, self.lr, self.workers = data, steps, lr, workers
-        self.accuracies: dict[tuple[tuple[str, int], ...], dict[int, float]] = {}  # kept channels -> seed -> acc
+        self.metric = score_metric(data)
+        self.scores: dict[tuple[tuple[str, int], ...], dict[int, float]] = {}  # kept channels -> seed -> score
         self.distillations = 0
 
     @staticmethod
@@ -86,14 +100,14 @@ class DistilledScore:
         return tuple(sorted(plan.kept().items()))
 
     def __call__(self, plans: Sequence[Any], seeds: Sequence[int]) -> list[float]:
-        todo = {self.key(p): p for p in plans if any(s not in self.accuracies.get(self.key(p), {}) for s in seeds)}
+        todo = {self.key(p): p for p in plans if any(s not in self.scores.get(self.key(p), {}) for s in seeds)}
         if todo:
-            accs = distilled_accuracies(list(todo.values()), self.teacher, self.data, self.steps, self.lr, list(seeds),
-                                        split="val", workers=self.workers)
-            for k, row in zip(todo, accs):
-                self.accuracies.setdefault(k, {}).update(zip(seeds, row))
+            scores = distilled_scores(list(todo.values()), self.teacher, self.data, self.steps, self.lr, list(seeds),
+                                      split="val", workers=self.workers)
+            for k, row in zip(todo, scores):
+                self.scores.setdefault(k, {}).update(zip(seeds, row))
             self.distillations += len(todo) * len(seeds)
-        return [_mean([self.accuracies[self.key(p)][s] for s in seeds]) for p in plans]
+        return [_mean([self.scores[self.key(p)][s] for s in seeds]) for p in plans]
 
     @property
     def images(self) -> int:
@@ -113,13 +127,15 @@ def pick_confirmed(current: Any, candidates: Sequence[Any], score: DistilledScor
     scored there by `confirm_score` (default: `score`; e.g. a longer distillation).
 
     Returns:
-        ``{"current": acc, "accuracies": [...], "best": index, "confirmation": {...} (when tried), "moved": bool}``
+        ``{"current": score, "scores": [...], "best": index, "confirmation": {...} (when tried), "moved": bool}``,
+        the scores also as ``"accuracies"`` (their name from when every student was a classifier).
     """
     _check_seeds(seeds, confirm_seeds)
-    current_acc, *accs = score([current, *candidates], seeds)
-    best = max(range(len(candidates)), key=lambda i: (accs[i], -i))
-    record: dict[str, Any] = {"current": current_acc, "accuracies": accs, "best": best, "moved": False}
-    if accs[best] > current_acc:
+    current_score, *scores = score([current, *candidates], seeds)
+    best = max(range(len(candidates)), key=lambda i: (scores[i], -i))
+    record: dict[str, Any] = {"current": current_score, "scores": scores, "accuracies": scores, "best": best,
+                              "moved": False}
+    if scores[best] > current_score:
         confirm_current, confirm_best = (confirm_score or score)([current, candidates[best]], confirm_seeds)
         record["confirmation"] = {"current": confirm_current, "best": confirm_best}
         record["moved"] = confirm_best > confirm_current
@@ -138,7 +154,8 @@ def refine_plan(start: Any, teacher: nn.Module, data: DeviceData, *, steps: int,
                 lr: float = 0.01, min_keep: float = 0.1, workers: int = 1,
                 progress: Callable[[str], None] | None = None, score: DistilledScore | None = None,
                 confirm_steps: int | None = None, confirm_score: DistilledScore | None = None) -> Refinement:
-    """Compass search from `start` (a `CompressionPlan` of `teacher`), scored on the validation split.
+    """Compass search from `start` (a `CompressionPlan` of `teacher`), scored on the validation split by the
+    data's task metric (`score_metric`).
 
     Args:
         start: the plan to improve, e.g. `CompressionPlan.uniform(...)`; every candidate meets its targets.
@@ -173,7 +190,8 @@ def refine_plan(start: Any, teacher: nn.Module, data: DeviceData, *, steps: int,
     before, images_before = sum(c.distillations for c in scorers), sum(c.images for c in scorers)
     example = torch.zeros(1, *data.input_shape, device=data.device)
     current = start
-    (start_acc,) = score([start], seeds)
+    metric = score.metric
+    (start_score,) = score([start], seeds)
     history: list[dict[str, Any]] = []
     step = float(factor)
     while step >= min_factor and sum(r["moved"] for r in history) < rounds:
@@ -183,9 +201,9 @@ def refine_plan(start: Any, teacher: nn.Module, data: DeviceData, *, steps: int,
         pick = pick_confirmed(current, candidates, score, seeds, confirm_seeds, confirm_score)
         best = candidates[pick["best"]]
         record: dict[str, Any] = {
-            "factor": step, "current_val_accuracy": pick["current"],
+            "factor": step, f"current_val_{metric}": pick["current"],
             "candidates": [{**{k: c.provenance[k] for k in ("group", "factor")}, "kept": c.kept(),
-                            "val_accuracy": a} for c, a in zip(candidates, pick["accuracies"])],
+                            f"val_{metric}": a} for c, a in zip(candidates, pick["scores"])],
             "best": {k: best.provenance[k] for k in ("group", "factor")}, "moved": pick["moved"]}
         if "confirmation" in pick:
             record["confirmation"] = pick["confirmation"]
@@ -195,19 +213,19 @@ def refine_plan(start: Any, teacher: nn.Module, data: DeviceData, *, steps: int,
                        "not confirmed on fresh seeds" if "confirmation" in record else "no neighbour is better")
             progress(f"step x{step:.3g}: {len(candidates)} neighbours, current {pick['current']:.4f}, best "
                      f"{record['best']['group']} x{record['best']['factor']:.3g} "
-                     f"{pick['accuracies'][pick['best']]:.4f}: {verdict}")
+                     f"{pick['scores'][pick['best']]:.4f}: {verdict}")
         if record["moved"]:
             current = best
         else:
             step = math.sqrt(step)
-    (final_acc,) = score([current], seeds)
+    (final_score,) = score([current], seeds)
     moves = sum(r["moved"] for r in history)
     trained = sum(c.distillations for c in scorers) - before
     images = sum(c.images for c in scorers) - images_before
     provenance = {**current.provenance,
                   "refined": {"from": start.kept(), "steps": score.steps, "confirm_steps": confirm_score.steps,
                               "seeds": seeds, "confirm_seeds": confirm_seeds, "moves": moves,
-                              "distillations": trained, "start_val_accuracy": start_acc,
-                              "val_accuracy": final_acc}}
-    return Refinement(replace(current, provenance=provenance), start_acc, final_acc, history, trained,
-                      images, time.perf_counter() - started, confirm_score.steps)
+                              "distillations": trained, f"start_val_{metric}": start_score,
+                              f"val_{metric}": final_score}}
+    return Refinement(replace(current, provenance=provenance), start_score, final_score, history, trained,
+                      images, time.perf_counter() - started, confirm_score.steps, metric)

@@ -1,5 +1,6 @@
 """The teacher a compression starts from, checked against the data before any search: a module with
-finite float32 weights on a real device that maps the data's images to its classes."""
+finite float32 weights on a real device that maps the data's images to what its task predicts (class
+scores; a score map per class; a restored image)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from torch import nn
 
 from policysearch.errors import ConfigError
 from policysearch.models.registry import check_outputs
+from policysearch.tasks import get_task
 
 __all__ = ["check_teacher"]
 
@@ -19,12 +21,13 @@ def check_teacher(teacher: Any, data: Any, what: str = "the teacher") -> None:
 
     Args:
         teacher: the trained network (left as it is: its mode is restored, nothing is moved).
-        data: a `DeviceData` (its image shape and class count).
+        data: a `DeviceData` (its image shape, task and class count or image channels).
         what: how messages name the teacher (e.g. its file).
 
     Raises:
         ConfigError: not an nn.Module; weights on the meta device, not floating point, not float32, or
-            not finite; images it cannot take; outputs that are not one score per class.
+            not finite; images it cannot take; outputs that are not what the data's task predicts
+            (`policysearch.tasks.Task.output_shape`: one score per class, or a map of the input's size).
     """
     if not isinstance(teacher, nn.Module):
         raise ConfigError(f"{what} is a {type(teacher).__name__}, expected a torch.nn.Module")
@@ -43,4 +46,5 @@ def check_teacher(teacher: Any, data: Any, what: str = "the teacher") -> None:
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise ConfigError(f"{what}: {name!r} holds NaN or infinite values; a teacher must be a trained, "
                               "finite network")
-    check_outputs(teacher, what, tuple(data.input_shape), data.num_classes)
+    shape, outputs = tuple(data.input_shape), data.output_size
+    check_outputs(teacher, what, shape, outputs, get_task(data.task).output_shape(shape, outputs))

@@ -5,6 +5,10 @@ by default, scored by distillation on validation, each move confirmed on fresh s
 plan and uniform distilled with the same fresh seeds, the better on validation chosen -> both
 distilled with paired seeds for the final length and scored on the test split -> the chosen plan
 exported and its student distilled, with a one-line verdict. The CLI's ``compress`` calls it.
+
+Every score is the data's task metric (`policysearch.compression.pruning.score_metric`): accuracy of a
+classifier, mIoU of a segmentation (a ``unet`` teacher, say), PSNR of a restoration; differences are
+reported in points for fractions and in dB for PSNR (`policysearch.metrics.difference_unit`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import torch
 from torch import nn
 
 from policysearch.compression.distill import finish
-from policysearch.compression.pruning import distilled_accuracies
+from policysearch.compression.pruning import distilled_scores, score_metric
 from policysearch.compression.teacher import check_teacher
 from policysearch.data import DeviceData
 from policysearch.errors import ConfigError
@@ -70,7 +74,7 @@ def compress_model(teacher: nn.Module, data: DeviceData, *, flops: float = 0.5, 
 
     Args:
         teacher: the trained network (checked against `data` first: float32, finite, its images in,
-            one score per class out).
+            what the data's task predicts out: one score per class, a score map per class, or an image).
         data: the data, normalised as the teacher expects.
         flops, params, latency: targets as fractions of the teacher's, in (0, 1].
         latency_batch: the second batch size the latency target holds at.
@@ -98,9 +102,10 @@ def compress_model(teacher: nn.Module, data: DeviceData, *, flops: float = 0.5, 
     check_teacher(teacher, data)
     teacher = teacher.to(data.device).eval()
     example = torch.zeros(1, *data.input_shape, device=data.device)
+    metric = score_metric(data)
     uniform = CompressionPlan.uniform(teacher, example, flops_target=flops, params_target=params,
                                       latency_target=latency, latency_batch=latency_batch, min_keep=min_keep,
-                                      criterion=criterion, model_name=model_name)
+                                      criterion=criterion, model_name=model_name, task=data.task)
     options = {**COMPASS_EFFORT[effort], "min_keep": min_keep, "lr": finetune_lr, "workers": workers,
                "seed": seed, "progress": say, **(compass or {})}
     searcher = make_controller(plan.controller, ControllerSettings(options=options if plan.controller == "local"
@@ -113,13 +118,13 @@ def compress_model(teacher: nn.Module, data: DeviceData, *, flops: float = 0.5, 
     chosen_label = "uniform"
     if found.kept() != uniform.kept():
         fresh = [seed + RERANK_SEED + i for i in range(plan.rerank_seeds)]
-        scores = distilled_accuracies([found, uniform], teacher, data, steps, finetune_lr, fresh, split="val",
-                                      workers=workers)
+        scores = distilled_scores([found, uniform], teacher, data, steps, finetune_lr, fresh, split="val",
+                                  workers=workers)
         means = [float(np.mean(s)) for s in scores]
         chosen_label = "searched" if means[0] > means[1] else "uniform"  # a tie keeps uniform
         ranking = [{"arm": label, "searched": label == "searched", "val_scores": s, "val_mean": m, "seeds": fresh,
                     "chosen": label == chosen_label} for label, s, m in zip(arms, scores, means)]
-        say(f"validation, {plan.rerank_seeds} fresh seed(s) of {finetune_epochs:g} epochs: searched "
+        say(f"validation {metric}, {plan.rerank_seeds} fresh seed(s) of {finetune_epochs:g} epochs: searched "
             f"{means[0]:.4f}, uniform {means[1]:.4f}: {chosen_label} chosen")
     else:
         say("the search ended at the uniform plan: uniform is kept")
@@ -127,10 +132,10 @@ def compress_model(teacher: nn.Module, data: DeviceData, *, flops: float = 0.5, 
     comparison = None
     if compare and chosen_label == "searched":
         paired = [seed + TEST_SEED + i for i in range(plan.seeds)]
-        test = distilled_accuracies([found, uniform], teacher, data, steps, finetune_lr, paired, split="test",
-                                    workers=workers)
-        comparison = paired_comparison(dict(zip(arms, test)), "searched", paired, "accuracy", {"searched"})
-    verdict = _verdict(chosen_label, comparison, ranking, flops)
+        test = distilled_scores([found, uniform], teacher, data, steps, finetune_lr, paired, split="test",
+                                workers=workers)
+        comparison = paired_comparison(dict(zip(arms, test)), "searched", paired, metric, {"searched"})
+    verdict = _verdict(chosen_label, comparison, ranking, flops, metric)
     student, report = (finish(chosen, teacher, data, finetune_epochs, finetune_lr, seed=seed, batch_size=batch_size)
                        if distil else (None, None))
     chosen = CompressionPlan.from_dict({**chosen.to_dict(), "provenance": {
@@ -146,10 +151,10 @@ def compress_model(teacher: nn.Module, data: DeviceData, *, flops: float = 0.5, 
 
 
 def _verdict(chosen: str, comparison: dict[str, Any] | None, ranking: list[dict[str, Any]],
-             flops: float) -> dict[str, Any]:
+             flops: float, metric: str) -> dict[str, Any]:
     if chosen == "uniform":
         why = ("the search ended at it" if not ranking else
-               f"the searched plan scored {ranking[0]['val_mean']:.4f} on validation against uniform's "
+               f"the searched plan scored {ranking[0]['val_mean']:.4f} validation {metric} against uniform's "
                f"{ranking[1]['val_mean']:.4f}")
         return {"exported": "uniform", "searched_won": False,
                 "line": f"keep uniform pruning at {flops:g} of the FLOPs: the search did not beat it ({why})"}
@@ -158,7 +163,7 @@ def _verdict(chosen: str, comparison: dict[str, Any] | None, ranking: list[dict[
         return {"exported": "searched", "searched_won": True,
                 "line": "the searched plan was chosen on validation over uniform (no test comparison)"}
     n = len(comparison["seeds"]) if comparison else 0
-    ci = interval_text(d, n, "accuracy")
+    ci = interval_text(d, n, metric)
     if d["low"] > 0:
         line = f"the searched plan beats uniform pruning at {flops:g} of the FLOPs by {ci}"
     elif d["high"] < 0:

@@ -59,8 +59,8 @@ class CompassSearcher(PlanSearcher):
                              workers=o["workers"], progress=o["progress"], confirm_steps=confirm_steps)
         summary = result.summary()
         say(f"local search: {summary['moves']} moves, {result.distillations} distillations ({result.images:,} "
-            f"images), {result.seconds / 60:.1f} min; validation {result.start_val_accuracy:.4f} (uniform) -> "
-            f"{result.val_accuracy:.4f}")
+            f"images), {result.seconds / 60:.1f} min; validation {result.metric} {result.start_val_score:.4f} "
+            f"(uniform) -> {result.val_score:.4f}")
         return result.plan, {"local_search": summary}
 
 
