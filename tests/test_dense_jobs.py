@@ -111,3 +111,17 @@ def test_task_mistakes_give_one_line(project, capsys, monkeypatch):
     code, _, err = _run(["augment", "--data", "scenes", "--reward-metric", "accuracy", "--epochs", "1",
                          "--out", "runs/bad"], capsys)
     assert code == 2 and "not measured on segmentation" in err.strip().splitlines()[-1]
+
+
+def test_a_restoration_checkpoint_reloads_as_the_image_to_image_net_it_was(project, capsys, monkeypatch):
+    from policysearch.train.checkpoint import load_checkpoint
+
+    monkeypatch.chdir(project)
+    code, _, err = _run(["train", "--data", "denoise.npz", "--task", "restoration", "--epochs", "1",
+                         "--save", "den.pt"], capsys)
+    assert code == 0, err
+    checkpoint = load_checkpoint("den.pt")
+    assert checkpoint.task == "restoration" and checkpoint.num_classes == 1  # one output channel, grey
+    net = checkpoint.build().eval()
+    with torch.no_grad():
+        assert net(torch.zeros(2, 1, 16, 16)).shape == (2, 1, 16, 16)

@@ -79,7 +79,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                              else {"closed_loop": args.schedule}),
                 "test": result.test, "val": result.val,
                 "mean": data.mean.tolist(), "std": data.std.tolist()}
-        save_checkpoint(args.save, result.model, config.model, data.input_shape, data.num_classes, info)
+        save_checkpoint(args.save, result.model, config.model, data.input_shape, data.output_size, info)
         print(f"saved {args.save}")
     if args.json:
         extra = {"robustness": robustness_settings(args.robustness)} if args.robustness is not None else {}

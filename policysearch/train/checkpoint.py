@@ -21,6 +21,7 @@ from policysearch.errors import ConfigError, PolicyFormatError
 from policysearch.files import atomic_path
 from policysearch.models import build_model
 from policysearch.policies.compress import CompressionPlan
+from policysearch.tasks import TASKS, get_task
 
 CHECKPOINT_KIND = "policysearch_checkpoint"
 CHECKPOINT_VERSION = 1
@@ -42,6 +43,17 @@ class Checkpoint:
     info: dict[str, Any]  # dataset name / fingerprint, normalisation, training config, metrics
     source: str = "checkpoint"  # the file it was read from, for messages
 
+    @property
+    def task(self) -> str:
+        """What the model predicts: the task its training data recorded (classification for older files)."""
+        dataset = self.info.get("dataset")
+        task = dataset.get("task") if isinstance(dataset, dict) else None
+        return task if task in TASKS else "classification"
+
+    def _build(self) -> nn.Module:
+        outputs = get_task(self.task).output_shape(self.input_shape, self.num_classes)
+        return build_model(self.model_name, self.input_shape, self.num_classes, outputs)
+
     def build(self) -> nn.Module:
         """A registered model with the saved weights; a compressed one (its plan in `info`) is
         rebuilt with the pruned architecture first.
@@ -53,7 +65,7 @@ class Checkpoint:
             PolicyFormatError: The weights do not fit the model the file names, or it is too large.
         """
         with torch.device("meta"):
-            skeleton = build_model(self.model_name, self.input_shape, self.num_classes)
+            skeleton = self._build()
         size = sum(p.numel() for p in skeleton.parameters())
         if size > MAX_MODEL_PARAMETERS:
             raise PolicyFormatError(
@@ -68,7 +80,7 @@ class Checkpoint:
             model.load_state_dict(self.state_dict)
             return model
         check_tensors(misfit, self.state_dict, skeleton.state_dict())
-        model = build_model(self.model_name, self.input_shape, self.num_classes)
+        model = self._build()
         try:
             model.load_state_dict(self.state_dict)
         except RuntimeError as exc:  # torch lists every mismatched tensor; the first lines say enough
@@ -128,7 +140,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if math.prod(shape) > MAX_INPUT_ELEMENTS:
         raise PolicyFormatError(f"{path}: field 'input_shape' is {list(shape)} ({math.prod(shape):,} values per "
                                 f"image), expected at most {MAX_INPUT_ELEMENTS:,}; the file is damaged")
-    check_int(f"{path}: field 'num_classes'", raw["num_classes"], 2, MAX_CLASSES, error=PolicyFormatError)
+    # 1: a grey restoration net's one output channel (`num_classes` holds the model's outputs)
+    check_int(f"{path}: field 'num_classes'", raw["num_classes"], 1, MAX_CLASSES, error=PolicyFormatError)
     if not all(isinstance(v, torch.Tensor) for v in raw["state_dict"].values()):
         raise PolicyFormatError(f"{path}: field 'state_dict' holds non-tensor values")
     check_tensors(str(path), raw["state_dict"])  # finite weights, before any work is done with them
