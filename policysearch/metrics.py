@@ -87,8 +87,9 @@ def reward_value(metrics: dict[str, float], reward_metric: str) -> float:
     if reward_metric.startswith("neg_"):
         return -float(metrics[reward_metric[4:]])
     if reward_metric not in metrics:
-        raise ConfigError(f"the metrics hold no {reward_metric!r} (keys: {', '.join(metrics)}); evaluate with "
-                          f"reward_metric={reward_metric!r} so the attack runs")
+        how = (f"evaluate with reward_metric={reward_metric!r} so the attack runs" if reward_metric in
+               ATTACK_REWARD_METRICS else "it is measured on another task's data (policysearch.tasks)")
+        raise ConfigError(f"the metrics hold no {reward_metric!r} (keys: {', '.join(metrics)}); {how}")
     return float(metrics[reward_metric])
 
 

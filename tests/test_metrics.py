@@ -103,8 +103,14 @@ def test_classification_metrics_rejects_bad_input() -> None:
 
 
 def test_higher_is_better_covers_every_metric() -> None:
-    assert set(HIGHER_IS_BETTER) == set(METRIC_NAMES)
+    from policysearch.tasks import TASKS, get_task
+
+    every_task = {m for t in TASKS for m in get_task(t).metric_names}
+    assert set(METRIC_NAMES) <= every_task and set(HIGHER_IS_BETTER) == every_task
+    for t in TASKS:  # each task's own table agrees with the shared one
+        assert all(HIGHER_IS_BETTER[m] == up for m, up in get_task(t).higher_is_better.items())
     assert not HIGHER_IS_BETTER["ece"] and not HIGHER_IS_BETTER["nll"] and HIGHER_IS_BETTER["macro_f1"]
+    assert HIGHER_IS_BETTER["miou"] and HIGHER_IS_BETTER["psnr"] and not HIGHER_IS_BETTER["mse"]
 
 
 def test_flops_of_linear_layer() -> None:
@@ -188,9 +194,13 @@ def test_summarize_and_format() -> None:
 
 
 def test_reward_value_negates_the_lower_is_better_metrics() -> None:
-    metrics = {"accuracy": 0.75, "macro_f1": 0.5, "ece": 0.125, "nll": 0.25, "fgsm_accuracy": 0.375}
+    metrics = {"accuracy": 0.75, "macro_f1": 0.5, "ece": 0.125, "nll": 0.25, "fgsm_accuracy": 0.375,
+               "miou": 0.625, "pixel_accuracy": 0.875, "psnr": 24.5, "ssim": 0.5, "mse": 0.0625}
     values = {name: reward_value(metrics, name) for name in REWARD_METRICS}
-    assert values == {"accuracy": 0.75, "macro_f1": 0.5, "neg_ece": -0.125, "neg_nll": -0.25, "fgsm_accuracy": 0.375}
+    assert values == {"accuracy": 0.75, "macro_f1": 0.5, "neg_ece": -0.125, "neg_nll": -0.25, "fgsm_accuracy": 0.375,
+                      "miou": 0.625, "pixel_accuracy": 0.875, "psnr": 24.5, "ssim": 0.5, "neg_mse": -0.0625}
+    with pytest.raises(ConfigError, match="another task"):
+        reward_value({"accuracy": 0.75}, "miou")
     with pytest.raises(UnknownNameError, match="Did you mean 'accuracy'"):
         reward_value(metrics, "acuracy")
 
