@@ -23,7 +23,6 @@ import torch
 import policysearch  # noqa: F401  (registers the envs)
 from policysearch.compression.pruning import score_metric, val_accuracy, val_score
 from policysearch.data import prepare
-from policysearch.data.raw import make_raw
 from policysearch.errors import ConfigError
 from policysearch.models import UNet
 from policysearch.policies.compress import CompressionPlan
@@ -36,22 +35,11 @@ SHAPE = (1, 16, 16)
 
 
 def _squares(task: str, n: int = 200) -> object:
-    """Squares of two brightnesses on black (as tests/test_tasks.py's): a mask of 3 classes, or the clean image
+    """Squares of two brightnesses on black (`dense_helpers.squares`): a mask of 3 classes, or the clean image
     of a noisy one; 160 train (20 of them validation), 40 test."""
-    g = torch.Generator().manual_seed(0)
-    h = SHAPE[1]
-    x = torch.zeros(n, 1, h, h, dtype=torch.uint8)
-    y = torch.zeros(n, h, h, dtype=torch.uint8)
-    for i in range(n):
-        r, c = torch.randint(0, h - 6, (2,), generator=g).tolist()
-        x[i, 0, r: r + 6, c: c + 6] = 100 * (i % 2 + 1)
-        y[i, r: r + 6, c: c + 6] = i % 2 + 1
-    if task == "restoration":
-        noisy = (x.float() + torch.randn(x.shape, generator=g) * 40).clamp(0, 255).to(torch.uint8)
-        raw = make_raw("denoise", noisy[:160], x[:160], noisy[160:], x[160:], [], "tensors", task=task)
-    else:
-        raw = make_raw("squares", x[:160], y[:160], x[160:], y[160:], ["bg", "a", "b"], "tensors", task=task)
-    return prepare(raw, val_size=20)
+    from dense_helpers import squares
+
+    return squares(task, n=n, size=SHAPE[1], train=160, val=20)
 
 
 def _teacher(data: object, model: torch.nn.Module, steps: int = 40) -> torch.nn.Module:

@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch import nn
 
-from policysearch.data import prepare
 from policysearch.data.raw import make_raw
 from policysearch.errors import ConfigError, PolicyInputError
 from policysearch.policies.augment import AugmentPolicy, builtin_policy
@@ -147,20 +146,9 @@ def _fcn(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
 
 
 def _squares(task: str) -> object:
-    g = torch.Generator().manual_seed(0)
-    n, h = 160, 16
-    x = torch.zeros(n, 1, h, h, dtype=torch.uint8)
-    y = torch.zeros(n, h, h, dtype=torch.uint8)
-    for i in range(n):
-        r, c = torch.randint(0, h - 6, (2,), generator=g).tolist()
-        x[i, 0, r : r + 6, c : c + 6] = 100 * (i % 2 + 1)
-        y[i, r : r + 6, c : c + 6] = i % 2 + 1
-    if task == "restoration":
-        noisy = (x.float() + torch.randn(x.shape, generator=g) * 40).clamp(0, 255).to(torch.uint8)
-        raw = make_raw("denoise", noisy[:120], x[:120], noisy[120:], x[120:], [], "tensors", task=task)
-    else:
-        raw = make_raw("squares", x[:120], y[:120], x[120:], y[120:], ["bg", "a", "b"], "tensors", task=task)
-    return prepare(raw, val_size=20)
+    from dense_helpers import squares
+
+    return squares(task, n=160, size=16, train=120, val=20)
 
 
 @pytest.mark.parametrize("task, metric, floor", [("segmentation", "miou", 0.9), ("restoration", "psnr", 20.0)])
