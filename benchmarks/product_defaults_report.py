@@ -1,0 +1,121 @@
+"""The outcomes of the pre-registered product-defaults runs (benchmarks/preregistered/product_defaults.md),
+read from their files under benchmarks/results/product/, judged by the pre-registration's rules.
+
+    python benchmarks/product_defaults_report.py            # Markdown tables on stderr, one JSON line on stdout
+    python benchmarks/product_defaults_report.py --out benchmarks/results/product/report.json
+
+Nothing is trained: a run whose files are missing is reported as "not run". The rules:
+
+- a protocol run (augment, schedule, compress) "beats every baseline" when it exports the searched arm
+  and every paired CI of (exported - baseline) on the test split lies above zero; it "says so" when it
+  exports a baseline and its verdict line names it; anything else is reported as it came out;
+- a zero-shot task passes when the lower end of the paired 95 % CI of (rule - the better onecycle arm,
+  plain or at equal images) is above -0.2 points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results" / "product"
+REGIMES = ("R1", "R2", "R3")
+JOBS = ("augment", "schedule", "compress")
+ZERO_SHOT = ("Z1", "Z2", "Z3", "Z4")
+TOLERANCE_POINTS = 0.2
+
+
+def _protocol(folder: Path) -> dict[str, Any] | None:
+    """protocol.json, or the "protocol" part of compress's summary.json (its command writes that)."""
+    if (folder / "protocol.json").exists():
+        return json.loads((folder / "protocol.json").read_text())
+    if (folder / "summary.json").exists():
+        return json.loads((folder / "summary.json").read_text()).get("protocol")
+    return None
+
+
+def protocol_outcome(regime: str, job: str) -> dict[str, Any]:
+    record = _protocol(RESULTS / f"{regime}-{job}")
+    if record is None:
+        return {"regime": regime, "job": job, "outcome": "not run"}
+    verdict, comparison = record["verdict"], record.get("comparison")
+    searched = bool(verdict.get("searched_won"))
+    diffs = {k: v for k, v in (comparison or {}).get("differences", {}).items() if v is not None}
+    if not searched:
+        outcome = f"exports {record['chosen']} and says so"
+    elif diffs and all(d["low"] > 0 for d in diffs.values()):
+        outcome = "beats every baseline"
+    elif diffs and any(d["high"] < 0 for d in diffs.values()):
+        outcome = "exports the searched arm, which loses to a baseline on test"
+    else:
+        outcome = "exports the searched arm, not resolved against every baseline on test"
+    return {"regime": regime, "job": job, "chosen": record["chosen"], "outcome": outcome, "line": verdict["line"],
+            "validation": {r["arm"]: r["val_mean"] for r in record.get("ranking", [])},
+            "test": {arm: row["mean"] for arm, row in (comparison or {}).get("arms", {}).items()},
+            "differences": diffs, "metric": (comparison or {}).get("metric")}
+
+
+def zero_shot_outcome(task: str) -> dict[str, Any]:
+    path = RESULTS / f"{task}-zero-shot.json"
+    if not path.exists():
+        return {"task": task, "outcome": "not run"}
+    result = json.loads(path.read_text())["results"][0]
+    rows = {row["arm"]: row for row in result["rows"]}
+    better = max(("onecycle", "onecycle@equal-images"), key=lambda arm: rows[arm]["mean"])
+    d = {k: 100 * rows[better]["controller_minus_arm"][k] for k in ("mean", "low", "high")}
+    factors = sorted({f[0] for f in rows["controller"].get("factors", [])})
+    return {"task": task, "data": f"{result['dataset']} {result['train_images']}", "model": result["model"],
+            "epochs": result["epochs"], "rule": rows["controller"]["mean"], "onecycle": rows["onecycle"]["mean"],
+            "onecycle_equal_images": rows["onecycle@equal-images"]["mean"], "better_onecycle": better,
+            "rule_minus_better_points": d, "factors_chosen": factors,
+            "outcome": "pass" if d["low"] > -TOLERANCE_POINTS else "fail"}
+
+
+def _ci(d: dict[str, float]) -> str:
+    return f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument("--out", default=None, help="also write the JSON here")
+    args = p.parse_args()
+    protocols = [protocol_outcome(r, j) for r in REGIMES for j in JOBS]
+    zero_shot = [zero_shot_outcome(t) for t in ZERO_SHOT]
+    lines = ["| regime | job | exported | outcome | strongest baseline on test: exported − it [95 % CI] |",
+             "|---|---|---|---|---|"]
+    for row in protocols:
+        if row["outcome"] == "not run":
+            lines.append(f"| {row['regime']} | {row['job']} | | not run | |")
+            continue
+        diffs = row["differences"]
+        strongest = max(diffs, key=lambda k: row["test"][k]) if diffs else None
+        text = f"{strongest}: {_ci(diffs[strongest])}" if strongest else "no test comparison"
+        lines.append(f"| {row['regime']} | {row['job']} | {row['chosen']} | {row['outcome']} | {text} |")
+    lines += ["", "| task | data | model, epochs | rule | onecycle | onecycle, equal images | rule − better "
+              "[95 % CI], points | factors | outcome |", "|---|---|---|---|---|---|---|---|---|"]
+    for row in zero_shot:
+        if row["outcome"] == "not run":
+            lines.append(f"| {row['task']} | | | | | | | | not run |")
+            continue
+        lines.append(f"| {row['task']} | {row['data']} | {row['model']}, {row['epochs']} | {row['rule']:.4f} | "
+                     f"{row['onecycle']:.4f} | {row['onecycle_equal_images']:.4f} | "
+                     f"{_ci(row['rule_minus_better_points'])} | {', '.join(f'x{f:.3g}' for f in row['factors_chosen'])}"
+                     f" | {row['outcome']} |")
+    print("\n".join(lines), file=sys.stderr)
+    record = {"benchmark": "product_defaults_report", "protocols": protocols, "zero_shot": zero_shot,
+              "zero_shot_passes": sum(r["outcome"] == "pass" for r in zero_shot),
+              "zero_shot_run": sum(r["outcome"] != "not run" for r in zero_shot)}
+    text = json.dumps(record)
+    print(text)
+    if args.out:
+        from policysearch.files import write_json
+
+        write_json(args.out, record)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
