@@ -2,6 +2,10 @@
 # Runs the pre-registered evidence of issue 31 (benchmarks/preregistered/product_defaults.md) in its
 # order, one command at a time; a cut run resumes where it stopped (each protocol keeps a ledger; a
 # step whose protocol.json / JSON exists is skipped). Output under benchmarks/results/product/.
+# Run it from an install of commit 9a2eeb6 (the code the pre-registration names), e.g.
+#   git worktree add /tmp/frozen 9a2eeb6 && pip install --no-deps --target /tmp/frozen-site /tmp/frozen
+#   (cd /tmp/frozen && PYTHONPATH=/tmp/frozen-site bash benchmarks/run_product_defaults.sh R1)
+# with benchmarks/results/product linked to this checkout's.
 #
 #   bash benchmarks/run_product_defaults.sh            # everything (hours on two CPU cores)
 #   bash benchmarks/run_product_defaults.sh Z1 R2      # only these steps
@@ -16,7 +20,8 @@ STEPS=("$@")
 protocol() {  # protocol NAME COMMAND...: a product command with its defaults, resumed if cut
   local name=$1; shift
   local dir=$OUT/$name
-  if [ -f "$dir/protocol.json" ]; then echo "== $name: done, skipped"; return; fi
+  # done: protocol.json (augment, schedule; compress from this version on) or compress's summary.json
+  if [ -f "$dir/protocol.json" ] || [ -f "$dir/summary.json" ]; then echo "== $name: done, skipped"; return; fi
   local resume=()
   [ -d "$dir" ] && resume=(--resume)
   echo "== $name: $* --workers 2 --out $dir ${resume[*]}  ($(date -u +%H:%M:%S))"
