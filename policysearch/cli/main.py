@@ -259,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--criterion", default="l2", type=a.name_of("criterion", a._fixed("l2", "l1")),
                    help="channel importance: {names} norm (default: %(default)s)")
     g.add_argument("--reward", default="acc", type=a.name_of("reward", a._fixed("acc", "error_log_flops")),
-                   help="{names}: the validation metric of the data's task (accuracy, mIoU, PSNR), or AMC's -(1 - accuracy) x ln FLOPs (default: %(default)s)")
+                   help="{names}: the validation metric of the data's task (accuracy, mIoU, PSNR), or AMC's "
+                        "-(1 - accuracy) x ln FLOPs (default: %(default)s)")
     g.add_argument("--params", type=a.fraction, default=1.0, metavar="FRACTION",
                    help="parameter target as a fraction of the teacher's, in (0, 1] (default: %(default)s)")
     g.add_argument("--latency", type=a.fraction, default=1.0, metavar="FRACTION",
