@@ -109,8 +109,5 @@ class Task:
         """A fresh collector of one split's metrics."""
         raise NotImplementedError
 
-    def describe(self) -> dict[str, Any]:
-        return {"task": self.name, "metrics": list(self.metric_names), "default_metric": self.default_metric}
-
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
