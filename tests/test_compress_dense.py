@@ -189,7 +189,7 @@ def test_the_comparison_with_uniform_is_by_the_task_metric(seg, rest, monkeypatc
     _force_a_move(monkeypatch)
     splits = _choose_searched_on_validation(monkeypatch)
     result = compress_model(teacher, data, flops=0.5, effort="quick", finetune_epochs=0.01, seeds=2,
-                            compass={"steps": 1, "rounds": 1}, say=lambda line: None)
+                            compass={"steps": 1, "rounds": 1}, held_out=0, say=lambda line: None)
     assert result.chosen == "searched" and splits == ["val", "test"]
     comparison = result.comparison
     assert comparison["metric"] == metric and comparison["unit"] == unit
@@ -237,9 +237,9 @@ def _compress_command(tmp_path: Path, monkeypatch, capsys, source: list[str], da
     _force_a_move(monkeypatch)
     _choose_searched_on_validation(monkeypatch)
     code = main(["compress", "--model", "unet", "--weights", str(tmp_path / "unet.pt"), *source,
-                 "--val-size", "20", "--normalize", "standardize", "--flops", "0.5", "--effort", "quick",
-                 "--seeds", "2", "--local-steps", "1", "--local-rounds", "1", "--finetune-epochs", "0.01",
-                 "--out", str(tmp_path / "run"), "--no-progress", "--json", *extra])
+                 "--val-size", "20", "--held-out", "0", "--normalize", "standardize", "--flops", "0.5",
+                 "--effort", "quick", "--seeds", "2", "--local-steps", "1", "--local-rounds", "1",
+                 "--finetune-epochs", "0.01", "--out", str(tmp_path / "run"), "--no-progress", "--json", *extra])
     stdout, err = capsys.readouterr()
     assert code == 0, err
     return json.loads(stdout), err

@@ -81,15 +81,16 @@ def test_a_baseline_the_search_cannot_beat_on_validation_is_exported_and_said(sm
 
     real_train = trainings._train
 
-    def tagged(data, config, epochs, job):
-        out = real_train(data, config, epochs, job)
+    def tagged(data, config, epochs, job, held=None):
+        out = real_train(data, config, epochs, job, held)
         out["val"] = {**out["val"], "_arm": job.arm}
         return out
 
     monkeypatch.setattr(trainings, "_train", tagged)
     monkeypatch.setattr(core, "reward_value", favour_erasing)
+    # held_out=0: the validation mean alone decides (the held-out decision is tested in test_selection.py)
     result = find_augmentation(small, "mlp", baselines=("none", "erasing"), compare=False, say=lambda line: None,
-                               **TINY)
+                               held_out=0, **TINY)
     assert result.chosen == "erasing" and result.verdict["line"].startswith("keep erasing: the search did not beat it")
     assert isinstance(result.artefact, AugmentPolicy) and result.artefact.erasing > 0
     assert result.artefact.provenance["protocol"]["searched"] is False and result.comparison is None

@@ -125,7 +125,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
             latency_batch=args.latency_batch, min_keep=args.min_keep, criterion=args.criterion, model_name=model_name,
             effort=args.effort, controller=args.controller, seeds=args.seeds, compass=_compass_options(args),
             finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr, batch_size=args.batch_size,
-            compare=not args.no_compare, workers=args.workers, seed=args.seed, say=print)
+            compare=not args.no_compare, workers=args.workers, seed=args.seed, held_out=args.held_out, say=print)
         plan, student, report = protocol.artefact, protocol.student, protocol.report
         # plan.json, protocol.json (and comparison.png) as the other jobs write them; model.pt comes below, with
         # the data's record.

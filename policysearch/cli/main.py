@@ -248,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seeds", type=a.positive_int, default=None, metavar="N",
                    help="paired seeds of the final comparison with uniform on the test split (default: the "
                         "--effort's)")
+    a.add_held_out_arg(g, "the searched plan and uniform")
     g.add_argument("--no-compare", action="store_true",
                    help="skip the final comparison with uniform on the test split")
     a.add_parallel_args(p)

@@ -38,6 +38,7 @@ from policysearch.errors import ConfigError
 from policysearch.policies.compress import CompressionPlan
 from policysearch.processes import in_processes
 from policysearch.tasks import get_task
+from policysearch.train.evaluate import image_stats
 
 __all__ = [
     "accuracy_of",
@@ -45,6 +46,7 @@ __all__ = [
     "correct_images",
     "distilled_accuracies",
     "distilled_correct",
+    "distilled_image_stats",
     "distilled_scores",
     "proxy_accuracy",
     "proxy_correlation",
@@ -239,7 +241,9 @@ def rerank(plans: Sequence[Any], teacher: nn.Module, data: DeviceData, steps: in
 
 
 def _distilled(plan: Any, teacher: nn.Module, data: DeviceData, steps: int, lr: float, seed: int,
-               split: str, by_image: bool) -> np.ndarray | float | None:
+               split: str, scoring: str) -> np.ndarray | float | None:
+    """One distillation, scored by `scoring`: "score" (the task metric), "correct" (`correct_images`) or
+    "rows" (each image's rows of the task metric, `policysearch.train.evaluate.image_stats`)."""
     import copy
 
 
@@ -248,19 +252,21 @@ def _distilled(plan: Any, teacher: nn.Module, data: DeviceData, steps: int, lr: 
     teacher = copy.deepcopy(teacher)
     student = plan.apply(teacher, torch.zeros(1, *data.input_shape, device=data.device))
     stats = distill(student, teacher, data, steps, lr, seed=seed)
-    if by_image:
+    if scoring == "correct":
         return None if stats.diverged else correct_images(student, data, split=split)
+    if scoring == "rows":
+        return None if stats.diverged else image_stats(student, data, split).numpy()
     return float("nan") if stats.diverged else val_score(student, data, split=split)
 
 
 def _distil_plans(plans: Sequence[Any], teacher: nn.Module, data: DeviceData, steps: int, lr: float,
-                  seeds: Sequence[int], split: str, workers: int, by_image: bool) -> list[list[Any]]:
+                  seeds: Sequence[int], split: str, workers: int, scoring: str) -> list[list[Any]]:
     check_int("steps", steps, 1)
     check_int("workers", workers, 1)
     teacher = teacher.to(data.device).eval()
     keys = [tuple(sorted(plan.kept().items())) for plan in plans]
     distinct = dict(zip(keys, plans))
-    jobs = [(plan, teacher, data, steps, lr, seed, split, by_image) for plan in distinct.values() for seed in seeds]
+    jobs = [(plan, teacher, data, steps, lr, seed, split, scoring) for plan in distinct.values() for seed in seeds]
 
     done = in_processes(_distilled, jobs, workers)
     by_key = {key: done[i * len(seeds):(i + 1) * len(seeds)] for i, key in enumerate(distinct)}
@@ -282,7 +288,7 @@ def distilled_scores(plans: Sequence[Any], teacher: nn.Module, data: DeviceData,
     """
     if score_metric(data) in _BY_IMAGE:
         return distilled_accuracies(plans, teacher, data, steps, lr, seeds, split, workers)
-    return _distil_plans(plans, teacher, data, steps, lr, seeds, split, workers, by_image=False)
+    return _distil_plans(plans, teacher, data, steps, lr, seeds, split, workers, scoring="score")
 
 
 def distilled_correct(plans: Sequence[Any], teacher: nn.Module, data: DeviceData, steps: int, lr: float,
@@ -294,7 +300,19 @@ def distilled_correct(plans: Sequence[Any], teacher: nn.Module, data: DeviceData
         One list per plan, one boolean array per seed (`correct_images`; None where the distillation
         diverged).
     """
-    return _distil_plans(plans, teacher, data, steps, lr, seeds, split, workers, by_image=True)
+    return _distil_plans(plans, teacher, data, steps, lr, seeds, split, workers, scoring="correct")
+
+
+def distilled_image_stats(plans: Sequence[Any], teacher: nn.Module, data: DeviceData, steps: int, lr: float,
+                          seeds: Sequence[int], split: str = "val", workers: int = 1) -> list[list[np.ndarray | None]]:
+    """`distilled_scores` image by image, for any task: each image's ``(d,)`` row of the task metric
+    (`policysearch.train.evaluate.image_stats`; `Task.score_from_stats` of their sum is the metric), what a
+    bootstrap over the images resamples.
+
+    Returns:
+        One list per plan, one ``(N, d)`` array per seed (None where the distillation diverged).
+    """
+    return _distil_plans(plans, teacher, data, steps, lr, seeds, split, workers, scoring="rows")
 
 
 def distilled_accuracies(plans: Sequence[Any], teacher: nn.Module, data: DeviceData, steps: int, lr: float,

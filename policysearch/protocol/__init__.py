@@ -1,6 +1,7 @@
 """The protocol that wins, as one call per job: search, re-rank the top candidates with the hand-made
-baselines on fresh seeds, choose on validation only, compare the choice with every baseline on the
-test split over paired seeds, export the best of {searched, baselines} and say which.
+baselines on fresh seeds, choose on validation only (the final choice on validation images the search
+never scored), compare the choice with every baseline on the test split over paired seeds, export the
+best of {searched, baselines} and say which.
 
     from policysearch.protocol import compress_model, find_augmentation, find_schedule
 """

@@ -23,16 +23,19 @@ import torch
 from torch import nn
 
 from policysearch.compression.distill import finish
-from policysearch.compression.pruning import distilled_scores, score_metric
+from policysearch.compression.pruning import distilled_image_stats, distilled_scores, score_metric
 from policysearch.compression.teacher import check_teacher
 from policysearch.data import DeviceData
 from policysearch.errors import ConfigError
 from policysearch.files import check_output_dir
+from policysearch.metrics import difference_unit
 from policysearch.policies.compress import CompressionPlan
 from policysearch.protocol.core import RERANK_SEED, TEST_SEED, ProtocolResult, interval_text, paired_comparison
 from policysearch.protocol.effort import plan_for
+from policysearch.protocol.selection import HELD_OUT, HELD_OUT_SEED, hold_out, image_bootstrap
 from policysearch.search.controllers.base import ControllerSettings, PlanSearcher
 from policysearch.search.controllers.registry import controller_info, controller_names, make_controller
+from policysearch.tasks import get_task
 from policysearch.train.trainer import training_steps
 
 __all__ = ["COMPASS_EFFORT", "CompressionResult", "compress_model"]
@@ -68,7 +71,7 @@ def compress_model(teacher: nn.Module, data: DeviceData, *, flops: float = 0.5, 
                    controller: str | None = None, seeds: int | None = None, rerank_seeds: int | None = None,
                    compass: dict[str, Any] | None = None, finetune_epochs: float = 3.0, finetune_lr: float = 0.01,
                    batch_size: int = 128, compare: bool = True, distil: bool = True, out: str | Path | None = None,
-                   workers: int = 1, seed: int = 0,
+                   workers: int = 1, seed: int = 0, held_out: float = HELD_OUT,
                    say: Callable[[str], None] | None = None) -> CompressionResult:
     """Find a compression plan for `teacher` that beats uniform pruning at the targets, or keep uniform.
 
@@ -91,6 +94,9 @@ def compress_model(teacher: nn.Module, data: DeviceData, *, flops: float = 0.5, 
         out: the folder (``plan.json``, ``model.pt``, ``protocol.json``); None keeps it in memory.
         workers: distillations at once (worker processes).
         seed: the final distillation's seed; the search, choice and comparison use seeds derived from it.
+        held_out: the fraction of the validation images the search never scores; the searched plan is chosen
+            over uniform only when its lead on them is above zero at 95 % (a bootstrap over those images,
+            `policysearch.protocol.selection`). 0: the better validation mean is chosen.
     """
     say = say or (lambda line: print(line, file=sys.stderr))
     plan = plan_for("compress", effort, controller=controller, seeds=seeds, rerank_seeds=rerank_seeds)
@@ -103,6 +109,11 @@ def compress_model(teacher: nn.Module, data: DeviceData, *, flops: float = 0.5, 
     teacher = teacher.to(data.device).eval()
     example = torch.zeros(1, *data.input_shape, device=data.device)
     metric = score_metric(data)
+    held = None
+    if held_out:  # the search scores the other validation images only; these decide searched vs uniform
+        data, held = hold_out(data, held_out, seed + HELD_OUT_SEED)
+        say(f"validation: {len(data.y_val)} images scored by the search, {len(held.y_val)} held out to decide "
+            "between the searched plan and uniform")
     uniform = CompressionPlan.uniform(teacher, example, flops_target=flops, params_target=params,
                                       latency_target=latency, latency_batch=latency_batch, min_keep=min_keep,
                                       criterion=criterion, model_name=model_name, task=data.task)
@@ -115,16 +126,24 @@ def compress_model(teacher: nn.Module, data: DeviceData, *, flops: float = 0.5, 
     steps = training_steps(data, batch_size, finetune_epochs)
     arms = {"searched": found, "uniform": uniform}
     ranking: list[dict[str, Any]] = []
+    decision = None
     chosen_label = "uniform"
     if found.kept() != uniform.kept():
         fresh = [seed + RERANK_SEED + i for i in range(plan.rerank_seeds)]
-        scores = distilled_scores([found, uniform], teacher, data, steps, finetune_lr, fresh, split="val",
-                                  workers=workers)
-        means = [float(np.mean(s)) for s in scores]
-        chosen_label = "searched" if means[0] > means[1] else "uniform"  # a tie keeps uniform
+        if held is None:
+            scores = distilled_scores([found, uniform], teacher, data, steps, finetune_lr, fresh, split="val",
+                                      workers=workers)
+            means = [float(np.mean(s)) for s in scores]
+            chosen_label = "searched" if means[0] > means[1] else "uniform"  # a tie keeps uniform
+        else:
+            rows = distilled_image_stats([found, uniform], teacher, held, steps, finetune_lr, fresh, split="val",
+                                         workers=workers)
+            scores, means, decision = _held_out_choice(rows, held, metric, seed)
+            chosen_label = decision["exported"]
         ranking = [{"arm": label, "searched": label == "searched", "val_scores": s, "val_mean": m, "seeds": fresh,
                     "chosen": label == chosen_label} for label, s, m in zip(arms, scores, means)]
-        say(f"validation {metric}, {plan.rerank_seeds} fresh seed(s) of {finetune_epochs:g} epochs: searched "
+        where = "validation" if held is None else f"the {len(held.y_val)} held-out validation images"
+        say(f"{metric} on {where}, {plan.rerank_seeds} fresh seed(s) of {finetune_epochs:g} epochs: searched "
             f"{means[0]:.4f}, uniform {means[1]:.4f}: {chosen_label} chosen")
     else:
         say("the search ended at the uniform plan: uniform is kept")
@@ -135,7 +154,7 @@ def compress_model(teacher: nn.Module, data: DeviceData, *, flops: float = 0.5, 
         test = distilled_scores([found, uniform], teacher, data, steps, finetune_lr, paired, split="test",
                                 workers=workers)
         comparison = paired_comparison(dict(zip(arms, test)), "searched", paired, metric, {"searched"})
-    verdict = _verdict(chosen_label, comparison, ranking, flops, metric)
+    verdict = _verdict(chosen_label, comparison, ranking, flops, metric, decision)
     student, report = (finish(chosen, teacher, data, finetune_epochs, finetune_lr, seed=seed, batch_size=batch_size)
                        if distil else (None, None))
     chosen = CompressionPlan.from_dict({**chosen.to_dict(), "provenance": {
@@ -143,19 +162,48 @@ def compress_model(teacher: nn.Module, data: DeviceData, *, flops: float = 0.5, 
                                           "validation": {r["arm"]: r["val_mean"] for r in ranking}}}})
     result = CompressionResult("compress", chosen, chosen_label, verdict, ranking, comparison,
                                {"search": summary.get("local_search", {}), "final_distillation": report and
-                                report.get("finetune")}, plan, search=summary, artefact_name="plan.json")
+                                report.get("finetune")}, plan, search=summary, decision=decision,
+                               artefact_name="plan.json")
     result.student, result.report = student, report
     if folder is not None:
         result.save(folder)
     return result
 
 
+def _held_out_choice(rows: list[list[np.ndarray | None]], held: DeviceData, metric: str,
+                     seed: int) -> tuple[list[list[float]], list[float], dict[str, Any]]:
+    """Searched vs uniform on the held-out images: per-seed scores, means, and the decision (the searched plan
+    only when the bootstrap over the images puts its lead above zero at 95 %)."""
+    task = get_task(held.task)
+    n = len(held.y_val)
+    scores = [[float("nan") if r is None else float(task.score_from_stats(torch.as_tensor(r).sum(0), n))
+               for r in plan_rows] for plan_rows in rows]
+    means = [float(np.mean(s)) for s in scores]
+    factor, unit = difference_unit(metric)
+    decision: dict[str, Any] = {"searched": "searched", "baseline": "uniform", "metric": metric, "unit": unit,
+                                "images": n, "difference": None, "exported": "uniform"}
+    if any(r is None for plan_rows in rows for r in plan_rows):
+        decision["reason"] = "a distillation diverged"
+        return scores, means, decision
+    boot = image_bootstrap(held.task, np.mean(rows[0], axis=0), np.mean(rows[1], axis=0), seed=seed)
+    decision["difference"] = {k: factor * boot[k] for k in ("mean", "low", "high")} | {"images": n}
+    decision["exported"] = "searched" if boot["low"] > 0 else "uniform"
+    return scores, means, decision
+
+
 def _verdict(chosen: str, comparison: dict[str, Any] | None, ranking: list[dict[str, Any]],
-             flops: float, metric: str) -> dict[str, Any]:
+             flops: float, metric: str, decision: dict[str, Any] | None = None) -> dict[str, Any]:
     if chosen == "uniform":
-        why = ("the search ended at it" if not ranking else
-               f"the searched plan scored {ranking[0]['val_mean']:.4f} validation {metric} against uniform's "
-               f"{ranking[1]['val_mean']:.4f}")
+        if decision is not None and decision["difference"] is not None:
+            d = decision["difference"]
+            why = (f"its lead on the {decision['images']} held-out validation images was {d['mean']:+.2f} "
+                   f"[{d['low']:+.2f}, {d['high']:+.2f}] {decision['unit']} of {metric}, not above zero at 95 %")
+        elif decision is not None:
+            why = decision.get("reason", "")
+        else:
+            why = ("the search ended at it" if not ranking else
+                   f"the searched plan scored {ranking[0]['val_mean']:.4f} validation {metric} against uniform's "
+                   f"{ranking[1]['val_mean']:.4f}")
         return {"exported": "uniform", "searched_won": False,
                 "line": f"keep uniform pruning at {flops:g} of the FLOPs: the search did not beat it ({why})"}
     d = None if comparison is None else comparison["differences"]["uniform"]

@@ -25,7 +25,9 @@ from policysearch.data import DeviceData
 from policysearch.files import write_json
 from policysearch.metrics import HIGHER_IS_BETTER, difference_unit, reward_value
 from policysearch.protocol.effort import Plan
+from policysearch.protocol.selection import image_bootstrap
 from policysearch.protocol.trainings import Job, Ledger
+from policysearch.tasks import get_task
 from policysearch.train.trainer import TrainConfig, Trainer, training_steps
 
 __all__ = ["RERANK_SEED", "TEST_SEED", "Arm", "ProtocolResult", "choose_on_validation", "compare_on_test",
@@ -47,26 +49,67 @@ class Arm:
 
 
 def choose_on_validation(ledger: Ledger, arms: Sequence[Arm], seeds: int, seed: int,
-                         metric: str) -> tuple[Arm, list[dict[str, Any]]]:
-    """Train every arm with the same `seeds` fresh seeds (paired), score `metric` on validation, and
-    choose the best mean; a tie goes to a baseline (hand-made), then to the earlier arm.
+                         metric: str) -> tuple[Arm, list[dict[str, Any]], dict[str, Any] | None]:
+    """Train every arm with the same `seeds` fresh seeds (paired), score `metric` on validation, and choose.
+
+    Without held-out images (``ledger.held`` None) the best mean is chosen; a tie goes to a baseline
+    (hand-made), then to the earlier arm. With them (`policysearch.protocol.selection`), the validation
+    scores pick the best searched candidate and the best baseline, and the held-out images decide between
+    the two: the searched one only when the paired bootstrap over those images puts its lead above zero.
 
     Returns:
-        The chosen arm and one row per arm (label, searched, per-seed validation scores, mean).
+        The chosen arm, one row per arm (label, searched, per-seed validation scores, mean), and the held-out
+        decision (None without held-out images): the two arms, their held-out scores and the difference's
+        bootstrap, in the task metric's units and in points / dB.
     """
     fresh = [seed + RERANK_SEED + i for i in range(seeds)]
     jobs = [Job(a.label, a.augment, a.schedule, s, test=False) for a in arms for s in fresh]
     results = ledger.run(jobs, "re-ranking on validation")
-    rows = []
+    rows, runs_of = [], {}
     for k, arm in enumerate(arms):
         runs = results[k * seeds:(k + 1) * seeds]
+        runs_of[arm.label] = runs
         scores = [float("-inf") if r["diverged"] else reward_value(r["val"], metric) for r in runs]
         rows.append({"arm": arm.label, "searched": arm.searched, "search_score": arm.search_score,
                      "val_scores": scores, "val_mean": float(np.mean(scores)), "seeds": fresh})
-    best = max(range(len(arms)), key=lambda k: (rows[k]["val_mean"], not arms[k].searched, -k))
+    rank = {k: (rows[k]["val_mean"], not arms[k].searched, -k) for k in range(len(arms))}
+    best = max(range(len(arms)), key=rank.__getitem__)
+    decision = None
+    if ledger.held is not None:
+        searched = [k for k in range(len(arms)) if arms[k].searched]
+        hand_made = [k for k in range(len(arms)) if not arms[k].searched]
+        if searched and hand_made:
+            best, decision = _held_out_decision(ledger, arms, rows, runs_of, max(searched, key=rank.__getitem__),
+                                                max(hand_made, key=rank.__getitem__), seed)
     for k, row in enumerate(rows):
         row["chosen"] = k == best
-    return arms[best], rows
+    return arms[best], rows, decision
+
+
+def _held_out_decision(ledger: Ledger, arms: Sequence[Arm], rows: list[dict[str, Any]],
+                       runs_of: dict[str, list[dict[str, Any]]], searched: int, hand_made: int,
+                       seed: int) -> tuple[int, dict[str, Any]]:
+    """The best searched arm against the best baseline on the held-out images: (the chosen index, the record)."""
+    task = ledger.data.task
+    metric = get_task(task).default_metric
+    factor, unit = difference_unit(metric)
+    a, b = arms[searched].label, arms[hand_made].label
+    decision: dict[str, Any] = {"searched": a, "baseline": b, "metric": metric, "unit": unit,
+                                "images": len(ledger.held.y_val)}
+    runs_a, runs_b = runs_of[a], runs_of[b]
+    if any(r["diverged"] or "held_out" not in r for r in (*runs_a, *runs_b)):
+        decision.update(difference=None, exported=b, reason="a training diverged")
+        return hand_made, decision
+    stats_a = np.mean([np.asarray(r["held_out"]) for r in runs_a], axis=0)
+    stats_b = np.mean([np.asarray(r["held_out"]) for r in runs_b], axis=0)
+    boot = image_bootstrap(task, stats_a, stats_b, seed=seed)
+    scorer = get_task(task)
+    for k, stats in ((searched, stats_a), (hand_made, stats_b)):
+        rows[k]["held_out_score"] = float(scorer.score_from_stats(torch.as_tensor(stats).sum(0), len(stats)))
+    won = boot["low"] > 0
+    decision.update(difference={k: factor * boot[k] for k in ("mean", "low", "high")} | {"images": boot["images"]},
+                    exported=a if won else b)
+    return (searched if won else hand_made), decision
 
 
 def compare_on_test(ledger: Ledger, chosen: Arm, baselines: Sequence[Arm], seeds: int, seed: int,
@@ -115,9 +158,18 @@ def interval_text(d: dict[str, Any], n: int, metric: str) -> str:
     return f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] {unit} of test {metric} over {n} paired seeds"
 
 
-def verdict_line(chosen: Arm, comparison: dict[str, Any] | None, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """What the protocol showed, in one line (and its parts, for the summary JSON)."""
+def verdict_line(chosen: Arm, comparison: dict[str, Any] | None, rows: Sequence[dict[str, Any]],
+                 decision: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the protocol showed, in one line (and its parts, for the summary JSON); `decision` is the
+    held-out images' (`choose_on_validation`)."""
     best_searched = max((r for r in rows if r["searched"]), key=lambda r: r["val_mean"], default=None)
+    if not chosen.searched and decision is not None:
+        d = decision["difference"]
+        why = (f"its lead over {chosen.label} on the {decision['images']} held-out validation images was "
+               f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] {decision['unit']} of {decision['metric']}, "
+               "not above zero at 95 %" if d is not None else decision.get("reason", ""))
+        return {"exported": chosen.label, "searched_won": False,
+                "line": f"keep {chosen.label}: the search's best candidate did not beat it ({why})"}
     if not chosen.searched:
         searched = (f"the best searched candidate scored {best_searched['val_mean']:.4f} on validation against "
                     f"{chosen.label}'s {next(r['val_mean'] for r in rows if r['arm'] == chosen.label):.4f}"
@@ -180,6 +232,8 @@ class ProtocolResult:
         comparison: the final paired comparison on the test split (None with ``compare=False``).
         cost: per phase and in all: trainings, images, seconds, training FLOPs.
         plan: the phases' sizes; search: the search's summary.
+        decision: the held-out validation images' decision between the best searched candidate and the best
+            baseline (`choose_on_validation`; None when no images were held out).
         folder: where it was saved (None until `save`).
     """
 
@@ -193,6 +247,7 @@ class ProtocolResult:
     plan: Plan
     search: dict[str, Any] = field(default_factory=dict)
     estimate: dict[str, Any] = field(default_factory=dict)
+    decision: dict[str, Any] | None = None
     folder: Path | None = None
     artefact_name: str = "policy.json"
 
@@ -214,7 +269,8 @@ class ProtocolResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"job": self.job, "chosen": self.chosen, "verdict": self.verdict, "plan": self.plan.__dict__,
-                "estimate": self.estimate, "ranking": self.ranking, "comparison": self.comparison,
+                "estimate": self.estimate, "ranking": self.ranking, "held_out": self.decision,
+                "comparison": self.comparison,
                 "cost": self.cost, "search": self.search, "files": {"artefact": self.artefact_name}}
 
     def save(self, folder: str | Path) -> Path:

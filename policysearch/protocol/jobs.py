@@ -1,9 +1,11 @@
 """`find_augmentation` and `find_schedule`: the whole protocol on your data and model, one call each.
 
-search (budget children of the full target length, validation only) -> the top candidates and the
-hand-made baselines re-trained on fresh seeds, chosen on validation -> the choice compared with every
-baseline on the test split over paired seeds -> the best of {searched, baselines} exported, with a
-one-line verdict. The CLI's ``augment`` and ``schedule`` call these.
+part of the validation images held back (`policysearch.protocol.selection`) -> search (budget children
+of the full target length, scored on the other validation images) -> the top candidates and the
+hand-made baselines re-trained on fresh seeds and ranked there -> the held-out images decide between the
+best searched candidate and the best baseline -> the choice compared with every baseline on the test
+split over paired seeds -> the best of {searched, baselines} exported, with a one-line verdict. The
+CLI's ``augment`` and ``schedule`` call these.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from policysearch.protocol.core import (
     verdict_line,
 )
 from policysearch.protocol.effort import plan_for
+from policysearch.protocol.selection import HELD_OUT, HELD_OUT_SEED, hold_out
 from policysearch.protocol.trainings import Ledger
 from policysearch.search.driver import run_search
 from policysearch.search.vecenv import Budget
@@ -54,7 +57,7 @@ def find_augmentation(data: DeviceData, model: Any = None, *, epochs: float = 20
                       config: TrainConfig | None = None, out: str | Path | None = None, resume: bool = False,
                       overwrite: bool = False, workers: int = 1, seed: int = 0, budget_seconds: float | None = None,
                       progress: bool = True, say: Callable[[str], None] | None = None,
-                      env_options: dict[str, Any] | None = None) -> ProtocolResult:
+                      env_options: dict[str, Any] | None = None, held_out: float = HELD_OUT) -> ProtocolResult:
     """Find an augmentation policy for `data` and `model` that beats the hand-made ones, or keep the best
     of those (see the module docstring; `policysearch.protocol.effort` for the defaults' evidence).
 
@@ -83,6 +86,9 @@ def find_augmentation(data: DeviceData, model: Any = None, *, epochs: float = 20
         budget_seconds: also stop the search after this many seconds.
         progress: progress bars; `say` receives the protocol's lines (default: stderr).
         env_options: further Augment-v1 arguments for the search (ops, ops_per_sample, magnitude_scale, ...).
+        held_out: the fraction of the validation images the search never scores; they decide between the best
+            searched candidate and the best baseline (`policysearch.protocol.selection`). 0: none held out, the
+            best validation mean is exported (the protocol before the held-out decision).
     """
     baselines = tuple(baselines) if baselines is not None else get_task(data.task).augment_baselines
     policies = [load_policy(b) for b in baselines]  # bad names fail before any work
@@ -91,7 +97,7 @@ def find_augmentation(data: DeviceData, model: Any = None, *, epochs: float = 20
     return _run("augment", data, model, epochs=epochs, effort=effort, controller=controller, budget=budget, top=top,
                 rerank_seeds=rerank_seeds, seeds=seeds, compare=compare, config=config, out=out, resume=resume,
                 overwrite=overwrite, workers=workers, seed=seed, budget_seconds=budget_seconds, progress=progress,
-                say=say, reward_metric=reward_metric,
+                say=say, reward_metric=reward_metric, held_out=held_out,
                 env_kwargs={"lr_schedule": schedule, "space": space, "episode_length": segments,
                             **(env_options or {})},
                 baselines=[(label, p, lr_schedule, p) for label, p in zip(baselines, policies)],
@@ -106,7 +112,7 @@ def find_schedule(data: DeviceData, model: Any = None, *, epochs: float = 20, ef
                   config: TrainConfig | None = None, out: str | Path | None = None, resume: bool = False,
                   overwrite: bool = False, workers: int = 1, seed: int = 0, budget_seconds: float | None = None,
                   progress: bool = True, say: Callable[[str], None] | None = None,
-                  env_options: dict[str, Any] | None = None) -> ProtocolResult:
+                  env_options: dict[str, Any] | None = None, held_out: float = HELD_OUT) -> ProtocolResult:
     """Find an LR schedule for `data` and `model` that beats onecycle, cosine and linear decay at the
     model's default peak, or keep the best of those. The search scales `base` by ``scale ** a`` per
     segment (Schedule-v1; one segment by default: the peak LR); its candidates are exported as open-loop
@@ -119,7 +125,7 @@ def find_schedule(data: DeviceData, model: Any = None, *, epochs: float = 20, ef
     return _run("schedule", data, model, epochs=epochs, effort=effort, controller=controller, budget=budget,
                 top=top, rerank_seeds=rerank_seeds, seeds=seeds, compare=compare, config=config, out=out,
                 resume=resume, overwrite=overwrite, workers=workers, seed=seed, budget_seconds=budget_seconds,
-                progress=progress, say=say, reward_metric=reward_metric,
+                progress=progress, say=say, reward_metric=reward_metric, held_out=held_out,
                 env_kwargs={"augment": augment, "base": base, "scale": scale, "episode_length": segments,
                             **(env_options or {})},
                 baselines=[(label, policy, schedule, schedule) for label, schedule in named],
@@ -137,7 +143,7 @@ def _run(job: str, data: DeviceData, model: Any, *, epochs: float, effort: str, 
          budget: int | None, top: int | None, rerank_seeds: int | None, seeds: int | None, compare: bool,
          config: TrainConfig | None, out: str | Path | None, resume: bool, overwrite: bool, workers: int, seed: int,
          budget_seconds: float | None, progress: bool, say: Callable[[str], None] | None, reward_metric: str | None,
-         env_kwargs: dict[str, Any], baselines: list[tuple[str, Any, Any, Any]],
+         held_out: float, env_kwargs: dict[str, Any], baselines: list[tuple[str, Any, Any, Any]],
          candidate: Callable[[Any], tuple[Any, Any]], artefact_name: str, segments: int) -> ProtocolResult:
     say = say or (lambda line: print(line, file=sys.stderr))
     if not epochs > 0:
@@ -148,6 +154,9 @@ def _run(job: str, data: DeviceData, model: Any, *, epochs: float, effort: str, 
     reward_metric = task.reward_metric(reward_metric)  # one this task measures, before any work
     config = _config(config, model)
     folder = check_output_dir(out, "out") if out is not None else None
+    held = None
+    if held_out:  # the search and the re-ranking's scores see `data`'s other validation images only
+        data, held = hold_out(data, held_out, seed + HELD_OUT_SEED)
     steps = training_steps(data, config.batch_size, epochs)
     if steps < segments:
         raise ConfigError(f"{steps} training steps cannot hold {segments} segments; train longer or use fewer")
@@ -159,6 +168,9 @@ def _run(job: str, data: DeviceData, model: Any, *, epochs: float, effort: str, 
         + (f", then {1 + len(baselines)} arms x {plan.seeds} paired seeds on the test split" if compare else "")
         + f": {trainings} trainings, about {_duration(cost['seconds'] / max(1, workers))} here, "
         f"{cost['train_flops'] / 1e12:.3g} training TFLOPs")
+    if held is not None:
+        say(f"validation: {len(data.y_val)} images scored by the search and the re-ranking, {len(held.y_val)} held "
+            "out to decide between the best searched candidate and the best baseline")
     env_id = "policysearch/Augment-v1" if job == "augment" else "policysearch/Schedule-v1"
     env = gym.make(env_id, data=data, model=config.model, steps_per_segment=steps // segments,
                    batch_size=config.batch_size, weight_decay=config.weight_decay,
@@ -190,8 +202,13 @@ def _run(job: str, data: DeviceData, model: Any, *, epochs: float, effort: str, 
     arms = [Arm(f"learned #{k + 1}" if len(distinct) > 1 else "learned", *candidate(artefact), searched=True,
                 artefact=artefact, search_score=float(e["score"])) for k, (e, artefact) in enumerate(distinct)]
     base_arms = [Arm(label, aug, sched, searched=False, artefact=art) for label, aug, sched, art in baselines]
-    ledger = Ledger(folder, data, config, epochs, workers, say)
-    chosen, ranking = choose_on_validation(ledger, [*arms, *base_arms], plan.rerank_seeds, seed, reward_metric)
+    ledger = Ledger(folder, data, config, epochs, workers, say, held=held)
+    chosen, ranking, decision = choose_on_validation(ledger, [*arms, *base_arms], plan.rerank_seeds, seed,
+                                                     reward_metric)
+    if decision is not None and decision["difference"] is not None:
+        d = decision["difference"]
+        say(f"held-out images: {decision['searched']} - {decision['baseline']} = {d['mean']:+.2f} "
+            f"[{d['low']:+.2f}, {d['high']:+.2f}] {decision['unit']} of {decision['metric']} over {d['images']} images")
     say(f"chosen on validation: {chosen.label} ({'searched' if chosen.searched else 'hand-made'})")
     if chosen.searched:  # the comparison and the files call the searched choice "learned"
         chosen = dataclasses.replace(chosen, label="learned")
@@ -200,13 +217,13 @@ def _run(job: str, data: DeviceData, model: Any, *, epochs: float, effort: str, 
         best = max(arms, key=lambda a: next(r["val_mean"] for r in ranking if r["arm"] == a.label))
         others = [dataclasses.replace(best, label="learned"), *base_arms]
     comparison = compare_on_test(ledger, chosen, others, plan.seeds, seed, task.default_metric) if compare else None
-    verdict = verdict_line(chosen, comparison, ranking)
+    verdict = verdict_line(chosen, comparison, ranking, decision)
     exported = _exported(chosen, job, result, ranking, verdict)
     search_cost = {k: result.summary[k] for k in ("child_trainings", "train_flops", "wall_seconds")}
     protocol = ProtocolResult(job, exported, chosen.label, verdict, ranking, comparison,
                               {"search": search_cost, "trainings": ledger.summary()}, plan,
                               search={k: result.summary.get(k) for k in ("controller", "episodes", "best", "env")},
-                              estimate=cost, artefact_name=artefact_name)
+                              estimate=cost, decision=decision, artefact_name=artefact_name)
     if folder is not None:
         protocol.save(folder)
     return protocol

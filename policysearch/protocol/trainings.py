@@ -19,6 +19,7 @@ from typing import Any
 from policysearch.files import append_line, json_dumps, read_jsonl
 from policysearch.models import restore_models, shipped_models
 from policysearch.processes import in_processes
+from policysearch.train.evaluate import image_stats
 from policysearch.train.recipe import train_run
 from policysearch.train.trainer import TrainConfig
 
@@ -50,12 +51,17 @@ def _content(obj: Any) -> Any:
     return to_dict() if callable(to_dict) else repr(obj)
 
 
-def _train(data: Any, config: TrainConfig, epochs: float, job: Job) -> dict[str, Any]:
-    """One training of the ledger (module level: a worker process runs it)."""
+def _train(data: Any, config: TrainConfig, epochs: float, job: Job, held: Any = None) -> dict[str, Any]:
+    """One training of the ledger (module level: a worker process runs it). With `held` (the held-out
+    validation images) a validation job also records each held-out image's share of the task's metric."""
     result = train_run(data, dataclasses.replace(config, seed=job.seed), epochs, job.augment, job.schedule,
                        progress=False, test=job.test)
-    return {"arm": job.arm, "seed": job.seed, "val": result.val, "test": result.test if job.test else None,
-            "cost": result.cost, "diverged": result.diverged}
+    record = {"arm": job.arm, "seed": job.seed, "val": result.val, "test": result.test if job.test else None,
+              "cost": result.cost, "diverged": result.diverged}
+    if held is not None and not job.test and not result.diverged and result.model is not None:
+        stats = image_stats(result.model, held, "val", batch_size=config.eval_batch_size, amp=config.amp)
+        record["held_out"] = stats.tolist()
+    return record
 
 
 class Ledger:
@@ -66,12 +72,14 @@ class Ledger:
         data, config, epochs: what every job trains on, with, and for how long.
         workers: trainings at once (worker processes, one torch thread each).
         progress: called with one line per finished batch of trainings.
+        held: the held-out validation images (`policysearch.protocol.selection.hold_out`): every validation
+            job's record then carries ``held_out``, each of those images' rows of the task's metric.
     """
 
     def __init__(self, folder: Path | None, data: Any, config: TrainConfig, epochs: float, workers: int = 1,
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None, held: Any = None) -> None:
         self.path = folder / "trainings.jsonl" if folder is not None else None
-        self.data, self.config, self.epochs, self.workers = data, config, epochs, workers
+        self.data, self.config, self.epochs, self.workers, self.held = data, config, epochs, workers, held
         self.progress = progress or (lambda line: None)
         self.setting = json_dumps({"data": data.fingerprint, "split": data.split, "epochs": epochs,
                                    "config": dataclasses.asdict(config)}, sort_keys=True)
@@ -104,7 +112,7 @@ class Ledger:
             if finished == len(todo) or finished % report_every == 0:
                 self.progress(f"{phase}: {finished} of {len(todo)} trainings done")
 
-        in_processes(_train, [(self.data, self.config, self.epochs, job) for job, _ in todo],
+        in_processes(_train, [(self.data, self.config, self.epochs, job, self.held) for job, _ in todo],
                      max(1, min(self.workers, len(todo))), setup=(restore_models, (shipped,)), desc=phase,
                      on_result=save)
         return [self.done[key] for _, key in keyed]

@@ -17,12 +17,18 @@ the user, as in Pascal VOC's masks); excluded from the loss and the metrics."""
 
 
 class Accumulator:
-    """Collects a split's outputs batch by batch, then gives the task's metrics (`result`)."""
+    """Collects a split's outputs batch by batch, then gives the task's metrics (`result`) and each image's
+    share of the default metric (`image_stats`), for tests that resample images."""
 
     def add(self, output: torch.Tensor, target: torch.Tensor) -> None:
         raise NotImplementedError
 
     def result(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def image_stats(self) -> torch.Tensor:
+        """``(N, d)`` float64: one row per image, in order, such that `Task.score_from_stats` of the rows'
+        sum is the task's default metric over those images."""
         raise NotImplementedError
 
 
@@ -108,6 +114,11 @@ class Task:
     def accumulator(self, data: Any) -> Accumulator:
         """A fresh collector of one split's metrics."""
         raise NotImplementedError
+
+    def score_from_stats(self, totals: torch.Tensor, count: int | torch.Tensor) -> torch.Tensor:
+        """The default metric of images whose `Accumulator.image_stats` rows sum to `totals` (``(..., d)``;
+        `count` images): the mean of a per-image score by default (accuracy, PSNR)."""
+        return totals[..., 0] / count
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

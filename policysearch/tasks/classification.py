@@ -31,6 +31,9 @@ class _Logits(Accumulator):
     def result(self) -> dict[str, float]:
         return classification_metrics(torch.cat(self.outputs), torch.cat(self.targets), self.num_classes)
 
+    def image_stats(self) -> torch.Tensor:  # correct (1) or not (0): accuracy is their mean
+        return (torch.cat(self.outputs).argmax(1) == torch.cat(self.targets)).double().cpu().unsqueeze(1)
+
 
 class Classification(Task):
     name = "classification"

@@ -66,10 +66,13 @@ class _Confusion(Accumulator):
         self.num_classes, self.classes = num_classes, classes
         self.counts = torch.zeros(num_classes, num_classes, dtype=torch.int64)
         self.nll, self.pixels = 0.0, 0
+        self.per_image: list[torch.Tensor] = []
 
     def add(self, output: torch.Tensor, target: torch.Tensor) -> None:
         target = target.long()
-        self.counts += confusion(output.argmax(1), target, self.num_classes).cpu()
+        pred = output.argmax(1)
+        self.counts += confusion(pred, target, self.num_classes).cpu()
+        self.per_image.append(_intersection_union(pred, target, self.num_classes).cpu())
         loss = F.cross_entropy(output.float(), target, ignore_index=IGNORE_INDEX, reduction="sum")
         self.nll += float(loss)
         self.pixels += int((target != IGNORE_INDEX).sum())
@@ -77,6 +80,25 @@ class _Confusion(Accumulator):
     def result(self) -> dict[str, float]:
         scores = segmentation_scores(self.counts, self.classes)
         return {**scores, "nll": self.nll / self.pixels if self.pixels else math.nan}
+
+    def image_stats(self) -> torch.Tensor:
+        return torch.cat(self.per_image).double()
+
+
+def _intersection_union(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``(B, 2K)``: each image's pixel intersection and union per class (labelled pixels only); summed over
+    images they are the confusion matrix's diagonal and ``row + column - diagonal``, so mIoU follows."""
+    b, k = len(pred), num_classes
+    keep = (target != IGNORE_INDEX).flatten(1)
+    image = torch.arange(b, device=pred.device).unsqueeze(1).expand_as(keep)
+    p, t = pred.flatten(1), target.flatten(1)
+
+    def per_class(where: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+        return torch.bincount((image * k + cls)[where], minlength=b * k).reshape(b, k)
+
+    inter = per_class(keep & (p == t), p)
+    union = per_class(keep, p) + per_class(keep, t.clamp(max=k - 1)) - inter
+    return torch.cat([inter, union], 1)
 
 
 class Segmentation(Task):
@@ -118,6 +140,14 @@ class Segmentation(Task):
     def accumulator(self, data: Any) -> Accumulator:
         return _Confusion(data.num_classes, list(data.classes))
 
+    def score_from_stats(self, totals: torch.Tensor, count: int | torch.Tensor) -> torch.Tensor:
+        """mIoU over the classes present (a union above zero), as `segmentation_scores` takes it."""
+        k = totals.shape[-1] // 2
+        inter, union = totals[..., :k], totals[..., k:]
+        present = union > 0
+        iou = torch.where(present, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
+        return iou.sum(-1) / present.sum(-1).clamp(min=1)
+
 
 # ---------------------------------------------------------------------- restoration
 class _ImageScores(Accumulator):
@@ -135,6 +165,9 @@ class _ImageScores(Accumulator):
     def result(self) -> dict[str, float]:
         return {"psnr": float(torch.cat(self.psnr).mean()), "ssim": float(torch.cat(self.ssim).mean()),
                 "mse": float(torch.cat(self.mse).mean())}
+
+    def image_stats(self) -> torch.Tensor:  # each image's PSNR: the metric is their mean
+        return torch.cat(self.psnr).double().cpu().unsqueeze(1)
 
 
 class Restoration(Task):

@@ -12,6 +12,8 @@ The multi-seed comparison of whole policies lives in `policysearch.analysis.comp
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -24,7 +26,7 @@ from policysearch.metrics import ATTACK_REWARD_METRICS
 from policysearch.tasks import get_task
 from policysearch.train.robustness import REWARD_EPSILON, attack_accuracy
 
-__all__ = ["EVAL_BATCH_SIZE", "evaluate", "predict"]
+__all__ = ["EVAL_BATCH_SIZE", "evaluate", "image_stats", "predict"]
 
 EVAL_BATCH_SIZE = 1024
 
@@ -67,6 +69,24 @@ def evaluate(
     (`policysearch.metrics.ATTACK_REWARD_METRICS`, e.g. "fgsm_accuracy"), that figure is added, at
     `policysearch.train.robustness.REWARD_EPSILON`.
     """
+    metrics = _accumulate(model, data, split, batch_size, amp).result()
+    if reward_metric in ATTACK_REWARD_METRICS:
+        task = get_task(data.task)
+        if task.target_kind != "label":
+            raise ConfigError(f"{reward_metric} is measured on classifiers; this is {task.name} data")
+        metrics.update(attack_accuracy(model, data, split, REWARD_EPSILON, (ATTACK_REWARD_METRICS[reward_metric],)))
+    return metrics
+
+
+def image_stats(model: nn.Module, data: DeviceData, split: str = "val", *, batch_size: int = EVAL_BATCH_SIZE,
+                amp: bool = True) -> torch.Tensor:
+    """Each image's share of the task's default metric on `split` (`policysearch.tasks.Accumulator.image_stats`):
+    ``(N, d)`` float64 rows whose sum `Task.score_from_stats` turns into the metric, for tests over images."""
+    return _accumulate(model, data, split, batch_size, amp).image_stats()
+
+
+def _accumulate(model: nn.Module, data: DeviceData, split: str, batch_size: int, amp: bool) -> Any:
+    """The task's accumulator after one pass over `split` (outputs reduced batch by batch)."""
     task = get_task(data.task)
     check_int("batch_size", batch_size, 1)
     model = to_device(model, data.device)
@@ -79,9 +99,4 @@ def evaluate(
             with autocast(data.device, amp):
                 out = model(normalise(x, data)).float()
             scores.add(out, task.batch_target(y_all[start : start + batch_size]))
-    metrics = scores.result()
-    if reward_metric in ATTACK_REWARD_METRICS:
-        if task.target_kind != "label":
-            raise ConfigError(f"{reward_metric} is measured on classifiers; this is {task.name} data")
-        metrics.update(attack_accuracy(model, data, split, REWARD_EPSILON, (ATTACK_REWARD_METRICS[reward_metric],)))
-    return metrics
+    return scores

@@ -1,0 +1,97 @@
+"""The export decision, taken on validation images the search never scored.
+
+A search climbs on its validation images, and re-training its best candidates on those same images
+with fresh seeds still favours the candidates that happen to fit them: the winner's curse. On the
+pre-registered user-style regime R3 (benchmarks/RESULTS.md, "Product defaults on untuned regimes") the
+protocol exported a searched policy that led no augmentation by one validation image in 200 and lost
+0.68 points [-1.16, -0.23] on test; its compression plan led uniform on validation and lost 0.61 on test.
+
+So the protocol holds part of the validation split back (`hold_out`). The search, and the re-ranking
+that picks the best searched candidate and the best baseline, see only the rest. The held-out images
+then decide between those two, once: the searched candidate is exported only when a paired bootstrap
+over the held-out images (`image_bootstrap`) puts its lead above zero at 95 %; otherwise the best
+baseline is, and the verdict says why. The bootstrap resamples images, not training seeds, so it is a
+margin against image noise, the part of the curse that fresh seeds cannot remove.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+
+from policysearch.data import DeviceData
+from policysearch.data.splits import stratified_split
+from policysearch.errors import ConfigError
+from policysearch.tasks import get_task
+
+__all__ = ["HELD_OUT", "HELD_OUT_SEED", "hold_out", "image_bootstrap"]
+
+HELD_OUT = 0.5  # of the validation split, by default
+HELD_OUT_SEED = 30_000  # the split's seed is the protocol's seed plus this: apart from every training's
+
+
+def hold_out(data: DeviceData, fraction: float, seed: int) -> tuple[DeviceData, DeviceData]:
+    """Split `data`'s validation images into the part the search scores and a held-out part.
+
+    Stratified by class for classification (a seeded split otherwise); both views share the training and
+    test tensors. Their ``split`` records the sizes, so ledgers and runs never mix the two.
+
+    Returns:
+        ``(searched, held)``: `data` with only the searched part as "val", and with only the held-out part.
+
+    Raises:
+        ConfigError: `fraction` outside (0, 1), or a validation split too small to leave an image on each side.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"held-out fraction is {fraction!r}, expected a number in (0, 1) (0 turns it off)")
+    n = len(data.y_val)
+    if n < 4:
+        raise ConfigError(f"the validation split has {n} images: too few to hold any back for the export decision "
+                          "(use a larger --val-size, or --held-out 0)")
+    key = get_task(data.task).split_key(data.y_val.cpu())
+    searched_idx, held_idx = stratified_split(key, max(1, min(n - 1, round(fraction * n))), None, seed)
+    views = []
+    for idx, role in ((searched_idx, "searched"), (held_idx, "held")):
+        idx = idx.to(data.y_val.device)
+        split = {**data.split, "val_size": len(idx), "val_part": role, "held_out": len(held_idx),
+                 "held_out_seed": seed}
+        views.append(dataclasses.replace(data, x_val=data.x_val[idx], y_val=data.y_val[idx], split=split))
+    return views[0], views[1]
+
+
+def image_bootstrap(task: str, a: Any, b: Any, resamples: int = 5_000, level: float = 0.95,
+                    seed: int = 0) -> dict[str, float]:
+    """The default metric of arm `a` minus arm `b` on the same images, with a percentile bootstrap CI over
+    the images (each resample draws images with replacement and scores both arms on them).
+
+    Args:
+        task: the data's task, which turns per-image rows into its metric (`Task.score_from_stats`).
+        a, b: ``(N, d)`` per-image rows of each arm (`policysearch.train.evaluate.image_stats`; averaged over
+            an arm's seeds), in the same image order.
+
+    Returns:
+        ``{"mean", "low", "high", "images", "p_above_zero"}``, in the metric's own units (a fraction, dB).
+    """
+    scorer = get_task(task)
+    x = torch.as_tensor(np.asarray(a, dtype=np.float64))
+    y = torch.as_tensor(np.asarray(b, dtype=np.float64))
+    if x.shape != y.shape or x.dim() != 2 or len(x) < 2:
+        raise ConfigError(f"per-image rows of shapes {tuple(x.shape)} and {tuple(y.shape)}: expected the same "
+                          "(N, d), N >= 2")
+    n = len(x)
+    mean = float(scorer.score_from_stats(x.sum(0), n) - scorer.score_from_stats(y.sum(0), n))
+    generator = torch.Generator().manual_seed(seed)
+    diffs = []
+    for start in range(0, resamples, 500):  # bounded memory: 500 resamples x N counts at a time
+        rows = min(500, resamples - start)
+        counts = torch.zeros(rows, n, dtype=torch.float64)
+        counts.scatter_add_(1, torch.randint(0, n, (rows, n), generator=generator),
+                            torch.ones(rows, n, dtype=torch.float64))
+        diffs.append(scorer.score_from_stats(counts @ x, n) - scorer.score_from_stats(counts @ y, n))
+    resampled = torch.cat(diffs).numpy()
+    tail = (1.0 - level) / 2.0
+    return {"mean": mean, "low": float(np.quantile(resampled, tail)), "high": float(np.quantile(resampled, 1 - tail)),
+            "images": n, "p_above_zero": float((resampled > 0).mean())}

@@ -1,0 +1,147 @@
+"""The export decision on held-out validation images (policysearch.protocol.selection): per-image rows that
+add up to each task's metric, the split the search never scores, the bootstrap over images, and a choice
+that follows the held-out images rather than the validation mean the search climbed on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from dense_helpers import squares
+
+from policysearch.errors import ConfigError
+from policysearch.models import build_for_data
+from policysearch.protocol.core import Arm, choose_on_validation, verdict_line
+from policysearch.protocol.selection import hold_out, image_bootstrap
+from policysearch.tasks import get_task
+from policysearch.train.evaluate import evaluate, image_stats
+
+
+@pytest.mark.parametrize("task", ["classification", "segmentation", "restoration"])
+def test_the_per_image_rows_add_up_to_the_tasks_metric(task, digits):
+    data = digits if task == "classification" else squares(task, 60, 16, 40, 20)
+    torch.manual_seed(0)
+    model = build_for_data("mlp" if task == "classification" else "unet", data)
+    rows = image_stats(model, data, "val", batch_size=7)  # batches that do not divide the split
+    metric = get_task(task).default_metric
+    assert rows.shape[0] == len(data.y_val) and rows.dtype == torch.float64
+    whole = float(get_task(task).score_from_stats(rows.sum(0), len(rows)))
+    assert whole == pytest.approx(evaluate(model, data, "val")[metric], rel=1e-6, abs=1e-9)
+    # Any subset of images scores as the metric over those images alone.
+    part = type(data)(**{**data.__dict__, "x_val": data.x_val[:9], "y_val": data.y_val[:9]})
+    assert float(get_task(task).score_from_stats(rows[:9].sum(0), 9)) == pytest.approx(
+        evaluate(model, part, "val")[metric], rel=1e-6, abs=1e-9)
+
+
+def test_the_held_out_part_is_disjoint_stratified_and_recorded(digits):
+    searched, held = hold_out(digits, 0.5, 7)
+    assert len(searched.y_val) + len(held.y_val) == len(digits.y_val) == 100
+    assert len(held.y_val) == 50 and searched.split["held_out"] == held.split["held_out"] == 50
+    # Disjoint and complete: the two parts' images are the validation images, each once.
+    def images(part):
+        return [(*x.flatten().tolist(), int(y)) for x, y in zip(part.x_val, part.y_val)]
+
+    a, b = images(searched), images(held)
+    assert sorted(a + b) == sorted(images(digits)) and not set(a) & set(b)
+    # Stratified: each class within one image of half its validation count.
+    for c in range(10):
+        assert abs(int((held.y_val == c).sum()) * 2 - int((digits.y_val == c).sum())) <= 2
+    assert searched.x_train is digits.x_train and held.x_test is digits.x_test
+    assert searched.split != digits.split  # a ledger never mixes runs scored on different images
+    again, _ = hold_out(digits, 0.5, 7)
+    assert torch.equal(again.y_val, searched.y_val)
+    with pytest.raises(ConfigError, match="expected a number in"):
+        hold_out(digits, 1.0, 0)
+
+
+def test_the_bootstrap_over_images_resolves_a_real_lead_and_not_noise():
+    rng = np.random.default_rng(0)
+    base = (rng.random((200, 1)) < 0.8).astype(float)
+    same = image_bootstrap("classification", base, base)
+    assert same["mean"] == 0 and same["low"] <= 0 <= same["high"] and same["images"] == 200
+    better = base.copy()
+    better[np.flatnonzero(base[:, 0] == 0)[:20]] = 1.0  # 20 more images right, none fewer
+    lead = image_bootstrap("classification", better, base)
+    assert lead["mean"] == pytest.approx(0.10) and lead["low"] > 0
+    worse = image_bootstrap("classification", base, better)
+    assert worse["high"] < 0
+    # A swap of as many wrongs as rights is no lead.
+    swapped = better.copy()
+    swapped[np.flatnonzero(base[:, 0] == 1)[:20]] = 0.0
+    tie = image_bootstrap("classification", swapped, base)
+    assert tie["mean"] == pytest.approx(0.0) and tie["low"] < 0 < tie["high"]
+    with pytest.raises(ConfigError, match="same"):
+        image_bootstrap("classification", base, base[:10])
+
+
+class _Ledger:
+    """Stands in for `Ledger`: fixed validation scores and held-out rows per arm."""
+
+    def __init__(self, data, held, val, rows):
+        self.data, self.held, self.val, self.rows = data, held, val, rows
+
+    def run(self, jobs, phase):
+        return [{"arm": j.arm, "seed": j.seed, "diverged": None, "val": {"accuracy": self.val[j.arm]},
+                 "held_out": self.rows[j.arm]} for j in jobs]
+
+
+def test_the_held_out_images_decide_between_the_best_searched_and_the_best_baseline(digits):
+    searched, held = hold_out(digits, 0.5, 0)
+    arms = [Arm("learned #1", None, None, True, "a"), Arm("learned #2", None, None, True, "b"),
+            Arm("none", None, None, False, "n"), Arm("erasing", None, None, False, "e")]
+    right = [[1.0]] * 45 + [[0.0]] * 5
+    worse = [[1.0]] * 35 + [[0.0]] * 15
+    # The search's favourite leads on validation by a hair but is worse on the images it never saw: keep erasing.
+    val = {"learned #1": 0.91, "learned #2": 0.80, "none": 0.85, "erasing": 0.90}
+    ledger = _Ledger(searched, held, val, {"learned #1": worse, "learned #2": right, "none": worse, "erasing": right})
+    chosen, rows, decision = choose_on_validation(ledger, arms, 1, 0, "accuracy")
+    assert chosen.label == "erasing" and decision["searched"] == "learned #1" and decision["baseline"] == "erasing"
+    assert decision["difference"]["mean"] == pytest.approx(-20.0) and decision["exported"] == "erasing"
+    assert [r["chosen"] for r in rows] == [False, False, False, True]
+    line = verdict_line(chosen, None, rows, decision)["line"]
+    assert line.startswith("keep erasing: the search's best candidate did not beat it (its lead over erasing on "
+                           "the 50 held-out validation images was -20.00")
+    # Clearly better on the held-out images: exported.
+    ledger.rows = {"learned #1": right, "learned #2": worse, "none": worse, "erasing": worse}
+    chosen, rows, decision = choose_on_validation(ledger, arms, 1, 0, "accuracy")
+    assert chosen.label == "learned #1" and decision["difference"]["low"] > 0
+    # Without held-out images the validation mean alone decides (the protocol before it).
+    ledger.held = None
+    chosen, _, decision = choose_on_validation(ledger, arms, 1, 0, "accuracy")
+    assert chosen.label == "learned #1" and decision is None
+
+
+def test_the_search_never_scores_the_held_out_images_and_the_record_says_what_decided(digits, tmp_path):
+    import json
+
+    from policysearch.protocol import find_augmentation
+
+    tiny = dict(epochs=2, controller="random", budget=2, top=1, rerank_seeds=1, seeds=2, segments=2, progress=False)
+    said = []
+    result = find_augmentation(digits, "mlp", baselines=("none",), compare=False, out=tmp_path / "p",
+                               say=said.append, **tiny)
+    record = json.loads((tmp_path / "p" / "protocol.json").read_text())
+    assert record["search"]["env"]["split"]["val_size"] == 50 and record["search"]["env"]["split"]["held_out"] == 50
+    assert record["held_out"] == result.decision and result.decision["images"] == 50
+    assert result.chosen in ("learned", "none") and result.decision["exported"] == result.chosen
+    lines = [json.loads(line) for line in (tmp_path / "p" / "trainings.jsonl").read_text().splitlines()]
+    assert lines and all(len(r["held_out"]) == 50 for r in lines)
+    assert any("50 held out" in line for line in said)
+
+
+def test_compression_keeps_uniform_unless_the_held_out_images_confirm_the_searched_plan(digits):
+    from policysearch.protocol.compress import _held_out_choice, _verdict
+
+    _, held = hold_out(digits, 0.5, 0)
+    right = np.array([[1.0]] * 45 + [[0.0]] * 5)
+    worse = np.array([[1.0]] * 35 + [[0.0]] * 15)
+    scores, means, decision = _held_out_choice([[right, right], [worse, worse]], held, "accuracy", 0)
+    assert decision["exported"] == "searched" and decision["difference"]["low"] > 0 and means == [0.9, 0.7]
+    assert scores == [[0.9, 0.9], [0.7, 0.7]]
+    _, means, decision = _held_out_choice([[worse, right], [right, worse]], held, "accuracy", 0)
+    assert decision["exported"] == "uniform" and decision["difference"]["mean"] == pytest.approx(0.0)
+    ranking = [{"val_mean": m} for m in means]
+    line = _verdict("uniform", None, ranking, 0.5, "accuracy", decision)["line"]
+    assert "held-out validation images was +0.00" in line and line.startswith("keep uniform pruning")
+    _, _, decision = _held_out_choice([[right, None], [worse, worse]], held, "accuracy", 0)
+    assert decision["exported"] == "uniform" and decision["reason"] == "a distillation diverged"
