@@ -29,11 +29,11 @@ protocol() {  # protocol NAME COMMAND...: a product command with its defaults, r
   policysearch "$@" --seed 0 --workers 2 --out "$dir" "${resume[@]}"
 }
 
-peak_rule() {  # peak_rule NAME ARGS...: zoo:peak-rule against onecycle, 10 paired seeds
+peak_rule() {  # peak_rule NAME ARGS...: zoo:peak-rule against onecycle, 10 paired seeds, no augmentation
   local file=$OUT/$1.json; shift
   if [ -f "$file" ]; then echo "== $file: done, skipped"; return; fi
   echo "== $file: evaluate $*  ($(date -u +%H:%M:%S))"
-  policysearch evaluate "$@" --schedule onecycle,zoo:peak-rule --seeds 10 --seed 1000 --workers 2 --json \
+  policysearch evaluate "$@" --augment none --schedule onecycle,zoo:peak-rule --seeds 10 --seed 1000 --workers 2 --json \
     --no-progress > "$file.partial"
   mv "$file.partial" "$file"
 }
