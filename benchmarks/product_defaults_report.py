@@ -1,5 +1,6 @@
-"""The outcomes of the pre-registered product-defaults runs (benchmarks/preregistered/product_defaults.md),
-read from their files under benchmarks/results/product/, judged by the pre-registration's rules.
+"""The outcomes of the pre-registered product-defaults runs (benchmarks/preregistered/product_defaults.md, and
+the held-out decision's check, held_out_decision.md), read from their files under benchmarks/results/product/,
+judged by the pre-registrations' rules.
 
     python benchmarks/product_defaults_report.py            # Markdown tables on stderr, one JSON line on stdout
     python benchmarks/product_defaults_report.py --out benchmarks/results/product/report.json
@@ -9,6 +10,8 @@ Nothing is trained: a run whose files are missing is reported as "not run". The 
 - a protocol run (augment, schedule, compress) "beats every baseline" when it exports the searched arm
   and every paired CI of (exported - baseline) on the test split lies above zero; it "says so" when it
   exports a baseline and its verdict line names it; anything else is reported as it came out;
+- a run "does no harm" when the exported arm loses to no arm of the final comparison on test (no paired
+  CI of exported - arm entirely below zero);
 - a zero-shot task passes when the lower end of the paired 95 % CI of (rule - the better onecycle arm,
   plain or at equal images) is above -0.2 points.
 """
@@ -24,6 +27,7 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results" / "product"
 REGIMES = ("R1", "R2", "R3")
 JOBS = ("augment", "schedule", "compress")
+HELD_OUT_RUNS = (("H2", "augment"), ("H2", "compress"), ("H3", "augment"), ("H3", "compress"), ("H5", "augment"))
 ZERO_SHOT = ("Z1", "Z2", "Z3", "Z4")
 TOLERANCE_POINTS = 0.2
 
@@ -53,6 +57,7 @@ def protocol_outcome(regime: str, job: str) -> dict[str, Any]:
     else:
         outcome = "exports the searched arm, not resolved against every baseline on test"
     return {"regime": regime, "job": job, "chosen": record["chosen"], "outcome": outcome, "line": verdict["line"],
+            "does_no_harm": not any(d["high"] < 0 for d in diffs.values()), "held_out": record.get("held_out"),
             "validation": {r["arm"]: r["val_mean"] for r in record.get("ranking", [])},
             "test": {arm: row["mean"] for arm, row in (comparison or {}).get("arms", {}).items()},
             "differences": diffs, "metric": (comparison or {}).get("metric")}
@@ -83,6 +88,7 @@ def main() -> int:
     p.add_argument("--out", default=None, help="also write the JSON here")
     args = p.parse_args()
     protocols = [protocol_outcome(r, j) for r in REGIMES for j in JOBS]
+    held_out = [protocol_outcome(r, j) for r, j in HELD_OUT_RUNS]
     zero_shot = [zero_shot_outcome(t) for t in ZERO_SHOT]
     lines = ["| regime | job | exported | outcome | strongest baseline on test: exported − it [95 % CI] |",
              "|---|---|---|---|---|"]
@@ -94,6 +100,21 @@ def main() -> int:
         strongest = max(diffs, key=lambda k: row["test"][k]) if diffs else None
         text = f"{strongest}: {_ci(diffs[strongest])}" if strongest else "no test comparison"
         lines.append(f"| {row['regime']} | {row['job']} | {row['chosen']} | {row['outcome']} | {text} |")
+    lines += ["", "| run | exported | held-out images: best searched − best baseline [95 % CI] | outcome | does no "
+              "harm | exported − strongest other arm on test [95 % CI] |", "|---|---|---|---|---|---|"]
+    for row in held_out:
+        if row["outcome"] == "not run":
+            lines.append(f"| {row['regime']} {row['job']} | | | not run | | |")
+            continue
+        decision = row["held_out"] or {}
+        d = decision.get("difference")
+        said = (f"{decision['searched']} − {decision['baseline']}: {_ci(d)} {decision['unit']} over {d['images']}"
+                if d else decision.get("reason", "no decision (the search ended at the baseline)"))
+        diffs = row["differences"]
+        strongest = max(diffs, key=lambda k: row["test"][k]) if diffs else None
+        text = f"{strongest}: {_ci(diffs[strongest])}" if strongest else "no test comparison"
+        lines.append(f"| {row['regime']} {row['job']} | {row['chosen']} | {said} | {row['outcome']} | "
+                     f"{'yes' if row['does_no_harm'] else '**no**'} | {text} |")
     lines += ["", "| task | data | model, epochs | rule | onecycle | onecycle, equal images | rule − better "
               "[95 % CI], points | factors | outcome |", "|---|---|---|---|---|---|---|---|---|"]
     for row in zero_shot:
@@ -105,7 +126,8 @@ def main() -> int:
                      f"{_ci(row['rule_minus_better_points'])} | {', '.join(f'x{f:.3g}' for f in row['factors_chosen'])}"
                      f" | {row['outcome']} |")
     print("\n".join(lines), file=sys.stderr)
-    record = {"benchmark": "product_defaults_report", "protocols": protocols, "zero_shot": zero_shot,
+    record = {"benchmark": "product_defaults_report", "protocols": protocols, "held_out_runs": held_out,
+              "zero_shot": zero_shot,
               "zero_shot_passes": sum(r["outcome"] == "pass" for r in zero_shot),
               "zero_shot_run": sum(r["outcome"] != "not run" for r in zero_shot)}
     text = json.dumps(record)

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Runs the pre-registered evidence of issue 31 (benchmarks/preregistered/product_defaults.md) in its
-# order, one command at a time; a cut run resumes where it stopped (each protocol keeps a ledger; a
-# step whose protocol.json / JSON exists is skipped). Output under benchmarks/results/product/.
-# Run it from an install of commit 9a2eeb6 (the code the pre-registration names), e.g.
+# Runs the pre-registered evidence of issue 31 in its order, one command at a time; a cut run resumes where
+# it stopped (each protocol keeps a ledger; a step whose protocol.json / JSON exists is skipped). Output
+# under benchmarks/results/product/.
+# - Z1-Z4, R1-R3 (benchmarks/preregistered/product_defaults.md): from an install of commit 9a2eeb6;
+# - H2, H3, H5 (benchmarks/preregistered/held_out_decision.md): from an install of the commit that added
+#   that file.
+# For example
 #   git worktree add /tmp/frozen 9a2eeb6 && pip install --no-deps --target /tmp/frozen-site /tmp/frozen
 #   (cd /tmp/frozen && PYTHONPATH=/tmp/frozen-site bash benchmarks/run_product_defaults.sh R1)
 # with benchmarks/results/product linked to this checkout's.
 #
-#   bash benchmarks/run_product_defaults.sh            # everything (hours on two CPU cores)
+#   bash benchmarks/run_product_defaults.sh            # Z1-Z4, R2, R3, R1 (hours on two CPU cores)
 #   bash benchmarks/run_product_defaults.sh Z1 R2      # only these steps
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,6 +68,20 @@ for step in "${STEPS[@]}"; do
       protocol R3-schedule schedule "${R3[@]}"
       teacher "$OUT/R3-teacher.pt" "${R3[@]}"
       protocol R3-compress compress --checkpoint "$OUT/R3-teacher.pt" --data "$FOLDER" --flops 0.5 ;;
-    *) echo "unknown step $step (Z1-Z4, R1-R3)" >&2; exit 2 ;;
+    # The held-out decision's check (benchmarks/preregistered/held_out_decision.md), from an install of the
+    # commit that added it.
+    H2)
+      R2=(--dataset digits --train-size 500 --model cnn --epochs 60)
+      protocol H2-augment augment "${R2[@]}"
+      teacher "$OUT/R2-teacher.pt" "${R2[@]}"
+      protocol H2-compress compress --checkpoint "$OUT/R2-teacher.pt" --train-size 500 --flops 0.5 ;;
+    H3)
+      [ -d "$FOLDER" ] || python benchmarks/make_image_folder.py --out "$FOLDER"
+      R3=(--data "$FOLDER" --model benchmarks/user_models.py:small_cnn --epochs 20)
+      protocol H3-augment augment "${R3[@]}"
+      teacher "$OUT/R3-teacher.pt" "${R3[@]}"
+      protocol H3-compress compress --checkpoint "$OUT/R3-teacher.pt" --data "$FOLDER" --flops 0.5 ;;
+    H5) protocol H5-augment augment --dataset digits --train-size 1000 --model resnet --epochs 20 ;;
+    *) echo "unknown step $step (Z1-Z4, R1-R3, H2, H3, H5)" >&2; exit 2 ;;
   esac
 done
