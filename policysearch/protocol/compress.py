@@ -28,14 +28,12 @@ from policysearch.compression.teacher import check_teacher
 from policysearch.data import DeviceData
 from policysearch.errors import ConfigError
 from policysearch.files import check_output_dir
-from policysearch.metrics import difference_unit
 from policysearch.policies.compress import CompressionPlan
 from policysearch.protocol.core import RERANK_SEED, TEST_SEED, ProtocolResult, interval_text, paired_comparison
 from policysearch.protocol.effort import plan_for
-from policysearch.protocol.selection import HELD_OUT, HELD_OUT_SEED, hold_out, image_bootstrap
+from policysearch.protocol.selection import HELD_OUT, HELD_OUT_SEED, decide, hold_out, score_rows
 from policysearch.search.controllers.base import ControllerSettings, PlanSearcher
 from policysearch.search.controllers.registry import controller_info, controller_names, make_controller
-from policysearch.tasks import get_task
 from policysearch.train.trainer import training_steps
 
 __all__ = ["COMPASS_EFFORT", "CompressionResult", "compress_model"]
@@ -174,21 +172,11 @@ def _held_out_choice(rows: list[list[np.ndarray | None]], held: DeviceData, metr
                      seed: int) -> tuple[list[list[float]], list[float], dict[str, Any]]:
     """Searched vs uniform on the held-out images: per-seed scores, means, and the decision (the searched plan
     only when the bootstrap over the images puts its lead above zero at 95 %)."""
-    task = get_task(held.task)
-    n = len(held.y_val)
-    scores = [[float("nan") if r is None else float(task.score_from_stats(torch.as_tensor(r).sum(0), n))
-               for r in plan_rows] for plan_rows in rows]
-    means = [float(np.mean(s)) for s in scores]
-    factor, unit = difference_unit(metric)
-    decision: dict[str, Any] = {"searched": "searched", "baseline": "uniform", "metric": metric, "unit": unit,
-                                "images": n, "difference": None, "exported": "uniform"}
-    if any(r is None for plan_rows in rows for r in plan_rows):
+    scores = [[float("nan") if r is None else score_rows(held.task, r) for r in plan_rows] for plan_rows in rows]
+    decision = decide(held.task, "searched", "uniform", rows[0], rows[1], len(held.y_val), seed)
+    if decision["difference"] is None:
         decision["reason"] = "a distillation diverged"
-        return scores, means, decision
-    boot = image_bootstrap(held.task, np.mean(rows[0], axis=0), np.mean(rows[1], axis=0), seed=seed)
-    decision["difference"] = {k: factor * boot[k] for k in ("mean", "low", "high")} | {"images": n}
-    decision["exported"] = "searched" if boot["low"] > 0 else "uniform"
-    return scores, means, decision
+    return scores, [float(np.mean(s)) for s in scores], decision
 
 
 def _verdict(chosen: str, comparison: dict[str, Any] | None, ranking: list[dict[str, Any]],

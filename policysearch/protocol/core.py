@@ -25,9 +25,8 @@ from policysearch.data import DeviceData
 from policysearch.files import write_json
 from policysearch.metrics import HIGHER_IS_BETTER, difference_unit, reward_value
 from policysearch.protocol.effort import Plan
-from policysearch.protocol.selection import image_bootstrap
+from policysearch.protocol.selection import decide
 from policysearch.protocol.trainings import Job, Ledger
-from policysearch.tasks import get_task
 from policysearch.train.trainer import TrainConfig, Trainer, training_steps
 
 __all__ = ["RERANK_SEED", "TEST_SEED", "Arm", "ProtocolResult", "choose_on_validation", "compare_on_test",
@@ -90,26 +89,15 @@ def _held_out_decision(ledger: Ledger, arms: Sequence[Arm], rows: list[dict[str,
                        runs_of: dict[str, list[dict[str, Any]]], searched: int, hand_made: int,
                        seed: int) -> tuple[int, dict[str, Any]]:
     """The best searched arm against the best baseline on the held-out images: (the chosen index, the record)."""
-    task = ledger.data.task
-    metric = get_task(task).default_metric
-    factor, unit = difference_unit(metric)
     a, b = arms[searched].label, arms[hand_made].label
-    decision: dict[str, Any] = {"searched": a, "baseline": b, "metric": metric, "unit": unit,
-                                "images": len(ledger.held.y_val)}
-    runs_a, runs_b = runs_of[a], runs_of[b]
-    if any(r["diverged"] or "held_out" not in r for r in (*runs_a, *runs_b)):
-        decision.update(difference=None, exported=b, reason="a training diverged")
-        return hand_made, decision
-    stats_a = np.mean([np.asarray(r["held_out"]) for r in runs_a], axis=0)
-    stats_b = np.mean([np.asarray(r["held_out"]) for r in runs_b], axis=0)
-    boot = image_bootstrap(task, stats_a, stats_b, seed=seed)
-    scorer = get_task(task)
-    for k, stats in ((searched, stats_a), (hand_made, stats_b)):
-        rows[k]["held_out_score"] = float(scorer.score_from_stats(torch.as_tensor(stats).sum(0), len(stats)))
-    won = boot["low"] > 0
-    decision.update(difference={k: factor * boot[k] for k in ("mean", "low", "high")} | {"images": boot["images"]},
-                    exported=a if won else b)
-    return (searched if won else hand_made), decision
+
+    def held(label: str) -> list[Any]:
+        return [None if r["diverged"] else r.get("held_out") for r in runs_of[label]]
+
+    decision = decide(ledger.data.task, a, b, held(a), held(b), len(ledger.held.y_val), seed)
+    for k in (searched, hand_made):
+        rows[k]["held_out_score"] = (decision["scores"] or {}).get(arms[k].label)
+    return (searched if decision["exported"] == a else hand_made), decision
 
 
 def compare_on_test(ledger: Ledger, chosen: Arm, baselines: Sequence[Arm], seeds: int, seed: int,

@@ -17,6 +17,7 @@ margin against image noise, the part of the curse that fresh seeds cannot remove
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -25,9 +26,10 @@ import torch
 from policysearch.data import DeviceData
 from policysearch.data.splits import stratified_split
 from policysearch.errors import ConfigError
+from policysearch.metrics import difference_unit
 from policysearch.tasks import get_task
 
-__all__ = ["HELD_OUT", "HELD_OUT_SEED", "hold_out", "image_bootstrap"]
+__all__ = ["HELD_OUT", "HELD_OUT_SEED", "decide", "hold_out", "image_bootstrap", "score_rows"]
 
 HELD_OUT = 0.5  # of the validation split, by default
 HELD_OUT_SEED = 30_000  # the split's seed is the protocol's seed plus this: apart from every training's
@@ -95,3 +97,42 @@ def image_bootstrap(task: str, a: Any, b: Any, resamples: int = 5_000, level: fl
     tail = (1.0 - level) / 2.0
     return {"mean": mean, "low": float(np.quantile(resampled, tail)), "high": float(np.quantile(resampled, 1 - tail)),
             "images": n, "p_above_zero": float((resampled > 0).mean())}
+
+
+def score_rows(task: str, rows: Any) -> float:
+    """The task's default metric of images given as per-image rows ``(N, d)``."""
+    x = torch.as_tensor(np.asarray(rows, dtype=np.float64))
+    return float(get_task(task).score_from_stats(x.sum(0), len(x)))
+
+
+def decide(task: str, searched: str, baseline: str, rows_searched: Sequence[Any], rows_baseline: Sequence[Any],
+           images: int, seed: int = 0) -> dict[str, Any]:
+    """The held-out decision between the best searched arm and the best baseline.
+
+    Args:
+        task: the data's task (its default metric is compared).
+        searched, baseline: the two arms' labels.
+        rows_searched, rows_baseline: per training seed, the held-out images' rows (`image_bootstrap`), None for a
+            training that diverged; an arm's rows are averaged over its seeds.
+        images: how many images were held out.
+
+    Returns:
+        ``{"searched", "baseline", "metric", "unit", "images", "scores", "difference", "exported"}``: the difference
+        (searched - baseline) and its 95 % CI in points or dB (`policysearch.metrics.difference_unit`), None with a
+        diverged training (then ``"reason"`` says so and the baseline is exported); `exported` is the searched
+        arm's label only when the CI's low end is above zero.
+    """
+    metric = get_task(task).default_metric
+    factor, unit = difference_unit(metric)
+    decision: dict[str, Any] = {"searched": searched, "baseline": baseline, "metric": metric, "unit": unit,
+                                "images": images, "scores": None, "difference": None, "exported": baseline}
+    if any(r is None for r in (*rows_searched, *rows_baseline)):
+        decision["reason"] = "a training diverged"
+        return decision
+    mean_a = np.mean([np.asarray(r) for r in rows_searched], axis=0)
+    mean_b = np.mean([np.asarray(r) for r in rows_baseline], axis=0)
+    boot = image_bootstrap(task, mean_a, mean_b, seed=seed)
+    decision["scores"] = {searched: score_rows(task, mean_a), baseline: score_rows(task, mean_b)}
+    decision["difference"] = {k: factor * boot[k] for k in ("mean", "low", "high")} | {"images": boot["images"]}
+    decision["exported"] = searched if boot["low"] > 0 else baseline
+    return decision
