@@ -39,12 +39,17 @@ def main(argv: list[str] | None = None) -> int:
             folder = out / part / raw.classes[int(label)].replace("/", "-")
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(rgb).save(folder / f"{part}-{i:05d}.png")
-    h = hashlib.sha256()
-    files = sorted(q for q in out.rglob("*.png"))
-    for q in files:
-        h.update(str(q.relative_to(out)).encode() + b"\0" + q.read_bytes())
-    print(json.dumps({"folder": str(out), "files": len(files), "sha256": h.hexdigest()}))
+    print(json.dumps(fingerprint(out)))
     return 0
+
+
+def fingerprint(folder: Path) -> dict[str, object]:
+    """The folder, its file count and a sha256 over every file's relative path and bytes."""
+    h = hashlib.sha256()
+    files = sorted(q for q in folder.rglob("*") if q.is_file())
+    for q in files:
+        h.update(str(q.relative_to(folder)).encode() + b"\0" + q.read_bytes())
+    return {"folder": str(folder), "files": len(files), "sha256": h.hexdigest()}
 
 
 if __name__ == "__main__":

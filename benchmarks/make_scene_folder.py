@@ -13,11 +13,11 @@ over every file's relative path and bytes.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
 
+from make_image_folder import fingerprint  # benchmarks/ is the script's folder
 from PIL import Image
 
 from policysearch.data import load_dataset
@@ -40,11 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             Image.fromarray(image[0]).save(out / "images" / part / f"{part}-{i:05d}.png")
             Image.fromarray(mask).save(out / "masks" / part / f"{part}-{i:05d}.png")
     (out / "classes.txt").write_text("\n".join(raw.classes) + "\n")
-    h = hashlib.sha256()
-    files = sorted(q for q in out.rglob("*") if q.is_file())
-    for q in files:
-        h.update(str(q.relative_to(out)).encode() + b"\0" + q.read_bytes())
-    print(json.dumps({"folder": str(out), "files": len(files), "sha256": h.hexdigest()}))
+    print(json.dumps(fingerprint(out)))
     return 0
 
 

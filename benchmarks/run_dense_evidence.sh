@@ -19,15 +19,8 @@ STEPS=("$@")
 S=(--data "$FOLDER" --image-size 32 --epochs 30 --batch-size 32)
 D=(--dataset fashion-denoise --train-size 500 --test-size 2000 --epochs 30 --batch-size 32)
 
-protocol() {  # protocol NAME COMMAND...: a product command with its defaults, resumed if cut
-  local name=$1; shift
-  local dir=$OUT/$name
-  if [ -f "$dir/protocol.json" ] || [ -f "$dir/summary.json" ]; then echo "== $name: done, skipped"; return; fi
-  local resume=()
-  [ -d "$dir" ] && resume=(--resume)
-  echo "== $name: $* --seed 0 --workers 2 --out $dir ${resume[*]}  ($(date -u +%H:%M:%S))"
-  policysearch "$@" --seed 0 --workers 2 --out "$dir" "${resume[@]}"
-}
+# shellcheck source=steps.sh
+source benchmarks/steps.sh
 
 peak_rule() {  # peak_rule NAME ARGS...: zoo:peak-rule against onecycle, 10 paired seeds, no augmentation
   local file=$OUT/$1.json; shift
@@ -45,10 +38,7 @@ for step in "${STEPS[@]}"; do
     D-augment) protocol D-augment augment "${D[@]}" ;;
     S-lr) peak_rule S-lr "${S[@]}" ;;
     S-compress)
-      if [ ! -f "$OUT/S-teacher.pt" ]; then
-        echo "== teacher: train ${S[*]}  ($(date -u +%H:%M:%S))"
-        policysearch train "${S[@]}" --seed 0 --save "$OUT/S-teacher.pt" --no-progress
-      fi
+      teacher "$OUT/S-teacher.pt" "${S[@]}"
       protocol S-compress compress --checkpoint "$OUT/S-teacher.pt" --data "$FOLDER" --image-size 32 \
         --batch-size 32 --flops 0.5 ;;
     D-lr) peak_rule D-lr "${D[@]}" ;;
