@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from policysearch.data import load_dataset
+from policysearch.files import atomic_path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,9 +39,15 @@ def main(argv: list[str] | None = None) -> int:
             rgb = np.clip(np.rint(np.asarray(grey, dtype=np.float64)[..., None] * tint), 0, 255).astype(np.uint8)
             folder = out / part / raw.classes[int(label)].replace("/", "-")
             folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rgb).save(folder / f"{part}-{i:05d}.png")
+            save_png(rgb, folder / f"{part}-{i:05d}.png")
     print(json.dumps(fingerprint(out)))
     return 0
+
+
+def save_png(pixels: np.ndarray, path: Path) -> None:
+    """One PNG, written through a temporary file, fsynced and renamed (a cut run leaves no torn image)."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(pixels).save(tmp, format="PNG")
 
 
 def fingerprint(folder: Path) -> dict[str, object]:

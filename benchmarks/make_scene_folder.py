@@ -17,10 +17,10 @@ import json
 import sys
 from pathlib import Path
 
-from make_image_folder import fingerprint  # benchmarks/ is the script's folder
-from PIL import Image
+from make_image_folder import fingerprint, save_png  # benchmarks/ is the script's folder
 
 from policysearch.data import load_dataset
+from policysearch.files import atomic_write
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,9 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         for folder in ("images", "masks"):
             (out / folder / part).mkdir(parents=True, exist_ok=True)
         for i, (image, mask) in enumerate(zip(x.numpy(), y.numpy())):
-            Image.fromarray(image[0]).save(out / "images" / part / f"{part}-{i:05d}.png")
-            Image.fromarray(mask).save(out / "masks" / part / f"{part}-{i:05d}.png")
-    (out / "classes.txt").write_text("\n".join(raw.classes) + "\n")
+            save_png(image[0], out / "images" / part / f"{part}-{i:05d}.png")
+            save_png(mask, out / "masks" / part / f"{part}-{i:05d}.png")
+    atomic_write(out / "classes.txt", lambda f: f.write(("\n".join(raw.classes) + "\n").encode()))
     print(json.dumps(fingerprint(out)))
     return 0
 
