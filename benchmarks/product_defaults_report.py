@@ -1,6 +1,6 @@
-"""The outcomes of the pre-registered product-defaults runs (benchmarks/preregistered/product_defaults.md, and
-the held-out decision's check, held_out_decision.md), read from their files under benchmarks/results/product/,
-judged by the pre-registrations' rules.
+"""The outcomes of the pre-registered product-defaults runs (benchmarks/preregistered/product_defaults.md, the
+held-out decision's check, held_out_decision.md, and the cheaper probe's, zero_shot_cheap_probe.md), read from
+their files under benchmarks/results/product/, judged by the pre-registrations' rules.
 
     python benchmarks/product_defaults_report.py            # Markdown tables on stderr, one JSON line on stdout
     python benchmarks/product_defaults_report.py --out benchmarks/results/product/report.json
@@ -29,6 +29,7 @@ REGIMES = ("R1", "R2", "R3")
 JOBS = ("augment", "schedule", "compress")
 HELD_OUT_RUNS = (("H2", "augment"), ("H2", "compress"), ("H3", "augment"), ("H3", "compress"), ("H5", "augment"))
 ZERO_SHOT = ("Z1", "Z2", "Z3", "Z4")
+ZERO_SHOT_PROBE = ("P1", "P2", "P3", "P4", "P5", "P6")  # the cheaper probe's check (zero_shot_cheap_probe.md)
 TOLERANCE_POINTS = 0.2
 
 
@@ -63,16 +64,18 @@ def protocol_outcome(regime: str, job: str) -> dict[str, Any]:
             "differences": diffs, "metric": (comparison or {}).get("metric")}
 
 
-def zero_shot_outcome(task: str) -> dict[str, Any]:
-    path = RESULTS / f"{task}-zero-shot.json"
+def zero_shot_outcome(run: str) -> dict[str, Any]:
+    path = RESULTS / f"{run}-zero-shot.json"
     if not path.exists():
-        return {"task": task, "outcome": "not run"}
+        return {"run": run, "task": run, "outcome": "not run"}
     result = json.loads(path.read_text())["results"][0]
     rows = {row["arm"]: row for row in result["rows"]}
     better = max(("onecycle", "onecycle@equal-images"), key=lambda arm: rows[arm]["mean"])
     d = {k: 100 * rows[better]["controller_minus_arm"][k] for k in ("mean", "low", "high")}
     factors = sorted({f[0] for f in rows["controller"].get("factors", [])})
-    return {"task": task, "data": f"{result['dataset']} {result['train_images']}", "model": result["model"],
+    probe = sorted({s["images"] for s in rows["controller"].get("selections", [])})
+    return {"run": run, "task": result["task"], "data": f"{result['dataset']} {result['train_images']}",
+            "model": result["model"], "seeds": len(result["seeds"]), "probe_images": probe,
             "epochs": result["epochs"], "rule": rows["controller"]["mean"], "onecycle": rows["onecycle"]["mean"],
             "onecycle_equal_images": rows["onecycle@equal-images"]["mean"], "better_onecycle": better,
             "rule_minus_better_points": d, "factors_chosen": factors,
@@ -90,6 +93,7 @@ def main() -> int:
     protocols = [protocol_outcome(r, j) for r in REGIMES for j in JOBS]
     held_out = [protocol_outcome(r, j) for r, j in HELD_OUT_RUNS]
     zero_shot = [zero_shot_outcome(t) for t in ZERO_SHOT]
+    zero_shot_probe = [zero_shot_outcome(t) for t in ZERO_SHOT_PROBE]
     lines = ["| regime | job | exported | outcome | strongest baseline on test: exported − it [95 % CI] |",
              "|---|---|---|---|---|"]
     for row in protocols:
@@ -115,21 +119,26 @@ def main() -> int:
         text = f"{strongest}: {_ci(diffs[strongest])}" if strongest else "no test comparison"
         lines.append(f"| {row['regime']} {row['job']} | {row['chosen']} | {said} | {row['outcome']} | "
                      f"{'yes' if row['does_no_harm'] else '**no**'} | {text} |")
-    lines += ["", "| task | data | model, epochs | rule | onecycle | onecycle, equal images | rule − better "
-              "[95 % CI], points | factors | outcome |", "|---|---|---|---|---|---|---|---|---|"]
-    for row in zero_shot:
-        if row["outcome"] == "not run":
-            lines.append(f"| {row['task']} | | | | | | | | not run |")
-            continue
-        lines.append(f"| {row['task']} | {row['data']} | {row['model']}, {row['epochs']} | {row['rule']:.4f} | "
-                     f"{row['onecycle']:.4f} | {row['onecycle_equal_images']:.4f} | "
-                     f"{_ci(row['rule_minus_better_points'])} | {', '.join(f'x{f:.3g}' for f in row['factors_chosen'])}"
-                     f" | {row['outcome']} |")
+    for runs in (zero_shot, zero_shot_probe):
+        lines += ["", "| run | task | data | model, epochs | seeds | probe images | rule | onecycle | onecycle, equal "
+                  "images | rule − better [95 % CI], points | factors | outcome |", "|---" * 12 + "|"]
+        for row in runs:
+            if row["outcome"] == "not run":
+                lines.append(f"| {row['run']} | | | | | | | | | | | not run |")
+                continue
+            lines.append(f"| {row['run']} | {row['task']} | {row['data']} | {row['model']}, {row['epochs']} | "
+                         f"{row['seeds']} | {', '.join(map(str, row['probe_images']))} | {row['rule']:.4f} | "
+                         f"{row['onecycle']:.4f} | {row['onecycle_equal_images']:.4f} | "
+                         f"{_ci(row['rule_minus_better_points'])} | "
+                         f"{', '.join(f'x{f:.3g}' for f in row['factors_chosen'])} | {row['outcome']} |")
     print("\n".join(lines), file=sys.stderr)
     record = {"benchmark": "product_defaults_report", "protocols": protocols, "held_out_runs": held_out,
               "zero_shot": zero_shot,
               "zero_shot_passes": sum(r["outcome"] == "pass" for r in zero_shot),
-              "zero_shot_run": sum(r["outcome"] != "not run" for r in zero_shot)}
+              "zero_shot_run": sum(r["outcome"] != "not run" for r in zero_shot),
+              "zero_shot_probe": zero_shot_probe,
+              "zero_shot_probe_passes": sum(r["outcome"] == "pass" for r in zero_shot_probe),
+              "zero_shot_probe_run": sum(r["outcome"] != "not run" for r in zero_shot_probe)}
     text = json.dumps(record)
     print(text)
     if args.out:

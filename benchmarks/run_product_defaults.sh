@@ -3,8 +3,8 @@
 # it stopped (each protocol keeps a ledger; a step whose protocol.json / JSON exists is skipped). Output
 # under benchmarks/results/product/.
 # - Z1-Z4, R1-R3 (benchmarks/preregistered/product_defaults.md): from an install of commit 9a2eeb6;
-# - H2, H3, H5 (benchmarks/preregistered/held_out_decision.md): from an install of the commit that added
-#   that file.
+# - H2, H3, H5 (benchmarks/preregistered/held_out_decision.md) and P1-P6 (zero_shot_cheap_probe.md): each
+#   from an install of the commit that added its file.
 # For example
 #   git worktree add /tmp/frozen 9a2eeb6 && pip install --no-deps --target /tmp/frozen-site /tmp/frozen
 #   (cd /tmp/frozen && PYTHONPATH=/tmp/frozen-site bash benchmarks/run_product_defaults.sh R1)
@@ -23,17 +23,21 @@ STEPS=("$@")
 # shellcheck source=steps.sh
 source benchmarks/steps.sh
 
-zero_shot() {
+zero_shot() {  # zero_shot ID TASK SEEDS: the shipped zoo:peak-rule against onecycle, plain and at equal images
   local file=$OUT/$1-zero-shot.json
   if [ -f "$file" ]; then echo "== $1: done, skipped"; return; fi
-  echo "== $1: zero-shot ($(date -u +%H:%M:%S))"
-  python benchmarks/schedule_zero_shot.py --task "$1" --controller zoo:peak-rule \
-    --arms onecycle,onecycle@equal-images --seeds 10 --seed 1000 --out "$file"
+  echo "== $1: zero-shot on $2, $3 seeds ($(date -u +%H:%M:%S))"
+  python benchmarks/schedule_zero_shot.py --task "$2" --controller zoo:peak-rule \
+    --arms onecycle,onecycle@equal-images --seeds "$3" --seed 1000 --out "$file"
 }
 
 for step in "${STEPS[@]}"; do
   case $step in
-    Z1|Z2|Z3|Z4) zero_shot "$step" ;;
+    Z1|Z2|Z3|Z4) zero_shot "$step" "$step" 10 ;;
+    # The cheaper probe's check (benchmarks/preregistered/zero_shot_cheap_probe.md): task Zn as Pn; P3's
+    # digits test split (359 images) takes 90 seeds. From an install of the commit that added it.
+    P3) zero_shot P3 Z3 90 ;;
+    P1|P2|P4|P5|P6) zero_shot "$step" "Z${step#P}" 10 ;;
     R1)
       R1=(--dataset fashion-mnist --train-size 2000 --model resnet --epochs 30)
       protocol R1-augment augment "${R1[@]}"
@@ -67,6 +71,6 @@ for step in "${STEPS[@]}"; do
       teacher "$OUT/R3-teacher.pt" "${R3[@]}"
       protocol H3-compress compress --checkpoint "$OUT/R3-teacher.pt" --data "$FOLDER" --flops 0.5 ;;
     H5) protocol H5-augment augment --dataset digits --train-size 1000 --model resnet --epochs 20 ;;
-    *) echo "unknown step $step (Z1-Z4, R1-R3, H2, H3, H5)" >&2; exit 2 ;;
+    *) echo "unknown step $step (Z1-Z4, R1-R3, H2, H3, H5, P1-P6)" >&2; exit 2 ;;
   esac
 done

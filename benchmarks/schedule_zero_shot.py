@@ -81,6 +81,14 @@ PREREGISTERED: dict[str, tuple[str, int | None, str, int, int, float, str]] = {
     "Z3": ("digits", None, "resnet", 20, 128, 5e-4, "a residual net on another data set"),
     "Z4": ("fashion-mnist", 2_000, "vit", 10, 128, 5e-4, "where the unguarded rule lost 1.44 points at equal images"),
 }
+# Two more, for the cheaper probe's check (benchmarks/preregistered/zero_shot_cheap_probe.md), committed before
+# it ran: a residual net on 1,000 images (the rule's table has none) and an MLP trained longer than any of
+# the table's runs (3-20 epochs).
+PREREGISTERED_PROBE: dict[str, tuple[str, int | None, str, int, int, float, str]] = {
+    "Z5": ("fashion-mnist", 1_000, "resnet", 10, 128, 5e-4,
+           "a residual net on 1,000 images (none in the rule's table)"),
+    "Z6": ("fashion-mnist", 4_000, "mlp", 30, 128, 5e-4, "an MLP trained 30 epochs (the table's runs: 3-20)"),
+}
 HAND_MADE = ("onecycle", "linear", "cosine", "warmup-cosine")
 # An arm (or the controller) named "X@range-test" first runs an LR range test from the run's initial
 # weights and then trains X peaking at the LR it suggests, for the run's steps minus the test's
@@ -114,7 +122,7 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default=",".join(HELD_OUT),
                    help=f"comma-separated held-out tasks: {', '.join(HELD_OUT)}; the second set: {', '.join(FRESH)}; "
-                        f"issue 31's pre-registered set: {', '.join(PREREGISTERED)}")
+                        f"issue 31's pre-registered sets: {', '.join([*PREREGISTERED, *PREREGISTERED_PROBE])}")
     p.add_argument("--controller", default="zoo:adaptive", help="the closed-loop controller (zoo:NAME or sidecar)")
     p.add_argument("--arms", default=",".join((*HAND_MADE, "hypergradient")),
                    help="the other arms: named schedules and/or hypergradient")
@@ -237,11 +245,13 @@ def main() -> int:
     torch.set_num_threads(1)
     from policysearch.analysis.report import finish_record, format_table
 
-    tasks = dict(HELD_OUT, **FRESH, **PREREGISTERED, quick=("digits", None, "mlp", 5, 128, 5e-4, "script check"))
+    tasks = dict(HELD_OUT, **FRESH, **PREREGISTERED, **PREREGISTERED_PROBE,
+                 quick=("digits", None, "mlp", 5, 128, 5e-4, "script check"))
     names = [t for t in args.task.split(",") if t]
     for t in names:
         if t not in tasks:
-            print(f"unknown task {t!r}; known: {', '.join([*HELD_OUT, *FRESH, *PREREGISTERED])}", file=sys.stderr)
+            print(f"unknown task {t!r}; known: {', '.join([*HELD_OUT, *FRESH, *PREREGISTERED, *PREREGISTERED_PROBE])}",
+                  file=sys.stderr)
             return 2
     if args.out:
         from policysearch.files import check_output_file

@@ -341,3 +341,30 @@ def test_inner_loop_runs_on_larger_rgb_images(capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["input_shape"] == [3, 24, 24] and result["train_images"] <= 220
     assert result["policysearch_images_per_s"] > 0 and result["torchvision_images_per_s"] > 0
+
+
+def test_probe_cost_refits_the_peak_rule_on_cheaper_probes(tmp_path):
+    from policysearch.policies.peak_rule import PeakRule
+
+    out, rule = tmp_path / "cost.json", tmp_path / "rule.json"
+    argv = ["--settings", "8x1,4x2", "--rows", "6", "--out", str(out), "--save-rule", "4x2", str(rule)]
+    assert _script("peak_rule_probe_cost").main(argv) == 0
+    record = json.loads(out.read_text())
+    assert [r["probe_images"] for r in record["results"]] == [8 * 3, 4 * 5]  # a Hessian-vector product: 2 images
+    assert record["results"][0]["agreement_with_reference"] == 1.0
+    saved = PeakRule.load(rule)
+    assert (saved.images, saved.iterations) == (4, 2) and "4 images x 2" in saved.provenance["trained_by"]
+
+
+def test_probe_cost_stops_when_the_reference_probe_does_not_reproduce_the_table(monkeypatch):
+    script = _script("peak_rule_probe_cost")
+    real = script.recompute
+
+    def shifted(rows, val_size, images, iterations):
+        new = real(rows, val_size, images, iterations)
+        new[1]["features"] = {**new[1]["features"], "log_lr_sharpness": new[1]["features"]["log_lr_sharpness"] + 1e-3}
+        return new
+
+    monkeypatch.setattr(script, "recompute", shifted)
+    with pytest.raises(SystemExit, match="did not reproduce the stored features of rows"):
+        script.main(["--settings", "128x8", "--rows", "2"])
