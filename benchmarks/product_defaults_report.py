@@ -82,6 +82,20 @@ def zero_shot_outcome(run: str) -> dict[str, Any]:
             "outcome": "pass" if d["low"] > -TOLERANCE_POINTS else "fail"}
 
 
+def deciding_arm(row: dict[str, Any]) -> str | None:
+    """The arm a run's outcome turns on, as the verdict line names it: the strongest on test when every
+    interval lies above zero, else the one the exported arm loses to most, else the least resolved."""
+    diffs = row["differences"]
+    if not diffs:
+        return None
+    if all(d["low"] > 0 for d in diffs.values()):
+        return max(diffs, key=lambda k: row["test"][k])
+    losses = [k for k, d in diffs.items() if d["high"] < 0]
+    if losses:
+        return min(losses, key=lambda k: diffs[k]["mean"])
+    return min(diffs, key=lambda k: diffs[k]["low"])
+
+
 def _ci(d: dict[str, float]) -> str:
     return f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"
 
@@ -94,18 +108,18 @@ def main() -> int:
     held_out = [protocol_outcome(r, j) for r, j in HELD_OUT_RUNS]
     zero_shot = [zero_shot_outcome(t) for t in ZERO_SHOT]
     zero_shot_probe = [zero_shot_outcome(t) for t in ZERO_SHOT_PROBE]
-    lines = ["| regime | job | exported | outcome | strongest baseline on test: exported − it [95 % CI] |",
+    lines = ["| regime | job | exported | outcome | the arm it turns on: exported − it on test [95 % CI] |",
              "|---|---|---|---|---|"]
     for row in protocols:
         if row["outcome"] == "not run":
             lines.append(f"| {row['regime']} | {row['job']} | | not run | |")
             continue
         diffs = row["differences"]
-        strongest = max(diffs, key=lambda k: row["test"][k]) if diffs else None
-        text = f"{strongest}: {_ci(diffs[strongest])}" if strongest else "no test comparison"
+        named = deciding_arm(row)
+        text = f"{named}: {_ci(diffs[named])}" if named else "no test comparison"
         lines.append(f"| {row['regime']} | {row['job']} | {row['chosen']} | {row['outcome']} | {text} |")
     lines += ["", "| run | exported | held-out images: best searched − best baseline [95 % CI] | outcome | does no "
-              "harm | exported − strongest other arm on test [95 % CI] |", "|---|---|---|---|---|---|"]
+              "harm | the arm it turns on: exported − it on test [95 % CI] |", "|---|---|---|---|---|---|"]
     for row in held_out:
         if row["outcome"] == "not run":
             lines.append(f"| {row['regime']} {row['job']} | | | not run | | |")
@@ -115,8 +129,8 @@ def main() -> int:
         said = (f"{decision['searched']} − {decision['baseline']}: {_ci(d)} {decision['unit']} over {d['images']}"
                 if d else decision.get("reason", "no decision (the search ended at the baseline)"))
         diffs = row["differences"]
-        strongest = max(diffs, key=lambda k: row["test"][k]) if diffs else None
-        text = f"{strongest}: {_ci(diffs[strongest])}" if strongest else "no test comparison"
+        named = deciding_arm(row)
+        text = f"{named}: {_ci(diffs[named])}" if named else "no test comparison"
         lines.append(f"| {row['regime']} {row['job']} | {row['chosen']} | {said} | {row['outcome']} | "
                      f"{'yes' if row['does_no_harm'] else '**no**'} | {text} |")
     for runs in (zero_shot, zero_shot_probe):

@@ -143,6 +143,13 @@ def test_the_verdict_names_the_strongest_baseline_with_its_interval():
                          "test accuracy over 5 paired seeds") and v["beats_every_baseline"]
     comparison["differences"]["erasing"] = {"mean": 0.5, "low": -0.5, "high": 1.5, "n": 5}
     assert "not resolved" in verdict_line(learned, comparison, rows)["line"]
+    # the strongest on test resolved, a weaker one not: the line names the unresolved one, not the strongest
+    comparison["differences"]["erasing"] = {"mean": 5.0, "low": 2.0, "high": 8.0, "n": 5}
+    comparison["differences"]["none"] = {"mean": 3.0, "low": -0.5, "high": 6.0, "n": 5}
+    v = verdict_line(learned, comparison, rows)
+    assert "against none on test it is not resolved: +3.00 [-0.50, +6.00]" in v["line"]
+    assert v["named_baseline"] == "none" and v["strongest_baseline"] == "erasing" and not v["beats_every_baseline"]
+    comparison["differences"]["none"] = {"mean": 10.0, "low": 8.0, "high": 12.0, "n": 5}
     comparison["differences"]["erasing"] = {"mean": -2.0, "low": -3.0, "high": -1.0, "n": 5}
     assert "loses to erasing" in verdict_line(learned, comparison, rows)["line"]
     kept = verdict_line(Arm("none", None, None, searched=False, artefact=None), None, rows)
@@ -217,3 +224,14 @@ def test_the_paired_comparison_signs_differences_for_the_chosen_arm():
     assert table["arms"]["learned"]["searched"] and not table["arms"]["none"]["searched"]
     losses = paired_comparison({"a": [0.3, 0.4], "b": [0.5, 0.6]}, "a", [1, 2], "nll", {"a"})
     assert losses["differences"]["b"]["mean"] == pytest.approx(20.0)  # a lower loss favours the chosen arm
+
+
+def test_a_lower_is_better_metric_keeps_its_interval_in_order():
+    from policysearch.protocol.core import paired_comparison
+
+    values = {"learned": [0.30, 0.31, 0.29, 0.33, 0.30], "none": [0.31, 0.30, 0.31, 0.32, 0.31]}
+    d = paired_comparison(values, "learned", [1, 2, 3, 4, 5], "nll", {"learned"})["differences"]["none"]
+    assert d["low"] <= d["mean"] <= d["high"] and d["low"] < 0 < d["high"]  # not resolved, whatever the sign
+    learned = Arm("learned", None, None, searched=True, artefact=None)
+    comparison = paired_comparison(values, "learned", [1, 2, 3, 4, 5], "nll", {"learned"})
+    assert "not resolved" in verdict_line(learned, comparison, [])["line"]

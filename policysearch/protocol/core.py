@@ -134,7 +134,8 @@ def paired_comparison(values: dict[str, list[float]], chosen: str, seeds: list[i
         mine = values[chosen]
         if len(seeds) >= 2 and all(math.isfinite(v) for v in (*mine, *other)):
             d = paired_bootstrap(mine, other)
-            differences[label] = {k: sign * factor * d[k] for k in ("mean", "low", "high")} | {"n": d["n"]}
+            ends = sorted((sign * factor * d["low"], sign * factor * d["high"]))  # a flipped sign swaps the ends
+            differences[label] = {"mean": sign * factor * d["mean"], "low": ends[0], "high": ends[1], "n": d["n"]}
         else:
             differences[label] = None
     return {"seeds": seeds, "metric": metric, "unit": unit, "arms": table, "differences": differences}
@@ -172,20 +173,27 @@ def verdict_line(chosen: Arm, comparison: dict[str, Any] | None, rows: Sequence[
     if not diffs:
         return {"exported": chosen.label, "searched_won": True,
                 "line": f"{chosen.label} chosen on validation; too few seeds for a confidence interval on test"}
-    # The strongest baseline on test is the one that matters: name it, with the CI of the difference.
+    # Name the baseline that decides the line, with the CI of the difference: the strongest on test when every
+    # interval lies above zero; else the one it loses to most, or the one least resolved (lowest interval end).
     others = {k: comparison["arms"][k]["mean"] for k in diffs}
     strongest = max(others, key=others.get) if HIGHER_IS_BETTER.get(metric, True) else min(others, key=others.get)
-    d = diffs[strongest]
     beats_all = all(v["low"] > 0 for v in diffs.values())
-    ci = interval_text(d, n, metric)
+    losses = [k for k, v in diffs.items() if v["high"] < 0]
     if beats_all:
-        line = f"{chosen.label} beats every baseline; the strongest, {strongest}, by {ci}"
-    elif d["high"] < 0:
-        line = f"{chosen.label} was chosen on validation but loses to {strongest} on test: {ci}"
+        named = strongest
+        line = (f"{chosen.label} beats every baseline; the strongest, {named}, by "
+                f"{interval_text(diffs[named], n, metric)}")
+    elif losses:
+        named = min(losses, key=lambda k: diffs[k]["mean"])
+        line = (f"{chosen.label} was chosen on validation but loses to {named} on test: "
+                f"{interval_text(diffs[named], n, metric)}")
     else:
-        line = f"{chosen.label} was chosen on validation; against {strongest} on test it is not resolved: {ci}"
+        named = min(diffs, key=lambda k: diffs[k]["low"])
+        line = (f"{chosen.label} was chosen on validation; against {named} on test it is not resolved: "
+                f"{interval_text(diffs[named], n, metric)}")
+    d = diffs[named]
     return {"exported": chosen.label, "searched_won": True, "beats_every_baseline": beats_all,
-            "strongest_baseline": strongest, "difference_points": d, "line": line}
+            "strongest_baseline": strongest, "named_baseline": named, "difference_points": d, "line": line}
 
 
 def estimate(data: DeviceData, config: TrainConfig, epochs: float, trainings: int) -> dict[str, Any]:
