@@ -27,7 +27,8 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results" / "product"
 REGIMES = ("R1", "R2", "R3")
 JOBS = ("augment", "schedule", "compress")
-HELD_OUT_RUNS = (("H2", "augment"), ("H2", "compress"), ("H3", "augment"), ("H3", "compress"), ("H5", "augment"))
+HELD_OUT_RUNS = (("H2", "augment"), ("H2", "compress"), ("H3", "augment"), ("H3", "compress"), ("H5", "augment"),
+                 ("H1", "schedule"))  # H1: held_out_schedule.md
 ZERO_SHOT = ("Z1", "Z2", "Z3", "Z4")
 ZERO_SHOT_PROBE = ("P1", "P2", "P3", "P4", "P5", "P6")  # the cheaper probe's check (zero_shot_cheap_probe.md)
 TOLERANCE_POINTS = 0.2

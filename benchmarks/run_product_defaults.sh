@@ -3,8 +3,8 @@
 # it stopped (each protocol keeps a ledger; a step whose protocol.json / JSON exists is skipped). Output
 # under benchmarks/results/product/.
 # - Z1-Z4, R1-R3 (benchmarks/preregistered/product_defaults.md): from an install of commit 9a2eeb6;
-# - H2, H3, H5 (benchmarks/preregistered/held_out_decision.md) and P1-P6 (zero_shot_cheap_probe.md): each
-#   from an install of the commit that added its file.
+# - H2, H3, H5 (benchmarks/preregistered/held_out_decision.md), P1-P6 (zero_shot_cheap_probe.md) and H1
+#   (held_out_schedule.md): each from an install of the commit that added its file.
 # For example
 #   git worktree add /tmp/frozen 9a2eeb6 && pip install --no-deps --target /tmp/frozen-site /tmp/frozen
 #   (cd /tmp/frozen && PYTHONPATH=/tmp/frozen-site bash benchmarks/run_product_defaults.sh R1)
@@ -71,6 +71,8 @@ for step in "${STEPS[@]}"; do
       teacher "$OUT/R3-teacher.pt" "${R3[@]}"
       protocol H3-compress compress --checkpoint "$OUT/R3-teacher.pt" --data "$FOLDER" --flops 0.5 ;;
     H5) protocol H5-augment augment --dataset digits --train-size 1000 --model resnet --epochs 20 ;;
-    *) echo "unknown step $step (Z1-Z4, R1-R3, H2, H3, H5, P1-P6)" >&2; exit 2 ;;
+    # The schedule protocol with the held-out decision (benchmarks/preregistered/held_out_schedule.md).
+    H1) protocol H1-schedule schedule --dataset fashion-mnist --train-size 2000 --model resnet --epochs 30 ;;
+    *) echo "unknown step $step (Z1-Z4, R1-R3, H1-H3, H5, P1-P6)" >&2; exit 2 ;;
   esac
 done
