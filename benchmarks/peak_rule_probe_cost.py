@@ -51,25 +51,13 @@ def parse_setting(text: str) -> tuple[int, int]:
 
 
 def recompute(rows: list[dict[str, Any]], val_size: int, images: int, iterations: int) -> list[dict[str, Any]]:
-    """Each row's start statistics and features at this probe, rebuilt as `task_row` builds them."""
-    from policysearch.data import prepare
-    from policysearch.sharpness import start_statistics
-    from policysearch.train.trainer import TrainConfig, Trainer
+    """Each row's start statistics and features at this probe, rebuilt as the table built them."""
+    from policysearch.contrib.peak_rule_search import task_start
 
-    cache: dict[tuple, Any] = {}
     out = []
     for row in rows:
-        task = row["spec"]
-        key = (task["dataset"], task["train_size"])
-        if key not in cache:
-            val = min(val_size, 300) if task["dataset"] == "digits" else val_size
-            cache[key] = prepare(task["dataset"], val_size=val, train_size=task["train_size"], seed=0)
-        data = cache[key]
-        config = TrainConfig(model=task["model"], batch_size=task["batch_size"], weight_decay=task["weight_decay"],
-                             seed=row["child_seed"])
-        model = Trainer(data, config, total_steps=row["total_steps"]).model
-        stats = start_statistics(model, data, config.seed, images, iterations)
-        out.append({**row, "features": stats.features(float(config.lr), row["total_steps"], config.optimizer),
+        _, config, total, stats = task_start(row["spec"], row["child_seed"], val_size, images, iterations)
+        out.append({**row, "features": stats.features(float(config.lr), total, config.optimizer),
                     "start": stats.to_dict(), "run_images": row["train_images"] / len(row["gains"])})
     return out
 

@@ -84,17 +84,10 @@ def zero_shot_outcome(run: str) -> dict[str, Any]:
 
 
 def deciding_arm(row: dict[str, Any]) -> str | None:
-    """The arm a run's outcome turns on, as the verdict line names it: the strongest on test when every
-    interval lies above zero, else the one the exported arm loses to most, else the least resolved."""
-    diffs = row["differences"]
-    if not diffs:
-        return None
-    if all(d["low"] > 0 for d in diffs.values()):
-        return max(diffs, key=lambda k: row["test"][k])
-    losses = [k for k, d in diffs.items() if d["high"] < 0]
-    if losses:
-        return min(losses, key=lambda k: diffs[k]["mean"])
-    return min(diffs, key=lambda k: diffs[k]["low"])
+    """The arm a run's outcome turns on, by the verdict line's rule (its metrics are all higher-is-better)."""
+    from policysearch.protocol.core import deciding_baseline
+
+    return deciding_baseline(row["differences"], row["test"])
 
 
 def _ci(d: dict[str, float]) -> str:

@@ -115,22 +115,29 @@ def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def task_start(task: dict[str, Any], child_seed: int, val_size: int, images: int, iterations: int,
+               data_dir: str | None = None) -> tuple[Any, TrainConfig, int, Any]:
+    """A table task's data, config, total steps and start statistics (the curvature probe of `images` x
+    `iterations` at its initial weights), as its row was built: a row's task and child seed rebuild them."""
+    key = (task["dataset"], task["train_size"], val_size, data_dir)
+    if key not in _DATA:
+        val = min(val_size, 300) if task["dataset"] == "digits" else val_size
+        _DATA[key] = prepare(task["dataset"], val_size=val, train_size=task["train_size"], seed=0, data_dir=data_dir)
+    data = _DATA[key]
+    config = TrainConfig(model=task["model"], batch_size=task["batch_size"], weight_decay=task["weight_decay"],
+                         seed=child_seed)
+    total = max(1, round(task["epochs"] * max(1, len(data.y_train) // task["batch_size"])))
+    model = Trainer(data, config, total_steps=total).model  # the run's initial weights (from the seed alone)
+    return data, config, total, start_statistics(model, data, config.seed, images, iterations)
+
+
 def task_row(job: dict[str, Any]) -> dict[str, Any]:
     """Train every factor on one task from one seed; return the table row (validation only)."""
 
     start = time.perf_counter()
     task = job["task"]  # a Task's fields (the engine does not import envs/: the caller samples them)
-    key = (task["dataset"], task["train_size"], job["val_size"], job["data_dir"])
-    if key not in _DATA:
-        val = min(job["val_size"], 300) if task["dataset"] == "digits" else job["val_size"]
-        _DATA[key] = prepare(task["dataset"], val_size=val, train_size=task["train_size"], seed=0,
-                             data_dir=job["data_dir"])
-    data = _DATA[key]
-    config = TrainConfig(model=task["model"], batch_size=task["batch_size"], weight_decay=task["weight_decay"],
-                         seed=job["child_seed"])
-    total = max(1, round(task["epochs"] * max(1, len(data.y_train) // task["batch_size"])))
-    model = Trainer(data, config, total_steps=total).model  # the run's initial weights (from the seed alone)
-    stats = start_statistics(model, data, config.seed, job["images"], job["iterations"])
+    data, config, total, stats = task_start(task, job["child_seed"], job["val_size"], job["images"], job["iterations"],
+                                            job["data_dir"])
     accuracy, diverged, images, flops = [], [], 0, 0.0
     for factor in job["factors"]:
         peak = float(config.lr) * factor

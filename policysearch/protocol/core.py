@@ -30,7 +30,7 @@ from policysearch.protocol.trainings import Job, Ledger
 from policysearch.train.trainer import TrainConfig, Trainer, training_steps
 
 __all__ = ["RERANK_SEED", "TEST_SEED", "Arm", "ProtocolResult", "choose_on_validation", "compare_on_test",
-           "estimate", "interval_text", "paired_comparison", "verdict_line"]
+           "deciding_baseline", "estimate", "interval_text", "paired_comparison", "verdict_line"]
 
 RERANK_SEED, TEST_SEED = 10_000, 20_000
 
@@ -147,6 +147,21 @@ def interval_text(d: dict[str, Any], n: int, metric: str) -> str:
     return f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] {unit} of test {metric} over {n} paired seeds"
 
 
+def deciding_baseline(differences: dict[str, dict[str, Any]], means: dict[str, float],
+                      higher_is_better: bool = True) -> str | None:
+    """The baseline an outcome turns on, as the verdict line names it: the strongest on test (`means`) when
+    every interval of chosen - baseline (`differences`, signed so that positive favours the chosen) lies above
+    zero; else the one the chosen arm loses to most; else the least resolved (lowest interval end)."""
+    if not differences:
+        return None
+    if all(v["low"] > 0 for v in differences.values()):
+        return (max if higher_is_better else min)(differences, key=lambda k: means[k])
+    losses = [k for k, v in differences.items() if v["high"] < 0]
+    if losses:
+        return min(losses, key=lambda k: differences[k]["mean"])
+    return min(differences, key=lambda k: differences[k]["low"])
+
+
 def verdict_line(chosen: Arm, comparison: dict[str, Any] | None, rows: Sequence[dict[str, Any]],
                  decision: dict[str, Any] | None = None) -> dict[str, Any]:
     """What the protocol showed, in one line (and its parts, for the summary JSON); `decision` is the
@@ -173,25 +188,20 @@ def verdict_line(chosen: Arm, comparison: dict[str, Any] | None, rows: Sequence[
     if not diffs:
         return {"exported": chosen.label, "searched_won": True,
                 "line": f"{chosen.label} chosen on validation; too few seeds for a confidence interval on test"}
-    # Name the baseline that decides the line, with the CI of the difference: the strongest on test when every
-    # interval lies above zero; else the one it loses to most, or the one least resolved (lowest interval end).
+    # Name the baseline the outcome turns on (`deciding_baseline`), with the CI of the difference.
     others = {k: comparison["arms"][k]["mean"] for k in diffs}
-    strongest = max(others, key=others.get) if HIGHER_IS_BETTER.get(metric, True) else min(others, key=others.get)
-    beats_all = all(v["low"] > 0 for v in diffs.values())
-    losses = [k for k, v in diffs.items() if v["high"] < 0]
-    if beats_all:
-        named = strongest
-        line = (f"{chosen.label} beats every baseline; the strongest, {named}, by "
-                f"{interval_text(diffs[named], n, metric)}")
-    elif losses:
-        named = min(losses, key=lambda k: diffs[k]["mean"])
-        line = (f"{chosen.label} was chosen on validation but loses to {named} on test: "
-                f"{interval_text(diffs[named], n, metric)}")
-    else:
-        named = min(diffs, key=lambda k: diffs[k]["low"])
-        line = (f"{chosen.label} was chosen on validation; against {named} on test it is not resolved: "
-                f"{interval_text(diffs[named], n, metric)}")
+    higher = HIGHER_IS_BETTER.get(metric, True)
+    strongest = max(others, key=others.get) if higher else min(others, key=others.get)
+    named = deciding_baseline(diffs, others, higher)
     d = diffs[named]
+    ci = interval_text(d, n, metric)
+    beats_all = all(v["low"] > 0 for v in diffs.values())
+    if beats_all:
+        line = f"{chosen.label} beats every baseline; the strongest, {named}, by {ci}"
+    elif d["high"] < 0:
+        line = f"{chosen.label} was chosen on validation but loses to {named} on test: {ci}"
+    else:
+        line = f"{chosen.label} was chosen on validation; against {named} on test it is not resolved: {ci}"
     return {"exported": chosen.label, "searched_won": True, "beats_every_baseline": beats_all,
             "strongest_baseline": strongest, "named_baseline": named, "difference_points": d, "line": line}
 
