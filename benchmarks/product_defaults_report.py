@@ -1,5 +1,6 @@
 """The outcomes of the pre-registered product-defaults runs (benchmarks/preregistered/product_defaults.md, the
-held-out decision's check, held_out_decision.md, and the cheaper probe's, zero_shot_cheap_probe.md), read from
+held-out decision's checks, held_out_decision.md and held_out_schedule.md, and the zero-shot LR default's,
+zero_shot_cheap_probe.md and zero_shot_power.md), read from
 their files under benchmarks/results/product/, judged by the pre-registrations' rules.
 
     python benchmarks/product_defaults_report.py            # Markdown tables on stderr, one JSON line on stdout
@@ -31,6 +32,7 @@ HELD_OUT_RUNS = (("H2", "augment"), ("H2", "compress"), ("H3", "augment"), ("H3"
                  ("H1", "schedule"))  # H1: held_out_schedule.md
 ZERO_SHOT = ("Z1", "Z2", "Z3", "Z4")
 ZERO_SHOT_PROBE = ("P1", "P2", "P3", "P4", "P5", "P6")  # the cheaper probe's check (zero_shot_cheap_probe.md)
+ZERO_SHOT_POWER = ("Q5", "Q7", "Q8", "Q9", "Q10")  # seeds from each task's scatter (zero_shot_power.md)
 TOLERANCE_POINTS = 0.2
 
 
@@ -102,6 +104,7 @@ def main() -> int:
     held_out = [protocol_outcome(r, j) for r, j in HELD_OUT_RUNS]
     zero_shot = [zero_shot_outcome(t) for t in ZERO_SHOT]
     zero_shot_probe = [zero_shot_outcome(t) for t in ZERO_SHOT_PROBE]
+    zero_shot_power = [zero_shot_outcome(t) for t in ZERO_SHOT_POWER]
     lines = ["| regime | job | exported | outcome | the arm it turns on: exported − it on test [95 % CI] |",
              "|---|---|---|---|---|"]
     for row in protocols:
@@ -127,7 +130,7 @@ def main() -> int:
         text = f"{named}: {_ci(diffs[named])}" if named else "no test comparison"
         lines.append(f"| {row['regime']} {row['job']} | {row['chosen']} | {said} | {row['outcome']} | "
                      f"{'yes' if row['does_no_harm'] else '**no**'} | {text} |")
-    for runs in (zero_shot, zero_shot_probe):
+    for runs in (zero_shot, zero_shot_probe, zero_shot_power):
         lines += ["", "| run | task | data | model, epochs | seeds | probe images | rule | onecycle | onecycle, equal "
                   "images | rule − better [95 % CI], points | factors | outcome |", "|---" * 12 + "|"]
         for row in runs:
@@ -146,7 +149,10 @@ def main() -> int:
               "zero_shot_run": sum(r["outcome"] != "not run" for r in zero_shot),
               "zero_shot_probe": zero_shot_probe,
               "zero_shot_probe_passes": sum(r["outcome"] == "pass" for r in zero_shot_probe),
-              "zero_shot_probe_run": sum(r["outcome"] != "not run" for r in zero_shot_probe)}
+              "zero_shot_probe_run": sum(r["outcome"] != "not run" for r in zero_shot_probe),
+              "zero_shot_power": zero_shot_power,
+              "zero_shot_power_passes": sum(r["outcome"] == "pass" for r in zero_shot_power),
+              "zero_shot_power_run": sum(r["outcome"] != "not run" for r in zero_shot_power)}
     text = json.dumps(record)
     print(text)
     if args.out:

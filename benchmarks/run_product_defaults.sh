@@ -3,8 +3,9 @@
 # it stopped (each protocol keeps a ledger; a step whose protocol.json / JSON exists is skipped). Output
 # under benchmarks/results/product/.
 # - Z1-Z4, R1-R3 (benchmarks/preregistered/product_defaults.md): from an install of commit 9a2eeb6;
-# - H2, H3, H5 (benchmarks/preregistered/held_out_decision.md), P1-P6 (zero_shot_cheap_probe.md) and H1
-#   (held_out_schedule.md): each from an install of the commit that added its file.
+# - H2, H3, H5 (benchmarks/preregistered/held_out_decision.md), P1-P6 (zero_shot_cheap_probe.md), H1
+#   (held_out_schedule.md) and Q5, Q7-Q10 (zero_shot_power.md): each from an install of the commit that added
+#   its file.
 # For example
 #   git worktree add /tmp/frozen 9a2eeb6 && pip install --no-deps --target /tmp/frozen-site /tmp/frozen
 #   (cd /tmp/frozen && PYTHONPATH=/tmp/frozen-site bash benchmarks/run_product_defaults.sh R1)
@@ -23,12 +24,13 @@ STEPS=("$@")
 # shellcheck source=steps.sh
 source benchmarks/steps.sh
 
-zero_shot() {  # zero_shot ID TASK SEEDS: the shipped zoo:peak-rule against onecycle, plain and at equal images
-  local file=$OUT/$1-zero-shot.json
+zero_shot() {  # zero_shot ID TASK SEEDS [FIRST_SEED]: the shipped zoo:peak-rule against onecycle, plain and at
+  # equal images, on seeds FIRST_SEED (1000) onwards
+  local file=$OUT/$1-zero-shot.json first=${4:-1000}
   if [ -f "$file" ]; then echo "== $1: done, skipped"; return; fi
-  echo "== $1: zero-shot on $2, $3 seeds ($(date -u +%H:%M:%S))"
+  echo "== $1: zero-shot on $2, $3 seeds from $first ($(date -u +%H:%M:%S))"
   python benchmarks/schedule_zero_shot.py --task "$2" --controller zoo:peak-rule \
-    --arms onecycle,onecycle@equal-images --seeds "$3" --seed 1000 --out "$file"
+    --arms onecycle,onecycle@equal-images --seeds "$3" --seed "$first" --out "$file"
 }
 
 for step in "${STEPS[@]}"; do
@@ -38,6 +40,13 @@ for step in "${STEPS[@]}"; do
     # digits test split (359 images) takes 90 seeds. From an install of the commit that added it.
     P3) zero_shot P3 Z3 90 ;;
     P1|P2|P4|P5|P6) zero_shot "$step" "Z${step#P}" 10 ;;
+    # Seeds from each task's scatter (benchmarks/preregistered/zero_shot_power.md): Z5 again on fresh seeds, and
+    # four new tasks. From an install of the commit that added it.
+    Q5) zero_shot Q5 Z5 72 1100 ;;
+    Q7) zero_shot Q7 Z7 20 ;;
+    Q8) zero_shot Q8 Z8 24 ;;
+    Q9) zero_shot Q9 Z9 93 ;;
+    Q10) zero_shot Q10 Z10 100 ;;
     R1)
       R1=(--dataset fashion-mnist --train-size 2000 --model resnet --epochs 30)
       protocol R1-augment augment "${R1[@]}"
@@ -73,6 +82,6 @@ for step in "${STEPS[@]}"; do
     H5) protocol H5-augment augment --dataset digits --train-size 1000 --model resnet --epochs 20 ;;
     # The schedule protocol with the held-out decision (benchmarks/preregistered/held_out_schedule.md).
     H1) protocol H1-schedule schedule --dataset fashion-mnist --train-size 2000 --model resnet --epochs 30 ;;
-    *) echo "unknown step $step (Z1-Z4, R1-R3, H1-H3, H5, P1-P6)" >&2; exit 2 ;;
+    *) echo "unknown step $step (Z1-Z4, R1-R3, H1-H3, H5, P1-P6, Q5, Q7-Q10)" >&2; exit 2 ;;
   esac
 done

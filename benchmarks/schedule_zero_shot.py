@@ -89,6 +89,15 @@ PREREGISTERED_PROBE: dict[str, tuple[str, int | None, str, int, int, float, str]
            "a residual net on 1,000 images (none in the rule's table)"),
     "Z6": ("fashion-mnist", 4_000, "mlp", 30, 128, 5e-4, "an MLP trained 30 epochs (the table's runs: 3-20)"),
 }
+# The third zero-shot check (benchmarks/preregistered/zero_shot_power.md), committed before it ran: Z5 again on
+# fresh seeds, as many as its scatter needs, and four new tasks whose seed counts come from a pilot on other seeds.
+PREREGISTERED_POWER: dict[str, tuple[str, int | None, str, int, int, float, str]] = {
+    "Z7": ("digits", 500, "cnn", 40, 128, 5e-4, "a CNN on 500 digits images, 40 epochs (the table's runs: 3-20)"),
+    "Z8": ("fashion-mnist", 1_000, "mlp", 60, 128, 5e-4, "an MLP on 1,000 images trained 60 epochs"),
+    "Z9": ("digits", 700, "resnet", 30, 128, 5e-4, "a residual net on 700 digits images (none in the table)"),
+    "Z10": ("fashion-mnist", 1_500, "vit", 8, 128, 5e-4, "the vit on 1,500 Fashion-MNIST images (the table: digits)"),
+}
+ISSUE_31 = {**PREREGISTERED, **PREREGISTERED_PROBE, **PREREGISTERED_POWER}
 HAND_MADE = ("onecycle", "linear", "cosine", "warmup-cosine")
 # An arm (or the controller) named "X@range-test" first runs an LR range test from the run's initial
 # weights and then trains X peaking at the LR it suggests, for the run's steps minus the test's
@@ -122,7 +131,7 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default=",".join(HELD_OUT),
                    help=f"comma-separated held-out tasks: {', '.join(HELD_OUT)}; the second set: {', '.join(FRESH)}; "
-                        f"issue 31's pre-registered sets: {', '.join([*PREREGISTERED, *PREREGISTERED_PROBE])}")
+                        f"issue 31's pre-registered sets: {', '.join(ISSUE_31)}")
     p.add_argument("--controller", default="zoo:adaptive", help="the closed-loop controller (zoo:NAME or sidecar)")
     p.add_argument("--arms", default=",".join((*HAND_MADE, "hypergradient")),
                    help="the other arms: named schedules and/or hypergradient")
@@ -245,12 +254,12 @@ def main() -> int:
     torch.set_num_threads(1)
     from policysearch.analysis.report import finish_record, format_table
 
-    tasks = dict(HELD_OUT, **FRESH, **PREREGISTERED, **PREREGISTERED_PROBE,
+    tasks = dict(HELD_OUT, **FRESH, **ISSUE_31,
                  quick=("digits", None, "mlp", 5, 128, 5e-4, "script check"))
     names = [t for t in args.task.split(",") if t]
     for t in names:
         if t not in tasks:
-            print(f"unknown task {t!r}; known: {', '.join([*HELD_OUT, *FRESH, *PREREGISTERED, *PREREGISTERED_PROBE])}",
+            print(f"unknown task {t!r}; known: {', '.join([*HELD_OUT, *FRESH, *ISSUE_31])}",
                   file=sys.stderr)
             return 2
     if args.out:
