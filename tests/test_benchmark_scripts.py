@@ -368,3 +368,26 @@ def test_probe_cost_stops_when_the_reference_probe_does_not_reproduce_the_table(
     monkeypatch.setattr(script, "recompute", shifted)
     with pytest.raises(SystemExit, match="did not reproduce the stored features of rows"):
         script.main(["--settings", "128x8", "--rows", "2"])
+
+
+def test_decision_seeds_trains_the_finalists_again_and_reproduces_the_runs_decision_at_one_seed(tmp_path):
+    from policysearch.cli.main import main as cli
+
+    run = tmp_path / "run"
+    command = ["augment", "--dataset", "digits", "--train-size", "200", "--model", "mlp", "--epochs", "2",
+               "--controller", "random", "--budget", "2", "--top", "1", "--seeds", "2", "--baselines", "none",
+               "--episode-length", "2", "--seed", "0", "--workers", "1", "--out", str(run), "--no-progress"]
+    assert cli(command) == 0
+    registered = json.loads((run / "protocol.json").read_text())["held_out"]
+    script = _script("decision_seeds")
+    rows = tmp_path / "rows.json"
+    assert script.main(["collect", "--seeds", "3", "--out", str(rows), "--", *command, "--resume"]) == 0
+    collected = json.loads(rows.read_text())
+    assert collected["finalists"] == [registered["searched"], registered["baseline"]]
+    assert all(len(collected["held_out"][arm]) == 3 for arm in collected["finalists"])
+    report = tmp_path / "report.json"
+    assert script.main(["report", str(rows), "--out", str(report)]) == 0
+    by_seeds = json.loads(report.read_text())["runs"][0]["by_seeds"]
+    assert [r["seeds"] for r in by_seeds] == [1, 2, 3]
+    assert by_seeds[0]["difference"] == pytest.approx(registered["difference"])  # the run's own decision
+    assert by_seeds[0]["exported"] == registered["exported"]

@@ -35,6 +35,12 @@ def test_effort_presets_and_overrides():
         assert budgets == sorted(budgets)  # more effort, never fewer seeds
     with pytest.raises(ConfigError, match="effort"):
         plan_for("augment", "heroic")
+    # The held-out decision's finalists never train on fewer seeds than the re-ranking.
+    assert plan_for("augment", rerank_seeds=2).finalist_seeds == 2
+    assert plan_for("augment", rerank_seeds=2, decision_seeds=5).finalist_seeds == 5
+    assert plan_for("augment", rerank_seeds=3, decision_seeds=1).finalist_seeds == 3
+    with pytest.raises(ConfigError, match="decision seeds"):
+        plan_for("augment", decision_seeds=0)
 
 
 def test_find_augmentation_exports_the_choice_with_its_verdict_and_resumes(small, tmp_path, monkeypatch):

@@ -111,6 +111,49 @@ def test_the_held_out_images_decide_between_the_best_searched_and_the_best_basel
     assert chosen.label == "learned #1" and decision is None
 
 
+class _SeededLedger(_Ledger):
+    """Held-out rows per (arm, seed); records which jobs ran in which phase."""
+
+    def __init__(self, data, held, val, rows):
+        super().__init__(data, held, val, rows)
+        self.phases = []
+
+    def run(self, jobs, phase):
+        self.phases.append((phase, [(j.arm, j.seed) for j in jobs]))
+        return [{"arm": j.arm, "seed": j.seed, "diverged": None, "val": {"accuracy": self.val[j.arm]},
+                 "held_out": self.rows[j.arm, j.seed]} for j in jobs]
+
+
+def test_the_finalists_train_on_more_seeds_and_the_decision_averages_them(digits):
+    from policysearch.protocol.core import RERANK_SEED
+
+    searched, held = hold_out(digits, 0.5, 0)
+    arms = [Arm("learned #1", None, None, True, "a"), Arm("learned #2", None, None, True, "b"),
+            Arm("none", None, None, False, "n"), Arm("erasing", None, None, False, "e")]
+    base = [[1.0]] * 40 + [[0.0]] * 10
+    unlucky = [[1.0]] * 38 + [[0.0]] * 12  # the re-ranking's seed: the searched arm trails
+    lucky = [[1.0]] * 49 + [[0.0]] * 1  # every further seed: it leads by 9 images
+    seeds = [RERANK_SEED + i for i in range(4)]
+    rows = {(a.label, s): base for a in arms for s in seeds}
+    rows |= {("learned #1", seeds[0]): unlucky} | {("learned #1", s): lucky for s in seeds[1:]}
+    val = {"learned #1": 0.91, "learned #2": 0.80, "none": 0.85, "erasing": 0.90}
+    ledger = _SeededLedger(searched, held, val, rows)
+    chosen, _, decision = choose_on_validation(ledger, arms, 1, 0, "accuracy")
+    assert chosen.label == "erasing" and decision["seeds"] == 1 and len(ledger.phases) == 1
+    ledger.phases.clear()
+    chosen, _, decision = choose_on_validation(ledger, arms, 1, 0, "accuracy", finalist_seeds=4)
+    # Only the two finalists train again, on the same three fresh seeds; the re-ranking's seed still counts.
+    assert ledger.phases[1] == ("held-out decision", [(label, s) for label in ("learned #1", "erasing")
+                                                      for s in seeds[1:]])
+    # (38 + 3 x 49) / 4 of 50 images right against erasing's 40: +12.5 points.
+    assert decision["seeds"] == 4 and decision["difference"]["mean"] == pytest.approx(12.5)
+    assert chosen.label == "learned #1" and decision["difference"]["low"] > 0
+    # As many finalist seeds as the re-ranking's: nothing more is trained.
+    ledger.phases.clear()
+    choose_on_validation(ledger, arms, 2, 0, "accuracy", finalist_seeds=2)
+    assert [phase for phase, _ in ledger.phases] == ["re-ranking on validation"]
+
+
 def test_the_search_never_scores_the_held_out_images_and_the_record_says_what_decided(digits, tmp_path):
     import json
 

@@ -383,6 +383,9 @@ def add_protocol_args(p: argparse.ArgumentParser, baselines: str | None, evidenc
                    help="fresh seeds every candidate and baseline trains with on validation (default: the --effort's)")
     g.add_argument("--seeds", type=positive_int, default=None, metavar="N",
                    help="paired seeds of the final comparison on the test split (default: the --effort's)")
+    g.add_argument("--decision-seeds", type=positive_int, default=None, metavar="N",
+                   help="seeds the best searched candidate and the best baseline each train with for the held-out "
+                        "decision, the re-ranking's included (default: the --effort's)")
     g.add_argument("--baselines", default=baselines, type=name_list, metavar="LIST",
                    help="the hand-made arms the search must beat on validation to be exported, and that the "
                         "final comparison reports (default: " + (baselines or "none,cropflip,erasing,trivial; for "

@@ -47,14 +47,17 @@ class Arm:
     search_score: float | None = None
 
 
-def choose_on_validation(ledger: Ledger, arms: Sequence[Arm], seeds: int, seed: int,
-                         metric: str) -> tuple[Arm, list[dict[str, Any]], dict[str, Any] | None]:
+def choose_on_validation(ledger: Ledger, arms: Sequence[Arm], seeds: int, seed: int, metric: str,
+                         finalist_seeds: int | None = None) -> tuple[Arm, list[dict[str, Any]], dict[str, Any] | None]:
     """Train every arm with the same `seeds` fresh seeds (paired), score `metric` on validation, and choose.
 
     Without held-out images (``ledger.held`` None) the best mean is chosen; a tie goes to a baseline
     (hand-made), then to the earlier arm. With them (`policysearch.protocol.selection`), the validation
     scores pick the best searched candidate and the best baseline, and the held-out images decide between
     the two: the searched one only when the paired bootstrap over those images puts its lead above zero.
+    With `finalist_seeds` above `seeds`, those two are first trained on further fresh seeds (the same for
+    both), and the decision averages each held-out image over all of an arm's seeds: fewer trainings than
+    re-ranking every arm on as many seeds, and a decision less at the mercy of one seed's luck.
 
     Returns:
         The chosen arm, one row per arm (label, searched, per-seed validation scores, mean), and the held-out
@@ -78,8 +81,14 @@ def choose_on_validation(ledger: Ledger, arms: Sequence[Arm], seeds: int, seed: 
         searched = [k for k in range(len(arms)) if arms[k].searched]
         hand_made = [k for k in range(len(arms)) if not arms[k].searched]
         if searched and hand_made:
-            best, decision = _held_out_decision(ledger, arms, rows, runs_of, max(searched, key=rank.__getitem__),
-                                                max(hand_made, key=rank.__getitem__), seed)
+            finalists = (max(searched, key=rank.__getitem__), max(hand_made, key=rank.__getitem__))
+            extra = [seed + RERANK_SEED + i for i in range(seeds, max(seeds, finalist_seeds or seeds))]
+            if extra:  # the finalists only, on seeds the re-ranking did not use
+                more = ledger.run([Job(arms[k].label, arms[k].augment, arms[k].schedule, s, test=False)
+                                   for k in finalists for s in extra], "held-out decision")
+                for j, k in enumerate(finalists):
+                    runs_of[arms[k].label] = [*runs_of[arms[k].label], *more[j * len(extra):(j + 1) * len(extra)]]
+            best, decision = _held_out_decision(ledger, arms, rows, runs_of, *finalists, seed)
     for k, row in enumerate(rows):
         row["chosen"] = k == best
     return arms[best], rows, decision
@@ -95,6 +104,7 @@ def _held_out_decision(ledger: Ledger, arms: Sequence[Arm], rows: list[dict[str,
         return [None if r["diverged"] else r.get("held_out") for r in runs_of[label]]
 
     decision = decide(ledger.data.task, a, b, held(a), held(b), len(ledger.held.y_val), seed)
+    decision["seeds"] = len(runs_of[a])  # per arm, averaged image by image
     for k in (searched, hand_made):
         rows[k]["held_out_score"] = (decision["scores"] or {}).get(arms[k].label)
     return (searched if decision["exported"] == a else hand_made), decision

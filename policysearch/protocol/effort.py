@@ -44,6 +44,9 @@ class Plan:
         top: search candidates re-ranked on validation (distinct, best search score first).
         rerank_seeds: fresh seeds each candidate and baseline is trained with on validation.
         seeds: paired seeds of the final comparison on the test split.
+        decision_seeds: fresh seeds each of the two finalists (the best searched candidate and the best
+            baseline) is trained with for the held-out decision, the re-ranking's included (None: as many as
+            the re-ranking's; `policysearch.protocol.selection`).
     """
 
     controller: str
@@ -51,12 +54,20 @@ class Plan:
     top: int
     rerank_seeds: int
     seeds: int
+    decision_seeds: int | None = None
 
     def __post_init__(self) -> None:
         check_int("budget", self.budget, 1)
         check_int("top", self.top, 0)
         check_int("rerank seeds", self.rerank_seeds, 1)
         check_int("seeds", self.seeds, 1)
+        if self.decision_seeds is not None:
+            check_int("decision seeds", self.decision_seeds, 1, 1000)
+
+    @property
+    def finalist_seeds(self) -> int:
+        """Seeds each finalist of the held-out decision trains with: never fewer than the re-ranking's."""
+        return max(self.rerank_seeds, self.decision_seeds or self.rerank_seeds)
 
 
 PLANS: dict[str, dict[str, Plan]] = {

@@ -51,7 +51,7 @@ SCHEDULE_BASELINES = ("onecycle", "cosine", "linear")
 
 def find_augmentation(data: DeviceData, model: Any = None, *, epochs: float = 20, effort: str = "standard",
                       controller: str | None = None, budget: int | None = None, top: int | None = None,
-                      rerank_seeds: int | None = None, seeds: int | None = None,
+                      rerank_seeds: int | None = None, seeds: int | None = None, decision_seeds: int | None = None,
                       baselines: Sequence[str] | None = None, compare: bool = True, schedule: str = "cosine",
                       segments: int = 4, space: str = "full", reward_metric: str | None = None,
                       config: TrainConfig | None = None, out: str | Path | None = None, resume: bool = False,
@@ -66,7 +66,8 @@ def find_augmentation(data: DeviceData, model: Any = None, *, epochs: float = 20
         model: any form `policysearch.models.resolve_model` takes (None: `config`'s, else "cnn").
         epochs: the target training length: every child, candidate and baseline trains this long.
         effort: "quick", "standard" or "thorough" (`policysearch.protocol.effort.PLANS`).
-        controller, budget, top, rerank_seeds, seeds: override the effort's plan.
+        controller, budget, top, rerank_seeds, seeds, decision_seeds: override the effort's plan
+            (`policysearch.protocol.effort.Plan`).
         baselines: hand-made policies (names or files) compared and possibly exported (None: the data's task's,
             `policysearch.tasks.Task.augment_baselines`: none, cropflip, erasing, trivial for classification;
             none, cropflip, cropflip-jitter, trivial for segmentation and restoration).
@@ -95,7 +96,8 @@ def find_augmentation(data: DeviceData, model: Any = None, *, epochs: float = 20
     config = _config(config, model)
     lr_schedule = load_schedule(schedule, base_lr=config.lr)
     return _run("augment", data, model, epochs=epochs, effort=effort, controller=controller, budget=budget, top=top,
-                rerank_seeds=rerank_seeds, seeds=seeds, compare=compare, config=config, out=out, resume=resume,
+                rerank_seeds=rerank_seeds, seeds=seeds, decision_seeds=decision_seeds, compare=compare, config=config,
+                out=out, resume=resume,
                 overwrite=overwrite, workers=workers, seed=seed, budget_seconds=budget_seconds, progress=progress,
                 say=say, reward_metric=reward_metric, held_out=held_out,
                 env_kwargs={"lr_schedule": schedule, "space": space, "episode_length": segments,
@@ -106,7 +108,7 @@ def find_augmentation(data: DeviceData, model: Any = None, *, epochs: float = 20
 
 def find_schedule(data: DeviceData, model: Any = None, *, epochs: float = 20, effort: str = "standard",
                   controller: str | None = None, budget: int | None = None, top: int | None = None,
-                  rerank_seeds: int | None = None, seeds: int | None = None,
+                  rerank_seeds: int | None = None, seeds: int | None = None, decision_seeds: int | None = None,
                   baselines: Sequence[str] = SCHEDULE_BASELINES, compare: bool = True, augment: str = "none",
                   segments: int = 1, base: str = "onecycle", scale: float = 4.0, reward_metric: str | None = None,
                   config: TrainConfig | None = None, out: str | Path | None = None, resume: bool = False,
@@ -123,7 +125,8 @@ def find_schedule(data: DeviceData, model: Any = None, *, epochs: float = 20, ef
     config = _config(config, model)
     named = [(label, load_schedule(label, base_lr=config.lr)) for label in baselines]
     return _run("schedule", data, model, epochs=epochs, effort=effort, controller=controller, budget=budget,
-                top=top, rerank_seeds=rerank_seeds, seeds=seeds, compare=compare, config=config, out=out,
+                top=top, rerank_seeds=rerank_seeds, seeds=seeds, decision_seeds=decision_seeds, compare=compare,
+                config=config, out=out,
                 resume=resume, overwrite=overwrite, workers=workers, seed=seed, budget_seconds=budget_seconds,
                 progress=progress, say=say, reward_metric=reward_metric, held_out=held_out,
                 env_kwargs={"augment": augment, "base": base, "scale": scale, "episode_length": segments,
@@ -140,7 +143,8 @@ def _config(config: TrainConfig | None, model: Any) -> TrainConfig:
 
 
 def _run(job: str, data: DeviceData, model: Any, *, epochs: float, effort: str, controller: str | None,
-         budget: int | None, top: int | None, rerank_seeds: int | None, seeds: int | None, compare: bool,
+         budget: int | None, top: int | None, rerank_seeds: int | None, seeds: int | None,
+         decision_seeds: int | None, compare: bool,
          config: TrainConfig | None, out: str | Path | None, resume: bool, overwrite: bool, workers: int, seed: int,
          budget_seconds: float | None, progress: bool, say: Callable[[str], None] | None, reward_metric: str | None,
          held_out: float, env_kwargs: dict[str, Any], baselines: list[tuple[str, Any, Any, Any]],
@@ -149,7 +153,7 @@ def _run(job: str, data: DeviceData, model: Any, *, epochs: float, effort: str, 
     if not epochs > 0:
         raise ConfigError(f"epochs is {epochs!r}: the target training length, expected a positive number")
     plan = plan_for(job, effort, controller=controller, budget=budget, top=top, rerank_seeds=rerank_seeds,
-                    seeds=seeds)
+                    seeds=seeds, decision_seeds=decision_seeds)
     task = get_task(data.task)
     reward_metric = task.reward_metric(reward_metric)  # one this task measures, before any work
     config = _config(config, model)
@@ -160,11 +164,13 @@ def _run(job: str, data: DeviceData, model: Any, *, epochs: float, effort: str, 
     steps = training_steps(data, config.batch_size, epochs)
     if steps < segments:
         raise ConfigError(f"{steps} training steps cannot hold {segments} segments; train longer or use fewer")
-    trainings = plan.budget + (plan.top + len(baselines)) * plan.rerank_seeds + (
+    finalists = 2 * (plan.finalist_seeds - plan.rerank_seeds) if held is not None and plan.top and baselines else 0
+    trainings = plan.budget + (plan.top + len(baselines)) * plan.rerank_seeds + finalists + (
         (1 + len(baselines)) * plan.seeds if compare else 0)
     cost = estimate(data, config, epochs, trainings)
     say(f"{job}: {plan.controller} searches {plan.budget} children of {epochs:g} epochs, the top {plan.top} and "
         f"{len(baselines)} baselines are re-ranked on {plan.rerank_seeds} fresh seed(s)"
+        + (f", the best of each on {plan.finalist_seeds} for the held-out decision" if finalists else "")
         + (f", then {1 + len(baselines)} arms x {plan.seeds} paired seeds on the test split" if compare else "")
         + f": {trainings} trainings, about {_duration(cost['seconds'] / max(1, workers))} here, "
         f"{cost['train_flops'] / 1e12:.3g} training TFLOPs")
@@ -204,11 +210,12 @@ def _run(job: str, data: DeviceData, model: Any, *, epochs: float, effort: str, 
     base_arms = [Arm(label, aug, sched, searched=False, artefact=art) for label, aug, sched, art in baselines]
     ledger = Ledger(folder, data, config, epochs, workers, say, held=held)
     chosen, ranking, decision = choose_on_validation(ledger, [*arms, *base_arms], plan.rerank_seeds, seed,
-                                                     reward_metric)
+                                                     reward_metric, plan.finalist_seeds)
     if decision is not None and decision["difference"] is not None:
         d = decision["difference"]
         say(f"held-out images: {decision['searched']} - {decision['baseline']} = {d['mean']:+.2f} "
-            f"[{d['low']:+.2f}, {d['high']:+.2f}] {decision['unit']} of {decision['metric']} over {d['images']} images")
+            f"[{d['low']:+.2f}, {d['high']:+.2f}] {decision['unit']} of {decision['metric']} over {d['images']} images"
+            f" ({decision['seeds']} seed(s) per arm)")
     say(f"chosen on validation: {chosen.label} ({'searched' if chosen.searched else 'hand-made'})")
     if chosen.searched:  # the comparison and the files call the searched choice "learned"
         chosen = dataclasses.replace(chosen, label="learned")
