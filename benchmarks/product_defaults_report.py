@@ -1,5 +1,6 @@
 """The outcomes of the pre-registered product-defaults runs (benchmarks/preregistered/product_defaults.md, the
-held-out decision's checks, held_out_decision.md and held_out_schedule.md, and the zero-shot LR default's,
+held-out decision's checks, held_out_decision.md, held_out_schedule.md and held_out_decision_seeds.md, and the
+zero-shot LR default's,
 zero_shot_cheap_probe.md and zero_shot_power.md), read from
 their files under benchmarks/results/product/, judged by the pre-registrations' rules.
 
@@ -30,6 +31,7 @@ REGIMES = ("R1", "R2", "R3")
 JOBS = ("augment", "schedule", "compress")
 HELD_OUT_RUNS = (("H2", "augment"), ("H2", "compress"), ("H3", "augment"), ("H3", "compress"), ("H5", "augment"),
                  ("H1", "schedule"))  # H1: held_out_schedule.md
+DECISION_SEEDS_RUNS = tuple((r, j) for r in ("D1", "D2", "D3") for j in ("augment", "schedule"))
 ZERO_SHOT = ("Z1", "Z2", "Z3", "Z4")
 ZERO_SHOT_PROBE = ("P1", "P2", "P3", "P4", "P5", "P6")  # the cheaper probe's check (zero_shot_cheap_probe.md)
 ZERO_SHOT_POWER = ("Q5", "Q7", "Q8", "Q9", "Q10")  # seeds from each task's scatter (zero_shot_power.md)
@@ -85,6 +87,24 @@ def zero_shot_outcome(run: str) -> dict[str, Any]:
             "outcome": "pass" if d["low"] > -TOLERANCE_POINTS else "fail"}
 
 
+def one_seed_decision(regime: str, job: str, held: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the held-out decision would have been on the re-ranking's seed alone (the default before
+    held_out_decision_seeds.md), from the run's ledger: the same two finalists, their first seed's rows."""
+    from policysearch.protocol.core import RERANK_SEED
+    from policysearch.protocol.selection import decide
+
+    path = RESULTS / f"{regime}-{job}" / "trainings.jsonl"
+    if held is None or not path.exists():
+        return None
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    first = {r["arm"]: r for r in records if r["seed"] == RERANK_SEED and r.get("test") is None and "held_out" in r}
+    a, b = held["searched"], held["baseline"]
+    if a not in first or b not in first:
+        return None
+    # The registered regimes are all classification (accuracy); seed 0 is the runs' --seed.
+    return decide("classification", a, b, [first[a]["held_out"]], [first[b]["held_out"]], held["images"], 0)
+
+
 def deciding_arm(row: dict[str, Any]) -> str | None:
     """The arm a run's outcome turns on, by the verdict line's rule (its metrics are all higher-is-better)."""
     from policysearch.protocol.core import deciding_baseline
@@ -102,6 +122,9 @@ def main() -> int:
     args = p.parse_args()
     protocols = [protocol_outcome(r, j) for r in REGIMES for j in JOBS]
     held_out = [protocol_outcome(r, j) for r, j in HELD_OUT_RUNS]
+    decision_seeds = [protocol_outcome(r, j) for r, j in DECISION_SEEDS_RUNS]
+    for row in decision_seeds:
+        row["one_seed_decision"] = one_seed_decision(row["regime"], row["job"], row.get("held_out"))
     zero_shot = [zero_shot_outcome(t) for t in ZERO_SHOT]
     zero_shot_probe = [zero_shot_outcome(t) for t in ZERO_SHOT_PROBE]
     zero_shot_power = [zero_shot_outcome(t) for t in ZERO_SHOT_POWER]
@@ -117,7 +140,7 @@ def main() -> int:
         lines.append(f"| {row['regime']} | {row['job']} | {row['chosen']} | {row['outcome']} | {text} |")
     lines += ["", "| run | exported | held-out images: best searched − best baseline [95 % CI] | outcome | does no "
               "harm | the arm it turns on: exported − it on test [95 % CI] |", "|---|---|---|---|---|---|"]
-    for row in held_out:
+    for row in [*held_out, *decision_seeds]:
         if row["outcome"] == "not run":
             lines.append(f"| {row['regime']} {row['job']} | | | not run | | |")
             continue
@@ -142,8 +165,19 @@ def main() -> int:
                          f"{row['onecycle']:.4f} | {row['onecycle_equal_images']:.4f} | "
                          f"{_ci(row['rule_minus_better_points'])} | "
                          f"{', '.join(f'x{f:.3g}' for f in row['factors_chosen'])} | {row['outcome']} |")
+    lines += ["", "| run | held-out decision, 3 seeds per arm | exported | the re-ranking's seed alone | "
+              "would export |", "|---|---|---|---|---|"]
+    for row in decision_seeds:
+        if row["outcome"] == "not run":
+            continue
+        now, one = row["held_out"] or {}, row["one_seed_decision"] or {}
+        lines.append(f"| {row['regime']} {row['job']} | "
+                     + (f"{_ci(now['difference'])} over {now['images']}" if now.get("difference") else "—")
+                     + f" | {row['chosen']} | " + (_ci(one["difference"]) if one.get("difference") else "—")
+                     + f" | {one.get('exported', '—')} |")
     print("\n".join(lines), file=sys.stderr)
     record = {"benchmark": "product_defaults_report", "protocols": protocols, "held_out_runs": held_out,
+              "decision_seeds_runs": decision_seeds,
               "zero_shot": zero_shot,
               "zero_shot_passes": sum(r["outcome"] == "pass" for r in zero_shot),
               "zero_shot_run": sum(r["outcome"] != "not run" for r in zero_shot),

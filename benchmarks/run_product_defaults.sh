@@ -4,8 +4,8 @@
 # under benchmarks/results/product/.
 # - Z1-Z4, R1-R3 (benchmarks/preregistered/product_defaults.md): from an install of commit 9a2eeb6;
 # - H2, H3, H5 (benchmarks/preregistered/held_out_decision.md), P1-P6 (zero_shot_cheap_probe.md), H1
-#   (held_out_schedule.md) and Q5, Q7-Q10 (zero_shot_power.md): each from an install of the commit that added
-#   its file.
+#   (held_out_schedule.md), Q5, Q7-Q10 (zero_shot_power.md) and D1-D3 (held_out_decision_seeds.md): each from
+#   an install of the commit that added its file.
 # For example
 #   git worktree add /tmp/frozen 9a2eeb6 && pip install --no-deps --target /tmp/frozen-site /tmp/frozen
 #   (cd /tmp/frozen && PYTHONPATH=/tmp/frozen-site bash benchmarks/run_product_defaults.sh R1)
@@ -82,6 +82,15 @@ for step in "${STEPS[@]}"; do
     H5) protocol H5-augment augment --dataset digits --train-size 1000 --model resnet --epochs 20 ;;
     # The schedule protocol with the held-out decision (benchmarks/preregistered/held_out_schedule.md).
     H1) protocol H1-schedule schedule --dataset fashion-mnist --train-size 2000 --model resnet --epochs 30 ;;
-    *) echo "unknown step $step (Z1-Z4, R1-R3, H1-H3, H5, P1-P6, Q5, Q7-Q10)" >&2; exit 2 ;;
+    # Three seeds per finalist of the held-out decision (benchmarks/preregistered/held_out_decision_seeds.md).
+    D1|D2|D3)
+      case $step in
+        D1) D=(--dataset fashion-mnist --train-size 1000 --model mlp --epochs 20) ;;
+        D2) D=(--dataset fashion-mnist --train-size 3000 --model cnn --epochs 6) ;;
+        D3) D=(--dataset digits --val-size 400 --model cnn --epochs 40) ;;
+      esac
+      protocol "$step-augment" augment "${D[@]}"
+      protocol "$step-schedule" schedule "${D[@]}" ;;
+    *) echo "unknown step $step (Z1-Z4, R1-R3, H1-H3, H5, P1-P6, Q5, Q7-Q10, D1-D3)" >&2; exit 2 ;;
   esac
 done

@@ -370,18 +370,19 @@ def test_probe_cost_stops_when_the_reference_probe_does_not_reproduce_the_table(
         script.main(["--settings", "128x8", "--rows", "2"])
 
 
-def test_decision_seeds_trains_the_finalists_again_and_reproduces_the_runs_decision_at_one_seed(tmp_path):
+def test_decision_seeds_trains_the_finalists_again_and_matches_the_products_decision(tmp_path):
     from policysearch.cli.main import main as cli
 
     run = tmp_path / "run"
     command = ["augment", "--dataset", "digits", "--train-size", "200", "--model", "mlp", "--epochs", "2",
                "--controller", "random", "--budget", "2", "--top", "1", "--seeds", "2", "--baselines", "none",
                "--episode-length", "2", "--seed", "0", "--workers", "1", "--out", str(run), "--no-progress"]
-    assert cli(command) == 0
+    assert cli([*command, "--decision-seeds", "1"]) == 0  # as the registered runs were made: one seed per arm
     registered = json.loads((run / "protocol.json").read_text())["held_out"]
     script = _script("decision_seeds")
     rows = tmp_path / "rows.json"
-    assert script.main(["collect", "--seeds", "3", "--out", str(rows), "--", *command, "--resume"]) == 0
+    assert script.main(["collect", "--seeds", "3", "--out", str(rows), "--", *command, "--decision-seeds", "1",
+                        "--resume"]) == 0
     collected = json.loads(rows.read_text())
     assert collected["finalists"] == [registered["searched"], registered["baseline"]]
     assert all(len(collected["held_out"][arm]) == 3 for arm in collected["finalists"])
@@ -390,4 +391,8 @@ def test_decision_seeds_trains_the_finalists_again_and_reproduces_the_runs_decis
     by_seeds = json.loads(report.read_text())["runs"][0]["by_seeds"]
     assert [r["seeds"] for r in by_seeds] == [1, 2, 3]
     assert by_seeds[0]["difference"] == pytest.approx(registered["difference"])  # the run's own decision
-    assert by_seeds[0]["exported"] == registered["exported"]
+    # The product with --decision-seeds 3 (resumed: nothing new is trained) takes the script's 3-seed decision.
+    assert cli([*command, "--decision-seeds", "3", "--resume"]) == 0
+    product = json.loads((run / "protocol.json").read_text())["held_out"]
+    assert product["seeds"] == 3 and product["difference"] == pytest.approx(by_seeds[2]["difference"])
+    assert product["exported"] == by_seeds[2]["exported"]

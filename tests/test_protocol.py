@@ -29,6 +29,7 @@ def test_effort_presets_and_overrides():
     standard = plan_for("augment")
     assert (standard.controller, standard.budget, standard.top, standard.rerank_seeds, standard.seeds) == \
         ("tpe", 4, 3, 1, 5)  # the headroom benchmark's protocol
+    assert standard.finalist_seeds == 3 and plan_for("compress").finalist_seeds == 2  # decision_seeds.py
     assert plan_for("augment", "quick", budget=9, top=None).budget == 9
     for job in PLANS:
         budgets = [plan_for(job, e).seeds for e in EFFORTS]
@@ -36,7 +37,7 @@ def test_effort_presets_and_overrides():
     with pytest.raises(ConfigError, match="effort"):
         plan_for("augment", "heroic")
     # The held-out decision's finalists never train on fewer seeds than the re-ranking.
-    assert plan_for("augment", rerank_seeds=2).finalist_seeds == 2
+    assert plan_for("compress", rerank_seeds=4).finalist_seeds == 4
     assert plan_for("augment", rerank_seeds=2, decision_seeds=5).finalist_seeds == 5
     assert plan_for("augment", rerank_seeds=3, decision_seeds=1).finalist_seeds == 3
     with pytest.raises(ConfigError, match="decision seeds"):
