@@ -396,3 +396,18 @@ def test_decision_seeds_trains_the_finalists_again_and_matches_the_products_deci
     product = json.loads((run / "protocol.json").read_text())["held_out"]
     assert product["seeds"] == 3 and product["difference"] == pytest.approx(by_seeds[2]["difference"])
     assert product["exported"] == by_seeds[2]["exported"]
+
+
+def test_free_features_refit_reproduces_the_shipped_fit_and_reports_every_feature_set(tmp_path):
+    script = _script("peak_rule_free_features")
+    out = tmp_path / "free.json"
+    assert script.main(["--out", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert len(results) == len(script.FEATURE_SETS)
+    stored = json.loads((BENCHMARKS / "results" / "schedule_zero_shot" / "train-peak-rule" / "summary.json")
+                        .read_text())["fit"]
+    shipped = results[0]  # the table's own features, fitted as the rule was: the stored cross-validation
+    assert shipped["needs_probe"] and shipped["penalty"] == stored["penalty"]
+    assert shipped["cv_gain_5_folds"] == pytest.approx(next(
+        c["value"] for c in stored["cross_validation"] if c["penalty"] == stored["penalty"]))
+    assert not any(r["needs_probe"] for r in results[1:])
