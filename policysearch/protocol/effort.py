@@ -25,8 +25,9 @@ Evidence (benchmarks/RESULTS.md):
   with 3 seeds per arm the lead is +0.84 [+0.24, +1.46] and the schedule is exported. On the three
   augment runs with 72-100 held-out images the decision stays with the baseline at 3 seeds (right on
   two; on the third no number of seeds up to 8 clears 72 images' noise) (benchmarks/decision_seeds.py,
-  exploratory: those runs were seen; the pre-registered check is benchmarks/preregistered/
-  held_out_decision_seeds.md).
+  exploratory: those runs were seen). The pre-registered check (benchmarks/preregistered/
+  held_out_decision_seeds.md, six new runs) found no decision changed by them: all six kept the
+  baseline, three of them missed gains of 0.28-0.84 points; none exported a loser.
 - compression: the compass search scored by distillation (``local``) is the only searcher that beat
   uniform pruning (+0.10 [+0.07, +0.13] points for its main plan at 50 % FLOPs); it moves from the
   uniform plan only when fresh seeds confirm the move, so it keeps uniform when nothing is better.
