@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=None, help="also write the JSON here")
     args = p.parse_args(argv)
+    started = (time.perf_counter(), time.process_time())
 
+    from policysearch.analysis.report import finish_record
     from policysearch.contrib.peak_rule_search import PENALTIES, ArmFit
     from policysearch.contrib.probe import CV_FOLDS, cross_validate, one_standard_error_choice
 
@@ -82,11 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{', '.join(names):<60} CV {row['cv_gain_5_folds']:+.2f}  leave pair out "
               f"{row['cv_gain_leave_pair_out']:+.2f}", flush=True)
     record = {"benchmark": "peak_rule_free_features", "tasks": len(rows), "results": results}
-    print(json.dumps(record))
-    if args.out:
-        from policysearch.files import write_json
-
-        write_json(args.out, record)
+    finish_record(record, args.out, started, "python benchmarks/peak_rule_free_features.py"
+                  + (f" --out {args.out}" if args.out else ""))
     return 0
 
 
