@@ -59,8 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     started = (time.perf_counter(), time.process_time())
 
     from policysearch.analysis.report import finish_record
-    from policysearch.contrib.peak_rule_search import PENALTIES, ArmFit
-    from policysearch.contrib.probe import CV_FOLDS, cross_validate, one_standard_error_choice
+    from policysearch.contrib.peak_rule_search import cross_validated_fit
 
     rows = [json.loads(line) for line in TABLE.read_text().splitlines() if line.strip()]
     rows.sort(key=lambda r: r["index"])  # as the rule was fitted: the folds follow the tasks' order
@@ -68,15 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for names in FEATURE_SETS:
         features = np.array([[feature(r, n) for n in names] for r in rows])
-
-        def make(f: np.ndarray, g: np.ndarray, penalty: float) -> ArmFit:
-            return ArmFit(f, g, 0, penalty)
-
-        cv = cross_validate(features, gains, [str(i % CV_FOLDS) for i in range(len(rows))], None, PENALTIES, fit=make)
-        by_pair = cross_validate(features, gains, [r["group"] for r in rows], None, PENALTIES, fit=make)
-        penalty = one_standard_error_choice(cv)
-
-        choices = ArmFit(features, gains, 0, penalty).choices(features)
+        fit, penalty, cv, by_pair = cross_validated_fit(features, gains, 0, [r["group"] for r in rows])
+        choices = fit.choices(features)
         results.append({"features": list(names), "needs_probe": "log_lr_sharpness" in names,
                         "penalty": "inf" if math.isinf(penalty) else penalty, "cv_gain_5_folds": _at(cv, penalty),
                         "cv_gain_leave_pair_out": _at(by_pair, penalty),

@@ -90,13 +90,14 @@ def zero_shot_outcome(run: str) -> dict[str, Any]:
 def one_seed_decision(regime: str, job: str, held: dict[str, Any] | None) -> dict[str, Any] | None:
     """What the held-out decision would have been on the re-ranking's seed alone (the default before
     held_out_decision_seeds.md), from the run's ledger: the same two finalists, their first seed's rows."""
+    from policysearch.files import read_jsonl
     from policysearch.protocol.core import RERANK_SEED
     from policysearch.protocol.selection import decide
 
     path = RESULTS / f"{regime}-{job}" / "trainings.jsonl"
     if held is None or not path.exists():
         return None
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records, _ = read_jsonl(path)
     first = {r["arm"]: r for r in records if r["seed"] == RERANK_SEED and r.get("test") is None and "held_out" in r}
     a, b = held["searched"], held["baseline"]
     if a not in first or b not in first:

@@ -52,7 +52,7 @@ from policysearch.sharpness import DEFAULT_IMAGES, DEFAULT_ITERATIONS, START_FEA
 from policysearch.train.recipe import train_run
 from policysearch.train.trainer import TrainConfig, Trainer
 
-__all__ = ["DEFAULT_FACTORS", "PENALTIES", "ArmFit", "learn_peak_rule"]
+__all__ = ["DEFAULT_FACTORS", "PENALTIES", "ArmFit", "cross_validated_fit", "learn_peak_rule"]
 
 DEFAULT_FACTORS: tuple[float, ...] = (1.0, math.sqrt(2.0), 2.0)
 # Ridge penalties, times the number of rows, on standardised features; inf: a constant factor.
@@ -168,22 +168,28 @@ def _jobs(sampler: Any, n_tasks: int, seed: int, settings: dict[str, Any]) -> li
     return jobs
 
 
+def cross_validated_fit(features: np.ndarray, gains: np.ndarray, reference: int,
+                        groups: list[str]) -> tuple[ArmFit, float, list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rule's fit on a table: both cross-validations (5 folds over the rows in their order, and leaving
+    one of `groups` out), the penalty chosen on the folds, and the fit at that penalty on every row."""
+
+    def make(f: np.ndarray, g: np.ndarray, penalty: float) -> ArmFit:
+        return ArmFit(f, g, reference, penalty)
+
+    folds = [str(i % CV_FOLDS) for i in range(len(features))]
+    cv = cross_validate(features, gains, folds, None, PENALTIES, fit=make)
+    cv_groups = cross_validate(features, gains, groups, None, PENALTIES, fit=make)
+    penalty = one_standard_error_choice(cv)
+    return ArmFit(features, gains, reference, penalty), penalty, cv, cv_groups
+
+
 def fit_rule(rows: list[dict[str, Any]], factors: list[float], base: str, images: int, iterations: int,
              provenance: dict[str, Any] | None = None) -> tuple[PeakRule, dict[str, Any]]:
     """Fit the rule to the table's rows; return it and the fit's report (both cross-validations,
     the chosen penalty, in-sample value, each row's choice)."""
     features = np.array([[r["features"][f] for f in START_FEATURES] for r in rows])
     gains = np.array([r["gains"] for r in rows])
-    reference = factors.index(1.0)
-
-    def make(f: np.ndarray, g: np.ndarray, penalty: float) -> ArmFit:
-        return ArmFit(f, g, reference, penalty)
-
-    folds = [str(i % CV_FOLDS) for i in range(len(rows))]
-    cv = cross_validate(features, gains, folds, None, PENALTIES, fit=make)
-    cv_pairs = cross_validate(features, gains, [r["group"] for r in rows], None, PENALTIES, fit=make)
-    penalty = one_standard_error_choice(cv)
-    fit = ArmFit(features, gains, reference, penalty)
+    fit, penalty, cv, cv_pairs = cross_validated_fit(features, gains, factors.index(1.0), [r["group"] for r in rows])
     rule = PeakRule(base, factors, list(START_FEATURES), fit.mean, fit.std, fit.weights, fit.biases,
                     features.min(axis=0), features.max(axis=0), images, iterations, provenance)
     choices = fit.choices(features)
