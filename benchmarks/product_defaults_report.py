@@ -35,6 +35,8 @@ DECISION_SEEDS_RUNS = tuple((r, j) for r in ("D1", "D2", "D3") for j in ("augmen
 ZERO_SHOT = ("Z1", "Z2", "Z3", "Z4")
 ZERO_SHOT_PROBE = ("P1", "P2", "P3", "P4", "P5", "P6")  # the cheaper probe's check (zero_shot_cheap_probe.md)
 ZERO_SHOT_POWER = ("Q5", "Q7", "Q8", "Q9", "Q10")  # seeds from each task's scatter (zero_shot_power.md)
+# the rule that decides only for the kinds of nets its table gained on (zero_shot_layer_kinds.md)
+ZERO_SHOT_LAYER_KINDS = ("K5", "K11", "K12", "K13", "K14", "K15", "K16")
 TOLERANCE_POINTS = 0.2
 
 
@@ -129,6 +131,7 @@ def main() -> int:
     zero_shot = [zero_shot_outcome(t) for t in ZERO_SHOT]
     zero_shot_probe = [zero_shot_outcome(t) for t in ZERO_SHOT_PROBE]
     zero_shot_power = [zero_shot_outcome(t) for t in ZERO_SHOT_POWER]
+    zero_shot_layer_kinds = [zero_shot_outcome(t) for t in ZERO_SHOT_LAYER_KINDS]
     lines = ["| regime | job | exported | outcome | the arm it turns on: exported − it on test [95 % CI] |",
              "|---|---|---|---|---|"]
     for row in protocols:
@@ -154,7 +157,7 @@ def main() -> int:
         text = f"{named}: {_ci(diffs[named])}" if named else "no test comparison"
         lines.append(f"| {row['regime']} {row['job']} | {row['chosen']} | {said} | {row['outcome']} | "
                      f"{'yes' if row['does_no_harm'] else '**no**'} | {text} |")
-    for runs in (zero_shot, zero_shot_probe, zero_shot_power):
+    for runs in (zero_shot, zero_shot_probe, zero_shot_power, zero_shot_layer_kinds):
         lines += ["", "| run | task | data | model, epochs | seeds | probe images | rule | onecycle | onecycle, equal "
                   "images | rule − better [95 % CI], points | factors | outcome |", "|---" * 12 + "|"]
         for row in runs:
@@ -187,7 +190,10 @@ def main() -> int:
               "zero_shot_probe_run": sum(r["outcome"] != "not run" for r in zero_shot_probe),
               "zero_shot_power": zero_shot_power,
               "zero_shot_power_passes": sum(r["outcome"] == "pass" for r in zero_shot_power),
-              "zero_shot_power_run": sum(r["outcome"] != "not run" for r in zero_shot_power)}
+              "zero_shot_power_run": sum(r["outcome"] != "not run" for r in zero_shot_power),
+              "zero_shot_layer_kinds": zero_shot_layer_kinds,
+              "zero_shot_layer_kinds_passes": sum(r["outcome"] == "pass" for r in zero_shot_layer_kinds),
+              "zero_shot_layer_kinds_run": sum(r["outcome"] != "not run" for r in zero_shot_layer_kinds)}
     text = json.dumps(record)
     print(text)
     if args.out:

@@ -4,8 +4,8 @@
 # under benchmarks/results/product/.
 # - Z1-Z4, R1-R3 (benchmarks/preregistered/product_defaults.md): from an install of commit 9a2eeb6;
 # - H2, H3, H5 (benchmarks/preregistered/held_out_decision.md), P1-P6 (zero_shot_cheap_probe.md), H1
-#   (held_out_schedule.md), Q5, Q7-Q10 (zero_shot_power.md) and D1-D3 (held_out_decision_seeds.md): each from
-#   an install of the commit that added its file.
+#   (held_out_schedule.md), Q5, Q7-Q10 (zero_shot_power.md), D1-D3 (held_out_decision_seeds.md) and K5, K11-K16
+#   (zero_shot_layer_kinds.md): each from an install of the commit that added its file.
 # For example
 #   git worktree add /tmp/frozen 9a2eeb6 && pip install --no-deps --target /tmp/frozen-site /tmp/frozen
 #   (cd /tmp/frozen && PYTHONPATH=/tmp/frozen-site bash benchmarks/run_product_defaults.sh R1)
@@ -82,6 +82,15 @@ for step in "${STEPS[@]}"; do
     H5) protocol H5-augment augment --dataset digits --train-size 1000 --model resnet --epochs 20 ;;
     # The schedule protocol with the held-out decision (benchmarks/preregistered/held_out_schedule.md).
     H1) protocol H1-schedule schedule --dataset fashion-mnist --train-size 2000 --model resnet --epochs 30 ;;
+    # The rule that decides only for the kinds of nets its table gained on (benchmarks/preregistered/
+    # zero_shot_layer_kinds.md): Z5 again on fresh seeds, and six new tasks with seeds from a pilot.
+    K5) zero_shot K5 Z5 20 1200 ;;
+    K11) zero_shot K11 Z11 20 ;;
+    K12) zero_shot K12 Z12 20 ;;
+    K13) zero_shot K13 Z13 64 ;;
+    K14) zero_shot K14 Z14 100 ;;
+    K15) zero_shot K15 Z15 20 ;;
+    K16) zero_shot K16 Z16 100 ;;
     # Three seeds per finalist of the held-out decision (benchmarks/preregistered/held_out_decision_seeds.md).
     D1|D2|D3)
       case $step in
@@ -91,6 +100,6 @@ for step in "${STEPS[@]}"; do
       esac
       protocol "$step-augment" augment "${D[@]}"
       protocol "$step-schedule" schedule "${D[@]}" ;;
-    *) echo "unknown step $step (Z1-Z4, R1-R3, H1-H3, H5, P1-P6, Q5, Q7-Q10, D1-D3)" >&2; exit 2 ;;
+    *) echo "unknown step $step (Z1-Z4, R1-R3, H1-H3, H5, P1-P6, Q5, Q7-Q10, D1-D3, K5, K11-K16)" >&2; exit 2 ;;
   esac
 done

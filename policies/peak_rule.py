@@ -8,7 +8,9 @@ short list of factors of the model's default peak (1 among them), the one whose 
 factor 1 is highest: ``score_k = W_k . clip(z) + b_k`` with ``z`` the standardised features and
 ``score = 0`` for factor 1. The run then follows the base schedule (onecycle by default) at
 ``factor x`` the default peak. Factor 1 is the base schedule itself, bit for bit, so where the rule
-sees nothing worth changing it returns the hand-made schedule.
+sees nothing worth changing it returns the hand-made schedule. A rule that lists the kinds of nets its table
+showed a gain for (``decides_for``, by `policysearch.sharpness.layer_kinds`) keeps factor 1 for any other net
+without measuring anything: the probe's images are spent only where the rule has evidence it may use them.
 
 `policysearch.contrib.peak_rule_search` learns it from a table of outcomes over a task distribution.
 Stored as plain JSON (``kind: "peak_rule"``); `train_run` (hence ``policysearch train --schedule
@@ -29,7 +31,7 @@ from policysearch.policies.artifact import read_json, read_provenance, require, 
 from policysearch.policies.schedule import named_schedule
 from policysearch.policies.schedule_kinds import PEAK_RULE
 from policysearch.policies.zoo import resolve_zoo
-from policysearch.sharpness import START_FEATURES, batch_statistics, start_statistics
+from policysearch.sharpness import START_FEATURES, batch_statistics, layer_kinds, start_statistics
 
 __all__ = ["PeakRule"]
 
@@ -50,7 +52,11 @@ class PeakRule:
         low, high: The range each feature is clipped to before scoring (the table's range).
         images, iterations: The curvature estimate's batch and power-iteration steps.
         guard: Keep factor 1 (the base schedule itself) for a run whose features lie outside the
-            table the rule was fitted on (`low`, `high`): the rule decides only where it has seen data.
+            table the rule was fitted on (`low`, `high`): the rule decides only where it has seen data;
+            and, with `decides_for`, for a net of other layer kinds, before the probe.
+        decides_for: The layer kinds (`policysearch.sharpness.layer_kinds`) of the table's nets for which some
+            factor other than 1 gained on average (`policysearch.contrib.peak_rule_search.fit_rule`). With the
+            guard, a net of other kinds keeps the base schedule and pays for no probe. None: every net.
     """
 
     KIND: ClassVar[str] = "peak_rule"
@@ -59,8 +65,11 @@ class PeakRule:
 
     def __init__(self, base: str, factors: list[float], features: list[str], mean: Any, std: Any, weights: Any,
                  biases: Any, low: Any, high: Any, images: int = 64, iterations: int = 6,
-                 provenance: dict[str, Any] | None = None, guard: bool = True) -> None:
+                 provenance: dict[str, Any] | None = None, guard: bool = True,
+                 decides_for: list[list[str]] | None = None) -> None:
         self.guard = bool(guard)
+        self.decides_for = None if decides_for is None else sorted({tuple(str(k) for k in kinds)
+                                                                    for kinds in decides_for})
 
         self.base = check_choice("peak rule base schedule", base, _BASES)
         self.factors = [float(f) for f in factors]
@@ -117,11 +126,22 @@ class PeakRule:
         best = int(np.argmax(scores))
         return self.factors[best] if scores[best] > scores[one] else 1.0
 
+    def skips_probe(self, model: Any) -> bool:
+        """Whether the rule keeps factor 1 for `model` without measuring it: guarded, and a net of layer kinds
+        its table showed no gain for (or never had)."""
+        return self.guard and self.decides_for is not None and layer_kinds(model) not in self.decides_for
+
     def select(self, model: Any, data: Any, config: Any, total_steps: int) -> tuple[Any, dict[str, Any]]:
         """The schedule for a run of `total_steps` of `model` (initial weights) on `data` with
         `config` (its ``lr`` the default peak, ``seed`` the batch the curvature is measured on), and a
         record of the decision (factor, features, scores, the estimate and its images)."""
 
+        if self.skips_probe(model):  # nothing measured, nothing charged: the base schedule itself
+            kinds = ", ".join(layer_kinds(model))
+            record = {"factor": 1.0, "peak_lr": float(config.lr), "features": {}, "scores": [], "guard": self.guard,
+                      "outside_table": [], "skipped": f"a net of {kinds} layers, which its table showed no gain for",
+                      "sharpness": None, "loss": None, "grad_norm": None, "images": 0, "seconds": 0.0}
+            return named_schedule(self.base, float(config.lr)), record
         stats = start_statistics(model, data, config.seed, self.images, self.iterations)
         values = stats.features(float(config.lr), total_steps, config.optimizer)
         factor = self.choose(values)
@@ -135,6 +155,8 @@ class PeakRule:
         (about ``self.images`` images, normalised as the loop feeds them), the default peak `lr`, the
         run's `total_steps` and optimizer ("sgd" or "adamw"). Train at ``factor * lr``."""
 
+        if self.skips_probe(model):
+            return 1.0
         stats = batch_statistics(model, x, y, 0, self.iterations)
         return self.choose(stats.features(float(lr), int(total_steps), optimizer))
 
@@ -143,7 +165,8 @@ class PeakRule:
         body = {"base": self.base, "factors": self.factors, "features": self.features,
                 "mean": self.mean.tolist(), "std": self.std.tolist(), "weights": self.weights.tolist(),
                 "biases": self.biases.tolist(), "low": self.low.tolist(), "high": self.high.tolist(),
-                "images": self.images, "iterations": self.iterations}
+                "images": self.images, "iterations": self.iterations,
+                "decides_for": None if self.decides_for is None else [list(k) for k in self.decides_for]}
         return wrap(self.KIND, self.FORMAT_VERSION, body, self.provenance)
 
     def save(self, path: str | Path) -> Path:
@@ -158,8 +181,14 @@ class PeakRule:
         base = require(data, "base", str, source)
         images = require(data, "images", int, source)
         iterations = require(data, "iterations", int, source)
+        decides_for = data.get("decides_for")  # absent in rules written before it existed: every net
+        if decides_for is not None and not (isinstance(decides_for, list) and all(
+                isinstance(k, list) and all(isinstance(x, str) for x in k) for k in decides_for)):
+            raise PolicyFormatError(f"{source}: decides_for: expected null or lists of layer kinds, "
+                                    f"got {decides_for!r}")
         try:
-            return cls(base, images=images, iterations=iterations, provenance=read_provenance(data, source), **fields)
+            return cls(base, images=images, iterations=iterations, provenance=read_provenance(data, source),
+                       decides_for=decides_for, **fields)
         except ConfigError as exc:
             raise PolicyFormatError(f"{source}: {exc}") from exc
 

@@ -33,7 +33,7 @@ from policysearch.data.preprocess import normalise
 from policysearch.tasks import get_task
 
 __all__ = ["DEFAULT_IMAGES", "DEFAULT_ITERATIONS", "START_FEATURES", "StartStatistics", "batch_statistics",
-           "start_statistics"]
+           "layer_kinds", "start_statistics"]
 
 # 32 images x 4 power iterations: 288 images' training per run. On the shipped rule's own table it keeps
 # most of 128 x 8's cross-validated gain at a 7.6th of the cost (benchmarks/peak_rule_probe_cost.py).
@@ -71,6 +71,35 @@ class StartStatistics:
     def to_dict(self) -> dict[str, Any]:
         return {"sharpness": self.sharpness, "loss": self.loss, "grad_norm": self.grad_norm,
                 "images": self.images, "seconds": round(self.seconds, 4)}
+
+
+# The kinds of layers a net is made of, as a peak rule tells nets apart (`layer_kinds`): the families whose
+# parameters shape the curvature differently. Anything else that holds parameters counts as "other".
+_LAYER_FAMILIES: tuple[tuple[str, tuple[type, ...]], ...] = (
+    ("batch_norm", (torch.nn.modules.batchnorm._BatchNorm,)),
+    ("layer_norm", (torch.nn.LayerNorm, torch.nn.RMSNorm)),
+    ("group_norm", (torch.nn.GroupNorm, torch.nn.modules.instancenorm._InstanceNorm)),
+    ("attention", (torch.nn.MultiheadAttention,)),
+    ("conv", (torch.nn.modules.conv._ConvNd,)),
+    ("linear", (torch.nn.Linear, torch.nn.Bilinear)),
+    ("embedding", (torch.nn.Embedding, torch.nn.EmbeddingBag)),
+)
+
+
+def layer_kinds(model: torch.nn.Module) -> tuple[str, ...]:
+    """The sorted kinds of the layers that hold `model`'s parameters: "linear", "conv", "batch_norm",
+    "layer_norm", "group_norm", "attention", "embedding", or "other" (e.g. a class token on a custom module).
+
+    A peak rule decides only for nets of the kinds its table had, and where they gained: with batch
+    normalisation, for one, the loss is invariant to the scale of the weights before it and the step's effective
+    size moves with their norm during the run (van Laarhoven 2017; Arora et al., ICLR 2019), so the curvature at
+    the initial weights says less about the peak such a net can take."""
+    kinds = set()
+    for module in model.modules():
+        if next(module.parameters(recurse=False), None) is None:
+            continue
+        kinds.add(next((name for name, types in _LAYER_FAMILIES if isinstance(module, types)), "other"))
+    return tuple(sorted(kinds))
 
 
 def _hvp_power_iteration(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int,

@@ -233,3 +233,78 @@ def test_example_uses_the_shipped_rule_in_a_plain_loop() -> None:
     spec.loader.exec_module(module)
     factor, accuracy = module.main(epochs=1)
     assert factor in PeakRule.load(ZOO_DIR / "peak-rule.json").factors and 0.0 <= accuracy <= 1.0
+
+
+def test_a_net_of_kinds_the_rule_has_no_gain_for_keeps_the_base_schedule_and_pays_for_no_probe(
+        digits, monkeypatch, capsys) -> None:
+    from policysearch.cli import main
+    from policysearch.sharpness import layer_kinds
+
+    assert layer_kinds(nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2))) == (
+        "batch_norm", "conv", "linear")
+    assert layer_kinds(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Dropout(), nn.LayerNorm(4))) == (
+        "layer_norm", "linear")
+    assert layer_kinds(nn.PReLU()) == ("other",) and layer_kinds(nn.ReLU()) == ()
+    config = TrainConfig(model="cnn", batch_size=128, seed=3)  # the built-in cnn: batch_norm, conv, linear
+    base = train_run(digits, config, 1, schedule=named_schedule("onecycle", config.lr), progress=False)
+    rule = _rule([0.0, 5.0])  # without a list of kinds, it doubles the peak everywhere
+    rule.decides_for = [("linear",)]
+    kept = train_run(digits, config, 1, schedule=rule, progress=False)
+    assert kept.selection["factor"] == 1.0 and kept.selection["images"] == 0
+    assert "batch_norm" in kept.selection["skipped"]
+    assert kept.test["accuracy"] == base.test["accuracy"] and kept.val["nll"] == base.val["nll"]
+    assert kept.cost["images"] == base.cost["images"]  # nothing measured, nothing charged
+    rule.guard = False  # unguarded, the rule measures and decides as before
+    measured = train_run(digits, config, 1, schedule=rule, progress=False)
+    assert measured.selection["factor"] == 2.0 and measured.selection["images"] > 0
+    rule.guard = True
+    mlp = train_run(digits, TrainConfig(model="mlp", batch_size=128, seed=3), 1, schedule=rule, progress=False)
+    assert mlp.selection["factor"] == 2.0 and mlp.selection["images"] > 0  # a kind it decides for
+    # a plain loop: a net of another kind is not measured at all
+    monkeypatch.setattr("policysearch.policies.peak_rule.batch_statistics",
+                        lambda *a, **k: pytest.fail("measured a net the rule skips"))
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.LayerNorm(32), nn.ReLU(), nn.Linear(32, 10))
+    assert rule.factor_for(net, digits.x_train[:32].float(), digits.y_train[:32], lr=1e-4, total_steps=10) == 1.0
+    monkeypatch.undo()
+    # the shipped rule skips the built-in cnn, and the CLI says so
+    assert main(["train", "--dataset", "digits", "--model", "cnn", "--epochs", "1", "--schedule", "zoo:peak-rule",
+                 "--no-progress"]) == 0
+    assert "without a probe" in capsys.readouterr().out
+
+
+def test_the_kinds_a_rule_decides_for_are_fitted_from_the_table_and_kept_in_the_file(tmp_path) -> None:
+    rows = [{"group": "a" if i % 2 else "b", "layer_kinds": ["linear"] if i % 2 else ["batch_norm", "conv", "linear"],
+             "gains": [0.0, 1.0 if i % 2 else -1.0],
+             "features": {"log_lr_sharpness": 0.1 * i, "log_steps": 2.0, "adaptive": 0.0}} for i in range(12)]
+    rule, report = fit_rule(rows, [1.0, 2.0], "onecycle", 32, 4)
+    assert rule.decides_for == [("linear",)]
+    assert [(r["layer_kinds"], r["rows"], r["decides"]) for r in report["by_layer_kinds"]] == [
+        (["batch_norm", "conv", "linear"], 6, False), (["linear"], 6, True)]
+    again = PeakRule.load(rule.save(tmp_path / "rule.json"))
+    assert again.decides_for == [("linear",)] and again.to_dict() == rule.to_dict()
+    for row in rows:
+        row["gains"][1] = -abs(row["gains"][1])  # nothing gains: the rule decides for no net
+    assert fit_rule(rows, [1.0, 2.0], "onecycle", 32, 4)[0].decides_for == []
+    good = json.loads((tmp_path / "rule.json").read_text())
+    for bad in ("linear", [["linear", 3]], {"linear": True}):
+        (tmp_path / "bad.json").write_text(json.dumps({**good, "decides_for": bad}))
+        with pytest.raises(PolicyFormatError, match="decides_for"):
+            PeakRule.load(tmp_path / "bad.json")
+    del good["decides_for"]  # a rule written before the list: it decides for every net
+    (tmp_path / "old.json").write_text(json.dumps(good))
+    assert PeakRule.load(tmp_path / "old.json").decides_for is None
+
+
+def test_the_shipped_kinds_are_what_the_shipped_table_gives() -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    folder = root / "benchmarks" / "results" / "schedule_zero_shot" / "train-peak-rule"
+    rows = [json.loads(line) for line in (folder / "table.jsonl").read_text().splitlines()]
+    settings = json.loads((folder / "settings.json").read_text())
+    rule, report = fit_rule(rows, settings["factors"], settings["base"], 32, 4)
+    kinds = {tuple(r["layer_kinds"]): r for r in report["by_layer_kinds"]}
+    assert kinds[("batch_norm", "conv", "linear")]["rows"] == 46  # the cnn on digits and Fashion-MNIST: it lost
+    assert max(kinds[("batch_norm", "conv", "linear")]["mean_gain_per_factor"][1:]) < 0
+    assert rule.decides_for == PeakRule.load(ZOO_DIR / "peak-rule.json").decides_for == [
+        ("attention", "conv", "layer_norm", "linear", "other"), ("linear",)]

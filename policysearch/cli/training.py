@@ -59,9 +59,13 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"rule {r['rule']}); the run trained {r['steps']} steps fewer, so the images add up to the same")
     if result.selection is not None:
         sel = result.selection
-        print(f"peak rule: x{sel['factor']:.3g} the default peak (LR {sel['peak_lr']:.4g}); lr x sharpness "
-              f"{10 ** sel['features']['log_lr_sharpness']:.3g} at the initial weights ({sel['images']:,} images, "
-              f"counted in the cost)")
+        if sel.get("skipped"):
+            print(f"peak rule: x1, the default peak (LR {sel['peak_lr']:.4g}), without a probe: the rule keeps the "
+                  f"base schedule for {sel['skipped']}")
+        else:
+            print(f"peak rule: x{sel['factor']:.3g} the default peak (LR {sel['peak_lr']:.4g}); lr x sharpness "
+                  f"{10 ** sel['features']['log_lr_sharpness']:.3g} at the initial weights ({sel['images']:,} images, "
+                  f"counted in the cost)")
     print(format_table(rows, columns=list(rows[-1])))  # the test row may have the attack columns too
     if args.robustness is not None:
         print(f"fgsm / pgd: test accuracy under attack at eps {args.robustness:g} ([0, 1] pixels; PGD 10 steps)")

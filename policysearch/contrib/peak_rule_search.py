@@ -21,6 +21,12 @@ the rule picks the factor of highest predicted gain (factor 1 at 0). The ridge p
 5-fold cross-validation over tasks with the one-standard-error rule (`policysearch.contrib.probe`), the
 infinite penalty (one constant factor: the table's best) always a candidate; a leave-one-(data set,
 model)-pair-out cross-validation is reported as the estimate for pairs never trained on.
+
+Kinds of nets: a row records the kinds of layers its net is made of (`policysearch.sharpness.layer_kinds`). The
+rule decides only for the kinds whose rows show some factor other than 1 gaining on average
+(``PeakRule.decides_for``); a net of other kinds, unseen or where raising the peak lost (the table's nets with
+batch normalisation), keeps the base schedule without the probe, whose images would buy a decision the table
+says to skip. The weights are fitted on every row either way.
 """
 
 from __future__ import annotations
@@ -45,14 +51,16 @@ from policysearch.files import (
     repair_jsonl,
     write_json,
 )
+from policysearch.models import build_for_data, build_model
 from policysearch.policies.artifact import provenance, read_json
 from policysearch.policies.peak_rule import PeakRule
 from policysearch.policies.schedule import named_schedule
-from policysearch.sharpness import DEFAULT_IMAGES, DEFAULT_ITERATIONS, START_FEATURES, start_statistics
+from policysearch.sharpness import DEFAULT_IMAGES, DEFAULT_ITERATIONS, START_FEATURES, layer_kinds, start_statistics
 from policysearch.train.recipe import train_run
 from policysearch.train.trainer import TrainConfig, Trainer
 
-__all__ = ["DEFAULT_FACTORS", "PENALTIES", "ArmFit", "cross_validated_fit", "learn_peak_rule"]
+__all__ = ["DEFAULT_FACTORS", "PENALTIES", "ArmFit", "cross_validated_fit", "gains_by_kinds", "learn_peak_rule",
+           "row_layer_kinds"]
 
 DEFAULT_FACTORS: tuple[float, ...] = (1.0, math.sqrt(2.0), 2.0)
 # Ridge penalties, times the number of rows, on standardised features; inf: a constant factor.
@@ -151,6 +159,7 @@ def task_row(job: dict[str, Any]) -> dict[str, Any]:
     label = job["label"]
     return {"index": job["index"], "task": label, "group": task_group(label), "spec": job["task"],
             "child_seed": job["child_seed"], "total_steps": total,
+            "layer_kinds": list(layer_kinds(build_for_data(task["model"], data))),
             "features": stats.features(float(config.lr), total, config.optimizer), "start": stats.to_dict(),
             "val_accuracy": accuracy, "diverged": diverged,
             "gains": [round(100.0 * (a - ref), 6) for a in accuracy],
@@ -183,6 +192,34 @@ def cross_validated_fit(features: np.ndarray, gains: np.ndarray, reference: int,
     return ArmFit(features, gains, reference, penalty), penalty, cv, cv_groups
 
 
+def row_layer_kinds(row: dict[str, Any]) -> tuple[str, ...]:
+    """A table row's layer kinds: its record, or for a row written before rows recorded them, its built-in
+    model's, built once (the kinds do not depend on the image size); () for a row with neither."""
+    if "layer_kinds" in row:
+        return tuple(row["layer_kinds"])
+    name = row.get("spec", {}).get("model")
+    if name is None:
+        return ()
+    if name not in _LEGACY_KINDS:
+        _LEGACY_KINDS[name] = layer_kinds(build_model(name, (1, 28, 28), 10))
+    return _LEGACY_KINDS[name]
+
+
+_LEGACY_KINDS: dict[str, tuple[str, ...]] = {}
+
+
+def gains_by_kinds(rows: list[dict[str, Any]], gains: np.ndarray, reference: int) -> dict[tuple[str, ...], dict]:
+    """Per kinds of net in the table: its rows, each factor's mean gain, and whether the rule decides for it
+    (some factor other than the reference gains on average)."""
+    kinds = [row_layer_kinds(r) for r in rows]
+    out = {}
+    for k in sorted(set(kinds)):
+        mean = gains[[x == k for x in kinds]].mean(axis=0)
+        out[k] = {"rows": int(sum(x == k for x in kinds)), "mean_gain_per_factor": [round(float(g), 4) for g in mean],
+                  "decides": bool(any(mean[j] > 0 for j in range(len(mean)) if j != reference))}
+    return out
+
+
 def fit_rule(rows: list[dict[str, Any]], factors: list[float], base: str, images: int, iterations: int,
              provenance: dict[str, Any] | None = None) -> tuple[PeakRule, dict[str, Any]]:
     """Fit the rule to the table's rows; return it and the fit's report (both cross-validations,
@@ -190,8 +227,10 @@ def fit_rule(rows: list[dict[str, Any]], factors: list[float], base: str, images
     features = np.array([[r["features"][f] for f in START_FEATURES] for r in rows])
     gains = np.array([r["gains"] for r in rows])
     fit, penalty, cv, cv_pairs = cross_validated_fit(features, gains, factors.index(1.0), [r["group"] for r in rows])
+    by_kinds = gains_by_kinds(rows, gains, factors.index(1.0))
     rule = PeakRule(base, factors, list(START_FEATURES), fit.mean, fit.std, fit.weights, fit.biases,
-                    features.min(axis=0), features.max(axis=0), images, iterations, provenance)
+                    features.min(axis=0), features.max(axis=0), images, iterations, provenance,
+                    decides_for=[list(k) for k, v in by_kinds.items() if v["decides"]])
     choices = fit.choices(features)
 
     def jsonable(c: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -207,6 +246,7 @@ def fit_rule(rows: list[dict[str, Any]], factors: list[float], base: str, images
         "choices_by_pair": {g: [int(np.sum((choices == j) & np.array([r["group"] == g for r in rows])))
                                 for j in range(len(factors))] for g in groups},
         "cross_validation": jsonable(cv), "cross_validation_by_pair": jsonable(cv_pairs),
+        "by_layer_kinds": [{"layer_kinds": list(k), **v} for k, v in by_kinds.items()],
     }
     for row, choice in zip(rows, choices):
         row["choice"] = factors[int(choice)]
