@@ -7,7 +7,9 @@ the searched artefact was better on test: its interval was too wide to clear zer
 finished run from a copy of its folder, with the code that made it, and trains the two finalists on further
 fresh seeds (the seeds `--decision-seeds` would use: the re-ranking's, then the next ones), then reports the
 decision each number of seeds 1..K would have taken, beside the run's own test comparison (learned − the
-kept baseline, 5 paired seeds). The run itself is left as it was: its choice and files are not changed.
+kept baseline, 5 paired seeds), at the 95 % bar the runs were made with (`exported`) and at the product's
+bar now (`exported_at_bar`: more than `policysearch.protocol.effort.BAR` of the bootstrap resamples with the
+searched finalist ahead; `share_ahead`). The run itself is left as it was: its choice and files are not changed.
 
 Two steps, because the runs were made by older installs: `collect` resumes the run with the code that made
 it and writes the finalists' held-out rows per seed; `report` takes the decisions with this checkout's
@@ -76,6 +78,7 @@ def collect(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
+    from policysearch.protocol.effort import BAR
     from policysearch.protocol.selection import decide
 
     out = []
@@ -86,7 +89,9 @@ def report(args: argparse.Namespace) -> int:
         by_seeds = []
         for k in range(1, len(run["seeds"]) + 1):
             d = decide(run["task"], a, b, rows[a][:k], rows[b][:k], run["images"], run["seed"])
-            by_seeds.append({"seeds": k, "difference": d["difference"], "exported": d["exported"]})
+            at_bar = decide(run["task"], a, b, rows[a][:k], rows[b][:k], run["images"], run["seed"], BAR)
+            by_seeds.append({"seeds": k, "difference": d["difference"], "exported": d["exported"],
+                             "share_ahead": d["share_ahead"], "bar": BAR, "exported_at_bar": at_bar["exported"]})
         comparison = run.get("comparison") or {}
         kept = run["exported_by_the_run"]
         other = "learned" if kept == b else b  # the searched finalist is "learned" in the comparison
@@ -99,7 +104,9 @@ def report(args: argparse.Namespace) -> int:
         for row in by_seeds:
             d = row["difference"]
             text = f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]" if d else "no difference (diverged)"
-            print(f"  {row['seeds']} seed(s) per arm: {text} -> exports {row['exported']}", file=sys.stderr)
+            share = f", ahead in {100 * row['share_ahead']:.0f} %" if row["share_ahead"] is not None else ""
+            print(f"  {row['seeds']} seed(s) per arm: {text}{share} -> exports {row['exported']} at 95 %, "
+                  f"{row['exported_at_bar']} at {BAR:g}", file=sys.stderr)
     record = {"benchmark": "decision_seeds_report", "runs": out}
     print(json.dumps(record))
     if args.out:

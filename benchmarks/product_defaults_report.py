@@ -32,6 +32,8 @@ JOBS = ("augment", "schedule", "compress")
 HELD_OUT_RUNS = (("H2", "augment"), ("H2", "compress"), ("H3", "augment"), ("H3", "compress"), ("H5", "augment"),
                  ("H1", "schedule"))  # H1: held_out_schedule.md
 DECISION_SEEDS_RUNS = tuple((r, j) for r in ("D1", "D2", "D3") for j in ("augment", "schedule"))
+# the held-out decision's 0.8 bar (held_out_decision_bar.md)
+BAR_RUNS = tuple((r, j) for r in ("E1", "E2", "E3") for j in ("augment", "schedule"))
 ZERO_SHOT = ("Z1", "Z2", "Z3", "Z4")
 ZERO_SHOT_PROBE = ("P1", "P2", "P3", "P4", "P5", "P6")  # the cheaper probe's check (zero_shot_cheap_probe.md)
 ZERO_SHOT_POWER = ("Q5", "Q7", "Q8", "Q9", "Q10")  # seeds from each task's scatter (zero_shot_power.md)
@@ -89,9 +91,11 @@ def zero_shot_outcome(run: str) -> dict[str, Any]:
             "outcome": "pass" if d["low"] > -TOLERANCE_POINTS else "fail"}
 
 
-def one_seed_decision(regime: str, job: str, held: dict[str, Any] | None) -> dict[str, Any] | None:
-    """What the held-out decision would have been on the re-ranking's seed alone (the default before
-    held_out_decision_seeds.md), from the run's ledger: the same two finalists, their first seed's rows."""
+def ledger_decision(regime: str, job: str, held: dict[str, Any] | None, seeds: int | None = None,
+                    confidence: float | None = None) -> dict[str, Any] | None:
+    """The held-out decision retaken from a run's ledger: the same two finalists on their first `seeds` seeds
+    (None: every seed the run trained them on; 1: the re-ranking's seed alone, the default before
+    held_out_decision_seeds.md), at the bar `confidence` (`policysearch.protocol.selection.decide`)."""
     from policysearch.files import read_jsonl
     from policysearch.protocol.core import RERANK_SEED
     from policysearch.protocol.selection import decide
@@ -100,12 +104,18 @@ def one_seed_decision(regime: str, job: str, held: dict[str, Any] | None) -> dic
     if held is None or not path.exists():
         return None
     records, _ = read_jsonl(path)
-    first = {r["arm"]: r for r in records if r["seed"] == RERANK_SEED and r.get("test") is None and "held_out" in r}
     a, b = held["searched"], held["baseline"]
-    if a not in first or b not in first:
+    rows: dict[str, dict[int, Any]] = {a: {}, b: {}}
+    for r in records:
+        if r["arm"] in rows and r.get("test") is None and "held_out" in r and r["seed"] >= RERANK_SEED:
+            rows[r["arm"]][r["seed"]] = r["held_out"]
+    count = seeds or held.get("seeds", 1)
+    every = [RERANK_SEED + i for i in range(count)]
+    if any(s not in rows[arm] for arm in (a, b) for s in every):
         return None
     # The registered regimes are all classification (accuracy); seed 0 is the runs' --seed.
-    return decide("classification", a, b, [first[a]["held_out"]], [first[b]["held_out"]], held["images"], 0)
+    return decide("classification", a, b, [rows[a][s] for s in every], [rows[b][s] for s in every], held["images"],
+                  0, confidence)
 
 
 def deciding_arm(row: dict[str, Any]) -> str | None:
@@ -126,8 +136,14 @@ def main() -> int:
     protocols = [protocol_outcome(r, j) for r in REGIMES for j in JOBS]
     held_out = [protocol_outcome(r, j) for r, j in HELD_OUT_RUNS]
     decision_seeds = [protocol_outcome(r, j) for r, j in DECISION_SEEDS_RUNS]
+    bar_runs = [protocol_outcome(r, j) for r, j in BAR_RUNS]
     for row in decision_seeds:
-        row["one_seed_decision"] = one_seed_decision(row["regime"], row["job"], row.get("held_out"))
+        row["one_seed_decision"] = ledger_decision(row["regime"], row["job"], row.get("held_out"), seeds=1)
+    from policysearch.protocol.effort import BAR
+
+    for row in [*held_out, *decision_seeds, *bar_runs]:  # the decision at either bar, from the same ledger
+        row["at_bar"] = ledger_decision(row["regime"], row["job"], row.get("held_out"), confidence=BAR)
+        row["at_95"] = ledger_decision(row["regime"], row["job"], row.get("held_out"))
     zero_shot = [zero_shot_outcome(t) for t in ZERO_SHOT]
     zero_shot_probe = [zero_shot_outcome(t) for t in ZERO_SHOT_PROBE]
     zero_shot_power = [zero_shot_outcome(t) for t in ZERO_SHOT_POWER]
@@ -144,7 +160,7 @@ def main() -> int:
         lines.append(f"| {row['regime']} | {row['job']} | {row['chosen']} | {row['outcome']} | {text} |")
     lines += ["", "| run | exported | held-out images: best searched − best baseline [95 % CI] | outcome | does no "
               "harm | the arm it turns on: exported − it on test [95 % CI] |", "|---|---|---|---|---|---|"]
-    for row in [*held_out, *decision_seeds]:
+    for row in [*held_out, *decision_seeds, *bar_runs]:
         if row["outcome"] == "not run":
             lines.append(f"| {row['regime']} {row['job']} | | | not run | | |")
             continue
@@ -179,9 +195,17 @@ def main() -> int:
                      + (f"{_ci(now['difference'])} over {now['images']}" if now.get("difference") else "—")
                      + f" | {row['chosen']} | " + (_ci(one["difference"]) if one.get("difference") else "—")
                      + f" | {one.get('exported', '—')} |")
+    lines += ["", f"| run | seeds per arm | held-out difference | share of resamples ahead | exported | at 95 % | "
+              f"at the {BAR:g} bar |", "|---|---|---|---|---|---|---|"]
+    for row in [*held_out, *decision_seeds, *bar_runs]:
+        bar, ci = row.get("at_bar"), row.get("at_95")
+        if row["outcome"] == "not run" or not bar or bar.get("difference") is None:
+            continue
+        lines.append(f"| {row['regime']} {row['job']} | {row['held_out'].get('seeds', 1)} | {_ci(bar['difference'])} | "
+                     f"{bar['share_ahead']:.2f} | {row['chosen']} | {ci['exported']} | {bar['exported']} |")
     print("\n".join(lines), file=sys.stderr)
     record = {"benchmark": "product_defaults_report", "protocols": protocols, "held_out_runs": held_out,
-              "decision_seeds_runs": decision_seeds,
+              "decision_seeds_runs": decision_seeds, "bar_runs": bar_runs,
               "zero_shot": zero_shot,
               "zero_shot_passes": sum(r["outcome"] == "pass" for r in zero_shot),
               "zero_shot_run": sum(r["outcome"] != "not run" for r in zero_shot),

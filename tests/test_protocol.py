@@ -42,6 +42,13 @@ def test_effort_presets_and_overrides():
     assert plan_for("augment", rerank_seeds=3, decision_seeds=1).finalist_seeds == 3
     with pytest.raises(ConfigError, match="decision seeds"):
         plan_for("augment", decision_seeds=0)
+    # The held-out decision's bar: 80 % of the resamples for augment and schedule, the 95 % CI for compress.
+    assert {plan_for(job, e).decision_confidence for job in ("augment", "schedule") for e in EFFORTS} == {0.8}
+    assert plan_for("compress").decision_confidence is None
+    assert plan_for("schedule", decision_confidence=0.975).decision_confidence == 0.975
+    for bad in (0.4, 1.0):
+        with pytest.raises(ConfigError, match="decision confidence"):
+            plan_for("augment", decision_confidence=bad)
 
 
 def test_find_augmentation_exports_the_choice_with_its_verdict_and_resumes(small, tmp_path, monkeypatch):

@@ -188,3 +188,28 @@ def test_compression_keeps_uniform_unless_the_held_out_images_confirm_the_search
     assert "held-out validation images was +0.00" in line and line.startswith("keep uniform pruning")
     _, _, decision = _held_out_choice([[right, None], [worse, worse]], held, "accuracy", 0)
     assert decision["exported"] == "uniform" and decision["reason"] == "a distillation diverged"
+
+
+def test_the_bar_exports_a_likely_lead_that_the_95_percent_interval_would_keep_out(digits):
+    from policysearch.protocol.selection import decide
+
+    base = [[1.0]] * 30 + [[0.0]] * 20
+    ahead = [[1.0]] * 33 + [[0.0]] * 17  # five images gained, two lost (below): three more right
+    ahead[0], ahead[40] = [0.0], [1.0]
+    ahead[1], ahead[41] = [0.0], [1.0]
+    ci = decide("classification", "learned", "none", [ahead], [base], 50, confidence=None)
+    share = ci["share_ahead"]
+    assert ci["difference"]["low"] <= 0 < ci["difference"]["mean"] and ci["exported"] == "none"
+    assert 0.8 < share < 0.975 and ci["bar"] == "above zero at 95 %"
+    likely = decide("classification", "learned", "none", [ahead], [base], 50, confidence=0.8)
+    assert likely["exported"] == "learned" and likely["share_ahead"] == share  # the same bootstrap, a lower bar
+    assert decide("classification", "learned", "none", [ahead], [base], 50, confidence=0.99)["exported"] == "none"
+    assert decide("classification", "learned", "none", [base], [base], 50, confidence=0.5)["exported"] == "none"
+    # the verdict names the bar it was held to
+    searched, held = hold_out(digits, 0.5, 0)
+    arms = [Arm("learned #1", None, None, True, "a"), Arm("none", None, None, False, "n")]
+    ledger = _Ledger(searched, held, {"learned #1": 0.9, "none": 0.8}, {"learned #1": base, "none": ahead})
+    chosen, rows, decision = choose_on_validation(ledger, arms, 1, 0, "accuracy", confidence=0.8)
+    assert chosen.label == "none" and decision["share_ahead"] < 0.2
+    line = verdict_line(chosen, None, rows, decision)["line"]
+    assert "not ahead in more than 80 % of the resamples" in line and "% of the resamples, not" in line

@@ -386,24 +386,30 @@ def add_protocol_args(p: argparse.ArgumentParser, baselines: str | None, evidenc
     g.add_argument("--decision-seeds", type=positive_int, default=None, metavar="N",
                    help="seeds the best searched candidate and the best baseline each train with for the held-out "
                         "decision, the re-ranking's included (default: the --effort's)")
+    g.add_argument("--decision-confidence", type=number_in(0.5, 1.0, high_open=True), default=None, metavar="P",
+                   help="the held-out decision exports the searched candidate when more than this share of the "
+                        "bootstrap resamples over the held-out images put it ahead of the best baseline; 0.975 is "
+                        "about the 95 %% CI's low end above zero (default: 0.8, from the registered runs: "
+                        "docs, reference/controllers)")
     g.add_argument("--baselines", default=baselines, type=name_list, metavar="LIST",
                    help="the hand-made arms the search must beat on validation to be exported, and that the "
                         "final comparison reports (default: " + (baselines or "none,cropflip,erasing,trivial; for "
                         "segmentation and restoration data none,cropflip,cropflip-jitter,trivial") + ")")
-    add_held_out_arg(g, "the best searched candidate and the best baseline")
+    add_held_out_arg(g, "the best searched candidate and the best baseline",
+                     "above zero often enough (--decision-confidence)")
     g.add_argument("--no-compare", action="store_true",
                    help="skip the final comparison on the test split (the choice on validation is still made)")
     g.add_argument("--search-only", action="store_true",
                    help="only the search: export its best episode without re-ranking or baselines")
 
 
-def add_held_out_arg(g: Any, between: str) -> None:
+def add_held_out_arg(g: Any, between: str, bar: str = "above zero at 95 %%") -> None:
     """--held-out: the validation images the search never scores, which decide the export
     (`policysearch.protocol.selection`)."""
     g.add_argument("--held-out", type=number_in(0.0, 1.0, high_open=True), default=0.5, metavar="FRACTION",
                    help=f"share of the validation images the search never scores: they decide between {between}, "
-                        "and the searched one is exported only when its lead there is above zero at 95 %% (a "
-                        "bootstrap over the images); 0: choose on the validation mean alone (default: %(default)s)")
+                        f"and the searched one is exported only when its lead there is {bar} (a bootstrap over "
+                        "the images); 0: choose on the validation mean alone (default: %(default)s)")
 
 
 def add_augment_space_args(p: argparse.ArgumentParser) -> None:

@@ -148,7 +148,7 @@ def _search_only(args: argparse.Namespace, job: str) -> bool:
 def _protocol_kwargs(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     return dict(effort=args.effort, controller=args.controller, budget=args.budget, top=args.top,
                 rerank_seeds=args.rerank_seeds, seeds=args.seeds, decision_seeds=args.decision_seeds,
-                compare=not args.no_compare, held_out=args.held_out,
+                decision_confidence=args.decision_confidence, compare=not args.no_compare, held_out=args.held_out,
                 out=out,
                 resume=args.resume, overwrite=args.overwrite, workers=args.workers, seed=args.seed,
                 budget_seconds=args.budget_time, progress=show_progress(args), say=print)

@@ -48,13 +48,15 @@ class Arm:
 
 
 def choose_on_validation(ledger: Ledger, arms: Sequence[Arm], seeds: int, seed: int, metric: str,
-                         finalist_seeds: int | None = None) -> tuple[Arm, list[dict[str, Any]], dict[str, Any] | None]:
+                         finalist_seeds: int | None = None, confidence: float | None = None,
+                         ) -> tuple[Arm, list[dict[str, Any]], dict[str, Any] | None]:
     """Train every arm with the same `seeds` fresh seeds (paired), score `metric` on validation, and choose.
 
     Without held-out images (``ledger.held`` None) the best mean is chosen; a tie goes to a baseline
     (hand-made), then to the earlier arm. With them (`policysearch.protocol.selection`), the validation
     scores pick the best searched candidate and the best baseline, and the held-out images decide between
-    the two: the searched one only when the paired bootstrap over those images puts its lead above zero.
+    the two: the searched one only when the paired bootstrap over those images puts its lead above zero often
+    enough (`confidence`: `policysearch.protocol.selection.decide`).
     With `finalist_seeds` above `seeds`, those two are first trained on further fresh seeds (the same for
     both), and the decision averages each held-out image over all of an arm's seeds: fewer trainings than
     re-ranking every arm on as many seeds, and a decision less at the mercy of one seed's luck.
@@ -88,7 +90,7 @@ def choose_on_validation(ledger: Ledger, arms: Sequence[Arm], seeds: int, seed: 
                                    for k in finalists for s in extra], "held-out decision")
                 for j, k in enumerate(finalists):
                     runs_of[arms[k].label] = [*runs_of[arms[k].label], *more[j * len(extra):(j + 1) * len(extra)]]
-            best, decision = _held_out_decision(ledger, arms, rows, runs_of, *finalists, seed)
+            best, decision = _held_out_decision(ledger, arms, rows, runs_of, *finalists, seed, confidence)
     for k, row in enumerate(rows):
         row["chosen"] = k == best
     return arms[best], rows, decision
@@ -96,14 +98,14 @@ def choose_on_validation(ledger: Ledger, arms: Sequence[Arm], seeds: int, seed: 
 
 def _held_out_decision(ledger: Ledger, arms: Sequence[Arm], rows: list[dict[str, Any]],
                        runs_of: dict[str, list[dict[str, Any]]], searched: int, hand_made: int,
-                       seed: int) -> tuple[int, dict[str, Any]]:
+                       seed: int, confidence: float | None) -> tuple[int, dict[str, Any]]:
     """The best searched arm against the best baseline on the held-out images: (the chosen index, the record)."""
     a, b = arms[searched].label, arms[hand_made].label
 
     def held(label: str) -> list[Any]:
         return [None if r["diverged"] else r.get("held_out") for r in runs_of[label]]
 
-    decision = decide(ledger.data.task, a, b, held(a), held(b), len(ledger.held.y_val), seed)
+    decision = decide(ledger.data.task, a, b, held(a), held(b), len(ledger.held.y_val), seed, confidence)
     decision["seeds"] = len(runs_of[a])  # per arm, averaged image by image
     for k in (searched, hand_made):
         rows[k]["held_out_score"] = (decision["scores"] or {}).get(arms[k].label)
@@ -179,9 +181,12 @@ def verdict_line(chosen: Arm, comparison: dict[str, Any] | None, rows: Sequence[
     best_searched = max((r for r in rows if r["searched"]), key=lambda r: r["val_mean"], default=None)
     if not chosen.searched and decision is not None:
         d = decision["difference"]
+        bar = decision.get("bar", "above zero at 95 %")  # decisions saved before the bar was recorded: the 95 % one
+        ahead = (f", ahead in {100 * decision['share_ahead']:.0f} % of the resamples"
+                 if decision.get("share_ahead") is not None and "resamples" in bar else "")
         why = (f"its lead over {chosen.label} on the {decision['images']} held-out validation images was "
-               f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] {decision['unit']} of {decision['metric']}, "
-               "not above zero at 95 %" if d is not None else decision.get("reason", ""))
+               f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] {decision['unit']} of {decision['metric']}"
+               f"{ahead}, not {bar}" if d is not None else decision.get("reason", ""))
         return {"exported": chosen.label, "searched_won": False,
                 "line": f"keep {chosen.label}: the search's best candidate did not beat it ({why})"}
     if not chosen.searched:

@@ -33,7 +33,7 @@ from policysearch.protocol.core import (
     verdict_line,
 )
 from policysearch.protocol.effort import plan_for
-from policysearch.protocol.selection import HELD_OUT, HELD_OUT_SEED, hold_out
+from policysearch.protocol.selection import HELD_OUT, HELD_OUT_SEED, bar_text, hold_out
 from policysearch.protocol.trainings import Ledger
 from policysearch.search.driver import run_search
 from policysearch.search.vecenv import Budget
@@ -52,6 +52,7 @@ SCHEDULE_BASELINES = ("onecycle", "cosine", "linear")
 def find_augmentation(data: DeviceData, model: Any = None, *, epochs: float = 20, effort: str = "standard",
                       controller: str | None = None, budget: int | None = None, top: int | None = None,
                       rerank_seeds: int | None = None, seeds: int | None = None, decision_seeds: int | None = None,
+                      decision_confidence: float | None = None,
                       baselines: Sequence[str] | None = None, compare: bool = True, schedule: str = "cosine",
                       segments: int = 4, space: str = "full", reward_metric: str | None = None,
                       config: TrainConfig | None = None, out: str | Path | None = None, resume: bool = False,
@@ -66,8 +67,8 @@ def find_augmentation(data: DeviceData, model: Any = None, *, epochs: float = 20
         model: any form `policysearch.models.resolve_model` takes (None: `config`'s, else "cnn").
         epochs: the target training length: every child, candidate and baseline trains this long.
         effort: "quick", "standard" or "thorough" (`policysearch.protocol.effort.PLANS`).
-        controller, budget, top, rerank_seeds, seeds, decision_seeds: override the effort's plan
-            (`policysearch.protocol.effort.Plan`).
+        controller, budget, top, rerank_seeds, seeds, decision_seeds, decision_confidence: override the effort's
+            plan (`policysearch.protocol.effort.Plan`).
         baselines: hand-made policies (names or files) compared and possibly exported (None: the data's task's,
             `policysearch.tasks.Task.augment_baselines`: none, cropflip, erasing, trivial for classification;
             none, cropflip, cropflip-jitter, trivial for segmentation and restoration).
@@ -96,7 +97,8 @@ def find_augmentation(data: DeviceData, model: Any = None, *, epochs: float = 20
     config = _config(config, model)
     lr_schedule = load_schedule(schedule, base_lr=config.lr)
     return _run("augment", data, model, epochs=epochs, effort=effort, controller=controller, budget=budget, top=top,
-                rerank_seeds=rerank_seeds, seeds=seeds, decision_seeds=decision_seeds, compare=compare, config=config,
+                rerank_seeds=rerank_seeds, seeds=seeds, decision_seeds=decision_seeds,
+                decision_confidence=decision_confidence, compare=compare, config=config,
                 out=out, resume=resume,
                 overwrite=overwrite, workers=workers, seed=seed, budget_seconds=budget_seconds, progress=progress,
                 say=say, reward_metric=reward_metric, held_out=held_out,
@@ -109,7 +111,8 @@ def find_augmentation(data: DeviceData, model: Any = None, *, epochs: float = 20
 def find_schedule(data: DeviceData, model: Any = None, *, epochs: float = 20, effort: str = "standard",
                   controller: str | None = None, budget: int | None = None, top: int | None = None,
                   rerank_seeds: int | None = None, seeds: int | None = None, decision_seeds: int | None = None,
-                  baselines: Sequence[str] = SCHEDULE_BASELINES, compare: bool = True, augment: str = "none",
+                  decision_confidence: float | None = None, baselines: Sequence[str] = SCHEDULE_BASELINES,
+                  compare: bool = True, augment: str = "none",
                   segments: int = 1, base: str = "onecycle", scale: float = 4.0, reward_metric: str | None = None,
                   config: TrainConfig | None = None, out: str | Path | None = None, resume: bool = False,
                   overwrite: bool = False, workers: int = 1, seed: int = 0, budget_seconds: float | None = None,
@@ -125,7 +128,8 @@ def find_schedule(data: DeviceData, model: Any = None, *, epochs: float = 20, ef
     config = _config(config, model)
     named = [(label, load_schedule(label, base_lr=config.lr)) for label in baselines]
     return _run("schedule", data, model, epochs=epochs, effort=effort, controller=controller, budget=budget,
-                top=top, rerank_seeds=rerank_seeds, seeds=seeds, decision_seeds=decision_seeds, compare=compare,
+                top=top, rerank_seeds=rerank_seeds, seeds=seeds, decision_seeds=decision_seeds,
+                decision_confidence=decision_confidence, compare=compare,
                 config=config, out=out,
                 resume=resume, overwrite=overwrite, workers=workers, seed=seed, budget_seconds=budget_seconds,
                 progress=progress, say=say, reward_metric=reward_metric, held_out=held_out,
@@ -144,7 +148,7 @@ def _config(config: TrainConfig | None, model: Any) -> TrainConfig:
 
 def _run(job: str, data: DeviceData, model: Any, *, epochs: float, effort: str, controller: str | None,
          budget: int | None, top: int | None, rerank_seeds: int | None, seeds: int | None,
-         decision_seeds: int | None, compare: bool,
+         decision_seeds: int | None, decision_confidence: float | None, compare: bool,
          config: TrainConfig | None, out: str | Path | None, resume: bool, overwrite: bool, workers: int, seed: int,
          budget_seconds: float | None, progress: bool, say: Callable[[str], None] | None, reward_metric: str | None,
          held_out: float, env_kwargs: dict[str, Any], baselines: list[tuple[str, Any, Any, Any]],
@@ -153,7 +157,7 @@ def _run(job: str, data: DeviceData, model: Any, *, epochs: float, effort: str, 
     if not epochs > 0:
         raise ConfigError(f"epochs is {epochs!r}: the target training length, expected a positive number")
     plan = plan_for(job, effort, controller=controller, budget=budget, top=top, rerank_seeds=rerank_seeds,
-                    seeds=seeds, decision_seeds=decision_seeds)
+                    seeds=seeds, decision_seeds=decision_seeds, decision_confidence=decision_confidence)
     task = get_task(data.task)
     reward_metric = task.reward_metric(reward_metric)  # one this task measures, before any work
     config = _config(config, model)
@@ -171,6 +175,7 @@ def _run(job: str, data: DeviceData, model: Any, *, epochs: float, effort: str, 
     say(f"{job}: {plan.controller} searches {plan.budget} children of {epochs:g} epochs, the top {plan.top} and "
         f"{len(baselines)} baselines are re-ranked on {plan.rerank_seeds} fresh seed(s)"
         + (f", the best of each on {plan.finalist_seeds} for the held-out decision" if finalists else "")
+        + (f" (the searched one exported when {bar_text(plan.decision_confidence)})" if held_out and plan.top else "")
         + (f", then {1 + len(baselines)} arms x {plan.seeds} paired seeds on the test split" if compare else "")
         + f": {trainings} trainings, about {_duration(cost['seconds'] / max(1, workers))} here, "
         f"{cost['train_flops'] / 1e12:.3g} training TFLOPs")
@@ -210,12 +215,13 @@ def _run(job: str, data: DeviceData, model: Any, *, epochs: float, effort: str, 
     base_arms = [Arm(label, aug, sched, searched=False, artefact=art) for label, aug, sched, art in baselines]
     ledger = Ledger(folder, data, config, epochs, workers, say, held=held)
     chosen, ranking, decision = choose_on_validation(ledger, [*arms, *base_arms], plan.rerank_seeds, seed,
-                                                     reward_metric, plan.finalist_seeds)
+                                                     reward_metric, plan.finalist_seeds, plan.decision_confidence)
     if decision is not None and decision["difference"] is not None:
         d = decision["difference"]
         say(f"held-out images: {decision['searched']} - {decision['baseline']} = {d['mean']:+.2f} "
             f"[{d['low']:+.2f}, {d['high']:+.2f}] {decision['unit']} of {decision['metric']} over {d['images']} images"
-            f" ({decision['seeds']} seed(s) per arm)")
+            f" ({decision['seeds']} seed(s) per arm; ahead in {100 * decision['share_ahead']:.0f} % of the resamples, "
+            f"the bar: {decision['bar']})")
     say(f"chosen on validation: {chosen.label} ({'searched' if chosen.searched else 'hand-made'})")
     if chosen.searched:  # the comparison and the files call the searched choice "learned"
         chosen = dataclasses.replace(chosen, label="learned")
