@@ -74,10 +74,12 @@ class StartStatistics:
 
 
 # The kinds of layers a net is made of, as a peak rule tells nets apart (`layer_kinds`): the families whose
-# parameters shape the curvature differently. Anything else that holds parameters counts as "other".
+# parameters shape the curvature differently. Anything else that holds parameters counts as "other"; a
+# normalisation counts with or without its affine parameters.
+_NORMS = ("batch_norm", "layer_norm", "group_norm")
 _LAYER_FAMILIES: tuple[tuple[str, tuple[type, ...]], ...] = (
     ("batch_norm", (torch.nn.modules.batchnorm._BatchNorm,)),
-    ("layer_norm", (torch.nn.LayerNorm, torch.nn.RMSNorm)),
+    ("layer_norm", (torch.nn.LayerNorm, *((torch.nn.RMSNorm,) if hasattr(torch.nn, "RMSNorm") else ()))),
     ("group_norm", (torch.nn.GroupNorm, torch.nn.modules.instancenorm._InstanceNorm)),
     ("attention", (torch.nn.MultiheadAttention,)),
     ("conv", (torch.nn.modules.conv._ConvNd,)),
@@ -96,9 +98,9 @@ def layer_kinds(model: torch.nn.Module) -> tuple[str, ...]:
     the initial weights says less about the peak such a net can take."""
     kinds = set()
     for module in model.modules():
-        if next(module.parameters(recurse=False), None) is None:
-            continue
-        kinds.add(next((name for name, types in _LAYER_FAMILIES if isinstance(module, types)), "other"))
+        family = next((name for name, types in _LAYER_FAMILIES if isinstance(module, types)), "other")
+        if family in _NORMS or next(module.parameters(recurse=False), None) is not None:
+            kinds.add(family)
     return tuple(sorted(kinds))
 
 

@@ -245,6 +245,7 @@ def test_a_net_of_kinds_the_rule_has_no_gain_for_keeps_the_base_schedule_and_pay
     assert layer_kinds(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Dropout(), nn.LayerNorm(4))) == (
         "layer_norm", "linear")
     assert layer_kinds(nn.PReLU()) == ("other",) and layer_kinds(nn.ReLU()) == ()
+    assert layer_kinds(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4, affine=False))) == ("batch_norm", "linear")
     config = TrainConfig(model="cnn", batch_size=128, seed=3)  # the built-in cnn: batch_norm, conv, linear
     base = train_run(digits, config, 1, schedule=named_schedule("onecycle", config.lr), progress=False)
     rule = _rule([0.0, 5.0])  # without a list of kinds, it doubles the peak everywhere
