@@ -7,9 +7,11 @@ the searched artefact was better on test: its interval was too wide to clear zer
 finished run from a copy of its folder, with the code that made it, and trains the two finalists on further
 fresh seeds (the seeds `--decision-seeds` would use: the re-ranking's, then the next ones), then reports the
 decision each number of seeds 1..K would have taken, beside the run's own test comparison (learned − the
-kept baseline, 5 paired seeds), at the 95 % bar the runs were made with (`exported`) and at the product's
-bar now (`exported_at_bar`: more than `policysearch.protocol.effort.BAR` of the bootstrap resamples with the
-searched finalist ahead; `share_ahead`). The run itself is left as it was: its choice and files are not changed.
+kept baseline, 5 paired seeds), at the 95 % bar over the images the first runs were made with (`exported`)
+and by the product's rule now (`exported_at_bar`: the searched finalist ahead with a probability above
+`policysearch.protocol.effort.BAR`, counting the seeds' scatter as well as the images'; `share_ahead`, and
+`share_ahead_images` for the images alone). The run itself is left as it was: its choice and files are not
+changed.
 
 Two steps, because the runs were made by older installs: `collect` resumes the run with the code that made
 it and writes the finalists' held-out rows per seed; `report` takes the decisions with this checkout's
@@ -89,9 +91,11 @@ def report(args: argparse.Namespace) -> int:
         by_seeds = []
         for k in range(1, len(run["seeds"]) + 1):
             d = decide(run["task"], a, b, rows[a][:k], rows[b][:k], run["images"], run["seed"])
-            at_bar = decide(run["task"], a, b, rows[a][:k], rows[b][:k], run["images"], run["seed"], BAR)
+            at_bar = decide(run["task"], a, b, rows[a][:k], rows[b][:k], run["images"], run["seed"], BAR,
+                            seed_error=True)
             by_seeds.append({"seeds": k, "difference": d["difference"], "exported": d["exported"],
-                             "share_ahead": d["share_ahead"], "bar": BAR, "exported_at_bar": at_bar["exported"]})
+                             "share_ahead_images": d["share_ahead"], "share_ahead": at_bar["share_ahead"], "bar": BAR,
+                             "exported_at_bar": at_bar["exported"]})
         comparison = run.get("comparison") or {}
         kept = run["exported_by_the_run"]
         other = "learned" if kept == b else b  # the searched finalist is "learned" in the comparison
@@ -104,9 +108,10 @@ def report(args: argparse.Namespace) -> int:
         for row in by_seeds:
             d = row["difference"]
             text = f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]" if d else "no difference (diverged)"
-            share = f", ahead in {100 * row['share_ahead']:.0f} %" if row["share_ahead"] is not None else ""
+            share = (f", ahead in {100 * row['share_ahead_images']:.0f} % of the image resamples, with a probability "
+                     f"of {row['share_ahead']:.2f} counting seeds" if row["share_ahead"] is not None else "")
             print(f"  {row['seeds']} seed(s) per arm: {text}{share} -> exports {row['exported']} at 95 %, "
-                  f"{row['exported_at_bar']} at {BAR:g}", file=sys.stderr)
+                  f"{row['exported_at_bar']} at {BAR:g} counting seeds", file=sys.stderr)
     record = {"benchmark": "decision_seeds_report", "runs": out}
     print(json.dumps(record))
     if args.out:

@@ -5,8 +5,8 @@
 # - Z1-Z4, R1-R3 (benchmarks/preregistered/product_defaults.md): from an install of commit 9a2eeb6;
 # - H2, H3, H5 (benchmarks/preregistered/held_out_decision.md), P1-P6 (zero_shot_cheap_probe.md), H1
 #   (held_out_schedule.md), Q5, Q7-Q10 (zero_shot_power.md), D1-D3 (held_out_decision_seeds.md) and K5, K11-K16
-#   (zero_shot_layer_kinds.md), E1-E3 (held_out_decision_bar.md): each from an install of the commit that added
-#   its file.
+#   (zero_shot_layer_kinds.md), E1-E3 (held_out_decision_bar.md), F1-F3 (held_out_decision_scatter.md): each
+#   from an install of the commit that added its file.
 # For example
 #   git worktree add /tmp/frozen 9a2eeb6 && pip install --no-deps --target /tmp/frozen-site /tmp/frozen
 #   (cd /tmp/frozen && PYTHONPATH=/tmp/frozen-site bash benchmarks/run_product_defaults.sh R1)
@@ -110,6 +110,15 @@ for step in "${STEPS[@]}"; do
       esac
       protocol "$step-augment" augment "${E[@]}"
       protocol "$step-schedule" schedule "${E[@]}" ;;
-    *) echo "unknown step $step (Z1-Z4, R1-R3, H1-H3, H5, P1-P6, Q5, Q7-Q10, D1-D3, K5, K11-K16, E1-E3)" >&2; exit 2 ;;
+    # A held-out decision that counts the seeds' scatter (benchmarks/preregistered/held_out_decision_scatter.md).
+    F1|F2|F3)
+      case $step in
+        F1) F=(--dataset fashion-mnist --train-size 1000 --model benchmarks/user_models.py:lenet --epochs 15) ;;
+        F2) F=(--dataset digits --model benchmarks/user_models.py:mlp_dropout --epochs 40) ;;
+        F3) F=(--dataset fashion-mnist --train-size 1000 --model vit --epochs 8) ;;
+      esac
+      protocol "$step-augment" augment "${F[@]}"
+      protocol "$step-schedule" schedule "${F[@]}" ;;
+    *) echo "unknown step $step (Z1-Z4, R1-R3, H1-H3, H5, P1-P6, Q5, Q7-Q10, D1-D3, K5, K11-K16, E1-E3, F1-F3)" >&2; exit 2 ;;
   esac
 done

@@ -29,7 +29,7 @@ def test_effort_presets_and_overrides():
     standard = plan_for("augment")
     assert (standard.controller, standard.budget, standard.top, standard.rerank_seeds, standard.seeds) == \
         ("tpe", 4, 3, 1, 5)  # the headroom benchmark's protocol
-    assert standard.finalist_seeds == 3 and plan_for("compress").finalist_seeds == 2  # decision_seeds.py
+    assert standard.finalist_seeds == 6 and plan_for("compress").finalist_seeds == 2  # the seeds' scatter
     assert plan_for("augment", "quick", budget=9, top=None).budget == 9
     for job in PLANS:
         budgets = [plan_for(job, e).seeds for e in EFFORTS]

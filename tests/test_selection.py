@@ -141,13 +141,19 @@ def test_the_finalists_train_on_more_seeds_and_the_decision_averages_them(digits
     chosen, _, decision = choose_on_validation(ledger, arms, 1, 0, "accuracy")
     assert chosen.label == "erasing" and decision["seeds"] == 1 and len(ledger.phases) == 1
     ledger.phases.clear()
-    chosen, _, decision = choose_on_validation(ledger, arms, 1, 0, "accuracy", finalist_seeds=4)
+    chosen, _, decision = choose_on_validation(ledger, arms, 1, 0, "accuracy", finalist_seeds=4, confidence=0.8)
     # Only the two finalists train again, on the same three fresh seeds; the re-ranking's seed still counts.
     assert ledger.phases[1] == ("held-out decision", [(label, s) for label in ("learned #1", "erasing")
                                                       for s in seeds[1:]])
     # (38 + 3 x 49) / 4 of 50 images right against erasing's 40: +12.5 points.
     assert decision["seeds"] == 4 and decision["difference"]["mean"] == pytest.approx(12.5)
     assert chosen.label == "learned #1" and decision["difference"]["low"] > 0
+    # The seeds disagree (-4, +18, +18, +18 points): counting their scatter the lead is likely, not sure.
+    assert decision["seed_differences"] == pytest.approx([-4.0, 18.0, 18.0, 18.0])
+    assert 0.8 < decision["share_ahead"] < 0.975 and decision["share_ahead_images"] == 1.0
+    ledger.phases.clear()
+    chosen, _, decision = choose_on_validation(ledger, arms, 1, 0, "accuracy", finalist_seeds=4)
+    assert chosen.label == "erasing"  # at the 95 % bar the scatter keeps it out
     # As many finalist seeds as the re-ranking's: nothing more is trained.
     ledger.phases.clear()
     choose_on_validation(ledger, arms, 2, 0, "accuracy", finalist_seeds=2)
@@ -213,3 +219,29 @@ def test_the_bar_exports_a_likely_lead_that_the_95_percent_interval_would_keep_o
     assert chosen.label == "none" and decision["share_ahead"] < 0.2
     line = verdict_line(chosen, None, rows, decision)["line"]
     assert "not ahead in more than 80 % of the resamples" in line and "% of the resamples, not" in line
+
+
+def test_seeds_that_scatter_widen_the_decision_and_seeds_that_agree_do_not():
+    from policysearch.protocol.selection import decide, seed_and_image_share
+
+    # The registered E3 schedule's per-seed held-out leads (points), at three seeds and at eight.
+    three, eight = [0.40, 0.63, 3.27], [0.40, 0.63, 3.27, -6.10, 0.03, 2.00, 1.57, -2.80]
+    assert 0.8 < seed_and_image_share(three, 0.35)[0] < 0.9
+    assert seed_and_image_share(eight, 0.23)[0] < 0.5
+    share, se = seed_and_image_share([1.0, 1.1, 0.9], 0.2)  # seeds that agree: the images' error dominates
+    assert share > 0.97 and se == pytest.approx(np.sqrt(0.01 / 3 + 0.04))
+    assert seed_and_image_share([0.0, 0.0], 0.0) == (0.0, 0.0)
+    # decide: per-seed rows, the same images; seed 2 reverses seed 1's lead.
+    good = [[1.0]] * 45 + [[0.0]] * 5
+    base = [[1.0]] * 40 + [[0.0]] * 10
+    bad = [[1.0]] * 35 + [[0.0]] * 15
+    agree = decide("classification", "learned", "none", [good, good], [base, base], 50, confidence=0.8,
+                   seed_error=True)
+    assert agree["exported"] == "learned" and agree["seed_differences"] == pytest.approx([10.0, 10.0])
+    scatter = decide("classification", "learned", "none", [good, bad, good], [base, base, base], 50, confidence=0.8,
+                     seed_error=True)
+    images_only = decide("classification", "learned", "none", [good, bad, good], [base, base, base], 50,
+                         confidence=0.8)
+    assert images_only["exported"] == "learned" and images_only["share_ahead"] > 0.8
+    assert scatter["exported"] == "none" and scatter["share_ahead"] < 0.8 < scatter["share_ahead_images"]
+    assert "seeds' scatter" in scatter["bar"]

@@ -105,7 +105,8 @@ def _held_out_decision(ledger: Ledger, arms: Sequence[Arm], rows: list[dict[str,
     def held(label: str) -> list[Any]:
         return [None if r["diverged"] else r.get("held_out") for r in runs_of[label]]
 
-    decision = decide(ledger.data.task, a, b, held(a), held(b), len(ledger.held.y_val), seed, confidence)
+    decision = decide(ledger.data.task, a, b, held(a), held(b), len(ledger.held.y_val), seed, confidence,
+                      seed_error=True)
     decision["seeds"] = len(runs_of[a])  # per arm, averaged image by image
     for k in (searched, hand_made):
         rows[k]["held_out_score"] = (decision["scores"] or {}).get(arms[k].label)
@@ -182,8 +183,12 @@ def verdict_line(chosen: Arm, comparison: dict[str, Any] | None, rows: Sequence[
     if not chosen.searched and decision is not None:
         d = decision["difference"]
         bar = decision.get("bar", "above zero at 95 %")  # decisions saved before the bar was recorded: the 95 % one
-        ahead = (f", ahead in {100 * decision['share_ahead']:.0f} % of the resamples"
-                 if decision.get("share_ahead") is not None and "resamples" in bar else "")
+        ahead = ""
+        if decision.get("seed_differences") is not None:
+            ahead = (f", ahead with a probability of {decision['share_ahead']:.2f} over "
+                     f"{len(decision['seed_differences'])} seeds")
+        elif decision.get("share_ahead") is not None and "resamples" in bar:
+            ahead = f", ahead in {100 * decision['share_ahead']:.0f} % of the resamples"
         why = (f"its lead over {chosen.label} on the {decision['images']} held-out validation images was "
                f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] {decision['unit']} of {decision['metric']}"
                f"{ahead}, not {bar}" if d is not None else decision.get("reason", ""))

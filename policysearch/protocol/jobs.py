@@ -220,8 +220,8 @@ def _run(job: str, data: DeviceData, model: Any, *, epochs: float, effort: str, 
         d = decision["difference"]
         say(f"held-out images: {decision['searched']} - {decision['baseline']} = {d['mean']:+.2f} "
             f"[{d['low']:+.2f}, {d['high']:+.2f}] {decision['unit']} of {decision['metric']} over {d['images']} images"
-            f" ({decision['seeds']} seed(s) per arm; ahead in {100 * decision['share_ahead']:.0f} % of the resamples, "
-            f"the bar: {decision['bar']})")
+            f" ({decision['seeds']} seed(s) per arm; share ahead {decision['share_ahead']:.2f}; the bar: "
+            f"{decision['bar']})")
     say(f"chosen on validation: {chosen.label} ({'searched' if chosen.searched else 'hand-made'})")
     if chosen.searched:  # the comparison and the files call the searched choice "learned"
         chosen = dataclasses.replace(chosen, label="learned")
