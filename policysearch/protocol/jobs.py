@@ -175,7 +175,8 @@ def _run(job: str, data: DeviceData, model: Any, *, epochs: float, effort: str, 
     say(f"{job}: {plan.controller} searches {plan.budget} children of {epochs:g} epochs, the top {plan.top} and "
         f"{len(baselines)} baselines are re-ranked on {plan.rerank_seeds} fresh seed(s)"
         + (f", the best of each on {plan.finalist_seeds} for the held-out decision" if finalists else "")
-        + (f" (the searched one exported when {bar_text(plan.decision_confidence)})" if held_out and plan.top else "")
+        + (f" (the searched one exported when {bar_text(plan.decision_confidence, plan.finalist_seeds >= 2)})"
+           if held_out and plan.top else "")
         + (f", then {1 + len(baselines)} arms x {plan.seeds} paired seeds on the test split" if compare else "")
         + f": {trainings} trainings, about {_duration(cost['seconds'] / max(1, workers))} here, "
         f"{cost['train_flops'] / 1e12:.3g} training TFLOPs")

@@ -118,8 +118,12 @@ def score_rows(task: str, rows: Any) -> float:
     return float(get_task(task).score_from_stats(x.sum(0), len(x)))
 
 
-def bar_text(confidence: float | None) -> str:
-    """The export bar in words: "above zero at 95 %" or "ahead in more than 80 % of the resamples"."""
+def bar_text(confidence: float | None, seed_error: bool = False) -> str:
+    """The export bar in words: "above zero at 95 %", "ahead in more than 80 % of the resamples", or with
+    `seed_error` "ahead with a probability above 0.8, counting the seeds' scatter and the images'"."""
+    if seed_error:
+        return (f"ahead with a probability above {0.975 if confidence is None else confidence:g}, "
+                "counting the seeds' scatter and the images'")
     return "above zero at 95 %" if confidence is None else f"ahead in more than {100 * confidence:g} % of the resamples"
 
 
@@ -179,8 +183,7 @@ def decide(task: str, searched: str, baseline: str, rows_searched: Sequence[Any]
         share, se = seed_and_image_share(diffs, factor * boot["std"])
         decision.update(share_ahead=share, share_ahead_images=boot["p_above_zero"], standard_error=se,
                         seed_differences=[round(float(x), 6) for x in diffs],
-                        bar=f"ahead with a probability above {0.975 if confidence is None else confidence:g}, "
-                            "counting the seeds' scatter and the images'")
+                        bar=bar_text(confidence, seed_error=True))
         met = share > (0.975 if confidence is None else confidence)
     decision["exported"] = searched if met else baseline
     return decision
