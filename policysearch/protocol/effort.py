@@ -43,8 +43,8 @@ Evidence (benchmarks/RESULTS.md):
   and it lost 2.07 points on test; its per-seed differences were +0.40, +0.63, +3.27, and five more seeds
   (-6.10, +0.03, +2.00, +1.57, -2.80) take the lead to zero. Counting the seeds at 6 per arm, the seen runs
   keep that schedule out (0.51) and still export the two schedules that won on test (E2 0.98, H1 0.98)
-  (benchmarks/decision_seeds.py; exploratory). Pre-registered in
-  benchmarks/preregistered/held_out_decision_scatter.md.
+  (benchmarks/decision_seeds.py; exploratory). Pre-registered on three new regimes
+  (benchmarks/preregistered/held_out_decision_scatter.md): 6 of 6 runs did no harm and missed no gain.
 - compression: the compass search scored by distillation (``local``) is the only searcher that beat
   uniform pruning (+0.10 [+0.07, +0.13] points for its main plan at 50 % FLOPs); it moves from the
   uniform plan only when fresh seeds confirm the move, so it keeps uniform when nothing is better.
