@@ -387,10 +387,10 @@ def add_protocol_args(p: argparse.ArgumentParser, baselines: str | None, evidenc
                    help="seeds the best searched candidate and the best baseline each train with for the held-out "
                         "decision, the re-ranking's included (default: the --effort's)")
     g.add_argument("--decision-confidence", type=number_in(0.5, 1.0, high_open=True), default=None, metavar="P",
-                   help="the held-out decision exports the searched candidate when more than this share of the "
-                        "bootstrap resamples over the held-out images put it ahead of the best baseline; 0.975 is "
-                        "about the 95 %% CI's low end above zero (default: 0.8, from the registered runs: "
-                        "docs, reference/controllers)")
+                   help="the held-out decision exports the searched candidate when it is ahead of the best baseline "
+                        "with a probability above this, counting the held-out images' noise (a bootstrap) and the "
+                        "decision seeds' scatter (a Student t); 0.975 is about a 95 %% interval above zero "
+                        "(default: 0.8, from the registered runs: docs, reference/controllers)")
     g.add_argument("--baselines", default=baselines, type=name_list, metavar="LIST",
                    help="the hand-made arms the search must beat on validation to be exported, and that the "
                         "final comparison reports (default: " + (baselines or "none,cropflip,erasing,trivial; for "

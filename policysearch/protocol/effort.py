@@ -74,8 +74,9 @@ class Plan:
         decision_seeds: fresh seeds each of the two finalists (the best searched candidate and the best
             baseline) is trained with for the held-out decision, the re-ranking's included (None: as many as
             the re-ranking's; `policysearch.protocol.selection`).
-        decision_confidence: the held-out decision's bar: the searched finalist is exported when more than this
-            share of the bootstrap resamples put it ahead (None: when the 95 % CI's low end is above zero).
+        decision_confidence: the held-out decision's bar: the searched finalist is exported when it is ahead with a
+            probability above this, counting the held-out images' noise and, with two decision seeds or more,
+            the seeds' scatter (`policysearch.protocol.selection.decide`; None: 0.975).
     """
 
     controller: str
