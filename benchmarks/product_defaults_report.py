@@ -92,24 +92,33 @@ def zero_shot_outcome(run: str) -> dict[str, Any]:
             "outcome": "pass" if d["low"] > -TOLERANCE_POINTS else "fail"}
 
 
-def ledger_decision(regime: str, job: str, held: dict[str, Any] | None, seeds: int | None = None,
-                    confidence: float | None = None) -> dict[str, Any] | None:
-    """The held-out decision retaken from a run's ledger: the same two finalists on their first `seeds` seeds
-    (None: every seed the run trained them on; 1: the re-ranking's seed alone, the default before
-    held_out_decision_seeds.md), at the bar `confidence` (`policysearch.protocol.selection.decide`)."""
+def finalist_rows(regime: str, job: str, held: dict[str, Any] | None) -> dict[str, dict[int, Any]] | None:
+    """The two finalists' held-out rows per seed, read once from a run's ledger (None without a decision)."""
     from policysearch.files import read_jsonl
     from policysearch.protocol.core import RERANK_SEED
-    from policysearch.protocol.selection import decide
 
     path = RESULTS / f"{regime}-{job}" / "trainings.jsonl"
     if held is None or not path.exists():
         return None
     records, _ = read_jsonl(path)
-    a, b = held["searched"], held["baseline"]
-    rows: dict[str, dict[int, Any]] = {a: {}, b: {}}
+    rows: dict[str, dict[int, Any]] = {held["searched"]: {}, held["baseline"]: {}}
     for r in records:
         if r["arm"] in rows and r.get("test") is None and "held_out" in r and r["seed"] >= RERANK_SEED:
             rows[r["arm"]][r["seed"]] = r["held_out"]
+    return rows
+
+
+def ledger_decision(held: dict[str, Any] | None, rows: dict[str, dict[int, Any]] | None, seeds: int | None = None,
+                    confidence: float | None = None) -> dict[str, Any] | None:
+    """The held-out decision retaken from a run's ledger rows (`finalist_rows`): the same two finalists on their
+    first `seeds` seeds (None: every seed the run trained them on; 1: the re-ranking's seed alone, the default
+    before held_out_decision_seeds.md), at the bar `confidence` (`policysearch.protocol.selection.decide`)."""
+    from policysearch.protocol.core import RERANK_SEED
+    from policysearch.protocol.selection import decide
+
+    if held is None or rows is None:
+        return None
+    a, b = held["searched"], held["baseline"]
     count = seeds or held.get("seeds", 1)
     every = [RERANK_SEED + i for i in range(count)]
     if any(s not in rows[arm] for arm in (a, b) for s in every):
@@ -138,13 +147,16 @@ def main() -> int:
     held_out = [protocol_outcome(r, j) for r, j in HELD_OUT_RUNS]
     decision_seeds = [protocol_outcome(r, j) for r, j in DECISION_SEEDS_RUNS]
     bar_runs = [protocol_outcome(r, j) for r, j in BAR_RUNS]
-    for row in decision_seeds:
-        row["one_seed_decision"] = ledger_decision(row["regime"], row["job"], row.get("held_out"), seeds=1)
     from policysearch.protocol.effort import BAR
 
-    for row in [*held_out, *decision_seeds, *bar_runs]:  # the decision at either bar, from the same ledger
-        row["at_bar"] = ledger_decision(row["regime"], row["job"], row.get("held_out"), confidence=BAR)
-        row["at_95"] = ledger_decision(row["regime"], row["job"], row.get("held_out"))
+    d_runs = {id(row) for row in decision_seeds}
+    for row in [*held_out, *decision_seeds, *bar_runs]:  # the decision at either bar, from one read of the ledger
+        held = row.get("held_out")
+        rows = finalist_rows(row["regime"], row["job"], held)
+        if id(row) in d_runs:
+            row["one_seed_decision"] = ledger_decision(held, rows, seeds=1)
+        row["at_bar"] = ledger_decision(held, rows, confidence=BAR)
+        row["at_95"] = ledger_decision(held, rows)
     zero_shot = [zero_shot_outcome(t) for t in ZERO_SHOT]
     zero_shot_probe = [zero_shot_outcome(t) for t in ZERO_SHOT_PROBE]
     zero_shot_power = [zero_shot_outcome(t) for t in ZERO_SHOT_POWER]

@@ -129,17 +129,21 @@ class PeakRule:
     def skips_probe(self, model: Any) -> bool:
         """Whether the rule keeps factor 1 for `model` without measuring it: guarded, and a net of layer kinds
         its table showed no gain for (or never had)."""
-        return self.guard and self.decides_for is not None and layer_kinds(model) not in self.decides_for
+        return self._skips(layer_kinds(model))
+
+    def _skips(self, kinds: tuple[str, ...]) -> bool:
+        return self.guard and self.decides_for is not None and kinds not in self.decides_for
 
     def select(self, model: Any, data: Any, config: Any, total_steps: int) -> tuple[Any, dict[str, Any]]:
         """The schedule for a run of `total_steps` of `model` (initial weights) on `data` with
         `config` (its ``lr`` the default peak, ``seed`` the batch the curvature is measured on), and a
         record of the decision (factor, features, scores, the estimate and its images)."""
 
-        if self.skips_probe(model):  # nothing measured, nothing charged: the base schedule itself
-            kinds = ", ".join(layer_kinds(model))
+        kinds = layer_kinds(model)
+        if self._skips(kinds):  # nothing measured, nothing charged: the base schedule itself
             record = {"factor": 1.0, "peak_lr": float(config.lr), "features": {}, "scores": [], "guard": self.guard,
-                      "outside_table": [], "skipped": f"a net of {kinds} layers, which its table showed no gain for",
+                      "outside_table": [], "skipped": f"a net of {', '.join(kinds)} layers, which its table showed "
+                                                      "no gain for",
                       "sharpness": None, "loss": None, "grad_norm": None, "images": 0, "seconds": 0.0}
             return named_schedule(self.base, float(config.lr)), record
         stats = start_statistics(model, data, config.seed, self.images, self.iterations)

@@ -44,6 +44,8 @@ __all__ = ["HELD_OUT", "HELD_OUT_SEED", "bar_text", "decide", "hold_out", "image
            "seed_and_image_share"]
 
 HELD_OUT = 0.5  # of the validation split, by default
+# Counting the seeds, the bar None (the 95 % interval's) is a probability above this: its one-sided equivalent.
+CI_CONFIDENCE = 0.975
 HELD_OUT_SEED = 30_000  # the split's seed is the protocol's seed plus this: apart from every training's
 
 
@@ -122,7 +124,7 @@ def bar_text(confidence: float | None, seed_error: bool = False) -> str:
     """The export bar in words: "above zero at 95 %", "ahead in more than 80 % of the resamples", or with
     `seed_error` "ahead with a probability above 0.8, counting the seeds' scatter and the images'"."""
     if seed_error:
-        return (f"ahead with a probability above {0.975 if confidence is None else confidence:g}, "
+        return (f"ahead with a probability above {CI_CONFIDENCE if confidence is None else confidence:g}, "
                 "counting the seeds' scatter and the images'")
     return "above zero at 95 %" if confidence is None else f"ahead in more than {100 * confidence:g} % of the resamples"
 
@@ -184,6 +186,6 @@ def decide(task: str, searched: str, baseline: str, rows_searched: Sequence[Any]
         decision.update(share_ahead=share, share_ahead_images=boot["p_above_zero"], standard_error=se,
                         seed_differences=[round(float(x), 6) for x in diffs],
                         bar=bar_text(confidence, seed_error=True))
-        met = share > (0.975 if confidence is None else confidence)
+        met = share > (CI_CONFIDENCE if confidence is None else confidence)
     decision["exported"] = searched if met else baseline
     return decision
